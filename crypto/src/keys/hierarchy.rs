@@ -1,0 +1,196 @@
+//! The key hierarchy with its in-memory cache of tenant keys.
+//!
+//! Branch and index root keys are unwrapped by the tenant's KEK once and cached
+//! with a time-to-live and a use limit (as AWS's hierarchical keyring does), so an
+//! upload costs no KMS round trip while its tenant's branch key is cached. Evicted
+//! keys are zeroized when their last holder drops them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Mutex;
+
+use super::{EncryptionContext, KeyProvider, TenantKeyKind, TenantKeyRecord, TenantKeyStore};
+use crate::blind::IndexRootKey;
+use crate::envelope::KeyRef;
+use crate::{CryptoError, Key256, TenantId};
+
+/// How long, and for how many uses, an unwrapped tenant key stays in memory.
+#[derive(Clone, Copy, Debug)]
+pub struct CachePolicy {
+    /// Time to live of a cached key.
+    pub ttl: Duration,
+    /// Uses (document keys wrapped or unwrapped) before the key is unwrapped again.
+    pub max_uses: u64,
+}
+
+impl Default for CachePolicy {
+    fn default() -> Self {
+        CachePolicy { ttl: Duration::from_secs(300), max_uses: 100_000 }
+    }
+}
+
+/// A tenant's key configuration, as the server's tenant registry holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TenantKeySpec {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// Provider id of its KEK.
+    pub provider: String,
+    /// Its KEK id within the provider.
+    pub kek_id: String,
+    /// Branch key version used for new documents.
+    pub branch_version: u32,
+    /// Documents wrapped under older branch versions are refused.
+    pub min_decryption_version: u32,
+    /// Blind-index root key version.
+    pub index_version: u32,
+}
+
+struct CachedKey {
+    key: Arc<Key256>,
+    loaded: Instant,
+    uses: u64,
+}
+
+type CacheKey = (TenantId, TenantKeyKind, u32);
+
+/// Tenant KEK → branch / index keys → DEKs, with caching.
+pub struct KeyHierarchy {
+    providers: Vec<Arc<dyn KeyProvider>>,
+    store: Arc<dyn TenantKeyStore>,
+    policy: CachePolicy,
+    // A tokio mutex held across a load: concurrent misses for one key cost one KMS
+    // call, not one each.
+    cache: Mutex<HashMap<CacheKey, CachedKey>>,
+}
+
+impl std::fmt::Debug for KeyHierarchy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyHierarchy").field("policy", &self.policy).finish_non_exhaustive()
+    }
+}
+
+impl KeyHierarchy {
+    /// A hierarchy over the given providers and record store.
+    pub fn new(providers: Vec<Arc<dyn KeyProvider>>, store: Arc<dyn TenantKeyStore>, policy: CachePolicy) -> Self {
+        KeyHierarchy { providers, store, policy, cache: Mutex::new(HashMap::new()) }
+    }
+
+    /// The provider with this id.
+    pub fn provider(&self, id: &str) -> Result<&Arc<dyn KeyProvider>, CryptoError> {
+        self.providers
+            .iter()
+            .find(|p| p.id() == id)
+            .ok_or_else(|| CryptoError::InvalidArgument { what: "key provider", reason: format!("{id} is not configured") })
+    }
+
+    /// Total calls made to key services by every provider.
+    pub fn provider_calls(&self) -> u64 {
+        self.providers.iter().map(|p| p.call_count()).sum()
+    }
+
+    /// The branch key for a new document, and the reference to store in its key record.
+    pub async fn branch_key_for_upload(&self, spec: &TenantKeySpec) -> Result<(KeyRef, Arc<Key256>), CryptoError> {
+        let key = self.tenant_key(spec, TenantKeyKind::Branch, spec.branch_version, true).await?;
+        let key_ref = KeyRef { provider: spec.provider.clone(), kek_id: spec.kek_id.clone(), version: spec.branch_version };
+        Ok((key_ref, key))
+    }
+
+    /// The branch key named by a document's key record.
+    pub async fn branch_key(&self, spec: &TenantKeySpec, key_ref: &KeyRef) -> Result<Arc<Key256>, CryptoError> {
+        if key_ref.version < spec.min_decryption_version {
+            return Err(CryptoError::KeyVersionRetired { version: key_ref.version, min: spec.min_decryption_version });
+        }
+        if key_ref.version > spec.branch_version {
+            return Err(CryptoError::KeyVersionUnavailable { tenant: spec.tenant.to_string(), version: key_ref.version });
+        }
+        self.tenant_key(spec, TenantKeyKind::Branch, key_ref.version, false).await
+    }
+
+    /// The tenant's blind-index root key (current version).
+    pub async fn index_root_key(&self, spec: &TenantKeySpec) -> Result<IndexRootKey, CryptoError> {
+        let key = self.tenant_key(spec, TenantKeyKind::IndexRoot, spec.index_version, true).await?;
+        Ok(IndexRootKey::new(Key256::clone(&key), spec.index_version))
+    }
+
+    /// Drops every cached key of a tenant (after rotation or offboarding).
+    pub async fn evict_tenant(&self, tenant: &TenantId) {
+        self.cache.lock().await.retain(|(t, _, _), _| t != tenant);
+    }
+
+    async fn tenant_key(
+        &self,
+        spec: &TenantKeySpec,
+        kind: TenantKeyKind,
+        version: u32,
+        create_if_missing: bool,
+    ) -> Result<Arc<Key256>, CryptoError> {
+        let cache_key = (spec.tenant.clone(), kind, version);
+        let mut cache = self.cache.lock().await;
+        if let Some(cached) = cache.get_mut(&cache_key) {
+            if cached.loaded.elapsed() < self.policy.ttl && cached.uses < self.policy.max_uses {
+                cached.uses += 1;
+                return Ok(Arc::clone(&cached.key));
+            }
+            cache.remove(&cache_key);
+        }
+        let key = Arc::new(self.load_or_create(spec, kind, version, create_if_missing).await?);
+        cache.insert(cache_key, CachedKey { key: Arc::clone(&key), loaded: Instant::now(), uses: 1 });
+        Ok(key)
+    }
+
+    async fn load_or_create(
+        &self,
+        spec: &TenantKeySpec,
+        kind: TenantKeyKind,
+        version: u32,
+        create_if_missing: bool,
+    ) -> Result<Key256, CryptoError> {
+        let context = EncryptionContext { tenant: spec.tenant.clone(), purpose: kind.purpose() };
+        if let Some(bytes) = self.store.load(&spec.tenant, kind, version).await? {
+            return self.unwrap_record(&bytes, spec, kind, version, &context).await;
+        }
+        if !create_if_missing {
+            return Err(CryptoError::KeyVersionUnavailable { tenant: spec.tenant.to_string(), version });
+        }
+        let provider = self.provider(&spec.provider)?;
+        let (key, wrapped) = provider.generate_data_key(&spec.kek_id, &context).await?;
+        let record = TenantKeyRecord {
+            kind,
+            tenant: spec.tenant.clone(),
+            version,
+            provider: spec.provider.clone(),
+            kek_id: spec.kek_id.clone(),
+            wrapped,
+        };
+        if self.store.create(&spec.tenant, kind, version, record.encode()).await? {
+            return Ok(key);
+        }
+        // Another replica created it first: use theirs.
+        let bytes = self
+            .store
+            .load(&spec.tenant, kind, version)
+            .await?
+            .ok_or_else(|| CryptoError::RecordStore("tenant key record vanished after a create race".into()))?;
+        self.unwrap_record(&bytes, spec, kind, version, &context).await
+    }
+
+    async fn unwrap_record(
+        &self,
+        bytes: &[u8],
+        spec: &TenantKeySpec,
+        kind: TenantKeyKind,
+        version: u32,
+        context: &EncryptionContext,
+    ) -> Result<Key256, CryptoError> {
+        let record = TenantKeyRecord::parse(bytes)?;
+        if record.tenant != spec.tenant || record.kind != kind || record.version != version {
+            return Err(CryptoError::UnwrapFailed("tenant key record (belongs elsewhere)"));
+        }
+        self.provider(&record.provider)?
+            .decrypt_data_key(&record.kek_id, &record.wrapped, context)
+            .await
+    }
+}

@@ -1,0 +1,88 @@
+//! Big-endian reading and writing of the envelope structures.
+
+use crate::CryptoError;
+
+/// A cursor over untrusted bytes: every read is bounds-checked.
+pub(crate) struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+    what: &'static str,
+}
+
+impl<'a> Reader<'a> {
+    pub(crate) fn new(bytes: &'a [u8], what: &'static str) -> Self {
+        Reader { bytes, pos: 0, what }
+    }
+
+    pub(crate) fn position(&self) -> usize {
+        self.pos
+    }
+
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], CryptoError> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|end| *end <= self.bytes.len())
+            .ok_or_else(|| CryptoError::malformed(self.what, format!("truncated at byte {}", self.pos)))?;
+        let slice = &self.bytes[self.pos..end];
+        self.pos = end;
+        Ok(slice)
+    }
+
+    pub(crate) fn array<const N: usize>(&mut self) -> Result<[u8; N], CryptoError> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.take(N)?);
+        Ok(out)
+    }
+
+    pub(crate) fn u8(&mut self) -> Result<u8, CryptoError> {
+        Ok(self.array::<1>()?[0])
+    }
+
+    pub(crate) fn u16(&mut self) -> Result<u16, CryptoError> {
+        Ok(u16::from_be_bytes(self.array()?))
+    }
+
+    pub(crate) fn u32(&mut self) -> Result<u32, CryptoError> {
+        Ok(u32::from_be_bytes(self.array()?))
+    }
+
+    /// A UTF-8 string behind a one-byte length.
+    pub(crate) fn short_str(&mut self) -> Result<&'a str, CryptoError> {
+        let len = usize::from(self.u8()?);
+        self.str_of_len(len)
+    }
+
+    /// A UTF-8 string behind a two-byte length.
+    pub(crate) fn str16(&mut self) -> Result<&'a str, CryptoError> {
+        let len = usize::from(self.u16()?);
+        self.str_of_len(len)
+    }
+
+    fn str_of_len(&mut self, len: usize) -> Result<&'a str, CryptoError> {
+        let what = self.what;
+        std::str::from_utf8(self.take(len)?)
+            .map_err(|_| CryptoError::malformed(what, "string is not UTF-8"))
+    }
+
+    pub(crate) fn expect_end(&self) -> Result<(), CryptoError> {
+        if self.pos == self.bytes.len() {
+            Ok(())
+        } else {
+            Err(CryptoError::malformed(self.what, "unexpected trailing bytes"))
+        }
+    }
+}
+
+pub(crate) fn put_short_str(out: &mut Vec<u8>, s: &str) {
+    // Callers validate lengths before encoding (tenant ids, provider ids).
+    let len = u8::try_from(s.len()).unwrap_or(u8::MAX);
+    out.push(len);
+    out.extend_from_slice(&s.as_bytes()[..usize::from(len)]);
+}
+
+pub(crate) fn put_str16(out: &mut Vec<u8>, s: &str) {
+    let len = u16::try_from(s.len()).unwrap_or(u16::MAX);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&s.as_bytes()[..usize::from(len)]);
+}
