@@ -1,5 +1,6 @@
 //! Envelope throughput against the bare AES-256-GCM-SIV primitive on the same buffer,
 #![allow(missing_docs)] // criterion_group! generates an undocumented public fn
+#![allow(clippy::unwrap_used)] // a failing benchmark should stop with the error
 //! and blind tokens per second. After the runs it prints the envelope/bare ratio per
 //! size from criterion's own estimates.
 
@@ -10,9 +11,19 @@ use vault_crypto::blind::IndexRootKey;
 use vault_crypto::envelope::{begin_body, open_body, BodyDecryptor, DEFAULT_SEGMENT_SIZE};
 use vault_crypto::{DocumentId, Key256, TenantId};
 
-const SIZES: [(usize, &str); 4] = [(2 << 10, "2KiB"), (64 << 10, "64KiB"), (1 << 20, "1MiB"), (64 << 20, "64MiB")];
+const SIZES: [(usize, &str); 4] = [
+    (2 << 10, "2KiB"),
+    (64 << 10, "64KiB"),
+    (1 << 20, "1MiB"),
+    (64 << 20, "64MiB"),
+];
 
-fn encrypt_envelope(dek: &Key256, tenant: &TenantId, doc: DocumentId, plain: &[u8]) -> Vec<bytes::Bytes> {
+fn encrypt_envelope(
+    dek: &Key256,
+    tenant: &TenantId,
+    doc: DocumentId,
+    plain: &[u8],
+) -> Vec<bytes::Bytes> {
     let (header, mut enc) = begin_body(dek, tenant, doc, DEFAULT_SEGMENT_SIZE).unwrap();
     let mut out = vec![bytes::Bytes::from(header)];
     enc.update(plain, &mut out).unwrap();
@@ -41,14 +52,23 @@ fn throughput(c: &mut Criterion) {
                 if envelope_first {
                     b.iter(|| {
                         buf.copy_from_slice(&plain);
-                        bare.encrypt_in_place_detached(Nonce::from_slice(&nonce), b"", &mut buf).unwrap()
+                        bare.encrypt_in_place_detached(Nonce::from_slice(&nonce), b"", &mut buf)
+                            .unwrap()
                     })
                 } else {
                     let mut sealed = plain.clone();
-                    let tag = bare.encrypt_in_place_detached(Nonce::from_slice(&nonce), b"", &mut sealed).unwrap();
+                    let tag = bare
+                        .encrypt_in_place_detached(Nonce::from_slice(&nonce), b"", &mut sealed)
+                        .unwrap();
                     b.iter(|| {
                         buf.copy_from_slice(&sealed);
-                        bare.decrypt_in_place_detached(Nonce::from_slice(&nonce), b"", &mut buf, &tag).unwrap()
+                        bare.decrypt_in_place_detached(
+                            Nonce::from_slice(&nonce),
+                            b"",
+                            &mut buf,
+                            &tag,
+                        )
+                        .unwrap()
                     })
                 }
             });
@@ -80,9 +100,15 @@ fn blind_tokens(c: &mut Criterion) {
     let field = root.field_key("patient_name");
     let mut group = c.benchmark_group("blind");
     group.throughput(Throughput::Elements(1));
-    group.bench_function("token", |b| b.iter(|| field.token(b"doe john", 24).unwrap()));
+    group.bench_function("token", |b| {
+        b.iter(|| field.token(b"doe john", 24).unwrap())
+    });
     group.bench_function("field_key_and_token", |b| {
-        b.iter(|| root.field_key("member_id").token(b"w123456789", 24).unwrap())
+        b.iter(|| {
+            root.field_key("member_id")
+                .token(b"w123456789", 24)
+                .unwrap()
+        })
     });
     group.finish();
 }
@@ -91,8 +117,13 @@ criterion_group!(benches, throughput, blind_tokens);
 
 /// Reads criterion's mean estimate (ns) for one benchmark.
 fn mean_ns(dir: &std::path::Path, group: &str, id: &str, label: &str) -> Option<f64> {
-    let path = dir.join(group).join(id).join(label).join("new/estimates.json");
-    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+    let path = dir
+        .join(group)
+        .join(id)
+        .join(label)
+        .join("new/estimates.json");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
     json["mean"]["point_estimate"].as_f64()
 }
 
@@ -106,14 +137,25 @@ fn report_ratios() {
     println!("|---|---|---|---|---|");
     for group in ["encrypt", "decrypt"] {
         for (size, label) in SIZES {
-            if let (Some(bare), Some(env)) = (mean_ns(&dir, group, "bare", label), mean_ns(&dir, group, "envelope", label)) {
+            if let (Some(bare), Some(env)) = (
+                mean_ns(&dir, group, "bare", label),
+                mean_ns(&dir, group, "envelope", label),
+            ) {
                 let mbps = |ns: f64| size as f64 / ns * 1e9 / 1e6;
-                println!("| {group} | {label} | {:.0} | {:.0} | {:.1} % |", mbps(bare), mbps(env), bare / env * 100.0);
+                println!(
+                    "| {group} | {label} | {:.0} | {:.0} | {:.1} % |",
+                    mbps(bare),
+                    mbps(env),
+                    bare / env * 100.0
+                );
             }
         }
     }
     if let Some(ns) = mean_ns(&dir, "blind", "token", "") {
-        println!("blind tokens per second (cached field key): {:.0}", 1e9 / ns);
+        println!(
+            "blind tokens per second (cached field key): {:.0}",
+            1e9 / ns
+        );
     }
 }
 

@@ -61,7 +61,10 @@ impl FieldKey {
     /// The token of a normalised value, truncated to `bits` (1 to 256).
     pub fn token(&self, normalised_value: &[u8], bits: u16) -> Result<BlindToken, CryptoError> {
         if !(1..=256).contains(&bits) {
-            return Err(CryptoError::InvalidArgument { what: "token bit length", reason: "must be 1 to 256".into() });
+            return Err(CryptoError::InvalidArgument {
+                what: "token bit length",
+                reason: "must be 1 to 256".into(),
+            });
         }
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.0.expose())
             .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
@@ -101,11 +104,38 @@ mod tests {
 
     #[test]
     fn tokens_are_deterministic_and_separated_by_field_and_tenant() {
-        let a = root(1).field_key("patient_name").token(b"doe john", 256).unwrap();
-        assert_eq!(a, root(1).field_key("patient_name").token(b"doe john", 256).unwrap());
-        assert_ne!(a, root(1).field_key("member_id").token(b"doe john", 256).unwrap());
-        assert_ne!(a, root(2).field_key("patient_name").token(b"doe john", 256).unwrap());
-        assert_ne!(a, IndexRootKey::new(Key256::from_bytes([1; 32]), 2).field_key("patient_name").token(b"doe john", 256).unwrap());
+        let a = root(1)
+            .field_key("patient_name")
+            .token(b"doe john", 256)
+            .unwrap();
+        assert_eq!(
+            a,
+            root(1)
+                .field_key("patient_name")
+                .token(b"doe john", 256)
+                .unwrap()
+        );
+        assert_ne!(
+            a,
+            root(1)
+                .field_key("member_id")
+                .token(b"doe john", 256)
+                .unwrap()
+        );
+        assert_ne!(
+            a,
+            root(2)
+                .field_key("patient_name")
+                .token(b"doe john", 256)
+                .unwrap()
+        );
+        assert_ne!(
+            a,
+            IndexRootKey::new(Key256::from_bytes([1; 32]), 2)
+                .field_key("patient_name")
+                .token(b"doe john", 256)
+                .unwrap()
+        );
     }
 
     #[test]

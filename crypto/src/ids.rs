@@ -108,29 +108,6 @@ impl FromStr for DocumentId {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tenant_ids_are_validated() {
-        assert!(TenantId::new("acme").is_ok());
-        assert!(TenantId::new("acme-billing_2").is_ok());
-        for bad in ["", "-acme", "Acme", "acme/x", "a b", &"a".repeat(64)] {
-            assert!(TenantId::new(bad).is_err(), "{bad:?} accepted");
-        }
-    }
-
-    #[test]
-    fn document_ids_round_trip_through_text() {
-        let id = DocumentId::random();
-        let parsed: DocumentId = id.to_string().parse().unwrap();
-        assert_eq!(id, parsed);
-        assert!("xyz".parse::<DocumentId>().is_err());
-        assert!("ABCDEF0123456789ABCDEF0123456789".parse::<DocumentId>().is_err());
-    }
-}
-
 impl serde::Serialize for TenantId {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&self.0)
@@ -154,5 +131,30 @@ impl<'de> serde::Deserialize<'de> for DocumentId {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_ids_are_validated() {
+        assert!(TenantId::new("acme").is_ok());
+        assert!(TenantId::new("acme-billing_2").is_ok());
+        for bad in ["", "-acme", "Acme", "acme/x", "a b", &"a".repeat(64)] {
+            assert!(TenantId::new(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn document_ids_round_trip_through_text() {
+        let id = DocumentId::random();
+        let parsed: DocumentId = id.to_string().parse().unwrap();
+        assert_eq!(id, parsed);
+        assert!("xyz".parse::<DocumentId>().is_err());
+        assert!("ABCDEF0123456789ABCDEF0123456789"
+            .parse::<DocumentId>()
+            .is_err());
     }
 }

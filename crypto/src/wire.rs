@@ -11,7 +11,11 @@ pub(crate) struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     pub(crate) fn new(bytes: &'a [u8], what: &'static str) -> Self {
-        Reader { bytes, pos: 0, what }
+        Reader {
+            bytes,
+            pos: 0,
+            what,
+        }
     }
 
     pub(crate) fn position(&self) -> usize {
@@ -23,7 +27,9 @@ impl<'a> Reader<'a> {
             .pos
             .checked_add(n)
             .filter(|end| *end <= self.bytes.len())
-            .ok_or_else(|| CryptoError::malformed(self.what, format!("truncated at byte {}", self.pos)))?;
+            .ok_or_else(|| {
+                CryptoError::malformed(self.what, format!("truncated at byte {}", self.pos))
+            })?;
         let slice = &self.bytes[self.pos..end];
         self.pos = end;
         Ok(slice)
@@ -69,7 +75,10 @@ impl<'a> Reader<'a> {
         if self.pos == self.bytes.len() {
             Ok(())
         } else {
-            Err(CryptoError::malformed(self.what, "unexpected trailing bytes"))
+            Err(CryptoError::malformed(
+                self.what,
+                "unexpected trailing bytes",
+            ))
         }
     }
 }

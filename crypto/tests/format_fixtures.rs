@@ -4,6 +4,8 @@
 //! keys below. Regenerate (only when adding a new version!) with
 //! `VAULT_WRITE_FIXTURES=1 cargo test -p vault-crypto --test format_fixtures`.
 
+#![allow(clippy::unwrap_used)] // a failing test should panic with the error
+
 use std::path::PathBuf;
 
 use vault_crypto::envelope::{begin_body, open_body, BodyDecryptor, BodyHeader, KeyRecord, KeyRef};
@@ -14,7 +16,8 @@ use vault_crypto::{DocumentId, Key256, TenantId};
 const FIXTURE_DEK: [u8; 32] = [0x11; 32];
 const FIXTURE_BRANCH_KEY: [u8; 32] = [0x22; 32];
 const FIXTURE_DOC: [u8; 16] = [0x33; 16];
-const FIXTURE_PLAINTEXT: &str = "ISA*00*fixture body spanning two segments of 64 bytes each, plus a short final one~";
+const FIXTURE_PLAINTEXT: &str =
+    "ISA*00*fixture body spanning two segments of 64 bytes each, plus a short final one~";
 const FIXTURE_METADATA: &str = r#"{"content_type":"application/edi-x12"}"#;
 
 fn dir() -> PathBuf {
@@ -32,8 +35,19 @@ fn write_fixtures() {
     out.push(enc.finish().unwrap());
     body.extend(out.concat());
     let (parsed, _) = BodyHeader::parse(&header).unwrap();
-    let key_ref = KeyRef { provider: "local".into(), kek_id: "fixture".into(), version: 1 };
-    let record = KeyRecord::seal(&dek, &parsed, &Key256::from_bytes(FIXTURE_BRANCH_KEY), key_ref, FIXTURE_METADATA.as_bytes()).unwrap();
+    let key_ref = KeyRef {
+        provider: "local".into(),
+        kek_id: "fixture".into(),
+        version: 1,
+    };
+    let record = KeyRecord::seal(
+        &dek,
+        &parsed,
+        &Key256::from_bytes(FIXTURE_BRANCH_KEY),
+        key_ref,
+        FIXTURE_METADATA.as_bytes(),
+    )
+    .unwrap();
     let tenant_key = TenantKeyRecord {
         kind: TenantKeyKind::Branch,
         tenant,
@@ -56,11 +70,22 @@ fn envelope_v1_fixtures_still_open() {
     let body = std::fs::read(dir().join("body.bin")).expect("fixture body.bin is checked in");
     let record = KeyRecord::parse(&std::fs::read(dir().join("key-record.bin")).unwrap()).unwrap();
     assert_eq!(record.key_ref.version, 1);
-    let dek = record.unwrap_dek(&Key256::from_bytes(FIXTURE_BRANCH_KEY)).unwrap();
-    assert_eq!(&record.open_metadata(&dek).unwrap()[..], FIXTURE_METADATA.as_bytes());
+    let dek = record
+        .unwrap_dek(&Key256::from_bytes(FIXTURE_BRANCH_KEY))
+        .unwrap();
+    assert_eq!(
+        &record.open_metadata(&dek).unwrap()[..],
+        FIXTURE_METADATA.as_bytes()
+    );
     let len = BodyHeader::peek_len(&body).unwrap().unwrap();
     let tenant = TenantId::new("fixture").unwrap();
-    let (header, cipher) = open_body(&dek, &tenant, DocumentId::from_bytes(FIXTURE_DOC), &body[..len]).unwrap();
+    let (header, cipher) = open_body(
+        &dek,
+        &tenant,
+        DocumentId::from_bytes(FIXTURE_DOC),
+        &body[..len],
+    )
+    .unwrap();
     assert!(record.matches_body(&header));
     let mut dec = BodyDecryptor::new(cipher);
     let mut out = Vec::new();
@@ -68,7 +93,9 @@ fn envelope_v1_fixtures_still_open() {
     dec.finish(&mut out).unwrap();
     assert_eq!(out.concat(), FIXTURE_PLAINTEXT.as_bytes());
 
-    let tenant_key = TenantKeyRecord::parse(&std::fs::read(dir().join("tenant-key-record.bin")).unwrap()).unwrap();
+    let tenant_key =
+        TenantKeyRecord::parse(&std::fs::read(dir().join("tenant-key-record.bin")).unwrap())
+            .unwrap();
     assert_eq!(tenant_key.kind, TenantKeyKind::Branch);
     assert_eq!(tenant_key.wrapped, vec![0xAB; 70]);
 }

@@ -5,6 +5,8 @@
 //! `../shared/data/vectors` (or `$VAULT_SHARED_DATA/vectors`) and their absence is a
 //! failure, not a skip.
 
+#![allow(clippy::unwrap_used)] // a failing test should panic with the error
+
 use aes_gcm_siv::aead::{Aead, KeyInit, Payload};
 use aes_gcm_siv::{Aes128GcmSiv, Aes256GcmSiv, Nonce};
 use hmac::{Hmac, Mac};
@@ -14,7 +16,9 @@ use sha2::Sha256;
 fn shared_vectors() -> std::path::PathBuf {
     let base = std::env::var_os("VAULT_SHARED_DATA")
         .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"));
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data")
+        });
     let dir = base.join("vectors");
     assert!(
         dir.is_dir(),
@@ -36,7 +40,12 @@ fn hex_field(test: &Value, name: &str) -> Vec<u8> {
 
 /// Encrypts and decrypts one AEAD vector; returns whether the outcome matched.
 fn check_gcm_siv(test: &Value) -> bool {
-    let (key, iv, aad, msg) = (hex_field(test, "key"), hex_field(test, "iv"), hex_field(test, "aad"), hex_field(test, "msg"));
+    let (key, iv, aad, msg) = (
+        hex_field(test, "key"),
+        hex_field(test, "iv"),
+        hex_field(test, "aad"),
+        hex_field(test, "msg"),
+    );
     let mut expected = hex_field(test, "ct");
     expected.extend(hex_field(test, "tag"));
     let valid = test["result"] == "valid";
@@ -48,11 +57,41 @@ fn check_gcm_siv(test: &Value) -> bool {
     let (sealed, opened) = match key.len() {
         16 => {
             let c = Aes128GcmSiv::new_from_slice(&key).unwrap();
-            (c.encrypt(nonce, Payload { msg: &msg, aad: &aad }), c.decrypt(nonce, Payload { msg: &expected, aad: &aad }))
+            (
+                c.encrypt(
+                    nonce,
+                    Payload {
+                        msg: &msg,
+                        aad: &aad,
+                    },
+                ),
+                c.decrypt(
+                    nonce,
+                    Payload {
+                        msg: &expected,
+                        aad: &aad,
+                    },
+                ),
+            )
         }
         32 => {
             let c = Aes256GcmSiv::new_from_slice(&key).unwrap();
-            (c.encrypt(nonce, Payload { msg: &msg, aad: &aad }), c.decrypt(nonce, Payload { msg: &expected, aad: &aad }))
+            (
+                c.encrypt(
+                    nonce,
+                    Payload {
+                        msg: &msg,
+                        aad: &aad,
+                    },
+                ),
+                c.decrypt(
+                    nonce,
+                    Payload {
+                        msg: &expected,
+                        aad: &aad,
+                    },
+                ),
+            )
         }
         _ => return !valid,
     };
@@ -86,7 +125,15 @@ fn embedded_rfc8452_vectors() {
         let cipher = Aes256GcmSiv::new_from_slice(&hex::decode(key).unwrap()).unwrap();
         let iv = hex::decode(iv).unwrap();
         let (aad, msg) = (hex::decode(aad).unwrap(), hex::decode(msg).unwrap());
-        let out = cipher.encrypt(Nonce::from_slice(&iv), Payload { msg: &msg, aad: &aad }).unwrap();
+        let out = cipher
+            .encrypt(
+                Nonce::from_slice(&iv),
+                Payload {
+                    msg: &msg,
+                    aad: &aad,
+                },
+            )
+            .unwrap();
         assert_eq!(hex::encode(out), ct_tag);
     }
 }
@@ -97,7 +144,11 @@ fn all_wycheproof_aes_gcm_siv_vectors() {
     let mut count = 0;
     for group in file["testGroups"].as_array().unwrap() {
         for test in group["tests"].as_array().unwrap() {
-            assert!(check_gcm_siv(test), "Wycheproof AES-GCM-SIV tcId {} failed", test["tcId"]);
+            assert!(
+                check_gcm_siv(test),
+                "Wycheproof AES-GCM-SIV tcId {} failed",
+                test["tcId"]
+            );
             count += 1;
         }
     }
@@ -132,7 +183,11 @@ fn rfc4231_hmac_sha256() {
     assert_eq!(tests.len(), 7);
     for test in tests {
         let bits = test["tagSize"].as_u64().unwrap() as usize;
-        assert!(check_hmac(test, bits), "RFC 4231 case {} failed", test["tcId"]);
+        assert!(
+            check_hmac(test, bits),
+            "RFC 4231 case {} failed",
+            test["tcId"]
+        );
     }
 }
 
@@ -142,7 +197,11 @@ fn wycheproof_hmac_sha256() {
     for group in file["testGroups"].as_array().unwrap() {
         let bits = group["tagSize"].as_u64().unwrap() as usize;
         for test in group["tests"].as_array().unwrap() {
-            assert!(check_hmac(test, bits), "Wycheproof HMAC tcId {} failed", test["tcId"]);
+            assert!(
+                check_hmac(test, bits),
+                "Wycheproof HMAC tcId {} failed",
+                test["tcId"]
+            );
         }
     }
 }
@@ -153,11 +212,19 @@ fn wycheproof_hkdf_sha256() {
     for group in file["testGroups"].as_array().unwrap() {
         for test in group["tests"].as_array().unwrap() {
             let salt = hex_field(test, "salt");
-            let hk = hkdf::Hkdf::<Sha256>::new(if salt.is_empty() { None } else { Some(&salt) }, &hex_field(test, "ikm"));
+            let hk = hkdf::Hkdf::<Sha256>::new(
+                if salt.is_empty() { None } else { Some(&salt) },
+                &hex_field(test, "ikm"),
+            );
             let mut okm = vec![0u8; test["size"].as_u64().unwrap() as usize];
             let result = hk.expand(&hex_field(test, "info"), &mut okm);
             let ok = result.is_ok() && okm == hex_field(test, "okm");
-            assert_eq!(ok, test["result"] == "valid", "Wycheproof HKDF tcId {} failed", test["tcId"]);
+            assert_eq!(
+                ok,
+                test["result"] == "valid",
+                "Wycheproof HKDF tcId {} failed",
+                test["tcId"]
+            );
         }
     }
 }

@@ -17,11 +17,11 @@
 //! All integers are big-endian. The whole encoded header is the associated data of
 //! every segment.
 
-use crate::wire::{put_short_str, Reader};
 use super::{
     BODY_MAGIC, FORMAT_V1, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE,
     SUITE_AES256_GCM_SIV_HKDF_SHA512_COMMIT,
 };
+use crate::wire::{put_short_str, Reader};
 use crate::{CryptoError, DocumentId, TenantId};
 
 const WHAT: &str = "body header";
@@ -91,18 +91,22 @@ impl BodyHeader {
         let mut reader = Reader::new(prefix, WHAT);
         check_magic_version_suite(&mut reader)?;
         let len = usize::from(reader.u16()?);
-        if !(FIXED_PREFIX_LEN + 2 + FIXED_SUFFIX_LEN..=FIXED_PREFIX_LEN + 1 + TenantId::MAX_LEN + FIXED_SUFFIX_LEN)
+        if !(FIXED_PREFIX_LEN + 2 + FIXED_SUFFIX_LEN
+            ..=FIXED_PREFIX_LEN + 1 + TenantId::MAX_LEN + FIXED_SUFFIX_LEN)
             .contains(&len)
         {
-            return Err(CryptoError::malformed(WHAT, format!("impossible header length {len}")));
+            return Err(CryptoError::malformed(
+                WHAT,
+                format!("impossible header length {len}"),
+            ));
         }
         Ok(Some(len))
     }
 
     /// Parses a header from the start of `bytes`; returns it and its length.
     pub fn parse(bytes: &[u8]) -> Result<(BodyHeader, usize), CryptoError> {
-        let declared = Self::peek_len(bytes)?
-            .ok_or_else(|| CryptoError::malformed(WHAT, "truncated"))?;
+        let declared =
+            Self::peek_len(bytes)?.ok_or_else(|| CryptoError::malformed(WHAT, "truncated"))?;
         let mut reader = Reader::new(bytes, WHAT);
         reader.take(FIXED_PREFIX_LEN)?;
         let tenant = TenantId::new(reader.short_str()?)
@@ -118,7 +122,10 @@ impl BodyHeader {
             commitment: reader.array()?,
         };
         if reader.position() != declared {
-            return Err(CryptoError::malformed(WHAT, "declared length does not match its fields"));
+            return Err(CryptoError::malformed(
+                WHAT,
+                "declared length does not match its fields",
+            ));
         }
         header
             .validate()
@@ -133,7 +140,10 @@ fn check_magic_version_suite(reader: &mut Reader<'_>) -> Result<(), CryptoError>
     }
     let version = reader.u16()?;
     if version != FORMAT_V1 {
-        return Err(CryptoError::UnsupportedVersion { what: WHAT, version });
+        return Err(CryptoError::UnsupportedVersion {
+            what: WHAT,
+            version,
+        });
     }
     let suite = reader.u16()?;
     if suite != SUITE_AES256_GCM_SIV_HKDF_SHA512_COMMIT {

@@ -16,8 +16,10 @@ use aes_gcm_siv::{Aes256GcmSiv, Nonce};
 use zeroize::Zeroizing;
 
 use super::derive::DerivedKeys;
+use super::{
+    BodyHeader, FORMAT_V1, KEY_RECORD_MAGIC, SUITE_AES256_GCM_SIV_HKDF_SHA512_COMMIT, TAG_LEN,
+};
 use crate::wire::{put_short_str, put_str16, Reader};
-use super::{BodyHeader, FORMAT_V1, KEY_RECORD_MAGIC, SUITE_AES256_GCM_SIV_HKDF_SHA512_COMMIT, TAG_LEN};
 use crate::{CryptoError, DocumentId, Key256, TenantId};
 
 const WHAT: &str = "key record";
@@ -76,7 +78,11 @@ impl KeyRecord {
             return Err(CryptoError::Limit("metadata block larger than 4 MiB"));
         }
         check_key_ref(&key_ref)?;
-        let keys = DerivedKeys::derive(dek, SUITE_AES256_GCM_SIV_HKDF_SHA512_COMMIT, &header.message_id);
+        let keys = DerivedKeys::derive(
+            dek,
+            SUITE_AES256_GCM_SIV_HKDF_SHA512_COMMIT,
+            &header.message_id,
+        );
         keys.verify_commitment(&header.commitment)?;
         let mut record = KeyRecord {
             tenant: header.tenant.clone(),
@@ -93,7 +99,10 @@ impl KeyRecord {
             .metadata
             .encrypt(
                 Nonce::from_slice(&record.metadata_nonce),
-                Payload { msg: metadata, aad: &record.immutable_part() },
+                Payload {
+                    msg: metadata,
+                    aad: &record.immutable_part(),
+                },
             )
             .map_err(|_| CryptoError::Limit("metadata too large for AES-GCM-SIV"))?;
         record.wrap(dek, wrapping_key)?;
@@ -106,7 +115,10 @@ impl KeyRecord {
         let wrapped = aead
             .encrypt(
                 Nonce::from_slice(&self.wrap_nonce),
-                Payload { msg: dek.expose(), aad: &self.wrap_aad() },
+                Payload {
+                    msg: dek.expose(),
+                    aad: &self.wrap_aad(),
+                },
             )
             .map_err(|_| CryptoError::Limit("key wrap"))?;
         self.wrapped_dek = wrapped
@@ -141,31 +153,50 @@ impl KeyRecord {
         let plain = Zeroizing::new(
             aead.decrypt(
                 Nonce::from_slice(&self.wrap_nonce),
-                Payload { msg: &self.wrapped_dek, aad: &self.wrap_aad() },
+                Payload {
+                    msg: &self.wrapped_dek,
+                    aad: &self.wrap_aad(),
+                },
             )
             .map_err(|_| CryptoError::UnwrapFailed("document key"))?,
         );
         let dek = Key256::from_slice(&plain).ok_or(CryptoError::UnwrapFailed("document key"))?;
-        DerivedKeys::derive(&dek, SUITE_AES256_GCM_SIV_HKDF_SHA512_COMMIT, &self.message_id)
-            .verify_commitment(&self.commitment)?;
+        DerivedKeys::derive(
+            &dek,
+            SUITE_AES256_GCM_SIV_HKDF_SHA512_COMMIT,
+            &self.message_id,
+        )
+        .verify_commitment(&self.commitment)?;
         Ok(dek)
     }
 
     /// Decrypts the metadata block with the (already unwrapped) DEK.
     pub fn open_metadata(&self, dek: &Key256) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
-        let keys = DerivedKeys::derive(dek, SUITE_AES256_GCM_SIV_HKDF_SHA512_COMMIT, &self.message_id);
+        let keys = DerivedKeys::derive(
+            dek,
+            SUITE_AES256_GCM_SIV_HKDF_SHA512_COMMIT,
+            &self.message_id,
+        );
         keys.verify_commitment(&self.commitment)?;
         keys.metadata
             .decrypt(
                 Nonce::from_slice(&self.metadata_nonce),
-                Payload { msg: &self.metadata, aad: &self.immutable_part() },
+                Payload {
+                    msg: &self.metadata,
+                    aad: &self.immutable_part(),
+                },
             )
             .map(Zeroizing::new)
             .map_err(|_| CryptoError::MetadataIntegrity)
     }
 
     /// Re-wraps the DEK under another key, leaving body and metadata untouched.
-    pub fn rewrap(&self, old_key: &Key256, new_key: &Key256, new_ref: KeyRef) -> Result<KeyRecord, CryptoError> {
+    pub fn rewrap(
+        &self,
+        old_key: &Key256,
+        new_key: &Key256,
+        new_ref: KeyRef,
+    ) -> Result<KeyRecord, CryptoError> {
         check_key_ref(&new_ref)?;
         let dek = self.unwrap_dek(old_key)?;
         let mut record = self.clone();
@@ -202,7 +233,10 @@ impl KeyRecord {
         }
         let version = reader.u16()?;
         if version != FORMAT_V1 {
-            return Err(CryptoError::UnsupportedVersion { what: WHAT, version });
+            return Err(CryptoError::UnsupportedVersion {
+                what: WHAT,
+                version,
+            });
         }
         let suite = reader.u16()?;
         if suite != SUITE_AES256_GCM_SIV_HKDF_SHA512_COMMIT {
@@ -222,7 +256,7 @@ impl KeyRecord {
         let wrapped_dek = reader.array()?;
         let metadata_nonce = reader.array()?;
         let metadata_len = reader.u32()? as usize;
-        if metadata_len > MAX_METADATA_LEN + TAG_LEN || metadata_len < TAG_LEN {
+        if !(TAG_LEN..=MAX_METADATA_LEN + TAG_LEN).contains(&metadata_len) {
             return Err(CryptoError::malformed(WHAT, "metadata length out of range"));
         }
         let metadata = reader.take(metadata_len)?.to_vec();

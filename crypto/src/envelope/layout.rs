@@ -67,12 +67,19 @@ impl BodyLayout {
     /// The segments covering plaintext `start..end` of a body of `plaintext_len`
     /// bytes. `end` is clamped to the body; an empty or out-of-range request is an
     /// error.
-    pub fn plan_range(&self, plaintext_len: u64, start: u64, end: u64) -> Result<RangePlan, CryptoError> {
+    pub fn plan_range(
+        &self,
+        plaintext_len: u64,
+        start: u64,
+        end: u64,
+    ) -> Result<RangePlan, CryptoError> {
         let end = end.min(plaintext_len);
         if start >= end {
             return Err(CryptoError::InvalidArgument {
                 what: "range",
-                reason: format!("{start}..{end} is empty or outside a body of {plaintext_len} bytes"),
+                reason: format!(
+                    "{start}..{end} is empty or outside a body of {plaintext_len} bytes"
+                ),
             });
         }
         let first_segment = start / self.segment_size;

@@ -26,14 +26,12 @@ mod layout;
 mod segment;
 mod stream;
 
-
 pub use header::BodyHeader;
 pub use key_record::{KeyRecord, KeyRef};
 pub use layout::{BodyLayout, RangePlan};
 pub use segment::BodyCipher;
 pub use stream::{
-    decrypt_range_stream, decrypt_stream, encrypt_stream, BodyDecryptor, BodyEncryptor,
-    StreamError,
+    decrypt_range_stream, decrypt_stream, encrypt_stream, BodyDecryptor, BodyEncryptor, StreamError,
 };
 
 use crate::{DocumentId, Key256, Result, TenantId};
@@ -65,7 +63,8 @@ pub fn begin_body(
     segment_size: u32,
 ) -> Result<(Vec<u8>, BodyEncryptor)> {
     let message_id = crate::secret::random_bytes::<32>();
-    let keys = derive::DerivedKeys::derive(dek, SUITE_AES256_GCM_SIV_HKDF_SHA512_COMMIT, &message_id);
+    let keys =
+        derive::DerivedKeys::derive(dek, SUITE_AES256_GCM_SIV_HKDF_SHA512_COMMIT, &message_id);
     let header = BodyHeader {
         tenant: tenant.clone(),
         document,
@@ -102,7 +101,11 @@ pub fn open_body(
     if header.document != expected_document {
         return Err(crate::CryptoError::ContextMismatch("document"));
     }
-    let keys = derive::DerivedKeys::derive(dek, SUITE_AES256_GCM_SIV_HKDF_SHA512_COMMIT, &header.message_id);
+    let keys = derive::DerivedKeys::derive(
+        dek,
+        SUITE_AES256_GCM_SIV_HKDF_SHA512_COMMIT,
+        &header.message_id,
+    );
     keys.verify_commitment(&header.commitment)?;
     let cipher = BodyCipher::new(keys.body, &header, header_bytes.to_vec());
     Ok((header, cipher))

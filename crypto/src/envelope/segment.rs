@@ -75,7 +75,10 @@ impl BodyCipher {
     /// plaintext length (the first bytes of `buf`). Nothing is released on failure.
     pub fn open(&self, index: u64, last: bool, buf: &mut [u8]) -> Result<usize, CryptoError> {
         let integrity = CryptoError::SegmentIntegrity { segment: index };
-        let plain_len = buf.len().checked_sub(TAG_LEN).ok_or(CryptoError::Truncated)?;
+        let plain_len = buf
+            .len()
+            .checked_sub(TAG_LEN)
+            .ok_or(CryptoError::Truncated)?;
         if plain_len > self.segment_size() || (plain_len == self.segment_size() && last) {
             return Err(integrity);
         }

@@ -82,7 +82,11 @@ impl BodyDecryptor {
         Self::starting_at(cipher, 0, None)
     }
 
-    fn starting_at(cipher: BodyCipher, first_segment: u64, stop_after: Option<(u64, bool)>) -> Self {
+    fn starting_at(
+        cipher: BodyCipher,
+        first_segment: u64,
+        stop_after: Option<(u64, bool)>,
+    ) -> Self {
         let capacity = cipher.segment_size() + TAG_LEN;
         BodyDecryptor {
             cipher,

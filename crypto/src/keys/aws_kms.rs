@@ -25,13 +25,19 @@ pub struct AwsKmsProvider {
 }
 
 fn provider_err<E: std::error::Error + 'static>(e: E) -> CryptoError {
-    CryptoError::Provider { provider: "aws-kms", message: DisplayErrorContext(e).to_string() }
+    CryptoError::Provider {
+        provider: "aws-kms",
+        message: DisplayErrorContext(e).to_string(),
+    }
 }
 
 impl AwsKmsProvider {
     /// Uses an existing client.
     pub fn new(client: Client) -> Self {
-        AwsKmsProvider { client, calls: AtomicU64::new(0) }
+        AwsKmsProvider {
+            client,
+            calls: AtomicU64::new(0),
+        }
     }
 
     /// Builds a client from the standard AWS environment (`AWS_ENDPOINT_URL`,
@@ -46,7 +52,11 @@ impl AwsKmsProvider {
     }
 
     /// Schedules the tenant's KMS key for deletion (crypto-shredding).
-    pub async fn schedule_key_deletion(&self, kek_id: &str, pending_days: i32) -> Result<(), CryptoError> {
+    pub async fn schedule_key_deletion(
+        &self,
+        kek_id: &str,
+        pending_days: i32,
+    ) -> Result<(), CryptoError> {
         self.count();
         let key_id = self.resolve_key_id(kek_id).await?;
         self.count();
@@ -61,11 +71,20 @@ impl AwsKmsProvider {
     }
 
     async fn resolve_key_id(&self, kek_id: &str) -> Result<String, CryptoError> {
-        let described = self.client.describe_key().key_id(kek_id).send().await.map_err(provider_err)?;
+        let described = self
+            .client
+            .describe_key()
+            .key_id(kek_id)
+            .send()
+            .await
+            .map_err(provider_err)?;
         described
             .key_metadata()
             .map(|m| m.key_id().to_owned())
-            .ok_or_else(|| CryptoError::Provider { provider: "aws-kms", message: format!("key {kek_id} not found") })
+            .ok_or_else(|| CryptoError::Provider {
+                provider: "aws-kms",
+                message: format!("key {kek_id} not found"),
+            })
     }
 }
 
@@ -82,7 +101,11 @@ impl KeyProvider for AwsKmsProvider {
         "aws-kms"
     }
 
-    async fn ensure_tenant_key(&self, tenant: &TenantId, requested: Option<&str>) -> Result<String, CryptoError> {
+    async fn ensure_tenant_key(
+        &self,
+        tenant: &TenantId,
+        requested: Option<&str>,
+    ) -> Result<String, CryptoError> {
         if let Some(requested) = requested {
             self.count();
             self.resolve_key_id(requested).await?;
@@ -90,7 +113,14 @@ impl KeyProvider for AwsKmsProvider {
         }
         let alias = format!("{TENANT_ALIAS_PREFIX}{tenant}");
         self.count();
-        if self.client.describe_key().key_id(&alias).send().await.is_ok() {
+        if self
+            .client
+            .describe_key()
+            .key_id(&alias)
+            .send()
+            .await
+            .is_ok()
+        {
             return Ok(alias);
         }
         self.count();
@@ -98,14 +128,23 @@ impl KeyProvider for AwsKmsProvider {
             .client
             .create_key()
             .description(format!("billing records vault: KEK of tenant {tenant}"))
-            .tags(aws_sdk_kms::types::Tag::builder().tag_key("vault-tenant").tag_value(tenant.as_str()).build().map_err(provider_err)?)
+            .tags(
+                aws_sdk_kms::types::Tag::builder()
+                    .tag_key("vault-tenant")
+                    .tag_value(tenant.as_str())
+                    .build()
+                    .map_err(provider_err)?,
+            )
             .send()
             .await
             .map_err(provider_err)?;
         let key_id = created
             .key_metadata()
             .map(|m| m.key_id().to_owned())
-            .ok_or_else(|| CryptoError::Provider { provider: "aws-kms", message: "CreateKey returned no key".into() })?;
+            .ok_or_else(|| CryptoError::Provider {
+                provider: "aws-kms",
+                message: "CreateKey returned no key".into(),
+            })?;
         self.count();
         self.client
             .create_alias()
@@ -117,9 +156,17 @@ impl KeyProvider for AwsKmsProvider {
         Ok(alias)
     }
 
-    async fn generate_data_key(&self, kek_id: &str, context: &EncryptionContext) -> Result<(Key256, Vec<u8>), CryptoError> {
+    async fn generate_data_key(
+        &self,
+        kek_id: &str,
+        context: &EncryptionContext,
+    ) -> Result<(Key256, Vec<u8>), CryptoError> {
         self.count();
-        let mut request = self.client.generate_data_key().key_id(kek_id).key_spec(DataKeySpec::Aes256);
+        let mut request = self
+            .client
+            .generate_data_key()
+            .key_id(kek_id)
+            .key_spec(DataKeySpec::Aes256);
         for (k, v) in context_pairs(context) {
             request = request.encryption_context(k, v);
         }
@@ -127,37 +174,60 @@ impl KeyProvider for AwsKmsProvider {
         let wrapped = output
             .ciphertext_blob()
             .map(|b| b.as_ref().to_vec())
-            .ok_or_else(|| CryptoError::Provider { provider: "aws-kms", message: "no ciphertext blob".into() })?;
-        let mut plaintext = output
-            .plaintext
-            .map(Blob::into_inner)
-            .ok_or_else(|| CryptoError::Provider { provider: "aws-kms", message: "no plaintext key".into() })?;
+            .ok_or_else(|| CryptoError::Provider {
+                provider: "aws-kms",
+                message: "no ciphertext blob".into(),
+            })?;
+        let mut plaintext =
+            output
+                .plaintext
+                .map(Blob::into_inner)
+                .ok_or_else(|| CryptoError::Provider {
+                    provider: "aws-kms",
+                    message: "no plaintext key".into(),
+                })?;
         let key = Key256::from_slice(&plaintext);
         plaintext.zeroize();
-        let key = key.ok_or_else(|| CryptoError::Provider { provider: "aws-kms", message: "data key is not 32 bytes".into() })?;
+        let key = key.ok_or_else(|| CryptoError::Provider {
+            provider: "aws-kms",
+            message: "data key is not 32 bytes".into(),
+        })?;
         Ok((key, wrapped))
     }
 
-    async fn decrypt_data_key(&self, kek_id: &str, wrapped: &[u8], context: &EncryptionContext) -> Result<Key256, CryptoError> {
+    async fn decrypt_data_key(
+        &self,
+        kek_id: &str,
+        wrapped: &[u8],
+        context: &EncryptionContext,
+    ) -> Result<Key256, CryptoError> {
         self.count();
-        let mut request = self.client.decrypt().key_id(kek_id).ciphertext_blob(Blob::new(wrapped));
+        let mut request = self
+            .client
+            .decrypt()
+            .key_id(kek_id)
+            .ciphertext_blob(Blob::new(wrapped));
         for (k, v) in context_pairs(context) {
             request = request.encryption_context(k, v);
         }
         let output = request.send().await.map_err(|e| {
-            let refused = e
-                .as_service_error()
-                .is_some_and(|s| s.is_invalid_ciphertext_exception() || s.is_incorrect_key_exception());
+            let refused = e.as_service_error().is_some_and(|s| {
+                s.is_invalid_ciphertext_exception() || s.is_incorrect_key_exception()
+            });
             if refused {
                 CryptoError::UnwrapFailed("data key (KMS refused the ciphertext or its context)")
             } else {
                 provider_err(e)
             }
         })?;
-        let mut plaintext = output
-            .plaintext
-            .map(Blob::into_inner)
-            .ok_or_else(|| CryptoError::Provider { provider: "aws-kms", message: "no plaintext key".into() })?;
+        let mut plaintext =
+            output
+                .plaintext
+                .map(Blob::into_inner)
+                .ok_or_else(|| CryptoError::Provider {
+                    provider: "aws-kms",
+                    message: "no plaintext key".into(),
+                })?;
         let key = Key256::from_slice(&plaintext);
         plaintext.zeroize();
         key.ok_or(CryptoError::UnwrapFailed("data key"))

@@ -27,7 +27,10 @@ pub struct CachePolicy {
 
 impl Default for CachePolicy {
     fn default() -> Self {
-        CachePolicy { ttl: Duration::from_secs(300), max_uses: 100_000 }
+        CachePolicy {
+            ttl: Duration::from_secs(300),
+            max_uses: 100_000,
+        }
     }
 }
 
@@ -68,14 +71,25 @@ pub struct KeyHierarchy {
 
 impl std::fmt::Debug for KeyHierarchy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyHierarchy").field("policy", &self.policy).finish_non_exhaustive()
+        f.debug_struct("KeyHierarchy")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
     }
 }
 
 impl KeyHierarchy {
     /// A hierarchy over the given providers and record store.
-    pub fn new(providers: Vec<Arc<dyn KeyProvider>>, store: Arc<dyn TenantKeyStore>, policy: CachePolicy) -> Self {
-        KeyHierarchy { providers, store, policy, cache: Mutex::new(HashMap::new()) }
+    pub fn new(
+        providers: Vec<Arc<dyn KeyProvider>>,
+        store: Arc<dyn TenantKeyStore>,
+        policy: CachePolicy,
+    ) -> Self {
+        KeyHierarchy {
+            providers,
+            store,
+            policy,
+            cache: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The provider with this id.
@@ -83,7 +97,10 @@ impl KeyHierarchy {
         self.providers
             .iter()
             .find(|p| p.id() == id)
-            .ok_or_else(|| CryptoError::InvalidArgument { what: "key provider", reason: format!("{id} is not configured") })
+            .ok_or_else(|| CryptoError::InvalidArgument {
+                what: "key provider",
+                reason: format!("{id} is not configured"),
+            })
     }
 
     /// Total calls made to key services by every provider.
@@ -92,26 +109,48 @@ impl KeyHierarchy {
     }
 
     /// The branch key for a new document, and the reference to store in its key record.
-    pub async fn branch_key_for_upload(&self, spec: &TenantKeySpec) -> Result<(KeyRef, Arc<Key256>), CryptoError> {
-        let key = self.tenant_key(spec, TenantKeyKind::Branch, spec.branch_version, true).await?;
-        let key_ref = KeyRef { provider: spec.provider.clone(), kek_id: spec.kek_id.clone(), version: spec.branch_version };
+    pub async fn branch_key_for_upload(
+        &self,
+        spec: &TenantKeySpec,
+    ) -> Result<(KeyRef, Arc<Key256>), CryptoError> {
+        let key = self
+            .tenant_key(spec, TenantKeyKind::Branch, spec.branch_version, true)
+            .await?;
+        let key_ref = KeyRef {
+            provider: spec.provider.clone(),
+            kek_id: spec.kek_id.clone(),
+            version: spec.branch_version,
+        };
         Ok((key_ref, key))
     }
 
     /// The branch key named by a document's key record.
-    pub async fn branch_key(&self, spec: &TenantKeySpec, key_ref: &KeyRef) -> Result<Arc<Key256>, CryptoError> {
+    pub async fn branch_key(
+        &self,
+        spec: &TenantKeySpec,
+        key_ref: &KeyRef,
+    ) -> Result<Arc<Key256>, CryptoError> {
         if key_ref.version < spec.min_decryption_version {
-            return Err(CryptoError::KeyVersionRetired { version: key_ref.version, min: spec.min_decryption_version });
+            return Err(CryptoError::KeyVersionRetired {
+                version: key_ref.version,
+                min: spec.min_decryption_version,
+            });
         }
         if key_ref.version > spec.branch_version {
-            return Err(CryptoError::KeyVersionUnavailable { tenant: spec.tenant.to_string(), version: key_ref.version });
+            return Err(CryptoError::KeyVersionUnavailable {
+                tenant: spec.tenant.to_string(),
+                version: key_ref.version,
+            });
         }
-        self.tenant_key(spec, TenantKeyKind::Branch, key_ref.version, false).await
+        self.tenant_key(spec, TenantKeyKind::Branch, key_ref.version, false)
+            .await
     }
 
     /// The tenant's blind-index root key (current version).
     pub async fn index_root_key(&self, spec: &TenantKeySpec) -> Result<IndexRootKey, CryptoError> {
-        let key = self.tenant_key(spec, TenantKeyKind::IndexRoot, spec.index_version, true).await?;
+        let key = self
+            .tenant_key(spec, TenantKeyKind::IndexRoot, spec.index_version, true)
+            .await?;
         Ok(IndexRootKey::new(Key256::clone(&key), spec.index_version))
     }
 
@@ -136,8 +175,18 @@ impl KeyHierarchy {
             }
             cache.remove(&cache_key);
         }
-        let key = Arc::new(self.load_or_create(spec, kind, version, create_if_missing).await?);
-        cache.insert(cache_key, CachedKey { key: Arc::clone(&key), loaded: Instant::now(), uses: 1 });
+        let key = Arc::new(
+            self.load_or_create(spec, kind, version, create_if_missing)
+                .await?,
+        );
+        cache.insert(
+            cache_key,
+            CachedKey {
+                key: Arc::clone(&key),
+                loaded: Instant::now(),
+                uses: 1,
+            },
+        );
         Ok(key)
     }
 
@@ -148,12 +197,20 @@ impl KeyHierarchy {
         version: u32,
         create_if_missing: bool,
     ) -> Result<Key256, CryptoError> {
-        let context = EncryptionContext { tenant: spec.tenant.clone(), purpose: kind.purpose() };
+        let context = EncryptionContext {
+            tenant: spec.tenant.clone(),
+            purpose: kind.purpose(),
+        };
         if let Some(bytes) = self.store.load(&spec.tenant, kind, version).await? {
-            return self.unwrap_record(&bytes, spec, kind, version, &context).await;
+            return self
+                .unwrap_record(&bytes, spec, kind, version, &context)
+                .await;
         }
         if !create_if_missing {
-            return Err(CryptoError::KeyVersionUnavailable { tenant: spec.tenant.to_string(), version });
+            return Err(CryptoError::KeyVersionUnavailable {
+                tenant: spec.tenant.to_string(),
+                version,
+            });
         }
         let provider = self.provider(&spec.provider)?;
         let (key, wrapped) = provider.generate_data_key(&spec.kek_id, &context).await?;
@@ -165,7 +222,11 @@ impl KeyHierarchy {
             kek_id: spec.kek_id.clone(),
             wrapped,
         };
-        if self.store.create(&spec.tenant, kind, version, record.encode()).await? {
+        if self
+            .store
+            .create(&spec.tenant, kind, version, record.encode())
+            .await?
+        {
             return Ok(key);
         }
         // Another replica created it first: use theirs.
@@ -173,8 +234,11 @@ impl KeyHierarchy {
             .store
             .load(&spec.tenant, kind, version)
             .await?
-            .ok_or_else(|| CryptoError::RecordStore("tenant key record vanished after a create race".into()))?;
-        self.unwrap_record(&bytes, spec, kind, version, &context).await
+            .ok_or_else(|| {
+                CryptoError::RecordStore("tenant key record vanished after a create race".into())
+            })?;
+        self.unwrap_record(&bytes, spec, kind, version, &context)
+            .await
     }
 
     async fn unwrap_record(
@@ -187,7 +251,9 @@ impl KeyHierarchy {
     ) -> Result<Key256, CryptoError> {
         let record = TenantKeyRecord::parse(bytes)?;
         if record.tenant != spec.tenant || record.kind != kind || record.version != version {
-            return Err(CryptoError::UnwrapFailed("tenant key record (belongs elsewhere)"));
+            return Err(CryptoError::UnwrapFailed(
+                "tenant key record (belongs elsewhere)",
+            ));
         }
         self.provider(&record.provider)?
             .decrypt_data_key(&record.kek_id, &record.wrapped, context)

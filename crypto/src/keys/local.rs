@@ -68,7 +68,10 @@ impl std::fmt::Debug for LocalKeyProvider {
 }
 
 fn keystore_err(path: &Path, reason: impl Into<String>) -> CryptoError {
-    CryptoError::Keystore { path: path.display().to_string(), reason: reason.into() }
+    CryptoError::Keystore {
+        path: path.display().to_string(),
+        reason: reason.into(),
+    }
 }
 
 impl LocalKeyProvider {
@@ -81,7 +84,8 @@ impl LocalKeyProvider {
             File::open(keystore_path)
                 .and_then(|mut f| f.read_to_end(&mut sealed))
                 .map_err(|e| keystore_err(keystore_path, e.to_string()))?;
-            unseal_keystore(&root, &sealed).map_err(|e| keystore_err(keystore_path, e.to_string()))?
+            unseal_keystore(&root, &sealed)
+                .map_err(|e| keystore_err(keystore_path, e.to_string()))?
         } else {
             BTreeMap::new()
         };
@@ -101,7 +105,10 @@ impl LocalKeyProvider {
             .get_mut(tenant)
             .ok_or_else(|| CryptoError::UnknownTenant(tenant.to_string()))?;
         let next = versions.last().map_or(1, |v| v.version + 1);
-        versions.push(KekVersion { version: next, key: Key256::random() });
+        versions.push(KekVersion {
+            version: next,
+            key: Key256::random(),
+        });
         self.persist(&keks)?;
         Ok(next)
     }
@@ -132,7 +139,9 @@ impl LocalKeyProvider {
 
     fn tenant_of(kek_id: &str, context: &EncryptionContext) -> Result<(), CryptoError> {
         if kek_id != context.tenant.as_str() {
-            return Err(CryptoError::UnwrapFailed("data key (KEK belongs to another tenant)"));
+            return Err(CryptoError::UnwrapFailed(
+                "data key (KEK belongs to another tenant)",
+            ));
         }
         Ok(())
     }
@@ -151,7 +160,11 @@ impl KeyProvider for LocalKeyProvider {
         "local"
     }
 
-    async fn ensure_tenant_key(&self, tenant: &TenantId, requested: Option<&str>) -> Result<String, CryptoError> {
+    async fn ensure_tenant_key(
+        &self,
+        tenant: &TenantId,
+        requested: Option<&str>,
+    ) -> Result<String, CryptoError> {
         if let Some(requested) = requested {
             if requested != tenant.as_str() {
                 return Err(CryptoError::InvalidArgument {
@@ -162,7 +175,13 @@ impl KeyProvider for LocalKeyProvider {
         }
         let mut keks = self.keks.lock().unwrap_or_else(PoisonError::into_inner);
         if !keks.contains_key(tenant) {
-            keks.insert(tenant.clone(), vec![KekVersion { version: 1, key: Key256::random() }]);
+            keks.insert(
+                tenant.clone(),
+                vec![KekVersion {
+                    version: 1,
+                    key: Key256::random(),
+                }],
+            );
             if let Err(e) = self.persist(&keks) {
                 keks.remove(tenant);
                 return Err(e);
@@ -171,7 +190,11 @@ impl KeyProvider for LocalKeyProvider {
         Ok(tenant.to_string())
     }
 
-    async fn generate_data_key(&self, kek_id: &str, context: &EncryptionContext) -> Result<(Key256, Vec<u8>), CryptoError> {
+    async fn generate_data_key(
+        &self,
+        kek_id: &str,
+        context: &EncryptionContext,
+    ) -> Result<(Key256, Vec<u8>), CryptoError> {
         Self::tenant_of(kek_id, context)?;
         self.calls.fetch_add(1, Ordering::Relaxed);
         let keks = self.keks.lock().unwrap_or_else(PoisonError::into_inner);
@@ -187,14 +210,25 @@ impl KeyProvider for LocalKeyProvider {
         let nonce: [u8; 12] = crate::secret::random_bytes();
         let aad = wrapped_aad(&blob, context);
         let wrapped = Aes256GcmSiv::new(kek.key.expose().into())
-            .encrypt(Nonce::from_slice(&nonce), Payload { msg: data_key.expose(), aad: &aad })
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: data_key.expose(),
+                    aad: &aad,
+                },
+            )
             .map_err(|_| CryptoError::Limit("local key wrap"))?;
         blob.extend_from_slice(&nonce);
         blob.extend_from_slice(&wrapped);
         Ok((data_key, blob))
     }
 
-    async fn decrypt_data_key(&self, kek_id: &str, wrapped: &[u8], context: &EncryptionContext) -> Result<Key256, CryptoError> {
+    async fn decrypt_data_key(
+        &self,
+        kek_id: &str,
+        wrapped: &[u8],
+        context: &EncryptionContext,
+    ) -> Result<Key256, CryptoError> {
         Self::tenant_of(kek_id, context)?;
         self.calls.fetch_add(1, Ordering::Relaxed);
         let mut reader = Reader::new(wrapped, "locally wrapped key");
@@ -203,7 +237,10 @@ impl KeyProvider for LocalKeyProvider {
         }
         let version = reader.u16()?;
         if version != VERSION {
-            return Err(CryptoError::UnsupportedVersion { what: "locally wrapped key", version });
+            return Err(CryptoError::UnsupportedVersion {
+                what: "locally wrapped key",
+                version,
+            });
         }
         let kek_version = reader.u32()?;
         let nonce: [u8; 12] = reader.array()?;
@@ -222,7 +259,13 @@ impl KeyProvider for LocalKeyProvider {
             })?;
         let plain = Zeroizing::new(
             Aes256GcmSiv::new(kek.key.expose().into())
-                .decrypt(Nonce::from_slice(&nonce), Payload { msg: ciphertext, aad: &aad })
+                .decrypt(
+                    Nonce::from_slice(&nonce),
+                    Payload {
+                        msg: ciphertext,
+                        aad: &aad,
+                    },
+                )
                 .map_err(|_| CryptoError::UnwrapFailed("data key"))?,
         );
         Key256::from_slice(&plain).ok_or(CryptoError::UnwrapFailed("data key"))
@@ -240,7 +283,10 @@ pub fn check_private_file(path: &Path) -> Result<(), CryptoError> {
     if mode & 0o077 != 0 {
         return Err(keystore_err(
             path,
-            format!("permissions {:o} let group or others read it; run chmod 600", mode & 0o777),
+            format!(
+                "permissions {:o} let group or others read it; run chmod 600",
+                mode & 0o777
+            ),
         ));
     }
     Ok(())
@@ -250,7 +296,12 @@ fn load_or_create_root_key(path: &Path) -> Result<Key256, CryptoError> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         fs::create_dir_all(parent).map_err(|e| keystore_err(parent, e.to_string()))?;
     }
-    match OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+    match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
         Ok(mut file) => {
             let key = Key256::random();
             file.write_all(key.expose())
@@ -265,13 +316,17 @@ fn load_or_create_root_key(path: &Path) -> Result<Key256, CryptoError> {
             File::open(path)
                 .and_then(|mut f| f.read_to_end(&mut bytes))
                 .map_err(|e| keystore_err(path, e.to_string()))?;
-            Key256::from_slice(&bytes).ok_or_else(|| keystore_err(path, "root key file must hold exactly 32 bytes"))
+            Key256::from_slice(&bytes)
+                .ok_or_else(|| keystore_err(path, "root key file must hold exactly 32 bytes"))
         }
         Err(e) => Err(keystore_err(path, e.to_string())),
     }
 }
 
-fn seal_keystore(root: &Key256, keks: &BTreeMap<TenantId, Vec<KekVersion>>) -> Result<Vec<u8>, CryptoError> {
+fn seal_keystore(
+    root: &Key256,
+    keks: &BTreeMap<TenantId, Vec<KekVersion>>,
+) -> Result<Vec<u8>, CryptoError> {
     let mut plain = Zeroizing::new(Vec::with_capacity(keks.len() * 48));
     plain.extend_from_slice(&(keks.len() as u32).to_be_bytes());
     for (tenant, versions) in keks {
@@ -287,27 +342,45 @@ fn seal_keystore(root: &Key256, keks: &BTreeMap<TenantId, Vec<KekVersion>>) -> R
     out.extend_from_slice(&VERSION.to_be_bytes());
     let nonce: [u8; 12] = crate::secret::random_bytes();
     let sealed = Aes256GcmSiv::new(root.expose().into())
-        .encrypt(Nonce::from_slice(&nonce), Payload { msg: &plain, aad: &out })
+        .encrypt(
+            Nonce::from_slice(&nonce),
+            Payload {
+                msg: &plain,
+                aad: &out,
+            },
+        )
         .map_err(|_| CryptoError::Limit("keystore too large"))?;
     out.extend_from_slice(&nonce);
     out.extend_from_slice(&sealed);
     Ok(out)
 }
 
-fn unseal_keystore(root: &Key256, sealed: &[u8]) -> Result<BTreeMap<TenantId, Vec<KekVersion>>, CryptoError> {
+fn unseal_keystore(
+    root: &Key256,
+    sealed: &[u8],
+) -> Result<BTreeMap<TenantId, Vec<KekVersion>>, CryptoError> {
     let mut reader = Reader::new(sealed, "keystore");
     if reader.array::<4>()? != KEYSTORE_MAGIC {
         return Err(CryptoError::malformed("keystore", "bad magic"));
     }
     let version = reader.u16()?;
     if version != VERSION {
-        return Err(CryptoError::UnsupportedVersion { what: "keystore", version });
+        return Err(CryptoError::UnsupportedVersion {
+            what: "keystore",
+            version,
+        });
     }
     let nonce: [u8; 12] = reader.array()?;
     let ciphertext = &sealed[reader.position()..];
     let plain = Zeroizing::new(
         Aes256GcmSiv::new(root.expose().into())
-            .decrypt(Nonce::from_slice(&nonce), Payload { msg: ciphertext, aad: &sealed[..6] })
+            .decrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad: &sealed[..6],
+                },
+            )
             .map_err(|_| CryptoError::UnwrapFailed("keystore (wrong root key or modified file)"))?,
     );
     let mut reader = Reader::new(&plain, "keystore");
@@ -331,9 +404,16 @@ fn unseal_keystore(root: &Key256, sealed: &[u8]) -> Result<BTreeMap<TenantId, Ve
 /// Writes `bytes` to `path` so that readers see the old or the new content, never a
 /// mix: temporary file (0600), fsync, rename, directory fsync.
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension(format!("tmp-{}", hex::encode(crate::secret::random_bytes::<6>())));
+    let tmp = path.with_extension(format!(
+        "tmp-{}",
+        hex::encode(crate::secret::random_bytes::<6>())
+    ));
     let result = (|| {
-        let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
         fs::rename(&tmp, path)?;
@@ -358,7 +438,10 @@ mod tests {
     use crate::keys::Purpose;
 
     fn ctx(tenant: &str, purpose: Purpose) -> EncryptionContext {
-        EncryptionContext { tenant: TenantId::new(tenant).unwrap(), purpose }
+        EncryptionContext {
+            tenant: TenantId::new(tenant).unwrap(),
+            purpose,
+        }
     }
 
     #[tokio::test]
@@ -369,15 +452,30 @@ mod tests {
         let (key, wrapped) = {
             let provider = LocalKeyProvider::open(&root, &store).unwrap();
             let kek = provider.ensure_tenant_key(&acme, None).await.unwrap();
-            provider.generate_data_key(&kek, &ctx("acme", Purpose::BranchKey)).await.unwrap()
+            provider
+                .generate_data_key(&kek, &ctx("acme", Purpose::BranchKey))
+                .await
+                .unwrap()
         };
-        assert_eq!(fs::metadata(&root).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&root).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         let reopened = LocalKeyProvider::open(&root, &store).unwrap();
-        let again = reopened.decrypt_data_key("acme", &wrapped, &ctx("acme", Purpose::BranchKey)).await.unwrap();
+        let again = reopened
+            .decrypt_data_key("acme", &wrapped, &ctx("acme", Purpose::BranchKey))
+            .await
+            .unwrap();
         assert_eq!(key.expose(), again.expose());
         // Wrong purpose or wrong tenant: refused.
-        assert!(reopened.decrypt_data_key("acme", &wrapped, &ctx("acme", Purpose::IndexRoot)).await.is_err());
-        assert!(reopened.decrypt_data_key("other", &wrapped, &ctx("other", Purpose::BranchKey)).await.is_err());
+        assert!(reopened
+            .decrypt_data_key("acme", &wrapped, &ctx("acme", Purpose::IndexRoot))
+            .await
+            .is_err());
+        assert!(reopened
+            .decrypt_data_key("other", &wrapped, &ctx("other", Purpose::BranchKey))
+            .await
+            .is_err());
     }
 
     #[tokio::test]
@@ -393,7 +491,8 @@ mod tests {
     #[tokio::test]
     async fn rotation_keeps_old_versions_and_destroy_shreds() {
         let dir = tempfile::tempdir().unwrap();
-        let provider = LocalKeyProvider::open(&dir.path().join("r"), &dir.path().join("k")).unwrap();
+        let provider =
+            LocalKeyProvider::open(&dir.path().join("r"), &dir.path().join("k")).unwrap();
         let acme = TenantId::new("acme").unwrap();
         provider.ensure_tenant_key(&acme, None).await.unwrap();
         let c = ctx("acme", Purpose::BranchKey);
@@ -401,7 +500,14 @@ mod tests {
         assert_eq!(provider.rotate_tenant_key(&acme).unwrap(), 2);
         let (_, w2) = provider.generate_data_key("acme", &c).await.unwrap();
         assert_eq!(&w2[6..10], &2u32.to_be_bytes());
-        assert_eq!(provider.decrypt_data_key("acme", &w1, &c).await.unwrap().expose(), k1.expose());
+        assert_eq!(
+            provider
+                .decrypt_data_key("acme", &w1, &c)
+                .await
+                .unwrap()
+                .expose(),
+            k1.expose()
+        );
         assert!(provider.destroy_tenant_key(&acme).unwrap());
         assert!(matches!(
             provider.decrypt_data_key("acme", &w1, &c).await,
@@ -414,8 +520,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (root, store) = (dir.path().join("r"), dir.path().join("k"));
         let provider = LocalKeyProvider::open(&root, &store).unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        rt.block_on(provider.ensure_tenant_key(&TenantId::new("acme").unwrap(), None)).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(provider.ensure_tenant_key(&TenantId::new("acme").unwrap(), None))
+            .unwrap();
         let mut bytes = fs::read(&store).unwrap();
         let last = bytes.len() - 1;
         bytes[last] ^= 1;

@@ -43,13 +43,26 @@ pub trait KeyProvider: Send + Sync + 'static {
 
     /// Makes sure the tenant has a KEK and returns its id. With `requested`, uses
     /// (and checks) that existing key instead of creating one.
-    async fn ensure_tenant_key(&self, tenant: &TenantId, requested: Option<&str>) -> Result<String, CryptoError>;
+    async fn ensure_tenant_key(
+        &self,
+        tenant: &TenantId,
+        requested: Option<&str>,
+    ) -> Result<String, CryptoError>;
 
     /// Generates a fresh 256-bit data key and returns it with its wrapped form.
-    async fn generate_data_key(&self, kek_id: &str, context: &EncryptionContext) -> Result<(Key256, Vec<u8>), CryptoError>;
+    async fn generate_data_key(
+        &self,
+        kek_id: &str,
+        context: &EncryptionContext,
+    ) -> Result<(Key256, Vec<u8>), CryptoError>;
 
     /// Unwraps a data key; fails if the key, the context or the blob do not match.
-    async fn decrypt_data_key(&self, kek_id: &str, wrapped: &[u8], context: &EncryptionContext) -> Result<Key256, CryptoError>;
+    async fn decrypt_data_key(
+        &self,
+        kek_id: &str,
+        wrapped: &[u8],
+        context: &EncryptionContext,
+    ) -> Result<Key256, CryptoError>;
 
     /// How many calls this provider has made to its key service (for metrics and
     /// for proving the cache works).

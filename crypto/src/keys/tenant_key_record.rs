@@ -90,12 +90,20 @@ impl TenantKeyRecord {
         }
         let version = reader.u16()?;
         if version != FORMAT_V1 {
-            return Err(CryptoError::UnsupportedVersion { what: WHAT, version });
+            return Err(CryptoError::UnsupportedVersion {
+                what: WHAT,
+                version,
+            });
         }
         let kind = match reader.u8()? {
             1 => TenantKeyKind::Branch,
             2 => TenantKeyKind::IndexRoot,
-            other => return Err(CryptoError::malformed(WHAT, format!("unknown key kind {other}"))),
+            other => {
+                return Err(CryptoError::malformed(
+                    WHAT,
+                    format!("unknown key kind {other}"),
+                ))
+            }
         };
         let tenant = TenantId::new(reader.short_str()?)
             .map_err(|_| CryptoError::malformed(WHAT, "invalid tenant id"))?;
@@ -108,7 +116,14 @@ impl TenantKeyRecord {
         }
         let wrapped = reader.take(len)?.to_vec();
         reader.expect_end()?;
-        Ok(TenantKeyRecord { kind, tenant, version, provider, kek_id, wrapped })
+        Ok(TenantKeyRecord {
+            kind,
+            tenant,
+            version,
+            provider,
+            kek_id,
+            wrapped,
+        })
     }
 }
 
@@ -117,8 +132,19 @@ impl TenantKeyRecord {
 #[async_trait]
 pub trait TenantKeyStore: Send + Sync + 'static {
     /// Loads a record, if it exists.
-    async fn load(&self, tenant: &TenantId, kind: TenantKeyKind, version: u32) -> Result<Option<Vec<u8>>, CryptoError>;
+    async fn load(
+        &self,
+        tenant: &TenantId,
+        kind: TenantKeyKind,
+        version: u32,
+    ) -> Result<Option<Vec<u8>>, CryptoError>;
 
     /// Stores a record unless one exists already; returns false when it did.
-    async fn create(&self, tenant: &TenantId, kind: TenantKeyKind, version: u32, record: Vec<u8>) -> Result<bool, CryptoError>;
+    async fn create(
+        &self,
+        tenant: &TenantId,
+        kind: TenantKeyKind,
+        version: u32,
+        record: Vec<u8>,
+    ) -> Result<bool, CryptoError>;
 }

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Runs the whole test suite. Installs moto[server] (the local S3/KMS server) into a
+# virtualenv on first use, starts it on a free loopback port, builds the binaries
+# the end-to-end tests drive, and runs every test of the workspace, including the
+# corpus tests that read ../shared/data. Extra arguments go to `cargo test`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+MOTO_VERSION="5.2.5"
+VENV="${VAULT_MOTO_VENV:-$HOME/.cache/vault-moto-venv}"
+if ! "$VENV/bin/python" -c "import moto, sys; sys.exit(moto.__version__ != '$MOTO_VERSION')" 2>/dev/null; then
+  echo "== installing moto[server]==$MOTO_VERSION into $VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+fi
+
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+log="$(mktemp -t vault-moto.XXXXXX.log)"
+"$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
+moto_pid=$!
+trap 'kill "$moto_pid" 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do
+  if python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 1)" 2>/dev/null; then break; fi
+  sleep 0.2
+done
+python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 1)" || { echo "moto_server did not start:"; cat "$log"; exit 1; }
+echo "== moto_server on 127.0.0.1:$port"
+export VAULT_TEST_MOTO_URL="http://127.0.0.1:$port"
+export PATH="$VENV/bin:$PATH"
+
+echo "== building"
+cargo build --workspace --bins
+echo "== testing"
+cargo test --workspace "$@"

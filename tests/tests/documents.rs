@@ -1,0 +1,734 @@
+//! The document API end to end, on both storage backends: real sample documents,
+//! a generated 200 MiB scan, ranges, idempotency, tenant isolation, roles,
+//! revocation and expiry, bad input, tampering, no plaintext at rest, and a crash
+//! mid-upload.
+
+#![allow(clippy::unwrap_used)] // a failing test should panic with the error
+
+use std::path::PathBuf;
+
+use futures::StreamExt;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use vault_e2e::{aws_config, shared_data, Backend, TestApp};
+
+const ALL_ROLES: &[&str] = &["uploader", "reader", "auditor", "tenant-admin"];
+
+struct Sample {
+    path: PathBuf,
+    kind: &'static str,
+    content_type: &'static str,
+    /// Values that must never appear in stored bytes.
+    secrets: &'static [&'static str],
+}
+
+fn samples() -> Vec<Sample> {
+    let data = shared_data();
+    vec![
+        Sample {
+            path: data.join("x12/pyx12/835_mult_loops.txt"),
+            kind: "eob",
+            content_type: "application/edi-x12",
+            secrets: &["BACH", "2005555A", "4276512332"],
+        },
+        Sample {
+            path: data.join("x12/imsweb-x12-parser/837_5010/x12_many_claims.txt"),
+            kind: "claim",
+            content_type: "application/edi-x12",
+            secrets: &[],
+        },
+        Sample {
+            path: data.join("x12/x12-types/005010_837.edi"),
+            kind: "claim",
+            content_type: "application/edi-x12",
+            secrets: &[],
+        },
+        Sample {
+            path: data.join("fhir/carin-bb-2.0.0/ExplanationOfBenefit-EOBProfessional2.json"),
+            kind: "eob",
+            content_type: "application/fhir+json",
+            secrets: &["ExplanationOfBenefit"],
+        },
+        Sample {
+            path: data.join("fhir/carin-bb-2.0.0/Patient-Patient1.json"),
+            kind: "other",
+            content_type: "application/fhir+json",
+            secrets: &["Patient1"],
+        },
+    ]
+}
+
+async fn upload(
+    app: &TestApp,
+    key: &str,
+    kind: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> reqwest::Response {
+    app.http
+        .post(app.at("/v1/documents"))
+        .bearer_auth(key)
+        .header("X-Vault-Kind", kind)
+        .header("Content-Type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn get(app: &TestApp, key: &str, path: &str) -> reqwest::Response {
+    app.http
+        .get(app.at(path))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn code_of(r: reqwest::Response) -> (StatusCode, String) {
+    let status = r.status();
+    let body: Value = r.json().await.unwrap_or(Value::Null);
+    (status, body["code"].as_str().unwrap_or("").to_owned())
+}
+
+/// Every stored byte of the vault: files of the fs store, or objects of the bucket.
+async fn stored_bytes(app: &TestApp) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    match &app.bucket {
+        None => {
+            let mut stack = vec![app.data_dir.clone()];
+            while let Some(dir) = stack.pop() {
+                for entry in std::fs::read_dir(&dir).unwrap() {
+                    let path = entry.unwrap().path();
+                    if path.is_dir() {
+                        stack.push(path);
+                    } else {
+                        out.push((path.display().to_string(), std::fs::read(&path).unwrap()));
+                    }
+                }
+            }
+        }
+        Some(bucket) => {
+            let s3 = aws_sdk_s3::Client::new(&aws_config().await);
+            let mut pages = s3.list_objects_v2().bucket(bucket).into_paginator().send();
+            while let Some(page) = pages.next().await {
+                for object in page.unwrap().contents() {
+                    let key = object.key().unwrap().to_owned();
+                    let body = s3
+                        .get_object()
+                        .bucket(bucket)
+                        .key(&key)
+                        .send()
+                        .await
+                        .unwrap()
+                        .body
+                        .collect()
+                        .await
+                        .unwrap();
+                    out.push((key, body.into_bytes().to_vec()));
+                }
+            }
+        }
+    }
+    out
+}
+
+async fn round_trip_real_samples(backend: Backend) {
+    let app = TestApp::builder().backend(backend).start().await;
+    app.create_tenant("acme").await;
+    let key = app.api_key("acme", ALL_ROLES).await;
+    let mut ids = Vec::new();
+    for sample in samples() {
+        let bytes = std::fs::read(&sample.path).unwrap();
+        let r = upload(&app, &key, sample.kind, sample.content_type, bytes.clone()).await;
+        assert_eq!(r.status(), 201, "{}", sample.path.display());
+        let created: Value = r.json().await.unwrap();
+        assert_eq!(created["size"], bytes.len());
+        assert_eq!(created["sha256"], hex::encode(Sha256::digest(&bytes)));
+        assert_eq!(created["kind"], sample.kind);
+        let id = created["id"].as_str().unwrap().to_owned();
+        let r = get(&app, &key, &format!("/v1/documents/{id}")).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["content-type"], sample.content_type);
+        assert_eq!(r.bytes().await.unwrap().to_vec(), bytes);
+        let meta: Value = get(&app, &key, &format!("/v1/documents/{id}/metadata"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(meta["size"], bytes.len());
+        assert_eq!(meta["kind"], sample.kind);
+        // Ranges: first bytes, a middle slice, the tail.
+        for (range, expected) in [
+            ("bytes=0-9", &bytes[0..10]),
+            ("bytes=100-399", &bytes[100..400]),
+            ("bytes=-25", &bytes[bytes.len() - 25..]),
+        ] {
+            let r = app
+                .http
+                .get(app.at(&format!("/v1/documents/{id}")))
+                .bearer_auth(&key)
+                .header("Range", range)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 206, "{range}");
+            assert_eq!(r.bytes().await.unwrap().to_vec(), expected, "{range}");
+        }
+        ids.push(id);
+    }
+    let listed: Value = get(&app, &key, "/v1/documents?limit=2")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["documents"].as_array().unwrap().len(), 2);
+    let cursor = listed["next_cursor"].as_str().unwrap();
+    let rest: Value = get(
+        &app,
+        &key,
+        &format!("/v1/documents?limit=10&cursor={cursor}"),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(rest["documents"].as_array().unwrap().len(), ids.len() - 2);
+    assert!(rest["next_cursor"].is_null());
+    let eobs: Value = get(&app, &key, "/v1/documents?kind=eob")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(eobs["documents"].as_array().unwrap().len(), 2);
+
+    // No plaintext at rest: not in object names, not in object contents.
+    let stored = stored_bytes(&app).await;
+    for sample in samples() {
+        for secret in sample.secrets {
+            for (name, bytes) in &stored {
+                assert!(!name.contains(secret), "{secret} in object name {name}");
+                assert!(
+                    !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                    "{secret} stored in plaintext in {name}"
+                );
+            }
+        }
+    }
+
+    // Delete: gone for good, and listed no more.
+    let r = app
+        .http
+        .delete(app.at(&format!("/v1/documents/{}", ids[0])))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(
+        get(&app, &key, &format!("/v1/documents/{}", ids[0]))
+            .await
+            .status(),
+        404
+    );
+    let after: Value = get(&app, &key, "/v1/documents").await.json().await.unwrap();
+    assert_eq!(after["documents"].as_array().unwrap().len(), ids.len() - 1);
+}
+
+#[tokio::test]
+async fn real_samples_round_trip_on_fs() {
+    round_trip_real_samples(Backend::Fs).await;
+}
+
+#[tokio::test]
+async fn real_samples_round_trip_on_s3_with_kms() {
+    round_trip_real_samples(Backend::S3).await;
+}
+
+/// Deterministic pseudo-random bytes (xorshift), generated in chunks.
+fn scan_chunk(seed: &mut u64, len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 7;
+        *seed ^= *seed << 17;
+        out.extend_from_slice(&seed.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+async fn large_scan(backend: Backend, size: usize) {
+    let app = TestApp::builder().backend(backend).start().await;
+    app.create_tenant("acme").await;
+    let key = app.api_key("acme", ALL_ROLES).await;
+    let chunk = 1 << 20;
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    let mut hasher = Sha256::new();
+    let chunks: Vec<Vec<u8>> = (0..size / chunk)
+        .map(|_| scan_chunk(&mut seed, chunk))
+        .collect();
+    for c in &chunks {
+        hasher.update(c);
+    }
+    let expected = hex::encode(hasher.finalize());
+    let body = reqwest::Body::wrap_stream(futures::stream::iter(
+        chunks.into_iter().map(Ok::<_, std::io::Error>),
+    ));
+    let r = app
+        .http
+        .post(app.at("/v1/documents"))
+        .bearer_auth(&key)
+        .header("X-Vault-Kind", "scan")
+        .header("Content-Type", "image/tiff")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let created: Value = r.json().await.unwrap();
+    assert_eq!(created["sha256"], expected);
+    let id = created["id"].as_str().unwrap();
+
+    let mut stream = get(&app, &key, &format!("/v1/documents/{id}"))
+        .await
+        .bytes_stream();
+    let mut hasher = Sha256::new();
+    let mut total = 0;
+    while let Some(part) = stream.next().await {
+        let part = part.unwrap();
+        total += part.len();
+        hasher.update(&part);
+    }
+    assert_eq!(total, size);
+    assert_eq!(hex::encode(hasher.finalize()), expected);
+
+    // A range deep inside the scan, across a segment boundary.
+    let start = size / 2 - 100;
+    let r = app
+        .http
+        .get(app.at(&format!("/v1/documents/{id}")))
+        .bearer_auth(&key)
+        .header("Range", format!("bytes={start}-{}", start + 199))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(
+        r.headers()["content-range"],
+        format!("bytes {start}-{}/{size}", start + 199)
+    );
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    let mut regenerated = Vec::new();
+    for _ in 0..=(start + 200) / chunk {
+        regenerated.extend(scan_chunk(&mut seed, chunk));
+    }
+    assert_eq!(
+        r.bytes().await.unwrap().to_vec(),
+        regenerated[start..start + 200]
+    );
+}
+
+#[tokio::test]
+async fn a_200_mib_scan_streams_through_on_fs() {
+    large_scan(Backend::Fs, 200 << 20).await;
+}
+
+#[tokio::test]
+async fn a_200_mib_scan_streams_through_on_s3() {
+    large_scan(Backend::S3, 200 << 20).await;
+}
+
+async fn idempotent_retry(backend: Backend) {
+    let app = TestApp::builder().backend(backend).start().await;
+    app.create_tenant("acme").await;
+    let key = app.api_key("acme", ALL_ROLES).await;
+    let send = || {
+        app.http
+            .post(app.at("/v1/documents"))
+            .bearer_auth(&key)
+            .header("X-Vault-Kind", "claim")
+            .header("Idempotency-Key", "claim-batch-17/retry")
+            .body("ISA*00*retried~")
+            .send()
+    };
+    let first: Value = send().await.unwrap().json().await.unwrap();
+    let second = send().await.unwrap();
+    assert_eq!(second.status(), 201);
+    let second: Value = second.json().await.unwrap();
+    assert_eq!(first["id"], second["id"]);
+    let listed: Value = get(&app, &key, "/v1/documents").await.json().await.unwrap();
+    assert_eq!(listed["documents"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn idempotent_retries_store_once_on_fs() {
+    idempotent_retry(Backend::Fs).await;
+}
+
+#[tokio::test]
+async fn idempotent_retries_store_once_on_s3() {
+    idempotent_retry(Backend::S3).await;
+}
+
+#[tokio::test]
+async fn tenants_are_isolated_on_every_endpoint() {
+    let app = TestApp::builder().start().await;
+    app.create_tenant("acme").await;
+    app.create_tenant("globex").await;
+    let acme = app.api_key("acme", ALL_ROLES).await;
+    let globex = app.api_key("globex", ALL_ROLES).await;
+    let created: Value = upload(&app, &acme, "eob", "text/plain", b"ISA*acme only~".to_vec())
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap();
+    let missing = "0123456789abcdef0123456789abcdef";
+    for path in [
+        format!("/v1/documents/{id}"),
+        format!("/v1/documents/{id}/metadata"),
+    ] {
+        let theirs = code_of(get(&app, &globex, &path).await).await;
+        let nobody = code_of(get(&app, &globex, &path.replace(id, missing)).await).await;
+        // The same answer as for a document that does not exist.
+        assert_eq!(
+            theirs,
+            (StatusCode::NOT_FOUND, "document_not_found".into()),
+            "{path}"
+        );
+        assert_eq!(theirs, nobody);
+    }
+    let r = app
+        .http
+        .delete(app.at(&format!("/v1/documents/{id}")))
+        .bearer_auth(&globex)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let listed: Value = get(&app, &globex, "/v1/documents")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(listed["documents"].as_array().unwrap().is_empty());
+    assert_eq!(
+        get(&app, &acme, &format!("/v1/documents/{id}"))
+            .await
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn roles_revocation_and_expiry_are_enforced() {
+    let app = TestApp::builder().start().await;
+    app.create_tenant("acme").await;
+    let uploader = app.api_key("acme", &["uploader"]).await;
+    let reader = app.api_key("acme", &["reader"]).await;
+    let created: Value = upload(&app, &uploader, "claim", "text/plain", b"ISA*x~".to_vec())
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap();
+    assert_eq!(
+        code_of(get(&app, &uploader, &format!("/v1/documents/{id}")).await).await,
+        (StatusCode::FORBIDDEN, "forbidden".into())
+    );
+    assert_eq!(
+        code_of(upload(&app, &reader, "claim", "text/plain", b"x".to_vec()).await)
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
+    let r = app
+        .http
+        .delete(app.at(&format!("/v1/documents/{id}")))
+        .bearer_auth(&reader)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(
+        get(&app, &reader, &format!("/v1/documents/{id}"))
+            .await
+            .status(),
+        200
+    );
+
+    // Revoked.
+    let key_id = reader.split('_').nth(2).unwrap();
+    assert_eq!(
+        app.operator(Method::DELETE, &format!("/v1/admin/api-keys/{key_id}"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    assert_eq!(
+        code_of(get(&app, &reader, &format!("/v1/documents/{id}")).await).await,
+        (StatusCode::UNAUTHORIZED, "credential_revoked".into())
+    );
+
+    // Expired: move the stored expiry into the past, as time would.
+    let expiring = app.api_key("acme", &["reader"]).await;
+    let record_path = app
+        .data_dir
+        .join("objects/system/api-keys")
+        .join(expiring.split('_').nth(2).unwrap());
+    let mut record: Value = serde_json::from_slice(&std::fs::read(&record_path).unwrap()).unwrap();
+    record["expires_at"] = Value::String("2020-01-01T00:00:00Z".into());
+    std::fs::write(&record_path, serde_json::to_vec(&record).unwrap()).unwrap();
+    assert_eq!(
+        code_of(get(&app, &expiring, &format!("/v1/documents/{id}")).await).await,
+        (StatusCode::UNAUTHORIZED, "credential_expired".into())
+    );
+
+    // No credential, a malformed one, a forged one.
+    assert_eq!(
+        app.http
+            .get(app.at("/v1/documents"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        get(&app, "not-a-token", "/v1/documents").await.status(),
+        401
+    );
+    let forged = format!("{}A", &uploader[..uploader.len() - 1]);
+    let forged = if forged == uploader {
+        format!("{}B", &uploader[..uploader.len() - 1])
+    } else {
+        forged
+    };
+    assert_eq!(get(&app, &forged, "/v1/documents").await.status(), 401);
+}
+
+#[tokio::test]
+async fn bad_input_gets_clear_4xx_errors() {
+    let app = TestApp::builder()
+        .config("max_upload_bytes = 1000")
+        .start()
+        .await;
+    app.create_tenant("acme").await;
+    let key = app.api_key("acme", ALL_ROLES).await;
+    assert_eq!(
+        code_of(upload(&app, &key, "eob", "text/plain", vec![b'x'; 2000]).await).await,
+        (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large".into())
+    );
+    // Without Content-Length (chunked), the limit holds while streaming.
+    let chunked = reqwest::Body::wrap_stream(futures::stream::iter(
+        (0..4).map(|_| Ok::<_, std::io::Error>(vec![b'y'; 400])),
+    ));
+    let r = app
+        .http
+        .post(app.at("/v1/documents"))
+        .bearer_auth(&key)
+        .header("X-Vault-Kind", "scan")
+        .body(chunked)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        code_of(r).await,
+        (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large".into())
+    );
+    assert_eq!(
+        code_of(upload(&app, &key, "invoice", "text/plain", b"x".to_vec()).await).await,
+        (StatusCode::BAD_REQUEST, "invalid_kind".into())
+    );
+    let r = app
+        .http
+        .post(app.at("/v1/documents"))
+        .bearer_auth(&key)
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        code_of(r).await,
+        (StatusCode::BAD_REQUEST, "missing_kind".into())
+    );
+    for fields in ["{not json", r#"{"ssn": "123"}"#, r#"["member_id"]"#] {
+        let r = app
+            .http
+            .post(app.at("/v1/documents"))
+            .bearer_auth(&key)
+            .header("X-Vault-Kind", "scan")
+            .header("X-Vault-Fields", fields)
+            .body("x")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            code_of(r).await,
+            (StatusCode::BAD_REQUEST, "invalid_fields".into()),
+            "{fields}"
+        );
+    }
+    let r = app
+        .http
+        .get(app.at("/v1/documents?limit=0"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code_of(r).await.0, StatusCode::BAD_REQUEST);
+    let r = app
+        .http
+        .get(app.at("/v1/documents?cursor=zzz"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        code_of(r).await,
+        (StatusCode::BAD_REQUEST, "invalid_cursor".into())
+    );
+    // Nothing was stored by any of these.
+    let listed: Value = get(&app, &key, "/v1/documents").await.json().await.unwrap();
+    assert!(listed["documents"].as_array().unwrap().is_empty());
+    let created: Value = upload(&app, &key, "eob", "text/plain", b"0123456789".to_vec())
+        .await
+        .json()
+        .await
+        .unwrap();
+    let r = app
+        .http
+        .get(app.at(&format!(
+            "/v1/documents/{}",
+            created["id"].as_str().unwrap()
+        )))
+        .bearer_auth(&key)
+        .header("Range", "bytes=50-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 416);
+    assert_eq!(r.headers()["content-range"], "bytes */10");
+}
+
+#[tokio::test]
+async fn a_flipped_byte_at_rest_fails_the_download_never_returns_wrong_bytes() {
+    let app = TestApp::builder().start().await;
+    app.create_tenant("acme").await;
+    let key = app.api_key("acme", ALL_ROLES).await;
+    let small: Value = upload(
+        &app,
+        &key,
+        "eob",
+        "text/plain",
+        b"ISA*small document~".to_vec(),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let mut seed = 7u64;
+    let big_bytes = scan_chunk(&mut seed, 300 * 1024);
+    let big: Value = upload(&app, &key, "scan", "image/png", big_bytes.clone())
+        .await
+        .json()
+        .await
+        .unwrap();
+    let body_path = |id: &Value| {
+        app.data_dir.join(format!(
+            "objects/tenants/acme/docs/{}/body",
+            id.as_str().unwrap()
+        ))
+    };
+
+    // First segment corrupt: a clean JSON integrity error.
+    let path = body_path(&small["id"]);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 3;
+    bytes[last] ^= 0x01;
+    std::fs::write(&path, bytes).unwrap();
+    let r = get(
+        &app,
+        &key,
+        &format!("/v1/documents/{}", small["id"].as_str().unwrap()),
+    )
+    .await;
+    assert_eq!(
+        code_of(r).await,
+        (StatusCode::INTERNAL_SERVER_ERROR, "integrity_error".into())
+    );
+
+    // A later segment corrupt: the transfer breaks before the bad segment's bytes.
+    let path = body_path(&big["id"]);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let offset = bytes.len() - 1000;
+    bytes[offset] ^= 0x80;
+    std::fs::write(&path, bytes).unwrap();
+    let sent = app
+        .http
+        .get(app.at(&format!("/v1/documents/{}", big["id"].as_str().unwrap())))
+        .bearer_auth(&key)
+        .send()
+        .await;
+    // The connection is aborted: either before the headers or while the body flows.
+    if let Ok(r) = sent {
+        assert_eq!(r.status(), 200);
+        match r.bytes().await {
+            Err(_) => {}
+            Ok(got) => panic!(
+                "a corrupt document was served whole ({} bytes, equal to original: {})",
+                got.len(),
+                got.to_vec() == big_bytes
+            ),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_server_killed_mid_upload_restarts_with_nothing_visible() {
+    let app = TestApp::builder().start().await;
+    app.create_tenant("acme").await;
+    let key = app.api_key("acme", ALL_ROLES).await;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    let body = reqwest::Body::wrap_stream(tokio_stream_from(rx));
+    let request = app
+        .http
+        .post(app.at("/v1/documents"))
+        .bearer_auth(&key)
+        .header("X-Vault-Kind", "scan")
+        .body(body)
+        .send();
+    let pending = tokio::spawn(request);
+    for _ in 0..8 {
+        tx.send(Ok(vec![b'z'; 256 * 1024])).await.unwrap();
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mut app = app;
+    app.kill();
+    drop(tx);
+    let _ = pending.await;
+    let app = app.restart().await;
+    let listed: Value = get(&app, &key, "/v1/documents").await.json().await.unwrap();
+    assert!(listed["documents"].as_array().unwrap().is_empty());
+    let docs = app.data_dir.join("objects/tenants/acme/docs");
+    let leftovers: Vec<_> = std::fs::read_dir(&docs)
+        .map(|d| d.collect())
+        .unwrap_or_default();
+    assert!(leftovers.is_empty(), "partial objects left: {leftovers:?}");
+    assert_eq!(
+        std::fs::read_dir(app.data_dir.join("objects/.tmp"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
+
+fn tokio_stream_from(
+    mut rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, std::io::Error>>,
+) -> impl futures::Stream<Item = Result<Vec<u8>, std::io::Error>> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}

@@ -1,0 +1,149 @@
+//! The server binary on its embedded defaults: health, readiness, metrics, the
+//! OpenAPI document, the first operator credential, and admin authentication.
+
+#![allow(clippy::unwrap_used)] // a failing test should panic with the error
+
+use std::os::unix::fs::PermissionsExt;
+
+use reqwest::Method;
+use serde_json::{json, Value};
+use vault_e2e::TestApp;
+
+#[tokio::test]
+async fn a_new_vault_writes_a_private_operator_token_and_serves_health() {
+    let app = TestApp::builder().start().await;
+    let token_file = app.data_dir.join("operator-token");
+    let mode = std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    assert!(app.operator_token.starts_with("vlt_op_"));
+    let root_key = app.data_dir.join("keys/root.key");
+    assert_eq!(
+        std::fs::metadata(&root_key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // The token is never printed or logged.
+    let log = std::fs::read_to_string(app.data_dir.with_extension("log")).unwrap();
+    assert!(!log.contains(&app.operator_token));
+    assert!(log.contains("operator-token"), "{log}");
+
+    for path in ["/healthz", "/readyz"] {
+        assert_eq!(
+            app.http.get(app.at(path)).send().await.unwrap().status(),
+            200,
+            "{path}"
+        );
+    }
+    let metrics = app
+        .http
+        .get(app.at("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("vault_http_requests_total"), "{metrics}");
+    let spec: Value = app
+        .http
+        .get(app.at("/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(spec["openapi"].as_str().unwrap().starts_with("3."));
+    assert!(spec["paths"]["/v1/admin/tenants"].is_object());
+}
+
+#[tokio::test]
+async fn admin_endpoints_need_the_operator_credential() {
+    let app = TestApp::builder().start().await;
+    let no_auth = app
+        .http
+        .get(app.at("/v1/admin/tenants"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_auth.status(), 401);
+    let body: Value = no_auth.json().await.unwrap();
+    assert_eq!(body["code"], "unauthorized");
+    let forged = format!("{}x", &app.operator_token[..app.operator_token.len() - 1]);
+    let r = app
+        .http
+        .get(app.at("/v1/admin/tenants"))
+        .bearer_auth(forged)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    app.create_tenant("acme").await;
+    let dup = app
+        .operator(Method::POST, "/v1/admin/tenants")
+        .json(&json!({"id": "acme"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(dup.status(), 409);
+    let bad = app
+        .operator(Method::POST, "/v1/admin/tenants")
+        .json(&json!({"id": "Not Valid"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let body: Value = bad.json().await.unwrap();
+    assert_eq!(body["code"], "invalid_tenant_id");
+
+    // A tenant API key cannot use admin endpoints; a revoked one nothing at all.
+    let key = app.api_key("acme", &["reader"]).await;
+    let r = app
+        .http
+        .get(app.at("/v1/admin/tenants"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let id = key.split('_').nth(2).unwrap();
+    let r = app
+        .operator(Method::DELETE, &format!("/v1/admin/api-keys/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = app
+        .http
+        .get(app.at("/v1/admin/tenants"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "credential_revoked");
+}
+
+#[tokio::test]
+async fn tenants_and_keys_survive_a_restart() {
+    let app = TestApp::builder().start().await;
+    app.create_tenant("acme").await;
+    let app = app.restart().await;
+    let r = app
+        .operator(Method::GET, "/v1/admin/tenants/acme")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // No second operator token on restart.
+    let tenants: Value = app
+        .operator(Method::GET, "/v1/admin/tenants")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(tenants.as_array().unwrap().len(), 1);
+}

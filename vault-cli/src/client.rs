@@ -1,0 +1,156 @@
+//! HTTP client for the vault API, with the operator credential from a private file.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+/// A CLI failure, with its exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Bad local input (missing or unsafe token file, bad URL).
+    #[error("{0}")]
+    Usage(String),
+    /// The server could not be reached.
+    #[error("cannot reach the server at {url}: {message}")]
+    Unreachable {
+        /// URL tried.
+        url: String,
+        /// Cause.
+        message: String,
+    },
+    /// The server refused the request.
+    #[error("{message} ({code}, HTTP {status})")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// Machine-readable code.
+        code: String,
+        /// Server's message.
+        message: String,
+    },
+}
+
+impl CliError {
+    /// Machine-readable code for `--json` errors.
+    pub fn code(&self) -> &str {
+        match self {
+            CliError::Usage(_) => "usage",
+            CliError::Unreachable { .. } => "unreachable",
+            CliError::Api { code, .. } => code,
+        }
+    }
+
+    /// Process exit code: 2 usage, 3 unreachable, 4 refused by the server.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Usage(_) => 2,
+            CliError::Unreachable { .. } => 3,
+            CliError::Api { .. } => 4,
+        }
+    }
+}
+
+/// A client bound to one server.
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+    token_file: PathBuf,
+}
+
+impl Client {
+    /// A client for `server`, reading the token from `token_file` when needed.
+    pub fn new(server: &str, token_file: Option<PathBuf>) -> Result<Self, CliError> {
+        if !server.starts_with("http://") && !server.starts_with("https://") {
+            return Err(CliError::Usage(format!(
+                "--server must be an http:// or https:// URL, got {server:?}"
+            )));
+        }
+        Ok(Client {
+            base: server.trim_end_matches('/').to_owned(),
+            http: reqwest::Client::new(),
+            token_file: token_file.unwrap_or_else(|| PathBuf::from("./vault-data/operator-token")),
+        })
+    }
+
+    fn token(&self) -> Result<String, CliError> {
+        let path = &self.token_file;
+        let meta = std::fs::metadata(path).map_err(|e| {
+            CliError::Usage(format!("cannot read the operator token file {}: {e} (use --token-file or VAULT_TOKEN_FILE)", path.display()))
+        })?;
+        if meta.permissions().mode() & 0o077 != 0 {
+            return Err(CliError::Usage(format!(
+                "refusing {}: group or others can read it; run chmod 600",
+                path.display()
+            )));
+        }
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
+        Ok(text.trim().to_owned())
+    }
+
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        authenticated: bool,
+    ) -> Result<Value, CliError> {
+        let request = if authenticated {
+            request.bearer_auth(self.token()?)
+        } else {
+            request
+        };
+        let response = request.send().await.map_err(|e| CliError::Unreachable {
+            url: self.base.clone(),
+            message: e.to_string(),
+        })?;
+        let status = response.status();
+        let text = response.text().await.map_err(|e| CliError::Unreachable {
+            url: self.base.clone(),
+            message: e.to_string(),
+        })?;
+        let value: Value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        if status.is_success() {
+            Ok(value)
+        } else {
+            Err(CliError::Api {
+                status: status.as_u16(),
+                code: value["code"].as_str().unwrap_or("error").to_owned(),
+                message: value["message"]
+                    .as_str()
+                    .unwrap_or("request failed")
+                    .to_owned(),
+            })
+        }
+    }
+
+    /// GET without credentials.
+    pub async fn get_public(&self, path: &str) -> Result<Value, CliError> {
+        self.send(self.http.get(format!("{}{path}", self.base)), false)
+            .await
+    }
+
+    /// Authenticated GET.
+    pub async fn get(&self, path: &str) -> Result<Value, CliError> {
+        self.send(self.http.get(format!("{}{path}", self.base)), true)
+            .await
+    }
+
+    /// Authenticated POST of JSON.
+    pub async fn post(&self, path: &str, body: &Value) -> Result<Value, CliError> {
+        self.send(
+            self.http.post(format!("{}{path}", self.base)).json(body),
+            true,
+        )
+        .await
+    }
+
+    /// Authenticated DELETE.
+    pub async fn delete(&self, path: &str) -> Result<Value, CliError> {
+        self.send(self.http.delete(format!("{}{path}", self.base)), true)
+            .await
+    }
+}

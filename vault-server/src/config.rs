@@ -1,0 +1,279 @@
+//! Server configuration: a TOML file (`--config`), overridden by environment
+//! variables and command-line options, over an embedded default that needs no file
+//! at all (loopback, `./vault-data`, filesystem storage, local key provider).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Default listen address of the embedded mode.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8200";
+/// Default data directory of the embedded mode.
+pub const DEFAULT_DATA_DIR: &str = "./vault-data";
+
+/// The whole configuration. Unknown keys in the file are errors.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Local state: the filesystem object store (when used), the local keystore and
+    /// the first operator credential.
+    pub data_dir: PathBuf,
+    /// Largest accepted upload, in bytes.
+    pub max_upload_bytes: u64,
+    /// Plaintext bytes per encrypted segment.
+    pub segment_size: u32,
+    /// Serve plain HTTP on a non-loopback address (only behind a TLS-terminating proxy).
+    pub allow_insecure_non_loopback: bool,
+    /// TLS certificate and key; when set the server speaks HTTPS only.
+    pub tls: Option<TlsConfig>,
+    /// Where documents live.
+    pub storage: StorageConfig,
+    /// Key providers and caching.
+    pub keys: KeysConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// TLS files (PEM).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Certificate chain.
+    pub cert_file: PathBuf,
+    /// Private key.
+    pub key_file: PathBuf,
+}
+
+/// Object storage backend.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, tag = "backend", rename_all = "lowercase")]
+pub enum StorageConfig {
+    /// Files under `<data_dir>/objects` (or `root`).
+    Fs {
+        /// Root directory; defaults to `<data_dir>/objects`.
+        #[serde(default)]
+        root: Option<PathBuf>,
+    },
+    /// An S3 bucket (endpoint and credentials from the standard AWS environment).
+    S3 {
+        /// Bucket name.
+        bucket: String,
+        /// Key prefix inside the bucket.
+        #[serde(default)]
+        prefix: String,
+        /// Endpoint override (else `AWS_ENDPOINT_URL` or AWS itself).
+        #[serde(default)]
+        endpoint: Option<String>,
+        /// Region override (else `AWS_REGION`).
+        #[serde(default)]
+        region: Option<String>,
+        /// Bodies larger than this use multipart upload.
+        #[serde(default = "default_multipart_threshold")]
+        multipart_threshold: u64,
+    },
+}
+
+fn default_multipart_threshold() -> u64 {
+    16 * 1024 * 1024
+}
+
+/// Key provider configuration.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeysConfig {
+    /// Root key of the local keystore; defaults to `<data_dir>/keys/root.key`.
+    pub root_key_file: Option<PathBuf>,
+    /// Enable the `aws-kms` provider (endpoint and credentials from the AWS environment).
+    pub aws_kms: bool,
+    /// Seconds an unwrapped branch key stays cached.
+    pub cache_ttl_secs: u64,
+    /// Uses of a cached branch key before it is unwrapped again.
+    pub cache_max_uses: u64,
+}
+
+/// Log output.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: LogFormat,
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: DEFAULT_LISTEN
+                .parse()
+                .unwrap_or_else(|_| unreachable!("valid literal")),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            max_upload_bytes: 1 << 30,
+            segment_size: vault_crypto::envelope::DEFAULT_SEGMENT_SIZE,
+            allow_insecure_non_loopback: false,
+            tls: None,
+            storage: StorageConfig::Fs { root: None },
+            keys: KeysConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for KeysConfig {
+    fn default() -> Self {
+        KeysConfig {
+            root_key_file: None,
+            aws_kms: false,
+            cache_ttl_secs: 300,
+            cache_max_uses: 100_000,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// Configuration errors.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid configuration.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// File.
+        path: PathBuf,
+        /// What is wrong (from the TOML parser, with line and column).
+        message: String,
+    },
+    /// A combination of settings is refused.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Loads `file` when given, else the embedded default.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let Some(path) = file else {
+            return Ok(Config::default());
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    /// Parses TOML text.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Checks settings that only make sense together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.tls.is_none()
+            && !self.listen.ip().is_loopback()
+            && !self.allow_insecure_non_loopback
+        {
+            return Err(ConfigError::Invalid(format!(
+                "refusing plain HTTP on non-loopback address {}: configure [tls] or set allow_insecure_non_loopback = true",
+                self.listen
+            )));
+        }
+        if !(vault_crypto::envelope::MIN_SEGMENT_SIZE..=vault_crypto::envelope::MAX_SEGMENT_SIZE)
+            .contains(&self.segment_size)
+            || self.segment_size < 1024
+        {
+            return Err(ConfigError::Invalid(
+                "segment_size must be between 1 KiB and 16 MiB".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Root directory of the filesystem object store.
+    pub fn fs_root(&self) -> PathBuf {
+        match &self.storage {
+            StorageConfig::Fs { root: Some(root) } => root.clone(),
+            _ => self.data_dir.join("objects"),
+        }
+    }
+
+    /// Root key file of the local keystore.
+    pub fn root_key_file(&self) -> PathBuf {
+        self.keys
+            .root_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("keys/root.key"))
+    }
+
+    /// The local keystore file.
+    pub fn keystore_file(&self) -> PathBuf {
+        self.data_dir.join("keys/keystore.bin")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_embedded_default() {
+        let config = Config::parse("").unwrap();
+        assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(config.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        assert!(matches!(config.storage, StorageConfig::Fs { root: None }));
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let err = Config::parse("listen = \"127.0.0.1:1\"\nlisten_port = 3\n").unwrap_err();
+        assert!(err.contains("listen_port"), "{err}");
+        assert!(Config::parse("[storage]\nbackend = \"fs\"\nbucket = \"x\"\n").is_err());
+    }
+
+    #[test]
+    fn s3_storage_parses() {
+        let config = Config::parse("[storage]\nbackend = \"s3\"\nbucket = \"vault\"\nprefix = \"prod\"\n[keys]\naws_kms = true\n").unwrap();
+        assert!(
+            matches!(config.storage, StorageConfig::S3 { ref bucket, .. } if bucket == "vault")
+        );
+        assert!(config.keys.aws_kms);
+    }
+
+    #[test]
+    fn plain_http_off_loopback_is_refused() {
+        let config = Config::parse("listen = \"0.0.0.0:8200\"").unwrap();
+        assert!(config.validate().is_err());
+        let config =
+            Config::parse("listen = \"0.0.0.0:8200\"\nallow_insecure_non_loopback = true").unwrap();
+        config.validate().unwrap();
+    }
+}

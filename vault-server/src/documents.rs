@@ -1,0 +1,291 @@
+//! Documents as the vault stores them: the encrypted metadata block, the public
+//! facts object, and the upload / read / delete operations over storage and keys.
+//! HTTP concerns stay in `routes/documents.rs`.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+use vault_crypto::envelope::{self, BodyHeader, KeyRecord, StreamError};
+use vault_crypto::{DocumentId, Key256, TenantId};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::storage::{ByteStream, ObjectName, StorageError};
+use crate::tenants::TenantRecord;
+
+/// What a document is, as declared by the uploader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DocumentKind {
+    /// Explanation of benefits / remittance (X12 835, FHIR ExplanationOfBenefit).
+    Eob,
+    /// Claim (X12 837, FHIR Claim).
+    Claim,
+    /// Scanned record (PDF, TIFF, PNG, JPEG).
+    Scan,
+    /// Anything else.
+    Other,
+}
+
+impl DocumentKind {
+    /// Parses the `X-Vault-Kind` value.
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "eob" => Some(DocumentKind::Eob),
+            "claim" => Some(DocumentKind::Claim),
+            "scan" => Some(DocumentKind::Scan),
+            "other" => Some(DocumentKind::Other),
+            _ => None,
+        }
+    }
+}
+
+/// Searchable field names (the interface contract).
+pub const FIELD_NAMES: [&str; 14] = [
+    "patient_name",
+    "patient_last_name",
+    "patient_dob",
+    "member_id",
+    "claim_id",
+    "payer_claim_id",
+    "payer",
+    "provider_npi",
+    "service_date",
+    "service_month",
+    "trace_number",
+    "procedure_code",
+    "diagnosis_code",
+    "claim_status",
+];
+
+/// Field values: each field may have several values (a remittance holds many claims).
+pub type Fields = BTreeMap<String, Vec<String>>;
+
+/// The encrypted metadata block (JSON inside the key record). Format 1.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SealedMetadata {
+    /// FORMAT CONSTANT: 1.
+    pub format: u32,
+    /// Declared kind.
+    pub kind: DocumentKind,
+    /// Content type given at upload.
+    pub content_type: String,
+    /// File name given at upload.
+    pub file_name: Option<String>,
+    /// Plaintext size.
+    pub size: u64,
+    /// SHA-256 of the plaintext, hex.
+    pub sha256: String,
+    /// Searchable fields (caller-supplied and extracted).
+    pub fields: Fields,
+    /// Upload time.
+    #[serde(with = "time::serde::rfc3339")]
+    pub uploaded_at: OffsetDateTime,
+}
+
+/// Public facts of a document (the `meta` object, unencrypted): nothing here is PHI.
+/// Its presence is what makes a document visible. Format 1.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DocumentFacts {
+    /// FORMAT CONSTANT: 1.
+    pub format: u32,
+    /// Document id.
+    pub id: DocumentId,
+    /// Declared kind.
+    pub kind: DocumentKind,
+    /// Upload time.
+    #[serde(with = "time::serde::rfc3339")]
+    pub uploaded_at: OffsetDateTime,
+    /// Ciphertext bytes stored.
+    pub stored_bytes: u64,
+}
+
+/// What an upload needs besides the body.
+pub struct UploadRequest {
+    /// Declared kind.
+    pub kind: DocumentKind,
+    /// Content type.
+    pub content_type: String,
+    /// Optional file name.
+    pub file_name: Option<String>,
+    /// Caller-supplied searchable fields.
+    pub fields: Fields,
+}
+
+/// The result of a stored upload.
+#[derive(Clone, Debug)]
+pub struct Stored {
+    /// Document id.
+    pub id: DocumentId,
+    /// The metadata that was sealed.
+    pub metadata: SealedMetadata,
+}
+
+/// Running plaintext size and hash of an upload, shared with its stream.
+#[derive(Default)]
+struct Tap {
+    sha256: Sha256,
+    size: u64,
+}
+
+/// Stores a document: the body streamed through the encryptor, then the key record,
+/// then the public facts. Visible only once the last write is durable.
+pub async fn store<S, E>(
+    state: &AppState,
+    tenant: &TenantRecord,
+    request: UploadRequest,
+    body: S,
+) -> Result<Stored, ApiError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    let spec = tenant.key_spec();
+    let (key_ref, branch_key) = state.keys.branch_key_for_upload(&spec).await?;
+    let id = DocumentId::random();
+    let dek = Key256::random();
+    let (header_bytes, encryptor) =
+        envelope::begin_body(&dek, &tenant.id, id, state.config.segment_size)?;
+    let (header, _) = BodyHeader::parse(&header_bytes)?;
+
+    let tap = Arc::new(Mutex::new(Tap::default()));
+    let limit = state.config.max_upload_bytes;
+    let tapped = {
+        let tap = Arc::clone(&tap);
+        body.map(move |chunk| {
+            let chunk = chunk.map_err(|e| StorageError::SourceFailed(e.to_string()))?;
+            let mut tap = tap.lock().unwrap_or_else(PoisonError::into_inner);
+            tap.size += chunk.len() as u64;
+            if tap.size > limit {
+                return Err(StorageError::TooLarge(limit));
+            }
+            tap.sha256.update(&chunk);
+            Ok(chunk)
+        })
+    };
+    let sealed: ByteStream = Box::pin(
+        envelope::encrypt_stream(header_bytes, encryptor, tapped).map_err(|e| match e {
+            StreamError::Source(source) => source,
+            StreamError::Crypto(crypto) => StorageError::Backend(crypto.to_string()),
+        }),
+    );
+
+    let body_name = ObjectName::doc_body(&tenant.id, &id);
+    let stored_bytes = state.store.put_new(&body_name, sealed).await?;
+    let (size, sha256) = {
+        let tap = std::mem::take(&mut *tap.lock().unwrap_or_else(PoisonError::into_inner));
+        (tap.size, hex::encode(tap.sha256.finalize()))
+    };
+    let metadata = SealedMetadata {
+        format: 1,
+        kind: request.kind,
+        content_type: request.content_type,
+        file_name: request.file_name,
+        size,
+        sha256,
+        fields: request.fields,
+        uploaded_at: OffsetDateTime::now_utc(),
+    };
+    let finish = async {
+        let metadata_json = zeroize::Zeroizing::new(
+            serde_json::to_vec(&metadata).map_err(|e| ApiError::internal("metadata", e))?,
+        );
+        let record = KeyRecord::seal(&dek, &header, &branch_key, key_ref, &metadata_json)?;
+        state
+            .store
+            .put_new_bytes(
+                &ObjectName::doc_key(&tenant.id, &id),
+                Bytes::from(record.encode()),
+            )
+            .await?;
+        let facts = DocumentFacts {
+            format: 1,
+            id,
+            kind: metadata.kind,
+            uploaded_at: metadata.uploaded_at,
+            stored_bytes,
+        };
+        let facts_json = serde_json::to_vec(&facts).map_err(|e| ApiError::internal("facts", e))?;
+        state
+            .store
+            .put_new_bytes(
+                &ObjectName::doc_meta(&tenant.id, &id),
+                Bytes::from(facts_json),
+            )
+            .await?;
+        Ok::<(), ApiError>(())
+    };
+    if let Err(e) = finish.await {
+        remove_objects(state, &tenant.id, &id).await;
+        return Err(e);
+    }
+    state.metrics.uploads.inc();
+    state.metrics.upload_bytes.inc_by(size);
+    Ok(Stored { id, metadata })
+}
+
+/// Best-effort removal of a document's objects, facts first so it disappears at once.
+pub async fn remove_objects(state: &AppState, tenant: &TenantId, id: &DocumentId) {
+    for name in [
+        ObjectName::doc_meta(tenant, id),
+        ObjectName::doc_key(tenant, id),
+        ObjectName::doc_body(tenant, id),
+    ] {
+        if let Err(e) = state.store.delete(&name).await {
+            tracing::warn!(object = %name, error = %e, "could not remove an object of an unfinished document");
+        }
+    }
+}
+
+/// A visible document's key record, DEK and decrypted metadata.
+pub struct Opened {
+    /// The DEK (zeroized on drop).
+    pub dek: Key256,
+    /// Decrypted metadata.
+    pub metadata: SealedMetadata,
+    /// Public facts.
+    pub facts: DocumentFacts,
+}
+
+/// Opens a document's key record: 404 unless it is visible in this tenant.
+pub async fn open(
+    state: &AppState,
+    tenant: &TenantRecord,
+    id: &DocumentId,
+) -> Result<Opened, ApiError> {
+    let facts_bytes = state
+        .store
+        .get_bytes(&ObjectName::doc_meta(&tenant.id, id))
+        .await?
+        .ok_or_else(ApiError::document_not_found)?;
+    let facts: DocumentFacts = serde_json::from_slice(&facts_bytes)
+        .map_err(|e| ApiError::internal("document facts", e))?;
+    let record_bytes = state
+        .store
+        .get_bytes(&ObjectName::doc_key(&tenant.id, id))
+        .await?
+        .ok_or_else(ApiError::document_not_found)?;
+    let record = KeyRecord::parse(&record_bytes)?;
+    if record.tenant != tenant.id || record.document != *id {
+        return Err(vault_crypto::CryptoError::ContextMismatch("document").into());
+    }
+    let branch = state
+        .keys
+        .branch_key(&tenant.key_spec(), &record.key_ref)
+        .await?;
+    let dek = record.unwrap_dek(&branch)?;
+    let metadata_json = record.open_metadata(&dek)?;
+    let metadata: SealedMetadata = serde_json::from_slice(&metadata_json)
+        .map_err(|e| ApiError::internal("sealed metadata", e))?;
+    Ok(Opened {
+        dek,
+        metadata,
+        facts,
+    })
+}

@@ -1,0 +1,17 @@
+//! The billing records vault service.
+//!
+//! An axum HTTP API over an object store ([`storage`]) and the key hierarchy of
+//! `vault-crypto`. [`startup::build`] turns a [`config::Config`] into a ready
+//! router; [`startup::serve`] runs it until shutdown. The binary (`main.rs`) only
+//! parses options and calls these.
+
+pub mod auth;
+pub mod config;
+pub mod documents;
+pub mod error;
+pub mod metrics;
+pub mod routes;
+pub mod startup;
+pub mod state;
+pub mod storage;
+pub mod tenants;

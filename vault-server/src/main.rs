@@ -1,0 +1,77 @@
+//! `vault-server`: parses options, sets up logging, builds and serves the vault.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use vault_server::config::{Config, LogFormat};
+
+/// The billing records vault server.
+///
+/// With no options it runs the embedded default: http://127.0.0.1:8200, data in
+/// ./vault-data, filesystem storage and the local key provider. A new vault writes
+/// its first operator credential to <data dir>/operator-token (mode 0600).
+#[derive(Debug, Parser)]
+#[command(version, about, long_about)]
+struct Options {
+    /// TOML configuration file (see README.md, "Configuration").
+    #[arg(long, env = "VAULT_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8200].
+    #[arg(long, env = "VAULT_LISTEN")]
+    listen: Option<std::net::SocketAddr>,
+    /// Data directory [default: ./vault-data].
+    #[arg(long, env = "VAULT_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("VAULT_LOG").unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let options = Options::parse();
+    let mut config = Config::load(options.config.as_deref())?;
+    if let Some(listen) = options.listen {
+        config.listen = listen;
+    }
+    if let Some(data_dir) = options.data_dir {
+        config.data_dir = data_dir;
+    }
+    init_logging(config.log.format);
+    let built = vault_server::startup::build(config)
+        .await
+        .context("starting the vault")?;
+    vault_server::startup::serve(built, shutdown_signal())
+        .await
+        .context("serving")?;
+    Ok(())
+}

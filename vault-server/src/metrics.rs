@@ -1,0 +1,88 @@
+//! Prometheus metrics, served at `/metrics` in the OpenMetrics text format.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Labels of per-request metrics: route template and status class; never ids or PHI.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// Route template (e.g. `/v1/documents/{id}`).
+    pub route: String,
+    /// HTTP status code.
+    pub status: u16,
+}
+
+/// The server's metrics.
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by route and status.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Request latency in seconds by route and status.
+    pub latency: Family<RequestLabels, Histogram>,
+    /// Documents stored.
+    pub uploads: Counter,
+    /// Plaintext bytes stored.
+    pub upload_bytes: Counter,
+    /// Documents read (downloads and ranged reads).
+    pub downloads: Counter,
+    /// Calls made to key services (KMS or the local keystore).
+    pub key_provider_calls: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("vault");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency = Family::<RequestLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+        });
+        let uploads = Counter::default();
+        let upload_bytes = Counter::default();
+        let downloads = Counter::default();
+        let key_provider_calls = Gauge::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests by route and status",
+            requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency",
+            latency.clone(),
+        );
+        registry.register("documents_uploaded", "Documents stored", uploads.clone());
+        registry.register(
+            "uploaded_bytes",
+            "Plaintext bytes stored",
+            upload_bytes.clone(),
+        );
+        registry.register("documents_read", "Documents read", downloads.clone());
+        registry.register(
+            "key_provider_calls",
+            "Calls made to key services",
+            key_provider_calls.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            latency,
+            uploads,
+            upload_bytes,
+            downloads,
+            key_provider_calls,
+        }
+    }
+}
+
+impl Metrics {
+    /// Renders the registry.
+    pub fn render(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}

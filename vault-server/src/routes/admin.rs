@@ -1,0 +1,240 @@
+//! Operator endpoints under `/v1/admin`: tenants and API keys.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use time::{Duration, OffsetDateTime};
+use utoipa::ToSchema;
+use vault_crypto::TenantId;
+
+use crate::auth::{Caller, CredentialKind, CredentialRecord, Role};
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::state::SharedState;
+use crate::storage::ObjectName;
+use crate::tenants::{TenantRecord, TenantStatus};
+
+/// Body of `POST /v1/admin/tenants`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenant {
+    /// Tenant id: 1-63 of `a-z 0-9 - _`.
+    pub id: String,
+    /// `local` (default) or `aws-kms`.
+    #[serde(default = "default_provider")]
+    pub key_provider: String,
+    /// For `aws-kms`: an existing key ARN or alias; without it the vault creates a
+    /// key with alias `alias/vault/<tenant>`.
+    #[serde(default)]
+    pub kms_key_id: Option<String>,
+}
+
+fn default_provider() -> String {
+    "local".into()
+}
+
+/// Creates a tenant and its keys.
+#[utoipa::path(post, path = "/v1/admin/tenants", request_body = CreateTenant,
+    responses((status = 201, body = TenantRecord), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn create_tenant(
+    State(state): State<SharedState>,
+    caller: Caller,
+    Json(body): Json<CreateTenant>,
+) -> ApiResult<(StatusCode, Json<TenantRecord>)> {
+    caller.require_operator()?;
+    let id = TenantId::new(body.id)
+        .map_err(|e| ApiError::bad_request("invalid_tenant_id", e.to_string()))?;
+    if state.tenants.get(&id).await?.is_some() {
+        return Err(ApiError::conflict(
+            "tenant_exists",
+            format!("tenant {id} already exists"),
+        ));
+    }
+    let provider = match body.key_provider.as_str() {
+        "local" if body.kms_key_id.is_none() => state.keys.provider("local")?,
+        "local" => {
+            return Err(ApiError::bad_request(
+                "invalid_key_provider",
+                "kms_key_id is only for key_provider aws-kms",
+            ))
+        }
+        "aws-kms" => state.keys.provider("aws-kms").map_err(|_| {
+            ApiError::bad_request(
+                "key_provider_disabled",
+                "the aws-kms provider is not enabled on this server ([keys] aws_kms = true)",
+            )
+        })?,
+        other => {
+            return Err(ApiError::bad_request(
+                "invalid_key_provider",
+                format!("unknown key provider {other:?}: use local or aws-kms"),
+            ))
+        }
+    };
+    let kek_id = provider
+        .ensure_tenant_key(&id, body.kms_key_id.as_deref())
+        .await?;
+    let record = TenantRecord {
+        format: 1,
+        id,
+        key_provider: provider.id().to_owned(),
+        kek_id,
+        branch_version: 1,
+        min_decryption_version: 1,
+        index_version: 1,
+        status: TenantStatus::Active,
+        created_at: OffsetDateTime::now_utc(),
+    };
+    // Create the branch key now, so the first upload is as fast as any other and a
+    // KEK that cannot wrap is found at once.
+    state.keys.branch_key_for_upload(&record.key_spec()).await?;
+    state.tenants.create(record.clone()).await?;
+    tracing::info!(tenant = %record.id, provider = %record.key_provider, "tenant created");
+    Ok((StatusCode::CREATED, Json(record)))
+}
+
+/// Lists tenants.
+#[utoipa::path(get, path = "/v1/admin/tenants", responses((status = 200, body = [TenantRecord])), security(("bearer" = [])))]
+pub async fn list_tenants(
+    State(state): State<SharedState>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<TenantRecord>>> {
+    caller.require_operator()?;
+    Ok(Json(state.tenants.list().await?))
+}
+
+/// Shows one tenant.
+#[utoipa::path(get, path = "/v1/admin/tenants/{tenant}", responses((status = 200, body = TenantRecord), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn get_tenant(
+    State(state): State<SharedState>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+) -> ApiResult<Json<TenantRecord>> {
+    caller.require_operator()?;
+    let id = TenantId::new(tenant)
+        .map_err(|e| ApiError::bad_request("invalid_tenant_id", e.to_string()))?;
+    state
+        .tenants
+        .get(&id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("tenant_not_found", format!("no tenant {id}")))
+}
+
+/// Body of `POST /v1/admin/tenants/{tenant}/api-keys`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IssueApiKey {
+    /// Any non-empty subset of `uploader`, `reader`, `auditor`, `tenant-admin`.
+    pub roles: Vec<Role>,
+    /// Days until expiry (1 to 3650); none means no expiry.
+    #[serde(default)]
+    pub expires_in_days: Option<u32>,
+}
+
+/// An issued API key: the secret is shown only here.
+#[derive(Serialize, ToSchema)]
+pub struct IssuedApiKey {
+    /// Public id (for revocation and audit).
+    pub id: String,
+    /// Bearer token. Shown once; store it in a secret manager.
+    pub secret: String,
+    /// Tenant.
+    pub tenant: String,
+    /// Roles.
+    pub roles: Vec<Role>,
+    /// Expiry.
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+/// Issues an API key for a tenant.
+#[utoipa::path(post, path = "/v1/admin/tenants/{tenant}/api-keys", request_body = IssueApiKey,
+    responses((status = 201, body = IssuedApiKey), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn issue_api_key(
+    State(state): State<SharedState>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+    Json(body): Json<IssueApiKey>,
+) -> ApiResult<(StatusCode, Json<IssuedApiKey>)> {
+    caller.require_operator()?;
+    let tenant = TenantId::new(tenant)
+        .map_err(|e| ApiError::bad_request("invalid_tenant_id", e.to_string()))?;
+    state.tenants.require_active(&tenant).await?;
+    let mut roles = body.roles;
+    roles.sort_by_key(|r| r.as_str());
+    roles.dedup();
+    if roles.is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_roles",
+            "give at least one role",
+        ));
+    }
+    let expires_at = match body.expires_in_days {
+        Some(days @ 1..=3650) => Some(OffsetDateTime::now_utc() + Duration::days(i64::from(days))),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_expiry",
+                "expires_in_days must be 1 to 3650",
+            ))
+        }
+        None => None,
+    };
+    let issued = CredentialRecord::issue(
+        CredentialKind::ApiKey,
+        Some(tenant.clone()),
+        roles.clone(),
+        expires_at,
+    );
+    let bytes = serde_json::to_vec_pretty(&issued.record)
+        .map_err(|e| ApiError::internal("api key record", e))?;
+    state
+        .store
+        .put_new_bytes(&ObjectName::api_key(&issued.record.id), Bytes::from(bytes))
+        .await?;
+    tracing::info!(tenant = %tenant, key_id = %issued.record.id, "api key issued");
+    Ok((
+        StatusCode::CREATED,
+        Json(IssuedApiKey {
+            id: issued.record.id.clone(),
+            secret: issued.token.to_string(),
+            tenant: tenant.to_string(),
+            roles,
+            expires_at,
+        }),
+    ))
+}
+
+/// Revokes an API key.
+#[utoipa::path(delete, path = "/v1/admin/api-keys/{id}", responses((status = 204), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn revoke_api_key(
+    State(state): State<SharedState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    caller.require_operator()?;
+    let not_found = || ApiError::not_found("api_key_not_found", "no such API key");
+    if id.len() != 16
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    {
+        return Err(not_found());
+    }
+    let name = ObjectName::api_key(&id);
+    let bytes = state.store.get_bytes(&name).await?.ok_or_else(not_found)?;
+    let mut record: CredentialRecord =
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::internal("api key record", e))?;
+    if record.revoked_at.is_none() {
+        record.revoked_at = Some(OffsetDateTime::now_utc());
+        let bytes = serde_json::to_vec_pretty(&record)
+            .map_err(|e| ApiError::internal("api key record", e))?;
+        state.store.replace(&name, Bytes::from(bytes)).await?;
+        tracing::info!(key_id = %id, "api key revoked");
+    }
+    Ok(StatusCode::NO_CONTENT)
+}

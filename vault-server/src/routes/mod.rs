@@ -1,0 +1,97 @@
+//! The HTTP router.
+
+mod admin;
+mod documents;
+mod health;
+pub mod openapi;
+
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{delete, get, post};
+use axum::Router;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::metrics::RequestLabels;
+use crate::state::SharedState;
+
+/// Header carrying the request id (set when absent, echoed in the response).
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Builds the router with its middleware.
+pub fn router(state: SharedState) -> Router {
+    let request_id = axum::http::HeaderName::from_static(REQUEST_ID_HEADER);
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .route("/v1/openapi.json", get(openapi::serve))
+        .route(
+            "/v1/admin/tenants",
+            post(admin::create_tenant).get(admin::list_tenants),
+        )
+        .route("/v1/admin/tenants/{tenant}", get(admin::get_tenant))
+        .route(
+            "/v1/admin/tenants/{tenant}/api-keys",
+            post(admin::issue_api_key),
+        )
+        .route("/v1/admin/api-keys/{id}", delete(admin::revoke_api_key))
+        .route(
+            "/v1/documents",
+            post(documents::upload).get(documents::list),
+        )
+        .route(
+            "/v1/documents/{id}",
+            get(documents::download).delete(documents::delete),
+        )
+        .route("/v1/documents/{id}/metadata", get(documents::metadata))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            record_metrics,
+        ))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            // Route templates and request ids only: paths hold no PHI, but query
+            // strings (search) might, so they are never logged.
+            let id = req
+                .headers()
+                .get(REQUEST_ID_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-");
+            let route = req
+                .extensions()
+                .get::<MatchedPath>()
+                .map_or("unmatched", |m| m.as_str());
+            tracing::info_span!("request", method = %req.method(), route, request_id = id)
+        }))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(3600),
+        ))
+        .with_state(state)
+}
+
+async fn record_metrics(State(state): State<SharedState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+    let started = Instant::now();
+    let response = next.run(req).await;
+    let labels = RequestLabels {
+        route,
+        status: response.status().as_u16(),
+    };
+    state.metrics.requests.get_or_create(&labels).inc();
+    state
+        .metrics
+        .latency
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    response
+}

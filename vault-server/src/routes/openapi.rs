@@ -1,0 +1,36 @@
+//! The OpenAPI 3 document, generated from the handlers' annotations.
+
+use axum::Json;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::{admin, documents, health};
+
+/// The API description.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Billing records vault", description = "Encrypted storage, blind-indexed search and audit for healthcare billing documents."),
+    paths(health::healthz, health::readyz, admin::create_tenant, admin::list_tenants, admin::get_tenant, admin::issue_api_key, admin::revoke_api_key,
+        documents::upload, documents::download, documents::metadata, documents::delete, documents::list),
+    components(schemas(crate::error::ErrorBody, crate::tenants::TenantRecord, admin::CreateTenant, admin::IssueApiKey, admin::IssuedApiKey,
+        documents::UploadResponse, documents::MetadataResponse, documents::ListedDocument, documents::ListResponse, crate::documents::DocumentKind)),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// `GET /v1/openapi.json`.
+pub async fn serve() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

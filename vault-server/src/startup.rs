@@ -1,0 +1,210 @@
+//! From configuration to a serving vault: storage, keys, the first operator
+//! credential, the router, TLS and graceful shutdown.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use vault_crypto::keys::{
+    AwsKmsProvider, CachePolicy, KeyHierarchy, KeyProvider, LocalKeyProvider,
+};
+
+use crate::auth::{CredentialKind, CredentialRecord};
+use crate::config::{Config, StorageConfig};
+use crate::metrics::Metrics;
+use crate::state::{AppState, SharedState};
+use crate::storage::fs::FsStore;
+use crate::storage::keys::ObjectTenantKeyStore;
+use crate::storage::{ObjectName, ObjectStore};
+use crate::tenants::TenantRegistry;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// Storage could not be opened.
+    #[error("storage: {0}")]
+    Storage(#[from] crate::storage::StorageError),
+    /// Keys could not be opened.
+    #[error("keys: {0}")]
+    Keys(#[from] vault_crypto::CryptoError),
+    /// Local files (data directory, operator token) could not be written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StartupError + '_ {
+    move |source| StartupError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// A built vault: its state and, on a new vault, where the operator token went.
+pub struct Built {
+    /// Shared state.
+    pub state: SharedState,
+    /// Path of a newly written operator token file.
+    pub new_operator_token: Option<PathBuf>,
+}
+
+/// Opens storage and keys and bootstraps a new vault.
+pub async fn build(config: Config) -> Result<Built, StartupError> {
+    config.validate()?;
+    std::fs::create_dir_all(&config.data_dir).map_err(io_err(&config.data_dir))?;
+    std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(io_err(&config.data_dir))?;
+
+    let store: Arc<dyn ObjectStore> = match &config.storage {
+        StorageConfig::Fs { .. } => Arc::new(FsStore::open(&config.fs_root()).await?),
+        StorageConfig::S3 {
+            bucket,
+            prefix,
+            endpoint,
+            region,
+            multipart_threshold,
+        } => Arc::new(
+            crate::storage::s3::S3Store::new(
+                bucket,
+                prefix,
+                endpoint.as_deref(),
+                region.as_deref(),
+                *multipart_threshold,
+            )
+            .await,
+        ),
+    };
+
+    let local_keys = Arc::new(LocalKeyProvider::open(
+        &config.root_key_file(),
+        &config.keystore_file(),
+    )?);
+    let mut providers: Vec<Arc<dyn KeyProvider>> = vec![local_keys.clone()];
+    let kms = if config.keys.aws_kms {
+        let kms = Arc::new(AwsKmsProvider::from_env().await);
+        providers.push(kms.clone());
+        Some(kms)
+    } else {
+        None
+    };
+    let policy = CachePolicy {
+        ttl: Duration::from_secs(config.keys.cache_ttl_secs),
+        max_uses: config.keys.cache_max_uses,
+    };
+    let keys = Arc::new(KeyHierarchy::new(
+        providers,
+        Arc::new(ObjectTenantKeyStore(store.clone())),
+        policy,
+    ));
+
+    let new_operator_token = bootstrap_operator(&config, store.as_ref()).await?;
+    let state = Arc::new(AppState {
+        tenants: TenantRegistry::new(store.clone()),
+        config,
+        store,
+        keys,
+        local_keys,
+        kms,
+        metrics: Metrics::default(),
+    });
+    Ok(Built {
+        state,
+        new_operator_token,
+    })
+}
+
+/// On a vault with no operator credential, issues one and writes it to
+/// `<data dir>/operator-token` (mode 0600). The token is never printed or logged.
+async fn bootstrap_operator(
+    config: &Config,
+    store: &dyn ObjectStore,
+) -> Result<Option<PathBuf>, StartupError> {
+    if !store.list("system/operators/", None, 1).await?.is_empty() {
+        return Ok(None);
+    }
+    let issued = CredentialRecord::issue(CredentialKind::Operator, None, Vec::new(), None);
+    let path = config.data_dir.join("operator-token");
+    // The file first: a crash before the record is stored only means a new token is
+    // issued (and the file replaced) on the next start.
+    write_private_file(&path, issued.token.as_bytes()).map_err(io_err(&path))?;
+    let record = serde_json::to_vec_pretty(&issued.record).map_err(|e| StartupError::Io {
+        path: path.clone(),
+        source: std::io::Error::other(e),
+    })?;
+    store
+        .put_new_bytes(
+            &ObjectName::operator(&issued.record.id),
+            Bytes::from(record),
+        )
+        .await?;
+    Ok(Some(path))
+}
+
+fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.write_all(contents)?;
+    file.write_all(b"\n")?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Serves until `shutdown` resolves, then stops accepting and lets in-flight
+/// requests (uploads) finish.
+pub async fn serve(
+    built: Built,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), StartupError> {
+    let state = built.state;
+    let addr = state.config.listen;
+    let app = crate::routes::router(state.clone());
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartupError::Bind { addr, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| StartupError::Bind { addr, source })?;
+    tracing::info!(address = %local, "vault listening");
+    println!("vault-server listening on http://{local}");
+    if let Some(path) = &built.new_operator_token {
+        println!(
+            "New vault: the first operator credential is in {} (mode 0600).",
+            path.display()
+        );
+        println!(
+            "Use it with: vault-cli --token-file {} tenant list",
+            path.display()
+        );
+    }
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|source| StartupError::Io {
+            path: PathBuf::from("<listener>"),
+            source,
+        })
+}

@@ -1,0 +1,31 @@
+//! Shared application state handed to every handler.
+
+use std::sync::Arc;
+
+use vault_crypto::keys::{AwsKmsProvider, KeyHierarchy, LocalKeyProvider};
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::storage::ObjectStore;
+use crate::tenants::TenantRegistry;
+
+/// Everything a request may need.
+pub struct AppState {
+    /// Effective configuration.
+    pub config: Config,
+    /// Where documents and records live.
+    pub store: Arc<dyn ObjectStore>,
+    /// Tenant keys with their cache.
+    pub keys: Arc<KeyHierarchy>,
+    /// The local key provider (always present: the embedded default).
+    pub local_keys: Arc<LocalKeyProvider>,
+    /// The AWS KMS provider, when enabled.
+    pub kms: Option<Arc<AwsKmsProvider>>,
+    /// Tenant records.
+    pub tenants: TenantRegistry,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
+}
+
+/// State as axum holds it.
+pub type SharedState = Arc<AppState>;

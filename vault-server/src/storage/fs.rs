@@ -1,0 +1,342 @@
+//! The filesystem object store (embedded default).
+//!
+//! A put streams into `<root>/.tmp/<random>` (mode 0600), fsyncs it, then hard-links
+//! it to its final name, which fails atomically if the name exists (create-only),
+//! fsyncs the directory and removes the temporary name. So an object is visible
+//! under its name only when complete and durable; a crash leaves at most a
+//! temporary file, which the next start removes.
+
+use std::io::SeekFrom;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio_util::io::ReaderStream;
+
+use super::{ByteStream, ObjectInfo, ObjectName, ObjectStore, StorageError};
+
+const TMP_DIR: &str = ".tmp";
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Objects as files under a root directory.
+#[derive(Debug)]
+pub struct FsStore {
+    root: PathBuf,
+    tmp: PathBuf,
+}
+
+fn backend(e: std::io::Error) -> StorageError {
+    StorageError::Backend(e.to_string())
+}
+
+fn not_found_or(name: &ObjectName, e: std::io::Error) -> StorageError {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        StorageError::NotFound(name.to_string())
+    } else {
+        backend(e)
+    }
+}
+
+async fn sync_dir(dir: &Path) -> Result<(), StorageError> {
+    let dir = dir.to_owned();
+    tokio::task::spawn_blocking(move || std::fs::File::open(&dir)?.sync_all())
+        .await
+        .map_err(|e| StorageError::Backend(e.to_string()))?
+        .map_err(backend)
+}
+
+impl FsStore {
+    /// Opens (creating) a store rooted at `root`, removing temporary files left by a
+    /// crash.
+    pub async fn open(root: &Path) -> Result<Self, StorageError> {
+        let tmp = root.join(TMP_DIR);
+        tokio::fs::create_dir_all(&tmp).await.map_err(backend)?;
+        let mut leftovers = tokio::fs::read_dir(&tmp).await.map_err(backend)?;
+        while let Some(entry) = leftovers.next_entry().await.map_err(backend)? {
+            tokio::fs::remove_file(entry.path())
+                .await
+                .map_err(backend)?;
+        }
+        Ok(FsStore {
+            root: root.to_owned(),
+            tmp,
+        })
+    }
+
+    fn path(&self, name: &ObjectName) -> PathBuf {
+        self.root.join(name.as_str())
+    }
+
+    fn tmp_path(&self) -> PathBuf {
+        self.tmp.join(hex::encode(rand::random::<[u8; 12]>()))
+    }
+
+    async fn write_tmp(&self, mut body: ByteStream) -> Result<(PathBuf, u64), StorageError> {
+        let tmp = self.tmp_path();
+        let result = async {
+            let mut file = tokio::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)
+                .await
+                .map_err(backend)?;
+            let mut size = 0u64;
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk?;
+                size += chunk.len() as u64;
+                file.write_all(&chunk).await.map_err(backend)?;
+            }
+            file.sync_all().await.map_err(backend)?;
+            Ok(size)
+        }
+        .await;
+        match result {
+            Ok(size) => Ok((tmp, size)),
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn ensure_parent(&self, path: &Path) -> Result<PathBuf, StorageError> {
+        let parent = path.parent().unwrap_or(&self.root).to_owned();
+        tokio::fs::create_dir_all(&parent).await.map_err(backend)?;
+        Ok(parent)
+    }
+}
+
+#[async_trait]
+impl ObjectStore for FsStore {
+    async fn put_new(&self, name: &ObjectName, body: ByteStream) -> Result<u64, StorageError> {
+        let path = self.path(name);
+        let (tmp, size) = self.write_tmp(body).await?;
+        let linked = async {
+            let parent = self.ensure_parent(&path).await?;
+            match tokio::fs::hard_link(&tmp, &path).await {
+                Ok(()) => sync_dir(&parent).await,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    Err(StorageError::AlreadyExists(name.to_string()))
+                }
+                Err(e) => Err(backend(e)),
+            }
+        }
+        .await;
+        let _ = tokio::fs::remove_file(&tmp).await;
+        linked.map(|()| size)
+    }
+
+    async fn replace(&self, name: &ObjectName, bytes: Bytes) -> Result<(), StorageError> {
+        let path = self.path(name);
+        let body: ByteStream = Box::pin(futures::stream::once(async move { Ok(bytes) }));
+        let (tmp, _) = self.write_tmp(body).await?;
+        let parent = self.ensure_parent(&path).await?;
+        if let Err(e) = tokio::fs::rename(&tmp, &path).await {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(backend(e));
+        }
+        sync_dir(&parent).await
+    }
+
+    async fn get(&self, name: &ObjectName) -> Result<ByteStream, StorageError> {
+        let file = tokio::fs::File::open(self.path(name))
+            .await
+            .map_err(|e| not_found_or(name, e))?;
+        Ok(Box::pin(
+            ReaderStream::with_capacity(file, READ_CHUNK).map(|r| r.map_err(backend)),
+        ))
+    }
+
+    async fn get_range(
+        &self,
+        name: &ObjectName,
+        range: Range<u64>,
+    ) -> Result<ByteStream, StorageError> {
+        let mut file = tokio::fs::File::open(self.path(name))
+            .await
+            .map_err(|e| not_found_or(name, e))?;
+        file.seek(SeekFrom::Start(range.start))
+            .await
+            .map_err(backend)?;
+        let limited = file.take(range.end.saturating_sub(range.start));
+        Ok(Box::pin(
+            ReaderStream::with_capacity(limited, READ_CHUNK).map(|r| r.map_err(backend)),
+        ))
+    }
+
+    async fn get_bytes(&self, name: &ObjectName) -> Result<Option<Bytes>, StorageError> {
+        match tokio::fs::read(self.path(name)).await {
+            Ok(bytes) => Ok(Some(Bytes::from(bytes))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    async fn head(&self, name: &ObjectName) -> Result<Option<ObjectInfo>, StorageError> {
+        match tokio::fs::metadata(self.path(name)).await {
+            Ok(meta) => Ok(Some(ObjectInfo {
+                name: name.clone(),
+                size: meta.len(),
+            })),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    async fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ObjectInfo>, StorageError> {
+        let root = self.root.clone();
+        let prefix = prefix.to_owned();
+        let start_after = start_after.map(str::to_owned);
+        tokio::task::spawn_blocking(move || {
+            list_blocking(&root, &prefix, start_after.as_deref(), limit)
+        })
+        .await
+        .map_err(|e| StorageError::Backend(e.to_string()))?
+    }
+
+    async fn delete(&self, name: &ObjectName) -> Result<(), StorageError> {
+        let path = self.path(name);
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => sync_dir(path.parent().unwrap_or(&self.root)).await,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    async fn check(&self) -> Result<(), StorageError> {
+        let probe = self.tmp_path();
+        tokio::fs::write(&probe, b"ready").await.map_err(backend)?;
+        tokio::fs::remove_file(&probe).await.map_err(backend)
+    }
+}
+
+/// Walks the directory holding `prefix` and returns matching names in order.
+fn list_blocking(
+    root: &Path,
+    prefix: &str,
+    start_after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<ObjectInfo>, StorageError> {
+    let base = match prefix.rfind('/') {
+        Some(i) => &prefix[..=i],
+        None => "",
+    };
+    let mut found = Vec::new();
+    let mut stack = vec![root.join(base)];
+    while let Some(dir) = stack.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(backend(e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(backend)?;
+            let path = entry.path();
+            let Ok(relative) = path.strip_prefix(root) else {
+                continue;
+            };
+            let Some(name) = relative.to_str() else {
+                continue;
+            };
+            if name.starts_with(TMP_DIR) {
+                continue;
+            }
+            let file_type = entry.file_type().map_err(backend)?;
+            if file_type.is_dir() {
+                // Descend only into directories that can hold matches.
+                let as_prefix = format!("{name}/");
+                if as_prefix.starts_with(prefix) || prefix.starts_with(&as_prefix) {
+                    stack.push(path);
+                }
+            } else if name.starts_with(prefix) && start_after.is_none_or(|after| name > after) {
+                if let Some(object) = ObjectName::parse(name) {
+                    let size = entry.metadata().map_err(backend)?.len();
+                    found.push(ObjectInfo { name: object, size });
+                }
+            }
+        }
+    }
+    found.sort_by(|a, b| a.name.cmp(&b.name));
+    found.truncate(limit);
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vault_crypto::{DocumentId, TenantId};
+
+    fn stream_of(parts: Vec<&'static [u8]>) -> ByteStream {
+        Box::pin(futures::stream::iter(
+            parts.into_iter().map(|p| Ok(Bytes::from_static(p))),
+        ))
+    }
+
+    #[tokio::test]
+    async fn create_only_round_trip_range_list_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).await.unwrap();
+        let t = TenantId::new("acme").unwrap();
+        let d = DocumentId::random();
+        let name = ObjectName::doc_body(&t, &d);
+        assert_eq!(
+            store
+                .put_new(&name, stream_of(vec![b"hello ", b"world"]))
+                .await
+                .unwrap(),
+            11
+        );
+        assert!(matches!(
+            store.put_new(&name, stream_of(vec![b"other"])).await,
+            Err(StorageError::AlreadyExists(_))
+        ));
+        assert_eq!(
+            &store.get_bytes(&name).await.unwrap().unwrap()[..],
+            b"hello world"
+        );
+        let range = super::super::collect(store.get_range(&name, 6..11).await.unwrap(), 100)
+            .await
+            .unwrap();
+        assert_eq!(&range[..], b"world");
+        let listed = store
+            .list(&ObjectName::docs_prefix(&t), None, 10)
+            .await
+            .unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].size, 11);
+        store.delete(&name).await.unwrap();
+        assert!(store.head(&name).await.unwrap().is_none());
+        store.delete(&name).await.unwrap();
+        // Nothing left behind in the temporary directory.
+        assert_eq!(
+            std::fs::read_dir(dir.path().join(TMP_DIR)).unwrap().count(),
+            0
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_stream_leaves_nothing_visible() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).await.unwrap();
+        let name = ObjectName::doc_body(&TenantId::new("acme").unwrap(), &DocumentId::random());
+        let failing: ByteStream = Box::pin(futures::stream::iter(vec![
+            Ok(Bytes::from_static(b"partial")),
+            Err(StorageError::SourceFailed("client went away".into())),
+        ]));
+        assert!(store.put_new(&name, failing).await.is_err());
+        assert!(store.head(&name).await.unwrap().is_none());
+        assert_eq!(
+            std::fs::read_dir(dir.path().join(TMP_DIR)).unwrap().count(),
+            0
+        );
+    }
+}

@@ -1,0 +1,113 @@
+//! Object storage behind one trait: create-only puts, streamed and ranged gets,
+//! head, list by prefix, delete. Backends: [`fs::FsStore`] (embedded default) and
+//! [`s3::S3Store`]. Object names carry tenant ids and opaque document ids only.
+
+pub mod fs;
+pub mod keys;
+pub mod names;
+pub mod s3;
+
+use std::ops::Range;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+
+pub use names::ObjectName;
+
+/// A stream of object bytes.
+pub type ByteStream = BoxStream<'static, Result<Bytes, StorageError>>;
+
+/// What storage reports about an object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Its name.
+    pub name: ObjectName,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// Storage failures. Messages name objects (which carry no PHI), never contents.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// A create-only write found the object already there.
+    #[error("object {0} already exists")]
+    AlreadyExists(String),
+    /// The object does not exist.
+    #[error("object {0} not found")]
+    NotFound(String),
+    /// The body stream being stored failed (client went away, too large, ...).
+    #[error("upload aborted: {0}")]
+    SourceFailed(String),
+    /// The body exceeded the allowed size.
+    #[error("body exceeds the limit of {0} bytes")]
+    TooLarge(u64),
+    /// The backend failed.
+    #[error("storage backend: {0}")]
+    Backend(String),
+}
+
+/// An object store.
+#[async_trait]
+pub trait ObjectStore: Send + Sync + 'static {
+    /// Stores a new object from a stream; fails with `AlreadyExists` when the name is
+    /// taken. Nothing is visible under `name` unless the whole body was stored
+    /// durably. Returns the stored size.
+    async fn put_new(&self, name: &ObjectName, body: ByteStream) -> Result<u64, StorageError>;
+
+    /// Stores a small new object (create-only).
+    async fn put_new_bytes(&self, name: &ObjectName, bytes: Bytes) -> Result<(), StorageError> {
+        let size = bytes.len();
+        let stream: ByteStream = Box::pin(futures::stream::once(async move { Ok(bytes) }));
+        let stored = self.put_new(name, stream).await?;
+        debug_assert_eq!(stored, size as u64);
+        Ok(())
+    }
+
+    /// Replaces a small object atomically (readers see old or new, never a mix).
+    async fn replace(&self, name: &ObjectName, bytes: Bytes) -> Result<(), StorageError>;
+
+    /// Streams a whole object.
+    async fn get(&self, name: &ObjectName) -> Result<ByteStream, StorageError>;
+
+    /// Streams a byte range of an object.
+    async fn get_range(
+        &self,
+        name: &ObjectName,
+        range: Range<u64>,
+    ) -> Result<ByteStream, StorageError>;
+
+    /// Reads a small object whole; `None` when it does not exist.
+    async fn get_bytes(&self, name: &ObjectName) -> Result<Option<Bytes>, StorageError>;
+
+    /// Size of an object; `None` when it does not exist.
+    async fn head(&self, name: &ObjectName) -> Result<Option<ObjectInfo>, StorageError>;
+
+    /// Objects whose names start with `prefix`, in name order, after `start_after`.
+    async fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ObjectInfo>, StorageError>;
+
+    /// Deletes an object; deleting a missing object succeeds.
+    async fn delete(&self, name: &ObjectName) -> Result<(), StorageError>;
+
+    /// Answers whether the backend is reachable and writable (readiness).
+    async fn check(&self) -> Result<(), StorageError>;
+}
+
+/// Reads a whole stream into memory (for small objects only).
+pub async fn collect(mut stream: ByteStream, limit: usize) -> Result<Bytes, StorageError> {
+    use futures::StreamExt;
+    let mut out = bytes::BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        if out.len() + chunk.len() > limit {
+            return Err(StorageError::TooLarge(limit as u64));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out.freeze())
+}

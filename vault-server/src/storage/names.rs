@@ -1,0 +1,131 @@
+//! Object names: a closed vocabulary of paths built from tenant ids, opaque document
+//! ids and fixed words, so no caller-supplied text (and so no PHI) reaches storage.
+//!
+//! ```text
+//! system/operators/<key id>                  operator credential records
+//! system/tenants/<tenant>                    tenant records
+//! system/api-keys/<key id>                   API key records
+//! tenants/<tenant>/keys/<kind>/<version>     wrapped branch / index root keys
+//! tenants/<tenant>/docs/<doc id>/body        envelope body
+//! tenants/<tenant>/docs/<doc id>/key         key record (wrapped DEK + metadata)
+//! tenants/<tenant>/docs/<doc id>/meta        public facts (kind, time, sizes)
+//! tenants/<tenant>/idempotency/<sha256 hex>  idempotency records
+//! ```
+
+use std::fmt;
+
+use vault_crypto::keys::TenantKeyKind;
+use vault_crypto::{DocumentId, TenantId};
+
+/// A validated object name.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectName(String);
+
+impl ObjectName {
+    fn new(name: String) -> Self {
+        debug_assert!(Self::is_valid(&name), "{name}");
+        ObjectName(name)
+    }
+
+    /// Whether a name read back from a listing is one the vault could have written.
+    pub fn is_valid(name: &str) -> bool {
+        !name.is_empty()
+            && !name.starts_with('/')
+            && !name.contains("..")
+            && !name.contains("//")
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_/.".contains(&b))
+    }
+
+    /// Parses a name from a listing.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::is_valid(name).then(|| ObjectName(name.to_owned()))
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Operator credential record.
+    pub fn operator(key_id: &str) -> Self {
+        Self::new(format!("system/operators/{key_id}"))
+    }
+
+    /// Tenant record.
+    pub fn tenant(tenant: &TenantId) -> Self {
+        Self::new(format!("system/tenants/{tenant}"))
+    }
+
+    /// API key record.
+    pub fn api_key(key_id: &str) -> Self {
+        Self::new(format!("system/api-keys/{key_id}"))
+    }
+
+    /// Wrapped tenant key.
+    pub fn tenant_key(tenant: &TenantId, kind: TenantKeyKind, version: u32) -> Self {
+        Self::new(format!(
+            "tenants/{tenant}/keys/{}/{version:010}",
+            kind.as_str()
+        ))
+    }
+
+    /// Prefix of a tenant's documents.
+    pub fn docs_prefix(tenant: &TenantId) -> String {
+        format!("tenants/{tenant}/docs/")
+    }
+
+    /// Envelope body of a document.
+    pub fn doc_body(tenant: &TenantId, doc: &DocumentId) -> Self {
+        Self::new(format!("tenants/{tenant}/docs/{doc}/body"))
+    }
+
+    /// Key record of a document.
+    pub fn doc_key(tenant: &TenantId, doc: &DocumentId) -> Self {
+        Self::new(format!("tenants/{tenant}/docs/{doc}/key"))
+    }
+
+    /// Public facts of a document (kind, upload time, sizes): no PHI.
+    pub fn doc_meta(tenant: &TenantId, doc: &DocumentId) -> Self {
+        Self::new(format!("tenants/{tenant}/docs/{doc}/meta"))
+    }
+
+    /// Idempotency record (the key is hashed: callers may put anything in it).
+    pub fn idempotency(tenant: &TenantId, key_hash_hex: &str) -> Self {
+        Self::new(format!("tenants/{tenant}/idempotency/{key_hash_hex}"))
+    }
+}
+
+impl fmt::Display for ObjectName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for ObjectName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ObjectName({})", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_valid_and_reject_traversal() {
+        let t = TenantId::new("acme").unwrap();
+        let d = DocumentId::random();
+        for name in [
+            ObjectName::doc_body(&t, &d),
+            ObjectName::tenant_key(&t, TenantKeyKind::Branch, 3),
+            ObjectName::tenant(&t),
+        ] {
+            assert!(ObjectName::is_valid(name.as_str()), "{name}");
+        }
+        for bad in ["", "/etc/passwd", "a/../b", "a//b", "Tenants/x", "a b"] {
+            assert!(ObjectName::parse(bad).is_none(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,399 @@
+//! The S3 object store (`aws-sdk-s3`).
+//!
+//! Create-only writes send `If-None-Match: *` (S3 answers 412 when the key exists);
+//! bodies above the multipart threshold go up in 8 MiB parts and become visible
+//! only when the multipart upload completes, itself conditional. Throttling and 5xx
+//! answers are retried with exponential backoff by the SDK's standard retry mode.
+
+use std::ops::Range;
+
+use async_trait::async_trait;
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream as S3Body;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::Client;
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+
+use super::{ByteStream, ObjectInfo, ObjectName, ObjectStore, StorageError};
+
+/// Size of one multipart part (S3's minimum is 5 MiB).
+const PART_SIZE: usize = 8 * 1024 * 1024;
+
+/// Objects in an S3 bucket under a prefix.
+#[derive(Debug, Clone)]
+pub struct S3Store {
+    client: Client,
+    bucket: String,
+    prefix: String,
+    multipart_threshold: usize,
+}
+
+fn backend<E: std::error::Error + 'static>(e: E) -> StorageError {
+    StorageError::Backend(DisplayErrorContext(e).to_string())
+}
+
+fn status_of<E, R: HttpStatus>(e: &SdkError<E, R>) -> Option<u16> {
+    e.raw_response().map(HttpStatus::status_code)
+}
+
+/// Status code of a raw response (kept generic over the SDK's response type).
+trait HttpStatus {
+    fn status_code(&self) -> u16;
+}
+
+impl HttpStatus for aws_sdk_s3::config::http::HttpResponse {
+    fn status_code(&self) -> u16 {
+        self.status().as_u16()
+    }
+}
+
+impl S3Store {
+    /// A store over `bucket`/`prefix`. Endpoint and region default to the standard
+    /// AWS environment; a custom endpoint uses path-style addressing.
+    pub async fn new(
+        bucket: &str,
+        prefix: &str,
+        endpoint: Option<&str>,
+        region: Option<&str>,
+        multipart_threshold: u64,
+    ) -> Self {
+        let mut loader = aws_config::from_env()
+            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(5));
+        if let Some(endpoint) = endpoint {
+            loader = loader.endpoint_url(endpoint);
+        }
+        if let Some(region) = region {
+            loader = loader.region(aws_config::Region::new(region.to_owned()));
+        }
+        let shared = loader.load().await;
+        let custom_endpoint = endpoint.is_some() || std::env::var_os("AWS_ENDPOINT_URL").is_some();
+        let config = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(custom_endpoint)
+            .build();
+        let prefix = prefix.trim_matches('/');
+        S3Store {
+            client: Client::from_conf(config),
+            bucket: bucket.to_owned(),
+            prefix: if prefix.is_empty() {
+                String::new()
+            } else {
+                format!("{prefix}/")
+            },
+            multipart_threshold: usize::try_from(multipart_threshold)
+                .unwrap_or(usize::MAX)
+                .max(PART_SIZE),
+        }
+    }
+
+    fn key(&self, name: &ObjectName) -> String {
+        format!("{}{}", self.prefix, name.as_str())
+    }
+
+    async fn put_single(&self, name: &ObjectName, body: Bytes) -> Result<(), StorageError> {
+        let result = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.key(name))
+            .if_none_match("*")
+            .body(S3Body::from(body))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if matches!(status_of(&e), Some(412 | 409)) => {
+                Err(StorageError::AlreadyExists(name.to_string()))
+            }
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    async fn put_multipart(
+        &self,
+        name: &ObjectName,
+        first: Bytes,
+        mut body: ByteStream,
+    ) -> Result<u64, StorageError> {
+        let key = self.key(name);
+        // Fail early when the name is taken, before sending gigabytes.
+        if self.head(name).await?.is_some() {
+            return Err(StorageError::AlreadyExists(name.to_string()));
+        }
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&key)
+            .send()
+            .await
+            .map_err(backend)?;
+        let upload_id = created.upload_id().unwrap_or_default().to_owned();
+        let result = async {
+            let mut parts = Vec::new();
+            let mut size = 0u64;
+            let mut buffer = BytesMut::from(&first[..]);
+            let mut source_done = false;
+            loop {
+                while buffer.len() < PART_SIZE && !source_done {
+                    match body.next().await {
+                        Some(chunk) => buffer.extend_from_slice(&chunk?),
+                        None => source_done = true,
+                    }
+                }
+                if buffer.is_empty() {
+                    break;
+                }
+                // Every part but the last is exactly PART_SIZE.
+                let part = buffer.split_to(buffer.len().min(PART_SIZE)).freeze();
+                size += part.len() as u64;
+                let number = i32::try_from(parts.len() + 1)
+                    .map_err(|_| StorageError::Backend("too many parts".into()))?;
+                let uploaded = self
+                    .client
+                    .upload_part()
+                    .bucket(&self.bucket)
+                    .key(&key)
+                    .upload_id(&upload_id)
+                    .part_number(number)
+                    .body(S3Body::from(part))
+                    .send()
+                    .await
+                    .map_err(backend)?;
+                parts.push(
+                    CompletedPart::builder()
+                        .part_number(number)
+                        .set_e_tag(uploaded.e_tag().map(str::to_owned))
+                        .build(),
+                );
+                if source_done && buffer.is_empty() {
+                    break;
+                }
+            }
+            let completed = self
+                .client
+                .complete_multipart_upload()
+                .bucket(&self.bucket)
+                .key(&key)
+                .upload_id(&upload_id)
+                .if_none_match("*")
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts))
+                        .build(),
+                )
+                .send()
+                .await;
+            match completed {
+                Ok(_) => Ok(size),
+                Err(e) if matches!(status_of(&e), Some(412 | 409)) => {
+                    Err(StorageError::AlreadyExists(name.to_string()))
+                }
+                Err(e) => Err(backend(e)),
+            }
+        }
+        .await;
+        if result.is_err() {
+            let _ = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(&key)
+                .upload_id(&upload_id)
+                .send()
+                .await;
+        }
+        result
+    }
+}
+
+fn body_stream(body: S3Body) -> ByteStream {
+    Box::pin(futures::stream::unfold(body, |mut body| async move {
+        match body.try_next().await {
+            Ok(Some(chunk)) => Some((Ok(chunk), body)),
+            Ok(None) => None,
+            Err(e) => Some((Err(StorageError::Backend(e.to_string())), body)),
+        }
+    }))
+}
+
+#[async_trait]
+impl ObjectStore for S3Store {
+    async fn put_new(&self, name: &ObjectName, mut body: ByteStream) -> Result<u64, StorageError> {
+        let mut buffer = BytesMut::new();
+        while buffer.len() <= self.multipart_threshold {
+            match body.next().await {
+                Some(chunk) => buffer.extend_from_slice(&chunk?),
+                None => {
+                    let size = buffer.len() as u64;
+                    self.put_single(name, buffer.freeze()).await?;
+                    return Ok(size);
+                }
+            }
+        }
+        self.put_multipart(name, buffer.freeze(), body).await
+    }
+
+    async fn replace(&self, name: &ObjectName, bytes: Bytes) -> Result<(), StorageError> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.key(name))
+            .body(S3Body::from(bytes))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(backend)
+    }
+
+    async fn get(&self, name: &ObjectName) -> Result<ByteStream, StorageError> {
+        match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.key(name))
+            .send()
+            .await
+        {
+            Ok(out) => Ok(body_stream(out.body)),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
+                Err(StorageError::NotFound(name.to_string()))
+            }
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    async fn get_range(
+        &self,
+        name: &ObjectName,
+        range: Range<u64>,
+    ) -> Result<ByteStream, StorageError> {
+        if range.start >= range.end {
+            return Ok(Box::pin(futures::stream::empty()));
+        }
+        let header = format!("bytes={}-{}", range.start, range.end - 1);
+        match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.key(name))
+            .range(header)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(body_stream(out.body)),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
+                Err(StorageError::NotFound(name.to_string()))
+            }
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    async fn get_bytes(&self, name: &ObjectName) -> Result<Option<Bytes>, StorageError> {
+        match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.key(name))
+            .send()
+            .await
+        {
+            Ok(out) => out
+                .body
+                .collect()
+                .await
+                .map(|b| Some(b.into_bytes()))
+                .map_err(|e| StorageError::Backend(e.to_string())),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    async fn head(&self, name: &ObjectName) -> Result<Option<ObjectInfo>, StorageError> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(self.key(name))
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(ObjectInfo {
+                name: name.clone(),
+                size: out.content_length().unwrap_or(0).max(0) as u64,
+            })),
+            Err(e) if status_of(&e) == Some(404) => Ok(None),
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    async fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ObjectInfo>, StorageError> {
+        let mut found = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut request = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(format!("{}{prefix}", self.prefix))
+                .max_keys(i32::try_from(limit.min(1000)).unwrap_or(1000));
+            if let Some(after) = start_after {
+                request = request.start_after(format!("{}{after}", self.prefix));
+            }
+            if let Some(t) = &token {
+                request = request.continuation_token(t);
+            }
+            let out = request.send().await.map_err(backend)?;
+            for object in out.contents() {
+                let Some(key) = object.key().and_then(|k| k.strip_prefix(&self.prefix)) else {
+                    continue;
+                };
+                if let Some(name) = ObjectName::parse(key) {
+                    found.push(ObjectInfo {
+                        name,
+                        size: object.size().unwrap_or(0).max(0) as u64,
+                    });
+                }
+            }
+            token = out.next_continuation_token().map(str::to_owned);
+            if found.len() >= limit || token.is_none() {
+                break;
+            }
+        }
+        found.truncate(limit);
+        Ok(found)
+    }
+
+    async fn delete(&self, name: &ObjectName) -> Result<(), StorageError> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(self.key(name))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(backend)
+    }
+
+    async fn check(&self) -> Result<(), StorageError> {
+        self.client
+            .head_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                let code = e.code().unwrap_or("unknown").to_owned();
+                StorageError::Backend(format!(
+                    "bucket {} not reachable ({code}): {}",
+                    self.bucket,
+                    DisplayErrorContext(e)
+                ))
+            })
+    }
+}
