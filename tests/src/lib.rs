@@ -141,6 +141,7 @@ pub struct TestAppBuilder {
     aws_kms: bool,
     extra_config: String,
     data_dir: Option<PathBuf>,
+    tls_root: Option<Vec<u8>>,
 }
 
 /// A running `vault-server` with isolated storage, stopped on drop.
@@ -157,7 +158,7 @@ pub struct TestApp {
     /// HTTP client.
     pub http: reqwest::Client,
     child: Child,
-    builder_config: String,
+    launch: Launch,
 }
 
 impl TestApp {
@@ -168,6 +169,7 @@ impl TestApp {
             aws_kms: false,
             extra_config: String::new(),
             data_dir: None,
+            tls_root: None,
         }
     }
 }
@@ -189,6 +191,17 @@ impl TestAppBuilder {
     pub fn config(mut self, toml: &str) -> Self {
         self.extra_config.push_str(toml);
         self.extra_config.push('\n');
+        self
+    }
+
+    /// Serves HTTPS with this PEM certificate and key; the test client trusts the
+    /// certificate. Call after any `config` (it opens the `[tls]` table).
+    pub fn tls(mut self, cert_pem: &Path, key_pem: &Path) -> Self {
+        self.extra_config.push_str(&format!(
+            "[tls]\ncert_file = {:?}\nkey_file = {:?}\n",
+            cert_pem, key_pem
+        ));
+        self.tls_root = Some(std::fs::read(cert_pem).expect("read certificate"));
         self
     }
 
@@ -227,18 +240,26 @@ impl TestAppBuilder {
             ));
             bucket = Some(name);
         }
-        let config_path = data_dir.with_extension("toml");
-        std::fs::write(&config_path, &config).expect("write config");
-        spawn(
+        Launch {
             data_dir,
-            tempdir,
-            bucket,
-            config_path,
             config,
-            self.backend == Backend::S3 || self.aws_kms,
-        )
+            bucket,
+            needs_aws: self.backend == Backend::S3 || self.aws_kms,
+            tls_root: self.tls_root,
+        }
+        .spawn(tempdir)
         .await
     }
+}
+
+/// Everything needed to (re)start a server on the same state.
+#[derive(Clone)]
+struct Launch {
+    data_dir: PathBuf,
+    config: String,
+    bucket: Option<String>,
+    needs_aws: bool,
+    tls_root: Option<Vec<u8>>,
 }
 
 fn uuid_like() -> String {
@@ -249,61 +270,72 @@ fn uuid_like() -> String {
     format!("{:x}{:x}", nanos, std::process::id())
 }
 
-async fn spawn(
-    data_dir: PathBuf,
-    tempdir: Option<tempfile::TempDir>,
-    bucket: Option<String>,
-    config_path: PathBuf,
-    config: String,
-    needs_aws: bool,
-) -> TestApp {
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let log = std::fs::File::create(data_dir.with_extension("log")).expect("log file");
-    let mut command = Command::new(server_binary());
-    command
-        .arg("--config")
-        .arg(&config_path)
-        .arg("--data-dir")
-        .arg(&data_dir)
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .env("VAULT_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log);
-    if needs_aws {
-        command.envs(aws_env());
-    }
-    let child = command.spawn().expect("spawn vault-server");
-    let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(r) = http.get(format!("{url}/healthz")).send().await {
-            if r.status().is_success() {
-                break;
-            }
+impl Launch {
+    async fn spawn(self, tempdir: Option<tempfile::TempDir>) -> TestApp {
+        let Launch {
+            data_dir,
+            config,
+            bucket,
+            needs_aws,
+            tls_root,
+        } = self.clone();
+        let config_path = data_dir.with_extension("toml");
+        std::fs::write(&config_path, &config).expect("write config");
+        let port = free_port();
+        // HTTPS test certificates name "localhost", so the URL does too.
+        let scheme = if tls_root.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://localhost:{port}");
+        let log = std::fs::File::create(data_dir.with_extension("log")).expect("log file");
+        let mut command = Command::new(server_binary());
+        command
+            .arg("--config")
+            .arg(&config_path)
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .env("VAULT_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        if needs_aws {
+            command.envs(aws_env());
         }
-        assert!(
-            Instant::now() < deadline,
-            "vault-server did not become healthy; see {}",
-            data_dir.with_extension("log").display()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let token_path = data_dir.join("operator-token");
-    let operator_token = std::fs::read_to_string(&token_path)
-        .map(|t| t.trim().to_owned())
-        .unwrap_or_default();
-    TestApp {
-        url,
-        data_dir,
-        _tempdir: tempdir,
-        bucket,
-        operator_token,
-        http,
-        child,
-        builder_config: config,
+        let child = command.spawn().expect("spawn vault-server");
+        let http = match &tls_root {
+            Some(pem) => reqwest::Client::builder()
+                .add_root_certificate(reqwest::Certificate::from_pem(pem).expect("certificate"))
+                .build()
+                .expect("client"),
+            None => reqwest::Client::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = http.get(format!("{url}/healthz")).send().await {
+                if r.status().is_success() {
+                    break;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "vault-server did not become healthy; see {}",
+                data_dir.with_extension("log").display()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let operator_token = std::fs::read_to_string(data_dir.join("operator-token"))
+            .map(|t| t.trim().to_owned())
+            .unwrap_or_default();
+        TestApp {
+            url,
+            data_dir,
+            _tempdir: tempdir,
+            bucket,
+            operator_token,
+            http,
+            child,
+            launch: self,
+        }
     }
 }
 
@@ -318,20 +350,7 @@ impl TestApp {
     pub async fn restart(mut self) -> TestApp {
         self.kill();
         let tempdir = self._tempdir.take();
-        let token = self.operator_token.clone();
-        let config_path = self.data_dir.with_extension("toml");
-        let needs_aws = self.bucket.is_some() || self.builder_config.contains("aws_kms = true");
-        let mut app = spawn(
-            self.data_dir.clone(),
-            tempdir,
-            self.bucket.clone(),
-            config_path,
-            self.builder_config.clone(),
-            needs_aws,
-        )
-        .await;
-        app.operator_token = token;
-        app
+        self.launch.clone().spawn(tempdir).await
     }
 
     /// Full URL of a path.
@@ -346,11 +365,16 @@ impl TestApp {
             .bearer_auth(&self.operator_token)
     }
 
-    /// Creates a tenant with the local provider (or the given body) and returns its JSON.
+    /// Creates a tenant with the local provider and returns its JSON.
     pub async fn create_tenant(&self, id: &str) -> Value {
+        self.create_tenant_with(id, "local").await
+    }
+
+    /// Creates a tenant with the given key provider (`local` or `aws-kms`).
+    pub async fn create_tenant_with(&self, id: &str, key_provider: &str) -> Value {
         let r = self
             .operator(reqwest::Method::POST, "/v1/admin/tenants")
-            .json(&json!({"id": id}))
+            .json(&json!({"id": id, "key_provider": key_provider}))
             .send()
             .await
             .expect("create tenant");

@@ -134,9 +134,27 @@ async fn stored_bytes(app: &TestApp) -> Vec<(String, Vec<u8>)> {
     out
 }
 
+/// S3 runs go with the aws-kms provider (production); fs runs with the local one.
+async fn start(backend: Backend) -> TestApp {
+    let builder = TestApp::builder().backend(backend);
+    let app = match backend {
+        Backend::S3 => builder.aws_kms().start().await,
+        Backend::Fs => builder.start().await,
+    };
+    app.create_tenant_with(
+        "acme",
+        if backend == Backend::S3 {
+            "aws-kms"
+        } else {
+            "local"
+        },
+    )
+    .await;
+    app
+}
+
 async fn round_trip_real_samples(backend: Backend) {
-    let app = TestApp::builder().backend(backend).start().await;
-    app.create_tenant("acme").await;
+    let app = start(backend).await;
     let key = app.api_key("acme", ALL_ROLES).await;
     let mut ids = Vec::new();
     for sample in samples() {
@@ -260,8 +278,7 @@ fn scan_chunk(seed: &mut u64, len: usize) -> Vec<u8> {
 }
 
 async fn large_scan(backend: Backend, size: usize) {
-    let app = TestApp::builder().backend(backend).start().await;
-    app.create_tenant("acme").await;
+    let app = start(backend).await;
     let key = app.api_key("acme", ALL_ROLES).await;
     let chunk = 1 << 20;
     let mut seed = 0x9E37_79B9_7F4A_7C15u64;
@@ -341,8 +358,7 @@ async fn a_200_mib_scan_streams_through_on_s3() {
 }
 
 async fn idempotent_retry(backend: Backend) {
-    let app = TestApp::builder().backend(backend).start().await;
-    app.create_tenant("acme").await;
+    let app = start(backend).await;
     let key = app.api_key("acme", ALL_ROLES).await;
     let send = || {
         app.http
@@ -731,4 +747,48 @@ fn tokio_stream_from(
     mut rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, std::io::Error>>,
 ) -> impl futures::Stream<Item = Result<Vec<u8>, std::io::Error>> {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// Reads one metric's value from `/metrics`.
+async fn metric(app: &TestApp, name: &str) -> f64 {
+    let text = app
+        .http
+        .get(app.at("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(name)
+                .and_then(|rest| rest.trim().parse().ok())
+        })
+        .unwrap_or_else(|| panic!("metric {name} not found in {text}"))
+}
+
+#[tokio::test]
+async fn a_thousand_uploads_cost_at_most_one_kms_call() {
+    let app = start(Backend::S3).await;
+    let key = app.api_key("acme", ALL_ROLES).await;
+    let before = metric(&app, "vault_key_provider_calls").await;
+    let uploads = futures::stream::iter(0..1000).map(|i| {
+        let (app, key) = (&app, &key);
+        async move {
+            upload(
+                app,
+                key,
+                "claim",
+                "application/edi-x12",
+                format!("ISA*{i}~").into_bytes(),
+            )
+            .await
+            .status()
+        }
+    });
+    let statuses: Vec<StatusCode> = uploads.buffer_unordered(8).collect().await;
+    assert!(statuses.iter().all(|s| *s == StatusCode::CREATED));
+    let calls = metric(&app, "vault_key_provider_calls").await - before;
+    assert!(calls <= 1.0, "1,000 uploads made {calls} KMS calls");
 }

@@ -147,3 +147,29 @@ async fn tenants_and_keys_survive_a_restart() {
         .unwrap();
     assert_eq!(tenants.as_array().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn tls_is_served_with_rustls_when_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let app = TestApp::builder().tls(&cert, &key).start().await;
+    assert!(app.url.starts_with("https://"));
+    assert_eq!(
+        app.operator(Method::GET, "/v1/admin/tenants")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // Plain HTTP on the TLS port gets no answer.
+    let plain = app.url.replace("https://", "http://");
+    let r = reqwest::Client::new()
+        .get(format!("{plain}/healthz"))
+        .send()
+        .await;
+    assert!(r.is_err() || !r.unwrap().status().is_success());
+}

@@ -174,7 +174,7 @@ fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
 }
 
 /// Serves until `shutdown` resolves, then stops accepting and lets in-flight
-/// requests (uploads) finish.
+/// requests (uploads) finish. Speaks HTTPS (rustls) when `[tls]` is configured.
 pub async fn serve(
     built: Built,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -182,14 +182,17 @@ pub async fn serve(
     let state = built.state;
     let addr = state.config.listen;
     let app = crate::routes::router(state.clone());
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartupError::Bind { addr, source })?;
-    let local = listener
-        .local_addr()
-        .map_err(|source| StartupError::Bind { addr, source })?;
-    tracing::info!(address = %local, "vault listening");
-    println!("vault-server listening on http://{local}");
+    let bind_err = |source| StartupError::Bind { addr, source };
+    let listener = std::net::TcpListener::bind(addr).map_err(bind_err)?;
+    listener.set_nonblocking(true).map_err(bind_err)?;
+    let local = listener.local_addr().map_err(bind_err)?;
+    let scheme = if state.config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    tracing::info!(address = %local, scheme, "vault listening");
+    println!("vault-server listening on {scheme}://{local}");
     if let Some(path) = &built.new_operator_token {
         println!(
             "New vault: the first operator credential is in {} (mode 0600).",
@@ -200,11 +203,41 @@ pub async fn serve(
             path.display()
         );
     }
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|source| StartupError::Io {
-            path: PathBuf::from("<listener>"),
-            source,
-        })
+    let serve_err = |source| StartupError::Io {
+        path: PathBuf::from("<listener>"),
+        source,
+    };
+    match &state.config.tls {
+        None => {
+            let listener = tokio::net::TcpListener::from_std(listener).map_err(serve_err)?;
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+                .map_err(serve_err)
+        }
+        Some(tls) => {
+            // Several crates enable both rustls backends; pick one explicitly. An Err
+            // only means a provider was installed already.
+            let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+            let rustls =
+                axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert_file, &tls.key_file)
+                    .await
+                    .map_err(|source| StartupError::Io {
+                        path: tls.cert_file.clone(),
+                        source,
+                    })?;
+            let handle = axum_server::Handle::new();
+            let on_shutdown = handle.clone();
+            tokio::spawn(async move {
+                shutdown.await;
+                on_shutdown.graceful_shutdown(Some(Duration::from_secs(300)));
+            });
+            axum_server::from_tcp_rustls(listener, rustls)
+                .map_err(serve_err)?
+                .handle(handle)
+                .serve(app.into_make_service())
+                .await
+                .map_err(serve_err)
+        }
+    }
 }
