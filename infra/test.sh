@@ -31,4 +31,12 @@ export PATH="$VENV/bin:$PATH"
 echo "== building"
 cargo build --workspace --bins
 echo "== testing"
-cargo test --workspace "$@"
+results="$(mktemp -t vault-test-results.XXXXXX)"
+set +e
+cargo test --workspace "$@" 2>&1 | tee "$results"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole suite (cargo prints one per test binary).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
+     END { printf "%d passed, %d failed\n", p, f }' "$results"
+exit "$status"

@@ -41,6 +41,25 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
+    /// Reads a 4-byte magic and a 2-byte format version, naming what is wrong.
+    pub(crate) fn expect_magic_and_version(
+        &mut self,
+        magic: [u8; 4],
+        version: u16,
+    ) -> Result<(), CryptoError> {
+        if self.array::<4>()? != magic {
+            return Err(CryptoError::malformed(self.what, "bad magic"));
+        }
+        let found = self.u16()?;
+        if found != version {
+            return Err(CryptoError::UnsupportedVersion {
+                what: self.what,
+                version: found,
+            });
+        }
+        Ok(())
+    }
+
     pub(crate) fn u8(&mut self) -> Result<u8, CryptoError> {
         Ok(self.array::<1>()?[0])
     }

@@ -135,16 +135,7 @@ impl BodyHeader {
 }
 
 fn check_magic_version_suite(reader: &mut Reader<'_>) -> Result<(), CryptoError> {
-    if reader.array::<4>()? != BODY_MAGIC {
-        return Err(CryptoError::malformed(WHAT, "not a vault body (bad magic)"));
-    }
-    let version = reader.u16()?;
-    if version != FORMAT_V1 {
-        return Err(CryptoError::UnsupportedVersion {
-            what: WHAT,
-            version,
-        });
-    }
+    reader.expect_magic_and_version(BODY_MAGIC, FORMAT_V1)?;
     let suite = reader.u16()?;
     if suite != SUITE_AES256_GCM_SIV_HKDF_SHA512_COMMIT {
         return Err(CryptoError::UnsupportedSuite(suite));

@@ -228,16 +228,7 @@ impl KeyRecord {
     /// Parses a record from untrusted bytes.
     pub fn parse(bytes: &[u8]) -> Result<KeyRecord, CryptoError> {
         let mut reader = Reader::new(bytes, WHAT);
-        if reader.array::<4>()? != KEY_RECORD_MAGIC {
-            return Err(CryptoError::malformed(WHAT, "bad magic"));
-        }
-        let version = reader.u16()?;
-        if version != FORMAT_V1 {
-            return Err(CryptoError::UnsupportedVersion {
-                what: WHAT,
-                version,
-            });
-        }
+        reader.expect_magic_and_version(KEY_RECORD_MAGIC, FORMAT_V1)?;
         let suite = reader.u16()?;
         if suite != SUITE_AES256_GCM_SIV_HKDF_SHA512_COMMIT {
             return Err(CryptoError::UnsupportedSuite(suite));

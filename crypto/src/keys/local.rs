@@ -232,16 +232,7 @@ impl KeyProvider for LocalKeyProvider {
         Self::tenant_of(kek_id, context)?;
         self.calls.fetch_add(1, Ordering::Relaxed);
         let mut reader = Reader::new(wrapped, "locally wrapped key");
-        if reader.array::<4>()? != WRAPPED_MAGIC {
-            return Err(CryptoError::malformed("locally wrapped key", "bad magic"));
-        }
-        let version = reader.u16()?;
-        if version != VERSION {
-            return Err(CryptoError::UnsupportedVersion {
-                what: "locally wrapped key",
-                version,
-            });
-        }
+        reader.expect_magic_and_version(WRAPPED_MAGIC, VERSION)?;
         let kek_version = reader.u32()?;
         let nonce: [u8; 12] = reader.array()?;
         let ciphertext = reader.take(48)?;
@@ -360,16 +351,7 @@ fn unseal_keystore(
     sealed: &[u8],
 ) -> Result<BTreeMap<TenantId, Vec<KekVersion>>, CryptoError> {
     let mut reader = Reader::new(sealed, "keystore");
-    if reader.array::<4>()? != KEYSTORE_MAGIC {
-        return Err(CryptoError::malformed("keystore", "bad magic"));
-    }
-    let version = reader.u16()?;
-    if version != VERSION {
-        return Err(CryptoError::UnsupportedVersion {
-            what: "keystore",
-            version,
-        });
-    }
+    reader.expect_magic_and_version(KEYSTORE_MAGIC, VERSION)?;
     let nonce: [u8; 12] = reader.array()?;
     let ciphertext = &sealed[reader.position()..];
     let plain = Zeroizing::new(

@@ -85,16 +85,7 @@ impl TenantKeyRecord {
     /// Parses a record.
     pub fn parse(bytes: &[u8]) -> Result<Self, CryptoError> {
         let mut reader = Reader::new(bytes, WHAT);
-        if reader.array::<4>()? != TENANT_KEY_MAGIC {
-            return Err(CryptoError::malformed(WHAT, "bad magic"));
-        }
-        let version = reader.u16()?;
-        if version != FORMAT_V1 {
-            return Err(CryptoError::UnsupportedVersion {
-                what: WHAT,
-                version,
-            });
-        }
+        reader.expect_magic_and_version(TENANT_KEY_MAGIC, FORMAT_V1)?;
         let kind = match reader.u8()? {
             1 => TenantKeyKind::Branch,
             2 => TenantKeyKind::IndexRoot,

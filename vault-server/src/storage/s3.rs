@@ -9,6 +9,7 @@ use std::ops::Range;
 
 use async_trait::async_trait;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::operation::get_object::GetObjectOutput;
 use aws_sdk_s3::primitives::ByteStream as S3Body;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
@@ -207,6 +208,27 @@ impl S3Store {
     }
 }
 
+impl S3Store {
+    /// GetObject (optionally ranged); `None` when the key does not exist.
+    async fn fetch(
+        &self,
+        name: &ObjectName,
+        range: Option<String>,
+    ) -> Result<Option<GetObjectOutput>, StorageError> {
+        let request = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.key(name))
+            .set_range(range);
+        match request.send().await {
+            Ok(out) => Ok(Some(out)),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
+            Err(e) => Err(backend(e)),
+        }
+    }
+}
+
 fn body_stream(body: S3Body) -> ByteStream {
     Box::pin(futures::stream::unfold(body, |mut body| async move {
         match body.try_next().await {
@@ -247,20 +269,11 @@ impl ObjectStore for S3Store {
     }
 
     async fn get(&self, name: &ObjectName) -> Result<ByteStream, StorageError> {
-        match self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(self.key(name))
-            .send()
-            .await
-        {
-            Ok(out) => Ok(body_stream(out.body)),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
-                Err(StorageError::NotFound(name.to_string()))
-            }
-            Err(e) => Err(backend(e)),
-        }
+        let out = self
+            .fetch(name, None)
+            .await?
+            .ok_or_else(|| StorageError::NotFound(name.to_string()))?;
+        Ok(body_stream(out.body))
     }
 
     async fn get_range(
@@ -272,41 +285,23 @@ impl ObjectStore for S3Store {
             return Ok(Box::pin(futures::stream::empty()));
         }
         let header = format!("bytes={}-{}", range.start, range.end - 1);
-        match self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(self.key(name))
-            .range(header)
-            .send()
-            .await
-        {
-            Ok(out) => Ok(body_stream(out.body)),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
-                Err(StorageError::NotFound(name.to_string()))
-            }
-            Err(e) => Err(backend(e)),
-        }
+        let out = self
+            .fetch(name, Some(header))
+            .await?
+            .ok_or_else(|| StorageError::NotFound(name.to_string()))?;
+        Ok(body_stream(out.body))
     }
 
     async fn get_bytes(&self, name: &ObjectName) -> Result<Option<Bytes>, StorageError> {
-        match self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(self.key(name))
-            .send()
+        let Some(out) = self.fetch(name, None).await? else {
+            return Ok(None);
+        };
+        let body = out
+            .body
+            .collect()
             .await
-        {
-            Ok(out) => out
-                .body
-                .collect()
-                .await
-                .map(|b| Some(b.into_bytes()))
-                .map_err(|e| StorageError::Backend(e.to_string())),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
-            Err(e) => Err(backend(e)),
-        }
+            .map_err(|e| StorageError::Backend(e.to_string()))?;
+        Ok(Some(body.into_bytes()))
     }
 
     async fn head(&self, name: &ObjectName) -> Result<Option<ObjectInfo>, StorageError> {
