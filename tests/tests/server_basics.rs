@@ -53,7 +53,22 @@ async fn a_new_vault_writes_a_private_operator_token_and_serves_health() {
         .await
         .unwrap();
     assert!(spec["openapi"].as_str().unwrap().starts_with("3."));
-    assert!(spec["paths"]["/v1/admin/tenants"].is_object());
+    // Every route of the interface contract is described.
+    for path in [
+        "/healthz",
+        "/readyz",
+        "/v1/admin/tenants",
+        "/v1/admin/tenants/{tenant}/api-keys",
+        "/v1/admin/api-keys/{id}",
+        "/v1/documents",
+        "/v1/documents/{id}",
+        "/v1/documents/{id}/metadata",
+    ] {
+        assert!(
+            spec["paths"][path].is_object(),
+            "{path} missing from the OpenAPI document"
+        );
+    }
 }
 
 #[tokio::test]
