@@ -88,6 +88,20 @@ impl AwsKmsProvider {
     }
 }
 
+/// The plaintext data key of a KMS answer, its buffer zeroized; `None` when it is
+/// not 32 bytes (each caller names that failure its own way).
+fn plaintext_key(plaintext: Option<Blob>) -> Result<Option<Key256>, CryptoError> {
+    let mut plaintext = plaintext
+        .map(Blob::into_inner)
+        .ok_or_else(|| CryptoError::Provider {
+            provider: "aws-kms",
+            message: "no plaintext key".into(),
+        })?;
+    let key = Key256::from_slice(&plaintext);
+    plaintext.zeroize();
+    Ok(key)
+}
+
 fn context_pairs(context: &EncryptionContext) -> [(String, String); 2] {
     [
         ("tenant".to_owned(), context.tenant.to_string()),
@@ -178,16 +192,7 @@ impl KeyProvider for AwsKmsProvider {
                 provider: "aws-kms",
                 message: "no ciphertext blob".into(),
             })?;
-        let mut plaintext =
-            output
-                .plaintext
-                .map(Blob::into_inner)
-                .ok_or_else(|| CryptoError::Provider {
-                    provider: "aws-kms",
-                    message: "no plaintext key".into(),
-                })?;
-        let key = Key256::from_slice(&plaintext);
-        plaintext.zeroize();
+        let key = plaintext_key(output.plaintext)?;
         let key = key.ok_or_else(|| CryptoError::Provider {
             provider: "aws-kms",
             message: "data key is not 32 bytes".into(),
@@ -220,16 +225,7 @@ impl KeyProvider for AwsKmsProvider {
                 provider_err(e)
             }
         })?;
-        let mut plaintext =
-            output
-                .plaintext
-                .map(Blob::into_inner)
-                .ok_or_else(|| CryptoError::Provider {
-                    provider: "aws-kms",
-                    message: "no plaintext key".into(),
-                })?;
-        let key = Key256::from_slice(&plaintext);
-        plaintext.zeroize();
+        let key = plaintext_key(output.plaintext)?;
         key.ok_or(CryptoError::UnwrapFailed("data key"))
     }
 
