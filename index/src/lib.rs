@@ -1,8 +1,19 @@
-//! Searchable fields of billing documents and their normalisation.
+//! Searchable fields of billing documents and the blind index over them.
 //!
-//! This crate turns what billing software sends (X12 835/837, FHIR
-//! ExplanationOfBenefit and Claim, caller-supplied fields) into normalised field
-//! values, which `vault-crypto` turns into blind tokens. So far it holds the
-//! normalisation rules; extraction and the Tantivy index follow (issue 4).
+//! This crate normalises field values into search terms ([`fields`],
+//! [`normalize`]), turns terms into blind tokens under a tenant's index key
+//! ([`tokens`], with bit lengths from [`planner`]), and keeps a per-tenant Tantivy
+//! index of ids and tokens only ([`blind_index`]). Queries ([`query`]) are parsed
+//! here and evaluated twice: as tokens against the index for candidates, then
+//! exactly against the decrypted fields of each candidate. Extraction from X12 and
+//! FHIR follows (issue 4).
+//!
+//! **Architecture Invariant:** nothing in this crate writes a plaintext field value
+//! to disk; the index holds document ids, kinds, upload times and tokens.
 
+pub mod blind_index;
+pub mod fields;
 pub mod normalize;
+pub mod planner;
+pub mod query;
+pub mod tokens;

@@ -1,0 +1,472 @@
+//! One tenant's blind index: a Tantivy index of document ids, kinds, upload times
+//! and blind-token terms, nothing else.
+//!
+//! The index is derived data. Its directory holds a small descriptor
+//! (`blind-index.json`) recording the token plan and index key version it was built
+//! with; opening it with another plan or key version starts it empty and reports
+//! that it needs a rebuild, rather than serving searches that silently miss.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+use serde::{Deserialize, Serialize};
+use tantivy::collector::DocSetCollector;
+use tantivy::query::{AllQuery, BooleanQuery, Occur, TermQuery};
+use tantivy::schema::{
+    Field as SchemaField, IndexRecordOption, Schema, Value, FAST, INDEXED, STORED, STRING,
+};
+use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+
+use crate::planner::TokenPlan;
+use crate::query::Query;
+use crate::tokens::Tokenizer;
+
+/// Name of the descriptor file in an index directory.
+const DESCRIPTOR_FILE: &str = "blind-index.json";
+/// Descriptor format. FORMAT CONSTANT.
+const DESCRIPTOR_FORMAT: u32 = 1;
+/// Tantivy writer heap (its minimum); one indexing thread per tenant.
+const WRITER_HEAP_BYTES: usize = 15_000_000;
+
+/// Errors of the blind index.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    /// Tantivy failed.
+    #[error("index engine: {0}")]
+    Engine(#[from] tantivy::TantivyError),
+    /// The index directory could not be used.
+    #[error("index directory: {0}")]
+    Io(#[from] std::io::Error),
+    /// Making a token failed.
+    #[error("token: {0}")]
+    Token(#[from] vault_crypto::CryptoError),
+    /// A query matches more candidates than the limit.
+    #[error("the query matches more than {limit} candidate documents")]
+    TooManyCandidates {
+        /// The limit.
+        limit: usize,
+    },
+}
+
+/// What the index keeps of a document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexedDocument {
+    /// Document id (hex).
+    pub id: String,
+    /// Kind (`eob`, `claim`, `scan`, `other`).
+    pub kind: String,
+    /// Upload time, Unix microseconds.
+    pub uploaded_at_micros: i64,
+}
+
+/// The descriptor stored beside the index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Descriptor {
+    format: u32,
+    key_version: u32,
+    plan: TokenPlan,
+}
+
+#[derive(Clone, Copy)]
+struct SchemaFields {
+    id: SchemaField,
+    kind: SchemaField,
+    uploaded_at: SchemaField,
+    token: SchemaField,
+}
+
+fn schema() -> (Schema, SchemaFields) {
+    let mut builder = Schema::builder();
+    let fields = SchemaFields {
+        id: builder.add_text_field("id", STRING | STORED),
+        kind: builder.add_text_field("kind", STRING | STORED),
+        uploaded_at: builder.add_i64_field("uploaded_at", INDEXED | STORED | FAST),
+        token: builder.add_text_field("token", STRING),
+    };
+    (builder.build(), fields)
+}
+
+/// One tenant's open index.
+pub struct BlindIndex {
+    dir: PathBuf,
+    fields: SchemaFields,
+    writer: Mutex<IndexWriter>,
+    reader: IndexReader,
+    pending: AtomicU64,
+}
+
+impl std::fmt::Debug for BlindIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlindIndex")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BlindIndex {
+    /// Opens the index in `dir` for this tokenizer's plan and key version, creating
+    /// it when absent. Returns whether it was (re)created and so must be rebuilt
+    /// from the stored documents.
+    pub fn open(dir: &Path, tokenizer: &Tokenizer) -> Result<(BlindIndex, bool), IndexError> {
+        let wanted = Descriptor {
+            format: DESCRIPTOR_FORMAT,
+            key_version: tokenizer.key_version(),
+            plan: tokenizer.plan().clone(),
+        };
+        let descriptor_path = dir.join(DESCRIPTOR_FILE);
+        let current: Option<Descriptor> = std::fs::read(&descriptor_path)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+        let (schema, fields) = schema();
+        let reusable = current.as_ref() == Some(&wanted)
+            && Index::open_in_dir(dir).is_ok_and(|i| i.schema() == schema);
+        let index = if reusable {
+            Index::open_in_dir(dir)?
+        } else {
+            if dir.exists() {
+                std::fs::remove_dir_all(dir)?;
+            }
+            std::fs::create_dir_all(dir)?;
+            let index = Index::create_in_dir(dir, schema)?;
+            write_descriptor(&descriptor_path, &wanted)?;
+            index
+        };
+        let writer = index.writer_with_num_threads(1, WRITER_HEAP_BYTES)?;
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()?;
+        Ok((
+            BlindIndex {
+                dir: dir.to_owned(),
+                fields,
+                writer: Mutex::new(writer),
+                reader,
+                pending: AtomicU64::new(0),
+            },
+            !reusable,
+        ))
+    }
+
+    /// Adds (or replaces) a document with its index terms. Visible after the next
+    /// [`commit`](Self::commit).
+    pub fn add(&self, document: &IndexedDocument, terms: &[String]) -> Result<(), IndexError> {
+        let mut doc = TantivyDocument::default();
+        doc.add_text(self.fields.id, &document.id);
+        doc.add_text(self.fields.kind, &document.kind);
+        doc.add_i64(self.fields.uploaded_at, document.uploaded_at_micros);
+        for term in terms {
+            doc.add_text(self.fields.token, term);
+        }
+        let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        writer.delete_term(Term::from_field_text(self.fields.id, &document.id));
+        writer.add_document(doc)?;
+        self.pending.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Removes a document. Visible after the next [`commit`](Self::commit).
+    pub fn remove(&self, id: &str) {
+        let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        writer.delete_term(Term::from_field_text(self.fields.id, id));
+        self.pending.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Removes every document (before a rebuild).
+    pub fn clear(&self) -> Result<(), IndexError> {
+        let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        writer.delete_all_documents()?;
+        self.pending.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Changes waiting for a commit.
+    pub fn pending(&self) -> u64 {
+        self.pending.load(Ordering::SeqCst)
+    }
+
+    /// Makes every change so far durable and searchable. Blocking: call it off the
+    /// async runtime.
+    pub fn commit(&self) -> Result<(), IndexError> {
+        let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let before = self.pending.load(Ordering::SeqCst);
+        if before == 0 {
+            return Ok(());
+        }
+        writer.commit()?;
+        self.reader.reload()?;
+        self.pending.fetch_sub(before, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Number of searchable documents.
+    pub fn len(&self) -> u64 {
+        self.reader.searcher().num_docs()
+    }
+
+    /// Whether no document is searchable.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every searchable document id.
+    pub fn ids(&self) -> Result<HashSet<String>, IndexError> {
+        Ok(self
+            .collect(&AllQuery, usize::MAX)?
+            .into_iter()
+            .map(|d| d.id)
+            .collect())
+    }
+
+    /// The candidates of a query: every document whose tokens satisfy it, a superset
+    /// of the exact answer because tokens are truncated. At most `limit`.
+    pub fn candidates(
+        &self,
+        query: &Query,
+        tokenizer: &Tokenizer,
+        limit: usize,
+    ) -> Result<Vec<IndexedDocument>, IndexError> {
+        let compiled = self.compile(query, tokenizer)?;
+        match compiled {
+            Some(q) => self.collect(q.as_ref(), limit),
+            None => self.collect(&AllQuery, limit),
+        }
+    }
+
+    /// The token query of a query; `None` where it cannot narrow the candidates.
+    /// A `NOT` cannot: a truncated token shared with the excluded value says nothing
+    /// about whether the document holds it, so it is left to the exact filter.
+    fn compile(
+        &self,
+        query: &Query,
+        tokenizer: &Tokenizer,
+    ) -> Result<Option<Box<dyn tantivy::query::Query>>, IndexError> {
+        Ok(match query {
+            Query::Term(field, value) => {
+                let term =
+                    Term::from_field_text(self.fields.token, &tokenizer.term(*field, value)?);
+                Some(Box::new(TermQuery::new(term, IndexRecordOption::Basic)))
+            }
+            Query::Not(_) => None,
+            Query::And(children) => {
+                let mut clauses = Vec::new();
+                for child in children {
+                    if let Some(q) = self.compile(child, tokenizer)? {
+                        clauses.push((Occur::Must, q));
+                    }
+                }
+                (!clauses.is_empty())
+                    .then(|| Box::new(BooleanQuery::new(clauses)) as Box<dyn tantivy::query::Query>)
+            }
+            Query::Or(children) => {
+                let mut clauses = Vec::new();
+                for child in children {
+                    match self.compile(child, tokenizer)? {
+                        Some(q) => clauses.push((Occur::Should, q)),
+                        None => return Ok(None),
+                    }
+                }
+                Some(Box::new(BooleanQuery::new(clauses)))
+            }
+        })
+    }
+
+    fn collect(
+        &self,
+        query: &dyn tantivy::query::Query,
+        limit: usize,
+    ) -> Result<Vec<IndexedDocument>, IndexError> {
+        let searcher = self.reader.searcher();
+        let addresses = searcher.search(query, &DocSetCollector)?;
+        if addresses.len() > limit {
+            return Err(IndexError::TooManyCandidates { limit });
+        }
+        let mut out = Vec::with_capacity(addresses.len());
+        for address in addresses {
+            let doc: TantivyDocument = searcher.doc(address)?;
+            let text = |field| {
+                doc.get_first(field)
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            out.push(IndexedDocument {
+                id: text(self.fields.id),
+                kind: text(self.fields.kind),
+                uploaded_at_micros: doc
+                    .get_first(self.fields.uploaded_at)
+                    .and_then(|v| v.as_i64())
+                    .unwrap_or_default(),
+            });
+        }
+        Ok(out)
+    }
+}
+
+fn write_descriptor(path: &Path, descriptor: &Descriptor) -> std::io::Result<()> {
+    let temp = path.with_extension("json.tmp");
+    let bytes = serde_json::to_vec_pretty(descriptor).map_err(std::io::Error::other)?;
+    std::fs::write(&temp, bytes)?;
+    std::fs::File::open(&temp)?.sync_all()?;
+    std::fs::rename(&temp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fields::{search_terms, Field, FieldsBuilder};
+    use std::collections::BTreeMap;
+    use vault_crypto::blind::IndexRootKey;
+    use vault_crypto::Key256;
+
+    fn tokenizer(version: u32, documents: u64) -> Tokenizer {
+        Tokenizer::new(
+            &IndexRootKey::new(Key256::from_bytes([9; 32]), version),
+            TokenPlan::new(documents, &BTreeMap::new()),
+        )
+    }
+
+    fn add(index: &BlindIndex, tokenizer: &Tokenizer, id: &str, pairs: &[(Field, &str)]) {
+        let mut b = FieldsBuilder::new();
+        for (f, v) in pairs {
+            b.add(*f, v);
+        }
+        let terms = tokenizer.terms(&search_terms(&b.build())).unwrap();
+        let doc = IndexedDocument {
+            id: id.into(),
+            kind: "eob".into(),
+            uploaded_at_micros: 1,
+        };
+        index.add(&doc, &terms).unwrap();
+    }
+
+    fn ids(index: &BlindIndex, tokenizer: &Tokenizer, q: &str) -> Vec<String> {
+        let mut ids: Vec<String> = index
+            .candidates(&Query::parse(q).unwrap(), tokenizer, 100)
+            .unwrap()
+            .into_iter()
+            .map(|d| d.id)
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    #[test]
+    fn candidates_cover_the_exact_answer_and_the_directory_holds_no_plaintext() {
+        let dir = tempfile::tempdir().unwrap();
+        // 256 bits per token: no coincidences, so candidates are exact here.
+        let tokenizer = Tokenizer::new(
+            &IndexRootKey::new(Key256::from_bytes([9; 32]), 1),
+            TokenPlan::new(
+                1_000,
+                &Field::ALL
+                    .iter()
+                    .map(|f| (f.name().to_owned(), 64))
+                    .collect(),
+            ),
+        );
+        let (index, fresh) = BlindIndex::open(dir.path(), &tokenizer).unwrap();
+        assert!(fresh);
+        add(
+            &index,
+            &tokenizer,
+            "a",
+            &[
+                (Field::PatientName, "Zyxwer, Quentin"),
+                (Field::ClaimStatus, "1"),
+            ],
+        );
+        add(
+            &index,
+            &tokenizer,
+            "b",
+            &[
+                (Field::PatientName, "Zyxwer, Anna"),
+                (Field::ClaimStatus, "4"),
+            ],
+        );
+        add(&index, &tokenizer, "c", &[(Field::MemberId, "MBR99887766")]);
+        assert_eq!(index.len(), 0, "nothing visible before a commit");
+        index.commit().unwrap();
+        assert_eq!(
+            ids(&index, &tokenizer, "patient_last_name:zyxwer"),
+            ["a", "b"]
+        );
+        assert_eq!(
+            ids(
+                &index,
+                &tokenizer,
+                "patient_last_name:zyxwer AND claim_status:4"
+            ),
+            ["b"]
+        );
+        assert_eq!(
+            ids(
+                &index,
+                &tokenizer,
+                "member_id:mbr-99887766 OR claim_status:1"
+            ),
+            ["a", "c"]
+        );
+        // NOT narrows nothing at the token stage; the exact filter applies it.
+        assert_eq!(
+            ids(&index, &tokenizer, "NOT claim_status:1"),
+            ["a", "b", "c"]
+        );
+        index.remove("a");
+        index.commit().unwrap();
+        assert_eq!(ids(&index, &tokenizer, "patient_last_name:zyxwer"), ["b"]);
+        assert!(matches!(
+            index.candidates(&Query::parse("NOT claim_status:1").unwrap(), &tokenizer, 1),
+            Err(IndexError::TooManyCandidates { limit: 1 })
+        ));
+        drop(index);
+        for entry in walk(dir.path()) {
+            let bytes = std::fs::read(&entry).unwrap().to_ascii_lowercase();
+            for secret in [&b"zyxwer"[..], b"quentin", b"mbr99887766", b"99887766"] {
+                assert!(
+                    !bytes.windows(secret.len()).any(|w| w == secret),
+                    "{} holds plaintext",
+                    entry.display()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_changed_plan_or_key_version_starts_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = tokenizer(1, 1_000);
+        {
+            let (index, fresh) = BlindIndex::open(dir.path(), &first).unwrap();
+            assert!(fresh);
+            add(&index, &first, "a", &[(Field::MemberId, "M1")]);
+            index.commit().unwrap();
+        }
+        {
+            let (index, fresh) = BlindIndex::open(dir.path(), &first).unwrap();
+            assert!(!fresh);
+            assert_eq!(index.ids().unwrap(), HashSet::from(["a".to_owned()]));
+        }
+        for changed in [tokenizer(2, 1_000), tokenizer(1, 1_000_000)] {
+            let (index, fresh) = BlindIndex::open(dir.path(), &changed).unwrap();
+            assert!(fresh);
+            assert!(index.is_empty());
+        }
+    }
+
+    fn walk(dir: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                out.extend(walk(&path));
+            } else {
+                out.push(path);
+            }
+        }
+        out
+    }
+}
