@@ -120,18 +120,27 @@ impl BlindIndex {
             .ok()
             .and_then(|bytes| serde_json::from_slice(&bytes).ok());
         let (schema, fields) = schema();
-        let reusable = current.as_ref() == Some(&wanted)
-            && Index::open_in_dir(dir).is_ok_and(|i| i.schema() == schema);
-        let index = if reusable {
-            Index::open_in_dir(dir)?
+        // An index is kept only when built with this plan and key version and
+        // this schema; it is opened once and that handle is the one used.
+        let existing = if current.as_ref() == Some(&wanted) {
+            Index::open_in_dir(dir)
+                .ok()
+                .filter(|index| index.schema() == schema)
         } else {
-            if dir.exists() {
-                std::fs::remove_dir_all(dir)?;
+            None
+        };
+        let reusable = existing.is_some();
+        let index = match existing {
+            Some(index) => index,
+            None => {
+                if dir.exists() {
+                    std::fs::remove_dir_all(dir)?;
+                }
+                std::fs::create_dir_all(dir)?;
+                let index = Index::create_in_dir(dir, schema)?;
+                write_descriptor(&descriptor_path, &wanted)?;
+                index
             }
-            std::fs::create_dir_all(dir)?;
-            let index = Index::create_in_dir(dir, schema)?;
-            write_descriptor(&descriptor_path, &wanted)?;
-            index
         };
         let writer = index.writer_with_num_threads(1, WRITER_HEAP_BYTES)?;
         let reader = index
