@@ -46,6 +46,21 @@ pub fn server_binary() -> PathBuf {
     }
 }
 
+/// The `vault-cli` binary built beside this test (or `$VAULT_CLI_BIN`).
+pub fn cli_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("VAULT_CLI_BIN") {
+        return PathBuf::from(path);
+    }
+    let server = server_binary();
+    let candidate = server.with_file_name("vault-cli");
+    assert!(
+        candidate.exists(),
+        "vault-cli binary not found at {}: run `cargo build -p vault-cli` first (infra/test.sh does), or set VAULT_CLI_BIN",
+        candidate.display()
+    );
+    candidate
+}
+
 /// The shared test data folder (`../shared/data` or `$VAULT_SHARED_DATA`); its
 /// absence is a failure, not a skip.
 pub fn shared_data() -> PathBuf {
@@ -385,6 +400,57 @@ impl TestApp {
             r.text().await.unwrap_or_default()
         );
         r.json().await.expect("tenant json")
+    }
+
+    /// Uploads a document with an API key; `headers` adds or overrides headers
+    /// (`X-Vault-Fields`, `X-Vault-Extraction`, ...).
+    pub async fn upload(
+        &self,
+        key: &str,
+        kind: &str,
+        content_type: &str,
+        body: Vec<u8>,
+        headers: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut request = self
+            .http
+            .post(self.at("/v1/documents"))
+            .bearer_auth(key)
+            .header("X-Vault-Kind", kind)
+            .header("Content-Type", content_type)
+            .body(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send().await.expect("upload request")
+    }
+
+    /// A GET with an API key.
+    pub async fn get_as(&self, key: &str, path_and_query: &str) -> reqwest::Response {
+        self.http
+            .get(self.at(path_and_query))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("GET request")
+    }
+
+    /// Runs `vault-cli` against this server with its operator token file (and the
+    /// AWS environment of moto, for offline commands on an S3 store).
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        let mut command = Command::new(cli_binary());
+        if self.launch.needs_aws {
+            command.envs(aws_env());
+        }
+        command
+            .arg("--server")
+            .arg(&self.url)
+            .arg("--token-file")
+            .arg(self.data_dir.join("operator-token"))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run vault-cli")
     }
 
     /// Issues an API key and returns its secret.

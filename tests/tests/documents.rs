@@ -366,7 +366,7 @@ async fn idempotent_retry(backend: Backend) {
             .bearer_auth(&key)
             .header("X-Vault-Kind", "claim")
             .header("Idempotency-Key", "claim-batch-17/retry")
-            .body("ISA*00*retried~")
+            .body("claim batch 17, retried")
             .send()
     };
     let first: Value = send().await.unwrap().json().await.unwrap();
@@ -395,7 +395,7 @@ async fn tenants_are_isolated_on_every_endpoint() {
     app.create_tenant("globex").await;
     let acme = app.api_key("acme", ALL_ROLES).await;
     let globex = app.api_key("globex", ALL_ROLES).await;
-    let created: Value = upload(&app, &acme, "eob", "text/plain", b"ISA*acme only~".to_vec())
+    let created: Value = upload(&app, &acme, "eob", "text/plain", b"acme only".to_vec())
         .await
         .json()
         .await
@@ -444,7 +444,7 @@ async fn roles_revocation_and_expiry_are_enforced() {
     app.create_tenant("acme").await;
     let uploader = app.api_key("acme", &["uploader"]).await;
     let reader = app.api_key("acme", &["reader"]).await;
-    let created: Value = upload(&app, &uploader, "claim", "text/plain", b"ISA*x~".to_vec())
+    let created: Value = upload(&app, &uploader, "claim", "text/plain", b"x document".to_vec())
         .await
         .json()
         .await
@@ -641,7 +641,7 @@ async fn a_flipped_byte_at_rest_fails_the_download_never_returns_wrong_bytes() {
         &key,
         "eob",
         "text/plain",
-        b"ISA*small document~".to_vec(),
+        b"small document".to_vec(),
     )
     .await
     .json()
@@ -780,8 +780,8 @@ async fn a_thousand_uploads_cost_at_most_one_kms_call() {
                 app,
                 key,
                 "claim",
-                "application/edi-x12",
-                format!("ISA*{i}~").into_bytes(),
+                "application/octet-stream",
+                format!("claim {i}").into_bytes(),
             )
             .await
             .status()

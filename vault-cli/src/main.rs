@@ -18,6 +18,7 @@ use client::{CliError, Client};
 ///   vault-cli tenant create acme
 ///   vault-cli apikey issue acme --role uploader --role reader --expires-in-days 90
 ///   vault-cli --json tenant list
+///   vault-cli index rebuild --tenant acme
 #[derive(Debug, Parser)]
 #[command(version, about, long_about, verbatim_doc_comment)]
 struct Cli {
@@ -49,6 +50,19 @@ enum Command {
     /// Tenant API keys.
     #[command(subcommand)]
     Apikey(ApikeyCommand),
+    /// Blind indexes.
+    #[command(subcommand)]
+    Index(IndexCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum IndexCommand {
+    /// Empty a tenant's blind index and fill it again from the stored documents.
+    Rebuild {
+        /// Tenant id.
+        #[arg(long)]
+        tenant: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -184,6 +198,20 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                             .join(", "))
                         .unwrap_or_default(),
                     k["secret"].as_str().unwrap_or("?")
+                )
+            });
+        }
+        Command::Index(IndexCommand::Rebuild { tenant }) => {
+            let report = client
+                .post(
+                    &format!("/v1/admin/tenants/{tenant}/index/rebuild"),
+                    &json!({}),
+                )
+                .await?;
+            print(cli.json, &report, |r| {
+                format!(
+                    "rebuilt the index of {tenant}: {} documents, {} indexed, {} unreadable, in {} ms",
+                    r["documents"], r["added"], r["failed"], r["duration_ms"]
                 )
             });
         }

@@ -33,6 +33,8 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Key providers and caching.
     pub keys: KeysConfig,
+    /// Field extraction and the blind index.
+    pub search: SearchConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -94,6 +96,38 @@ pub struct KeysConfig {
     pub cache_max_uses: u64,
 }
 
+/// Field extraction and the per-tenant blind index.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SearchConfig {
+    /// Documents a tenant is expected to hold: sizes the blind tokens (the token
+    /// planner keeps 2 to sqrt(D) values per token). Changing it rebuilds indexes.
+    pub expected_documents: u64,
+    /// Per-field token bit lengths overriding the planner (`{ member_id = 20 }`).
+    /// Changing them rebuilds indexes.
+    pub token_bits: std::collections::BTreeMap<String, u16>,
+    /// A query whose blind tokens match more documents than this is refused
+    /// (`query_too_broad`): every candidate is decrypted to make results exact.
+    pub max_candidates: usize,
+    /// X12 and FHIR uploads up to this size have their fields extracted; larger
+    /// ones are refused unless sent as opaque (`X-Vault-Extraction: opaque`).
+    pub max_extract_bytes: u64,
+    /// How often pending index changes are committed, in milliseconds.
+    pub commit_interval_ms: u64,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        SearchConfig {
+            expected_documents: vault_index::planner::DEFAULT_EXPECTED_DOCUMENTS,
+            token_bits: std::collections::BTreeMap::new(),
+            max_candidates: 10_000,
+            max_extract_bytes: 16 << 20,
+            commit_interval_ms: 250,
+        }
+    }
+}
+
 /// Log output.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -126,6 +160,7 @@ impl Default for Config {
             tls: None,
             storage: StorageConfig::Fs { root: None },
             keys: KeysConfig::default(),
+            search: SearchConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -214,7 +249,32 @@ impl Config {
                 "segment_size must be between 1 KiB and 16 MiB".into(),
             ));
         }
+        if let Some(name) = self
+            .search
+            .token_bits
+            .keys()
+            .find(|name| vault_index::fields::Field::from_name(name).is_none())
+        {
+            return Err(ConfigError::Invalid(format!(
+                "search.token_bits names an unknown field {name:?}"
+            )));
+        }
+        if self.search.token_bits.values().any(|b| !(1..=64).contains(b)) {
+            return Err(ConfigError::Invalid(
+                "search.token_bits values must be 1 to 64".into(),
+            ));
+        }
+        if self.search.max_candidates == 0 || self.search.commit_interval_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "search.max_candidates and search.commit_interval_ms must be positive".into(),
+            ));
+        }
         Ok(())
+    }
+
+    /// Directory of the per-tenant blind indexes (derived data, rebuildable).
+    pub fn index_dir(&self) -> PathBuf {
+        self.data_dir.join("index")
     }
 
     /// Root directory of the filesystem object store.
@@ -257,6 +317,19 @@ mod tests {
         let err = Config::parse("listen = \"127.0.0.1:1\"\nlisten_port = 3\n").unwrap_err();
         assert!(err.contains("listen_port"), "{err}");
         assert!(Config::parse("[storage]\nbackend = \"fs\"\nbucket = \"x\"\n").is_err());
+    }
+
+    #[test]
+    fn search_settings_are_checked() {
+        let config =
+            Config::parse("[search]\nexpected_documents = 5000\ntoken_bits = { member_id = 20 }\n")
+                .unwrap();
+        assert_eq!(config.search.expected_documents, 5000);
+        config.validate().unwrap();
+        let config = Config::parse("[search]\ntoken_bits = { ssn = 20 }\n").unwrap();
+        assert!(config.validate().is_err());
+        let config = Config::parse("[search]\ntoken_bits = { member_id = 0 }\n").unwrap();
+        assert!(config.validate().is_err());
     }
 
     #[test]

@@ -2,7 +2,6 @@
 //! facts object, and the upload / read / delete operations over storage and keys.
 //! HTTP concerns stay in `routes/documents.rs`.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
@@ -15,6 +14,7 @@ use vault_crypto::envelope::{self, BodyHeader, KeyRecord, StreamError};
 use vault_crypto::{DocumentId, Key256, TenantId};
 
 use crate::error::ApiError;
+use crate::extraction::{merge, Capture, Extraction};
 use crate::state::AppState;
 use crate::storage::{ByteStream, ObjectName, StorageError};
 use crate::tenants::TenantRecord;
@@ -34,6 +34,16 @@ pub enum DocumentKind {
 }
 
 impl DocumentKind {
+    /// The kind's name in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DocumentKind::Eob => "eob",
+            DocumentKind::Claim => "claim",
+            DocumentKind::Scan => "scan",
+            DocumentKind::Other => "other",
+        }
+    }
+
     /// Parses the `X-Vault-Kind` value.
     pub fn parse(raw: &str) -> Option<Self> {
         match raw {
@@ -46,26 +56,8 @@ impl DocumentKind {
     }
 }
 
-/// Searchable field names (the interface contract).
-pub const FIELD_NAMES: [&str; 14] = [
-    "patient_name",
-    "patient_last_name",
-    "patient_dob",
-    "member_id",
-    "claim_id",
-    "payer_claim_id",
-    "payer",
-    "provider_npi",
-    "service_date",
-    "service_month",
-    "trace_number",
-    "procedure_code",
-    "diagnosis_code",
-    "claim_status",
-];
-
 /// Field values: each field may have several values (a remittance holds many claims).
-pub type Fields = BTreeMap<String, Vec<String>>;
+pub use vault_index::fields::Fields;
 
 /// The encrypted metadata block (JSON inside the key record). Format 1.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -116,6 +108,8 @@ pub struct UploadRequest {
     pub file_name: Option<String>,
     /// Caller-supplied searchable fields.
     pub fields: Fields,
+    /// Whether fields are extracted from the body.
+    pub extraction: Extraction,
 }
 
 /// The result of a stored upload.
@@ -127,11 +121,12 @@ pub struct Stored {
     pub metadata: SealedMetadata,
 }
 
-/// Running plaintext size and hash of an upload, shared with its stream.
-#[derive(Default)]
+/// Running plaintext size and hash of an upload, and the bytes kept for
+/// extraction, shared with its stream.
 struct Tap {
     sha256: Sha256,
     size: u64,
+    capture: Capture,
 }
 
 /// Stores a document: the body streamed through the encryptor, then the key record,
@@ -154,10 +149,18 @@ where
         envelope::begin_body(&dek, &tenant.id, id, state.config.segment_size)?;
     let (header, _) = BodyHeader::parse(&header_bytes)?;
 
-    let tap = Arc::new(Mutex::new(Tap::default()));
+    let extract_limit = state.config.search.max_extract_bytes;
+    let tap = Arc::new(Mutex::new(Tap {
+        sha256: Sha256::new(),
+        size: 0,
+        capture: Capture::start(
+            request.extraction == Extraction::Auto && request.kind != DocumentKind::Scan,
+        ),
+    }));
     let limit = state.config.max_upload_bytes;
     let tapped = {
         let tap = Arc::clone(&tap);
+        let content_type = request.content_type.clone();
         body.map(move |chunk| {
             let chunk = chunk.map_err(|e| StorageError::SourceFailed(e.to_string()))?;
             let mut tap = tap.lock().unwrap_or_else(PoisonError::into_inner);
@@ -166,6 +169,7 @@ where
                 return Err(StorageError::TooLarge(limit));
             }
             tap.sha256.update(&chunk);
+            tap.capture.feed(&chunk, &content_type, extract_limit);
             Ok(chunk)
         })
     };
@@ -178,9 +182,18 @@ where
 
     let body_name = ObjectName::doc_body(&tenant.id, &id);
     let stored_bytes = state.store.put_new(&body_name, sealed).await?;
-    let (size, sha256) = {
-        let tap = std::mem::take(&mut *tap.lock().unwrap_or_else(PoisonError::into_inner));
-        (tap.size, hex::encode(tap.sha256.finalize()))
+    let (size, sha256, capture) = {
+        let mut tap = tap.lock().unwrap_or_else(PoisonError::into_inner);
+        let capture = std::mem::replace(&mut tap.capture, Capture::Off);
+        let sha256 = std::mem::take(&mut tap.sha256);
+        (tap.size, hex::encode(sha256.finalize()), capture)
+    };
+    let fields = match capture.finish(&request.content_type, extract_limit).await {
+        Ok(extracted) => merge(request.fields, extracted),
+        Err(e) => {
+            remove_objects(state, &tenant.id, &id).await;
+            return Err(e);
+        }
     };
     let metadata = SealedMetadata {
         format: 1,
@@ -189,7 +202,7 @@ where
         file_name: request.file_name,
         size,
         sha256,
-        fields: request.fields,
+        fields,
         uploaded_at: OffsetDateTime::now_utc(),
     };
     let finish = async {

@@ -31,6 +31,14 @@ pub struct Metrics {
     pub downloads: Counter,
     /// Calls made to key services (KMS or the local keystore).
     pub key_provider_calls: Gauge,
+    /// Searches answered.
+    pub searches: Counter,
+    /// Candidates the blind index returned (before the exact filter).
+    pub search_candidates: Counter,
+    /// Exact search results.
+    pub search_results: Counter,
+    /// Index updates, reconciliations or openings that failed.
+    pub index_failures: Counter,
 }
 
 impl Default for Metrics {
@@ -66,8 +74,32 @@ impl Default for Metrics {
             "Calls made to key services",
             key_provider_calls.clone(),
         );
+        let searches = Counter::default();
+        let search_candidates = Counter::default();
+        let search_results = Counter::default();
+        let index_failures = Counter::default();
+        registry.register("searches", "Searches answered", searches.clone());
+        registry.register(
+            "search_candidates",
+            "Candidates from the blind index, before the exact filter",
+            search_candidates.clone(),
+        );
+        registry.register(
+            "search_results",
+            "Exact search results",
+            search_results.clone(),
+        );
+        registry.register(
+            "index_failures",
+            "Blind index updates, reconciliations or openings that failed",
+            index_failures.clone(),
+        );
         Metrics {
             registry,
+            searches,
+            search_candidates,
+            search_results,
+            index_failures,
             requests,
             latency,
             uploads,

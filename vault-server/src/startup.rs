@@ -118,6 +118,7 @@ pub async fn build(config: Config) -> Result<Built, StartupError> {
     let new_operator_token = bootstrap_operator(&config, store.as_ref()).await?;
     let state = Arc::new(AppState {
         tenants: TenantRegistry::new(store.clone()),
+        search: crate::search::SearchService::new(config.index_dir(), config.search.clone()),
         config,
         store,
         keys,
@@ -182,6 +183,13 @@ pub async fn serve(
     let state = built.state;
     let addr = state.config.listen;
     let app = crate::routes::router(state.clone());
+    // Indexes are derived data: open and reconcile them in the background while
+    // serving (a search waits for its tenant's reconciliation).
+    tokio::spawn(crate::search::run_committer(state.clone()));
+    {
+        let state = state.clone();
+        tokio::spawn(async move { crate::search::open_all(&state).await });
+    }
     let bind_err = |source| StartupError::Bind { addr, source };
     let listener = std::net::TcpListener::bind(addr).map_err(bind_err)?;
     listener.set_nonblocking(true).map_err(bind_err)?;
@@ -207,7 +215,7 @@ pub async fn serve(
         path: PathBuf::from("<listener>"),
         source,
     };
-    match &state.config.tls {
+    let served = match &state.config.tls {
         None => {
             let listener = tokio::net::TcpListener::from_std(listener).map_err(serve_err)?;
             axum::serve(listener, app)
@@ -239,5 +247,8 @@ pub async fn serve(
                 .await
                 .map_err(serve_err)
         }
-    }
+    };
+    // In-flight uploads have finished: make their index entries durable.
+    state.search.commit_all().await;
+    served
 }

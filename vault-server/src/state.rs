@@ -6,6 +6,7 @@ use vault_crypto::keys::{AwsKmsProvider, KeyHierarchy, LocalKeyProvider};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::search::SearchService;
 use crate::storage::ObjectStore;
 use crate::tenants::TenantRegistry;
 
@@ -23,6 +24,8 @@ pub struct AppState {
     pub kms: Option<Arc<AwsKmsProvider>>,
     /// Tenant records.
     pub tenants: TenantRegistry,
+    /// Per-tenant blind indexes.
+    pub search: SearchService,
     /// Prometheus metrics.
     pub metrics: Metrics,
 }

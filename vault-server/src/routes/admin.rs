@@ -91,6 +91,9 @@ pub async fn create_tenant(
     // KEK that cannot wrap is found at once.
     state.keys.branch_key_for_upload(&record.key_spec()).await?;
     state.tenants.create(record.clone()).await?;
+    // Likewise the blind index and its root key: the first upload and search then
+    // cost no key-service call.
+    crate::search::tenant_index(&state, &record).await?;
     tracing::info!(tenant = %record.id, provider = %record.key_provider, "tenant created");
     Ok((StatusCode::CREATED, Json(record)))
 }

@@ -13,9 +13,11 @@ use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 use vault_crypto::envelope::{self, BodyHeader};
 use vault_crypto::DocumentId;
+use vault_index::fields::{Field, BASE_FIELDS};
 
 use crate::auth::{Caller, Role};
-use crate::documents::{self, DocumentFacts, DocumentKind, Fields, UploadRequest, FIELD_NAMES};
+use crate::documents::{self, DocumentFacts, DocumentKind, Fields, UploadRequest};
+use crate::extraction::Extraction;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::state::SharedState;
 use crate::storage::{ObjectName, StorageError};
@@ -108,8 +110,10 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>,
         .transpose()
 }
 
-/// Validates `X-Vault-Fields`: a JSON object of known field names to a string or an
-/// array of strings, each at most 256 characters.
+/// Validates `X-Vault-Fields`: a JSON object of search field names to a string or
+/// an array of strings, each 1 to 256 characters and of the field's shape (a date
+/// for `service_date`, ten digits for `provider_npi`, ...). Messages name fields,
+/// never values.
 pub fn parse_fields(raw: &str) -> Result<Fields, ApiError> {
     let invalid = |m: String| ApiError::bad_request("invalid_fields", m);
     if raw.len() > MAX_FIELDS_HEADER {
@@ -117,19 +121,24 @@ pub fn parse_fields(raw: &str) -> Result<Fields, ApiError> {
             "X-Vault-Fields is larger than {MAX_FIELDS_HEADER} bytes"
         )));
     }
-    let value: serde_json::Value = serde_json::from_str(raw)
-        .map_err(|e| invalid(format!("X-Vault-Fields is not valid JSON: {e}")))?;
+    let value: serde_json::Value = serde_json::from_str(raw).map_err(|e| {
+        invalid(format!(
+            "X-Vault-Fields is not valid JSON (line {} column {})",
+            e.line(),
+            e.column()
+        ))
+    })?;
     let object = value
         .as_object()
         .ok_or_else(|| invalid("X-Vault-Fields must be a JSON object".into()))?;
     let mut fields = Fields::new();
     for (name, value) in object {
-        if !FIELD_NAMES.contains(&name.as_str()) {
-            return Err(invalid(format!(
-                "unknown field {name:?}; known fields: {}",
-                FIELD_NAMES.join(", ")
-            )));
-        }
+        let field = Field::from_name(name).ok_or_else(|| {
+            invalid(format!(
+                "X-Vault-Fields names an unknown field; known fields: {}",
+                BASE_FIELDS.map(Field::name).join(", ")
+            ))
+        })?;
         let values: Vec<String> = match value {
             serde_json::Value::String(s) => vec![s.clone()],
             serde_json::Value::Array(items) => items
@@ -138,12 +147,12 @@ pub fn parse_fields(raw: &str) -> Result<Fields, ApiError> {
                 .collect::<Option<_>>()
                 .ok_or_else(|| {
                     invalid(format!(
-                        "field {name} must be a string or an array of strings"
+                        "field {field} must be a string or an array of strings"
                     ))
                 })?,
             _ => {
                 return Err(invalid(format!(
-                    "field {name} must be a string or an array of strings"
+                    "field {field} must be a string or an array of strings"
                 )))
             }
         };
@@ -152,10 +161,13 @@ pub fn parse_fields(raw: &str) -> Result<Fields, ApiError> {
             .any(|v| v.trim().is_empty() || v.chars().count() > 256)
         {
             return Err(invalid(format!(
-                "values of field {name} must be 1 to 256 characters"
+                "values of field {field} must be 1 to 256 characters"
             )));
         }
-        fields.insert(name.clone(), values);
+        for value in &values {
+            field.normalize(value).map_err(|e| invalid(e.to_string()))?;
+        }
+        fields.insert(field.name().to_owned(), values);
     }
     Ok(fields)
 }
@@ -171,7 +183,7 @@ fn upload_response(id: &DocumentId, metadata: &documents::SealedMetadata) -> Upl
         size: metadata.size,
         sha256: metadata.sha256.clone(),
         kind: metadata.kind,
-        indexed_fields: Vec::new(),
+        indexed_fields: crate::search::indexed_field_names(&metadata.fields),
     }
 }
 
@@ -182,8 +194,9 @@ fn upload_response(id: &DocumentId, metadata: &documents::SealedMetadata) -> Upl
         ("X-Vault-Fields" = Option<String>, Header, description = "JSON object of searchable fields"),
         ("X-Vault-File-Name" = Option<String>, Header, description = "original file name (stored encrypted)"),
         ("Idempotency-Key" = Option<String>, Header, description = "a retry with the same key returns the first result"),
+        ("X-Vault-Extraction" = Option<String>, Header, description = "`auto` (default): extract fields from X12 and FHIR bodies, 422 when unreadable; `opaque`: store without extraction"),
     ),
-    responses((status = 201, body = UploadResponse), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 413, body = ErrorBody)),
+    responses((status = 201, body = UploadResponse), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn upload(
     State(state): State<SharedState>,
@@ -217,6 +230,16 @@ pub async fn upload(
     let fields = match header_str(&headers, "x-vault-fields")? {
         Some(raw) => parse_fields(raw)?,
         None => Fields::new(),
+    };
+    let extraction = match header_str(&headers, "x-vault-extraction")? {
+        None | Some("auto") => Extraction::Auto,
+        Some("opaque") => Extraction::Opaque,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_header",
+                "X-Vault-Extraction must be auto or opaque",
+            ))
+        }
     };
     let file_name = header_str(&headers, "x-vault-file-name")?.map(str::to_owned);
     if file_name
@@ -265,6 +288,7 @@ pub async fn upload(
         content_type,
         file_name,
         fields,
+        extraction,
     };
     let stored = documents::store(&state, &tenant, request, body.into_data_stream()).await?;
     if let Some(name) = &idempotency {
@@ -287,6 +311,14 @@ pub async fn upload(
                 return Err(e.into());
             }
         }
+    }
+    // The document is durable; the index is derived data. A failure here is logged
+    // and counted, and the next reconciliation (start-up or rebuild) adds it.
+    if let Err(e) =
+        crate::search::index_document(&state, &tenant, &stored.id, &stored.metadata).await
+    {
+        state.metrics.index_failures.inc();
+        tracing::error!(tenant = %tenant.id, document = %stored.id, code = e.code(), "document stored but not indexed");
     }
     tracing::info!(tenant = %tenant.id, document = %stored.id, kind = ?stored.metadata.kind, size = stored.metadata.size, "document stored");
     Ok((
@@ -533,6 +565,12 @@ pub async fn delete(
         .store
         .delete(&ObjectName::doc_body(&tenant.id, &id))
         .await?;
+    // A search between the deletes above and this skips the entry: its metadata
+    // no longer opens.
+    if let Err(e) = crate::search::remove_document(&state, &tenant, &id).await {
+        state.metrics.index_failures.inc();
+        tracing::error!(tenant = %tenant.id, document = %id, code = e.code(), "document deleted but still in the index until the next reconciliation");
+    }
     tracing::info!(tenant = %tenant.id, document = %id, "document deleted (key record destroyed)");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -675,6 +713,8 @@ mod tests {
             "{",
             r#"{"member_id": 5}"#,
             r#"{"member_id": ""}"#,
+            r#"{"service_date": "last tuesday"}"#,
+            r#"{"provider_npi": "12345"}"#,
         ] {
             assert_eq!(
                 parse_fields(bad).unwrap_err().code(),

@@ -3,6 +3,7 @@
 mod admin;
 mod documents;
 mod health;
+mod search;
 pub mod openapi;
 
 use std::time::{Duration, Instant};
@@ -49,6 +50,11 @@ pub fn router(state: SharedState) -> Router {
             get(documents::download).delete(documents::delete),
         )
         .route("/v1/documents/{id}/metadata", get(documents::metadata))
+        .route("/v1/search", get(search::search))
+        .route(
+            "/v1/admin/tenants/{tenant}/index/rebuild",
+            post(search::rebuild),
+        )
         .layer(middleware::from_fn_with_state(
             state.clone(),
             record_metrics,

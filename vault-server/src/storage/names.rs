@@ -91,6 +91,16 @@ impl ObjectName {
         Self::new(format!("tenants/{tenant}/docs/{doc}/meta"))
     }
 
+    /// The document whose facts object this is (`tenants/<t>/docs/<doc>/meta`).
+    pub fn meta_document(&self) -> Option<DocumentId> {
+        self.0
+            .strip_suffix("/meta")?
+            .rsplit_once("/docs/")?
+            .1
+            .parse()
+            .ok()
+    }
+
     /// Idempotency record (the key is hashed: callers may put anything in it).
     pub fn idempotency(tenant: &TenantId, key_hash_hex: &str) -> Self {
         Self::new(format!("tenants/{tenant}/idempotency/{key_hash_hex}"))
@@ -124,6 +134,8 @@ mod tests {
         ] {
             assert!(ObjectName::is_valid(name.as_str()), "{name}");
         }
+        assert_eq!(ObjectName::doc_meta(&t, &d).meta_document(), Some(d));
+        assert_eq!(ObjectName::doc_body(&t, &d).meta_document(), None);
         for bad in ["", "/etc/passwd", "a/../b", "a//b", "Tenants/x", "a b"] {
             assert!(ObjectName::parse(bad).is_none(), "{bad}");
         }

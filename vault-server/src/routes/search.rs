@@ -1,0 +1,117 @@
+//! Search: `GET /v1/search` for tenants, and the operator's index rebuild.
+
+use axum::extract::{Path, Query, State};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use utoipa::{IntoParams, ToSchema};
+use vault_crypto::TenantId;
+
+use crate::auth::{Caller, Role};
+use crate::documents::DocumentKind;
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::search::{self, ReconcileReport};
+use crate::state::SharedState;
+
+/// Largest page of hits.
+const MAX_LIMIT: usize = 1000;
+
+/// Query string of a search.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct SearchQuery {
+    /// The query: `field:value`, quoted values, `AND`, `OR`, `NOT`, parentheses,
+    /// `service_month:[2024-01 TO 2024-03]`.
+    pub q: String,
+    /// From a previous page's `next_cursor`.
+    pub cursor: Option<String>,
+    /// Page size, 1 to 1000 (default 50).
+    pub limit: Option<usize>,
+}
+
+/// One search hit.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SearchHit {
+    /// Document id.
+    pub id: String,
+    /// Declared kind.
+    pub kind: DocumentKind,
+    /// Upload time (RFC 3339).
+    pub uploaded_at: String,
+}
+
+/// A page of search results.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SearchResponse {
+    /// Documents matching the query exactly, in all pages.
+    pub total: u64,
+    /// This page, newest first.
+    pub hits: Vec<SearchHit>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Searches the caller's tenant. Results are exact; the query is never logged.
+#[utoipa::path(get, path = "/v1/search", params(SearchQuery),
+    responses((status = 200, body = SearchResponse), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn search(
+    State(state): State<SharedState>,
+    caller: Caller,
+    Query(params): Query<SearchQuery>,
+) -> ApiResult<Json<SearchResponse>> {
+    let tenant_id = caller.require_role(Role::Reader)?;
+    let tenant = state.tenants.require_active(tenant_id).await?;
+    let limit = params.limit.unwrap_or(50);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("limit must be 1 to {MAX_LIMIT}"),
+        ));
+    }
+    let query = vault_index::query::Query::parse(&params.q)
+        .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?;
+    let page = search::search(&state, &tenant, &query, params.cursor.as_deref(), limit).await?;
+    tracing::info!(tenant = %tenant.id, fields = ?search::queried_fields(&query), total = page.total, "search");
+    let hits = page
+        .hits
+        .into_iter()
+        .map(|hit| SearchHit {
+            kind: DocumentKind::parse(&hit.kind).unwrap_or(DocumentKind::Other),
+            uploaded_at: OffsetDateTime::from_unix_timestamp_nanos(
+                i128::from(hit.uploaded_at_micros) * 1000,
+            )
+            .ok()
+            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+            .unwrap_or_default(),
+            id: hit.id,
+        })
+        .collect();
+    Ok(Json(SearchResponse {
+        total: page.total,
+        hits,
+        next_cursor: page.next_cursor,
+    }))
+}
+
+/// Empties a tenant's blind index and fills it again from the stored documents.
+#[utoipa::path(post, path = "/v1/admin/tenants/{tenant}/index/rebuild",
+    responses((status = 200, body = ReconcileReport), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn rebuild(
+    State(state): State<SharedState>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+) -> ApiResult<Json<ReconcileReport>> {
+    caller.require_operator()?;
+    let id = TenantId::new(tenant)
+        .map_err(|e| ApiError::bad_request("invalid_tenant_id", e.to_string()))?;
+    let tenant = state
+        .tenants
+        .get(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("tenant_not_found", format!("no tenant {id}")))?;
+    let report = search::rebuild(&state, &tenant).await?;
+    tracing::info!(tenant = %tenant.id, added = report.added, "index rebuilt on request");
+    Ok(Json(report))
+}

@@ -1,0 +1,542 @@
+//! The server's side of search: one blind index per tenant, kept in step with the
+//! store, and the exact search over it.
+//!
+//! A tenant's index (`<data dir>/index/<tenant>/`) is opened on first use, and for
+//! every tenant at start-up, then reconciled with the store: documents missing from
+//! it are added (from their decrypted metadata), entries of deleted documents are
+//! removed. Uploads add their tokens before answering; a background committer
+//! makes changes searchable every `search.commit_interval_ms`, and a search commits
+//! pending changes first, so an upload is searchable as soon as it is answered.
+//!
+//! A search turns the query into blind tokens under the tenant's field keys, takes
+//! the candidates the index returns (a superset: tokens are truncated), decrypts
+//! each candidate's metadata and keeps only the exact matches, so results are
+//! never approximate. The query text is never logged.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use futures::{StreamExt, TryStreamExt};
+use time::OffsetDateTime;
+use tokio::sync::{watch, OnceCell};
+use vault_crypto::{DocumentId, TenantId};
+use vault_index::blind_index::{BlindIndex, IndexError, IndexedDocument};
+use vault_index::fields::{search_terms, Field, Fields};
+use vault_index::planner::TokenPlan;
+use vault_index::query::Query;
+use vault_index::tokens::Tokenizer;
+
+use crate::config::SearchConfig;
+use crate::documents::{self, DocumentKind};
+use crate::error::ApiError;
+use crate::state::SharedState;
+use crate::storage::ObjectName;
+use crate::tenants::TenantRecord;
+
+/// Candidates whose metadata are decrypted at the same time.
+const FILTER_CONCURRENCY: usize = 16;
+/// How long a search waits for a tenant's index to finish reconciling.
+const RECONCILE_WAIT: Duration = Duration::from_secs(60);
+/// Objects listed per store call while reconciling.
+const LIST_PAGE: usize = 1000;
+
+/// Where a tenant's index stands with the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum IndexSync {
+    /// Being reconciled (searches wait).
+    Reconciling,
+    /// Reconciled; uploads and deletes keep it current.
+    Current,
+    /// Reconciling failed; searches are refused until a rebuild succeeds.
+    Failed,
+}
+
+/// One tenant's open index and token keys.
+pub struct TenantIndex {
+    tokenizer: Tokenizer,
+    index: BlindIndex,
+    sync: watch::Sender<IndexSync>,
+}
+
+/// What a reconciliation or rebuild did.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize, utoipa::ToSchema)]
+pub struct ReconcileReport {
+    /// Documents in the store.
+    pub documents: u64,
+    /// Documents added to the index.
+    pub added: u64,
+    /// Index entries removed (their documents are gone).
+    pub removed: u64,
+    /// Documents whose metadata could not be read (left out; see the server log).
+    pub failed: u64,
+    /// Wall time, milliseconds.
+    pub duration_ms: u64,
+}
+
+/// One page of search results.
+#[derive(Debug)]
+pub struct SearchPage {
+    /// Exact matches in all pages.
+    pub total: u64,
+    /// This page, newest first.
+    pub hits: Vec<IndexedDocument>,
+    /// Cursor of the next page, when there is one.
+    pub next_cursor: Option<String>,
+}
+
+/// The per-tenant indexes of a server.
+pub struct SearchService {
+    dir: PathBuf,
+    config: SearchConfig,
+    plan: TokenPlan,
+    tenants: Mutex<HashMap<TenantId, Arc<OnceCell<Arc<TenantIndex>>>>>,
+}
+
+impl SearchService {
+    /// Indexes under `dir`, one subdirectory per tenant.
+    pub fn new(dir: PathBuf, config: SearchConfig) -> Self {
+        let plan = TokenPlan::new(config.expected_documents, &config.token_bits);
+        SearchService {
+            dir,
+            config,
+            plan,
+            tenants: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &SearchConfig {
+        &self.config
+    }
+
+    fn open_indexes(&self) -> Vec<Arc<TenantIndex>> {
+        self.tenants
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .filter_map(|cell| cell.get().cloned())
+            .collect()
+    }
+
+    /// Commits every open index with pending changes (the background committer and
+    /// shutdown call this).
+    pub async fn commit_all(&self) {
+        for tenant in self.open_indexes() {
+            if tenant.index.pending() > 0 {
+                // A failure was logged where it was made (`ApiError::internal`);
+                // the changes stay pending and the next tick tries again.
+                let _ = commit(&tenant).await;
+            }
+        }
+    }
+}
+
+async fn commit(tenant: &Arc<TenantIndex>) -> Result<(), ApiError> {
+    let tenant = Arc::clone(tenant);
+    blocking(move || tenant.index.commit()).await
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, IndexError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ApiError::internal("index task", e))?
+        .map_err(index_error)
+}
+
+fn index_error(e: IndexError) -> ApiError {
+    match e {
+        IndexError::TooManyCandidates { limit } => ApiError::bad_request(
+            "query_too_broad",
+            format!("the query matches more than {limit} candidate documents; narrow it"),
+        ),
+        other => ApiError::internal("blind index", other),
+    }
+}
+
+/// The tenant's index, opened (and reconciled in the background) on first use.
+pub async fn tenant_index(
+    state: &SharedState,
+    tenant: &TenantRecord,
+) -> Result<Arc<TenantIndex>, ApiError> {
+    let cell = {
+        let mut tenants = state
+            .search
+            .tenants
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(tenants.entry(tenant.id.clone()).or_default())
+    };
+    cell.get_or_try_init(|| async {
+        let root = state.keys.index_root_key(&tenant.key_spec()).await?;
+        let tokenizer = Tokenizer::new(&root, state.search.plan.clone());
+        let dir = state.search.dir.join(tenant.id.as_str());
+        let (index, tokenizer, created) = tokio::task::spawn_blocking(move || {
+            BlindIndex::open(&dir, &tokenizer).map(|(index, created)| (index, tokenizer, created))
+        })
+        .await
+        .map_err(|e| ApiError::internal("index task", e))?
+        .map_err(index_error)?;
+        if created {
+            tracing::info!(tenant = %tenant.id, "blind index created; filling it from the store");
+        }
+        let (sync, _) = watch::channel(IndexSync::Reconciling);
+        let opened = Arc::new(TenantIndex {
+            tokenizer,
+            index,
+            sync,
+        });
+        let (state, tenant_record, task_index) =
+            (Arc::clone(state), tenant.clone(), Arc::clone(&opened));
+        tokio::spawn(async move {
+            let outcome = reconcile(&state, &tenant_record, &task_index).await;
+            finish_reconcile(&state, &tenant_record, &task_index, &outcome);
+        });
+        Ok(opened)
+    })
+    .await
+    .cloned()
+}
+
+fn finish_reconcile(
+    state: &SharedState,
+    tenant: &TenantRecord,
+    index: &TenantIndex,
+    outcome: &Result<ReconcileReport, ApiError>,
+) {
+    match outcome {
+        Ok(report) => {
+            tracing::info!(tenant = %tenant.id, documents = report.documents, added = report.added, removed = report.removed, failed = report.failed, duration_ms = report.duration_ms, "blind index reconciled");
+            index.sync.send_replace(IndexSync::Current);
+        }
+        Err(e) => {
+            state.metrics.index_failures.inc();
+            tracing::error!(tenant = %tenant.id, code = e.code(), "blind index reconciliation failed; searches are refused until `vault-cli index rebuild`");
+            index.sync.send_replace(IndexSync::Failed);
+        }
+    }
+}
+
+/// Opens (and reconciles) the index of every tenant: called at start-up.
+pub async fn open_all(state: &SharedState) {
+    match state.tenants.list().await {
+        Ok(tenants) => {
+            for tenant in tenants.iter().filter(|t| t.is_active()) {
+                if let Err(e) = tenant_index(state, tenant).await {
+                    state.metrics.index_failures.inc();
+                    tracing::error!(tenant = %tenant.id, code = e.code(), "could not open the blind index");
+                }
+            }
+        }
+        Err(e) => tracing::error!(code = e.code(), "could not list tenants to open their indexes"),
+    }
+}
+
+/// Commits pending index changes every `search.commit_interval_ms`, for ever.
+pub async fn run_committer(state: SharedState) {
+    let mut tick =
+        tokio::time::interval(Duration::from_millis(state.search.config.commit_interval_ms));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        state.search.commit_all().await;
+    }
+}
+
+fn indexed_document(id: &DocumentId, kind: DocumentKind, uploaded_at: OffsetDateTime) -> IndexedDocument {
+    IndexedDocument {
+        id: id.to_string(),
+        kind: kind.as_str().to_owned(),
+        uploaded_at_micros: (uploaded_at.unix_timestamp_nanos() / 1000) as i64,
+    }
+}
+
+/// The names of the fields a document is searchable by (base and derived).
+pub fn indexed_field_names(fields: &Fields) -> Vec<String> {
+    let mut names: Vec<String> = search_terms(fields)
+        .into_iter()
+        .map(|(field, _)| field.name().to_owned())
+        .collect();
+    names.dedup();
+    names
+}
+
+/// Adds a stored document's tokens to its tenant's index.
+pub async fn index_document(
+    state: &SharedState,
+    tenant: &TenantRecord,
+    id: &DocumentId,
+    metadata: &documents::SealedMetadata,
+) -> Result<(), ApiError> {
+    let index = tenant_index(state, tenant).await?;
+    add_to_index(&index, id, metadata).await
+}
+
+async fn add_to_index(
+    index: &Arc<TenantIndex>,
+    id: &DocumentId,
+    metadata: &documents::SealedMetadata,
+) -> Result<(), ApiError> {
+    let terms = index
+        .tokenizer
+        .terms(&search_terms(&metadata.fields))
+        .map_err(|e| ApiError::internal("blind tokens", e))?;
+    let document = indexed_document(id, metadata.kind, metadata.uploaded_at);
+    let index = Arc::clone(index);
+    blocking(move || index.index.add(&document, &terms)).await
+}
+
+/// Removes a deleted document from its tenant's index.
+pub async fn remove_document(
+    state: &SharedState,
+    tenant: &TenantRecord,
+    id: &DocumentId,
+) -> Result<(), ApiError> {
+    let index = tenant_index(state, tenant).await?;
+    index.index.remove(&id.to_string());
+    Ok(())
+}
+
+/// Every visible document of a tenant (those whose facts object exists).
+async fn stored_documents(
+    state: &SharedState,
+    tenant: &TenantId,
+) -> Result<Vec<DocumentId>, ApiError> {
+    let prefix = ObjectName::docs_prefix(tenant);
+    let mut ids = Vec::new();
+    let mut start_after: Option<String> = None;
+    loop {
+        let page = state
+            .store
+            .list(&prefix, start_after.as_deref(), LIST_PAGE)
+            .await?;
+        ids.extend(page.iter().filter_map(|info| info.name.meta_document()));
+        match page.last() {
+            Some(last) if page.len() == LIST_PAGE => {
+                start_after = Some(last.name.as_str().to_owned());
+            }
+            _ => return Ok(ids),
+        }
+    }
+}
+
+/// Brings a tenant's index in step with the store.
+async fn reconcile(
+    state: &SharedState,
+    tenant: &TenantRecord,
+    index: &Arc<TenantIndex>,
+) -> Result<ReconcileReport, ApiError> {
+    let started = Instant::now();
+    // Index ids first, then the store: a document uploaded in between is in the
+    // store listing or was added by its upload, and is never removed by mistake.
+    let indexed = {
+        let index = Arc::clone(index);
+        blocking(move || index.index.ids()).await?
+    };
+    let stored = stored_documents(state, &tenant.id).await?;
+    let stored_set: std::collections::HashSet<String> =
+        stored.iter().map(ToString::to_string).collect();
+    let mut report = ReconcileReport {
+        documents: stored.len() as u64,
+        ..ReconcileReport::default()
+    };
+    for gone in indexed.difference(&stored_set) {
+        index.index.remove(gone);
+        report.removed += 1;
+    }
+    let missing: Vec<DocumentId> = stored
+        .into_iter()
+        .filter(|id| !indexed.contains(&id.to_string()))
+        .collect();
+    let outcomes: Vec<Result<bool, ApiError>> = futures::stream::iter(missing)
+        .map(|id| async move {
+            match documents::open(state, tenant, &id).await {
+                Ok(opened) => add_to_index(index, &id, &opened.metadata).await.map(|()| true),
+                // Deleted since the listing.
+                Err(e) if e.status() == StatusCode::NOT_FOUND => Ok(false),
+                Err(e) => {
+                    tracing::error!(tenant = %tenant.id, document = %id, code = e.code(), "document left out of the index: its metadata could not be read");
+                    Err(e)
+                }
+            }
+        })
+        .buffer_unordered(FILTER_CONCURRENCY)
+        .collect()
+        .await;
+    for outcome in outcomes {
+        match outcome {
+            Ok(true) => report.added += 1,
+            Ok(false) => {}
+            Err(_) => report.failed += 1,
+        }
+    }
+    commit(index).await?;
+    report.duration_ms = started.elapsed().as_millis() as u64;
+    Ok(report)
+}
+
+/// Empties a tenant's index and fills it again from the store.
+pub async fn rebuild(
+    state: &SharedState,
+    tenant: &TenantRecord,
+) -> Result<ReconcileReport, ApiError> {
+    let index = tenant_index(state, tenant).await?;
+    wait_until_reconciled(&index, true).await?;
+    index.sync.send_replace(IndexSync::Reconciling);
+    let outcome = async {
+        let cleared = Arc::clone(&index);
+        blocking(move || {
+            cleared.index.clear()?;
+            cleared.index.commit()
+        })
+        .await?;
+        reconcile(state, tenant, &index).await
+    }
+    .await;
+    finish_reconcile(state, tenant, &index, &outcome);
+    outcome.map_err(|_| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "index_unavailable",
+            "the index could not be rebuilt; see the server log",
+        )
+    })
+}
+
+async fn wait_until_reconciled(index: &TenantIndex, failed_is_ok: bool) -> Result<(), ApiError> {
+    let mut sync = index.sync.subscribe();
+    let settled = tokio::time::timeout(
+        RECONCILE_WAIT,
+        sync.wait_for(|s| *s != IndexSync::Reconciling),
+    )
+    .await;
+    match settled {
+        Ok(Ok(s)) if *s == IndexSync::Current || failed_is_ok => Ok(()),
+        Ok(_) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "index_unavailable",
+            "the tenant's index could not be brought up to date; an operator must rebuild it",
+        )),
+        Err(_) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "index_rebuilding",
+            "the tenant's index is being rebuilt; retry shortly",
+        )),
+    }
+}
+
+/// Where a page starts: after the hit with this upload time and id.
+fn parse_cursor(raw: &str) -> Result<(i64, String), ApiError> {
+    let bad = || ApiError::bad_request("invalid_cursor", "cursor is not one this server gave");
+    let (micros, id) = raw.split_once('.').ok_or_else(bad)?;
+    let micros: i64 = micros.parse().map_err(|_| bad())?;
+    let id: DocumentId = id.parse().map_err(|_| bad())?;
+    Ok((micros, id.to_string()))
+}
+
+/// Runs a query for a tenant: candidates from the blind index, kept only when the
+/// decrypted fields match exactly, newest first.
+pub async fn search(
+    state: &SharedState,
+    tenant: &TenantRecord,
+    query: &Query,
+    cursor: Option<&str>,
+    limit: usize,
+) -> Result<SearchPage, ApiError> {
+    let after = cursor.map(parse_cursor).transpose()?;
+    let index = tenant_index(state, tenant).await?;
+    wait_until_reconciled(&index, false).await?;
+    if index.index.pending() > 0 {
+        commit(&index).await?;
+    }
+    let candidates = {
+        let index = Arc::clone(&index);
+        let query = query.clone();
+        let max = state.search.config.max_candidates;
+        blocking(move || index.index.candidates(&query, &index.tokenizer, max)).await?
+    };
+    state.metrics.search_candidates.inc_by(candidates.len() as u64);
+    let matches: Vec<Option<IndexedDocument>> = futures::stream::iter(candidates)
+        .map(|candidate| async move {
+            let Ok(id) = candidate.id.parse::<DocumentId>() else {
+                return Ok(None);
+            };
+            match documents::open(state, tenant, &id).await {
+                Ok(opened) if query.matches(&search_terms(&opened.metadata.fields)) => {
+                    Ok(Some(candidate))
+                }
+                Ok(_) => Ok(None),
+                // Deleted since it was indexed.
+                Err(e) if e.status() == StatusCode::NOT_FOUND => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+        .buffer_unordered(FILTER_CONCURRENCY)
+        .try_collect()
+        .await?;
+    let mut hits: Vec<IndexedDocument> = matches.into_iter().flatten().collect();
+    hits.sort_by(|a, b| {
+        (b.uploaded_at_micros, &b.id).cmp(&(a.uploaded_at_micros, &a.id))
+    });
+    let total = hits.len() as u64;
+    state.metrics.searches.inc();
+    state.metrics.search_results.inc_by(total);
+    let start = match &after {
+        Some((micros, id)) => hits
+            .iter()
+            .position(|h| (h.uploaded_at_micros, &h.id) < (*micros, id))
+            .unwrap_or(hits.len()),
+        None => 0,
+    };
+    let page: Vec<IndexedDocument> = hits.into_iter().skip(start).take(limit + 1).collect();
+    let (hits, next_cursor) = if page.len() > limit {
+        let hits: Vec<IndexedDocument> = page.into_iter().take(limit).collect();
+        let cursor = hits
+            .last()
+            .map(|h| format!("{}.{}", h.uploaded_at_micros, h.id));
+        (hits, cursor)
+    } else {
+        (page, None)
+    };
+    Ok(SearchPage {
+        total,
+        hits,
+        next_cursor,
+    })
+}
+
+/// The fields a query names, for the audit log (names only, never values).
+pub fn queried_fields(query: &Query) -> Vec<&'static str> {
+    query.fields().into_iter().map(Field::name).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_reject_junk() {
+        let id = DocumentId::random();
+        let (micros, parsed) = parse_cursor(&format!("1700000000000000.{id}")).unwrap();
+        assert_eq!(micros, 1_700_000_000_000_000);
+        assert_eq!(parsed, id.to_string());
+        for bad in ["", "x", "12.", ".abc", "12.nothex"] {
+            assert_eq!(parse_cursor(bad).unwrap_err().code(), "invalid_cursor");
+        }
+    }
+
+    #[test]
+    fn indexed_field_names_include_derived_fields() {
+        let mut fields = Fields::new();
+        fields.insert("patient_name".into(), vec!["DOE, JOHN".into()]);
+        fields.insert("service_date".into(), vec!["20240301".into()]);
+        let names = indexed_field_names(&fields);
+        for name in ["patient_name", "patient_last_name", "service_date", "service_month"] {
+            assert!(names.contains(&name.to_owned()), "{name}");
+        }
+    }
+}
