@@ -95,6 +95,9 @@ pub enum CryptoError {
         /// What went wrong.
         reason: String,
     },
+    /// A signature (checkpoint, manifest) does not verify under the given key.
+    #[error("signature does not verify")]
+    BadSignature,
     /// The key record store (implemented by the server) failed.
     #[error("key record store: {0}")]
     RecordStore(String),
@@ -121,6 +124,7 @@ impl CryptoError {
                 | CryptoError::TrailingData
                 | CryptoError::UnwrapFailed(_)
                 | CryptoError::MetadataIntegrity
+                | CryptoError::BadSignature
         )
     }
 }

@@ -7,6 +7,8 @@
 //! * [`keys`]: key providers (`local` keystore, `aws-kms`) behind one trait, and the
 //!   key hierarchy tenant KEK → branch key (cached) → per-document DEK.
 //! * [`blind`]: blind-index keys and truncated HMAC-SHA256 tokens.
+//! * [`merkle`]: the RFC 9162 Merkle tree, proofs and an append-only frontier.
+//! * [`signing`]: Ed25519 keys and signed checkpoints (tree heads).
 //!
 //! This crate never touches document storage. Its only I/O is the key providers':
 //! KMS calls, and the local keystore file.
@@ -16,7 +18,9 @@ pub mod envelope;
 mod error;
 mod ids;
 pub mod keys;
+pub mod merkle;
 mod secret;
+pub mod signing;
 mod wire;
 
 pub use error::CryptoError;

@@ -19,6 +19,12 @@ pub enum CliError {
         /// Cause.
         message: String,
     },
+    /// A check found the data tampered with or incomplete.
+    #[error("{0}")]
+    Integrity(String),
+    /// A local operation failed (storage, files).
+    #[error("{0}")]
+    Failed(String),
     /// The server refused the request.
     #[error("{message} ({code}, HTTP {status})")]
     Api {
@@ -37,13 +43,18 @@ impl CliError {
         match self {
             CliError::Usage(_) => "usage",
             CliError::Unreachable { .. } => "unreachable",
+            CliError::Integrity(_) => "integrity",
+            CliError::Failed(_) => "failed",
             CliError::Api { code, .. } => code,
         }
     }
 
-    /// Process exit code: 2 usage, 3 unreachable, 4 refused by the server.
+    /// Process exit code: 1 local failure, 2 usage or integrity problem found,
+    /// 3 unreachable, 4 refused by the server.
     pub fn exit_code(&self) -> u8 {
         match self {
+            CliError::Failed(_) => 1,
+            CliError::Integrity(_) => 2,
             CliError::Usage(_) => 2,
             CliError::Unreachable { .. } => 3,
             CliError::Api { .. } => 4,
@@ -131,6 +142,15 @@ impl Client {
     pub async fn get_public(&self, path: &str) -> Result<Value, CliError> {
         self.send(self.http.get(format!("{}{path}", self.base)), false)
             .await
+    }
+
+    /// Authenticated GET with query parameters (URL-encoded here).
+    pub async fn get_with(&self, path: &str, query: &[(&str, String)]) -> Result<Value, CliError> {
+        self.send(
+            self.http.get(format!("{}{path}", self.base)).query(query),
+            true,
+        )
+        .await
     }
 
     /// Authenticated GET.

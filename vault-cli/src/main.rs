@@ -2,6 +2,7 @@
 //! credential read from a file (never from a command-line argument, which would
 //! land in shell history).
 
+mod audit;
 mod client;
 
 use std::path::PathBuf;
@@ -19,6 +20,10 @@ use client::{CliError, Client};
 ///   vault-cli apikey issue acme --role uploader --role reader --expires-in-days 90
 ///   vault-cli --json tenant list
 ///   vault-cli index rebuild --tenant acme
+///   vault-cli audit checkpoint --tenant acme > acme-checkpoint.txt
+///   vault-cli audit verify --store ./vault-data --tenant acme \
+///       --public-key <hex> --checkpoint acme-checkpoint.txt
+///   vault-cli audit export --tenant acme --since 2026-01-01T00:00:00Z > acme.jsonl
 #[derive(Debug, Parser)]
 #[command(version, about, long_about, verbatim_doc_comment)]
 struct Cli {
@@ -53,6 +58,51 @@ enum Command {
     /// Blind indexes.
     #[command(subcommand)]
     Index(IndexCommand),
+    /// The tamper-evident audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Check a tenant's audit log offline, against the store and the vault's public
+    /// key only. Exit 0 when intact, 2 when tampering is found, 1 on error.
+    Verify {
+        /// The store: a vault data directory, an objects directory, or
+        /// s3://bucket/prefix (AWS_* environment for S3).
+        #[arg(long)]
+        store: String,
+        /// Tenant id (`system` for the vault's own log).
+        #[arg(long)]
+        tenant: String,
+        /// The vault's checkpoint public key (hex), from `audit checkpoint`.
+        #[arg(long)]
+        public_key: String,
+        /// A signed checkpoint saved earlier (file): the log must still extend it.
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+    },
+    /// Have the server sign a checkpoint now and print it (save it for `verify`).
+    Checkpoint {
+        /// Tenant id.
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Write a tenant's events as JSON lines (for a SIEM).
+    Export {
+        /// Tenant id.
+        #[arg(long)]
+        tenant: String,
+        /// Only events at or after this RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Only events before this RFC 3339 time.
+        #[arg(long)]
+        until: Option<String>,
+        /// Only events of this actor.
+        #[arg(long)]
+        actor: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -214,6 +264,37 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                     r["documents"], r["added"], r["failed"], r["duration_ms"]
                 )
             });
+        }
+        Command::Audit(AuditCommand::Verify {
+            store,
+            tenant,
+            public_key,
+            checkpoint,
+        }) => return audit::verify(cli.json, &store, &tenant, &public_key, checkpoint).await,
+        Command::Audit(AuditCommand::Checkpoint { tenant }) => {
+            let latest = client
+                .get(&format!("/v1/audit/checkpoint?tenant={tenant}"))
+                .await?;
+            if cli.json {
+                print(true, &latest, |_| String::new());
+            } else {
+                match latest["checkpoint"].as_str() {
+                    Some(text) => print!("{text}"),
+                    None => eprintln!("the log of {tenant} is empty"),
+                }
+                eprintln!(
+                    "public key: {}",
+                    latest["public_key"].as_str().unwrap_or("?")
+                );
+            }
+        }
+        Command::Audit(AuditCommand::Export {
+            tenant,
+            since,
+            until,
+            actor,
+        }) => {
+            audit::export(&client, &tenant, since, until, actor).await?;
         }
         Command::Apikey(ApikeyCommand::Revoke { id }) => {
             client.delete(&format!("/v1/admin/api-keys/{id}")).await?;

@@ -35,6 +35,8 @@ pub struct Config {
     pub keys: KeysConfig,
     /// Field extraction and the blind index.
     pub search: SearchConfig,
+    /// The audit log.
+    pub audit: AuditConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -128,6 +130,35 @@ impl Default for SearchConfig {
     }
 }
 
+/// The audit log and bulk-access detection.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Seconds between signed checkpoints of a log that grew (also written at
+    /// shutdown).
+    pub checkpoint_interval_secs: u64,
+    /// Length of the sliding window for per-key document reads, in seconds.
+    pub bulk_read_window_secs: u64,
+    /// Document reads in one window above which a key may be flagged.
+    pub bulk_read_threshold: u64,
+    /// ...and only when also this many times the key's usual reads per window.
+    pub bulk_read_factor: f64,
+    /// Refuse a flagged key's requests (429) for one window.
+    pub throttle_bulk_readers: bool,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            checkpoint_interval_secs: 60,
+            bulk_read_window_secs: 60,
+            bulk_read_threshold: 1000,
+            bulk_read_factor: 10.0,
+            throttle_bulk_readers: false,
+        }
+    }
+}
+
 /// Log output.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -161,6 +192,7 @@ impl Default for Config {
             storage: StorageConfig::Fs { root: None },
             keys: KeysConfig::default(),
             search: SearchConfig::default(),
+            audit: AuditConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -259,7 +291,12 @@ impl Config {
                 "search.token_bits names an unknown field {name:?}"
             )));
         }
-        if self.search.token_bits.values().any(|b| !(1..=64).contains(b)) {
+        if self
+            .search
+            .token_bits
+            .values()
+            .any(|b| !(1..=64).contains(b))
+        {
             return Err(ConfigError::Invalid(
                 "search.token_bits values must be 1 to 64".into(),
             ));
@@ -267,6 +304,22 @@ impl Config {
         if self.search.max_candidates == 0 || self.search.commit_interval_ms == 0 {
             return Err(ConfigError::Invalid(
                 "search.max_candidates and search.commit_interval_ms must be positive".into(),
+            ));
+        }
+        self.validate_audit()
+    }
+
+    /// Checks the audit settings.
+    fn validate_audit(&self) -> Result<(), ConfigError> {
+        let a = &self.audit;
+        if a.checkpoint_interval_secs == 0
+            || a.bulk_read_window_secs == 0
+            || a.bulk_read_threshold == 0
+            || a.bulk_read_factor.is_nan()
+            || a.bulk_read_factor < 1.0
+        {
+            return Err(ConfigError::Invalid(
+                "audit intervals, window and threshold must be positive and bulk_read_factor at least 1".into(),
             ));
         }
         Ok(())

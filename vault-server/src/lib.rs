@@ -5,6 +5,7 @@
 //! router; [`startup::serve`] runs it until shutdown. The binary (`main.rs`) only
 //! parses options and calls these.
 
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod documents;

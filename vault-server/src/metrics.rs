@@ -39,6 +39,14 @@ pub struct Metrics {
     pub search_results: Counter,
     /// Index updates, reconciliations or openings that failed.
     pub index_failures: Counter,
+    /// Audit events written.
+    pub audit_events: Counter,
+    /// Audit segments written (one per group commit).
+    pub audit_segments: Counter,
+    /// Requests failed because their audit event could not be written.
+    pub audit_failures: Counter,
+    /// Keys flagged for bulk document reads.
+    pub bulk_access_anomalies: Counter,
 }
 
 impl Default for Metrics {
@@ -94,8 +102,32 @@ impl Default for Metrics {
             "Blind index updates, reconciliations or openings that failed",
             index_failures.clone(),
         );
+        let audit_events = Counter::default();
+        let audit_segments = Counter::default();
+        let audit_failures = Counter::default();
+        let bulk_access_anomalies = Counter::default();
+        registry.register("audit_events", "Audit events written", audit_events.clone());
+        registry.register(
+            "audit_segments",
+            "Audit segments written (one per group commit)",
+            audit_segments.clone(),
+        );
+        registry.register(
+            "audit_failures",
+            "Requests failed closed because their audit event could not be written",
+            audit_failures.clone(),
+        );
+        registry.register(
+            "bulk_access_anomalies",
+            "API keys flagged for bulk document reads",
+            bulk_access_anomalies.clone(),
+        );
         Metrics {
             registry,
+            audit_events,
+            audit_segments,
+            audit_failures,
+            bulk_access_anomalies,
             searches,
             search_candidates,
             search_results,

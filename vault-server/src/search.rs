@@ -232,14 +232,18 @@ pub async fn open_all(state: &SharedState) {
                 }
             }
         }
-        Err(e) => tracing::error!(code = e.code(), "could not list tenants to open their indexes"),
+        Err(e) => tracing::error!(
+            code = e.code(),
+            "could not list tenants to open their indexes"
+        ),
     }
 }
 
 /// Commits pending index changes every `search.commit_interval_ms`, for ever.
 pub async fn run_committer(state: SharedState) {
-    let mut tick =
-        tokio::time::interval(Duration::from_millis(state.search.config.commit_interval_ms));
+    let mut tick = tokio::time::interval(Duration::from_millis(
+        state.search.config.commit_interval_ms,
+    ));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
@@ -247,7 +251,11 @@ pub async fn run_committer(state: SharedState) {
     }
 }
 
-fn indexed_document(id: &DocumentId, kind: DocumentKind, uploaded_at: OffsetDateTime) -> IndexedDocument {
+fn indexed_document(
+    id: &DocumentId,
+    kind: DocumentKind,
+    uploaded_at: OffsetDateTime,
+) -> IndexedDocument {
     IndexedDocument {
         id: id.to_string(),
         kind: kind.as_str().to_owned(),
@@ -459,7 +467,10 @@ pub async fn search(
         let max = state.search.config.max_candidates;
         blocking(move || index.index.candidates(&query, &index.tokenizer, max)).await?
     };
-    state.metrics.search_candidates.inc_by(candidates.len() as u64);
+    state
+        .metrics
+        .search_candidates
+        .inc_by(candidates.len() as u64);
     let matches: Vec<Option<IndexedDocument>> = futures::stream::iter(candidates)
         .map(|candidate| async move {
             let Ok(id) = candidate.id.parse::<DocumentId>() else {
@@ -479,9 +490,7 @@ pub async fn search(
         .try_collect()
         .await?;
     let mut hits: Vec<IndexedDocument> = matches.into_iter().flatten().collect();
-    hits.sort_by(|a, b| {
-        (b.uploaded_at_micros, &b.id).cmp(&(a.uploaded_at_micros, &a.id))
-    });
+    hits.sort_by(|a, b| (b.uploaded_at_micros, &b.id).cmp(&(a.uploaded_at_micros, &a.id)));
     let total = hits.len() as u64;
     state.metrics.searches.inc();
     state.metrics.search_results.inc_by(total);
@@ -535,7 +544,12 @@ mod tests {
         fields.insert("patient_name".into(), vec!["DOE, JOHN".into()]);
         fields.insert("service_date".into(), vec!["20240301".into()]);
         let names = indexed_field_names(&fields);
-        for name in ["patient_name", "patient_last_name", "service_date", "service_month"] {
+        for name in [
+            "patient_name",
+            "patient_last_name",
+            "service_date",
+            "service_month",
+        ] {
             assert!(names.contains(&name.to_owned()), "{name}");
         }
     }

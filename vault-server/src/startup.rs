@@ -33,6 +33,9 @@ pub enum StartupError {
     /// Keys could not be opened.
     #[error("keys: {0}")]
     Keys(#[from] vault_crypto::CryptoError),
+    /// The audit log's signing key could not be loaded or created.
+    #[error("audit: {0}")]
+    Audit(crate::audit::AuditError),
     /// Local files (data directory, operator token) could not be written.
     #[error("{path}: {source}")]
     Io {
@@ -116,9 +119,13 @@ pub async fn build(config: Config) -> Result<Built, StartupError> {
     ));
 
     let new_operator_token = bootstrap_operator(&config, store.as_ref()).await?;
+    let audit = crate::audit::AuditService::open(store.as_ref(), &local_keys, config.audit.clone())
+        .await
+        .map_err(StartupError::Audit)?;
     let state = Arc::new(AppState {
         tenants: TenantRegistry::new(store.clone()),
         search: crate::search::SearchService::new(config.index_dir(), config.search.clone()),
+        audit,
         config,
         store,
         keys,
@@ -186,6 +193,7 @@ pub async fn serve(
     // Indexes are derived data: open and reconcile them in the background while
     // serving (a search waits for its tenant's reconciliation).
     tokio::spawn(crate::search::run_committer(state.clone()));
+    tokio::spawn(crate::audit::run_checkpointer(state.clone()));
     {
         let state = state.clone();
         tokio::spawn(async move { crate::search::open_all(&state).await });
@@ -218,10 +226,13 @@ pub async fn serve(
     let served = match &state.config.tls {
         None => {
             let listener = tokio::net::TcpListener::from_std(listener).map_err(serve_err)?;
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-                .map_err(serve_err)
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(serve_err)
         }
         Some(tls) => {
             // Several crates enable both rustls backends; pick one explicitly. An Err
@@ -243,12 +254,14 @@ pub async fn serve(
             axum_server::from_tcp_rustls(listener, rustls)
                 .map_err(serve_err)?
                 .handle(handle)
-                .serve(app.into_make_service())
+                .serve(app.into_make_service_with_connect_info::<SocketAddr>())
                 .await
                 .map_err(serve_err)
         }
     };
-    // In-flight uploads have finished: make their index entries durable.
+    // In-flight requests have finished: make their index entries durable and sign
+    // where the audit logs stand.
     state.search.commit_all().await;
+    crate::audit::checkpoint_all(&state).await;
     served
 }

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use vault_crypto::keys::{AwsKmsProvider, KeyHierarchy, LocalKeyProvider};
 
+use crate::audit::AuditService;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::search::SearchService;
@@ -24,6 +25,8 @@ pub struct AppState {
     pub kms: Option<Arc<AwsKmsProvider>>,
     /// Tenant records.
     pub tenants: TenantRegistry,
+    /// Audit logs.
+    pub audit: AuditService,
     /// Per-tenant blind indexes.
     pub search: SearchService,
     /// Prometheus metrics.

@@ -205,6 +205,17 @@ impl KeyRecord {
         Ok(record)
     }
 
+    /// The bytes of the record that a rewrap never changes: the immutable part,
+    /// the metadata nonce and the metadata ciphertext. An append-only log hashes
+    /// these, so rotating keys leaves its Merkle tree intact.
+    pub fn authenticated_content(&self) -> Vec<u8> {
+        let mut out = self.immutable_part();
+        out.extend_from_slice(&self.metadata_nonce);
+        out.extend_from_slice(&(self.metadata.len() as u32).to_be_bytes());
+        out.extend_from_slice(&self.metadata);
+        out
+    }
+
     /// True when this record's commitment matches the body header's.
     pub fn matches_body(&self, header: &BodyHeader) -> bool {
         use subtle::ConstantTimeEq;

@@ -254,6 +254,12 @@ fn rewrap_changes_only_the_key_record() {
         .rewrap(&s.branch, &new_branch, new_ref.clone())
         .unwrap();
     assert_eq!(rewrapped.key_ref, new_ref);
+    assert_eq!(
+        rewrapped.authenticated_content(),
+        record.authenticated_content(),
+        "what a log hashes survives a rewrap"
+    );
+    assert_ne!(rewrapped.encode(), record.encode());
     // Old branch key no longer opens it; the new one does, with the same body.
     assert!(matches!(
         rewrapped.unwrap_dek(&s.branch),

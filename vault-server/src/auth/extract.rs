@@ -7,6 +7,7 @@ use time::OffsetDateTime;
 use vault_crypto::TenantId;
 
 use super::{CredentialKind, CredentialRecord, Role};
+use crate::audit::middleware::NoteSlot;
 use crate::error::ApiError;
 use crate::state::SharedState;
 use crate::storage::ObjectName;
@@ -108,6 +109,18 @@ impl FromRequestParts<SharedState> for Caller {
                     "the credential's tenant is disabled",
                 ));
             }
+        }
+        if let Some(note) = parts.extensions.get::<NoteSlot>() {
+            note.update(|n| {
+                n.actor = Some(match kind {
+                    CredentialKind::Operator => format!("operator:{}", record.id),
+                    CredentialKind::ApiKey => format!("apikey:{}", record.id),
+                });
+                n.roles = record.roles.iter().map(|r| r.as_str().to_owned()).collect();
+                if n.tenant.is_none() {
+                    n.tenant.clone_from(&record.tenant);
+                }
+            });
         }
         Ok(Caller {
             key_id: record.id,

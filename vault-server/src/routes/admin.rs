@@ -9,6 +9,7 @@ use time::{Duration, OffsetDateTime};
 use utoipa::ToSchema;
 use vault_crypto::TenantId;
 
+use crate::audit::middleware::NoteSlot;
 use crate::auth::{Caller, CredentialKind, CredentialRecord, Role};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::state::SharedState;
@@ -41,11 +42,19 @@ fn default_provider() -> String {
 pub async fn create_tenant(
     State(state): State<SharedState>,
     caller: Caller,
+    note: NoteSlot,
     Json(body): Json<CreateTenant>,
 ) -> ApiResult<(StatusCode, Json<TenantRecord>)> {
     caller.require_operator()?;
     let id = TenantId::new(body.id)
         .map_err(|e| ApiError::bad_request("invalid_tenant_id", e.to_string()))?;
+    if id.as_str() == crate::audit::SYSTEM_LOG {
+        return Err(ApiError::bad_request(
+            "invalid_tenant_id",
+            "the tenant id system is reserved for the vault's own audit log",
+        ));
+    }
+    note.update(|n| n.tenant = Some(id.clone()));
     if state.tenants.get(&id).await?.is_some() {
         return Err(ApiError::conflict(
             "tenant_exists",
@@ -161,6 +170,7 @@ pub struct IssuedApiKey {
 pub async fn issue_api_key(
     State(state): State<SharedState>,
     caller: Caller,
+    note: NoteSlot,
     Path(tenant): Path<String>,
     Json(body): Json<IssueApiKey>,
 ) -> ApiResult<(StatusCode, Json<IssuedApiKey>)> {
@@ -200,6 +210,7 @@ pub async fn issue_api_key(
         .put_new_bytes(&ObjectName::api_key(&issued.record.id), Bytes::from(bytes))
         .await?;
     tracing::info!(tenant = %tenant, key_id = %issued.record.id, "api key issued");
+    note.update(|n| n.detail = Some(format!("api_key={}", issued.record.id)));
     Ok((
         StatusCode::CREATED,
         Json(IssuedApiKey {
@@ -217,9 +228,11 @@ pub async fn issue_api_key(
 pub async fn revoke_api_key(
     State(state): State<SharedState>,
     caller: Caller,
+    note: NoteSlot,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     caller.require_operator()?;
+    note.update(|n| n.detail = Some(format!("api_key={id}")));
     let not_found = || ApiError::not_found("api_key_not_found", "no such API key");
     if id.len() != 16
         || !id
@@ -232,6 +245,7 @@ pub async fn revoke_api_key(
     let bytes = state.store.get_bytes(&name).await?.ok_or_else(not_found)?;
     let mut record: CredentialRecord =
         serde_json::from_slice(&bytes).map_err(|e| ApiError::internal("api key record", e))?;
+    note.update(|n| n.tenant.clone_from(&record.tenant));
     if record.revoked_at.is_none() {
         record.revoked_at = Some(OffsetDateTime::now_utc());
         let bytes = serde_json::to_vec_pretty(&record)

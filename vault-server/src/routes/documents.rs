@@ -15,10 +15,11 @@ use vault_crypto::envelope::{self, BodyHeader};
 use vault_crypto::DocumentId;
 use vault_index::fields::{Field, BASE_FIELDS};
 
+use crate::audit::middleware::NoteSlot;
 use crate::auth::{Caller, Role};
 use crate::documents::{self, DocumentFacts, DocumentKind, Fields, UploadRequest};
-use crate::extraction::Extraction;
 use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extraction::Extraction;
 use crate::state::SharedState;
 use crate::storage::{ObjectName, StorageError};
 
@@ -201,6 +202,7 @@ fn upload_response(id: &DocumentId, metadata: &documents::SealedMetadata) -> Upl
 pub async fn upload(
     State(state): State<SharedState>,
     caller: Caller,
+    note: NoteSlot,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<(StatusCode, Json<UploadResponse>)> {
@@ -291,6 +293,7 @@ pub async fn upload(
         extraction,
     };
     let stored = documents::store(&state, &tenant, request, body.into_data_stream()).await?;
+    note.update(|n| n.document = Some(stored.id.to_string()));
     if let Some(name) = &idempotency {
         let record = serde_json::json!({"format": 1, "document": stored.id.to_string()});
         match state

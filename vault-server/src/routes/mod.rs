@@ -1,10 +1,11 @@
 //! The HTTP router.
 
 mod admin;
+mod audit;
 mod documents;
 mod health;
-mod search;
 pub mod openapi;
+mod search;
 
 use std::time::{Duration, Instant};
 
@@ -51,10 +52,18 @@ pub fn router(state: SharedState) -> Router {
         )
         .route("/v1/documents/{id}/metadata", get(documents::metadata))
         .route("/v1/search", get(search::search))
+        .route("/v1/audit/events", get(audit::events))
+        .route("/v1/audit/checkpoint", get(audit::checkpoint))
+        .route("/v1/audit/proof", get(audit::proof))
         .route(
             "/v1/admin/tenants/{tenant}/index/rebuild",
             post(search::rebuild),
         )
+        // Innermost: the audit event is durable before the answer leaves.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::audit::middleware::record,
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             record_metrics,

@@ -7,6 +7,7 @@ use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 use vault_crypto::TenantId;
 
+use crate::audit::middleware::NoteSlot;
 use crate::auth::{Caller, Role};
 use crate::documents::DocumentKind;
 use crate::error::{ApiError, ApiResult, ErrorBody};
@@ -58,6 +59,7 @@ pub struct SearchResponse {
 pub async fn search(
     State(state): State<SharedState>,
     caller: Caller,
+    note: NoteSlot,
     Query(params): Query<SearchQuery>,
 ) -> ApiResult<Json<SearchResponse>> {
     let tenant_id = caller.require_role(Role::Reader)?;
@@ -71,6 +73,12 @@ pub async fn search(
     }
     let query = vault_index::query::Query::parse(&params.q)
         .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?;
+    note.update(|n| {
+        n.fields = search::queried_fields(&query)
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+    });
     let page = search::search(&state, &tenant, &query, params.cursor.as_deref(), limit).await?;
     tracing::info!(tenant = %tenant.id, fields = ?search::queried_fields(&query), total = page.total, "search");
     let hits = page
@@ -82,7 +90,10 @@ pub async fn search(
                 i128::from(hit.uploaded_at_micros) * 1000,
             )
             .ok()
-            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
             .unwrap_or_default(),
             id: hit.id,
         })

@@ -66,6 +66,21 @@ impl FsStore {
         })
     }
 
+    /// Opens an existing store without changing anything in it (offline
+    /// verification and restores read evidence; they must not alter it).
+    pub fn open_existing(root: &Path) -> Result<Self, StorageError> {
+        if !root.is_dir() {
+            return Err(StorageError::Backend(format!(
+                "{} is not a directory",
+                root.display()
+            )));
+        }
+        Ok(FsStore {
+            root: root.to_owned(),
+            tmp: root.join(TMP_DIR),
+        })
+    }
+
     fn path(&self, name: &ObjectName) -> PathBuf {
         self.root.join(name.as_str())
     }

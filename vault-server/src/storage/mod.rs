@@ -15,6 +15,63 @@ use futures::stream::BoxStream;
 
 pub use names::ObjectName;
 
+/// Where an offline command finds a store: `s3://bucket/prefix` (endpoint and
+/// credentials from the standard AWS environment), a vault data directory (its
+/// `objects/` folder), or an objects directory itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// A directory.
+    Fs(std::path::PathBuf),
+    /// A bucket and key prefix.
+    S3 {
+        /// Bucket.
+        bucket: String,
+        /// Prefix inside it.
+        prefix: String,
+    },
+}
+
+impl StoreLocation {
+    /// Parses `--store`.
+    pub fn parse(raw: &str) -> Result<StoreLocation, StorageError> {
+        match raw.strip_prefix("s3://") {
+            Some(rest) => {
+                let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+                if bucket.is_empty() {
+                    return Err(StorageError::Backend(
+                        "an S3 store is s3://bucket/prefix".into(),
+                    ));
+                }
+                Ok(StoreLocation::S3 {
+                    bucket: bucket.to_owned(),
+                    prefix: prefix.trim_matches('/').to_owned(),
+                })
+            }
+            None => {
+                let dir = std::path::PathBuf::from(raw);
+                let objects = dir.join("objects");
+                Ok(StoreLocation::Fs(
+                    if objects.is_dir() && !dir.join("system").is_dir() {
+                        objects
+                    } else {
+                        dir
+                    },
+                ))
+            }
+        }
+    }
+
+    /// Opens the store without changing it.
+    pub async fn open(&self) -> Result<std::sync::Arc<dyn ObjectStore>, StorageError> {
+        Ok(match self {
+            StoreLocation::Fs(root) => std::sync::Arc::new(fs::FsStore::open_existing(root)?),
+            StoreLocation::S3 { bucket, prefix } => std::sync::Arc::new(
+                s3::S3Store::new(bucket, prefix, None, None, 16 * 1024 * 1024).await,
+            ),
+        })
+    }
+}
+
 /// A stream of object bytes.
 pub type ByteStream = BoxStream<'static, Result<Bytes, StorageError>>;
 

@@ -10,6 +10,10 @@
 //! tenants/<tenant>/docs/<doc id>/key         key record (wrapped DEK + metadata)
 //! tenants/<tenant>/docs/<doc id>/meta        public facts (kind, time, sizes)
 //! tenants/<tenant>/idempotency/<sha256 hex>  idempotency records
+//! tenants/<tenant>/audit/segments/<index>    sealed batches of audit events
+//! tenants/<tenant>/audit/checkpoints/<size>  signed tree heads of the audit log
+//! system/audit-signing/key                   wrapped Ed25519 seed (checkpoints)
+//! system/audit-signing/public                its public key, hex
 //! ```
 
 use std::fmt;
@@ -101,6 +105,44 @@ impl ObjectName {
             .ok()
     }
 
+    /// Prefix of a tenant's audit segments.
+    pub fn audit_segments_prefix(tenant: &TenantId) -> String {
+        format!("tenants/{tenant}/audit/segments/")
+    }
+
+    /// One audit segment (zero-padded so names sort in log order).
+    pub fn audit_segment(tenant: &TenantId, index: u64) -> Self {
+        Self::new(format!("tenants/{tenant}/audit/segments/{index:020}"))
+    }
+
+    /// The segment index of an audit segment name.
+    pub fn audit_segment_index(&self) -> Option<u64> {
+        let (_, index) = self.0.rsplit_once("/audit/segments/")?;
+        (index.len() == 20).then(|| index.parse().ok()).flatten()
+    }
+
+    /// Prefix of a tenant's audit checkpoints.
+    pub fn audit_checkpoints_prefix(tenant: &TenantId) -> String {
+        format!("tenants/{tenant}/audit/checkpoints/")
+    }
+
+    /// The checkpoint of the audit log at `tree_size` segments.
+    pub fn audit_checkpoint(tenant: &TenantId, tree_size: u64) -> Self {
+        Self::new(format!(
+            "tenants/{tenant}/audit/checkpoints/{tree_size:020}"
+        ))
+    }
+
+    /// The wrapped seed of the audit signing key.
+    pub fn audit_signing_key() -> Self {
+        Self::new("system/audit-signing/key".to_owned())
+    }
+
+    /// The audit signing public key (hex).
+    pub fn audit_public_key() -> Self {
+        Self::new("system/audit-signing/public".to_owned())
+    }
+
     /// Idempotency record (the key is hashed: callers may put anything in it).
     pub fn idempotency(tenant: &TenantId, key_hash_hex: &str) -> Self {
         Self::new(format!("tenants/{tenant}/idempotency/{key_hash_hex}"))
@@ -136,6 +178,13 @@ mod tests {
         }
         assert_eq!(ObjectName::doc_meta(&t, &d).meta_document(), Some(d));
         assert_eq!(ObjectName::doc_body(&t, &d).meta_document(), None);
+        assert_eq!(
+            ObjectName::audit_segment(&t, 42).audit_segment_index(),
+            Some(42)
+        );
+        assert!(ObjectName::audit_segment(&t, 42)
+            .as_str()
+            .starts_with(&ObjectName::audit_segments_prefix(&t)));
         for bad in ["", "/etc/passwd", "a/../b", "a//b", "Tenants/x", "a b"] {
             assert!(ObjectName::parse(bad).is_none(), "{bad}");
         }

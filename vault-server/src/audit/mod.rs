@@ -1,0 +1,383 @@
+//! The tamper-evident audit log.
+//!
+//! Every request that touches tenant data appends an [`AuditEvent`] to its
+//! tenant's log (requests with no tenant, such as an unknown credential, go to the
+//! reserved `system` log) before it is answered: if the event cannot be made
+//! durable the request fails with 503 and returns no data (`middleware.rs`).
+//!
+//! A log is a sequence of sealed segments (`segment.rs`), each a batch of events
+//! encrypted under the tenant's keys, written create-only by one task per tenant
+//! (`writer.rs`). The segments are the leaves of an RFC 9162 Merkle tree; the
+//! server signs checkpoints (tree size, root, time) with an Ed25519 key kept
+//! wrapped by the local key provider, periodically and at shutdown. Anyone with the
+//! public key can check a log offline (`verify.rs`, `vault-cli audit verify`):
+//! modified, deleted, inserted, reordered or truncated segments are found without
+//! any tenant key. `anomaly.rs` watches per-key read rates for bulk access.
+
+pub mod anomaly;
+pub mod event;
+pub mod middleware;
+pub mod read;
+pub mod segment;
+pub mod verify;
+mod writer;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use tokio::sync::mpsc;
+use vault_crypto::keys::{
+    EncryptionContext, KeyProvider, LocalKeyProvider, Purpose, TenantKeySpec,
+};
+use vault_crypto::merkle::Frontier;
+use vault_crypto::signing::{Checkpoint, PublicKey, SignedCheckpoint, SigningKey};
+use vault_crypto::{CryptoError, TenantId};
+
+pub use event::{AuditEvent, Outcome};
+use segment::{Segment, SegmentError};
+
+use crate::config::AuditConfig;
+use crate::error::ApiError;
+use crate::state::SharedState;
+use crate::storage::{ObjectName, ObjectStore, StorageError};
+
+/// The reserved tenant id of the system log (no tenant may be created with it).
+pub const SYSTEM_LOG: &str = "system";
+/// Objects listed per store call.
+const LIST_PAGE: usize = 1000;
+
+/// Audit failures. Messages name positions and objects, never event contents.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// The log could not be written or read now.
+    #[error("the audit log is unavailable")]
+    Unavailable,
+    /// Storage failed.
+    #[error("audit storage: {0}")]
+    Storage(#[from] StorageError),
+    /// Keys failed.
+    #[error("audit keys: {0}")]
+    Crypto(#[from] CryptoError),
+    /// A segment could not be read.
+    #[error(transparent)]
+    Segment(#[from] SegmentError),
+    /// The stored log does not hold together.
+    #[error("audit log corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl From<AuditError> for ApiError {
+    fn from(e: AuditError) -> Self {
+        tracing::error!(error = %e, "audit log failure");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "audit_unavailable",
+            "the request could not be recorded in the audit log, so it was not carried out or answered",
+        )
+    }
+}
+
+/// The checkpoint signing key and its public half.
+pub struct Signer {
+    /// Signs checkpoints.
+    pub key: SigningKey,
+    /// Verifies them; exported for offline verification.
+    pub public: PublicKey,
+}
+
+/// A checkpoint as stored: the signed tree head, plus (unsigned, checked against
+/// it) the event count and the tree's frontier so a restart need not re-read the
+/// whole log. Format 1.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StoredCheckpoint {
+    /// FORMAT CONSTANT: 1.
+    pub format: u32,
+    /// The signed checkpoint (text).
+    pub signed: String,
+    /// Events in the log at this size.
+    pub events: u64,
+    /// Frontier hashes (hex), left to right.
+    pub frontier: Vec<String>,
+}
+
+/// A stored checkpoint whose signature and frontier were checked.
+pub struct VerifiedCheckpoint {
+    /// The signed content.
+    pub checkpoint: Checkpoint,
+    /// The tree's frontier at that size.
+    pub frontier: Frontier,
+}
+
+impl StoredCheckpoint {
+    /// Checks the signature, the origin and that the frontier gives the signed root.
+    pub fn verify(
+        &self,
+        public: &PublicKey,
+        tenant: &TenantId,
+    ) -> Result<VerifiedCheckpoint, AuditError> {
+        let signed = SignedCheckpoint::parse(&self.signed)?;
+        let checkpoint = signed.verify(public)?;
+        if checkpoint.origin != origin(tenant) {
+            return Err(AuditError::Corrupt("checkpoint of another log".to_owned()));
+        }
+        let hashes = self
+            .frontier
+            .iter()
+            .map(|h| {
+                hex::decode(h)
+                    .ok()
+                    .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                    .ok_or_else(|| AuditError::Corrupt("checkpoint frontier".to_owned()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let frontier = Frontier::from_parts(checkpoint.tree_size, hashes)
+            .map_err(|_| AuditError::Corrupt("checkpoint frontier".to_owned()))?;
+        if frontier.root() != checkpoint.root {
+            return Err(AuditError::Corrupt(
+                "checkpoint frontier does not give its root".to_owned(),
+            ));
+        }
+        Ok(VerifiedCheckpoint {
+            checkpoint,
+            frontier,
+        })
+    }
+}
+
+/// The origin line of a tenant's checkpoints.
+pub fn origin(tenant: &TenantId) -> String {
+    format!("billing-vault/{tenant}/audit")
+}
+
+/// The latest checkpoint of a tenant's log, if any.
+pub async fn latest_checkpoint(
+    store: &dyn ObjectStore,
+    tenant: &TenantId,
+) -> Result<Option<StoredCheckpoint>, AuditError> {
+    let prefix = ObjectName::audit_checkpoints_prefix(tenant);
+    let mut last = None;
+    let mut start_after: Option<String> = None;
+    loop {
+        let page = store
+            .list(&prefix, start_after.as_deref(), LIST_PAGE)
+            .await?;
+        match page.last() {
+            Some(info) => {
+                last = Some(info.name.clone());
+                start_after = Some(info.name.as_str().to_owned());
+            }
+            None => break,
+        }
+        if page.len() < LIST_PAGE {
+            break;
+        }
+    }
+    let Some(name) = last else { return Ok(None) };
+    let bytes = store
+        .get_bytes(&name)
+        .await?
+        .ok_or(AuditError::Unavailable)?;
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|_| AuditError::Corrupt(format!("checkpoint {name} does not decode")))
+}
+
+/// Every segment of a tenant's log, in order, parsed (still sealed).
+pub async fn read_segments(
+    store: &dyn ObjectStore,
+    tenant: &TenantId,
+) -> Result<Vec<(ObjectName, Segment)>, AuditError> {
+    let prefix = ObjectName::audit_segments_prefix(tenant);
+    let mut out = Vec::new();
+    let mut start_after: Option<String> = None;
+    loop {
+        let page = store
+            .list(&prefix, start_after.as_deref(), LIST_PAGE)
+            .await?;
+        for info in &page {
+            let bytes = store
+                .get_bytes(&info.name)
+                .await?
+                .ok_or(AuditError::Unavailable)?;
+            out.push((info.name.clone(), Segment::parse(&bytes)?));
+        }
+        match page.last() {
+            Some(last) if page.len() == LIST_PAGE => {
+                start_after = Some(last.name.as_str().to_owned());
+            }
+            _ => return Ok(out),
+        }
+    }
+}
+
+/// The audit logs of a server.
+pub struct AuditService {
+    /// Checkpoint signing.
+    pub signer: Signer,
+    /// Keys of the system log.
+    system: TenantKeySpec,
+    logs: Mutex<HashMap<TenantId, mpsc::Sender<writer::Command>>>,
+    /// Settings.
+    pub config: AuditConfig,
+    /// Bulk-access detection.
+    pub bulk: anomaly::BulkAccess,
+}
+
+impl AuditService {
+    /// Loads the signing key (creating it on a new vault) and the system log's keys.
+    pub async fn open(
+        store: &dyn ObjectStore,
+        local_keys: &LocalKeyProvider,
+        config: AuditConfig,
+    ) -> Result<AuditService, AuditError> {
+        let system = TenantId::new(SYSTEM_LOG)?;
+        let kek_id = local_keys.ensure_tenant_key(&system, None).await?;
+        let context = EncryptionContext {
+            tenant: system.clone(),
+            purpose: Purpose::Audit,
+        };
+        let name = ObjectName::audit_signing_key();
+        let seed = match store.get_bytes(&name).await? {
+            Some(wrapped) => {
+                local_keys
+                    .decrypt_data_key(&kek_id, &wrapped, &context)
+                    .await?
+            }
+            None => {
+                let (seed, wrapped) = local_keys.generate_data_key(&kek_id, &context).await?;
+                match store.put_new_bytes(&name, Bytes::from(wrapped)).await {
+                    Ok(()) => seed,
+                    // Another process created it first: use theirs.
+                    Err(StorageError::AlreadyExists(_)) => {
+                        let wrapped = store
+                            .get_bytes(&name)
+                            .await?
+                            .ok_or(AuditError::Unavailable)?;
+                        local_keys
+                            .decrypt_data_key(&kek_id, &wrapped, &context)
+                            .await?
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        };
+        let key = SigningKey::from_seed(&seed);
+        let public = key.public_key();
+        store
+            .replace(
+                &ObjectName::audit_public_key(),
+                Bytes::from(public.to_hex()),
+            )
+            .await?;
+        Ok(AuditService {
+            signer: Signer { key, public },
+            system: TenantKeySpec {
+                tenant: system,
+                provider: local_keys.id().to_owned(),
+                kek_id,
+                branch_version: 1,
+                min_decryption_version: 1,
+                index_version: 1,
+            },
+            logs: Mutex::new(HashMap::new()),
+            bulk: anomaly::BulkAccess::new(&config),
+            config,
+        })
+    }
+
+    fn queue(&self, state: &SharedState, tenant: &TenantId) -> mpsc::Sender<writer::Command> {
+        let mut logs = self.logs.lock().unwrap_or_else(PoisonError::into_inner);
+        logs.entry(tenant.clone())
+            .or_insert_with(|| writer::spawn(Arc::clone(state), tenant.clone()))
+            .clone()
+    }
+
+    fn open_queues(&self) -> Vec<mpsc::Sender<writer::Command>> {
+        self.logs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
+    }
+}
+
+/// The keys a tenant's log is sealed under.
+async fn key_spec(state: &SharedState, tenant: &TenantId) -> Result<TenantKeySpec, AuditError> {
+    if tenant.as_str() == SYSTEM_LOG {
+        return Ok(state.audit.system.clone());
+    }
+    match state.tenants.get(tenant).await {
+        Ok(Some(record)) => Ok(record.key_spec()),
+        _ => Err(AuditError::Unavailable),
+    }
+}
+
+/// Appends an event (its `seq` is assigned by the log) and waits until it is
+/// durable; returns its seq.
+pub async fn append(
+    state: &SharedState,
+    tenant: &TenantId,
+    event: AuditEvent,
+) -> Result<u64, AuditError> {
+    let queue = state.audit.queue(state, tenant);
+    writer::ask(&queue, |done| {
+        writer::Command::Append(Box::new(event), done)
+    })
+    .await
+}
+
+/// Writes a checkpoint of every open log that grew.
+pub async fn checkpoint_all(state: &SharedState) {
+    for queue in state.audit.open_queues() {
+        if let Err(e) = writer::ask(&queue, writer::Command::Checkpoint).await {
+            tracing::error!(error = %e, "audit checkpoint failed");
+        }
+    }
+}
+
+/// Writes a checkpoint of one tenant's log (if it grew) and returns the latest.
+pub async fn checkpoint_now(
+    state: &SharedState,
+    tenant: &TenantId,
+) -> Result<Option<StoredCheckpoint>, AuditError> {
+    let queue = state.audit.queue(state, tenant);
+    writer::ask(&queue, writer::Command::Checkpoint).await?;
+    latest_checkpoint(state.store.as_ref(), tenant).await
+}
+
+/// Checkpoints every `audit.checkpoint_interval_secs`, for ever.
+pub async fn run_checkpointer(state: SharedState) {
+    let mut tick = tokio::time::interval(Duration::from_secs(
+        state.audit.config.checkpoint_interval_secs,
+    ));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        checkpoint_all(&state).await;
+    }
+}
+
+/// A new event for `action` at this moment (seq assigned on append).
+pub fn new_event(action: &str, actor: String, outcome: Outcome, status: u16) -> AuditEvent {
+    AuditEvent {
+        seq: 0,
+        time: OffsetDateTime::now_utc(),
+        actor,
+        roles: Vec::new(),
+        action: action.to_owned(),
+        document: None,
+        outcome,
+        status,
+        request_id: String::new(),
+        client: None,
+        fields: Vec::new(),
+        detail: None,
+    }
+}

@@ -1,0 +1,160 @@
+//! Reading a log back: events by time and actor (decrypted with the tenant's keys),
+//! and Merkle proofs over its segments.
+
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+use vault_crypto::merkle;
+use vault_crypto::TenantId;
+
+use super::{key_spec, read_segments, AuditError, AuditEvent};
+use crate::error::ApiError;
+use crate::state::SharedState;
+
+/// An inclusion (and optionally consistency) proof, RFC 9162.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ProofResponse {
+    /// The segment holding the event (its leaf index).
+    pub segment: u64,
+    /// The segment's leaf hash (hex).
+    pub leaf_hash: String,
+    /// Tree size proved against.
+    pub tree_size: u64,
+    /// The root at that size (hex).
+    pub root: String,
+    /// Inclusion proof (hex hashes).
+    pub inclusion: Vec<String>,
+    /// Consistency proof from `old_size` (hex hashes), when asked.
+    pub consistency: Option<Vec<String>>,
+}
+
+/// Which events to return.
+#[derive(Debug, Default)]
+pub struct EventFilter {
+    /// At or after.
+    pub since: Option<OffsetDateTime>,
+    /// Before.
+    pub until: Option<OffsetDateTime>,
+    /// Of this actor.
+    pub actor: Option<String>,
+    /// With a sequence number above this.
+    pub after_seq: Option<u64>,
+}
+
+/// A page of events.
+pub struct EventsPage {
+    /// Events in log order.
+    pub events: Vec<AuditEvent>,
+    /// The last returned seq, when more may follow.
+    pub next_cursor: Option<u64>,
+}
+
+/// Events of a tenant's log matching `filter`, at most `limit`.
+pub async fn read_events(
+    state: &SharedState,
+    tenant: &TenantId,
+    filter: EventFilter,
+    limit: usize,
+) -> Result<EventsPage, AuditError> {
+    let spec = key_spec(state, tenant).await?;
+    let mut events = Vec::new();
+    for (_, segment) in read_segments(state.store.as_ref(), tenant).await? {
+        if filter
+            .after_seq
+            .is_some_and(|after| segment.header.next_seq() <= after + 1)
+        {
+            continue;
+        }
+        let branch = state
+            .keys
+            .branch_key(&spec, &segment.record.key_ref)
+            .await?;
+        for event in segment.open(tenant, &branch)? {
+            let wanted = filter.after_seq.is_none_or(|after| event.seq > after)
+                && filter.since.is_none_or(|t| event.time >= t)
+                && filter.until.is_none_or(|t| event.time < t)
+                && filter.actor.as_ref().is_none_or(|a| *a == event.actor);
+            if wanted {
+                if events.len() == limit {
+                    let next_cursor = events.last().map(|e: &AuditEvent| e.seq);
+                    return Ok(EventsPage {
+                        events,
+                        next_cursor,
+                    });
+                }
+                events.push(event);
+            }
+        }
+    }
+    Ok(EventsPage {
+        events,
+        next_cursor: None,
+    })
+}
+
+/// An inclusion proof for the segment holding `seq`, against `tree_size` (default:
+/// the latest checkpoint), and a consistency proof from `old_size` when asked.
+pub async fn prove(
+    state: &SharedState,
+    tenant: &TenantId,
+    seq: u64,
+    tree_size: Option<u64>,
+    old_size: Option<u64>,
+) -> Result<ProofResponse, ApiError> {
+    let segments = read_segments(state.store.as_ref(), tenant).await?;
+    let leaves: Vec<[u8; 32]> = segments.iter().map(|(_, s)| s.leaf_hash()).collect();
+    let size = match tree_size {
+        Some(size) => size,
+        None => match super::latest_checkpoint(state.store.as_ref(), tenant).await? {
+            Some(stored) => {
+                stored
+                    .verify(&state.audit.signer.public, tenant)?
+                    .checkpoint
+                    .tree_size
+            }
+            None => leaves.len() as u64,
+        },
+    };
+    let bad = |m: &str| ApiError::bad_request("invalid_query", m.to_owned());
+    let size_usize = usize::try_from(size).map_err(|_| bad("tree_size too large"))?;
+    if size_usize > leaves.len() || size == 0 {
+        return Err(bad("tree_size must be between 1 and the log's size"));
+    }
+    let index = segments[..size_usize]
+        .iter()
+        .position(|(_, s)| s.header.first_seq <= seq && seq < s.header.next_seq())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "event_not_found",
+                "no event with this seq in the tree of that size",
+            )
+        })?;
+    let prefix = &leaves[..size_usize];
+    let inclusion = merkle::inclusion_proof(prefix, index).map_err(AuditError::from)?;
+    let consistency = match old_size {
+        Some(old) => {
+            let old = usize::try_from(old).map_err(|_| bad("old_size too large"))?;
+            if old == 0 || old > size_usize {
+                return Err(bad("old_size must be between 1 and tree_size"));
+            }
+            Some(
+                merkle::consistency_proof(prefix, old)
+                    .map_err(AuditError::from)?
+                    .iter()
+                    .map(hex::encode)
+                    .collect(),
+            )
+        }
+        None => None,
+    };
+    Ok(ProofResponse {
+        segment: index as u64,
+        leaf_hash: hex::encode(prefix[index]),
+        tree_size: size,
+        root: hex::encode(merkle::root(prefix)),
+        inclusion: inclusion.iter().map(hex::encode).collect(),
+        consistency,
+    })
+}

@@ -1,0 +1,258 @@
+//! One tenant's audit log writer: a task that owns the log's tail.
+//!
+//! Requests send their event and wait. The task takes every event waiting at that
+//! moment (group commit), gives them consecutive sequence numbers, seals them as
+//! the next segment and writes it create-only; then it answers every waiting
+//! request at once. Under load one segment carries many events, so auditing costs
+//! one write per batch, not per request. A failed write answers every waiter with
+//! the error (fail closed) and leaves the tail where it was.
+//!
+//! The task keeps the Merkle tree's right frontier (O(log n) hashes), and writes a
+//! signed checkpoint when asked (periodically and at shutdown). At start it loads
+//! the latest checkpoint and reads only the segments after it.
+
+use bytes::Bytes;
+use time::OffsetDateTime;
+use tokio::sync::{mpsc, oneshot};
+use vault_crypto::merkle::Frontier;
+use vault_crypto::signing::Checkpoint;
+use vault_crypto::TenantId;
+
+use super::event::AuditEvent;
+use super::segment::{self, Segment};
+use super::{AuditError, StoredCheckpoint};
+use crate::state::SharedState;
+use crate::storage::{ObjectName, StorageError};
+
+/// Most events sealed in one segment.
+const MAX_BATCH: usize = 512;
+/// Requests that may wait for one log at a time (back-pressure beyond that).
+const QUEUE: usize = 4096;
+/// Objects listed per store call.
+const LIST_PAGE: usize = 1000;
+
+/// A message to a log's task.
+pub enum Command {
+    /// Append an event (its `seq` is assigned here); answers with the seq.
+    Append(Box<AuditEvent>, oneshot::Sender<Result<u64, AuditError>>),
+    /// Write a checkpoint if the log grew since the last; answers with its size.
+    Checkpoint(oneshot::Sender<Result<Option<u64>, AuditError>>),
+}
+
+/// Where the log's tail stands.
+struct Tail {
+    /// Segments written (the tree size).
+    segments: u64,
+    /// Events written.
+    events: u64,
+    frontier: Frontier,
+    /// Tree size of the latest checkpoint.
+    checkpointed: u64,
+}
+
+/// Starts a tenant's log task; returns its queue.
+pub fn spawn(state: SharedState, tenant: TenantId) -> mpsc::Sender<Command> {
+    let (tx, rx) = mpsc::channel(QUEUE);
+    tokio::spawn(run(state, tenant, rx));
+    tx
+}
+
+async fn run(state: SharedState, tenant: TenantId, mut rx: mpsc::Receiver<Command>) {
+    let mut tail: Option<Tail> = None;
+    while let Some(first) = rx.recv().await {
+        let mut appends = Vec::new();
+        let mut checkpoints = Vec::new();
+        let mut next = Some(first);
+        while let Some(command) = next.take() {
+            match command {
+                Command::Append(event, done) => appends.push((*event, done)),
+                Command::Checkpoint(done) => checkpoints.push(done),
+            }
+            if appends.len() < MAX_BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        if tail.is_none() {
+            match load(&state, &tenant).await {
+                Ok(loaded) => tail = Some(loaded),
+                Err(e) => {
+                    tracing::error!(tenant = %tenant, error = %e, "audit log could not be opened");
+                    for (_, done) in appends {
+                        let _ = done.send(Err(AuditError::Unavailable));
+                    }
+                    for done in checkpoints {
+                        let _ = done.send(Err(AuditError::Unavailable));
+                    }
+                    continue;
+                }
+            }
+        }
+        let Some(current) = tail.as_mut() else {
+            continue;
+        };
+        if !appends.is_empty() {
+            let (events, waiters): (Vec<AuditEvent>, Vec<_>) = appends.into_iter().unzip();
+            match write_segment(&state, &tenant, current, events).await {
+                Ok(first_seq) => {
+                    for (i, done) in waiters.into_iter().enumerate() {
+                        let _ = done.send(Ok(first_seq + i as u64));
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(tenant = %tenant, error = %e, "audit segment could not be written; requests fail closed");
+                    // The tail may be stale (another writer, a half-known write):
+                    // reload it before the next batch.
+                    tail = None;
+                    for done in waiters {
+                        let _ = done.send(Err(AuditError::Unavailable));
+                    }
+                }
+            }
+        }
+        for done in checkpoints {
+            let result = match tail.as_mut() {
+                Some(current) => write_checkpoint(&state, &tenant, current).await,
+                None => Err(AuditError::Unavailable),
+            };
+            let _ = done.send(result);
+        }
+    }
+}
+
+async fn write_segment(
+    state: &SharedState,
+    tenant: &TenantId,
+    tail: &mut Tail,
+    mut events: Vec<AuditEvent>,
+) -> Result<u64, AuditError> {
+    let first_seq = tail.events;
+    for (i, event) in events.iter_mut().enumerate() {
+        event.seq = first_seq + i as u64;
+    }
+    let spec = super::key_spec(state, tenant).await?;
+    let (key_ref, branch) = state.keys.branch_key_for_upload(&spec).await?;
+    let bytes = segment::seal(tenant, tail.segments, &events, &branch, key_ref)?;
+    let parsed = Segment::parse(&bytes)?;
+    state
+        .store
+        .put_new_bytes(
+            &ObjectName::audit_segment(tenant, tail.segments),
+            Bytes::from(bytes),
+        )
+        .await?;
+    tail.frontier.push(parsed.leaf_hash());
+    tail.segments += 1;
+    tail.events += events.len() as u64;
+    state.metrics.audit_events.inc_by(events.len() as u64);
+    state.metrics.audit_segments.inc();
+    Ok(first_seq)
+}
+
+async fn write_checkpoint(
+    state: &SharedState,
+    tenant: &TenantId,
+    tail: &mut Tail,
+) -> Result<Option<u64>, AuditError> {
+    if tail.segments == tail.checkpointed {
+        return Ok(None);
+    }
+    let checkpoint = Checkpoint {
+        origin: super::origin(tenant),
+        tree_size: tail.segments,
+        root: tail.frontier.root(),
+        timestamp_unix_ms: (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as u64,
+    };
+    let signed = checkpoint.sign(&state.audit.signer.key);
+    let stored = StoredCheckpoint {
+        format: 1,
+        signed: signed.encode(),
+        events: tail.events,
+        frontier: tail.frontier.hashes().iter().map(hex::encode).collect(),
+    };
+    let json = serde_json::to_vec_pretty(&stored).map_err(|_| AuditError::Unavailable)?;
+    match state
+        .store
+        .put_new_bytes(
+            &ObjectName::audit_checkpoint(tenant, tail.segments),
+            Bytes::from(json),
+        )
+        .await
+    {
+        // Written already (a checkpoint at this size is the same tree head).
+        Ok(()) | Err(StorageError::AlreadyExists(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    tail.checkpointed = tail.segments;
+    Ok(Some(tail.segments))
+}
+
+/// Loads the tail: the latest checkpoint (checked against the signing key), then
+/// every segment after it.
+async fn load(state: &SharedState, tenant: &TenantId) -> Result<Tail, AuditError> {
+    let mut tail = Tail {
+        segments: 0,
+        events: 0,
+        frontier: Frontier::new(),
+        checkpointed: 0,
+    };
+    if let Some(stored) = super::latest_checkpoint(state.store.as_ref(), tenant).await? {
+        let verified = stored.verify(&state.audit.signer.public, tenant)?;
+        tail.segments = verified.checkpoint.tree_size;
+        tail.events = stored.events;
+        tail.frontier = verified.frontier;
+        tail.checkpointed = tail.segments;
+    }
+    let prefix = ObjectName::audit_segments_prefix(tenant);
+    let mut start_after = (tail.segments > 0).then(|| {
+        ObjectName::audit_segment(tenant, tail.segments - 1)
+            .as_str()
+            .to_owned()
+    });
+    loop {
+        let page = state
+            .store
+            .list(&prefix, start_after.as_deref(), LIST_PAGE)
+            .await?;
+        for info in &page {
+            let bytes = state
+                .store
+                .get_bytes(&info.name)
+                .await?
+                .ok_or(AuditError::Unavailable)?;
+            let segment = Segment::parse(&bytes)?;
+            if info.name.audit_segment_index() != Some(tail.segments)
+                || segment.header.index != tail.segments
+                || segment.header.first_seq != tail.events
+                || !segment.is_bound_to(tenant)
+            {
+                return Err(AuditError::Corrupt(format!(
+                    "segment {} does not follow the log",
+                    tail.segments
+                )));
+            }
+            tail.frontier.push(segment.leaf_hash());
+            tail.segments += 1;
+            tail.events = segment.header.next_seq();
+        }
+        match page.last() {
+            Some(last) if page.len() == LIST_PAGE => {
+                start_after = Some(last.name.as_str().to_owned())
+            }
+            _ => break,
+        }
+    }
+    Ok(tail)
+}
+
+/// Sends a command and waits for its answer.
+pub async fn ask<T>(
+    queue: &mpsc::Sender<Command>,
+    make: impl FnOnce(oneshot::Sender<Result<T, AuditError>>) -> Command,
+) -> Result<T, AuditError> {
+    let (done, answer) = oneshot::channel();
+    queue
+        .send(make(done))
+        .await
+        .map_err(|_| AuditError::Unavailable)?;
+    answer.await.map_err(|_| AuditError::Unavailable)?
+}

@@ -1,0 +1,200 @@
+//! The auditor's API: events by time and actor, the latest signed checkpoint, and
+//! Merkle proofs. Tenant API keys need the `auditor` role and see their tenant;
+//! operators name the tenant (`?tenant=`).
+
+use axum::extract::{Query, State};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use utoipa::{IntoParams, ToSchema};
+use vault_crypto::TenantId;
+
+use crate::audit::middleware::NoteSlot;
+use crate::audit::read::{self, EventFilter, ProofResponse};
+use crate::audit::{self, AuditEvent};
+use crate::auth::{Caller, CredentialKind, Role};
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::state::SharedState;
+
+/// Largest page of events.
+const MAX_LIMIT: usize = 1000;
+
+/// Query of `GET /v1/audit/events`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    /// Only events at or after this RFC 3339 time.
+    pub since: Option<String>,
+    /// Only events before this RFC 3339 time.
+    pub until: Option<String>,
+    /// Only events of this actor (`apikey:<id>`, `operator:<id>`).
+    pub actor: Option<String>,
+    /// From a previous page's `next_cursor`.
+    pub cursor: Option<String>,
+    /// Page size, 1 to 1000 (default 100).
+    pub limit: Option<usize>,
+    /// The tenant (operators only; `system` for the system log).
+    pub tenant: Option<String>,
+}
+
+/// A page of events.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct EventsResponse {
+    /// Events in log order.
+    pub events: Vec<AuditEvent>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Query naming a tenant (operators only).
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct TenantQuery {
+    /// The tenant (operators only).
+    pub tenant: Option<String>,
+}
+
+/// The latest checkpoint.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CheckpointResponse {
+    /// The signed checkpoint (text); save it to hold the log to it later.
+    pub checkpoint: Option<String>,
+    /// Segments covered.
+    pub tree_size: u64,
+    /// Events covered.
+    pub events: u64,
+    /// The vault's checkpoint public key (Ed25519, hex).
+    pub public_key: String,
+}
+
+/// Query of `GET /v1/audit/proof`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ProofQuery {
+    /// The event to prove.
+    pub seq: u64,
+    /// Tree size to prove against (default: the latest checkpoint).
+    pub tree_size: Option<u64>,
+    /// Also prove the tree at `tree_size` extends the tree at this size.
+    pub old_size: Option<u64>,
+    /// The tenant (operators only).
+    pub tenant: Option<String>,
+}
+
+/// The tenant whose log the caller may read.
+fn audited_tenant(
+    caller: &Caller,
+    note: &NoteSlot,
+    requested: Option<&str>,
+) -> ApiResult<TenantId> {
+    let tenant = match caller.kind {
+        CredentialKind::Operator => {
+            let raw = requested.ok_or_else(|| {
+                ApiError::bad_request("missing_tenant", "operators name the tenant: ?tenant=")
+            })?;
+            TenantId::new(raw)
+                .map_err(|e| ApiError::bad_request("invalid_tenant_id", e.to_string()))
+        }
+        CredentialKind::ApiKey => Ok(caller.require_role(Role::Auditor)?.clone()),
+    }?;
+    // Reading a log is recorded in that log.
+    note.update(|n| n.tenant = Some(tenant.clone()));
+    Ok(tenant)
+}
+
+fn parse_time(raw: Option<&str>, name: &str) -> ApiResult<Option<OffsetDateTime>> {
+    raw.map(|s| {
+        OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).map_err(|_| {
+            ApiError::bad_request("invalid_query", format!("{name} must be an RFC 3339 time"))
+        })
+    })
+    .transpose()
+}
+
+/// Reads a tenant's audit events.
+#[utoipa::path(get, path = "/v1/audit/events", params(EventsQuery),
+    responses((status = 200, body = EventsResponse), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn events(
+    State(state): State<SharedState>,
+    caller: Caller,
+    note: NoteSlot,
+    Query(query): Query<EventsQuery>,
+) -> ApiResult<Json<EventsResponse>> {
+    let tenant = audited_tenant(&caller, &note, query.tenant.as_deref())?;
+    let since = parse_time(query.since.as_deref(), "since")?;
+    let until = parse_time(query.until.as_deref(), "until")?;
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("limit must be 1 to {MAX_LIMIT}"),
+        ));
+    }
+    let after_seq = match &query.cursor {
+        Some(c) => Some(c.parse::<u64>().map_err(|_| {
+            ApiError::bad_request("invalid_cursor", "cursor is not one this server gave")
+        })?),
+        None => None,
+    };
+    let page = read::read_events(
+        &state,
+        &tenant,
+        EventFilter {
+            since,
+            until,
+            actor: query.actor,
+            after_seq,
+        },
+        limit,
+    )
+    .await?;
+    Ok(Json(EventsResponse {
+        next_cursor: page.next_cursor.map(|s| s.to_string()),
+        events: page.events,
+    }))
+}
+
+/// Writes a checkpoint if the log grew, and returns the latest.
+#[utoipa::path(get, path = "/v1/audit/checkpoint", params(TenantQuery),
+    responses((status = 200, body = CheckpointResponse), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn checkpoint(
+    State(state): State<SharedState>,
+    caller: Caller,
+    note: NoteSlot,
+    Query(query): Query<TenantQuery>,
+) -> ApiResult<Json<CheckpointResponse>> {
+    let tenant = audited_tenant(&caller, &note, query.tenant.as_deref())?;
+    let latest = audit::checkpoint_now(&state, &tenant).await?;
+    let tree_size = match &latest {
+        Some(stored) => {
+            stored
+                .verify(&state.audit.signer.public, &tenant)?
+                .checkpoint
+                .tree_size
+        }
+        None => 0,
+    };
+    Ok(Json(CheckpointResponse {
+        tree_size,
+        events: latest.as_ref().map_or(0, |c| c.events),
+        checkpoint: latest.map(|c| c.signed),
+        public_key: state.audit.signer.public.to_hex(),
+    }))
+}
+
+/// Proves an event's segment is in the log (and the log only grew).
+#[utoipa::path(get, path = "/v1/audit/proof", params(ProofQuery),
+    responses((status = 200, body = ProofResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn proof(
+    State(state): State<SharedState>,
+    caller: Caller,
+    note: NoteSlot,
+    Query(query): Query<ProofQuery>,
+) -> ApiResult<Json<ProofResponse>> {
+    let tenant = audited_tenant(&caller, &note, query.tenant.as_deref())?;
+    let proof = read::prove(&state, &tenant, query.seq, query.tree_size, query.old_size).await?;
+    Ok(Json(proof))
+}
