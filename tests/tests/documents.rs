@@ -444,11 +444,17 @@ async fn roles_revocation_and_expiry_are_enforced() {
     app.create_tenant("acme").await;
     let uploader = app.api_key("acme", &["uploader"]).await;
     let reader = app.api_key("acme", &["reader"]).await;
-    let created: Value = upload(&app, &uploader, "claim", "text/plain", b"x document".to_vec())
-        .await
-        .json()
-        .await
-        .unwrap();
+    let created: Value = upload(
+        &app,
+        &uploader,
+        "claim",
+        "text/plain",
+        b"x document".to_vec(),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
     let id = created["id"].as_str().unwrap();
     assert_eq!(
         code_of(get(&app, &uploader, &format!("/v1/documents/{id}")).await).await,
@@ -636,17 +642,11 @@ async fn a_flipped_byte_at_rest_fails_the_download_never_returns_wrong_bytes() {
     let app = TestApp::builder().start().await;
     app.create_tenant("acme").await;
     let key = app.api_key("acme", ALL_ROLES).await;
-    let small: Value = upload(
-        &app,
-        &key,
-        "eob",
-        "text/plain",
-        b"small document".to_vec(),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+    let small: Value = upload(&app, &key, "eob", "text/plain", b"small document".to_vec())
+        .await
+        .json()
+        .await
+        .unwrap();
     let mut seed = 7u64;
     let big_bytes = scan_chunk(&mut seed, 300 * 1024);
     let big: Value = upload(&app, &key, "scan", "image/png", big_bytes.clone())

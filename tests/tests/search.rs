@@ -188,7 +188,12 @@ async fn load(app: &TestApp, key: &str, docs: &[Doc]) -> Vec<Uploaded> {
         let r = app
             .upload(key, doc.kind, doc.content_type, doc.body.clone(), &headers)
             .await;
-        assert_eq!(r.status(), StatusCode::CREATED, "{}", r.text().await.unwrap_or_default());
+        assert_eq!(
+            r.status(),
+            StatusCode::CREATED,
+            "{}",
+            r.text().await.unwrap_or_default()
+        );
         let body: Value = r.json().await.expect("upload json");
         let fields = expected.unwrap_or_default();
         let terms = search_terms(&fields);
@@ -238,14 +243,18 @@ fn queries(docs: &[Uploaded]) -> Vec<String> {
         for field in wanted {
             if let Some(value) = doc.fields.get(field.name()).and_then(|v| v.first()) {
                 // Every document gives a few fields, every third gives all.
-                if i % 3 == 0 || matches!(field, Field::PatientName | Field::MemberId | Field::ClaimId) {
+                if i % 3 == 0
+                    || matches!(field, Field::PatientName | Field::MemberId | Field::ClaimId)
+                {
                     out.insert(format!("{}:{}", field.name(), quoted(value)));
                 }
             }
         }
         let names = doc.fields.get("patient_name");
         let dates = doc.fields.get("service_date");
-        if let (Some(name), Some(date)) = (names.and_then(|v| v.first()), dates.and_then(|v| v.first())) {
+        if let (Some(name), Some(date)) =
+            (names.and_then(|v| v.first()), dates.and_then(|v| v.first()))
+        {
             if let Some(month) = vault_index::normalize::month(date) {
                 out.insert(format!(
                     "patient_name:{} AND service_month:[{month} TO {month}]",
@@ -264,7 +273,9 @@ fn queries(docs: &[Uploaded]) -> Vec<String> {
     out.insert("procedure_code:99213 AND NOT diagnosis_code:I10".into());
     // Values of the wrong shape (a four-digit "NPI" in a sample) are stored and
     // readable but not searchable: no query is made of them.
-    out.into_iter().filter(|q| Query::parse(q).is_ok()).collect()
+    out.into_iter()
+        .filter(|q| Query::parse(q).is_ok())
+        .collect()
 }
 
 async fn search_all(app: &TestApp, key: &str, query: &str, limit: usize) -> (u64, Vec<String>) {
@@ -281,10 +292,19 @@ async fn search_all(app: &TestApp, key: &str, query: &str, limit: usize) -> (u64
             request = request.query(&[("cursor", c)]);
         }
         let r = request.send().await.expect("search");
-        assert_eq!(r.status(), StatusCode::OK, "{query}: {}", r.text().await.unwrap_or_default());
+        assert_eq!(
+            r.status(),
+            StatusCode::OK,
+            "{query}: {}",
+            r.text().await.unwrap_or_default()
+        );
         let page: Value = r.json().await.expect("search json");
         let page_total = page["total"].as_u64().expect("total");
-        assert_eq!(*total.get_or_insert(page_total), page_total, "total stays put across pages");
+        assert_eq!(
+            *total.get_or_insert(page_total),
+            page_total,
+            "total stays put across pages"
+        );
         ids.extend(
             page["hits"]
                 .as_array()
@@ -315,7 +335,10 @@ async fn assert_parity(app: &TestApp, key: &str, docs: &[Uploaded], queries: &[S
         let (total, ids) = search_all(app, key, text, 1000).await;
         let found: BTreeSet<String> = ids.iter().cloned().collect();
         assert_eq!(found.len(), ids.len(), "{text}: no document twice");
-        assert_eq!(found, expected, "{text}: exactly the plaintext scan's documents");
+        assert_eq!(
+            found, expected,
+            "{text}: exactly the plaintext scan's documents"
+        );
         assert_eq!(total as usize, expected.len(), "{text}");
         non_empty += usize::from(!expected.is_empty());
     }
@@ -330,7 +353,10 @@ fn distinctive_values(docs: &[Uploaded]) -> BTreeSet<String> {
             for v in vs {
                 let v = v.trim();
                 // Short or hex-only values could occur by chance in token terms.
-                if v.len() >= 6 && v.chars().any(|c| c.is_ascii_alphabetic() && !c.is_ascii_hexdigit()) {
+                if v.len() >= 6
+                    && v.chars()
+                        .any(|c| c.is_ascii_alphabetic() && !c.is_ascii_hexdigit())
+                {
                     values.insert(v.to_owned());
                     values.insert(vault_index::normalize::name(v));
                 }
@@ -338,7 +364,9 @@ fn distinctive_values(docs: &[Uploaded]) -> BTreeSet<String> {
         }
         for (field, term) in &doc.terms {
             if term.len() >= 6
-                && term.chars().any(|c| c.is_ascii_alphabetic() && !c.is_ascii_hexdigit())
+                && term
+                    .chars()
+                    .any(|c| c.is_ascii_alphabetic() && !c.is_ascii_hexdigit())
                 && *field != Field::Payer
             {
                 values.insert(term.clone());
@@ -352,7 +380,12 @@ fn distinctive_values(docs: &[Uploaded]) -> BTreeSet<String> {
 fn index_files(app: &TestApp) -> Vec<(String, Vec<u8>)> {
     files_under(&app.data_dir.join("index"))
         .into_iter()
-        .map(|p| (p.display().to_string(), std::fs::read(&p).expect("read index file")))
+        .map(|p| {
+            (
+                p.display().to_string(),
+                std::fs::read(&p).expect("read index file"),
+            )
+        })
         .collect()
 }
 
@@ -361,16 +394,24 @@ async fn search_matches_a_plaintext_scan_of_the_corpus() {
     let app = TestApp::builder().backend(Backend::Fs).start().await;
     app.create_tenant("acme").await;
     app.create_tenant("other").await;
-    let key = app.api_key("acme", &["uploader", "reader", "tenant-admin"]).await;
+    let key = app
+        .api_key("acme", &["uploader", "reader", "tenant-admin"])
+        .await;
     let other = app.api_key("other", &["uploader", "reader"]).await;
 
     let mut docs = corpus();
     let corpus_len = docs.len();
     docs.extend(generated());
     let uploaded = load(&app, &key, &docs).await;
-    assert!(corpus_len > 100, "the shared corpus is loaded: {corpus_len} files");
+    assert!(
+        corpus_len > 100,
+        "the shared corpus is loaded: {corpus_len} files"
+    );
     let with_fields = uploaded.iter().filter(|d| !d.terms.is_empty()).count();
-    assert!(with_fields > 150, "most documents have fields: {with_fields}");
+    assert!(
+        with_fields > 150,
+        "most documents have fields: {with_fields}"
+    );
 
     // Searchable as soon as the upload was answered.
     let queries = queries(&uploaded);
@@ -392,7 +433,10 @@ async fn search_matches_a_plaintext_scan_of_the_corpus() {
     for claim in SynthClaim::batch(4242, 120).iter().take(20) {
         let q = format!("member_id:{}", claim.member_id);
         let (total, _) = search_all(&app, &key, &q, 1000).await;
-        assert!(total >= 2, "{q}: an 835 and a scan carry this member id ({total})");
+        assert!(
+            total >= 2,
+            "{q}: an 835 and a scan carry this member id ({total})"
+        );
     }
 
     // Pagination: small pages give the same set as one large page.
@@ -456,7 +500,11 @@ async fn search_matches_a_plaintext_scan_of_the_corpus() {
 
     // Rebuild on request, through the CLI.
     let out = app.cli(&["--json", "index", "rebuild", "--tenant", "acme"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: Value = serde_json::from_slice(&out.stdout).expect("rebuild json");
     assert_eq!(report["documents"].as_u64(), Some(remaining.len() as u64));
     assert_eq!(report["added"].as_u64(), Some(remaining.len() as u64));
@@ -492,11 +540,16 @@ async fn bad_queries_and_bad_documents_get_clear_errors() {
         assert_eq!(body["code"], "invalid_query", "{query}");
         let message = body["message"].as_str().unwrap_or("");
         assert!(message.contains(position), "{query}: {message}");
-        assert!(!message.contains("123456789") && !message.contains("yesterday"), "{message}");
+        assert!(
+            !message.contains("123456789") && !message.contains("yesterday"),
+            "{message}"
+        );
     }
     let r = app.get_as(&uploader, "/v1/search?q=member_id:W1").await;
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
-    let r = app.get_as(&key, "/v1/search?q=member_id:W1&cursor=junk").await;
+    let r = app
+        .get_as(&key, "/v1/search?q=member_id:W1&cursor=junk")
+        .await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     let r = app.get_as(&key, "/v1/search?q=member_id:W1&limit=0").await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
@@ -505,16 +558,36 @@ async fn bad_queries_and_bad_documents_get_clear_errors() {
     let bad_x12 = b"ISA*00*          *00*          *ZZ*SENDER         *ZZ*RECEIVER       *240101*1200*^*00501*000000001*0*P*:~GS*HC*S*R*20240101*1200*1*X*005010X222A1~ST*837*0001~**SECRETVALUE~".to_vec();
     for (body, content_type) in [
         (bad_x12.clone(), "application/edi-x12"),
-        (b"{\"resourceType\": \"ExplanationOfBenefit\", \"patient\": SECRETVALUE".to_vec(), "application/fhir+json"),
-        (b"SECRETVALUE, not X12 at all".to_vec(), "application/edi-x12"),
+        (
+            b"{\"resourceType\": \"ExplanationOfBenefit\", \"patient\": SECRETVALUE".to_vec(),
+            "application/fhir+json",
+        ),
+        (
+            b"SECRETVALUE, not X12 at all".to_vec(),
+            "application/edi-x12",
+        ),
     ] {
-        let r = app.upload(&key, "claim", content_type, body.clone(), &[]).await;
+        let r = app
+            .upload(&key, "claim", content_type, body.clone(), &[])
+            .await;
         assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
         let err: Value = r.json().await.expect("json");
         assert_eq!(err["code"], "extraction_failed");
-        assert!(!err["message"].as_str().unwrap_or("").contains("SECRETVALUE"), "{err}");
+        assert!(
+            !err["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("SECRETVALUE"),
+            "{err}"
+        );
         let r = app
-            .upload(&key, "claim", content_type, body, &[("X-Vault-Extraction", "opaque")])
+            .upload(
+                &key,
+                "claim",
+                content_type,
+                body,
+                &[("X-Vault-Extraction", "opaque")],
+            )
             .await;
         assert_eq!(r.status(), StatusCode::CREATED);
         let stored: Value = r.json().await.expect("json");
@@ -531,18 +604,34 @@ async fn bad_queries_and_bad_documents_get_clear_errors() {
 
     // Caller fields are checked for shape.
     let r = app
-        .upload(&key, "scan", "application/pdf", b"%PDF".to_vec(), &[("X-Vault-Fields", r#"{"provider_npi": "12"}"#)])
+        .upload(
+            &key,
+            "scan",
+            "application/pdf",
+            b"%PDF".to_vec(),
+            &[("X-Vault-Fields", r#"{"provider_npi": "12"}"#)],
+        )
         .await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     let r = app
-        .upload(&key, "scan", "application/pdf", b"%PDF".to_vec(), &[("X-Vault-Extraction", "maybe")])
+        .upload(
+            &key,
+            "scan",
+            "application/pdf",
+            b"%PDF".to_vec(),
+            &[("X-Vault-Extraction", "maybe")],
+        )
         .await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn search_works_on_s3_with_kms_keys() {
-    let app = TestApp::builder().backend(Backend::S3).aws_kms().start().await;
+    let app = TestApp::builder()
+        .backend(Backend::S3)
+        .aws_kms()
+        .start()
+        .await;
     app.create_tenant_with("acme", "aws-kms").await;
     let key = app.api_key("acme", &["uploader", "reader"]).await;
     let docs: Vec<Doc> = generated().into_iter().step_by(3).collect();
