@@ -123,7 +123,10 @@ fn queries(docs: &[Fields], count: usize) -> Vec<(&'static str, Query)> {
                         "last name AND month",
                         format!(
                             "patient_last_name:{} AND patient_name:{} AND service_month:[{month} TO {month}]",
-                            quoted(&first(d, Field::PatientLastName)),
+                            quoted(
+                                &vault_index::fields::last_name(&first(d, Field::PatientName))
+                                    .unwrap_or_default()
+                            ),
                             quoted(&first(d, Field::PatientName))
                         ),
                     )
