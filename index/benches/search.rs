@@ -49,7 +49,10 @@ fn options() -> Options {
         match arg.as_str() {
             "--docs" => o.docs = args.next().and_then(|v| v.parse().ok()).unwrap_or(o.docs),
             "--queries" => {
-                o.queries = args.next().and_then(|v| v.parse().ok()).unwrap_or(o.queries)
+                o.queries = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(o.queries)
             }
             "--json" => o.json = args.next().map(PathBuf::from),
             "--quick" => {
@@ -237,13 +240,22 @@ impl Plain {
                 IndexRecordOption::Basic,
             )),
             Query::And(children) => Box::new(BooleanQuery::new(
-                children.iter().map(|c| (Occur::Must, self.compile(c))).collect(),
+                children
+                    .iter()
+                    .map(|c| (Occur::Must, self.compile(c)))
+                    .collect(),
             )),
             Query::Or(children) => Box::new(BooleanQuery::new(
-                children.iter().map(|c| (Occur::Should, self.compile(c))).collect(),
+                children
+                    .iter()
+                    .map(|c| (Occur::Should, self.compile(c)))
+                    .collect(),
             )),
             Query::Not(child) => Box::new(BooleanQuery::new(vec![
-                (Occur::Must, Box::new(AllQuery) as Box<dyn tantivy::query::Query>),
+                (
+                    Occur::Must,
+                    Box::new(AllQuery) as Box<dyn tantivy::query::Query>,
+                ),
                 (Occur::MustNot, self.compile(child)),
             ])),
         }
@@ -275,7 +287,9 @@ fn build_plain(dir: &Path, docs: &[Fields], ids: &[String]) -> (Plain, f64) {
     std::fs::create_dir_all(&path).expect("plain dir");
     let index = Index::create_in_dir(&path, builder.build()).expect("create");
     let started = Instant::now();
-    let mut writer: IndexWriter = index.writer_with_num_threads(1, 15_000_000).expect("writer");
+    let mut writer: IndexWriter = index
+        .writer_with_num_threads(1, 15_000_000)
+        .expect("writer");
     for (fields, doc_id) in docs.iter().zip(ids) {
         let mut doc = TantivyDocument::default();
         doc.add_text(id, doc_id);
@@ -403,7 +417,10 @@ fn main() {
             "candidates_per_query": candidates as f64 / queries.len() as f64,
             "classes": classes_json,
         });
-        std::fs::write(&path, serde_json::to_vec_pretty(&report).unwrap_or_default())
-            .expect("write json");
+        std::fs::write(
+            &path,
+            serde_json::to_vec_pretty(&report).unwrap_or_default(),
+        )
+        .expect("write json");
     }
 }

@@ -90,10 +90,7 @@ mod tests {
     #[test]
     fn formats_are_detected_from_bytes_then_content_type() {
         assert_eq!(detect(b"ISA*00*", "text/plain"), Some(Format::X12));
-        assert_eq!(
-            detect(b"\xEF\xBB\xBF  \r\nISA|00|", ""),
-            Some(Format::X12)
-        );
+        assert_eq!(detect(b"\xEF\xBB\xBF  \r\nISA|00|", ""), Some(Format::X12));
         assert_eq!(
             detect(b" {\"resourceType\":1}", "application/octet-stream"),
             Some(Format::Fhir)

@@ -17,13 +17,38 @@ use rand::{Rng, SeedableRng};
 use crate::fields::{Field, Fields, FieldsBuilder};
 
 const FIRST_NAMES: &[&str] = &[
-    "JOHN", "MARY", "JOSE", "LINDA", "WEI", "FATIMA", "OLIVER", "AMARA", "LUCAS", "SOFIA",
-    "NOAH", "EMMA", "LIAM", "AVA", "ETHAN", "MIA", "RENEE", "ZOE", "DMITRI", "PRIYA",
+    "JOHN", "MARY", "JOSE", "LINDA", "WEI", "FATIMA", "OLIVER", "AMARA", "LUCAS", "SOFIA", "NOAH",
+    "EMMA", "LIAM", "AVA", "ETHAN", "MIA", "RENEE", "ZOE", "DMITRI", "PRIYA",
 ];
 const LAST_NAMES: &[&str] = &[
-    "SMITH", "JOHNSON", "GARCIA", "NGUYEN", "OBRIEN", "MULLER", "KOWALSKI", "PATEL", "KIM",
-    "HERNANDEZ", "ROSSI", "DUBOIS", "ANDERSEN", "OKAFOR", "TANAKA", "SILVA", "COHEN", "BROWN",
-    "WILSON", "MARTIN", "LOPEZ", "CLARK", "LEWIS", "WALKER", "HALL", "YOUNG", "KING", "WRIGHT",
+    "SMITH",
+    "JOHNSON",
+    "GARCIA",
+    "NGUYEN",
+    "OBRIEN",
+    "MULLER",
+    "KOWALSKI",
+    "PATEL",
+    "KIM",
+    "HERNANDEZ",
+    "ROSSI",
+    "DUBOIS",
+    "ANDERSEN",
+    "OKAFOR",
+    "TANAKA",
+    "SILVA",
+    "COHEN",
+    "BROWN",
+    "WILSON",
+    "MARTIN",
+    "LOPEZ",
+    "CLARK",
+    "LEWIS",
+    "WALKER",
+    "HALL",
+    "YOUNG",
+    "KING",
+    "WRIGHT",
 ];
 const PAYERS: &[(&str, &str)] = &[
     ("ACME HEALTH PLAN", "60054"),
@@ -193,7 +218,10 @@ pub fn expected_fields(claims: &[SynthClaim], with_dob: bool, with_trace: bool) 
         if with_dob {
             b.add(Field::Payer, &c.payer_id);
             b.add(Field::PatientDob, &c.dob);
-            b.add(Field::PatientNameDob, &format!("{}|{}", c.patient_name(), c.dob));
+            b.add(
+                Field::PatientNameDob,
+                &format!("{}|{}", c.patient_name(), c.dob),
+            );
             for d in &c.diagnosis_codes {
                 b.add(Field::DiagnosisCode, d);
             }

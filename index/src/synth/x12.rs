@@ -138,7 +138,11 @@ pub fn remittance_835_with(claims: &[SynthClaim], options: &X12Options) -> Strin
             None => payments.push(vec![claim]),
         }
     }
-    let gs08 = if v5010 { "005010X221A1" } else { "004010X091A1" };
+    let gs08 = if v5010 {
+        "005010X221A1"
+    } else {
+        "004010X091A1"
+    };
     let mut w = Writer::new(options);
     w.open(&date, "HP", gs08);
     for (index, payment) in payments.iter().enumerate() {
@@ -154,22 +158,54 @@ pub fn remittance_835_with(claims: &[SynthClaim], options: &X12Options) -> Strin
             w.seg(
                 "BPR",
                 &[
-                    "I", &total_text, "C", "ACH", "CCP", "01", "999999992", "DA", "123456789",
-                    &payer_tax, "", "01", "999988880", "DA", "987654321", &date,
+                    "I",
+                    &total_text,
+                    "C",
+                    "ACH",
+                    "CCP",
+                    "01",
+                    "999999992",
+                    "DA",
+                    "123456789",
+                    &payer_tax,
+                    "",
+                    "01",
+                    "999988880",
+                    "DA",
+                    "987654321",
+                    &date,
                 ],
             );
         } else {
             w.seg(
                 "BPR",
                 &[
-                    "H", &total_text, "C", "NON", "", "", "", "", "", "", "", "", "", "", "",
+                    "H",
+                    &total_text,
+                    "C",
+                    "NON",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
                     &date,
                 ],
             );
         }
         w.seg(
             "TRN",
-            &["1", &first.trace_number, &format!("1{}", digits9(&first.payer_id))],
+            &[
+                "1",
+                &first.trace_number,
+                &format!("1{}", digits9(&first.payer_id)),
+            ],
         );
         w.seg("DTM", &["405", &date]);
         w.seg("N1", &["PR", &first.payer_name]);
@@ -178,7 +214,12 @@ pub fn remittance_835_with(claims: &[SynthClaim], options: &X12Options) -> Strin
         w.seg("PER", &["BL", "PROVIDER SERVICES", "TE", "8005550100"]);
         w.seg(
             "N1",
-            &["PE", &provider_org(&first.provider_npi), "XX", &first.provider_npi],
+            &[
+                "PE",
+                &provider_org(&first.provider_npi),
+                "XX",
+                &first.provider_npi,
+            ],
         );
         w.seg("N3", &["100 MAIN ST"]);
         w.seg("N4", &["SPRINGFIELD", "IL", "62704"]);
@@ -236,7 +277,17 @@ pub fn remittance_835_with(claims: &[SynthClaim], options: &X12Options) -> Strin
             if claim.provider_npi != first.provider_npi {
                 w.seg(
                     "NM1",
-                    &["82", "1", "RENDER", "PAT", "", "", "", "XX", &claim.provider_npi],
+                    &[
+                        "82",
+                        "1",
+                        "RENDER",
+                        "PAT",
+                        "",
+                        "",
+                        "",
+                        "XX",
+                        &claim.provider_npi,
+                    ],
                 );
             }
             if let (Some(from), Some(to)) = (
@@ -258,7 +309,13 @@ pub fn remittance_835_with(claims: &[SynthClaim], options: &X12Options) -> Strin
                 let procedure = w.composite(&[procedure_qualifier(code), code, modifier]);
                 w.seg(
                     "SVC",
-                    &[&procedure, &signed_amount(charge), &signed_amount(paid), "", "1"],
+                    &[
+                        &procedure,
+                        &signed_amount(charge),
+                        &signed_amount(paid),
+                        "",
+                        "1",
+                    ],
                 );
                 w.seg("DTM", &["472", date]);
                 if charge != paid {
@@ -274,7 +331,11 @@ pub fn remittance_835_with(claims: &[SynthClaim], options: &X12Options) -> Strin
 
 /// An 837 claim file of `claims` of the given variant: up to four claims per
 /// transaction set, each billing provider (NPI) a level with its claims beneath.
-pub fn claim_837_with(claims: &[SynthClaim], variant: ClaimVariant, options: &X12Options) -> String {
+pub fn claim_837_with(
+    claims: &[SynthClaim],
+    variant: ClaimVariant,
+    options: &X12Options,
+) -> String {
     let v5010 = options.version == X12Version::V5010;
     let gs08 = match (variant, v5010) {
         (ClaimVariant::Professional, true) => "005010X222A1",
@@ -291,13 +352,42 @@ pub fn claim_837_with(claims: &[SynthClaim], variant: ClaimVariant, options: &X1
     for (index, chunk) in chunks.iter().enumerate() {
         let control = format!("{:04}", index + 1);
         w.st("837", &control, v5010.then_some(gs08));
-        w.seg("BHT", &["0019", "00", &format!("B{control}"), &date, "1200", "CH"]);
+        w.seg(
+            "BHT",
+            &["0019", "00", &format!("B{control}"), &date, "1200", "CH"],
+        );
         if !v5010 {
             w.seg("REF", &["87", gs08]);
         }
-        w.seg("NM1", &["41", "2", "SYNTHETIC BILLING SERVICE", "", "", "", "", "46", "SUBM0001"]);
+        w.seg(
+            "NM1",
+            &[
+                "41",
+                "2",
+                "SYNTHETIC BILLING SERVICE",
+                "",
+                "",
+                "",
+                "",
+                "46",
+                "SUBM0001",
+            ],
+        );
         w.seg("PER", &["IC", "EDI DESK", "TE", "5555550100"]);
-        w.seg("NM1", &["40", "2", "SYNTHETIC CLEARINGHOUSE", "", "", "", "", "46", "RECV0001"]);
+        w.seg(
+            "NM1",
+            &[
+                "40",
+                "2",
+                "SYNTHETIC CLEARINGHOUSE",
+                "",
+                "",
+                "",
+                "",
+                "46",
+                "RECV0001",
+            ],
+        );
         let mut providers: Vec<&str> = Vec::new();
         for claim in chunk.iter() {
             if !providers.contains(&claim.provider_npi.as_str()) {
@@ -309,8 +399,14 @@ pub fn claim_837_with(claims: &[SynthClaim], variant: ClaimVariant, options: &X1
             hl += 1;
             let provider_hl = hl.to_string();
             w.seg("HL", &[&provider_hl, "", "20", "1"]);
-            w.seg("PRV", &["BI", if v5010 { "PXC" } else { "ZZ" }, "207Q00000X"]);
-            w.seg("NM1", &["85", "2", &provider_org(npi), "", "", "", "", "XX", npi]);
+            w.seg(
+                "PRV",
+                &["BI", if v5010 { "PXC" } else { "ZZ" }, "207Q00000X"],
+            );
+            w.seg(
+                "NM1",
+                &["85", "2", &provider_org(npi), "", "", "", "", "XX", npi],
+            );
             w.seg("N3", &["100 MAIN ST"]);
             w.seg("N4", &["SPRINGFIELD", "IL", "62704"]);
             w.seg("REF", &["EI", &digits9(npi)]);
@@ -320,12 +416,27 @@ pub fn claim_837_with(claims: &[SynthClaim], variant: ClaimVariant, options: &X1
                 let dependant = is_dependant(claim);
                 w.seg(
                     "HL",
-                    &[&subscriber_hl, &provider_hl, "22", if dependant { "1" } else { "0" }],
+                    &[
+                        &subscriber_hl,
+                        &provider_hl,
+                        "22",
+                        if dependant { "1" } else { "0" },
+                    ],
                 );
                 let group = format!("GRP{}", digits9(&claim.member_id));
                 w.seg(
                     "SBR",
-                    &["P", if dependant { "" } else { "18" }, &group, "", "", "", "", "", "CI"],
+                    &[
+                        "P",
+                        if dependant { "" } else { "18" },
+                        &group,
+                        "",
+                        "",
+                        "",
+                        "",
+                        "",
+                        "CI",
+                    ],
                 );
                 let (sub_first, sub_dob) = if dependant {
                     (subscriber_first_name(claim), subscriber_dob(claim))
@@ -334,14 +445,34 @@ pub fn claim_837_with(claims: &[SynthClaim], variant: ClaimVariant, options: &X1
                 };
                 w.seg(
                     "NM1",
-                    &["IL", "1", &claim.last_name, sub_first, "", "", "", "MI", &claim.member_id],
+                    &[
+                        "IL",
+                        "1",
+                        &claim.last_name,
+                        sub_first,
+                        "",
+                        "",
+                        "",
+                        "MI",
+                        &claim.member_id,
+                    ],
                 );
                 w.seg("N3", &["12 ELM ST"]);
                 w.seg("N4", &["SPRINGFIELD", "IL", "62702"]);
                 w.seg("DMG", &["D8", &sub_dob, "U"]);
                 w.seg(
                     "NM1",
-                    &["PR", "2", &claim.payer_name, "", "", "", "", "PI", &claim.payer_id],
+                    &[
+                        "PR",
+                        "2",
+                        &claim.payer_name,
+                        "",
+                        "",
+                        "",
+                        "",
+                        "PI",
+                        &claim.payer_id,
+                    ],
                 );
                 if dependant {
                     hl += 1;
@@ -368,7 +499,10 @@ fn write_claim(w: &mut Writer, claim: &SynthClaim, variant: ClaimVariant, v5010:
         (_, false) => w.composite(&["11", "", "1"]),
     };
     let total = amount(claim.total_charge_cents());
-    w.seg("CLM", &[&claim.claim_id, &total, "", "", &place, "Y", "A", "Y", "Y"]);
+    w.seg(
+        "CLM",
+        &[&claim.claim_id, &total, "", "", &place, "Y", "A", "Y", "Y"],
+    );
     if variant == ClaimVariant::Institutional {
         if let (Some(from), Some(to)) = (
             claim.service_dates.iter().min(),
@@ -403,7 +537,11 @@ fn write_claim(w: &mut Writer, claim: &SynthClaim, variant: ClaimVariant, v5010:
     for (line, ((code, date), &cents)) in lines.enumerate() {
         w.seg("LX", &[&(line + 1).to_string()]);
         let charge = amount(cents);
-        let pointer = if claim.diagnosis_codes.len() > 1 { "1:2" } else { "1" };
+        let pointer = if claim.diagnosis_codes.len() > 1 {
+            "1:2"
+        } else {
+            "1"
+        };
         let pointer = pointer.replace(':', &w.delimiters.component.to_string());
         match variant {
             ClaimVariant::Professional => {
@@ -500,7 +638,16 @@ impl Writer {
         self.end_segment();
         self.seg(
             "GS",
-            &[functional_id, "SYNTHSENDER", "SYNTHRECEIVER", date, "1200", "1", "X", gs08],
+            &[
+                functional_id,
+                "SYNTHSENDER",
+                "SYNTHRECEIVER",
+                date,
+                "1200",
+                "1",
+                "X",
+                gs08,
+            ],
         );
     }
 
@@ -552,13 +699,19 @@ fn subscriber_dob(claim: &SynthClaim) -> String {
         .get(..4)
         .and_then(|y| y.parse().ok())
         .unwrap_or(1990);
-    format!("{:04}{}", year.saturating_sub(28), claim.dob.get(4..).unwrap_or("0101"))
+    format!(
+        "{:04}{}",
+        year.saturating_sub(28),
+        claim.dob.get(4..).unwrap_or("0101")
+    )
 }
 
 /// The nine digits of an id, zero-padded (a tax id made from an NPI or payer id).
 fn digits9(id: &str) -> String {
     let digits: String = id.chars().filter(char::is_ascii_digit).collect();
-    let tail = digits.get(digits.len().saturating_sub(9)..).unwrap_or_default();
+    let tail = digits
+        .get(digits.len().saturating_sub(9)..)
+        .unwrap_or_default();
     format!("{tail:0>9}")
 }
 
@@ -578,7 +731,11 @@ fn procedure_qualifier(code: &str) -> &'static str {
 /// nothing, reversals (status 22) are negative, others are paid 80 %.
 fn paid_cents(claim: &SynthClaim) -> (i64, i64) {
     let charge = i64::try_from(claim.total_charge_cents()).unwrap_or(i64::MAX);
-    let charge = if claim.status == "22" { -charge } else { charge };
+    let charge = if claim.status == "22" {
+        -charge
+    } else {
+        charge
+    };
     let paid = claim
         .line_charges_cents
         .iter()
@@ -612,7 +769,11 @@ mod tests {
     use super::*;
     use crate::extract::x12::reader::{Reader, ISA_LEN};
 
-    fn options(version: X12Version, delimiters: X12Delimiters, line_break: LineBreak) -> X12Options {
+    fn options(
+        version: X12Version,
+        delimiters: X12Delimiters,
+        line_break: LineBreak,
+    ) -> X12Options {
         X12Options {
             version,
             delimiters,
@@ -648,7 +809,11 @@ mod tests {
     fn envelopes_have_correct_counts_in_every_form() {
         let claims = SynthClaim::batch(3, 9);
         for version in [X12Version::V4010, X12Version::V5010] {
-            for delimiters in [X12Delimiters::STANDARD, X12Delimiters::PIPE, X12Delimiters::NEWLINE] {
+            for delimiters in [
+                X12Delimiters::STANDARD,
+                X12Delimiters::PIPE,
+                X12Delimiters::NEWLINE,
+            ] {
                 for line_break in [LineBreak::None, LineBreak::Lf, LineBreak::CrLf] {
                     let o = options(version, delimiters, line_break);
                     check_envelope(&remittance_835_with(&claims, &o));

@@ -22,7 +22,9 @@ use crate::fields::{Field, FieldsBuilder};
 /// HI composite qualifiers of diagnosis codes: ICD-10-CM principal, other,
 /// admitting, external cause, patient's reason for visit (ABK, ABF, ABJ, ABN, APR)
 /// and their ICD-9-CM forms (BK, BF, BJ, BN, PR).
-const DIAGNOSIS_QUALIFIERS: [&str; 10] = ["ABK", "ABF", "ABJ", "ABN", "APR", "BK", "BF", "BJ", "BN", "PR"];
+const DIAGNOSIS_QUALIFIERS: [&str; 10] = [
+    "ABK", "ABF", "ABJ", "ABN", "APR", "BK", "BF", "BJ", "BN", "PR",
+];
 
 /// Which hierarchical level the segments belong to.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

@@ -23,8 +23,9 @@ use crate::extract::{ExtractError, Format};
 pub const ISA_LEN: usize = 106;
 
 /// Byte offsets of the 16 element separators in an ISA segment.
-const ISA_SEPARATOR_OFFSETS: [usize; 16] =
-    [3, 6, 17, 20, 31, 34, 50, 53, 69, 76, 81, 83, 89, 99, 101, 103];
+const ISA_SEPARATOR_OFFSETS: [usize; 16] = [
+    3, 6, 17, 20, 31, 34, 50, 53, 69, 76, 81, 83, 89, 99, 101, 103,
+];
 /// Offset of ISA11 (repetition separator in 5010, standards id in 4010).
 const ISA11_OFFSET: usize = 82;
 /// Offsets of ISA12, the interchange control version (`00401`, `00501`).
@@ -198,7 +199,11 @@ impl<'a> Reader<'a> {
         format!("byte {} (end of input)", self.bytes.len())
     }
 
-    fn fail(&mut self, location: String, problem: &str) -> Option<Result<Segment<'a>, ExtractError>> {
+    fn fail(
+        &mut self,
+        location: String,
+        problem: &str,
+    ) -> Option<Result<Segment<'a>, ExtractError>> {
         self.done = true;
         Some(Err(ExtractError {
             format: Format::X12,
@@ -319,14 +324,17 @@ impl<'a> Iterator for Reader<'a> {
             self.done = true;
             return None;
         };
-        let is_isa = rest.starts_with(b"ISA")
-            && rest.get(3).is_none_or(|b| !b.is_ascii_alphanumeric());
+        let is_isa =
+            rest.starts_with(b"ISA") && rest.get(3).is_none_or(|b| !b.is_ascii_alphanumeric());
         let Some(delimiters) = self.delimiters.filter(|_| !is_isa) else {
             if is_isa {
                 self.count += 1;
                 return self.read_isa(start);
             }
-            return self.fail(format!("byte {start}"), "expected an ISA interchange header");
+            return self.fail(
+                format!("byte {start}"),
+                "expected an ISA interchange header",
+            );
         };
         self.count += 1;
         let search_from = binary_data_end(rest, delimiters.element)
@@ -390,7 +398,11 @@ mod tests {
     }
 
     fn ids(input: &str) -> Vec<String> {
-        read(input).unwrap().into_iter().map(|(_, id, _)| id).collect()
+        read(input)
+            .unwrap()
+            .into_iter()
+            .map(|(_, id, _)| id)
+            .collect()
     }
 
     fn error(input: &[u8]) -> ExtractError {
@@ -424,7 +436,9 @@ mod tests {
         assert!(!reader.version().unwrap().is_4010_or_older());
 
         let input = format!("{ISA_5010}CLP*A^B*HC:99213:25~");
-        let segments: Vec<_> = Reader::new(input.as_bytes()).collect::<Result<_, _>>().unwrap();
+        let segments: Vec<_> = Reader::new(input.as_bytes())
+            .collect::<Result<_, _>>()
+            .unwrap();
         let clp = segments[1];
         assert_eq!(clp.location(), "segment 2 (CLP)");
         assert_eq!(clp.offset(), ISA_LEN);
@@ -462,8 +476,8 @@ mod tests {
         let isa = ISA_5010.replace('*', "|").replace(":~", "^\n");
         let input = format!("{isa}GS|HC|A\n  ST|837|0001\r\n\nCLM|X^Y|1\nSE|2|0001");
         let segments = read(&input).unwrap();
-        let ids: Vec<_> = segments.iter().map(|(_, id, _)| id.as_str()).collect();
-        assert_eq!(ids, ["ISA", "GS", "ST", "CLM", "SE"]);
+        let seg_ids: Vec<_> = segments.iter().map(|(_, id, _)| id.as_str()).collect();
+        assert_eq!(seg_ids, ["ISA", "GS", "ST", "CLM", "SE"]);
         assert_eq!(segments[2].2, ["837", "0001"]);
         assert_eq!(segments[3].2, ["X^Y", "1"]);
 
@@ -471,7 +485,10 @@ mod tests {
         assert_eq!(ids(&crlf), ["ISA", "GS", "ST", "SE"]);
         // A CR terminator followed by LF.
         let cr = ISA_5010.replace(":~", ":\r");
-        assert_eq!(ids(&format!("{cr}\nGS*HC\r\nST*835\r\n")), ["ISA", "GS", "ST"]);
+        assert_eq!(
+            ids(&format!("{cr}\nGS*HC\r\nST*835\r\n")),
+            ["ISA", "GS", "ST"]
+        );
     }
 
     #[test]
@@ -479,8 +496,8 @@ mod tests {
         let second = ISA_4010.replace('*', "|").replace(">~", "`!");
         let input = format!("{ISA_5010}GS*HC~IEA*1*1~\n{second}GS|HC!ST|837`X!IEA|1|1!");
         let segments = read(&input).unwrap();
-        let ids: Vec<_> = segments.iter().map(|(_, id, _)| id.as_str()).collect();
-        assert_eq!(ids, ["ISA", "GS", "IEA", "ISA", "GS", "ST", "IEA"]);
+        let seg_ids: Vec<_> = segments.iter().map(|(_, id, _)| id.as_str()).collect();
+        assert_eq!(seg_ids, ["ISA", "GS", "IEA", "ISA", "GS", "ST", "IEA"]);
         assert_eq!(segments[5].2, ["837`X"]);
         assert_eq!(segments[6].0, 7);
     }
@@ -520,7 +537,11 @@ mod tests {
         assert!(e.problem.contains("106-byte"), "{e}");
 
         // ISA02 one space short shifts every later separator.
-        let e = error(ISA_5010.replacen("*          *", "*         *", 1).as_bytes());
+        let shifted = format!(
+            "{}GS*HC~",
+            ISA_5010.replacen("*          *", "*         *", 1)
+        );
+        let e = error(shifted.as_bytes());
         assert_eq!(e.location, "segment 1 (ISA)");
         assert_eq!(
             e.problem,
