@@ -26,8 +26,27 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// Builds the router with its middleware.
 pub fn router(state: SharedState) -> Router {
+    build(state, Audit::Record)
+}
+
+/// The same router without the audit middleware, to measure what auditing costs
+/// (`benches/audit.rs`). Only compiled with the `unaudited-bench` feature, which
+/// the server binary never enables.
+#[cfg(feature = "unaudited-bench")]
+pub fn router_without_audit_for_benchmarks(state: SharedState) -> Router {
+    build(state, Audit::Skip)
+}
+
+#[derive(PartialEq, Eq)]
+enum Audit {
+    Record,
+    #[cfg_attr(not(feature = "unaudited-bench"), allow(dead_code))]
+    Skip,
+}
+
+fn build(state: SharedState, audit: Audit) -> Router {
     let request_id = axum::http::HeaderName::from_static(REQUEST_ID_HEADER);
-    Router::new()
+    let routes = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
@@ -58,12 +77,17 @@ pub fn router(state: SharedState) -> Router {
         .route(
             "/v1/admin/tenants/{tenant}/index/rebuild",
             post(search::rebuild),
-        )
+        );
+    let routes = if audit == Audit::Record {
         // Innermost: the audit event is durable before the answer leaves.
-        .layer(middleware::from_fn_with_state(
+        routes.layer(middleware::from_fn_with_state(
             state.clone(),
             crate::audit::middleware::record,
         ))
+    } else {
+        routes
+    };
+    routes
         .layer(middleware::from_fn_with_state(
             state.clone(),
             record_metrics,
