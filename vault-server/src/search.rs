@@ -40,8 +40,6 @@ use crate::tenants::TenantRecord;
 const FILTER_CONCURRENCY: usize = 16;
 /// How long a search waits for a tenant's index to finish reconciling.
 const RECONCILE_WAIT: Duration = Duration::from_secs(60);
-/// Objects listed per store call while reconciling.
-const LIST_PAGE: usize = 1000;
 
 /// Where a tenant's index stands with the store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -314,22 +312,13 @@ async fn stored_documents(
     state: &SharedState,
     tenant: &TenantId,
 ) -> Result<Vec<DocumentId>, ApiError> {
-    let prefix = ObjectName::docs_prefix(tenant);
-    let mut ids = Vec::new();
-    let mut start_after: Option<String> = None;
-    loop {
-        let page = state
-            .store
-            .list(&prefix, start_after.as_deref(), LIST_PAGE)
+    let objects =
+        crate::storage::list_all(state.store.as_ref(), &ObjectName::docs_prefix(tenant), None)
             .await?;
-        ids.extend(page.iter().filter_map(|info| info.name.meta_document()));
-        match page.last() {
-            Some(last) if page.len() == LIST_PAGE => {
-                start_after = Some(last.name.as_str().to_owned());
-            }
-            _ => return Ok(ids),
-        }
-    }
+    Ok(objects
+        .iter()
+        .filter_map(|info| info.name.meta_document())
+        .collect())
 }
 
 /// Brings a tenant's index in step with the store.

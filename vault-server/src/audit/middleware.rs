@@ -181,12 +181,7 @@ pub async fn record(
     event.detail = note.detail;
     if append(&state, &tenant, event).await.is_err() {
         state.metrics.audit_failures.inc();
-        return ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "audit_unavailable",
-            "the request could not be recorded in the audit log, so it was not answered",
-        )
-        .into_response();
+        return super::unavailable().into_response();
     }
 
     let is_read = matches!(action, "document.download" | "document.metadata");
@@ -212,12 +207,7 @@ pub async fn record(
             ));
             if append(&state, &tenant, flag).await.is_err() {
                 state.metrics.audit_failures.inc();
-                return ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "audit_unavailable",
-                    "the request could not be recorded in the audit log, so it was not answered",
-                )
-                .into_response();
+                return super::unavailable().into_response();
             }
         }
     }

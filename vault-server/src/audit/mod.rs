@@ -44,12 +44,10 @@ use segment::{Segment, SegmentError};
 use crate::config::AuditConfig;
 use crate::error::ApiError;
 use crate::state::SharedState;
-use crate::storage::{ObjectName, ObjectStore, StorageError};
+use crate::storage::{list_all, ObjectName, ObjectStore, StorageError};
 
 /// The reserved tenant id of the system log (no tenant may be created with it).
 pub const SYSTEM_LOG: &str = "system";
-/// Objects listed per store call.
-const LIST_PAGE: usize = 1000;
 
 /// Audit failures. Messages name positions and objects, never event contents.
 #[derive(Debug, thiserror::Error)]
@@ -74,12 +72,17 @@ pub enum AuditError {
 impl From<AuditError> for ApiError {
     fn from(e: AuditError) -> Self {
         tracing::error!(error = %e, "audit log failure");
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "audit_unavailable",
-            "the request could not be recorded in the audit log, so it was not carried out or answered",
-        )
+        unavailable()
     }
+}
+
+/// The answer to a request whose audit event could not be made durable.
+pub fn unavailable() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "audit_unavailable",
+        "the request could not be recorded in the audit log, so it was not answered",
+    )
 }
 
 /// The checkpoint signing key and its public half.
@@ -160,23 +163,10 @@ pub async fn latest_checkpoint(
     tenant: &TenantId,
 ) -> Result<Option<StoredCheckpoint>, AuditError> {
     let prefix = ObjectName::audit_checkpoints_prefix(tenant);
-    let mut last = None;
-    let mut start_after: Option<String> = None;
-    loop {
-        let page = store
-            .list(&prefix, start_after.as_deref(), LIST_PAGE)
-            .await?;
-        match page.last() {
-            Some(info) => {
-                last = Some(info.name.clone());
-                start_after = Some(info.name.as_str().to_owned());
-            }
-            None => break,
-        }
-        if page.len() < LIST_PAGE {
-            break;
-        }
-    }
+    let last = list_all(store, &prefix, None)
+        .await?
+        .pop()
+        .map(|info| info.name);
     let Some(name) = last else { return Ok(None) };
     let bytes = store
         .get_bytes(&name)
@@ -194,25 +184,14 @@ pub async fn read_segments(
 ) -> Result<Vec<(ObjectName, Segment)>, AuditError> {
     let prefix = ObjectName::audit_segments_prefix(tenant);
     let mut out = Vec::new();
-    let mut start_after: Option<String> = None;
-    loop {
-        let page = store
-            .list(&prefix, start_after.as_deref(), LIST_PAGE)
-            .await?;
-        for info in &page {
-            let bytes = store
-                .get_bytes(&info.name)
-                .await?
-                .ok_or(AuditError::Unavailable)?;
-            out.push((info.name.clone(), Segment::parse(&bytes)?));
-        }
-        match page.last() {
-            Some(last) if page.len() == LIST_PAGE => {
-                start_after = Some(last.name.as_str().to_owned());
-            }
-            _ => return Ok(out),
-        }
+    for info in list_all(store, &prefix, None).await? {
+        let bytes = store
+            .get_bytes(&info.name)
+            .await?
+            .ok_or(AuditError::Unavailable)?;
+        out.push((info.name, Segment::parse(&bytes)?));
     }
+    Ok(out)
 }
 
 /// The audit logs of a server.

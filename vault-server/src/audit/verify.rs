@@ -16,10 +16,7 @@ use vault_crypto::TenantId;
 
 use super::segment::Segment;
 use super::{origin, AuditError, StoredCheckpoint};
-use crate::storage::{ObjectName, ObjectStore};
-
-/// Objects listed per store call.
-const LIST_PAGE: usize = 1000;
+use crate::storage::{list_all, ObjectName, ObjectStore};
 
 /// One thing wrong with a log.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -82,39 +79,27 @@ pub async fn verify_log(
 
     // Checkpoints: each must be signed by the vault and name this log.
     let prefix = ObjectName::audit_checkpoints_prefix(tenant);
-    let mut start_after: Option<String> = None;
-    loop {
-        let page = store
-            .list(&prefix, start_after.as_deref(), LIST_PAGE)
-            .await?;
-        for info in &page {
-            checkpoints += 1;
-            let parsed = store
-                .get_bytes(&info.name)
-                .await?
-                .and_then(|b| serde_json::from_slice::<StoredCheckpoint>(&b).ok())
-                .and_then(|stored| SignedCheckpoint::parse(&stored.signed).ok());
-            match parsed.map(|signed| signed.verify(public)) {
-                Some(Ok(cp)) if cp.origin == origin(tenant) => expected.push(Expected {
-                    tree_size: cp.tree_size,
-                    root: cp.root,
-                    source: format!("stored checkpoint at size {}", cp.tree_size),
-                }),
-                _ => problems.push(Problem {
-                    segment: checkpoint_size(&info.name).unwrap_or(0),
-                    kind: "bad_signature",
-                    message: format!(
-                        "checkpoint {} is not a valid checkpoint of this log signed by this key",
-                        info.name
-                    ),
-                }),
-            }
-        }
-        match page.last() {
-            Some(last) if page.len() == LIST_PAGE => {
-                start_after = Some(last.name.as_str().to_owned())
-            }
-            _ => break,
+    for info in &list_all(store, &prefix, None).await? {
+        checkpoints += 1;
+        let parsed = store
+            .get_bytes(&info.name)
+            .await?
+            .and_then(|b| serde_json::from_slice::<StoredCheckpoint>(&b).ok())
+            .and_then(|stored| SignedCheckpoint::parse(&stored.signed).ok());
+        match parsed.map(|signed| signed.verify(public)) {
+            Some(Ok(cp)) if cp.origin == origin(tenant) => expected.push(Expected {
+                tree_size: cp.tree_size,
+                root: cp.root,
+                source: format!("stored checkpoint at size {}", cp.tree_size),
+            }),
+            _ => problems.push(Problem {
+                segment: checkpoint_size(&info.name).unwrap_or(0),
+                kind: "bad_signature",
+                message: format!(
+                    "checkpoint {} is not a valid checkpoint of this log signed by this key",
+                    info.name
+                ),
+            }),
         }
     }
     if let Some(text) = saved {
@@ -142,85 +127,73 @@ pub async fn verify_log(
     let mut pending = expected.iter().peekable();
     let mut verified_tree_size = 0;
     let mut last_good = 0u64;
-    let mut start_after: Option<String> = None;
-    loop {
-        let page = store
-            .list(&prefix, start_after.as_deref(), LIST_PAGE)
-            .await?;
-        for info in &page {
-            let position = frontier.size();
-            let bytes = store.get_bytes(&info.name).await?.unwrap_or_default();
-            match info.name.audit_segment_index() {
-                Some(index) if index == position => {}
-                Some(index) if index > position => problems.push(Problem {
-                    segment: position,
-                    kind: "missing_segment",
-                    message: format!("segments {position} to {} are missing", index - 1),
-                }),
-                _ => problems.push(Problem {
-                    segment: position,
-                    kind: "misplaced_segment",
-                    message: format!("object {} is out of place", info.name),
-                }),
-            }
-            match Segment::parse(&bytes) {
-                Ok(segment) => {
-                    if segment.header.index != position || !segment.is_bound_to(tenant) {
-                        problems.push(Problem {
-                            segment: position,
-                            kind: "misplaced_segment",
-                            message: format!(
-                                "segment at position {position} was written for position {}",
-                                segment.header.index
-                            ),
-                        });
-                    }
-                    if segment.header.first_seq != next_seq {
-                        problems.push(Problem {
-                            segment: position,
-                            kind: "sequence_gap",
-                            message: format!(
-                                "events should continue at {next_seq}, segment starts at {}",
-                                segment.header.first_seq
-                            ),
-                        });
-                    }
-                    first_event_of.push(next_seq);
-                    next_seq = segment.header.next_seq().max(next_seq);
-                    frontier.push(segment.leaf_hash());
-                }
-                Err(e) => {
+    for info in &list_all(store, &prefix, None).await? {
+        let position = frontier.size();
+        let bytes = store.get_bytes(&info.name).await?.unwrap_or_default();
+        match info.name.audit_segment_index() {
+            Some(index) if index == position => {}
+            Some(index) if index > position => problems.push(Problem {
+                segment: position,
+                kind: "missing_segment",
+                message: format!("segments {position} to {} are missing", index - 1),
+            }),
+            _ => problems.push(Problem {
+                segment: position,
+                kind: "misplaced_segment",
+                message: format!("object {} is out of place", info.name),
+            }),
+        }
+        match Segment::parse(&bytes) {
+            Ok(segment) => {
+                if segment.header.index != position || !segment.is_bound_to(tenant) {
                     problems.push(Problem {
                         segment: position,
-                        kind: "unreadable_segment",
-                        message: format!("segment {position}: {e}"),
-                    });
-                    first_event_of.push(next_seq);
-                    frontier.push(vault_crypto::merkle::leaf_hash(&bytes));
-                }
-            }
-            while let Some(cp) = pending.next_if(|cp| cp.tree_size == frontier.size()) {
-                if frontier.root() == cp.root {
-                    verified_tree_size = verified_tree_size.max(cp.tree_size);
-                    last_good = cp.tree_size;
-                } else {
-                    problems.push(Problem {
-                        segment: last_good,
-                        kind: "root_mismatch",
+                        kind: "misplaced_segment",
                         message: format!(
-                            "segments {last_good} to {} differ from what the {} signed",
-                            cp.tree_size - 1,
-                            cp.source
+                            "segment at position {position} was written for position {}",
+                            segment.header.index
                         ),
                     });
                 }
+                if segment.header.first_seq != next_seq {
+                    problems.push(Problem {
+                        segment: position,
+                        kind: "sequence_gap",
+                        message: format!(
+                            "events should continue at {next_seq}, segment starts at {}",
+                            segment.header.first_seq
+                        ),
+                    });
+                }
+                first_event_of.push(next_seq);
+                next_seq = segment.header.next_seq().max(next_seq);
+                frontier.push(segment.leaf_hash());
+            }
+            Err(e) => {
+                problems.push(Problem {
+                    segment: position,
+                    kind: "unreadable_segment",
+                    message: format!("segment {position}: {e}"),
+                });
+                first_event_of.push(next_seq);
+                frontier.push(vault_crypto::merkle::leaf_hash(&bytes));
             }
         }
-        match page.last() {
-            Some(last) if page.len() == LIST_PAGE => {
-                start_after = Some(last.name.as_str().to_owned())
+        while let Some(cp) = pending.next_if(|cp| cp.tree_size == frontier.size()) {
+            if frontier.root() == cp.root {
+                verified_tree_size = verified_tree_size.max(cp.tree_size);
+                last_good = cp.tree_size;
+            } else {
+                problems.push(Problem {
+                    segment: last_good,
+                    kind: "root_mismatch",
+                    message: format!(
+                        "segments {last_good} to {} differ from what the {} signed",
+                        cp.tree_size - 1,
+                        cp.source
+                    ),
+                });
             }
-            _ => break,
         }
     }
     let segments = frontier.size();

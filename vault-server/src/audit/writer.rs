@@ -22,14 +22,12 @@ use super::event::AuditEvent;
 use super::segment::{self, Segment};
 use super::{AuditError, StoredCheckpoint};
 use crate::state::SharedState;
-use crate::storage::{ObjectName, StorageError};
+use crate::storage::{list_all, ObjectName, StorageError};
 
 /// Most events sealed in one segment.
 const MAX_BATCH: usize = 512;
 /// Requests that may wait for one log at a time (back-pressure beyond that).
 const QUEUE: usize = 4096;
-/// Objects listed per store call.
-const LIST_PAGE: usize = 1000;
 
 /// A message to a log's task.
 pub enum Command {
@@ -203,43 +201,31 @@ async fn load(state: &SharedState, tenant: &TenantId) -> Result<Tail, AuditError
         tail.checkpointed = tail.segments;
     }
     let prefix = ObjectName::audit_segments_prefix(tenant);
-    let mut start_after = (tail.segments > 0).then(|| {
+    let after = (tail.segments > 0).then(|| {
         ObjectName::audit_segment(tenant, tail.segments - 1)
             .as_str()
             .to_owned()
     });
-    loop {
-        let page = state
+    for info in list_all(state.store.as_ref(), &prefix, after.as_deref()).await? {
+        let bytes = state
             .store
-            .list(&prefix, start_after.as_deref(), LIST_PAGE)
-            .await?;
-        for info in &page {
-            let bytes = state
-                .store
-                .get_bytes(&info.name)
-                .await?
-                .ok_or(AuditError::Unavailable)?;
-            let segment = Segment::parse(&bytes)?;
-            if info.name.audit_segment_index() != Some(tail.segments)
-                || segment.header.index != tail.segments
-                || segment.header.first_seq != tail.events
-                || !segment.is_bound_to(tenant)
-            {
-                return Err(AuditError::Corrupt(format!(
-                    "segment {} does not follow the log",
-                    tail.segments
-                )));
-            }
-            tail.frontier.push(segment.leaf_hash());
-            tail.segments += 1;
-            tail.events = segment.header.next_seq();
+            .get_bytes(&info.name)
+            .await?
+            .ok_or(AuditError::Unavailable)?;
+        let segment = Segment::parse(&bytes)?;
+        if info.name.audit_segment_index() != Some(tail.segments)
+            || segment.header.index != tail.segments
+            || segment.header.first_seq != tail.events
+            || !segment.is_bound_to(tenant)
+        {
+            return Err(AuditError::Corrupt(format!(
+                "segment {} does not follow the log",
+                tail.segments
+            )));
         }
-        match page.last() {
-            Some(last) if page.len() == LIST_PAGE => {
-                start_after = Some(last.name.as_str().to_owned())
-            }
-            _ => break,
-        }
+        tail.frontier.push(segment.leaf_hash());
+        tail.segments += 1;
+        tail.events = segment.header.next_seq();
     }
     Ok(tail)
 }

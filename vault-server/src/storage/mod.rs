@@ -72,6 +72,28 @@ impl StoreLocation {
     }
 }
 
+/// Objects listed per store call by [`list_all`].
+const LIST_PAGE: usize = 1000;
+
+/// Every object under `prefix` after `start_after`, in name order, page by page.
+pub async fn list_all(
+    store: &dyn ObjectStore,
+    prefix: &str,
+    start_after: Option<&str>,
+) -> Result<Vec<ObjectInfo>, StorageError> {
+    let mut all = Vec::new();
+    let mut after = start_after.map(str::to_owned);
+    loop {
+        let page = store.list(prefix, after.as_deref(), LIST_PAGE).await?;
+        let full = page.len() == LIST_PAGE;
+        after = page.last().map(|last| last.name.as_str().to_owned());
+        all.extend(page);
+        if !full {
+            return Ok(all);
+        }
+    }
+}
+
 /// A stream of object bytes.
 pub type ByteStream = BoxStream<'static, Result<Bytes, StorageError>>;
 
@@ -167,4 +189,39 @@ pub async fn collect(mut stream: ByteStream, limit: usize) -> Result<Bytes, Stor
         out.extend_from_slice(&chunk);
     }
     Ok(out.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vault_crypto::TenantId;
+
+    #[tokio::test]
+    async fn list_all_crosses_pages_in_name_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = fs::FsStore::open(dir.path()).await.unwrap();
+        let tenant = TenantId::new("acme").unwrap();
+        let count = LIST_PAGE as u64 + 5;
+        for i in 0..count {
+            store
+                .put_new_bytes(
+                    &ObjectName::audit_segment(&tenant, i),
+                    Bytes::from_static(b"x"),
+                )
+                .await
+                .unwrap();
+        }
+        let prefix = ObjectName::audit_segments_prefix(&tenant);
+        let all = list_all(&store, &prefix, None).await.unwrap();
+        let indexes: Vec<u64> = all
+            .iter()
+            .filter_map(|i| i.name.audit_segment_index())
+            .collect();
+        assert_eq!(indexes, (0..count).collect::<Vec<_>>());
+        let after = ObjectName::audit_segment(&tenant, 999);
+        let rest = list_all(&store, &prefix, Some(after.as_str()))
+            .await
+            .unwrap();
+        assert_eq!(rest.len(), 5);
+    }
 }
