@@ -188,3 +188,34 @@ async fn tls_is_served_with_rustls_when_configured() {
         .await;
     assert!(r.is_err() || !r.unwrap().status().is_success());
 }
+
+#[tokio::test]
+async fn the_cli_lists_and_revokes_api_keys_without_showing_secrets() {
+    let app = TestApp::builder().start().await;
+    app.create_tenant("acme").await;
+    app.create_tenant("globex").await;
+    let secret = app.api_key("acme", &["reader", "uploader"]).await;
+    app.api_key("globex", &["reader"]).await;
+    let out = app.cli(&["--json", "apikey", "list", "acme"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let keys: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let keys = keys.as_array().unwrap();
+    assert_eq!(keys.len(), 1, "only acme's keys: {keys:?}");
+    let id = keys[0]["id"].as_str().unwrap().to_owned();
+    assert!(secret.contains(&id));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains(secret.rsplit('_').next().unwrap()) && !text.contains("sha256"));
+    assert_eq!(keys[0]["roles"], json!(["reader", "uploader"]));
+
+    let out = app.cli(&["apikey", "revoke", &id]);
+    assert!(out.status.success());
+    let out = app.cli(&["apikey", "list", "acme"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&id) && text.contains("revoked"), "{text}");
+    let out = app.cli(&["apikey", "list", "nosuch"]);
+    assert_eq!(out.status.code(), Some(4));
+}

@@ -150,6 +150,11 @@ enum ApikeyCommand {
         #[arg(long)]
         expires_in_days: Option<u32>,
     },
+    /// List a tenant's API keys (ids, roles, dates; never secrets).
+    List {
+        /// Tenant id.
+        tenant: String,
+    },
     /// Revoke an API key.
     Revoke {
         /// API key id.
@@ -295,6 +300,43 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             actor,
         }) => {
             audit::export(&client, &tenant, since, until, actor).await?;
+        }
+        Command::Apikey(ApikeyCommand::List { tenant }) => {
+            let keys = client
+                .get(&format!("/v1/admin/tenants/{tenant}/api-keys"))
+                .await?;
+            print(cli.json, &keys, |v| {
+                let lines: Vec<String> = v
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|k| {
+                        let roles: Vec<&str> = k["roles"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(Value::as_str)
+                            .collect();
+                        let state = if k["revoked_at"].is_string() {
+                            "revoked"
+                        } else {
+                            "active"
+                        };
+                        format!(
+                            "{}  {:<8} roles={} expires={}",
+                            k["id"].as_str().unwrap_or("?"),
+                            state,
+                            roles.join(","),
+                            k["expires_at"].as_str().unwrap_or("never")
+                        )
+                    })
+                    .collect();
+                if lines.is_empty() {
+                    format!("no API keys for {tenant}")
+                } else {
+                    lines.join("\n")
+                }
+            });
         }
         Command::Apikey(ApikeyCommand::Revoke { id }) => {
             client.delete(&format!("/v1/admin/api-keys/{id}")).await?;

@@ -78,6 +78,7 @@ pub fn action_of(method: &str, route: &str) -> Option<&'static str> {
         ("GET", "/v1/admin/tenants") => "tenant.list",
         ("GET", "/v1/admin/tenants/{tenant}") => "tenant.show",
         ("POST", "/v1/admin/tenants/{tenant}/api-keys") => "apikey.issue",
+        ("GET", "/v1/admin/tenants/{tenant}/api-keys") => "apikey.list",
         ("DELETE", "/v1/admin/api-keys/{id}") => "apikey.revoke",
         ("POST", "/v1/admin/tenants/{tenant}/index/rebuild") => "index.rebuild",
         ("GET", "/v1/audit/events") => "audit.read",

@@ -223,6 +223,66 @@ pub async fn issue_api_key(
     ))
 }
 
+/// An API key as listed: never its secret or its hash.
+#[derive(Serialize, ToSchema)]
+pub struct ListedApiKey {
+    /// Public id.
+    pub id: String,
+    /// Roles.
+    pub roles: Vec<Role>,
+    /// Issue time.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+    /// Expiry.
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<OffsetDateTime>,
+    /// Revocation time.
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+/// Lists a tenant's API keys (ids, roles, dates; never secrets), oldest first.
+#[utoipa::path(get, path = "/v1/admin/tenants/{tenant}/api-keys",
+    responses((status = 200, body = [ListedApiKey]), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list_api_keys(
+    State(state): State<SharedState>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+) -> ApiResult<Json<Vec<ListedApiKey>>> {
+    caller.require_operator()?;
+    let tenant = TenantId::new(tenant)
+        .map_err(|e| ApiError::bad_request("invalid_tenant_id", e.to_string()))?;
+    if state.tenants.get(&tenant).await?.is_none() {
+        return Err(ApiError::not_found(
+            "tenant_not_found",
+            format!("no tenant {tenant}"),
+        ));
+    }
+    let mut keys = Vec::new();
+    for info in crate::storage::list_all(state.store.as_ref(), "system/api-keys/", None).await? {
+        let Some(bytes) = state.store.get_bytes(&info.name).await? else {
+            continue;
+        };
+        let record: CredentialRecord =
+            serde_json::from_slice(&bytes).map_err(|e| ApiError::internal("api key record", e))?;
+        if record.tenant.as_ref() == Some(&tenant) {
+            keys.push(ListedApiKey {
+                id: record.id,
+                roles: record.roles,
+                created_at: record.created_at,
+                expires_at: record.expires_at,
+                revoked_at: record.revoked_at,
+            });
+        }
+    }
+    keys.sort_by_key(|k| k.created_at);
+    Ok(Json(keys))
+}
+
 /// Revokes an API key.
 #[utoipa::path(delete, path = "/v1/admin/api-keys/{id}", responses((status = 204), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn revoke_api_key(

@@ -58,7 +58,7 @@ fn build(state: SharedState, audit: Audit) -> Router {
         .route("/v1/admin/tenants/{tenant}", get(admin::get_tenant))
         .route(
             "/v1/admin/tenants/{tenant}/api-keys",
-            post(admin::issue_api_key),
+            post(admin::issue_api_key).get(admin::list_api_keys),
         )
         .route("/v1/admin/api-keys/{id}", delete(admin::revoke_api_key))
         .route(
