@@ -219,3 +219,52 @@ async fn the_cli_lists_and_revokes_api_keys_without_showing_secrets() {
     let out = app.cli(&["apikey", "list", "nosuch"]);
     assert_eq!(out.status.code(), Some(4));
 }
+
+#[tokio::test]
+async fn a_disabled_tenant_is_refused_and_others_are_not() {
+    let app = TestApp::builder().start().await;
+    app.create_tenant("acme").await;
+    app.create_tenant("globex").await;
+    let acme = app.api_key("acme", &["reader", "uploader"]).await;
+    let globex = app.api_key("globex", &["reader"]).await;
+    assert_eq!(app.get_as(&acme, "/v1/documents").await.status(), 200);
+    let out = app.cli(&["--json", "tenant", "disable", "acme"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let record: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(record["status"], "disabled");
+    let r = app.get_as(&acme, "/v1/documents").await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], "tenant_disabled");
+    let r = app
+        .upload(&acme, "other", "text/plain", b"x".to_vec(), &[])
+        .await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(app.get_as(&globex, "/v1/documents").await.status(), 200);
+    // No new keys for a disabled tenant; the disabling is in its audit log.
+    let r = app
+        .operator(Method::POST, "/v1/admin/tenants/acme/api-keys")
+        .json(&json!({"roles": ["reader"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let events: Value = app
+        .operator(Method::GET, "/v1/audit/events?tenant=acme")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["action"] == "tenant.disable" && e["outcome"] == "allowed"));
+    let out = app.cli(&["tenant", "disable", "nosuch"]);
+    assert_eq!(out.status.code(), Some(4));
+}

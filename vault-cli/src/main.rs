@@ -130,6 +130,11 @@ enum TenantCommand {
     },
     /// List tenants.
     List,
+    /// Disable a tenant: its API keys are refused; keys and documents are kept.
+    Disable {
+        /// Tenant id.
+        id: String,
+    },
     /// Show one tenant.
     Show {
         /// Tenant id.
@@ -224,6 +229,14 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 } else {
                     lines.join("\n")
                 }
+            });
+        }
+        Command::Tenant(TenantCommand::Disable { id }) => {
+            let tenant = client
+                .post(&format!("/v1/admin/tenants/{id}/disable"), &json!({}))
+                .await?;
+            print(cli.json, &tenant, |t| {
+                format!("disabled tenant {}", tenant_line(t))
             });
         }
         Command::Tenant(TenantCommand::Show { id }) => {

@@ -148,21 +148,12 @@ impl TenantRegistry {
     /// Every tenant, in id order.
     pub async fn list(&self) -> Result<Vec<TenantRecord>, ApiError> {
         let mut out = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page = self
-                .store
-                .list("system/tenants/", after.as_deref(), 1000)
-                .await?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.name.as_str().to_owned());
-            for info in &page {
-                if let Some(bytes) = self.store.get_bytes(&info.name).await? {
-                    out.push(
-                        serde_json::from_slice(&bytes)
-                            .map_err(|e| ApiError::internal("tenant record", e))?,
-                    );
-                }
+        for info in crate::storage::list_all(self.store.as_ref(), "system/tenants/", None).await? {
+            if let Some(bytes) = self.store.get_bytes(&info.name).await? {
+                out.push(
+                    serde_json::from_slice(&bytes)
+                        .map_err(|e| ApiError::internal("tenant record", e))?,
+                );
             }
         }
         Ok(out)

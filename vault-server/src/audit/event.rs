@@ -77,6 +77,7 @@ pub fn action_of(method: &str, route: &str) -> Option<&'static str> {
         ("POST", "/v1/admin/tenants") => "tenant.create",
         ("GET", "/v1/admin/tenants") => "tenant.list",
         ("GET", "/v1/admin/tenants/{tenant}") => "tenant.show",
+        ("POST", "/v1/admin/tenants/{tenant}/disable") => "tenant.disable",
         ("POST", "/v1/admin/tenants/{tenant}/api-keys") => "apikey.issue",
         ("GET", "/v1/admin/tenants/{tenant}/api-keys") => "apikey.list",
         ("DELETE", "/v1/admin/api-keys/{id}") => "apikey.revoke",

@@ -135,6 +135,31 @@ pub async fn get_tenant(
         .ok_or_else(|| ApiError::not_found("tenant_not_found", format!("no tenant {id}")))
 }
 
+/// Disables a tenant: its API keys are refused and its documents can be neither
+/// written nor read until an operator acts again. Keys and documents are kept
+/// (destroying them is offboarding).
+#[utoipa::path(post, path = "/v1/admin/tenants/{tenant}/disable", responses((status = 200, body = TenantRecord), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn disable_tenant(
+    State(state): State<SharedState>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+) -> ApiResult<Json<TenantRecord>> {
+    caller.require_operator()?;
+    let id = TenantId::new(tenant)
+        .map_err(|e| ApiError::bad_request("invalid_tenant_id", e.to_string()))?;
+    let mut record = state
+        .tenants
+        .get(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("tenant_not_found", format!("no tenant {id}")))?;
+    if record.status != TenantStatus::Disabled {
+        record.status = TenantStatus::Disabled;
+        state.tenants.update(record.clone()).await?;
+        tracing::info!(tenant = %id, "tenant disabled");
+    }
+    Ok(Json(record))
+}
+
 /// Body of `POST /v1/admin/tenants/{tenant}/api-keys`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -57,6 +57,10 @@ fn build(state: SharedState, audit: Audit) -> Router {
         )
         .route("/v1/admin/tenants/{tenant}", get(admin::get_tenant))
         .route(
+            "/v1/admin/tenants/{tenant}/disable",
+            post(admin::disable_tenant),
+        )
+        .route(
             "/v1/admin/tenants/{tenant}/api-keys",
             post(admin::issue_api_key).get(admin::list_api_keys),
         )

@@ -10,7 +10,7 @@ use super::{admin, audit, documents, health, search};
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Billing records vault", description = "Encrypted storage, blind-indexed search and audit for healthcare billing documents."),
-    paths(health::healthz, health::readyz, admin::create_tenant, admin::list_tenants, admin::get_tenant, admin::issue_api_key, admin::list_api_keys, admin::revoke_api_key,
+    paths(health::healthz, health::readyz, admin::create_tenant, admin::list_tenants, admin::get_tenant, admin::disable_tenant, admin::issue_api_key, admin::list_api_keys, admin::revoke_api_key,
         documents::upload, documents::download, documents::metadata, documents::delete, documents::list, search::search, search::rebuild, audit::events, audit::checkpoint, audit::proof),
     components(schemas(crate::error::ErrorBody, crate::tenants::TenantRecord, admin::CreateTenant, admin::IssueApiKey, admin::IssuedApiKey, admin::ListedApiKey,
         documents::UploadResponse, documents::MetadataResponse, documents::ListedDocument, documents::ListResponse, crate::documents::DocumentKind,
