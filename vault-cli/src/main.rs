@@ -3,6 +3,7 @@
 //! land in shell history).
 
 mod audit;
+mod backup;
 mod client;
 
 use std::path::PathBuf;
@@ -12,6 +13,9 @@ use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
 
 use client::{CliError, Client};
+use vault_server::backup::drill::DrillOptions;
+use vault_server::backup::verify::ReadData;
+use vault_server::storage::StoreLocation;
 
 /// Operate a billing records vault.
 ///
@@ -24,6 +28,10 @@ use client::{CliError, Client};
 ///   vault-cli audit verify --store ./vault-data --tenant acme \
 ///       --public-key <hex> --checkpoint acme-checkpoint.txt
 ///   vault-cli audit export --tenant acme --since 2026-01-01T00:00:00Z > acme.jsonl
+///   vault-cli backup run
+///   vault-cli backup verify --store /backups/vault --read-data-subset 1/10
+///   vault-cli restore --store /backups/vault --snapshot latest --to ./restored-vault
+///   vault-cli drill --store /backups/vault --root-key-file ./vault-data/keys/root.key
 #[derive(Debug, Parser)]
 #[command(version, about, long_about, verbatim_doc_comment)]
 struct Cli {
@@ -61,6 +69,112 @@ enum Command {
     /// The tamper-evident audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Backups: run, list, verify, prune, hold, release.
+    #[command(subcommand)]
+    Backup(BackupCommand),
+    /// Restore a snapshot into an empty store (offline; every object hash-checked).
+    /// Exit 0 when restored, 2 when objects did not match, 1 on error.
+    Restore {
+        /// The backup repository: a directory or s3://bucket/prefix.
+        #[arg(long)]
+        store: String,
+        /// Snapshot id, or `latest`.
+        #[arg(long)]
+        snapshot: String,
+        /// Target: a new vault data directory, or s3://bucket/prefix (with --data-dir).
+        #[arg(long)]
+        to: String,
+        /// Where the local keystore goes (its `keys/`); default: the --to directory.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Resume a restore into a store that already holds part of the snapshot.
+        #[arg(long)]
+        allow_non_empty: bool,
+        /// The vault's public key (hex) the manifests must be signed with
+        /// (default: the one the repository recorded at its first backup).
+        #[arg(long)]
+        public_key: Option<String>,
+    },
+    /// Disaster-recovery drill: restore a snapshot into a scratch vault, verify every
+    /// object, decrypt samples, rebuild indexes, run probe searches, report RPO/RTO
+    /// and record the report in the audit log. Exit 0 passed, 2 mismatch, 1 error.
+    Drill {
+        /// The backup repository: a directory or s3://bucket/prefix.
+        #[arg(long)]
+        store: String,
+        /// Snapshot id (default: the newest).
+        #[arg(long)]
+        snapshot: Option<String>,
+        /// Drill a random snapshot among those of the last N days.
+        #[arg(long, conflicts_with = "snapshot")]
+        random_within_days: Option<u32>,
+        /// The live vault's root key file (unseals the snapshot's local keystore).
+        #[arg(long, default_value = "./vault-data/keys/root.key")]
+        root_key_file: PathBuf,
+        /// Reach AWS KMS for aws-kms tenants (AWS_* environment).
+        #[arg(long)]
+        aws_kms: bool,
+        /// Scratch data directory (default: a new one under the temp directory).
+        #[arg(long)]
+        scratch: Option<PathBuf>,
+        /// Restore the scratch vault's objects into this S3 prefix instead.
+        #[arg(long)]
+        scratch_store: Option<String>,
+        /// Documents decrypted and searched for per tenant.
+        #[arg(long, default_value_t = 20)]
+        samples: usize,
+        /// Keep the scratch vault afterwards.
+        #[arg(long)]
+        keep: bool,
+        /// Do not send the report to the server's audit log.
+        #[arg(long)]
+        no_record: bool,
+        /// Also write the JSON report to this file.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// The vault's public key (hex), as for restore.
+        #[arg(long)]
+        public_key: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BackupCommand {
+    /// Have the server take a snapshot now, and follow it.
+    Run,
+    /// The backup job's status and the repository's snapshots.
+    List,
+    /// Check a repository offline: manifests, signatures, objects present; with
+    /// --read-data every object's hash. Exit 0 intact, 2 problems, 1 error.
+    Verify {
+        /// The backup repository: a directory or s3://bucket/prefix.
+        #[arg(long)]
+        store: String,
+        /// Only this snapshot.
+        #[arg(long)]
+        snapshot: Option<String>,
+        /// Read and hash every object.
+        #[arg(long)]
+        read_data: bool,
+        /// Read and hash part n of t of the objects (n/t).
+        #[arg(long, conflicts_with = "read_data")]
+        read_data_subset: Option<String>,
+        /// The vault's public key (hex), as for restore.
+        #[arg(long)]
+        public_key: Option<String>,
+    },
+    /// Apply the server's retention rules (never removes held or locked snapshots).
+    Prune,
+    /// Put a legal hold on a snapshot.
+    Hold {
+        /// Snapshot id.
+        id: String,
+    },
+    /// Release a snapshot's legal hold.
+    Release {
+        /// Snapshot id.
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -350,6 +464,100 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                     lines.join("\n")
                 }
             });
+        }
+        Command::Backup(BackupCommand::Run) => backup::run(&client, cli.json).await?,
+        Command::Backup(BackupCommand::List) => backup::list(&client, cli.json).await?,
+        Command::Backup(BackupCommand::Prune) => backup::prune(&client, cli.json).await?,
+        Command::Backup(BackupCommand::Hold { id }) => {
+            backup::hold(&client, cli.json, &id, false).await?
+        }
+        Command::Backup(BackupCommand::Release { id }) => {
+            backup::hold(&client, cli.json, &id, true).await?
+        }
+        Command::Backup(BackupCommand::Verify {
+            store,
+            snapshot,
+            read_data,
+            read_data_subset,
+            public_key,
+        }) => {
+            let read = match (read_data, read_data_subset) {
+                (true, _) => ReadData::All,
+                (false, Some(subset)) => {
+                    ReadData::parse_subset(&subset).map_err(|e| CliError::Usage(e.to_string()))?
+                }
+                (false, None) => ReadData::None,
+            };
+            backup::verify(
+                cli.json,
+                &store,
+                snapshot.as_deref(),
+                public_key.as_deref(),
+                read,
+            )
+            .await?
+        }
+        Command::Restore {
+            store,
+            snapshot,
+            to,
+            data_dir,
+            allow_non_empty,
+            public_key,
+        } => {
+            backup::restore(
+                cli.json,
+                backup::RestoreArgs {
+                    store: &store,
+                    snapshot: &snapshot,
+                    to: &to,
+                    data_dir,
+                    allow_non_empty,
+                    public_key: public_key.as_deref(),
+                },
+            )
+            .await?
+        }
+        Command::Drill {
+            store,
+            snapshot,
+            random_within_days,
+            root_key_file,
+            aws_kms,
+            scratch,
+            scratch_store,
+            samples,
+            keep,
+            no_record,
+            report,
+            public_key,
+        } => {
+            let scratch_store = scratch_store
+                .map(|s| StoreLocation::parse(&s))
+                .transpose()
+                .map_err(|e| CliError::Usage(e.to_string()))?;
+            let options = DrillOptions {
+                snapshot,
+                random_within_days,
+                scratch_dir: scratch.unwrap_or_else(backup::default_scratch),
+                scratch_store,
+                root_key_file: Some(root_key_file),
+                aws_kms,
+                samples_per_tenant: samples,
+            };
+            backup::drill(
+                &client,
+                cli.json,
+                backup::DrillArgs {
+                    store,
+                    options,
+                    public_key,
+                    keep,
+                    no_record,
+                    report_file: report,
+                },
+            )
+            .await?
         }
         Command::Apikey(ApikeyCommand::Revoke { id }) => {
             client.delete(&format!("/v1/admin/api-keys/{id}")).await?;

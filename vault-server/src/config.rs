@@ -39,6 +39,8 @@ pub struct Config {
     pub audit: AuditConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Scheduled backups.
+    pub backup: crate::backup::schedule::BackupConfig,
 }
 
 /// TLS files (PEM).
@@ -194,6 +196,7 @@ impl Default for Config {
             search: SearchConfig::default(),
             audit: AuditConfig::default(),
             log: LogConfig::default(),
+            backup: crate::backup::schedule::BackupConfig::default(),
         }
     }
 }
@@ -306,6 +309,7 @@ impl Config {
                 "search.max_candidates and search.commit_interval_ms must be positive".into(),
             ));
         }
+        self.backup.validate().map_err(ConfigError::Invalid)?;
         self.validate_audit()
     }
 

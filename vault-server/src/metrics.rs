@@ -47,6 +47,18 @@ pub struct Metrics {
     pub audit_failures: Counter,
     /// Keys flagged for bulk document reads.
     pub bulk_access_anomalies: Counter,
+    /// Unix time of the last successful backup (0: none yet).
+    pub backup_last_success: Gauge,
+    /// Seconds since the last successful backup (set when scraped; -1: none yet).
+    pub backup_age: Gauge,
+    /// Wall time of the last successful backup, in milliseconds.
+    pub backup_last_duration_ms: Gauge,
+    /// Total size of the last successful snapshot, in bytes.
+    pub backup_last_size: Gauge,
+    /// Bytes the last successful backup copied.
+    pub backup_last_added: Gauge,
+    /// Backups that failed.
+    pub backup_failures: Counter,
 }
 
 impl Default for Metrics {
@@ -122,8 +134,51 @@ impl Default for Metrics {
             "API keys flagged for bulk document reads",
             bulk_access_anomalies.clone(),
         );
+        let backup_last_success = Gauge::default();
+        let backup_age = Gauge::default();
+        let backup_last_duration_ms = Gauge::default();
+        let backup_last_size = Gauge::default();
+        let backup_last_added = Gauge::default();
+        let backup_failures = Counter::default();
+        backup_age.set(-1);
+        registry.register(
+            "backup_last_success_timestamp_seconds",
+            "Unix time of the last successful backup",
+            backup_last_success.clone(),
+        );
+        registry.register(
+            "backup_age_seconds",
+            "Seconds since the last successful backup (-1: none)",
+            backup_age.clone(),
+        );
+        registry.register(
+            "backup_last_duration_milliseconds",
+            "Wall time of the last successful backup",
+            backup_last_duration_ms.clone(),
+        );
+        registry.register(
+            "backup_last_size_bytes",
+            "Total size of the last successful snapshot",
+            backup_last_size.clone(),
+        );
+        registry.register(
+            "backup_last_added_bytes",
+            "Bytes the last successful backup copied",
+            backup_last_added.clone(),
+        );
+        registry.register(
+            "backup_failures",
+            "Backups that failed",
+            backup_failures.clone(),
+        );
         Metrics {
             registry,
+            backup_last_success,
+            backup_age,
+            backup_last_duration_ms,
+            backup_last_size,
+            backup_last_added,
+            backup_failures,
             audit_events,
             audit_segments,
             audit_failures,

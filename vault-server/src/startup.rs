@@ -125,6 +125,7 @@ pub async fn build(config: Config) -> Result<Built, StartupError> {
     let state = Arc::new(AppState {
         tenants: TenantRegistry::new(store.clone()),
         search: crate::search::SearchService::new(config.index_dir(), config.search.clone()),
+        backups: crate::backup::schedule::BackupService::new(config.backup.clone()),
         audit,
         config,
         store,
@@ -194,6 +195,7 @@ pub async fn serve(
     // serving (a search waits for its tenant's reconciliation).
     tokio::spawn(crate::search::run_committer(state.clone()));
     tokio::spawn(crate::audit::run_checkpointer(state.clone()));
+    tokio::spawn(crate::backup::schedule::run_scheduler(state.clone()));
     {
         let state = state.clone();
         tokio::spawn(async move { crate::search::open_all(&state).await });

@@ -31,6 +31,8 @@ pub struct AppState {
     pub search: SearchService,
     /// Prometheus metrics.
     pub metrics: Metrics,
+    /// The backup job.
+    pub backups: crate::backup::schedule::BackupService,
 }
 
 /// State as axum holds it.

@@ -37,6 +37,11 @@ pub async fn metrics(State(state): State<SharedState>) -> impl IntoResponse {
         .metrics
         .key_provider_calls
         .set(i64::try_from(state.keys.provider_calls()).unwrap_or(i64::MAX));
+    let last_backup = state.metrics.backup_last_success.get();
+    if last_backup > 0 {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        state.metrics.backup_age.set(now - last_backup);
+    }
     match state.metrics.render() {
         Ok(text) => (
             StatusCode::OK,

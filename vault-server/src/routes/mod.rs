@@ -2,6 +2,7 @@
 
 mod admin;
 mod audit;
+mod backups;
 mod documents;
 mod health;
 pub mod openapi;
@@ -65,6 +66,13 @@ fn build(state: SharedState, audit: Audit) -> Router {
             post(admin::issue_api_key).get(admin::list_api_keys),
         )
         .route("/v1/admin/api-keys/{id}", delete(admin::revoke_api_key))
+        .route("/v1/admin/backups", get(backups::list).post(backups::start))
+        .route("/v1/admin/backups/prune", post(backups::prune))
+        .route(
+            "/v1/admin/backups/{id}/hold",
+            post(backups::hold).delete(backups::release),
+        )
+        .route("/v1/admin/drills", post(backups::record_drill))
         .route(
             "/v1/documents",
             post(documents::upload).get(documents::list),

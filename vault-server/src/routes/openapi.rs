@@ -4,14 +4,15 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, audit, documents, health, search};
+use super::{admin, audit, backups, documents, health, search};
 
 /// The API description.
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Billing records vault", description = "Encrypted storage, blind-indexed search and audit for healthcare billing documents."),
     paths(health::healthz, health::readyz, admin::create_tenant, admin::list_tenants, admin::get_tenant, admin::disable_tenant, admin::issue_api_key, admin::list_api_keys, admin::revoke_api_key,
-        documents::upload, documents::download, documents::metadata, documents::delete, documents::list, search::search, search::rebuild, audit::events, audit::checkpoint, audit::proof),
+        documents::upload, documents::download, documents::metadata, documents::delete, documents::list, search::search, search::rebuild, audit::events, audit::checkpoint, audit::proof,
+        backups::list, backups::start, backups::prune, backups::hold, backups::release, backups::record_drill),
     components(schemas(crate::error::ErrorBody, crate::tenants::TenantRecord, admin::CreateTenant, admin::IssueApiKey, admin::IssuedApiKey, admin::ListedApiKey,
         documents::UploadResponse, documents::MetadataResponse, documents::ListedDocument, documents::ListResponse, crate::documents::DocumentKind,
         search::SearchHit, search::SearchResponse, crate::search::ReconcileReport,

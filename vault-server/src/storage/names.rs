@@ -15,6 +15,15 @@
 //! system/audit-signing/key                   wrapped Ed25519 seed (checkpoints)
 //! system/audit-signing/public                its public key, hex
 //! ```
+//!
+//! A backup repository (its own store) uses the same type:
+//!
+//! ```text
+//! config                                     repository record (vault key, lock)
+//! snapshots/<snapshot id>                    signed manifests
+//! data/<2 hex>/<sha256 hex>                  content-addressed ciphertext objects
+//! holds/<snapshot id>                        legal holds on snapshots
+//! ```
 
 use std::fmt;
 
@@ -141,6 +150,40 @@ impl ObjectName {
     /// The audit signing public key (hex).
     pub fn audit_public_key() -> Self {
         Self::new("system/audit-signing/public".to_owned())
+    }
+
+    /// A backup repository's record.
+    pub fn backup_config() -> Self {
+        Self::new("config".to_owned())
+    }
+
+    /// Prefix of a backup repository's manifests.
+    pub const BACKUP_SNAPSHOTS_PREFIX: &'static str = "snapshots/";
+
+    /// Prefix of a backup repository's data objects.
+    pub const BACKUP_DATA_PREFIX: &'static str = "data/";
+
+    /// Prefix of a backup repository's legal holds.
+    pub const BACKUP_HOLDS_PREFIX: &'static str = "holds/";
+
+    /// A snapshot's manifest (`id` checked by the caller: lowercase hex, digits, `-`).
+    pub fn backup_snapshot(id: &str) -> Self {
+        Self::new(format!("snapshots/{id}"))
+    }
+
+    /// A legal hold on a snapshot.
+    pub fn backup_hold(id: &str) -> Self {
+        Self::new(format!("holds/{id}"))
+    }
+
+    /// A content-addressed object of a backup repository.
+    pub fn backup_data(sha256_hex: &str) -> Self {
+        Self::new(format!("data/{}/{sha256_hex}", &sha256_hex[..2]))
+    }
+
+    /// The last path component (a snapshot id, a hash).
+    pub fn file_name(&self) -> &str {
+        self.0.rsplit('/').next().unwrap_or(&self.0)
     }
 
     /// Idempotency record (the key is hashed: callers may put anything in it).

@@ -28,6 +28,42 @@ pub struct S3Store {
     bucket: String,
     prefix: String,
     multipart_threshold: usize,
+    object_lock: Option<ObjectLock>,
+}
+
+/// S3 Object Lock retention put on every object this store writes (backup
+/// repositories on buckets created with Object Lock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectLock {
+    /// Governance (removable by privileged users) or compliance (by nobody).
+    pub compliance: bool,
+    /// Retention from the moment of the write.
+    pub days: u32,
+}
+
+impl ObjectLock {
+    /// The mode's S3 name.
+    pub fn mode_name(&self) -> &'static str {
+        if self.compliance {
+            "compliance"
+        } else {
+            "governance"
+        }
+    }
+
+    fn mode(&self) -> aws_sdk_s3::types::ObjectLockMode {
+        if self.compliance {
+            aws_sdk_s3::types::ObjectLockMode::Compliance
+        } else {
+            aws_sdk_s3::types::ObjectLockMode::Governance
+        }
+    }
+
+    fn retain_until(&self) -> aws_sdk_s3::primitives::DateTime {
+        let until = std::time::SystemTime::now()
+            + std::time::Duration::from_secs(u64::from(self.days) * 86_400);
+        aws_sdk_s3::primitives::DateTime::from(until)
+    }
 }
 
 fn backend<E: std::error::Error + 'static>(e: E) -> StorageError {
@@ -84,6 +120,31 @@ impl S3Store {
             multipart_threshold: usize::try_from(multipart_threshold)
                 .unwrap_or(usize::MAX)
                 .max(PART_SIZE),
+            object_lock: None,
+        }
+    }
+
+    /// Puts Object Lock retention on every object written from now on.
+    pub fn with_object_lock(mut self, lock: ObjectLock) -> Self {
+        self.object_lock = Some(lock);
+        self
+    }
+
+    /// Whether the bucket was created with Object Lock enabled.
+    pub async fn object_lock_enabled(&self) -> Result<bool, StorageError> {
+        match self
+            .client
+            .get_object_lock_configuration()
+            .bucket(&self.bucket)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(out
+                .object_lock_configuration()
+                .and_then(|c| c.object_lock_enabled())
+                .is_some_and(|e| e.as_str() == "Enabled")),
+            Err(e) if matches!(status_of(&e), Some(404)) => Ok(false),
+            Err(e) => Err(backend(e)),
         }
     }
 
@@ -98,6 +159,8 @@ impl S3Store {
             .bucket(&self.bucket)
             .key(self.key(name))
             .if_none_match("*")
+            .set_object_lock_mode(self.object_lock.map(|l| l.mode()))
+            .set_object_lock_retain_until_date(self.object_lock.map(|l| l.retain_until()))
             .body(S3Body::from(body))
             .send()
             .await;
@@ -126,6 +189,8 @@ impl S3Store {
             .create_multipart_upload()
             .bucket(&self.bucket)
             .key(&key)
+            .set_object_lock_mode(self.object_lock.map(|l| l.mode()))
+            .set_object_lock_retain_until_date(self.object_lock.map(|l| l.retain_until()))
             .send()
             .await
             .map_err(backend)?;

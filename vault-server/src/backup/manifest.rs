@@ -1,0 +1,355 @@
+//! The snapshot manifest, format v1: what a snapshot holds and who made it.
+//!
+//! ```text
+//! vault backup manifest v1\n          FORMAT CONSTANT (the magic line)
+//! {"snapshot": ..., "entries": [...], ...}\n     the body, one JSON line
+//! sig <128 hex digits>\n              Ed25519 over the magic line and the body line
+//! ```
+//!
+//! The signature covers the exact stored bytes (no re-serialisation before
+//! verifying). Entries are sorted by name; the Merkle root (RFC 9162) is taken
+//! over `leaf(name NUL size NUL sha256)` per entry, so one changed, added,
+//! removed or reordered entry changes it. Names, sizes and hashes are of
+//! ciphertext objects and carry no PHI.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use vault_crypto::merkle;
+use vault_crypto::signing::{PublicKey, SigningKey};
+
+use super::BackupError;
+
+/// FORMAT CONSTANT: the first line of every v1 manifest.
+pub const MAGIC_V1: &str = "vault backup manifest v1";
+/// FORMAT CONSTANT: the prefix of the signature line.
+const SIGNATURE_PREFIX: &str = "sig ";
+/// Largest manifest accepted when parsing (about 2 million entries).
+pub const MAX_MANIFEST_BYTES: usize = 512 << 20;
+
+/// Pseudo object name of the sealed local keystore inside a snapshot: it is not an
+/// object of the store but a file of the data directory.
+pub const KEYSTORE_ENTRY: &str = "local/keystore.bin";
+
+/// One object of a snapshot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Object name in the vault's store (or [`KEYSTORE_ENTRY`]).
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// SHA-256 of the (ciphertext) bytes, hex; also the object's name in the repository.
+    pub sha256: String,
+}
+
+impl Entry {
+    /// The entry's Merkle leaf hash.
+    pub fn leaf(&self) -> merkle::Hash {
+        let mut data = Vec::with_capacity(self.name.len() + 96);
+        data.extend_from_slice(self.name.as_bytes());
+        data.push(0);
+        data.extend_from_slice(self.size.to_string().as_bytes());
+        data.push(0);
+        data.extend_from_slice(self.sha256.as_bytes());
+        merkle::leaf_hash(&data)
+    }
+}
+
+/// S3 Object Lock retention applied to a snapshot's objects.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockInfo {
+    /// `governance` or `compliance`.
+    pub mode: String,
+    /// Objects written by this snapshot cannot be deleted before this time.
+    #[serde(with = "time::serde::rfc3339")]
+    pub retain_until: OffsetDateTime,
+}
+
+/// The signed content of a manifest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Snapshot id (`YYYYMMDD-HHMMSS-<8 hex>`, sorts by time).
+    pub snapshot: String,
+    /// The signing vault's public key (hex): which vault made this snapshot.
+    pub vault_key: String,
+    /// When the snapshot's listing was taken.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When the manifest was written.
+    #[serde(with = "time::serde::rfc3339")]
+    pub finished_at: OffsetDateTime,
+    /// Where it came from (`fs` or `s3://bucket/prefix`; no PHI).
+    pub source: String,
+    /// Tenants included; empty means the whole vault.
+    pub tenants: Vec<String>,
+    /// The snapshot this one was made incrementally from, if any.
+    pub parent: Option<String>,
+    /// Object Lock retention of the objects this snapshot wrote.
+    pub lock: Option<LockInfo>,
+    /// Bytes this snapshot copied to the repository (new objects only).
+    pub bytes_added: u64,
+    /// Merkle root (hex) over the entries.
+    pub merkle_root: String,
+    /// Every object, sorted by name.
+    pub entries: Vec<Entry>,
+}
+
+impl Manifest {
+    /// Total size of the snapshot's objects.
+    pub fn total_bytes(&self) -> u64 {
+        self.entries.iter().map(|e| e.size).sum()
+    }
+
+    /// The Merkle root of these entries (hex).
+    pub fn compute_root(entries: &[Entry]) -> String {
+        let leaves: Vec<merkle::Hash> = entries.iter().map(Entry::leaf).collect();
+        hex::encode(merkle::root(&leaves))
+    }
+
+    /// Documents per tenant, counted from the `meta` objects.
+    pub fn documents_per_tenant(&self) -> std::collections::BTreeMap<String, u64> {
+        let mut counts = std::collections::BTreeMap::new();
+        for entry in &self.entries {
+            if let Some(rest) = entry.name.strip_prefix("tenants/") {
+                if let Some((tenant, doc)) = rest.split_once("/docs/") {
+                    if doc.ends_with("/meta") {
+                        *counts.entry(tenant.to_owned()).or_insert(0) += 1;
+                    }
+                }
+            }
+        }
+        counts
+    }
+
+    /// Serialises and signs.
+    pub fn sign(&self, key: &SigningKey) -> Result<Vec<u8>, BackupError> {
+        let body = serde_json::to_string(self).map_err(|e| BackupError::Internal(e.to_string()))?;
+        let signed = signed_bytes(&body);
+        let signature = key.sign(&signed);
+        let mut out = signed;
+        out.extend_from_slice(SIGNATURE_PREFIX.as_bytes());
+        out.extend_from_slice(hex::encode(signature).as_bytes());
+        out.push(b'\n');
+        Ok(out)
+    }
+
+    /// Parses a stored manifest, checks its signature against the public key it
+    /// names and its Merkle root and order against its entries. Whether that key is
+    /// the expected vault's is the caller's check ([`Manifest::check_vault`]).
+    pub fn parse_and_verify(bytes: &[u8]) -> Result<Manifest, BackupError> {
+        let bad = |reason: &str| BackupError::BadManifest(reason.to_owned());
+        if bytes.len() > MAX_MANIFEST_BYTES {
+            return Err(bad("manifest too large"));
+        }
+        let text = std::str::from_utf8(bytes).map_err(|_| bad("not UTF-8"))?;
+        let mut lines = text.split_inclusive('\n');
+        let magic = lines.next().ok_or_else(|| bad("empty"))?;
+        if magic.trim_end_matches('\n') != MAGIC_V1 {
+            return Err(bad("unknown format (first line)"));
+        }
+        let body = lines.next().ok_or_else(|| bad("no body line"))?;
+        let sig_line = lines.next().ok_or_else(|| bad("no signature line"))?;
+        if lines.next().is_some() || !sig_line.ends_with('\n') || !body.ends_with('\n') {
+            return Err(bad("trailing data"));
+        }
+        let body = body.trim_end_matches('\n');
+        let signature: [u8; 64] = sig_line
+            .trim_end_matches('\n')
+            .strip_prefix(SIGNATURE_PREFIX)
+            .and_then(|h| hex::decode(h).ok())
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| bad("malformed signature line"))?;
+        let manifest: Manifest =
+            serde_json::from_str(body).map_err(|e| bad(&format!("body: {e}")))?;
+        let key = PublicKey::from_hex(&manifest.vault_key).map_err(|_| bad("bad vault key"))?;
+        key.verify(&signed_bytes(body), &signature)
+            .map_err(|_| BackupError::BadSignature(manifest.snapshot.clone()))?;
+        if !manifest.entries.windows(2).all(|w| w[0].name < w[1].name) {
+            return Err(bad("entries not sorted or duplicated"));
+        }
+        for entry in &manifest.entries {
+            if entry.sha256.len() != 64
+                || !entry
+                    .sha256
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            {
+                return Err(bad("entry hash is not 64 lowercase hex digits"));
+            }
+        }
+        if Manifest::compute_root(&manifest.entries) != manifest.merkle_root {
+            return Err(bad("Merkle root does not match the entries"));
+        }
+        Ok(manifest)
+    }
+
+    /// Refuses a manifest signed by another vault than `expected`.
+    pub fn check_vault(&self, expected: &PublicKey) -> Result<(), BackupError> {
+        if self.vault_key != expected.to_hex() {
+            return Err(BackupError::ForeignManifest(self.snapshot.clone()));
+        }
+        Ok(())
+    }
+}
+
+fn signed_bytes(body: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(MAGIC_V1.len() + body.len() + 2);
+    out.extend_from_slice(MAGIC_V1.as_bytes());
+    out.push(b'\n');
+    out.extend_from_slice(body.as_bytes());
+    out.push(b'\n');
+    out
+}
+
+/// A new snapshot id for `now`: `YYYYMMDD-HHMMSS-<8 random hex>`.
+pub fn new_snapshot_id(now: OffsetDateTime) -> String {
+    let suffix: u32 = rand::random();
+    format!(
+        "{:04}{:02}{:02}-{:02}{:02}{:02}-{suffix:08x}",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second()
+    )
+}
+
+/// Whether `id` has the shape of a snapshot id (it becomes part of an object name).
+pub fn is_snapshot_id(id: &str) -> bool {
+    let bytes = id.as_bytes();
+    bytes.len() == 24
+        && bytes.iter().enumerate().all(|(i, b)| match i {
+            8 | 15 => *b == b'-',
+            0..=14 => b.is_ascii_digit(),
+            _ => b.is_ascii_digit() || (b'a'..=b'f').contains(b),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use vault_crypto::Key256;
+
+    fn key() -> SigningKey {
+        SigningKey::from_seed(&Key256::from_bytes([7; 32]))
+    }
+
+    pub(crate) fn sample(key: &SigningKey) -> Manifest {
+        let entries = vec![
+            Entry {
+                name: "system/tenants/acme".into(),
+                size: 120,
+                sha256: "a".repeat(64),
+            },
+            Entry {
+                name: "tenants/acme/docs/0123/body".into(),
+                size: 4096,
+                sha256: "b".repeat(64),
+            },
+            Entry {
+                name: "tenants/acme/docs/0123/meta".into(),
+                size: 90,
+                sha256: "c".repeat(64),
+            },
+        ];
+        Manifest {
+            snapshot: "20261124-153000-0badcafe".into(),
+            vault_key: key.public_key().to_hex(),
+            created_at: time::macros::datetime!(2026-11-24 15:30:00 UTC),
+            finished_at: time::macros::datetime!(2026-11-24 15:30:02 UTC),
+            source: "fs".into(),
+            tenants: vec![],
+            parent: None,
+            lock: None,
+            bytes_added: 4306,
+            merkle_root: Manifest::compute_root(&entries),
+            entries,
+        }
+    }
+
+    #[test]
+    fn signed_manifest_round_trips_and_counts_documents() {
+        let key = key();
+        let manifest = sample(&key);
+        let bytes = manifest.sign(&key).unwrap();
+        let parsed = Manifest::parse_and_verify(&bytes).unwrap();
+        assert_eq!(parsed, manifest);
+        parsed.check_vault(&key.public_key()).unwrap();
+        assert_eq!(parsed.documents_per_tenant().get("acme"), Some(&1));
+        assert_eq!(parsed.total_bytes(), 4306);
+    }
+
+    #[test]
+    fn any_changed_byte_is_refused() {
+        let key = key();
+        let bytes = sample(&key).sign(&key).unwrap();
+        for i in 0..bytes.len() {
+            let mut tampered = bytes.clone();
+            tampered[i] ^= 0x01;
+            assert!(
+                Manifest::parse_and_verify(&tampered).is_err(),
+                "flip at byte {i} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn another_vaults_manifest_is_foreign() {
+        let ours = key();
+        let theirs = SigningKey::from_seed(&Key256::from_bytes([9; 32]));
+        let bytes = sample(&theirs).sign(&theirs).unwrap();
+        let parsed = Manifest::parse_and_verify(&bytes).unwrap();
+        assert!(matches!(
+            parsed.check_vault(&ours.public_key()),
+            Err(BackupError::ForeignManifest(_))
+        ));
+    }
+
+    #[test]
+    fn re_signed_entries_must_match_the_root() {
+        let key = key();
+        let mut manifest = sample(&key);
+        manifest.entries[1].size += 1;
+        let bytes = manifest.sign(&key).unwrap();
+        assert!(matches!(
+            Manifest::parse_and_verify(&bytes),
+            Err(BackupError::BadManifest(_))
+        ));
+    }
+
+    /// A manifest written by the first release: it must always open.
+    #[test]
+    fn v1_fixture_still_opens() {
+        let bytes = include_bytes!("../../tests/fixtures/backup-manifest-v1/manifest");
+        let manifest = Manifest::parse_and_verify(bytes).unwrap();
+        assert_eq!(manifest, sample(&key()));
+    }
+
+    #[test]
+    fn snapshot_ids_sort_by_time_and_validate() {
+        let a = new_snapshot_id(time::macros::datetime!(2026-01-02 03:04:05 UTC));
+        let b = new_snapshot_id(time::macros::datetime!(2026-01-02 03:04:06 UTC));
+        assert!(is_snapshot_id(&a) && is_snapshot_id(&b));
+        assert!(a < b);
+        assert!(!is_snapshot_id("../../etc/passwd"));
+        assert!(!is_snapshot_id("20261124-153000-0BADCAFE"));
+    }
+
+    proptest! {
+        #[test]
+        fn parser_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let _ = Manifest::parse_and_verify(&bytes);
+        }
+
+        #[test]
+        fn parser_never_panics_on_near_manifests(
+            body in "\\PC{0,200}",
+            sig in "[0-9a-f]{0,130}",
+        ) {
+            let text = format!("{MAGIC_V1}\n{body}\nsig {sig}\n");
+            let _ = Manifest::parse_and_verify(text.as_bytes());
+        }
+    }
+}

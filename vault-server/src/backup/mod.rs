@@ -1,0 +1,126 @@
+//! Backups: snapshots of ciphertext into a content-addressed repository, retention,
+//! verification, restore and the disaster-recovery drill.
+//!
+//! A backup never needs a data key: it copies the store's objects (bodies, key
+//! records, facts, tenant key records, audit segments) and the sealed local
+//! keystore as they are, each named in the repository by the SHA-256 of its bytes,
+//! so an object already there is never copied again. A snapshot exists when its
+//! manifest ([`manifest`]) exists; the manifest is written last, create-only and
+//! signed with the vault's Ed25519 key, so an interrupted backup leaves only
+//! unreferenced data objects, which the next backup reuses and a prune removes.
+//!
+//! - [`repo`]: the repository (a directory or an S3 prefix) and its record.
+//! - [`snapshot`]: taking a snapshot.
+//! - [`retention`]: keep-last/daily/weekly/monthly/within and the prune.
+//! - [`restore`]: restoring a snapshot into an empty store, hash-checked.
+//! - [`verify`]: checking a repository's structure and, optionally, its data.
+//! - [`drill`]: restore, verify, open, decrypt, index and search a scratch vault.
+//! - [`schedule`]: the server's cron-driven backup job and its status.
+
+pub mod drill;
+pub mod manifest;
+pub mod repo;
+pub mod restore;
+pub mod retention;
+pub mod schedule;
+pub mod snapshot;
+pub mod verify;
+
+use crate::storage::StorageError;
+
+/// Backup failures. Messages name snapshots and objects (no PHI), never contents.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    /// The repository or the vault store failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// A manifest is not a valid v1 manifest.
+    #[error("manifest is invalid: {0}")]
+    BadManifest(String),
+    /// A manifest's signature does not verify.
+    #[error("manifest {0}: signature does not verify")]
+    BadSignature(String),
+    /// A manifest was signed by another vault than this repository's.
+    #[error("manifest {0} was signed by another vault")]
+    ForeignManifest(String),
+    /// The repository belongs to another vault, or its record is unreadable.
+    #[error("backup repository: {0}")]
+    Repository(String),
+    /// No such snapshot.
+    #[error("snapshot {0} not found")]
+    UnknownSnapshot(String),
+    /// The restore target already holds objects.
+    #[error("the target store is not empty (use --allow-non-empty to resume a restore)")]
+    TargetNotEmpty,
+    /// An object's bytes do not match the manifest.
+    #[error("object {name}: {problem}")]
+    Mismatch {
+        /// The object.
+        name: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// Another backup or prune is running.
+    #[error("a backup or prune is already running")]
+    Busy,
+    /// Bad settings or arguments.
+    #[error("{0}")]
+    Invalid(String),
+    /// Local files (keystore, scratch directory).
+    #[error("{0}")]
+    Io(String),
+    /// Anything else (serialisation).
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl From<BackupError> for crate::error::ApiError {
+    fn from(e: BackupError) -> Self {
+        use axum::http::StatusCode;
+        match e {
+            BackupError::Busy => {
+                crate::error::ApiError::conflict("backup_running", "a backup or prune is running")
+            }
+            BackupError::UnknownSnapshot(id) => crate::error::ApiError::not_found(
+                "snapshot_not_found",
+                format!("snapshot {id} not found"),
+            ),
+            BackupError::Invalid(message) => {
+                crate::error::ApiError::bad_request("invalid_backup_request", message)
+            }
+            BackupError::Storage(e) => e.into(),
+            other => {
+                tracing::error!(error = %other, "backup operation failed");
+                crate::error::ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "backup_failed",
+                    other.to_string(),
+                )
+            }
+        }
+    }
+}
+
+/// Progress of long work, reported as objects and bytes (the CLI draws bars).
+pub trait Progress: Send + Sync {
+    /// The work's size is known.
+    fn start(&self, phase: &str, objects: u64, bytes: u64);
+    /// One object (of `bytes`) is done.
+    fn advance(&self, bytes: u64);
+    /// The phase is over.
+    fn finish(&self) {}
+}
+
+/// Reports nothing.
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn start(&self, _phase: &str, _objects: u64, _bytes: u64) {}
+    fn advance(&self, _bytes: u64) {}
+}
+
+/// SHA-256 of bytes, hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}

@@ -1,0 +1,291 @@
+//! A backup repository: a directory or an S3 prefix holding `config`, signed
+//! manifests under `snapshots/`, content-addressed objects under `data/` and legal
+//! holds under `holds/` (names in `storage/names.rs`).
+//!
+//! The repository record pins the vault's public key on first use: every manifest
+//! must be signed by it, so a manifest copied in from another vault is refused.
+//! Writes are create-only (`If-None-Match: *` on S3); on a bucket with Object Lock
+//! enabled every object gets the configured retention.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use vault_crypto::signing::PublicKey;
+
+use super::manifest::{is_snapshot_id, Manifest};
+use super::BackupError;
+use crate::storage::s3::{ObjectLock, S3Store};
+use crate::storage::{list_all, ObjectName, ObjectStore, StorageError, StoreLocation};
+
+/// FORMAT CONSTANT: version of the repository record.
+const CONFIG_FORMAT: u32 = 1;
+
+/// The repository record (`config`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RepoConfig {
+    /// FORMAT CONSTANT: 1.
+    pub format: u32,
+    /// Public key (hex) of the vault whose snapshots this repository holds.
+    pub vault_key: String,
+    /// When the repository was started.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// An open repository.
+pub struct Repository {
+    /// Its objects.
+    pub store: Arc<dyn ObjectStore>,
+    /// Where it is (for reports).
+    pub location: String,
+    /// Object Lock applied to new objects, when the bucket has it.
+    pub lock: Option<ObjectLock>,
+}
+
+/// A manifest's summary, for listings.
+#[derive(Clone, Debug, Serialize)]
+pub struct SnapshotSummary {
+    /// Snapshot id.
+    pub id: String,
+    /// When it was taken.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// Objects in it.
+    pub objects: u64,
+    /// Their total size.
+    pub bytes: u64,
+    /// Bytes it added to the repository.
+    pub bytes_added: u64,
+    /// Tenants (empty: all).
+    pub tenants: Vec<String>,
+    /// Object Lock retention end, if locked.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub locked_until: Option<OffsetDateTime>,
+    /// Whether a legal hold keeps it.
+    pub held: bool,
+}
+
+impl Repository {
+    /// Opens a repository; on S3 with `lock_days > 0`, applies Object Lock when the
+    /// bucket has it enabled.
+    pub async fn open(
+        location: &StoreLocation,
+        lock_days: u32,
+        compliance: bool,
+    ) -> Result<Repository, BackupError> {
+        Ok(match location {
+            StoreLocation::Fs(root) => Repository {
+                store: Arc::new(crate::storage::fs::FsStore::open(root).await?),
+                location: root.display().to_string(),
+                lock: None,
+            },
+            StoreLocation::S3 { bucket, prefix } => {
+                let store = S3Store::new(bucket, prefix, None, None, 64 << 20).await;
+                let lock = if lock_days > 0 && store.object_lock_enabled().await? {
+                    Some(ObjectLock {
+                        compliance,
+                        days: lock_days,
+                    })
+                } else {
+                    None
+                };
+                let store = match lock {
+                    Some(lock) => store.with_object_lock(lock),
+                    None => store,
+                };
+                Repository {
+                    store: Arc::new(store),
+                    location: format!("s3://{bucket}/{prefix}"),
+                    lock,
+                }
+            }
+        })
+    }
+
+    /// Reads the repository record, if the repository was started.
+    pub async fn config(&self) -> Result<Option<RepoConfig>, BackupError> {
+        let Some(bytes) = self.store.get_bytes(&ObjectName::backup_config()).await? else {
+            return Ok(None);
+        };
+        let config: RepoConfig = serde_json::from_slice(&bytes)
+            .map_err(|e| BackupError::Repository(format!("unreadable record: {e}")))?;
+        if config.format != CONFIG_FORMAT {
+            return Err(BackupError::Repository(format!(
+                "unknown record format {}",
+                config.format
+            )));
+        }
+        Ok(Some(config))
+    }
+
+    /// Starts the repository for this vault, or checks it is this vault's.
+    pub async fn init_or_check(&self, vault_key: &PublicKey) -> Result<(), BackupError> {
+        if let Some(config) = self.config().await? {
+            return check_key(&config, vault_key);
+        }
+        let config = RepoConfig {
+            format: CONFIG_FORMAT,
+            vault_key: vault_key.to_hex(),
+            created_at: OffsetDateTime::now_utc(),
+        };
+        let bytes =
+            serde_json::to_vec_pretty(&config).map_err(|e| BackupError::Internal(e.to_string()))?;
+        match self
+            .store
+            .put_new_bytes(&ObjectName::backup_config(), Bytes::from(bytes))
+            .await
+        {
+            Ok(()) => Ok(()),
+            // Started concurrently: theirs must be ours too.
+            Err(StorageError::AlreadyExists(_)) => match self.config().await? {
+                Some(config) => check_key(&config, vault_key),
+                None => Err(BackupError::Repository("record vanished".into())),
+            },
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The key manifests must be signed with: `expected` when the caller pins one
+    /// (it must then match the record), else the record's.
+    pub async fn vault_key(&self, expected: Option<&PublicKey>) -> Result<PublicKey, BackupError> {
+        let config = self.config().await?.ok_or_else(|| {
+            BackupError::Repository(format!("{} is not a backup repository", self.location))
+        })?;
+        match expected {
+            Some(key) => {
+                check_key(&config, key)?;
+                Ok(*key)
+            }
+            None => PublicKey::from_hex(&config.vault_key)
+                .map_err(|_| BackupError::Repository("record holds a bad key".into())),
+        }
+    }
+
+    /// Snapshot ids, oldest first.
+    pub async fn snapshot_ids(&self) -> Result<Vec<String>, BackupError> {
+        let listed = list_all(
+            self.store.as_ref(),
+            ObjectName::BACKUP_SNAPSHOTS_PREFIX,
+            None,
+        )
+        .await?;
+        Ok(listed
+            .iter()
+            .map(|o| o.name.file_name().to_owned())
+            .filter(|id| is_snapshot_id(id))
+            .collect())
+    }
+
+    /// Reads and verifies a manifest: its signature, its entries' root, and that
+    /// `vault_key` signed it.
+    pub async fn manifest(&self, id: &str, vault_key: &PublicKey) -> Result<Manifest, BackupError> {
+        if !is_snapshot_id(id) {
+            return Err(BackupError::UnknownSnapshot(id.to_owned()));
+        }
+        let bytes = self
+            .store
+            .get_bytes(&ObjectName::backup_snapshot(id))
+            .await?
+            .ok_or_else(|| BackupError::UnknownSnapshot(id.to_owned()))?;
+        let manifest = Manifest::parse_and_verify(&bytes)?;
+        if manifest.snapshot != id {
+            return Err(BackupError::BadManifest(format!(
+                "snapshot {id} holds the manifest of {}",
+                manifest.snapshot
+            )));
+        }
+        manifest.check_vault(vault_key)?;
+        Ok(manifest)
+    }
+
+    /// The newest snapshot, if any.
+    pub async fn latest(&self, vault_key: &PublicKey) -> Result<Option<Manifest>, BackupError> {
+        match self.snapshot_ids().await?.last() {
+            Some(id) => Ok(Some(self.manifest(id, vault_key).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Data objects present: hash -> size.
+    pub async fn data_objects(&self) -> Result<HashMap<String, u64>, BackupError> {
+        let listed = list_all(self.store.as_ref(), ObjectName::BACKUP_DATA_PREFIX, None).await?;
+        Ok(listed
+            .into_iter()
+            .map(|o| (o.name.file_name().to_owned(), o.size))
+            .collect())
+    }
+
+    /// Snapshots under legal hold.
+    pub async fn holds(&self) -> Result<BTreeSet<String>, BackupError> {
+        let listed = list_all(self.store.as_ref(), ObjectName::BACKUP_HOLDS_PREFIX, None).await?;
+        Ok(listed
+            .iter()
+            .map(|o| o.name.file_name().to_owned())
+            .collect())
+    }
+
+    /// Puts a legal hold on a snapshot (idempotent).
+    pub async fn hold(&self, id: &str, vault_key: &PublicKey) -> Result<(), BackupError> {
+        self.manifest(id, vault_key).await?;
+        let record = serde_json::json!({ "format": 1, "held_at": OffsetDateTime::now_utc().unix_timestamp() });
+        match self
+            .store
+            .put_new_bytes(
+                &ObjectName::backup_hold(id),
+                Bytes::from(record.to_string()),
+            )
+            .await
+        {
+            Ok(()) | Err(StorageError::AlreadyExists(_)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Releases a legal hold (idempotent). On a locked bucket the hold object itself
+    /// is under retention; its deletion then leaves only a delete marker, which is
+    /// what releases it.
+    pub async fn release(&self, id: &str) -> Result<(), BackupError> {
+        if !is_snapshot_id(id) {
+            return Err(BackupError::UnknownSnapshot(id.to_owned()));
+        }
+        self.store.delete(&ObjectName::backup_hold(id)).await?;
+        Ok(())
+    }
+
+    /// Summaries of every snapshot, oldest first (manifests that fail verification
+    /// are errors: listing is also a check).
+    pub async fn summaries(
+        &self,
+        vault_key: &PublicKey,
+    ) -> Result<Vec<SnapshotSummary>, BackupError> {
+        let holds = self.holds().await?;
+        let mut out = Vec::new();
+        for id in self.snapshot_ids().await? {
+            let m = self.manifest(&id, vault_key).await?;
+            out.push(SnapshotSummary {
+                held: holds.contains(&id),
+                id,
+                created_at: m.created_at,
+                objects: m.entries.len() as u64,
+                bytes: m.total_bytes(),
+                bytes_added: m.bytes_added,
+                tenants: m.tenants.clone(),
+                locked_until: m.lock.as_ref().map(|l| l.retain_until),
+            });
+        }
+        Ok(out)
+    }
+}
+
+fn check_key(config: &RepoConfig, vault_key: &PublicKey) -> Result<(), BackupError> {
+    if config.vault_key == vault_key.to_hex() {
+        Ok(())
+    } else {
+        Err(BackupError::Repository(
+            "this repository holds another vault's backups".into(),
+        ))
+    }
+}

@@ -1,0 +1,501 @@
+//! The server's backup job: on a cron schedule and on demand, one at a time, with
+//! its status in `/metrics` and `GET /v1/admin/backups`, recorded in the system
+//! audit log.
+//!
+//! A backup interrupted by a crash leaves no manifest, only data objects that the
+//! next run finds already present and does not copy again: it resumes. The last
+//! success survives restarts because it is read back from the repository's newest
+//! manifest at start-up.
+
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use vault_crypto::TenantId;
+
+use super::manifest::Manifest;
+use super::repo::Repository;
+use super::retention::{KeepPolicy, PruneReport};
+use super::snapshot::{Selection, Source};
+use super::{BackupError, Progress};
+use crate::audit::{self, Outcome, SYSTEM_LOG};
+use crate::config::StorageConfig;
+use crate::state::SharedState;
+use crate::storage::StoreLocation;
+
+/// `[backup]` settings.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackupConfig {
+    /// The repository: a directory or `s3://bucket/prefix`. Unset: no backups.
+    pub target: Option<String>,
+    /// When to back up, as a cron expression with seconds
+    /// (`sec min hour day-of-month month day-of-week`, UTC), e.g. `0 0 2 * * *`.
+    pub schedule: Option<String>,
+    /// Tenants to back up; empty: the whole vault.
+    pub tenants: Vec<String>,
+    /// Object Lock retention in days for a bucket with Object Lock (0: none).
+    pub lock_days: u32,
+    /// `governance` (default) or `compliance`.
+    pub lock_mode: Option<String>,
+    /// Retention rules applied after each scheduled backup (empty: keep all).
+    pub retention: KeepPolicy,
+}
+
+impl BackupConfig {
+    /// Checks the settings.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(expr) = &self.schedule {
+            parse_schedule(expr)?;
+            if self.target.is_none() {
+                return Err("backup.schedule needs backup.target".into());
+            }
+        }
+        if let Some(target) = &self.target {
+            StoreLocation::parse(target).map_err(|e| format!("backup.target: {e}"))?;
+        }
+        for tenant in &self.tenants {
+            TenantId::new(tenant)
+                .map_err(|_| format!("backup.tenants: bad tenant id {tenant:?}"))?;
+        }
+        match self.lock_mode.as_deref() {
+            None | Some("governance" | "compliance") => Ok(()),
+            Some(other) => Err(format!(
+                "backup.lock_mode is governance or compliance, not {other:?}"
+            )),
+        }
+    }
+
+    fn location(&self) -> Result<StoreLocation, BackupError> {
+        let target = self.target.as_deref().ok_or_else(|| {
+            BackupError::Invalid("no backup target is configured ([backup] target)".into())
+        })?;
+        StoreLocation::parse(target).map_err(BackupError::from)
+    }
+}
+
+fn parse_schedule(expr: &str) -> Result<cron::Schedule, String> {
+    cron::Schedule::from_str(expr).map_err(|e| format!("backup.schedule {expr:?}: {e}"))
+}
+
+/// Where a running backup is.
+#[derive(Clone, Debug, Serialize)]
+pub struct Running {
+    /// What started it: `schedule` or `operator:<id>`.
+    pub trigger: String,
+    /// When.
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    /// Objects to look at.
+    pub objects_total: u64,
+    /// Objects done.
+    pub objects_done: u64,
+    /// Bytes to look at.
+    pub bytes_total: u64,
+    /// Bytes done.
+    pub bytes_done: u64,
+}
+
+/// The last finished backup.
+#[derive(Clone, Debug, Serialize)]
+pub struct Finished {
+    /// Snapshot id (on success).
+    pub snapshot: Option<String>,
+    /// Whether it succeeded.
+    pub ok: bool,
+    /// The failure (on error).
+    pub error: Option<String>,
+    /// When it finished.
+    #[serde(with = "time::serde::rfc3339")]
+    pub finished_at: OffsetDateTime,
+    /// Wall time.
+    pub seconds: f64,
+    /// Snapshot size.
+    pub bytes: u64,
+    /// Bytes copied.
+    pub bytes_added: u64,
+    /// Objects in the snapshot.
+    pub objects: u64,
+}
+
+/// What `GET /v1/admin/backups` reports about the job.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct JobStatus {
+    /// Whether a target is configured.
+    pub configured: bool,
+    /// The repository.
+    pub target: Option<String>,
+    /// The cron schedule.
+    pub schedule: Option<String>,
+    /// The next scheduled run.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub next_run: Option<OffsetDateTime>,
+    /// A backup in progress.
+    pub running: Option<Running>,
+    /// The last backup that finished (success or failure) since start-up.
+    pub last: Option<Finished>,
+    /// The last success (also from the repository, across restarts).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_success_at: Option<OffsetDateTime>,
+    /// Age of the last success in seconds.
+    pub age_seconds: Option<i64>,
+}
+
+/// The backup job of a server.
+pub struct BackupService {
+    /// Settings.
+    pub config: BackupConfig,
+    /// Held by a backup or a prune: never both at once.
+    lock: tokio::sync::Mutex<()>,
+    status: Mutex<JobStatus>,
+}
+
+/// Progress of a running backup, into the job status.
+struct StatusProgress<'a> {
+    service: &'a BackupService,
+    objects_done: AtomicU64,
+    bytes_done: AtomicU64,
+}
+
+impl Progress for StatusProgress<'_> {
+    fn start(&self, _phase: &str, objects: u64, bytes: u64) {
+        self.service.update(|s| {
+            if let Some(r) = s.running.as_mut() {
+                r.objects_total = objects;
+                r.bytes_total = bytes;
+            }
+        });
+    }
+
+    fn advance(&self, bytes: u64) {
+        let objects = self.objects_done.fetch_add(1, Ordering::Relaxed) + 1;
+        let bytes = self.bytes_done.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        self.service.update(|s| {
+            if let Some(r) = s.running.as_mut() {
+                r.objects_done = objects;
+                r.bytes_done = bytes;
+            }
+        });
+    }
+}
+
+impl BackupService {
+    /// A job with these settings.
+    pub fn new(config: BackupConfig) -> Self {
+        let status = JobStatus {
+            configured: config.target.is_some(),
+            target: config.target.clone(),
+            schedule: config.schedule.clone(),
+            ..JobStatus::default()
+        };
+        BackupService {
+            config,
+            lock: tokio::sync::Mutex::new(()),
+            status: Mutex::new(status),
+        }
+    }
+
+    fn update(&self, change: impl FnOnce(&mut JobStatus)) {
+        change(&mut self.status.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+
+    /// The job's status now.
+    pub fn status(&self) -> JobStatus {
+        let mut status = self
+            .status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        status.age_seconds = status
+            .last_success_at
+            .map(|at| (OffsetDateTime::now_utc() - at).whole_seconds());
+        status
+    }
+
+    /// Whether a backup or prune is running.
+    pub fn is_running(&self) -> bool {
+        self.lock.try_lock().is_err()
+    }
+
+    /// Opens the configured repository.
+    pub async fn repository(&self) -> Result<Repository, BackupError> {
+        Repository::open(
+            &self.config.location()?,
+            self.config.lock_days,
+            self.config.lock_mode.as_deref() == Some("compliance"),
+        )
+        .await
+    }
+}
+
+fn selection(config: &BackupConfig) -> Result<Selection, BackupError> {
+    let tenants = config
+        .tenants
+        .iter()
+        .map(|t| TenantId::new(t).map_err(|_| BackupError::Invalid(format!("bad tenant {t:?}"))))
+        .collect::<Result<_, _>>()?;
+    Ok(Selection { tenants })
+}
+
+fn source_label(state: &SharedState) -> String {
+    match &state.config.storage {
+        StorageConfig::Fs { .. } => "fs".to_owned(),
+        StorageConfig::S3 { bucket, prefix, .. } => format!("s3://{bucket}/{prefix}"),
+    }
+}
+
+fn record_success(state: &SharedState, manifest: &Manifest, seconds: f64) {
+    let metrics = &state.metrics;
+    metrics
+        .backup_last_success
+        .set(manifest.finished_at.unix_timestamp());
+    metrics.backup_age.set(0);
+    metrics
+        .backup_last_duration_ms
+        .set((seconds * 1000.0) as i64);
+    metrics
+        .backup_last_size
+        .set(i64::try_from(manifest.total_bytes()).unwrap_or(i64::MAX));
+    metrics
+        .backup_last_added
+        .set(i64::try_from(manifest.bytes_added).unwrap_or(i64::MAX));
+    state.backups.update(|s| {
+        s.running = None;
+        s.last_success_at = Some(manifest.finished_at);
+        s.last = Some(Finished {
+            snapshot: Some(manifest.snapshot.clone()),
+            ok: true,
+            error: None,
+            finished_at: manifest.finished_at,
+            seconds,
+            bytes: manifest.total_bytes(),
+            bytes_added: manifest.bytes_added,
+            objects: manifest.entries.len() as u64,
+        });
+    });
+}
+
+/// Runs one backup now (waiting for nothing: `Busy` when one is running), then
+/// applies the retention rules when `prune` is set. Records the outcome in the
+/// system audit log (and fails if that record cannot be written).
+pub async fn run_backup(
+    state: &SharedState,
+    trigger: &str,
+    prune: bool,
+) -> Result<Manifest, BackupError> {
+    let service = &state.backups;
+    let _guard = service.lock.try_lock().map_err(|_| BackupError::Busy)?;
+    service.update(|s| {
+        s.running = Some(Running {
+            trigger: trigger.to_owned(),
+            started_at: OffsetDateTime::now_utc(),
+            objects_total: 0,
+            objects_done: 0,
+            bytes_total: 0,
+            bytes_done: 0,
+        });
+    });
+    let started = Instant::now();
+    let progress = StatusProgress {
+        service,
+        objects_done: AtomicU64::new(0),
+        bytes_done: AtomicU64::new(0),
+    };
+    let outcome = async {
+        let repo = service.repository().await?;
+        let source = Source {
+            store: state.store.as_ref(),
+            keystore_file: Some(state.config.keystore_file()),
+            label: source_label(state),
+            signer: &state.audit.signer.key,
+        };
+        let manifest =
+            super::snapshot::run(source, &repo, &selection(&service.config)?, &progress).await?;
+        let pruned = if prune && !service.config.retention.is_empty() {
+            Some(
+                super::retention::prune(
+                    &repo,
+                    &state.audit.signer.public,
+                    &service.config.retention,
+                )
+                .await?,
+            )
+        } else {
+            None
+        };
+        Ok::<_, BackupError>((manifest, pruned))
+    }
+    .await;
+    let seconds = started.elapsed().as_secs_f64();
+    let (event_outcome, detail) = match &outcome {
+        Ok((manifest, pruned)) => {
+            record_success(state, manifest, seconds);
+            (
+                Outcome::Allowed,
+                format!(
+                    "snapshot {} objects {} bytes {} added {}{}",
+                    manifest.snapshot,
+                    manifest.entries.len(),
+                    manifest.total_bytes(),
+                    manifest.bytes_added,
+                    pruned
+                        .as_ref()
+                        .map(|p| format!(" pruned {}", p.removed.len()))
+                        .unwrap_or_default()
+                ),
+            )
+        }
+        Err(e) => {
+            state.metrics.backup_failures.inc();
+            let message = e.to_string();
+            tracing::error!(error = %message, trigger, "backup failed");
+            service.update(|s| {
+                s.running = None;
+                s.last = Some(Finished {
+                    snapshot: None,
+                    ok: false,
+                    error: Some(message.clone()),
+                    finished_at: OffsetDateTime::now_utc(),
+                    seconds,
+                    bytes: 0,
+                    bytes_added: 0,
+                    objects: 0,
+                });
+            });
+            (Outcome::Failed, message)
+        }
+    };
+    record_event(state, "backup.run", trigger, event_outcome, detail).await?;
+    outcome.map(|(manifest, _)| manifest)
+}
+
+/// Applies the retention rules now (`Busy` while a backup runs).
+pub async fn run_prune(state: &SharedState, actor: &str) -> Result<PruneReport, BackupError> {
+    let service = &state.backups;
+    let _guard = service.lock.try_lock().map_err(|_| BackupError::Busy)?;
+    let repo = service.repository().await?;
+    let result =
+        super::retention::prune(&repo, &state.audit.signer.public, &service.config.retention).await;
+    let (outcome, detail) = match &result {
+        Ok(r) => (
+            Outcome::Allowed,
+            format!(
+                "removed {} kept {} freed {}",
+                r.removed.len(),
+                r.kept.len(),
+                r.bytes_freed
+            ),
+        ),
+        Err(e) => (Outcome::Failed, e.to_string()),
+    };
+    record_event(state, "backup.prune", actor, outcome, detail).await?;
+    result
+}
+
+/// Appends a backup event to the system log (for scheduled runs, which no request
+/// carries; on-demand runs are also recorded by the request's own event).
+async fn record_event(
+    state: &SharedState,
+    action: &str,
+    actor: &str,
+    outcome: Outcome,
+    detail: String,
+) -> Result<(), BackupError> {
+    let system = TenantId::new(SYSTEM_LOG).map_err(|e| BackupError::Internal(e.to_string()))?;
+    let status = if outcome == Outcome::Allowed {
+        200
+    } else {
+        500
+    };
+    let mut event = audit::new_event(action, actor.to_owned(), outcome, status);
+    event.detail = Some(detail);
+    audit::append(state, &system, event)
+        .await
+        .map(|_| ())
+        .map_err(|e| BackupError::Internal(format!("audit: {e}")))
+}
+
+/// Reads the last success back from the repository (after a restart).
+pub async fn load_last_success(state: &SharedState) {
+    if state.backups.config.target.is_none() {
+        return;
+    }
+    let latest = async {
+        let repo = state.backups.repository().await?;
+        repo.latest(&state.audit.signer.public).await
+    }
+    .await;
+    match latest {
+        Ok(Some(manifest)) => {
+            let m = &state.metrics;
+            m.backup_last_success
+                .set(manifest.finished_at.unix_timestamp());
+            m.backup_last_size
+                .set(i64::try_from(manifest.total_bytes()).unwrap_or(i64::MAX));
+            m.backup_last_added
+                .set(i64::try_from(manifest.bytes_added).unwrap_or(i64::MAX));
+            let duration = manifest.finished_at - manifest.created_at;
+            m.backup_last_duration_ms
+                .set(i64::try_from(duration.whole_milliseconds()).unwrap_or(0));
+            state
+                .backups
+                .update(|s| s.last_success_at = Some(manifest.finished_at));
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "could not read the backup repository at start-up"),
+    }
+}
+
+/// Runs backups on the configured schedule, for ever.
+pub async fn run_scheduler(state: SharedState) {
+    load_last_success(&state).await;
+    let Some(expr) = state.backups.config.schedule.clone() else {
+        return;
+    };
+    let schedule = match parse_schedule(&expr) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "backup schedule is invalid; no scheduled backups");
+            return;
+        }
+    };
+    loop {
+        let Some(next) = schedule.upcoming(chrono::Utc).next() else {
+            return;
+        };
+        let next_unix = next.timestamp();
+        state.backups.update(|s| {
+            s.next_run = OffsetDateTime::from_unix_timestamp(next_unix).ok();
+        });
+        let wait = (next - chrono::Utc::now()).to_std().unwrap_or_default();
+        tokio::time::sleep(wait).await;
+        match run_backup(&state, "schedule", true).await {
+            Ok(manifest) => tracing::info!(snapshot = %manifest.snapshot, "scheduled backup done"),
+            // Logged where it failed (run_backup); a busy job skips this tick.
+            Err(BackupError::Busy) => tracing::warn!("scheduled backup skipped: one is running"),
+            Err(_) => {}
+        }
+    }
+}
+
+/// Starts a backup in the background; answers at once (the caller polls the
+/// status).
+pub fn start_backup(state: &SharedState, trigger: String) -> Result<(), BackupError> {
+    if state.backups.config.target.is_none() {
+        return Err(BackupError::Invalid(
+            "no backup target is configured ([backup] target)".into(),
+        ));
+    }
+    if state.backups.is_running() {
+        return Err(BackupError::Busy);
+    }
+    let state = Arc::clone(state);
+    tokio::spawn(async move {
+        // Failures are logged and recorded by run_backup.
+        let _ = run_backup(&state, &trigger, false).await;
+    });
+    Ok(())
+}

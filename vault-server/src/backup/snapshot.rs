@@ -1,0 +1,332 @@
+//! Taking a snapshot: list the vault's objects, hash them, copy those the
+//! repository lacks under their hash, then write the signed manifest last.
+//!
+//! Incremental by construction: an object whose hash is already in `data/` is not
+//! copied. Objects that never change once written (bodies, facts, audit segments
+//! and checkpoints) keep the hash recorded in the previous snapshot when their size
+//! is unchanged, so an unchanged document is not even read again; everything else
+//! (key records, which rewraps replace; tenant and credential records) is re-read.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+use vault_crypto::signing::SigningKey;
+use vault_crypto::TenantId;
+
+use super::manifest::{new_snapshot_id, Entry, LockInfo, Manifest, KEYSTORE_ENTRY};
+use super::repo::Repository;
+use super::{sha256_hex, BackupError, Progress};
+use crate::storage::{collect, list_all, ObjectInfo, ObjectName, ObjectStore, StorageError};
+
+/// Objects up to this size are read once into memory, hashed and written; larger
+/// ones are hashed in a streaming pass first and copied in a second one.
+const IN_MEMORY_LIMIT: u64 = 8 << 20;
+/// Objects handled at once.
+const CONCURRENCY: usize = 8;
+
+/// What to back up.
+pub struct Source<'a> {
+    /// The vault's store.
+    pub store: &'a dyn ObjectStore,
+    /// The sealed local keystore file, when present.
+    pub keystore_file: Option<PathBuf>,
+    /// Where the store is, for the manifest (`fs` or `s3://bucket/prefix`).
+    pub label: String,
+    /// The vault's signing key.
+    pub signer: &'a SigningKey,
+}
+
+/// Tenants to include; empty means the whole vault.
+#[derive(Clone, Debug, Default)]
+pub struct Selection {
+    /// Chosen tenants.
+    pub tenants: Vec<TenantId>,
+}
+
+/// Whether an object, once written, never changes (so a previous hash holds).
+fn is_immutable(name: &str) -> bool {
+    name.ends_with("/body")
+        || name.ends_with("/meta")
+        || name.contains("/audit/segments/")
+        || name.contains("/audit/checkpoints/")
+}
+
+/// Objects of the store that belong to the selection.
+async fn list_source(
+    store: &dyn ObjectStore,
+    selection: &Selection,
+) -> Result<Vec<ObjectInfo>, BackupError> {
+    if selection.tenants.is_empty() {
+        return Ok(list_all(store, "", None).await?);
+    }
+    let mut out = Vec::new();
+    // Shared by every tenant: operators, the audit signing key, the system log.
+    for prefix in [
+        "system/operators/",
+        "system/audit-signing/",
+        "tenants/system/",
+    ] {
+        out.extend(list_all(store, prefix, None).await?);
+    }
+    for tenant in &selection.tenants {
+        out.extend(list_all(store, &format!("tenants/{tenant}/"), None).await?);
+        let record = ObjectName::tenant(tenant);
+        if let Some(info) = store.head(&record).await? {
+            out.push(info);
+        }
+    }
+    for key in list_all(store, "system/api-keys/", None).await? {
+        let Some(bytes) = store.get_bytes(&key.name).await? else {
+            continue;
+        };
+        let tenant = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| v.get("tenant").and_then(|t| t.as_str()).map(str::to_owned));
+        if tenant.is_some_and(|t| selection.tenants.iter().any(|s| s.as_str() == t)) {
+            out.push(key);
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out.dedup_by(|a, b| a.name == b.name);
+    Ok(out)
+}
+
+/// Shared state of one backup run.
+struct Run<'a> {
+    source: &'a dyn ObjectStore,
+    repo: &'a Repository,
+    present: Mutex<HashSet<String>>,
+    previous: HashMap<String, (u64, String)>,
+    bytes_added: Mutex<u64>,
+    progress: &'a dyn Progress,
+}
+
+impl Run<'_> {
+    fn is_present(&self, sha: &str) -> bool {
+        self.present
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(sha)
+    }
+
+    fn mark_present(&self, sha: &str, added: u64) {
+        self.present
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(sha.to_owned());
+        *self
+            .bytes_added
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) += added;
+    }
+
+    /// Stores `bytes` under their hash unless present; returns the hash.
+    async fn put_bytes(&self, bytes: Bytes) -> Result<String, BackupError> {
+        let sha = sha256_hex(&bytes);
+        if !self.is_present(&sha) {
+            let size = bytes.len() as u64;
+            match self
+                .repo
+                .store
+                .put_new_bytes(&ObjectName::backup_data(&sha), bytes)
+                .await
+            {
+                Ok(()) => self.mark_present(&sha, size),
+                Err(StorageError::AlreadyExists(_)) => self.mark_present(&sha, 0),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(sha)
+    }
+
+    /// One object: its manifest entry, or `None` when it vanished meanwhile (a
+    /// document deleted while the backup ran).
+    async fn object(&self, info: &ObjectInfo) -> Result<Option<Entry>, BackupError> {
+        let name = info.name.as_str();
+        if is_immutable(name) {
+            if let Some((size, sha)) = self.previous.get(name) {
+                if *size == info.size && self.is_present(sha) {
+                    return Ok(Some(Entry {
+                        name: name.to_owned(),
+                        size: *size,
+                        sha256: sha.clone(),
+                    }));
+                }
+            }
+        }
+        let result = if info.size <= IN_MEMORY_LIMIT {
+            self.small(info).await
+        } else {
+            self.large(info).await
+        };
+        match result {
+            Ok(entry) => Ok(Some(entry)),
+            Err(BackupError::Storage(StorageError::NotFound(_))) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn small(&self, info: &ObjectInfo) -> Result<Entry, BackupError> {
+        let stream = self.source.get(&info.name).await?;
+        let bytes = collect(stream, IN_MEMORY_LIMIT as usize).await?;
+        let size = bytes.len() as u64;
+        let sha = self.put_bytes(bytes).await?;
+        Ok(Entry {
+            name: info.name.as_str().to_owned(),
+            size,
+            sha256: sha,
+        })
+    }
+
+    async fn large(&self, info: &ObjectInfo) -> Result<Entry, BackupError> {
+        let (sha, size) = hash_stream(self.source.get(&info.name).await?).await?;
+        if !self.is_present(&sha) {
+            // Copy while hashing again: the bytes must be the ones hashed.
+            let hasher = Arc::new(Mutex::new(Sha256::new()));
+            let tee = Arc::clone(&hasher);
+            let stream = self.source.get(&info.name).await?.map_ok(move |chunk| {
+                tee.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .update(&chunk);
+                chunk
+            });
+            let target = ObjectName::backup_data(&sha);
+            match self.repo.store.put_new(&target, Box::pin(stream)).await {
+                Ok(_) => {
+                    let copied =
+                        std::mem::take(&mut *hasher.lock().unwrap_or_else(PoisonError::into_inner))
+                            .finalize();
+                    if hex::encode(copied) != sha {
+                        // It changed between the passes: never keep a misnamed object.
+                        self.repo.store.delete(&target).await?;
+                        return Err(BackupError::Mismatch {
+                            name: info.name.to_string(),
+                            problem: "changed while being backed up".into(),
+                        });
+                    }
+                    self.mark_present(&sha, size);
+                }
+                Err(StorageError::AlreadyExists(_)) => self.mark_present(&sha, 0),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(Entry {
+            name: info.name.as_str().to_owned(),
+            size,
+            sha256: sha,
+        })
+    }
+}
+
+/// SHA-256 (hex) and length of a stream.
+pub async fn hash_stream(
+    mut stream: crate::storage::ByteStream,
+) -> Result<(String, u64), BackupError> {
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        size += chunk.len() as u64;
+        hasher.update(&chunk);
+    }
+    Ok((hex::encode(hasher.finalize()), size))
+}
+
+/// Takes a snapshot and returns its manifest.
+pub async fn run(
+    source: Source<'_>,
+    repo: &Repository,
+    selection: &Selection,
+    progress: &dyn Progress,
+) -> Result<Manifest, BackupError> {
+    let vault_key = source.signer.public_key();
+    repo.init_or_check(&vault_key).await?;
+    let created_at = OffsetDateTime::now_utc();
+    let parent = repo.latest(&vault_key).await?;
+    let previous = parent
+        .as_ref()
+        .map(|m| {
+            m.entries
+                .iter()
+                .map(|e| (e.name.clone(), (e.size, e.sha256.clone())))
+                .collect()
+        })
+        .unwrap_or_default();
+    let present: HashSet<String> = repo.data_objects().await?.into_keys().collect();
+    let objects = list_source(source.store, selection).await?;
+    let total: u64 = objects.iter().map(|o| o.size).sum();
+    progress.start("backup", objects.len() as u64, total);
+
+    let run = Run {
+        source: source.store,
+        repo,
+        present: Mutex::new(present),
+        previous,
+        bytes_added: Mutex::new(0),
+        progress,
+    };
+    let mut entries: Vec<Entry> = futures::stream::iter(objects)
+        .map(|info| {
+            let run = &run;
+            async move {
+                let entry = run.object(&info).await;
+                run.progress.advance(info.size);
+                entry
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .try_filter_map(|entry| async move { Ok(entry) })
+        .try_collect()
+        .await?;
+
+    if let Some(path) = &source.keystore_file {
+        match tokio::fs::read(path).await {
+            Ok(bytes) => {
+                let size = bytes.len() as u64;
+                let sha = run.put_bytes(Bytes::from(bytes)).await?;
+                entries.push(Entry {
+                    name: KEYSTORE_ENTRY.to_owned(),
+                    size,
+                    sha256: sha,
+                });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(BackupError::Io(format!("{}: {e}", path.display()))),
+        }
+    }
+    progress.finish();
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    let lock = repo.lock.map(|l| LockInfo {
+        mode: l.mode_name().to_owned(),
+        retain_until: created_at + time::Duration::days(i64::from(l.days)),
+    });
+    let manifest = Manifest {
+        snapshot: new_snapshot_id(created_at),
+        vault_key: vault_key.to_hex(),
+        created_at,
+        finished_at: OffsetDateTime::now_utc(),
+        source: source.label,
+        tenants: selection.tenants.iter().map(|t| t.to_string()).collect(),
+        parent: parent.map(|p| p.snapshot),
+        lock,
+        bytes_added: *run
+            .bytes_added
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner),
+        merkle_root: Manifest::compute_root(&entries),
+        entries,
+    };
+    let signed = manifest.sign(source.signer)?;
+    repo.store
+        .put_new_bytes(
+            &ObjectName::backup_snapshot(&manifest.snapshot),
+            Bytes::from(signed),
+        )
+        .await?;
+    Ok(manifest)
+}

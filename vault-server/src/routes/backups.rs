@@ -1,0 +1,148 @@
+//! Operator endpoints for backups: the job's status and snapshots, starting a
+//! backup, applying retention, legal holds, and recording drill reports.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde_json::{json, Value};
+
+use crate::audit::middleware::NoteSlot;
+use crate::auth::Caller;
+use crate::backup::drill::DrillReport;
+use crate::backup::manifest::is_snapshot_id;
+use crate::backup::schedule;
+use crate::error::{ApiError, ApiResult};
+use crate::state::SharedState;
+
+fn snapshot_id(raw: &str) -> Result<&str, ApiError> {
+    if is_snapshot_id(raw) {
+        Ok(raw)
+    } else {
+        Err(ApiError::not_found(
+            "snapshot_not_found",
+            "no such snapshot",
+        ))
+    }
+}
+
+/// The backup job's status and the repository's snapshots.
+#[utoipa::path(get, path = "/v1/admin/backups",
+    responses((status = 200, description = "`{\"status\": {...}, \"snapshots\": [...]}`")),
+    security(("bearer" = [])))]
+pub async fn list(State(state): State<SharedState>, caller: Caller) -> ApiResult<Json<Value>> {
+    caller.require_operator()?;
+    let status = state.backups.status();
+    let snapshots = if status.configured {
+        let repo = state.backups.repository().await?;
+        if repo.config().await?.is_some() {
+            repo.summaries(&state.audit.signer.public).await?
+        } else {
+            Vec::new()
+        }
+    } else {
+        Vec::new()
+    };
+    Ok(Json(json!({ "status": status, "snapshots": snapshots })))
+}
+
+/// Starts a backup now; poll `GET /v1/admin/backups` for its progress.
+#[utoipa::path(post, path = "/v1/admin/backups",
+    responses((status = 202, description = "started"), (status = 409, description = "a backup is running")),
+    security(("bearer" = [])))]
+pub async fn start(
+    State(state): State<SharedState>,
+    caller: Caller,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    caller.require_operator()?;
+    let requested_at = time::OffsetDateTime::now_utc();
+    schedule::start_backup(&state, format!("operator:{}", caller.key_id))?;
+    let requested_at = requested_at
+        .format(&time::format_description::well_known::Rfc3339)
+        .map_err(|e| ApiError::internal("time", e))?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "started": true, "requested_at": requested_at })),
+    ))
+}
+
+/// Applies the configured retention rules.
+#[utoipa::path(post, path = "/v1/admin/backups/prune",
+    responses((status = 200, description = "what was kept and removed")),
+    security(("bearer" = [])))]
+pub async fn prune(
+    State(state): State<SharedState>,
+    caller: Caller,
+    note: NoteSlot,
+) -> ApiResult<Json<Value>> {
+    caller.require_operator()?;
+    let report = schedule::run_prune(&state, &format!("operator:{}", caller.key_id)).await?;
+    note.update(|n| n.detail = Some(format!("removed {}", report.removed.len())));
+    Ok(Json(json!(report)))
+}
+
+/// Puts a legal hold on a snapshot: no retention rule removes it.
+#[utoipa::path(post, path = "/v1/admin/backups/{id}/hold",
+    responses((status = 204, description = "held")), security(("bearer" = [])))]
+pub async fn hold(
+    State(state): State<SharedState>,
+    caller: Caller,
+    note: NoteSlot,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    caller.require_operator()?;
+    let id = snapshot_id(&id)?;
+    note.update(|n| n.detail = Some(format!("snapshot={id}")));
+    let repo = state.backups.repository().await?;
+    repo.hold(id, &state.audit.signer.public).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Releases a snapshot's legal hold.
+#[utoipa::path(delete, path = "/v1/admin/backups/{id}/hold",
+    responses((status = 204, description = "released")), security(("bearer" = [])))]
+pub async fn release(
+    State(state): State<SharedState>,
+    caller: Caller,
+    note: NoteSlot,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    caller.require_operator()?;
+    let id = snapshot_id(&id)?;
+    note.update(|n| n.detail = Some(format!("snapshot={id}")));
+    let repo = state.backups.repository().await?;
+    repo.release(id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Records a drill's report in the audit log (`vault-cli drill` sends it).
+#[utoipa::path(post, path = "/v1/admin/drills",
+    responses((status = 201, description = "recorded")), security(("bearer" = [])))]
+pub async fn record_drill(
+    caller: Caller,
+    note: NoteSlot,
+    Json(body): Json<Value>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    caller.require_operator()?;
+    let report: DrillReport = serde_json::from_value(body).map_err(|e| {
+        ApiError::bad_request("invalid_drill_report", format!("not a drill report: {e}"))
+    })?;
+    if !is_snapshot_id(&report.snapshot) || !matches!(report.status.as_str(), "passed" | "failed") {
+        return Err(ApiError::bad_request(
+            "invalid_drill_report",
+            "a drill report names a snapshot and a status of passed or failed",
+        ));
+    }
+    note.update(|n| {
+        n.detail = Some(format!(
+            "drill {} snapshot {} rpo_s {} rto_s {:.1} objects {} bytes {} mismatches {}",
+            report.status,
+            report.snapshot,
+            report.rpo_seconds,
+            report.rto_seconds,
+            report.objects_verified,
+            report.bytes_verified,
+            report.mismatches.len()
+        ));
+    });
+    Ok((StatusCode::CREATED, Json(json!({ "recorded": true }))))
+}
