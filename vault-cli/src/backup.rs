@@ -96,7 +96,7 @@ pub async fn open_repository(store: &str) -> Result<Repository, CliError> {
             )));
         }
     }
-    Repository::open(&location, 0, false).await.map_err(failed)
+    Repository::open_existing(&location).await.map_err(failed)
 }
 
 fn parse_key(public_key: Option<&str>) -> Result<Option<PublicKey>, CliError> {

@@ -88,7 +88,6 @@ impl From<BackupError> for crate::error::ApiError {
             BackupError::Invalid(message) => {
                 crate::error::ApiError::bad_request("invalid_backup_request", message)
             }
-            BackupError::Storage(e) => e.into(),
             other => {
                 tracing::error!(error = %other, "backup operation failed");
                 crate::error::ApiError::new(

@@ -105,6 +105,20 @@ impl Repository {
         })
     }
 
+    /// Opens an existing repository read-only (offline verify, restore, drill):
+    /// nothing in it is changed, not even a running backup's temporary files.
+    pub async fn open_existing(location: &StoreLocation) -> Result<Repository, BackupError> {
+        let label = match location {
+            StoreLocation::Fs(root) => root.display().to_string(),
+            StoreLocation::S3 { bucket, prefix } => format!("s3://{bucket}/{prefix}"),
+        };
+        Ok(Repository {
+            store: location.open().await?,
+            location: label,
+            lock: None,
+        })
+    }
+
     /// Reads the repository record, if the repository was started.
     pub async fn config(&self) -> Result<Option<RepoConfig>, BackupError> {
         let Some(bytes) = self.store.get_bytes(&ObjectName::backup_config()).await? else {

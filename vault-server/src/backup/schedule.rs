@@ -151,6 +151,9 @@ pub struct BackupService {
     /// Held by a backup or a prune: never both at once.
     lock: tokio::sync::Mutex<()>,
     status: Mutex<JobStatus>,
+    /// Opened once: opening a directory repository clears its temporary files,
+    /// which must never happen under a running backup.
+    repo: tokio::sync::OnceCell<Arc<Repository>>,
 }
 
 /// Progress of a running backup, into the job status.
@@ -195,6 +198,7 @@ impl BackupService {
             config,
             lock: tokio::sync::Mutex::new(()),
             status: Mutex::new(status),
+            repo: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -221,13 +225,19 @@ impl BackupService {
     }
 
     /// Opens the configured repository.
-    pub async fn repository(&self) -> Result<Repository, BackupError> {
-        Repository::open(
-            &self.config.location()?,
-            self.config.lock_days,
-            self.config.lock_mode.as_deref() == Some("compliance"),
-        )
-        .await
+    pub async fn repository(&self) -> Result<Arc<Repository>, BackupError> {
+        self.repo
+            .get_or_try_init(|| async {
+                Repository::open(
+                    &self.config.location()?,
+                    self.config.lock_days,
+                    self.config.lock_mode.as_deref() == Some("compliance"),
+                )
+                .await
+                .map(Arc::new)
+            })
+            .await
+            .cloned()
     }
 }
 
