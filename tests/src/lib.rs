@@ -385,11 +385,12 @@ impl TestApp {
         self.create_tenant_with(id, "local").await
     }
 
-    /// Creates a tenant with the given key provider (`local` or `aws-kms`).
+    /// Creates a tenant with the given key provider (`local` or `aws-kms`) and no
+    /// retention period, so tests may delete documents (retention has its own test).
     pub async fn create_tenant_with(&self, id: &str, key_provider: &str) -> Value {
         let r = self
             .operator(reqwest::Method::POST, "/v1/admin/tenants")
-            .json(&json!({"id": id, "key_provider": key_provider}))
+            .json(&json!({"id": id, "key_provider": key_provider, "retention_days": 0}))
             .send()
             .await
             .expect("create tenant");

@@ -168,6 +168,15 @@ impl Client {
         .await
     }
 
+    /// Authenticated PUT of JSON.
+    pub async fn put(&self, path: &str, body: &Value) -> Result<Value, CliError> {
+        self.send(
+            self.http.put(format!("{}{path}", self.base)).json(body),
+            true,
+        )
+        .await
+    }
+
     /// Authenticated DELETE.
     pub async fn delete(&self, path: &str) -> Result<Value, CliError> {
         self.send(self.http.delete(format!("{}{path}", self.base)), true)

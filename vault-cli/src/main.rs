@@ -69,6 +69,12 @@ enum Command {
     /// The tamper-evident audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Tenant keys: rotate, rewrap.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Documents: legal hold and retention.
+    #[command(subcommand)]
+    Doc(DocCommand),
     /// Backups: run, list, verify, prune, hold, release.
     #[command(subcommand)]
     Backup(BackupCommand),
@@ -227,6 +233,57 @@ enum IndexCommand {
         #[arg(long)]
         tenant: String,
     },
+    /// Rotate a tenant's blind-index key and rebuild the index under it.
+    Rotate {
+        /// Tenant id.
+        #[arg(long)]
+        tenant: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeyCommand {
+    /// Give a tenant a new KEK (local version or new KMS key) and branch key;
+    /// new uploads use it at once.
+    Rotate {
+        /// Tenant id.
+        tenant: String,
+    },
+    /// Re-wrap every key record of a tenant under its current branch key (bodies
+    /// are never read or written). Safe to run again; runs online.
+    Rewrap {
+        /// Tenant id.
+        tenant: String,
+        /// Afterwards refuse the older branch keys (min_decryption_version).
+        #[arg(long)]
+        retire_old: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DocCommand {
+    /// Put a document under legal hold: it cannot be deleted until released.
+    Hold {
+        /// Tenant id.
+        tenant: String,
+        /// Document id.
+        id: String,
+    },
+    /// Release a document's legal hold.
+    Release {
+        /// Tenant id.
+        tenant: String,
+        /// Document id.
+        id: String,
+    },
+    /// Set a tenant's retention period (days after upload a document is kept).
+    Retention {
+        /// Tenant id.
+        tenant: String,
+        /// Days.
+        #[arg(long)]
+        days: u32,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -241,6 +298,9 @@ enum TenantCommand {
         /// Existing KMS key ARN or alias (aws-kms only; default: create alias/vault/<tenant>).
         #[arg(long)]
         kms_key_id: Option<String>,
+        /// Days a document is kept before it may be deleted (default: 2190, six years).
+        #[arg(long)]
+        retention_days: Option<u32>,
     },
     /// List tenants.
     List,
@@ -248,6 +308,15 @@ enum TenantCommand {
     Disable {
         /// Tenant id.
         id: String,
+    },
+    /// Offboard a tenant: revoke its API keys and destroy its keys
+    /// (crypto-shredding). Irreversible; needs --yes.
+    Offboard {
+        /// Tenant id.
+        id: String,
+        /// Confirm.
+        #[arg(long)]
+        yes: bool,
     },
     /// Show one tenant.
     Show {
@@ -321,8 +390,12 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             id,
             key_provider,
             kms_key_id,
+            retention_days,
         }) => {
             let mut body = json!({"id": id, "key_provider": key_provider});
+            if let Some(days) = retention_days {
+                body["retention_days"] = json!(days);
+            }
             if let Some(kms) = kms_key_id {
                 body["kms_key_id"] = json!(kms);
             }
@@ -463,6 +536,112 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 } else {
                     lines.join("\n")
                 }
+            });
+        }
+        Command::Tenant(TenantCommand::Offboard { id, yes }) => {
+            if !yes {
+                return Err(CliError::Usage(format!(
+                    "offboarding destroys every key of {id}; its documents can never be decrypted again. Repeat with --yes"
+                )));
+            }
+            let report = client
+                .post(&format!("/v1/admin/tenants/{id}/offboard"), &json!({}))
+                .await?;
+            print(cli.json, &report, |r| {
+                format!(
+                    "offboarded {id}: {} API keys revoked, {} key records destroyed, local KEK destroyed: {}, KMS keys scheduled for deletion: {}",
+                    r["api_keys_revoked"],
+                    r["tenant_key_records_destroyed"],
+                    r["local_kek_destroyed"],
+                    r["kms_keys_scheduled_for_deletion"]
+                )
+            });
+        }
+        Command::Key(KeyCommand::Rotate { tenant }) => {
+            let record = client
+                .post(
+                    &format!("/v1/admin/tenants/{tenant}/keys/rotate"),
+                    &json!({}),
+                )
+                .await?;
+            print(cli.json, &record, |t| {
+                format!(
+                    "rotated {tenant}: new uploads use branch key version {} under KEK {}",
+                    t["branch_version"],
+                    t["kek_id"].as_str().unwrap_or("?")
+                )
+            });
+        }
+        Command::Key(KeyCommand::Rewrap { tenant, retire_old }) => {
+            let report = client
+                .post(
+                    &format!("/v1/admin/tenants/{tenant}/keys/rewrap"),
+                    &json!({ "retire_old": retire_old }),
+                )
+                .await?;
+            print(cli.json, &report, |r| {
+                format!(
+                    "rewrapped {tenant}: {} documents and {} audit segments under branch key {} ({} already current, {} failed), {} bytes read, {} written, {:.0} records/s; oldest accepted version {}",
+                    r["documents_rewrapped"],
+                    r["audit_segments_rewrapped"],
+                    r["branch_version"],
+                    r["already_current"],
+                    r["failed"],
+                    r["bytes_read"],
+                    r["bytes_written"],
+                    r["records_per_second"].as_f64().unwrap_or(0.0),
+                    r["min_decryption_version"]
+                )
+            });
+            if report["failed"].as_u64().unwrap_or(0) > 0 {
+                return Err(CliError::Failed(
+                    "some key records could not be re-wrapped; see the server log and run it again"
+                        .into(),
+                ));
+            }
+        }
+        Command::Index(IndexCommand::Rotate { tenant }) => {
+            let report = client
+                .post(
+                    &format!("/v1/admin/tenants/{tenant}/index/rotate"),
+                    &json!({}),
+                )
+                .await?;
+            print(cli.json, &report, |r| {
+                format!(
+                    "rotated the index key of {tenant} and rebuilt: {} documents indexed in {} ms",
+                    r["added"], r["duration_ms"]
+                )
+            });
+        }
+        Command::Doc(DocCommand::Hold { tenant, id }) => {
+            client
+                .post(
+                    &format!("/v1/admin/tenants/{tenant}/documents/{id}/hold"),
+                    &json!({}),
+                )
+                .await?;
+            print(cli.json, &json!({"document": id, "held": true}), |_| {
+                format!("document {id} is under legal hold")
+            });
+        }
+        Command::Doc(DocCommand::Release { tenant, id }) => {
+            client
+                .delete(&format!("/v1/admin/tenants/{tenant}/documents/{id}/hold"))
+                .await?;
+            print(cli.json, &json!({"document": id, "held": false}), |_| {
+                format!("released the legal hold on document {id}")
+            });
+        }
+        Command::Doc(DocCommand::Retention { tenant, days }) => {
+            let record = client
+                .put(
+                    &format!("/v1/admin/tenants/{tenant}/retention"),
+                    &json!({ "days": days }),
+                )
+                .await?;
+            print(cli.json, &record, |_| {
+                format!("documents of {tenant} are kept {days} days after upload")
             });
         }
         Command::Backup(BackupCommand::Run) => backup::run(&client, cli.json).await?,

@@ -12,6 +12,7 @@ pub mod config;
 pub mod documents;
 pub mod error;
 pub mod extraction;
+pub mod key_lifecycle;
 pub mod metrics;
 pub mod routes;
 pub mod search;

@@ -21,8 +21,10 @@ use crate::storage::{ObjectName, ObjectStore, StorageError};
 pub enum TenantStatus {
     /// In use.
     Active,
-    /// Offboarded: keys destroyed, credentials refused.
+    /// Suspended: credentials refused; keys and documents kept.
     Disabled,
+    /// Offboarded: keys destroyed (crypto-shredded), credentials refused.
+    Offboarded,
 }
 
 /// A tenant record (JSON, format 1).
@@ -43,8 +45,15 @@ pub struct TenantRecord {
     pub min_decryption_version: u32,
     /// Blind-index root key version.
     pub index_version: u32,
-    /// Active or disabled.
+    /// Active, disabled or offboarded.
     pub status: TenantStatus,
+    /// KEKs replaced by rotation, still unwrapping older branch keys until a rewrap
+    /// retires them; all are destroyed when the tenant is offboarded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired_kek_ids: Vec<String>,
+    /// Documents cannot be deleted until this many days after their upload.
+    #[serde(default)]
+    pub retention_days: u32,
     /// Creation time.
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]

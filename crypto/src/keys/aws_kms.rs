@@ -51,6 +51,33 @@ impl AwsKmsProvider {
         self.calls.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Creates a new KMS key for `tenant` (tagged, no alias) and returns its id: the
+    /// tenant's next KEK on rotation.
+    pub async fn create_key(&self, tenant: &TenantId) -> Result<String, CryptoError> {
+        self.count();
+        let created = self
+            .client
+            .create_key()
+            .description(format!("billing records vault: KEK of tenant {tenant}"))
+            .tags(
+                aws_sdk_kms::types::Tag::builder()
+                    .tag_key("vault-tenant")
+                    .tag_value(tenant.as_str())
+                    .build()
+                    .map_err(provider_err)?,
+            )
+            .send()
+            .await
+            .map_err(provider_err)?;
+        created
+            .key_metadata()
+            .map(|m| m.key_id().to_owned())
+            .ok_or_else(|| CryptoError::Provider {
+                provider: "aws-kms",
+                message: "CreateKey returned no key".into(),
+            })
+    }
+
     /// Schedules the tenant's KMS key for deletion (crypto-shredding).
     pub async fn schedule_key_deletion(
         &self,
@@ -137,28 +164,7 @@ impl KeyProvider for AwsKmsProvider {
         {
             return Ok(alias);
         }
-        self.count();
-        let created = self
-            .client
-            .create_key()
-            .description(format!("billing records vault: KEK of tenant {tenant}"))
-            .tags(
-                aws_sdk_kms::types::Tag::builder()
-                    .tag_key("vault-tenant")
-                    .tag_value(tenant.as_str())
-                    .build()
-                    .map_err(provider_err)?,
-            )
-            .send()
-            .await
-            .map_err(provider_err)?;
-        let key_id = created
-            .key_metadata()
-            .map(|m| m.key_id().to_owned())
-            .ok_or_else(|| CryptoError::Provider {
-                provider: "aws-kms",
-                message: "CreateKey returned no key".into(),
-            })?;
+        let key_id = self.create_key(tenant).await?;
         self.count();
         self.client
             .create_alias()

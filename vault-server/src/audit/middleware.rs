@@ -160,8 +160,12 @@ pub async fn record(
         return response;
     };
     // Events about a tenant that does not exist (a typo in an admin path, a
-    // failed creation) go to the system log.
-    if tenant.as_str() != SYSTEM_LOG && !matches!(state.tenants.get(&tenant).await, Ok(Some(_))) {
+    // failed creation) or whose keys are destroyed (offboarded) go to the system log.
+    let has_log =
+        |r: &crate::tenants::TenantRecord| r.status != crate::tenants::TenantStatus::Offboarded;
+    if tenant.as_str() != SYSTEM_LOG
+        && !matches!(state.tenants.get(&tenant).await, Ok(Some(ref r)) if has_log(r))
+    {
         if let Ok(system) = TenantId::new(SYSTEM_LOG) {
             tenant = system;
         }

@@ -109,6 +109,14 @@ impl Segment {
         Ok(Segment { header, record })
     }
 
+    /// The stored bytes: the clear header, then the key record (after a rewrap,
+    /// with the new record; the Merkle leaf does not change).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = self.header.encode().to_vec();
+        out.extend_from_slice(&self.record.encode());
+        out
+    }
+
     /// The Merkle leaf data: the clear header and the record's rewrap-stable bytes.
     pub fn leaf_data(&self) -> Vec<u8> {
         let mut out = self.header.encode().to_vec();

@@ -29,6 +29,10 @@ pub struct CreateTenant {
     /// key with alias `alias/vault/<tenant>`.
     #[serde(default)]
     pub kms_key_id: Option<String>,
+    /// Days a document must be kept before it can be deleted (default 2190: the
+    /// HIPAA documentation rule's six years).
+    #[serde(default)]
+    pub retention_days: Option<u32>,
 }
 
 fn default_provider() -> String {
@@ -94,6 +98,10 @@ pub async fn create_tenant(
         min_decryption_version: 1,
         index_version: 1,
         status: TenantStatus::Active,
+        retired_kek_ids: Vec::new(),
+        retention_days: body
+            .retention_days
+            .unwrap_or(crate::key_lifecycle::DEFAULT_RETENTION_DAYS),
         created_at: OffsetDateTime::now_utc(),
     };
     // Create the branch key now, so the first upload is as fast as any other and a
@@ -152,7 +160,7 @@ pub async fn disable_tenant(
         .get(&id)
         .await?
         .ok_or_else(|| ApiError::not_found("tenant_not_found", format!("no tenant {id}")))?;
-    if record.status != TenantStatus::Disabled {
+    if record.status == TenantStatus::Active {
         record.status = TenantStatus::Disabled;
         state.tenants.update(record.clone()).await?;
         tracing::info!(tenant = %id, "tenant disabled");

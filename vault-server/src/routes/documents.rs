@@ -557,6 +557,7 @@ pub async fn delete(
     if state.store.head(&facts).await?.is_none() {
         return Err(ApiError::document_not_found());
     }
+    crate::key_lifecycle::check_deletable(&state, &tenant, &id).await?;
     // Facts first (the document disappears), then the key record (shredded), then
     // the body. A crash in between leaves an invisible, undecryptable remainder.
     state.store.delete(&facts).await?;

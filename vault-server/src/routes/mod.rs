@@ -5,6 +5,7 @@ mod audit;
 mod backups;
 mod documents;
 mod health;
+mod keys;
 pub mod openapi;
 mod search;
 
@@ -73,6 +74,21 @@ fn build(state: SharedState, audit: Audit) -> Router {
             post(backups::hold).delete(backups::release),
         )
         .route("/v1/admin/drills", post(backups::record_drill))
+        .route("/v1/admin/tenants/{tenant}/keys/rotate", post(keys::rotate))
+        .route("/v1/admin/tenants/{tenant}/keys/rewrap", post(keys::rewrap))
+        .route(
+            "/v1/admin/tenants/{tenant}/index/rotate",
+            post(keys::rotate_index),
+        )
+        .route("/v1/admin/tenants/{tenant}/offboard", post(keys::offboard))
+        .route(
+            "/v1/admin/tenants/{tenant}/retention",
+            axum::routing::put(keys::set_retention),
+        )
+        .route(
+            "/v1/admin/tenants/{tenant}/documents/{id}/hold",
+            post(keys::hold).delete(keys::release),
+        )
         .route(
             "/v1/documents",
             post(documents::upload).get(documents::list),

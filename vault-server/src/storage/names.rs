@@ -10,6 +10,7 @@
 //! tenants/<tenant>/docs/<doc id>/key         key record (wrapped DEK + metadata)
 //! tenants/<tenant>/docs/<doc id>/meta        public facts (kind, time, sizes)
 //! tenants/<tenant>/idempotency/<sha256 hex>  idempotency records
+//! tenants/<tenant>/holds/<doc id>            legal holds on documents
 //! tenants/<tenant>/audit/segments/<index>    sealed batches of audit events
 //! tenants/<tenant>/audit/checkpoints/<size>  signed tree heads of the audit log
 //! system/audit-signing/key                   wrapped Ed25519 seed (checkpoints)
@@ -112,6 +113,11 @@ impl ObjectName {
             .1
             .parse()
             .ok()
+    }
+
+    /// A legal hold on a document (its presence is the hold).
+    pub fn doc_hold(tenant: &TenantId, doc: &DocumentId) -> Self {
+        Self::new(format!("tenants/{tenant}/holds/{doc}"))
     }
 
     /// Prefix of a tenant's audit segments.

@@ -1,0 +1,436 @@
+//! The key lifecycle of a tenant: KEK rotation, rewrap, index key rotation,
+//! offboarding with crypto-shredding, and the retention and legal-hold rules that
+//! decide whether a document may be deleted.
+//!
+//! Rotation gives the tenant a new KEK (a new local KEK version, or a new KMS key)
+//! and a new branch key version wrapped by it; uploads use it at once. Rewrap then
+//! re-wraps every key record (documents and audit segments) under the current
+//! branch key, reading and writing only key records, never a body; it is
+//! idempotent (records already current are skipped), so an interrupted rewrap is
+//! resumed by running it again, and it runs online. When a rewrap leaves nothing
+//! behind, `retire_old` raises `min_decryption_version` so older branch keys are
+//! refused from then on.
+
+use std::time::Instant;
+
+use axum::http::StatusCode;
+use bytes::Bytes;
+use futures::StreamExt;
+use serde::Serialize;
+use time::OffsetDateTime;
+use vault_crypto::envelope::KeyRecord;
+use vault_crypto::keys::TenantKeyKind;
+use vault_crypto::{DocumentId, TenantId};
+
+use crate::audit::segment::Segment;
+use crate::documents::DocumentFacts;
+use crate::error::ApiError;
+use crate::state::SharedState;
+use crate::storage::{list_all, ObjectName, StorageError};
+use crate::tenants::{TenantRecord, TenantStatus};
+
+/// Default document retention: the HIPAA documentation rule's six years.
+pub const DEFAULT_RETENTION_DAYS: u32 = 6 * 365;
+
+/// Key records re-wrapped at once.
+const REWRAP_CONCURRENCY: usize = 16;
+
+/// What a rewrap did.
+#[derive(Clone, Debug, Default, Serialize, utoipa::ToSchema)]
+pub struct RewrapReport {
+    /// The branch key version everything is now wrapped under.
+    pub branch_version: u32,
+    /// Document key records re-wrapped.
+    pub documents_rewrapped: u64,
+    /// Audit segments re-wrapped.
+    pub audit_segments_rewrapped: u64,
+    /// Records that were already current.
+    pub already_current: u64,
+    /// Records that could not be re-wrapped (left as they were; see the log).
+    pub failed: u64,
+    /// Bytes of key records read.
+    pub bytes_read: u64,
+    /// Bytes of key records written.
+    pub bytes_written: u64,
+    /// Wall time.
+    pub seconds: f64,
+    /// Records per second.
+    pub records_per_second: f64,
+    /// The oldest branch key version still accepted afterwards.
+    pub min_decryption_version: u32,
+}
+
+/// One record's rewrap: `None` when it vanished, else bytes read and written
+/// (0 written: it was already current).
+type RecordOutcome = Result<Option<(u64, u64)>, ApiError>;
+
+fn tenant_not_found(id: &TenantId) -> ApiError {
+    ApiError::not_found("tenant_not_found", format!("no tenant {id}"))
+}
+
+async fn active(state: &SharedState, id: &TenantId) -> Result<TenantRecord, ApiError> {
+    let record = state
+        .tenants
+        .get(id)
+        .await?
+        .ok_or_else(|| tenant_not_found(id))?;
+    if record.status == TenantStatus::Offboarded {
+        return Err(ApiError::conflict(
+            "tenant_offboarded",
+            format!("tenant {id} is offboarded: its keys are destroyed"),
+        ));
+    }
+    Ok(record)
+}
+
+/// Rotates the tenant's KEK: a new version (local) or a new KMS key, and a new
+/// branch key version under it, used by every upload from now on.
+pub async fn rotate(state: &SharedState, id: &TenantId) -> Result<TenantRecord, ApiError> {
+    let mut record = active(state, id).await?;
+    match record.key_provider.as_str() {
+        "local" => {
+            state.local_keys.rotate_tenant_key(id)?;
+        }
+        "aws-kms" => {
+            let kms = state.kms.as_ref().ok_or_else(|| {
+                ApiError::bad_request("provider_unavailable", "aws-kms is not enabled")
+            })?;
+            let new_key = kms.create_key(id).await?;
+            let old = std::mem::replace(&mut record.kek_id, new_key);
+            record.retired_kek_ids.push(old);
+        }
+        other => {
+            return Err(ApiError::internal(
+                "tenant record",
+                format!("unknown provider {other}"),
+            ))
+        }
+    }
+    record.branch_version += 1;
+    // Create the new branch key before anyone can ask for it.
+    state.keys.branch_key_for_upload(&record.key_spec()).await?;
+    state.tenants.update(record.clone()).await?;
+    tracing::info!(tenant = %id, branch_version = record.branch_version, "tenant KEK rotated");
+    Ok(record)
+}
+
+/// Re-wraps every key record of the tenant under its current branch key.
+pub async fn rewrap(
+    state: &SharedState,
+    id: &TenantId,
+    retire_old: bool,
+) -> Result<RewrapReport, ApiError> {
+    let record = active(state, id).await?;
+    let started = Instant::now();
+    let spec = record.key_spec();
+    let (current_ref, current_key) = state.keys.branch_key_for_upload(&spec).await?;
+    let mut names: Vec<ObjectName> =
+        list_all(state.store.as_ref(), &ObjectName::docs_prefix(id), None)
+            .await?
+            .into_iter()
+            .map(|o| o.name)
+            .filter(|n| n.as_str().ends_with("/key"))
+            .collect();
+    let documents = names.len();
+    names.extend(
+        list_all(
+            state.store.as_ref(),
+            &ObjectName::audit_segments_prefix(id),
+            None,
+        )
+        .await?
+        .into_iter()
+        .map(|o| o.name),
+    );
+    let outcomes: Vec<(bool, RecordOutcome)> = futures::stream::iter(names.into_iter().enumerate())
+        .map(|(i, name)| {
+            let spec = &spec;
+            let current_ref = &current_ref;
+            let current_key = &current_key;
+            async move {
+                let result = async {
+                    let Some(bytes) = state.store.get_bytes(&name).await? else {
+                        return Ok(None); // deleted meanwhile
+                    };
+                    // Document key records are key records; audit segments are
+                    // a clear header and a key record.
+                    let mut segment = if i < documents {
+                        None
+                    } else {
+                        Some(
+                            Segment::parse(&bytes)
+                                .map_err(|e| ApiError::internal("audit segment", e))?,
+                        )
+                    };
+                    let parsed = match &segment {
+                        Some(s) => s.record.clone(),
+                        None => KeyRecord::parse(&bytes)?,
+                    };
+                    if parsed.key_ref == *current_ref {
+                        return Ok(Some((bytes.len() as u64, 0)));
+                    }
+                    let old_key = state.keys.branch_key(spec, &parsed.key_ref).await?;
+                    let rewrapped = parsed.rewrap(&old_key, current_key, current_ref.clone())?;
+                    let encoded = match segment.as_mut() {
+                        Some(s) => {
+                            s.record = rewrapped;
+                            s.encode()
+                        }
+                        None => rewrapped.encode(),
+                    };
+                    let written = encoded.len() as u64;
+                    state.store.replace(&name, Bytes::from(encoded)).await?;
+                    // A document deleted while we re-wrapped must stay shredded.
+                    if i < documents {
+                        if let Some(doc) = document_of(&name) {
+                            if state
+                                .store
+                                .head(&ObjectName::doc_meta(id, &doc))
+                                .await?
+                                .is_none()
+                            {
+                                state.store.delete(&name).await?;
+                            }
+                        }
+                    }
+                    Ok::<_, ApiError>(Some((bytes.len() as u64, written)))
+                }
+                .await;
+                (i < documents, result)
+            }
+        })
+        .buffer_unordered(REWRAP_CONCURRENCY)
+        .collect()
+        .await;
+    let mut report = RewrapReport {
+        branch_version: current_ref.version,
+        min_decryption_version: record.min_decryption_version,
+        ..RewrapReport::default()
+    };
+    for (is_document, outcome) in outcomes {
+        match outcome {
+            Ok(None) => {}
+            Ok(Some((read, 0))) => {
+                report.already_current += 1;
+                report.bytes_read += read;
+            }
+            Ok(Some((read, written))) => {
+                if is_document {
+                    report.documents_rewrapped += 1;
+                } else {
+                    report.audit_segments_rewrapped += 1;
+                }
+                report.bytes_read += read;
+                report.bytes_written += written;
+            }
+            Err(e) => {
+                report.failed += 1;
+                tracing::error!(tenant = %id, code = e.code(), "a key record could not be re-wrapped");
+            }
+        }
+    }
+    if retire_old && report.failed == 0 && record.min_decryption_version < record.branch_version {
+        let mut updated = state
+            .tenants
+            .get(id)
+            .await?
+            .ok_or_else(|| tenant_not_found(id))?;
+        updated.min_decryption_version = updated.branch_version.min(current_ref.version);
+        state.tenants.update(updated.clone()).await?;
+        state.keys.evict_tenant(id).await;
+        report.min_decryption_version = updated.min_decryption_version;
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    let records = report.documents_rewrapped + report.audit_segments_rewrapped;
+    report.records_per_second = records as f64 / report.seconds.max(1e-9);
+    tracing::info!(tenant = %id, rewrapped = records, failed = report.failed, "rewrap finished");
+    Ok(report)
+}
+
+fn document_of(key_name: &ObjectName) -> Option<DocumentId> {
+    key_name
+        .as_str()
+        .strip_suffix("/key")?
+        .rsplit_once("/docs/")?
+        .1
+        .parse()
+        .ok()
+}
+
+/// Rotates the blind-index key: a new index root key version (wrapped by the
+/// current KEK), then the index is rebuilt under it. Searches wait for the
+/// rebuild and stay exact.
+pub async fn rotate_index(
+    state: &SharedState,
+    id: &TenantId,
+) -> Result<crate::search::ReconcileReport, ApiError> {
+    let mut record = active(state, id).await?;
+    record.index_version += 1;
+    state.keys.index_root_key(&record.key_spec()).await?;
+    state.tenants.update(record.clone()).await?;
+    crate::search::rebuild(state, &record).await
+}
+
+/// What offboarding destroyed.
+#[derive(Clone, Debug, Default, Serialize, utoipa::ToSchema)]
+pub struct OffboardReport {
+    /// Tenant key records (branch and index root keys) destroyed.
+    pub tenant_key_records_destroyed: u64,
+    /// The local KEK was deleted from the keystore.
+    pub local_kek_destroyed: bool,
+    /// KMS keys scheduled for deletion.
+    pub kms_keys_scheduled_for_deletion: Vec<String>,
+    /// API keys revoked.
+    pub api_keys_revoked: u64,
+}
+
+/// Offboards a tenant: refuses its credentials and destroys its keys, so none of
+/// its documents can be decrypted again, from the live store or (once a KMS key's
+/// deletion window has passed, or for local KEKs in backups taken afterwards) from
+/// a backup.
+pub async fn offboard(
+    state: &SharedState,
+    id: &TenantId,
+    kms_pending_days: i32,
+) -> Result<OffboardReport, ApiError> {
+    let mut record = state
+        .tenants
+        .get(id)
+        .await?
+        .ok_or_else(|| tenant_not_found(id))?;
+    let mut report = OffboardReport::default();
+    record.status = TenantStatus::Offboarded;
+    state.tenants.update(record.clone()).await?;
+    for key in list_all(state.store.as_ref(), "system/api-keys/", None).await? {
+        let Some(bytes) = state.store.get_bytes(&key.name).await? else {
+            continue;
+        };
+        let Ok(mut credential) = serde_json::from_slice::<crate::auth::CredentialRecord>(&bytes)
+        else {
+            continue;
+        };
+        if credential.tenant.as_ref() == Some(id) && credential.revoked_at.is_none() {
+            credential.revoked_at = Some(OffsetDateTime::now_utc());
+            let bytes = serde_json::to_vec_pretty(&credential)
+                .map_err(|e| ApiError::internal("credential record", e))?;
+            state.store.replace(&key.name, Bytes::from(bytes)).await?;
+            report.api_keys_revoked += 1;
+        }
+    }
+    for kind in [TenantKeyKind::Branch, TenantKeyKind::IndexRoot] {
+        let prefix = format!("tenants/{id}/keys/{}/", kind.as_str());
+        for object in list_all(state.store.as_ref(), &prefix, None).await? {
+            state.store.delete(&object.name).await?;
+            report.tenant_key_records_destroyed += 1;
+        }
+    }
+    state.keys.evict_tenant(id).await;
+    match record.key_provider.as_str() {
+        "local" => report.local_kek_destroyed = state.local_keys.destroy_tenant_key(id)?,
+        _ => {
+            let kms = state.kms.as_ref().ok_or_else(|| {
+                ApiError::bad_request("provider_unavailable", "aws-kms is not enabled")
+            })?;
+            let mut keys = record.retired_kek_ids.clone();
+            keys.push(record.kek_id.clone());
+            for key in keys {
+                match kms.schedule_key_deletion(&key, kms_pending_days).await {
+                    Ok(()) => report.kms_keys_scheduled_for_deletion.push(key),
+                    Err(e) => {
+                        tracing::error!(tenant = %id, error = %e, "KMS key deletion could not be scheduled")
+                    }
+                }
+            }
+        }
+    }
+    tracing::info!(tenant = %id, "tenant offboarded: keys destroyed");
+    Ok(report)
+}
+
+/// Why a document cannot be deleted yet, if it cannot.
+pub async fn check_deletable(
+    state: &SharedState,
+    tenant: &TenantRecord,
+    id: &DocumentId,
+) -> Result<(), ApiError> {
+    if state
+        .store
+        .head(&ObjectName::doc_hold(&tenant.id, id))
+        .await?
+        .is_some()
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "legal_hold",
+            "the document is under legal hold; an operator must release it first",
+        ));
+    }
+    if tenant.retention_days > 0 {
+        let facts = state
+            .store
+            .get_bytes(&ObjectName::doc_meta(&tenant.id, id))
+            .await?
+            .ok_or_else(ApiError::document_not_found)?;
+        let facts: DocumentFacts =
+            serde_json::from_slice(&facts).map_err(|e| ApiError::internal("document facts", e))?;
+        let until = facts.uploaded_at + time::Duration::days(i64::from(tenant.retention_days));
+        if until > OffsetDateTime::now_utc() {
+            let until = until
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default();
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "retention_period",
+                format!(
+                    "the document is retained until {until} ({} days after upload)",
+                    tenant.retention_days
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Puts (`on`) or releases a legal hold on a document.
+pub async fn set_hold(
+    state: &SharedState,
+    tenant: &TenantRecord,
+    id: &DocumentId,
+    on: bool,
+) -> Result<(), ApiError> {
+    if state
+        .store
+        .head(&ObjectName::doc_meta(&tenant.id, id))
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::document_not_found());
+    }
+    let name = ObjectName::doc_hold(&tenant.id, id);
+    if on {
+        let record =
+            serde_json::json!({"format": 1, "held_at": OffsetDateTime::now_utc().unix_timestamp()});
+        match state
+            .store
+            .put_new_bytes(&name, Bytes::from(record.to_string()))
+            .await
+        {
+            Ok(()) | Err(StorageError::AlreadyExists(_)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    } else {
+        state.store.delete(&name).await.map_err(Into::into)
+    }
+}
+
+/// Sets a tenant's retention period.
+pub async fn set_retention(
+    state: &SharedState,
+    id: &TenantId,
+    days: u32,
+) -> Result<TenantRecord, ApiError> {
+    let mut record = active(state, id).await?;
+    record.retention_days = days;
+    state.tenants.update(record.clone()).await?;
+    Ok(record)
+}

@@ -1,0 +1,181 @@
+//! Operator endpoints for the key lifecycle and document retention: rotate,
+//! rewrap, index key rotation, offboarding, retention periods and legal holds.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use utoipa::ToSchema;
+use vault_crypto::{DocumentId, TenantId};
+
+use crate::audit::middleware::NoteSlot;
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::key_lifecycle::{self, OffboardReport, RewrapReport};
+use crate::search::ReconcileReport;
+use crate::state::SharedState;
+use crate::tenants::TenantRecord;
+
+fn tenant_id(raw: String) -> Result<TenantId, ApiError> {
+    TenantId::new(raw).map_err(|e| ApiError::bad_request("invalid_tenant_id", e.to_string()))
+}
+
+/// Rotates the tenant's KEK and starts a new branch key version.
+#[utoipa::path(post, path = "/v1/admin/tenants/{tenant}/keys/rotate",
+    responses((status = 200, body = TenantRecord), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn rotate(
+    State(state): State<SharedState>,
+    caller: Caller,
+    note: NoteSlot,
+    Path(tenant): Path<String>,
+) -> ApiResult<Json<TenantRecord>> {
+    caller.require_operator()?;
+    let id = tenant_id(tenant)?;
+    note.update(|n| n.tenant = Some(id.clone()));
+    let record = key_lifecycle::rotate(&state, &id).await?;
+    note.update(|n| n.detail = Some(format!("branch_version={}", record.branch_version)));
+    Ok(Json(record))
+}
+
+/// Body of `POST /v1/admin/tenants/{tenant}/keys/rewrap`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RewrapRequest {
+    /// After a complete rewrap, refuse branch keys older than the current one.
+    #[serde(default)]
+    pub retire_old: bool,
+}
+
+/// Re-wraps every key record of the tenant under the current branch key.
+#[utoipa::path(post, path = "/v1/admin/tenants/{tenant}/keys/rewrap", request_body = RewrapRequest,
+    responses((status = 200, body = RewrapReport), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn rewrap(
+    State(state): State<SharedState>,
+    caller: Caller,
+    note: NoteSlot,
+    Path(tenant): Path<String>,
+    body: Option<Json<RewrapRequest>>,
+) -> ApiResult<Json<RewrapReport>> {
+    caller.require_operator()?;
+    let id = tenant_id(tenant)?;
+    note.update(|n| n.tenant = Some(id.clone()));
+    let request = body.map(|Json(b)| b).unwrap_or_default();
+    let report = key_lifecycle::rewrap(&state, &id, request.retire_old).await?;
+    note.update(|n| {
+        n.detail = Some(format!(
+            "rewrapped={} failed={} min_decryption_version={}",
+            report.documents_rewrapped + report.audit_segments_rewrapped,
+            report.failed,
+            report.min_decryption_version
+        ))
+    });
+    Ok(Json(report))
+}
+
+/// Rotates the blind-index key and rebuilds the index under the new version.
+#[utoipa::path(post, path = "/v1/admin/tenants/{tenant}/index/rotate",
+    responses((status = 200, body = ReconcileReport), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn rotate_index(
+    State(state): State<SharedState>,
+    caller: Caller,
+    note: NoteSlot,
+    Path(tenant): Path<String>,
+) -> ApiResult<Json<ReconcileReport>> {
+    caller.require_operator()?;
+    let id = tenant_id(tenant)?;
+    note.update(|n| n.tenant = Some(id.clone()));
+    Ok(Json(key_lifecycle::rotate_index(&state, &id).await?))
+}
+
+/// Offboards a tenant: credentials revoked, keys destroyed (crypto-shredding).
+#[utoipa::path(post, path = "/v1/admin/tenants/{tenant}/offboard",
+    responses((status = 200, body = OffboardReport), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn offboard(
+    State(state): State<SharedState>,
+    caller: Caller,
+    note: NoteSlot,
+    Path(tenant): Path<String>,
+) -> ApiResult<Json<OffboardReport>> {
+    caller.require_operator()?;
+    let id = tenant_id(tenant)?;
+    note.update(|n| n.tenant = Some(id.clone()));
+    let report = key_lifecycle::offboard(&state, &id, 7).await?;
+    Ok(Json(report))
+}
+
+/// Body of `PUT /v1/admin/tenants/{tenant}/retention`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionRequest {
+    /// Days after upload during which a document cannot be deleted.
+    pub days: u32,
+}
+
+/// Sets the tenant's retention period.
+#[utoipa::path(put, path = "/v1/admin/tenants/{tenant}/retention", request_body = RetentionRequest,
+    responses((status = 200, body = TenantRecord), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn set_retention(
+    State(state): State<SharedState>,
+    caller: Caller,
+    note: NoteSlot,
+    Path(tenant): Path<String>,
+    Json(body): Json<RetentionRequest>,
+) -> ApiResult<Json<TenantRecord>> {
+    caller.require_operator()?;
+    let id = tenant_id(tenant)?;
+    note.update(|n| {
+        n.tenant = Some(id.clone());
+        n.detail = Some(format!("retention_days={}", body.days));
+    });
+    Ok(Json(
+        key_lifecycle::set_retention(&state, &id, body.days).await?,
+    ))
+}
+
+async fn hold_or_release(
+    state: &SharedState,
+    note: &NoteSlot,
+    tenant: String,
+    document: String,
+    on: bool,
+) -> ApiResult<StatusCode> {
+    let id = tenant_id(tenant)?;
+    note.update(|n| n.tenant = Some(id.clone()));
+    let doc: DocumentId = document
+        .parse()
+        .map_err(|_| ApiError::document_not_found())?;
+    note.update(|n| n.document = Some(doc.to_string()));
+    let record = state
+        .tenants
+        .get(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("tenant_not_found", format!("no tenant {id}")))?;
+    key_lifecycle::set_hold(state, &record, &doc, on).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Puts a document under legal hold: it cannot be deleted until released.
+#[utoipa::path(post, path = "/v1/admin/tenants/{tenant}/documents/{id}/hold",
+    responses((status = 204, description = "held"), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn hold(
+    State(state): State<SharedState>,
+    caller: Caller,
+    note: NoteSlot,
+    Path((tenant, document)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    caller.require_operator()?;
+    hold_or_release(&state, &note, tenant, document, true).await
+}
+
+/// Releases a document's legal hold.
+#[utoipa::path(delete, path = "/v1/admin/tenants/{tenant}/documents/{id}/hold",
+    responses((status = 204, description = "released"), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn release(
+    State(state): State<SharedState>,
+    caller: Caller,
+    note: NoteSlot,
+    Path((tenant, document)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    caller.require_operator()?;
+    hold_or_release(&state, &note, tenant, document, false).await
+}
