@@ -60,6 +60,26 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
+    /// Like [`Self::expect_magic_and_version`], for a format with several readable
+    /// versions; returns the one found.
+    pub(crate) fn expect_magic_and_versions(
+        &mut self,
+        magic: [u8; 4],
+        versions: &[u16],
+    ) -> Result<u16, CryptoError> {
+        if self.array::<4>()? != magic {
+            return Err(CryptoError::malformed(self.what, "bad magic"));
+        }
+        let found = self.u16()?;
+        if !versions.contains(&found) {
+            return Err(CryptoError::UnsupportedVersion {
+                what: self.what,
+                version: found,
+            });
+        }
+        Ok(found)
+    }
+
     pub(crate) fn u8(&mut self) -> Result<u8, CryptoError> {
         Ok(self.array::<1>()?[0])
     }

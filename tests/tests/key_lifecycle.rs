@@ -357,3 +357,60 @@ async fn offboarding_shreds_the_tenant_in_the_live_store() {
         .unwrap();
     assert_eq!(r.status(), 409);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offboarding_shreds_the_tenant_in_backups_taken_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let app = TestApp::builder()
+        .config(&format!(
+            "[backup]\ntarget = {:?}\n",
+            repo.display().to_string()
+        ))
+        .start()
+        .await;
+    app.create_tenant("acme").await;
+    app.create_tenant("other").await;
+    let key = app.api_key("acme", &["uploader", "reader"]).await;
+    let other_key = app.api_key("other", &["uploader", "reader"]).await;
+    for i in 0..4 {
+        upload(&app, &key, i).await;
+        upload(&app, &other_key, 10 + i).await;
+    }
+    cli_json(&app, &["--json", "backup", "run"]);
+    cli_json(&app, &["--json", "tenant", "offboard", "acme", "--yes"]);
+    // The snapshot from before the offboarding, with the live key custody.
+    let root = app.data_dir.join("keys/root.key").display().to_string();
+    let store = repo.display().to_string();
+    let scratch = dir.path().join("drill").display().to_string();
+    let out = app.cli(&[
+        "--json",
+        "drill",
+        "--store",
+        &store,
+        "--root-key-file",
+        &root,
+        "--scratch",
+        &scratch,
+        "--samples",
+        "4",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let tenants = report["tenants"].as_array().unwrap();
+    let acme = tenants.iter().find(|t| t["tenant"] == "acme").unwrap();
+    let other = tenants.iter().find(|t| t["tenant"] == "other").unwrap();
+    assert_eq!(acme["documents_restored"], 4);
+    assert_eq!(acme["samples_decrypted"], 0, "{report}");
+    assert_eq!(other["samples_decrypted"], 4, "{report}");
+    assert!(report["mismatches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|m| m.as_str().unwrap().starts_with("tenant acme")));
+}

@@ -19,7 +19,7 @@ use super::{sha256_hex, BackupError, Progress};
 use crate::storage::{ByteStream, ObjectName, ObjectStore, StorageError};
 
 /// Objects restored at once.
-const CONCURRENCY: usize = 8;
+const CONCURRENCY: usize = 32;
 
 /// Where a restore goes.
 pub struct Target<'a> {

@@ -27,7 +27,7 @@ use crate::storage::{collect, list_all, ObjectInfo, ObjectName, ObjectStore, Sto
 /// ones are hashed in a streaming pass first and copied in a second one.
 const IN_MEMORY_LIMIT: u64 = 8 << 20;
 /// Objects handled at once.
-const CONCURRENCY: usize = 8;
+const CONCURRENCY: usize = 32;
 
 /// What to back up.
 pub struct Source<'a> {
