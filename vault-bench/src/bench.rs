@@ -1,0 +1,1087 @@
+//! The phases of one run against one server, in order, and what they measured.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use serde::Serialize;
+use sha2::Digest as _;
+
+use crate::baseline::{self, PlainIndex, Restic};
+use crate::client::{Stored, Vault};
+use crate::corpus::{self, Doc, Generator};
+use crate::procfs;
+use crate::server::{Backend, Server};
+use crate::stats::{ratio, run_tasks, Summary, Timed};
+
+/// Counts and sizes of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    /// `--quick`.
+    pub quick: bool,
+    /// Seed of every generated document and choice.
+    pub seed: u64,
+    /// Storage backend.
+    pub backend: Backend,
+    /// Key provider of the tenant (`local`, or `aws-kms` on S3).
+    pub key_provider: String,
+    /// Uploads between the two `/metrics` scrapes of the key-service calls.
+    pub key_call_uploads: usize,
+    /// Concurrency of the key-call uploads.
+    pub key_call_concurrency: usize,
+    /// Small-document upload phases: (concurrency, documents).
+    pub small_uploads: Vec<(usize, usize)>,
+    /// Documents in the tenant at the first search (the last small-upload phase
+    /// is sized to reach it), if set.
+    pub first_search_documents: Option<usize>,
+    /// Documents in the tenant at the second search (filled at concurrency 64).
+    pub second_search_documents: Option<usize>,
+    /// Searches timed per measurement.
+    pub queries: usize,
+    /// 20 MiB scan upload phases: (concurrency, scans).
+    pub scan_uploads: Vec<(usize, usize)>,
+    /// 1–20 MiB scans of the tenant, uploaded at concurrency 4.
+    pub mixed_scans: usize,
+    /// Small-document download phases: (concurrency, reads).
+    pub downloads: Vec<(usize, usize)>,
+    /// Concurrencies of the 20 MiB scan downloads (each reads every such scan).
+    pub scan_download_concurrency: Vec<usize>,
+    /// Size of the single streamed upload.
+    pub large_bytes: u64,
+    /// Ranged reads of it.
+    pub ranged_reads: usize,
+    /// Bytes per ranged read.
+    pub range_bytes: usize,
+}
+
+impl Settings {
+    /// The full run, or the quick one.
+    pub fn new(quick: bool, backend: Backend) -> Settings {
+        let key_provider = match backend {
+            Backend::Fs => "local",
+            Backend::S3 => "aws-kms",
+        }
+        .to_owned();
+        if quick {
+            Settings {
+                quick,
+                seed: 20_260_301,
+                backend,
+                key_provider,
+                key_call_uploads: 1_000,
+                key_call_concurrency: 8,
+                small_uploads: vec![(1, 100), (8, 300), (64, 600)],
+                first_search_documents: None,
+                second_search_documents: None,
+                queries: 200,
+                scan_uploads: vec![(1, 3), (4, 4)],
+                mixed_scans: 4,
+                downloads: vec![(1, 100), (8, 300), (64, 600)],
+                scan_download_concurrency: vec![1, 4],
+                large_bytes: 64 << 20,
+                ranged_reads: 100,
+                range_bytes: 64 << 10,
+            }
+        } else {
+            Settings {
+                quick,
+                seed: 20_260_301,
+                backend,
+                key_provider,
+                key_call_uploads: 1_000,
+                key_call_concurrency: 8,
+                small_uploads: vec![(1, 1_000), (8, 3_000), (64, 4_000)],
+                first_search_documents: Some(10_000),
+                second_search_documents: Some(100_000),
+                queries: 2_000,
+                scan_uploads: vec![(1, 10), (4, 20)],
+                mixed_scans: 30,
+                downloads: vec![(1, 1_000), (8, 3_000), (64, 5_000)],
+                scan_download_concurrency: vec![1, 4],
+                large_bytes: 1 << 30,
+                ranged_reads: 500,
+                range_bytes: 64 << 10,
+            }
+        }
+    }
+}
+
+/// Uploads of one workload at one concurrency, against the same files written
+/// with fsync at the same concurrency.
+#[derive(Debug, Clone, Serialize)]
+pub struct UploadRow {
+    /// What was uploaded.
+    pub workload: String,
+    /// Requests in flight.
+    pub concurrency: usize,
+    /// The vault.
+    pub vault: Summary,
+    /// The fsync'd file-write baseline (none for the fill).
+    pub files: Option<Summary>,
+    /// Vault MB/s over file MB/s.
+    pub ratio: Option<f64>,
+}
+
+/// The bare AEAD on the bytes of a workload.
+#[derive(Debug, Clone, Serialize)]
+pub struct AeadRow {
+    /// What was encrypted.
+    pub workload: String,
+    /// AES-256-GCM-SIV in 64 KiB chunks, one thread.
+    pub aead: Summary,
+    /// The vault's best upload MB/s for this workload.
+    pub vault_mb_per_s: f64,
+    /// At this concurrency.
+    pub vault_concurrency: usize,
+    /// Vault over AEAD.
+    pub ratio: Option<f64>,
+}
+
+/// Downloads against reading the same plaintext files.
+#[derive(Debug, Clone, Serialize)]
+pub struct DownloadRow {
+    /// What was read.
+    pub workload: String,
+    /// Requests in flight.
+    pub concurrency: usize,
+    /// The vault.
+    pub vault: Summary,
+    /// Reading the plaintext files.
+    pub files: Summary,
+    /// Vault MB/s over file MB/s.
+    pub ratio: Option<f64>,
+}
+
+/// Ranged reads of the large upload.
+#[derive(Debug, Clone, Serialize)]
+pub struct RangedRow {
+    /// Size of the object.
+    pub object_bytes: u64,
+    /// Bytes per read.
+    pub range_bytes: usize,
+    /// `Range: bytes=a-b` requests, one at a time.
+    pub vault: Summary,
+    /// `pread` of the same ranges of the plaintext file.
+    pub file: Summary,
+}
+
+/// One query class of a search measurement.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ClassRow {
+    /// Queries of the class.
+    pub queries: usize,
+    /// Vault p50, ms.
+    pub vault_p50_ms: f64,
+    /// Vault p99, ms.
+    pub vault_p99_ms: f64,
+    /// Plaintext p50, ms.
+    pub plain_p50_ms: f64,
+    /// Plaintext p99, ms.
+    pub plain_p99_ms: f64,
+    /// Mean total hits per query.
+    pub hits_per_query: f64,
+}
+
+/// Searches at one tenant size.
+#[derive(Debug, Clone, Serialize)]
+pub struct SearchRow {
+    /// Documents in the tenant.
+    pub documents: usize,
+    /// `GET /v1/search`, one at a time.
+    pub vault: Summary,
+    /// The same queries on the plaintext Tantivy index, in process.
+    pub plain: Summary,
+    /// Vault p99 over plaintext p99.
+    pub p99_ratio: Option<f64>,
+    /// `GET /healthz`, one at a time: the HTTP round trip on this machine.
+    pub http_floor: Summary,
+    /// Answers of the vault without the document the query was made from.
+    pub vault_misses: usize,
+    /// Answers of the plaintext index without it.
+    pub plain_misses: usize,
+    /// Vault answers with more than one page, the document not on the first.
+    pub unverifiable: usize,
+    /// Mean total hits per query (vault).
+    pub hits_per_query: f64,
+    /// By query class.
+    pub classes: BTreeMap<String, ClassRow>,
+}
+
+/// Server memory.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MemoryRow {
+    /// Size of the streamed upload.
+    pub large_bytes: u64,
+    /// The streamed upload (one request).
+    pub upload: Summary,
+    /// Writing the same bytes to one file with fsync.
+    pub file: Summary,
+    /// Upload MB/s over file MB/s.
+    pub ratio: Option<f64>,
+    /// VmRSS before the upload, KiB.
+    pub rss_before_kib: u64,
+    /// Whether VmHWM could be reset before the upload (else it is the process peak).
+    pub hwm_reset: bool,
+    /// VmHWM after the upload: the peak during it when reset, KiB.
+    pub hwm_during_kib: u64,
+    /// Largest sampled VmRSS during the upload, KiB.
+    pub sampled_max_kib: u64,
+    /// Mean sampled VmRSS during the upload, KiB.
+    pub sampled_mean_kib: u64,
+    /// Samples taken (every 20 ms).
+    pub samples: usize,
+    /// Peak resident memory over the whole run (VmHWM before the reset and at the
+    /// end, and every sample), KiB.
+    pub peak_run_kib: u64,
+}
+
+/// Key-service calls (`vault_key_provider_calls`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct KeyCalls {
+    /// The tenant's key provider.
+    pub provider: String,
+    /// Uploads between the two scrapes.
+    pub uploads: usize,
+    /// Calls between them.
+    pub calls: f64,
+    /// Per 1,000 uploads.
+    pub per_1000: f64,
+    /// Documents uploaded over the whole run.
+    pub run_uploads: usize,
+    /// Calls over the whole run (uploads, reads and searches), after tenant creation.
+    pub run_calls: f64,
+    /// Per 1,000 uploads over the whole run.
+    pub run_per_1000: f64,
+}
+
+/// The restic baseline.
+#[derive(Debug, Clone, Serialize)]
+pub struct ResticRow {
+    /// `ok`, `not run` (restic missing) or `failed: ...`.
+    pub status: String,
+    /// Its figures when run.
+    pub result: Option<Restic>,
+}
+
+/// The tenant at the end.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CorpusFacts {
+    /// Documents by format.
+    pub documents_by_format: BTreeMap<String, usize>,
+    /// Documents.
+    pub documents: usize,
+    /// Plaintext bytes.
+    pub bytes: u64,
+}
+
+/// Everything measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Results {
+    /// Uploads.
+    pub uploads: Vec<UploadRow>,
+    /// AEAD baselines.
+    pub aead: Vec<AeadRow>,
+    /// Downloads.
+    pub downloads: Vec<DownloadRow>,
+    /// Ranged reads.
+    pub ranged: Option<RangedRow>,
+    /// Searches.
+    pub search: Vec<SearchRow>,
+    /// Server memory.
+    pub memory: MemoryRow,
+    /// Key-service calls.
+    pub key_calls: KeyCalls,
+    /// restic backup and restore of the same plaintext files.
+    pub restic: ResticRow,
+    /// Vault backup and restore: `null` until the backup feature is measured here.
+    pub vault_backup: Option<serde_json::Value>,
+    /// The tenant.
+    pub corpus: CorpusFacts,
+    /// Seconds per phase.
+    pub phase_seconds: Vec<(String, f64)>,
+}
+
+/// A stored document of the tenant.
+struct Uploaded {
+    id: String,
+    size: u64,
+    sha256: [u8; 32],
+    format: &'static str,
+    query: Option<(&'static str, String)>,
+    path: PathBuf,
+}
+
+/// Samples a process's VmRSS on a timer.
+struct Sampler {
+    stop: Arc<AtomicBool>,
+    handle: tokio::task::JoinHandle<Vec<u64>>,
+}
+
+impl Sampler {
+    fn start(pid: u32, every: Duration) -> Sampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = tokio::spawn(async move {
+            let mut samples = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                if let Ok(m) = procfs::memory(pid) {
+                    samples.push(m.rss_kib);
+                }
+                tokio::time::sleep(every).await;
+            }
+            samples
+        });
+        Sampler { stop, handle }
+    }
+
+    async fn finish(self) -> Vec<u64> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.await.unwrap_or_default()
+    }
+}
+
+/// Prints a progress line on stderr.
+fn progress(started: Instant, text: &str) {
+    eprintln!("[{:7.1} s] {text}", started.elapsed().as_secs_f64());
+}
+
+/// One run.
+pub struct Bench {
+    settings: Settings,
+    server: Server,
+    vault: Vault,
+    generator: Generator,
+    plain: PlainIndex,
+    plain_dir: PathBuf,
+    work: PathBuf,
+    shared_data: Option<PathBuf>,
+    docs: Vec<Uploaded>,
+    seq: usize,
+    started: Instant,
+    results: Results,
+}
+
+impl Bench {
+    /// A run against a started server: creates the tenant and its API key.
+    pub async fn new(
+        settings: Settings,
+        server: Server,
+        work: &Path,
+        shared_data: Option<PathBuf>,
+    ) -> anyhow::Result<Bench> {
+        server
+            .create_tenant("bench", &settings.key_provider)
+            .await
+            .context("create the benchmark tenant")?;
+        let key = server
+            .api_key("bench", crate::server::ALL_ROLES)
+            .await
+            .context("issue the benchmark API key")?;
+        let vault = Vault::new(server.http.clone(), &server.url, &key);
+        let expected = settings
+            .second_search_documents
+            .or(settings.first_search_documents)
+            .unwrap_or(10_000);
+        let plain_dir = work.join("plain");
+        std::fs::create_dir_all(&plain_dir)?;
+        Ok(Bench {
+            generator: Generator::new(settings.seed, expected),
+            plain: PlainIndex::create(&work.join("plain-index"))?,
+            settings,
+            server,
+            vault,
+            plain_dir,
+            work: work.to_owned(),
+            shared_data,
+            docs: Vec::new(),
+            seq: 0,
+            started: Instant::now(),
+            results: Results {
+                uploads: Vec::new(),
+                aead: Vec::new(),
+                downloads: Vec::new(),
+                ranged: None,
+                search: Vec::new(),
+                memory: MemoryRow::default(),
+                key_calls: KeyCalls::default(),
+                restic: ResticRow {
+                    status: "not run".into(),
+                    result: None,
+                },
+                vault_backup: None,
+                corpus: CorpusFacts::default(),
+                phase_seconds: Vec::new(),
+            },
+        })
+    }
+
+    fn progress(&self, text: &str) {
+        progress(self.started, text);
+    }
+
+    async fn timed_phase<F>(&mut self, name: &str, phase: F) -> anyhow::Result<()>
+    where
+        F: AsyncFnOnce(&mut Bench) -> anyhow::Result<()>,
+    {
+        self.progress(&format!("== {name}"));
+        let t = Instant::now();
+        phase(self).await.with_context(|| format!("phase {name}"))?;
+        if !self.server.running() {
+            bail!(
+                "vault-server died during {name}; see {}",
+                self.server.log.display()
+            );
+        }
+        self.results
+            .phase_seconds
+            .push((name.to_owned(), t.elapsed().as_secs_f64()));
+        Ok(())
+    }
+
+    /// Runs every phase; the results.
+    pub async fn run(mut self) -> anyhow::Result<Results> {
+        let pid = self.server.pid;
+        let run_sampler = Sampler::start(pid, Duration::from_millis(100));
+        let run_calls_before = self.server.metric("vault_key_provider_calls").await?;
+
+        self.timed_phase("key-service calls", Bench::key_calls)
+            .await?;
+        self.timed_phase("shared files", Bench::shared_files)
+            .await?;
+        let small = self.settings.small_uploads.clone();
+        for (i, (concurrency, count)) in small.iter().copied().enumerate() {
+            let count = match (i + 1 == small.len(), self.settings.first_search_documents) {
+                // The last phase brings the tenant to the first search's size.
+                (true, Some(target)) => {
+                    target.saturating_sub(self.docs.len()).max(count.min(1_000))
+                }
+                _ => count,
+            };
+            self.timed_phase(
+                &format!("small uploads c={concurrency}"),
+                async move |b: &mut Bench| b.small_uploads(concurrency, count).await,
+            )
+            .await?;
+        }
+        self.timed_phase("search", Bench::search).await?;
+        self.timed_phase("scan uploads", Bench::scan_uploads)
+            .await?;
+        self.timed_phase("downloads", Bench::downloads).await?;
+        self.timed_phase("large upload and memory", Bench::large_upload)
+            .await?;
+        if self.settings.second_search_documents.is_some() {
+            self.timed_phase("fill", Bench::fill).await?;
+            self.timed_phase("search (filled)", Bench::search).await?;
+        }
+        self.timed_phase("restic", Bench::restic).await?;
+        // Vault backup and restore MB/s (the backup feature) are measured here, on
+        // this tenant and beside restic, once that feature has landed; until then
+        // `results.vault_backup` stays null and the report says so.
+
+        let run_calls_after = self.server.metric("vault_key_provider_calls").await?;
+        let kc = &mut self.results.key_calls;
+        kc.run_uploads = self.docs.len();
+        kc.run_calls = run_calls_after - run_calls_before;
+        kc.run_per_1000 = kc.run_calls * 1000.0 / kc.run_uploads.max(1) as f64;
+        let end = procfs::memory(pid)?;
+        let samples = run_sampler.finish().await;
+        let m = &mut self.results.memory;
+        m.peak_run_kib = m
+            .peak_run_kib
+            .max(end.hwm_kib)
+            .max(samples.iter().copied().max().unwrap_or(0));
+        let corpus = &mut self.results.corpus;
+        for d in &self.docs {
+            *corpus
+                .documents_by_format
+                .entry(d.format.to_owned())
+                .or_default() += 1;
+            corpus.bytes += d.size;
+        }
+        corpus.documents = self.docs.len();
+        self.server.stop();
+        Ok(self.results)
+    }
+
+    /// Uploads `docs` at `concurrency`: the timing, and the documents back with what
+    /// the server stored.
+    async fn upload(
+        &self,
+        docs: Vec<Doc>,
+        concurrency: usize,
+    ) -> anyhow::Result<(Timed, Vec<Doc>, Vec<Stored>)> {
+        let n = docs.len();
+        let docs = Arc::new(docs);
+        let out: Arc<Mutex<Vec<Option<Stored>>>> = Arc::new(Mutex::new(vec![None; n]));
+        let timed = {
+            let (docs, out, vault) = (docs.clone(), out.clone(), self.vault.clone());
+            run_tasks(n, concurrency, move |i| {
+                let (docs, out, vault) = (docs.clone(), out.clone(), vault.clone());
+                async move {
+                    let stored = vault.upload(&docs[i]).await?;
+                    let size = stored.size;
+                    out.lock().map_err(|_| anyhow::anyhow!("poisoned"))?[i] = Some(stored);
+                    Ok(size)
+                }
+            })
+            .await?
+        };
+        let docs = Arc::try_unwrap(docs).unwrap_or_else(|shared| (*shared).clone());
+        let stored = std::mem::take(&mut *out.lock().map_err(|_| anyhow::anyhow!("poisoned"))?)
+            .into_iter()
+            .map(|s| s.context("an upload did not finish"))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok((timed, docs, stored))
+    }
+
+    /// Checks what the server stored, writes the plaintext copies under `dir`
+    /// (with fsync at `durable` concurrency, timed: the file baseline; else
+    /// plainly), adds the fields to the plaintext index and keeps the documents.
+    async fn keep(
+        &mut self,
+        docs: Vec<Doc>,
+        stored: Vec<Stored>,
+        dir: &str,
+        durable: Option<usize>,
+    ) -> anyhow::Result<Option<Timed>> {
+        let mut paths = Vec::with_capacity(docs.len());
+        for (doc, s) in docs.iter().zip(&stored) {
+            let sha: [u8; 32] = sha2::Sha256::digest(&doc.body).into();
+            if sha != s.sha256 {
+                bail!(
+                    "the server's SHA-256 of document {} differs from the body sent",
+                    s.id
+                );
+            }
+            let name = match &doc.file_name {
+                Some(name) => name.clone(),
+                None => {
+                    self.seq += 1;
+                    let ext = match doc.content_type {
+                        "application/edi-x12" => "x12",
+                        "application/fhir+json" => "json",
+                        "application/pdf" => "pdf",
+                        _ => "bin",
+                    };
+                    format!("{dir}/{:07}.{ext}", self.seq)
+                }
+            };
+            paths.push(self.plain_dir.join(name));
+        }
+        let bodies: Vec<Bytes> = docs.iter().map(|d| d.body.clone()).collect();
+        let timed = match durable {
+            Some(concurrency) => Some(baseline::write_files(&paths, &bodies, concurrency)?),
+            None => {
+                for (path, body) in paths.iter().zip(&bodies) {
+                    if let Some(parent) = path.parent() {
+                        std::fs::create_dir_all(parent)?;
+                    }
+                    std::fs::write(path, body)?;
+                }
+                None
+            }
+        };
+        for ((doc, s), path) in docs.into_iter().zip(stored).zip(paths) {
+            let fields = if doc.format.starts_with("shared") {
+                self.vault.fields(&s.id).await?
+            } else {
+                doc.fields
+            };
+            self.plain.add(&s.id, &fields)?;
+            self.docs.push(Uploaded {
+                id: s.id,
+                size: s.size,
+                sha256: s.sha256,
+                format: doc.format,
+                query: doc.query,
+                path,
+            });
+        }
+        Ok(timed)
+    }
+
+    async fn key_calls(&mut self) -> anyhow::Result<()> {
+        let n = self.settings.key_call_uploads;
+        let docs: Vec<Doc> = (0..n).map(|_| self.generator.small()).collect();
+        let before = self.server.metric("vault_key_provider_calls").await?;
+        let (_, docs, stored) = self
+            .upload(docs, self.settings.key_call_concurrency)
+            .await?;
+        let after = self.server.metric("vault_key_provider_calls").await?;
+        self.keep(docs, stored, "keycalls", None).await?;
+        let kc = &mut self.results.key_calls;
+        kc.provider.clone_from(&self.settings.key_provider);
+        kc.uploads = n;
+        kc.calls = after - before;
+        kc.per_1000 = kc.calls * 1000.0 / n.max(1) as f64;
+        Ok(())
+    }
+
+    async fn shared_files(&mut self) -> anyhow::Result<()> {
+        let Some(dir) = self.shared_data.clone() else {
+            self.progress("no shared data folder: synthetic documents only");
+            return Ok(());
+        };
+        let docs = corpus::shared_files(&dir)?;
+        self.progress(&format!("{} files from {}", docs.len(), dir.display()));
+        let (_, docs, stored) = self.upload(docs, 8).await?;
+        self.keep(docs, stored, "shared", None).await?;
+        Ok(())
+    }
+
+    async fn small_uploads(&mut self, concurrency: usize, count: usize) -> anyhow::Result<()> {
+        let docs: Vec<Doc> = (0..count).map(|_| self.generator.small()).collect();
+        let bodies: Vec<Bytes> = docs.iter().map(|d| d.body.clone()).collect();
+        let (timed, docs, stored) = self.upload(docs, concurrency).await?;
+        let files = self
+            .keep(
+                docs,
+                stored,
+                &format!("small-c{concurrency}"),
+                Some(concurrency),
+            )
+            .await?
+            .map(|t| t.summary());
+        let vault = timed.summary();
+        self.progress(&format!(
+            "{count} uploads at c={concurrency}: {:.0}/s (files {:.0}/s)",
+            vault.ops_per_s,
+            files.as_ref().map_or(0.0, |f| f.ops_per_s)
+        ));
+        self.results.uploads.push(UploadRow {
+            workload: "2–20 KiB X12/FHIR".into(),
+            concurrency,
+            ratio: files
+                .as_ref()
+                .and_then(|f| ratio(vault.mb_per_s, f.mb_per_s)),
+            vault,
+            files,
+        });
+        if self.settings.small_uploads.last().map(|l| l.0) == Some(concurrency) {
+            self.aead_row("2–20 KiB X12/FHIR", &bodies)?;
+        }
+        Ok(())
+    }
+
+    /// The AEAD on these bodies against the best vault upload MB/s of `workload`.
+    fn aead_row(&mut self, workload: &str, bodies: &[Bytes]) -> anyhow::Result<()> {
+        let aead = baseline::aead(bodies)?;
+        let best = self
+            .results
+            .uploads
+            .iter()
+            .filter(|r| r.workload == workload)
+            .max_by(|a, b| a.vault.mb_per_s.total_cmp(&b.vault.mb_per_s));
+        let (vault_mb_per_s, vault_concurrency) =
+            best.map_or((0.0, 0), |r| (r.vault.mb_per_s, r.concurrency));
+        self.results.aead.push(AeadRow {
+            workload: workload.to_owned(),
+            ratio: ratio(vault_mb_per_s, aead.mb_per_s),
+            aead,
+            vault_mb_per_s,
+            vault_concurrency,
+        });
+        Ok(())
+    }
+
+    async fn scan_uploads(&mut self) -> anyhow::Result<()> {
+        let phases = self.settings.scan_uploads.clone();
+        let mut last_bodies = Vec::new();
+        for (concurrency, count) in phases {
+            let docs: Vec<Doc> = (0..count)
+                .map(|_| {
+                    let mut d = self.generator.scan(20 << 20);
+                    d.format = "scan-20mib";
+                    d
+                })
+                .collect();
+            last_bodies = docs.iter().map(|d| d.body.clone()).collect();
+            let (timed, docs, stored) = self.upload(docs, concurrency).await?;
+            let files = self
+                .keep(
+                    docs,
+                    stored,
+                    &format!("scans-c{concurrency}"),
+                    Some(concurrency),
+                )
+                .await?
+                .map(|t| t.summary());
+            let vault = timed.summary();
+            self.progress(&format!(
+                "{count} 20 MiB scans at c={concurrency}: {:.0} MB/s (files {:.0} MB/s)",
+                vault.mb_per_s,
+                files.as_ref().map_or(0.0, |f| f.mb_per_s)
+            ));
+            self.results.uploads.push(UploadRow {
+                workload: "20 MiB scan".into(),
+                concurrency,
+                ratio: files
+                    .as_ref()
+                    .and_then(|f| ratio(vault.mb_per_s, f.mb_per_s)),
+                vault,
+                files,
+            });
+        }
+        self.aead_row("20 MiB scan", &last_bodies)?;
+        drop(last_bodies);
+        let docs: Vec<Doc> = (0..self.settings.mixed_scans)
+            .map(|_| self.generator.mixed_scan())
+            .collect();
+        let (timed, docs, stored) = self.upload(docs, 4).await?;
+        let files = self
+            .keep(docs, stored, "scans-mixed", Some(4))
+            .await?
+            .map(|t| t.summary());
+        let vault = timed.summary();
+        self.results.uploads.push(UploadRow {
+            workload: "1–20 MiB scan".into(),
+            concurrency: 4,
+            ratio: files
+                .as_ref()
+                .and_then(|f| ratio(vault.mb_per_s, f.mb_per_s)),
+            vault,
+            files,
+        });
+        Ok(())
+    }
+
+    /// Downloads documents `picks` at `concurrency`, checking each body's SHA-256.
+    async fn download(&self, picks: &[usize], concurrency: usize) -> anyhow::Result<Timed> {
+        let targets: Arc<Vec<(String, u64, [u8; 32])>> = Arc::new(
+            picks
+                .iter()
+                .map(|&i| {
+                    (
+                        self.docs[i].id.clone(),
+                        self.docs[i].size,
+                        self.docs[i].sha256,
+                    )
+                })
+                .collect(),
+        );
+        let vault = self.vault.clone();
+        run_tasks(picks.len(), concurrency, move |i| {
+            let (targets, vault) = (targets.clone(), vault.clone());
+            async move {
+                let (id, size, sha) = &targets[i];
+                let body = vault.download(id).await?;
+                if body.len() as u64 != *size || sha2::Sha256::digest(&body)[..] != sha[..] {
+                    bail!("document {id} came back different");
+                }
+                Ok(body.len() as u64)
+            }
+        })
+        .await
+    }
+
+    async fn downloads(&mut self) -> anyhow::Result<()> {
+        let small: Vec<usize> = (0..self.docs.len())
+            .filter(|&i| self.docs[i].query.is_some())
+            .collect();
+        for (concurrency, count) in self.settings.downloads.clone() {
+            let picks: Vec<usize> = (0..count)
+                .map(|_| small[self.generator.index(small.len())])
+                .collect();
+            let vault = self.download(&picks, concurrency).await?.summary();
+            let paths: Vec<PathBuf> = picks.iter().map(|&i| self.docs[i].path.clone()).collect();
+            let files = baseline::read_files(&paths, concurrency)?.summary();
+            self.progress(&format!(
+                "{count} downloads at c={concurrency}: {:.0}/s (files {:.0}/s)",
+                vault.ops_per_s, files.ops_per_s
+            ));
+            self.results.downloads.push(DownloadRow {
+                workload: "2–20 KiB X12/FHIR".into(),
+                concurrency,
+                ratio: ratio(vault.mb_per_s, files.mb_per_s),
+                vault,
+                files,
+            });
+        }
+        let scans: Vec<usize> = (0..self.docs.len())
+            .filter(|&i| self.docs[i].format == "scan-20mib")
+            .collect();
+        for concurrency in self.settings.scan_download_concurrency.clone() {
+            let vault = self.download(&scans, concurrency).await?.summary();
+            let paths: Vec<PathBuf> = scans.iter().map(|&i| self.docs[i].path.clone()).collect();
+            let files = baseline::read_files(&paths, concurrency)?.summary();
+            self.results.downloads.push(DownloadRow {
+                workload: "20 MiB scan".into(),
+                concurrency,
+                ratio: ratio(vault.mb_per_s, files.mb_per_s),
+                vault,
+                files,
+            });
+        }
+        Ok(())
+    }
+
+    async fn search(&mut self) -> anyhow::Result<()> {
+        // Index changes are committed at least every 250 ms; a search also commits.
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
+        self.plain.commit()?;
+        let with_query: Vec<usize> = (0..self.docs.len())
+            .filter(|&i| self.docs[i].query.is_some())
+            .collect();
+        if with_query.is_empty() {
+            bail!("no document to search for");
+        }
+        let picks: Vec<usize> = (0..self.settings.queries)
+            .map(|_| with_query[self.generator.index(with_query.len())])
+            .collect();
+        // Warm both sides (page cache, Tantivy caches, connections).
+        for &i in picks.iter().take(20) {
+            let Some((_, q)) = &self.docs[i].query else {
+                continue;
+            };
+            self.vault.search(q).await?;
+            self.plain.search(
+                &vault_index::query::Query::parse(q).map_err(|e| anyhow::anyhow!("{q}: {e}"))?,
+            )?;
+        }
+        let mut floor = Timed::default();
+        let floor_started = Instant::now();
+        for _ in 0..self.settings.queries.min(500) {
+            let t = Instant::now();
+            self.server
+                .http
+                .get(self.server.at("/healthz"))
+                .send()
+                .await?
+                .error_for_status()?;
+            floor.latencies_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        floor.wall = floor_started.elapsed();
+        let (mut vault, mut plain) = (Timed::default(), Timed::default());
+        let mut classes: BTreeMap<&str, (Vec<f64>, Vec<f64>, u64)> = BTreeMap::new();
+        let (mut vault_misses, mut plain_misses, mut unverifiable, mut hits) = (0, 0, 0, 0u64);
+        for &i in &picks {
+            let d = &self.docs[i];
+            let Some((class, q)) = &d.query else { continue };
+            let query =
+                vault_index::query::Query::parse(q).map_err(|e| anyhow::anyhow!("{q}: {e}"))?;
+            let t = Instant::now();
+            let (total, ids) = self.vault.search(q).await?;
+            let vault_ms = t.elapsed().as_secs_f64() * 1e3;
+            vault.wall += t.elapsed();
+            let t = Instant::now();
+            let plain_ids = self.plain.search(&query)?;
+            let plain_ms = t.elapsed().as_secs_f64() * 1e3;
+            plain.wall += t.elapsed();
+            if !ids.contains(&d.id) {
+                if total as usize > ids.len() {
+                    unverifiable += 1;
+                } else {
+                    vault_misses += 1;
+                    self.progress(&format!("vault search missed its document ({class})"));
+                }
+            }
+            if !plain_ids.contains(&d.id) {
+                plain_misses += 1;
+            }
+            hits += total;
+            vault.latencies_ms.push(vault_ms);
+            plain.latencies_ms.push(plain_ms);
+            let c = classes.entry(class).or_default();
+            c.0.push(vault_ms);
+            c.1.push(plain_ms);
+            c.2 += total;
+        }
+        let vault = vault.summary();
+        let plain = plain.summary();
+        let classes = classes
+            .into_iter()
+            .map(|(class, (v, p, h))| {
+                let n = v.len();
+                let v = Summary::new(v, 0, Duration::ZERO);
+                let p = Summary::new(p, 0, Duration::ZERO);
+                (
+                    class.to_owned(),
+                    ClassRow {
+                        queries: n,
+                        vault_p50_ms: v.p50_ms,
+                        vault_p99_ms: v.p99_ms,
+                        plain_p50_ms: p.p50_ms,
+                        plain_p99_ms: p.p99_ms,
+                        hits_per_query: h as f64 / n.max(1) as f64,
+                    },
+                )
+            })
+            .collect();
+        self.progress(&format!(
+            "{} searches at {} documents: p50 {:.2} ms, p99 {:.2} ms (plaintext p99 {:.3} ms), {vault_misses} misses",
+            vault.ops,
+            self.docs.len(),
+            vault.p50_ms,
+            vault.p99_ms,
+            plain.p99_ms
+        ));
+        self.results.search.push(SearchRow {
+            documents: self.docs.len(),
+            p99_ratio: ratio(vault.p99_ms, plain.p99_ms),
+            hits_per_query: hits as f64 / vault.ops.max(1) as f64,
+            vault,
+            plain,
+            http_floor: floor.summary(),
+            vault_misses,
+            plain_misses,
+            unverifiable,
+            classes,
+        });
+        Ok(())
+    }
+
+    async fn large_upload(&mut self) -> anyhow::Result<()> {
+        let pid = self.server.pid;
+        let total = self.settings.large_bytes;
+        let seed = self.settings.seed ^ 0x1a26e;
+        let before = procfs::memory(pid)?;
+        let hwm_reset = procfs::reset_peak(pid).is_ok();
+        let mut doc = self.generator.scan(0);
+        doc.format = "large-scan";
+        let sampler = Sampler::start(pid, Duration::from_millis(20));
+        let t = Instant::now();
+        let body = reqwest::Body::wrap_stream(corpus::large_stream(seed, total));
+        let stored = self.vault.upload_stream(&doc, body).await?;
+        let wall = t.elapsed();
+        let samples = sampler.finish().await;
+        let after = procfs::memory(pid)?;
+        if stored.size != total {
+            bail!("the large upload stored {} bytes of {total}", stored.size);
+        }
+        let upload = Summary::new(vec![wall.as_secs_f64() * 1e3], total, wall);
+        let path = self.plain_dir.join("large.bin");
+        let chunks = total.div_ceil(corpus::LARGE_CHUNK as u64);
+        let (file, sha) = baseline::write_stream(
+            &path,
+            (0..chunks).map(|i| {
+                let mut c = corpus::large_chunk(seed, i);
+                c.truncate(
+                    (total - i * corpus::LARGE_CHUNK as u64).min(corpus::LARGE_CHUNK as u64)
+                        as usize,
+                );
+                c
+            }),
+        )?;
+        if sha != stored.sha256 {
+            bail!("the server's SHA-256 of the large upload differs from the bytes sent");
+        }
+        self.progress(&format!(
+            "{} MiB streamed: {:.0} MB/s (file {:.0} MB/s), server VmHWM {} MiB",
+            total >> 20,
+            upload.mb_per_s,
+            file.mb_per_s,
+            after.hwm_kib / 1024
+        ));
+        let m = &mut self.results.memory;
+        m.large_bytes = total;
+        m.ratio = ratio(upload.mb_per_s, file.mb_per_s);
+        m.upload = upload;
+        m.file = file;
+        m.rss_before_kib = before.rss_kib;
+        m.hwm_reset = hwm_reset;
+        m.hwm_during_kib = after.hwm_kib;
+        m.sampled_max_kib = samples.iter().copied().max().unwrap_or(0);
+        m.sampled_mean_kib = samples.iter().sum::<u64>() / samples.len().max(1) as u64;
+        m.samples = samples.len();
+        m.peak_run_kib = before.hwm_kib.max(after.hwm_kib);
+        self.docs.push(Uploaded {
+            id: stored.id.clone(),
+            size: stored.size,
+            sha256: stored.sha256,
+            format: doc.format,
+            query: None,
+            path: path.clone(),
+        });
+        self.plain.add(&stored.id, &doc.fields)?;
+
+        // Ranged reads at random offsets, checked against the regenerated bytes.
+        let len = self.settings.range_bytes.min(total as usize);
+        let ranges: Vec<(u64, usize)> = (0..self.settings.ranged_reads)
+            .map(|_| {
+                (
+                    self.generator.index((total - len as u64 + 1) as usize) as u64,
+                    len,
+                )
+            })
+            .collect();
+        let ranges = Arc::new(ranges);
+        let (vault, id) = (self.vault.clone(), stored.id.clone());
+        let vault_timed = {
+            let ranges = ranges.clone();
+            run_tasks(ranges.len(), 1, move |i| {
+                let (vault, id, ranges) = (vault.clone(), id.clone(), ranges.clone());
+                async move {
+                    let (offset, len) = ranges[i];
+                    let body = vault.range(&id, offset, len).await?;
+                    if body[..] != corpus::large_range(seed, offset, len)[..] {
+                        bail!("ranged read at {offset} came back different");
+                    }
+                    Ok(len as u64)
+                }
+            })
+            .await?
+        };
+        let file = baseline::read_ranges(&path, &ranges)?;
+        self.results.ranged = Some(RangedRow {
+            object_bytes: total,
+            range_bytes: len,
+            vault: vault_timed.summary(),
+            file: file.summary(),
+        });
+        Ok(())
+    }
+
+    async fn fill(&mut self) -> anyhow::Result<()> {
+        let Some(target) = self.settings.second_search_documents else {
+            return Ok(());
+        };
+        let mut all = Timed::default();
+        while self.docs.len() < target {
+            let n = (target - self.docs.len()).min(5_000);
+            let docs: Vec<Doc> = (0..n).map(|_| self.generator.small()).collect();
+            let (timed, docs, stored) = self.upload(docs, 64).await?;
+            all.merge(timed);
+            self.keep(docs, stored, "fill", None).await?;
+            self.progress(&format!("{} documents", self.docs.len()));
+        }
+        self.results.uploads.push(UploadRow {
+            workload: format!("2–20 KiB X12/FHIR, filling to {target}"),
+            concurrency: 64,
+            vault: all.summary(),
+            files: None,
+            ratio: None,
+        });
+        Ok(())
+    }
+
+    async fn restic(&mut self) -> anyhow::Result<()> {
+        let Some(version) = baseline::restic_version() else {
+            println!("restic not found: `apt-get install restic` to run the restic baseline (reported as not run)");
+            self.results.restic.status = "not run (restic missing: apt-get install restic)".into();
+            return Ok(());
+        };
+        let plain = self.plain_dir.clone();
+        let work = self.work.clone();
+        match tokio::task::spawn_blocking(move || baseline::restic(&plain, &work, version)).await? {
+            Ok(r) => {
+                self.progress(&format!(
+                    "restic: backup {:.0} MB/s, restore {:.0} MB/s",
+                    r.backup.mb_per_s, r.restore.mb_per_s
+                ));
+                self.results.restic = ResticRow {
+                    status: "ok".into(),
+                    result: Some(r),
+                };
+            }
+            Err(e) => {
+                self.progress(&format!("restic failed: {e:#}"));
+                self.results.restic.status = format!("failed: {e:#}");
+            }
+        }
+        Ok(())
+    }
+}

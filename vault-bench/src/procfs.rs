@@ -1,0 +1,111 @@
+//! What `/proc` says about the server process and the machine.
+
+use std::path::Path;
+
+/// A `kB` figure of `/proc/<pid>/status` (`VmRSS`, `VmHWM`, ...), in KiB.
+pub fn status_kib(status: &str, key: &str) -> Option<u64> {
+    status.lines().find_map(|line| {
+        let (name, rest) = line.split_once(':')?;
+        if name.trim() != key {
+            return None;
+        }
+        let mut words = rest.split_whitespace();
+        let value = words.next()?.parse().ok()?;
+        match words.next() {
+            Some("kB") | None => Some(value),
+            Some(_) => None,
+        }
+    })
+}
+
+/// Resident and peak resident memory of a process, in KiB.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Memory {
+    /// `VmRSS`.
+    pub rss_kib: u64,
+    /// `VmHWM`: the peak since start or since the last [`reset_peak`].
+    pub hwm_kib: u64,
+}
+
+/// Reads `/proc/<pid>/status`.
+pub fn memory(pid: u32) -> anyhow::Result<Memory> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let get = |key| {
+        status_kib(&status, key).ok_or_else(|| anyhow::anyhow!("no {key} in /proc/{pid}/status"))
+    };
+    Ok(Memory {
+        rss_kib: get("VmRSS")?,
+        hwm_kib: get("VmHWM")?,
+    })
+}
+
+/// Resets a process's `VmHWM` to its current RSS (`clear_refs` value 5, Linux 4.0+).
+pub fn reset_peak(pid: u32) -> std::io::Result<()> {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5")
+}
+
+/// The first `model name` of `/proc/cpuinfo`.
+pub fn cpu_model(cpuinfo: &str) -> Option<String> {
+    cpuinfo.lines().find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        (key.trim() == "model name").then(|| value.trim().to_owned())
+    })
+}
+
+/// The mount holding `path` in `/proc/self/mounts` text: (device, mount point,
+/// filesystem type) of the longest matching mount point.
+pub fn mount_of(mounts: &str, path: &Path) -> Option<(String, String, String)> {
+    mounts
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            let device = words.next()?;
+            // Spaces in mount points are written as \040.
+            let point = words.next()?.replace("\\040", " ");
+            let fstype = words.next()?;
+            path.starts_with(&point)
+                .then(|| (device.to_owned(), point, fstype.to_owned()))
+        })
+        .max_by_key(|(_, point, _)| point.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STATUS: &str = "Name:\tvault-server\nUmask:\t0022\nState:\tS (sleeping)\nVmPeak:\t 1234568 kB\nVmHWM:\t   45120 kB\nVmRSS:\t   40000 kB\nThreads:\t5\n";
+
+    #[test]
+    fn status_figures() {
+        assert_eq!(status_kib(STATUS, "VmHWM"), Some(45_120));
+        assert_eq!(status_kib(STATUS, "VmRSS"), Some(40_000));
+        assert_eq!(status_kib(STATUS, "VmPeak"), Some(1_234_568));
+        assert_eq!(status_kib(STATUS, "Threads"), Some(5));
+        assert_eq!(status_kib(STATUS, "VmSwap"), None);
+        assert_eq!(status_kib(STATUS, "State"), None);
+        assert_eq!(status_kib(STATUS, "Vm"), None);
+    }
+
+    #[test]
+    fn own_process_memory() {
+        let m = memory(std::process::id()).unwrap();
+        assert!(m.rss_kib > 0 && m.hwm_kib >= m.rss_kib / 2);
+    }
+
+    #[test]
+    fn cpu_models() {
+        let text = "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13\nprocessor\t: 1\nmodel name\t: AMD EPYC 7B13\n";
+        assert_eq!(cpu_model(text).as_deref(), Some("AMD EPYC 7B13"));
+        assert_eq!(cpu_model("processor : 0\n"), None);
+    }
+
+    #[test]
+    fn mounts() {
+        let text = "/dev/vda / ext4 rw,relatime 0 0\ntmpfs /tmp tmpfs rw 0 0\n/dev/vdb /srv/my\\040data xfs rw 0 0\n";
+        let m = |p: &str| mount_of(text, Path::new(p)).map(|(d, _, t)| (d, t));
+        assert_eq!(m("/tmp/x/y"), Some(("tmpfs".into(), "tmpfs".into())));
+        assert_eq!(m("/tmpx"), Some(("/dev/vda".into(), "ext4".into())));
+        assert_eq!(m("/srv/my data/v"), Some(("/dev/vdb".into(), "xfs".into())));
+        assert_eq!(mount_of("", Path::new("/")), None);
+    }
+}

@@ -1,0 +1,323 @@
+//! The system under test: the real `vault-server` binary started on a free
+//! loopback port with its own data directory and configuration (filesystem store
+//! and local keys, or an S3 bucket and KMS on moto), as the e2e harness does. The
+//! server (and a moto this program started) is killed when [`Server`] is dropped.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+
+/// Storage backend of the server under test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// Filesystem store in the data directory, local key provider.
+    Fs,
+    /// A fresh bucket on moto, an aws-kms tenant (KMS on moto).
+    S3,
+}
+
+/// Every role an API key can have.
+pub const ALL_ROLES: &[&str] = &["uploader", "reader", "auditor", "tenant-admin"];
+
+/// A free loopback port.
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// The `vault-server` binary beside this program's executable.
+pub fn default_server_binary() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("current executable")?;
+    let path = exe.with_file_name("vault-server");
+    if !path.exists() {
+        bail!(
+            "vault-server not found at {}: build it in the same profile (`cargo build -p vault-server --bins`, with --release for a release run) or pass --server-bin",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// A running moto this program started.
+struct Moto {
+    child: Child,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `moto_server` on the PATH, or in the virtualenv infra/test.sh installs.
+fn moto_binary() -> Option<PathBuf> {
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("moto_server"))
+            .find(|p| p.is_file())
+    });
+    on_path.or_else(|| {
+        let venv = std::env::var_os("VAULT_MOTO_VENV")
+            .map(PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/vault-moto-venv"))
+            })?;
+        Some(venv.join("bin/moto_server")).filter(|p| p.is_file())
+    })
+}
+
+fn wait_for_port(port: u16, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+/// How to start the server.
+pub struct Launch {
+    /// The `vault-server` binary.
+    pub binary: PathBuf,
+    /// Storage backend.
+    pub backend: Backend,
+    /// moto's URL for `Backend::S3` (else one is started from `moto_server`).
+    pub moto_url: Option<String>,
+    /// Directory for the data directory, the configuration and the logs.
+    pub work_dir: PathBuf,
+}
+
+/// The running server.
+pub struct Server {
+    child: Child,
+    _moto: Option<Moto>,
+    /// Base URL.
+    pub url: String,
+    /// Its process id (for `/proc`).
+    pub pid: u32,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    /// Its log file.
+    pub log: PathBuf,
+    /// The operator credential it wrote on first start.
+    pub operator_token: String,
+    /// HTTP client.
+    pub http: reqwest::Client,
+}
+
+/// An HTTP client for many concurrent connections to one host.
+pub fn http_client() -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(10))
+        .build()?)
+}
+
+impl Server {
+    /// Starts the server and waits until it answers `/healthz`.
+    pub async fn start(launch: &Launch) -> anyhow::Result<Server> {
+        let data_dir = launch.work_dir.join("vault-data");
+        std::fs::create_dir_all(&data_dir)?;
+        let http = http_client()?;
+        // A 1 GiB upload is the largest the benchmark sends; leave room.
+        let mut config = String::from("max_upload_bytes = 2147483648\n");
+        let mut moto = None;
+        let mut moto_url = None;
+        if launch.backend == Backend::S3 {
+            let url = match &launch.moto_url {
+                Some(url) => url.trim_end_matches('/').to_owned(),
+                None => {
+                    let Some(binary) = moto_binary() else {
+                        bail!("--backend s3 needs moto: pass --moto-url or set VAULT_TEST_MOTO_URL, or install it (`pip install 'moto[server]'`; infra/test.sh installs it into ~/.cache/vault-moto-venv)");
+                    };
+                    let port = free_port()?;
+                    let log = std::fs::File::create(launch.work_dir.join("moto.log"))?;
+                    let child = Command::new(binary)
+                        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                        .stdin(Stdio::null())
+                        .stdout(log.try_clone()?)
+                        .stderr(log)
+                        .spawn()
+                        .context("spawn moto_server")?;
+                    moto = Some(Moto { child });
+                    if !wait_for_port(port, Duration::from_secs(30)) {
+                        bail!("moto_server did not start on port {port}");
+                    }
+                    format!("http://127.0.0.1:{port}")
+                }
+            };
+            let bucket = format!(
+                "vault-bench-{}-{}",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis())
+                    .unwrap_or(0)
+            );
+            // moto takes unsigned requests: no AWS SDK needed to make a bucket.
+            let r = http
+                .put(format!("{url}/{bucket}"))
+                .send()
+                .await
+                .with_context(|| format!("create bucket on moto at {url}"))?;
+            if !r.status().is_success() {
+                bail!("moto refused to create bucket {bucket}: {}", r.status());
+            }
+            config.push_str(&format!(
+                "[storage]\nbackend = \"s3\"\nbucket = \"{bucket}\"\nprefix = \"vault\"\n[keys]\naws_kms = true\n"
+            ));
+            moto_url = Some(url);
+        }
+        let config_path = launch.work_dir.join("vault.toml");
+        std::fs::write(&config_path, &config)?;
+        let port = free_port()?;
+        let url = format!("http://127.0.0.1:{port}");
+        let log = launch.work_dir.join("vault-server.log");
+        let log_file = std::fs::File::create(&log)?;
+        let mut command = Command::new(&launch.binary);
+        command
+            .arg("--config")
+            .arg(&config_path)
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .env("VAULT_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file);
+        if let Some(endpoint) = &moto_url {
+            command.envs([
+                ("AWS_ENDPOINT_URL", endpoint.as_str()),
+                ("AWS_REGION", "us-east-1"),
+                ("AWS_ACCESS_KEY_ID", "testing"),
+                ("AWS_SECRET_ACCESS_KEY", "testing"),
+                ("AWS_EC2_METADATA_DISABLED", "true"),
+            ]);
+        }
+        let child = command
+            .spawn()
+            .with_context(|| format!("spawn {}", launch.binary.display()))?;
+        let pid = child.id();
+        let mut server = Server {
+            child,
+            _moto: moto,
+            url,
+            pid,
+            data_dir,
+            log,
+            operator_token: String::new(),
+            http,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = server.http.get(server.at("/healthz")).send().await {
+                if r.status().is_success() {
+                    break;
+                }
+            }
+            if let Ok(Some(status)) = server.child.try_wait() {
+                bail!(
+                    "vault-server exited with {status}; see {}",
+                    server.log.display()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "vault-server did not become healthy in 60 s; see {}",
+                    server.log.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        server.operator_token = std::fs::read_to_string(server.data_dir.join("operator-token"))
+            .context("read the operator token of the new vault")?
+            .trim()
+            .to_owned();
+        Ok(server)
+    }
+
+    /// Full URL of a path.
+    pub fn at(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    async fn operator_post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        let r = self
+            .http
+            .post(self.at(path))
+            .bearer_auth(&self.operator_token)
+            .json(&body)
+            .send()
+            .await?;
+        let status = r.status();
+        let text = r.text().await?;
+        if status.as_u16() != 201 {
+            bail!("POST {path}: {status}: {text}");
+        }
+        Ok(serde_json::from_str(&text)?)
+    }
+
+    /// Creates a tenant with this key provider (`local` or `aws-kms`).
+    pub async fn create_tenant(&self, id: &str, key_provider: &str) -> anyhow::Result<()> {
+        self.operator_post(
+            "/v1/admin/tenants",
+            json!({"id": id, "key_provider": key_provider}),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Issues an API key with these roles and returns its secret.
+    pub async fn api_key(&self, tenant: &str, roles: &[&str]) -> anyhow::Result<String> {
+        let v = self
+            .operator_post(
+                &format!("/v1/admin/tenants/{tenant}/api-keys"),
+                json!({"roles": roles}),
+            )
+            .await?;
+        v["secret"]
+            .as_str()
+            .map(str::to_owned)
+            .context("no secret in the API key answer")
+    }
+
+    /// One sample of `/metrics`.
+    pub async fn metric(&self, name: &str) -> anyhow::Result<f64> {
+        let text = self
+            .http
+            .get(self.at("/metrics"))
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await?;
+        crate::metrics::sample_value(&text, name)
+            .with_context(|| format!("metric {name} not in /metrics"))
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Stops the server (SIGKILL) and waits for it.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
