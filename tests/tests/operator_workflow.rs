@@ -1,0 +1,97 @@
+//! The operator workflow of the README, run as written: the shell block between
+//! the `operator-workflow` markers of README.md, with bash, against a running
+//! server (create a tenant, issue a key, upload with curl, search, rotate,
+//! rewrap, back up, verify, drill, offboard).
+
+#![allow(clippy::unwrap_used)] // a failing test should panic with the error
+
+use std::process::Command;
+
+use reqwest::Method;
+use serde_json::Value;
+use vault_e2e::{cli_binary, TestApp};
+
+fn readme_workflow() -> String {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md");
+    let block = readme
+        .split("<!-- operator-workflow:begin -->")
+        .nth(1)
+        .and_then(|rest| rest.split("<!-- operator-workflow:end -->").next())
+        .expect("README.md has the operator-workflow markers");
+    let script = block
+        .trim()
+        .strip_prefix("```sh")
+        .and_then(|s| s.strip_suffix("```"))
+        .expect("the operator workflow is one ```sh block");
+    script.to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_operator_workflow_runs_as_written() {
+    for tool in ["bash", "curl", "python3"] {
+        assert!(
+            Command::new("sh")
+                .arg("-c")
+                .arg(format!("command -v {tool}"))
+                .status()
+                .unwrap()
+                .success(),
+            "{tool} is needed by the README's operator workflow; install it"
+        );
+    }
+    let work = tempfile::tempdir().unwrap();
+    let backup_dir = work.path().join("backups");
+    let app = TestApp::builder()
+        .config(&format!(
+            "[backup]\ntarget = {:?}\n",
+            backup_dir.display().to_string()
+        ))
+        .start()
+        .await;
+    let script = work.path().join("workflow.sh");
+    std::fs::write(&script, readme_workflow()).unwrap();
+    let cli_dir = cli_binary().parent().unwrap().to_owned();
+    let path = format!(
+        "{}:{}",
+        cli_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new("bash")
+        .arg(&script)
+        .current_dir(work.path())
+        .env("PATH", path)
+        .env("VAULT_ADDR", &app.url)
+        .env("VAULT_TOKEN_FILE", app.data_dir.join("operator-token"))
+        .env("VAULT_DATA_DIR", &app.data_dir)
+        .env("BACKUP_DIR", &backup_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the README workflow failed ({:?}):\n{}\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("drill PASSED"), "{stdout}");
+    // What it did is in the system audit log.
+    let events: Value = app
+        .operator(Method::GET, "/v1/audit/events?tenant=system&limit=1000")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let actions: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    for action in ["backup.run", "drill.report", "tenant.offboard"] {
+        assert!(actions.contains(&action), "{action} missing: {actions:?}");
+    }
+}
