@@ -66,8 +66,12 @@ impl CliError {
 pub struct Client {
     base: String,
     http: reqwest::Client,
-    token_file: PathBuf,
+    token_file: Option<PathBuf>,
 }
+
+/// Where the operator token comes from when neither `--token-file` nor
+/// `VAULT_TOKEN_FILE` is given and `VAULT_TOKEN` is unset.
+const DEFAULT_TOKEN_FILE: &str = "./vault-data/operator-token";
 
 impl Client {
     /// A client for `server`, reading the token from `token_file` when needed.
@@ -80,12 +84,20 @@ impl Client {
         Ok(Client {
             base: server.trim_end_matches('/').to_owned(),
             http: reqwest::Client::new(),
-            token_file: token_file.unwrap_or_else(|| PathBuf::from("./vault-data/operator-token")),
+            token_file,
         })
     }
 
+    /// The operator token: from `--token-file` / `VAULT_TOKEN_FILE`, else from
+    /// `VAULT_TOKEN`, else from `./vault-data/operator-token`. Never an argument.
     fn token(&self) -> Result<String, CliError> {
-        let path = &self.token_file;
+        if self.token_file.is_none() {
+            if let Ok(token) = std::env::var("VAULT_TOKEN") {
+                return Ok(token.trim().to_owned());
+            }
+        }
+        let default = PathBuf::from(DEFAULT_TOKEN_FILE);
+        let path = self.token_file.as_ref().unwrap_or(&default);
         let meta = std::fs::metadata(path).map_err(|e| {
             CliError::Usage(format!("cannot read the operator token file {}: {e} (use --token-file or VAULT_TOKEN_FILE)", path.display()))
         })?;

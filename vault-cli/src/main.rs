@@ -43,7 +43,8 @@ struct Cli {
         default_value = "http://127.0.0.1:8200"
     )]
     server: String,
-    /// File holding the operator credential [default: ./vault-data/operator-token].
+    /// File holding the operator credential [default: $VAULT_TOKEN if set, else
+    /// ./vault-data/operator-token].
     #[arg(long, global = true, env = "VAULT_TOKEN_FILE")]
     token_file: Option<PathBuf>,
     /// Print JSON instead of text.
@@ -57,6 +58,12 @@ struct Cli {
 enum Command {
     /// Check that the server is alive and ready.
     Status,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell), e.g.
+    /// `vault-cli completions bash > /etc/bash_completion.d/vault-cli`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// Tenants.
     #[command(subcommand)]
     Tenant(TenantCommand),
@@ -374,6 +381,15 @@ fn tenant_line(t: &Value) -> String {
 async fn run(cli: Cli) -> Result<(), CliError> {
     let client = Client::new(&cli.server, cli.token_file.clone())?;
     match cli.command {
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "vault-cli",
+                &mut std::io::stdout(),
+            );
+        }
         Command::Status => {
             let health = client.get_public("/healthz").await?;
             let ready = client.get_public("/readyz").await?;

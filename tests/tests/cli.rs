@@ -1,0 +1,127 @@
+//! The operator CLI's own behaviour: human and JSON output, the token from the
+//! environment, shell completions, usage errors, and the commands no other suite
+//! drives (`status`, `tenant list|show`, `audit export`), plus KMS offboarding.
+
+#![allow(clippy::unwrap_used)] // a failing test should panic with the error
+
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+use vault_e2e::{aws_config, cli_binary, Backend, TestApp};
+
+fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn human_and_json_output_token_from_env_and_completions() {
+    let app = TestApp::builder().start().await;
+    let out = app.cli(&["status"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("alive"), "{}", text(&out));
+    let out = app.cli(&["tenant", "create", "acme"]);
+    assert!(text(&out).contains("created tenant acme"), "{}", text(&out));
+    let out = app.cli(&["tenant", "list"]);
+    assert!(
+        text(&out).contains("acme") && text(&out).contains("provider=local"),
+        "{}",
+        text(&out)
+    );
+    let out = app.cli(&["--json", "tenant", "show", "acme"]);
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["id"], "acme");
+
+    // The token from VAULT_TOKEN (never an argument), when no token file is named.
+    let out = Command::new(cli_binary())
+        .args(["--server", &app.url, "--json", "tenant", "list"])
+        .env("VAULT_TOKEN", &app.operator_token)
+        .env_remove("VAULT_TOKEN_FILE")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let out = Command::new(cli_binary())
+        .args(["--server", &app.url, "tenant", "list"])
+        .env("VAULT_TOKEN", "vault_op_wrong_token")
+        .env_remove("VAULT_TOKEN_FILE")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "refused by the server: {}",
+        text(&out)
+    );
+
+    // Completions for bash name the subcommands.
+    let out = app.cli(&["completions", "bash"]);
+    assert!(out.status.success());
+    let script = String::from_utf8_lossy(&out.stdout);
+    for word in ["vault-cli", "backup", "drill", "rewrap", "offboard"] {
+        assert!(script.contains(word), "completion lacks {word}");
+    }
+
+    // Usage errors: exit 2 with a message, never a panic.
+    let out = app.cli(&["backup", "verify", "--store", "/nonexistent/repo"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("not a directory"), "{}", text(&out));
+    let out = app.cli(&[
+        "--json",
+        "backup",
+        "verify",
+        "--store",
+        "/tmp",
+        "--read-data-subset",
+        "5/3",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+
+    // audit export writes JSON lines.
+    let out = app.cli(&["audit", "export", "--tenant", "acme"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(lines.iter().any(|e| e["action"] == "tenant.create"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offboarding_a_kms_tenant_schedules_its_keys_for_deletion() {
+    let app = TestApp::builder()
+        .backend(Backend::S3)
+        .aws_kms()
+        .start()
+        .await;
+    app.create_tenant_with("kmsco", "aws-kms").await;
+    let rotated = app.cli(&["--json", "key", "rotate", "kmsco"]);
+    assert!(rotated.status.success(), "{}", text(&rotated));
+    let out = app.cli(&["--json", "tenant", "offboard", "kmsco", "--yes"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let keys = report["kms_keys_scheduled_for_deletion"]
+        .as_array()
+        .unwrap();
+    assert_eq!(keys.len(), 2, "the original and the rotated key: {report}");
+    let kms = aws_sdk_kms::Client::new(&aws_config().await);
+    for key in keys {
+        let described = kms
+            .describe_key()
+            .key_id(key.as_str().unwrap())
+            .send()
+            .await
+            .unwrap();
+        let state = described
+            .key_metadata()
+            .unwrap()
+            .key_state()
+            .unwrap()
+            .as_str()
+            .to_owned();
+        assert_eq!(state, "PendingDeletion");
+    }
+}
