@@ -301,8 +301,21 @@ pub struct Results {
     pub vault_backup: Option<serde_json::Value>,
     /// The tenant.
     pub corpus: CorpusFacts,
-    /// Seconds per phase.
-    pub phase_seconds: Vec<(String, f64)>,
+    /// The phases in order, with the server's memory after each.
+    pub phases: Vec<Phase>,
+}
+
+/// One phase of the run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Phase {
+    /// Its name.
+    pub name: String,
+    /// Wall time, seconds.
+    pub seconds: f64,
+    /// Server VmRSS at its end, KiB.
+    pub rss_kib: u64,
+    /// Server VmHWM at its end, KiB (reset before the large upload).
+    pub hwm_kib: u64,
 }
 
 /// A stored document of the tenant.
@@ -414,7 +427,7 @@ impl Bench {
                 },
                 vault_backup: None,
                 corpus: CorpusFacts::default(),
-                phase_seconds: Vec::new(),
+                phases: Vec::new(),
             },
         })
     }
@@ -436,9 +449,13 @@ impl Bench {
                 self.server.log.display()
             );
         }
-        self.results
-            .phase_seconds
-            .push((name.to_owned(), t.elapsed().as_secs_f64()));
+        let memory = procfs::memory(self.server.pid).unwrap_or_default();
+        self.results.phases.push(Phase {
+            name: name.to_owned(),
+            seconds: t.elapsed().as_secs_f64(),
+            rss_kib: memory.rss_kib,
+            hwm_kib: memory.hwm_kib,
+        });
         Ok(())
     }
 

@@ -106,13 +106,36 @@ async fn run(options: Options) -> anyhow::Result<()> {
         .tempdir_in(&base)
         .context("make the run's directory")?;
     let work = std::fs::canonicalize(tempdir.path())?;
+    let outcome = measure(&options, binary, &work, started, started_unix).await;
+    if outcome.is_err() {
+        // Keep the server's log beside the results; the run's directory goes.
+        let log = PathBuf::from(format!("{}.server.log", options.out.display()));
+        if std::fs::copy(work.join("vault-server.log"), &log).is_ok() {
+            eprintln!("server log kept in {}", log.display());
+        }
+    }
+    if options.keep {
+        let kept = tempdir.keep();
+        eprintln!("kept {}", kept.display());
+    }
+    outcome
+}
+
+/// Starts the server, runs the phases and writes the report.
+async fn measure(
+    options: &Options,
+    binary: PathBuf,
+    work: &std::path::Path,
+    started: Instant,
+    started_unix: u64,
+) -> anyhow::Result<()> {
     let shared_data = options
         .shared_data
         .clone()
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"));
     let shared_data = shared_data.is_dir().then_some(shared_data);
     let settings = bench::Settings::new(options.quick, options.backend);
-    let machine = machine(&work, &binary);
+    let machine = machine(work, &binary);
     eprintln!(
         "vault-bench{}: server {}, work directory {}",
         if options.quick { " --quick" } else { "" },
@@ -123,15 +146,13 @@ async fn run(options: Options) -> anyhow::Result<()> {
         binary,
         backend: options.backend,
         moto_url: options.moto_url.clone(),
-        work_dir: work.clone(),
+        work_dir: work.to_owned(),
     })
     .await?;
-    let log = server.log.clone();
-    let results = bench::Bench::new(settings.clone(), server, &work, shared_data)
+    let results = bench::Bench::new(settings.clone(), server, work, shared_data)
         .await?
         .run()
-        .await
-        .with_context(|| format!("server log: {}", log.display()))?;
+        .await?;
     let report = report::Report {
         tool: format!("vault-bench {}", env!("CARGO_PKG_VERSION")),
         started_unix,
@@ -149,10 +170,6 @@ async fn run(options: Options) -> anyhow::Result<()> {
         options.out.display(),
         started.elapsed().as_secs_f64()
     );
-    if options.keep {
-        let kept = tempdir.keep();
-        eprintln!("kept {}", kept.display());
-    }
     let search_misses: usize = report
         .results
         .search

@@ -170,8 +170,18 @@ fn verdict(met: Option<bool>) -> &'static str {
     }
 }
 
+fn ms(v: f64) -> String {
+    if v < 1.0 {
+        format!("{v:.3}")
+    } else if v < 100.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.0}")
+    }
+}
+
 fn lat(s: &Summary) -> String {
-    format!("{:.2} / {:.2}", s.p50_ms, s.p99_ms)
+    format!("{} / {}", ms(s.p50_ms), ms(s.p99_ms))
 }
 
 /// The report as markdown.
@@ -328,22 +338,37 @@ pub fn markdown(report: &Report) -> String {
     }
     let mem = &r.memory;
     let _ = writeln!(o, "\n### Server memory\n");
-    let _ = writeln!(o, "| streamed upload | vault MB/s | fsync'd file MB/s | vault / file | RSS before | VmHWM during | sampled VmRSS max / mean | peak over the run |");
+    let _ = writeln!(o, "| streamed upload | vault MB/s | fsync'd file MB/s | vault / file | RSS before | VmHWM during (increase) | sampled VmRSS max / mean | peak over the run |");
     let _ = writeln!(o, "|---|---|---|---|---|---|---|---|");
     let _ = writeln!(
         o,
-        "| {} MiB | {:.0} | {:.0} | {} | {:.0} MiB | {:.0} MiB{} | {:.0} / {:.0} MiB ({} samples) | {:.0} MiB |",
+        "| {} MiB | {:.0} | {:.0} | {} | {:.0} MiB | {:.0} MiB (+{:.0}){} | {:.0} / {:.0} MiB ({} samples) | {:.0} MiB |",
         mem.large_bytes >> 20,
         mem.upload.mb_per_s,
         mem.file.mb_per_s,
         opt_ratio(mem.ratio),
         kib_to_mib(mem.rss_before_kib),
         kib_to_mib(mem.hwm_during_kib),
+        kib_to_mib(mem.hwm_during_kib.saturating_sub(mem.rss_before_kib)),
         if mem.hwm_reset { "" } else { " (not reset: process peak)" },
         kib_to_mib(mem.sampled_max_kib),
         kib_to_mib(mem.sampled_mean_kib),
         mem.samples,
         kib_to_mib(mem.peak_run_kib)
+    );
+    let _ = writeln!(
+        o,
+        "\nServer VmRSS after each phase: {}.",
+        r.phases
+            .iter()
+            .map(|p| format!(
+                "{} {:.0} MiB ({:.0} s)",
+                p.name,
+                kib_to_mib(p.rss_kib),
+                p.seconds
+            ))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     let kc = &r.key_calls;
     let _ = writeln!(o, "\n### Key-service calls (`vault_key_provider_calls`)\n");

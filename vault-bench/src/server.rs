@@ -54,20 +54,20 @@ impl Drop for Moto {
     }
 }
 
-/// `moto_server` on the PATH, or in the virtualenv infra/test.sh installs.
+/// `moto_server` from the virtualenv infra/test.sh installs (the pinned version
+/// the e2e tests run against), else from the PATH.
 fn moto_binary() -> Option<PathBuf> {
-    let on_path = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
+    let venv = std::env::var_os("VAULT_MOTO_VENV")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/vault-moto-venv"))
+        })
+        .map(|venv| venv.join("bin/moto_server"))
+        .filter(|p| p.is_file());
+    venv.or_else(|| {
+        std::env::split_paths(&std::env::var_os("PATH")?)
             .map(|dir| dir.join("moto_server"))
             .find(|p| p.is_file())
-    });
-    on_path.or_else(|| {
-        let venv = std::env::var_os("VAULT_MOTO_VENV")
-            .map(PathBuf::from)
-            .or_else(|| {
-                std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/vault-moto-venv"))
-            })?;
-        Some(venv.join("bin/moto_server")).filter(|p| p.is_file())
     })
 }
 
@@ -136,7 +136,7 @@ impl Server {
                 Some(url) => url.trim_end_matches('/').to_owned(),
                 None => {
                     let Some(binary) = moto_binary() else {
-                        bail!("--backend s3 needs moto: pass --moto-url or set VAULT_TEST_MOTO_URL, or install it (`pip install 'moto[server]'`; infra/test.sh installs it into ~/.cache/vault-moto-venv)");
+                        bail!("--backend s3 needs moto: pass --moto-url or set VAULT_TEST_MOTO_URL, or install it (infra/test.sh installs the pinned version into ~/.cache/vault-moto-venv)");
                     };
                     let port = free_port()?;
                     let log = std::fs::File::create(launch.work_dir.join("moto.log"))?;
