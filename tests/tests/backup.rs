@@ -827,3 +827,139 @@ async fn the_schedule_runs_backups_and_its_status_survives_a_restart() {
     assert!(status["status"]["last_success_at"].is_string(), "{status}");
     assert!(!status["snapshots"].as_array().unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_restore_resumes_and_refuses_foreign_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Repo::Fs(dir.path().join("repo"));
+    let app = start(Backend::Fs, &repo, "").await;
+    app.create_tenant("acme").await;
+    let key = app.api_key("acme", &["uploader", "reader"]).await;
+    upload_corpus(&app, &key, 21, 12).await;
+    cli_ok(&app, &["--json", "backup", "run"]);
+    let store = repo.store_arg();
+    let target = dir.path().join("restored");
+    let to = target.display().to_string();
+    let args = [
+        "--json",
+        "restore",
+        "--store",
+        &store,
+        "--snapshot",
+        "latest",
+        "--to",
+        &to,
+    ];
+    let full = cli_ok(&app, &args);
+    let total = full["objects"].as_u64().unwrap();
+    // Lose part of it, as an interrupted restore would have left it.
+    let docs = target.join("objects/tenants/acme/docs");
+    let mut removed = 0;
+    for entry in std::fs::read_dir(&docs).unwrap().take(5) {
+        let body = entry.unwrap().path().join("body");
+        std::fs::remove_file(body).unwrap();
+        removed += 1;
+    }
+    let (code, text) = cli_exit(&app, &args);
+    assert_eq!(
+        code, 2,
+        "a non-empty target needs --allow-non-empty: {text}"
+    );
+    let mut resume = args.to_vec();
+    resume.push("--allow-non-empty");
+    let resumed = cli_ok(&app, &resume);
+    assert_eq!(resumed["objects"].as_u64().unwrap(), total);
+    assert_eq!(
+        resumed["already_present"].as_u64().unwrap(),
+        total - removed
+    );
+    // Different bytes under a name the snapshot restores are never accepted.
+    let victim = std::fs::read_dir(&docs)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+        .join("meta");
+    std::fs::write(&victim, b"{}").unwrap();
+    let (code, text) = cli_exit(&app, &resume);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("different bytes"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_killed_midway_leaves_no_snapshot_and_the_next_one_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Repo::Fs(dir.path().join("repo"));
+    let mut app = start(Backend::Fs, &repo, "").await;
+    app.create_tenant("acme").await;
+    let key = app.api_key("acme", &["uploader", "reader"]).await;
+    for i in 0..48u32 {
+        let body: Vec<u8> = (0..2_000_000u32)
+            .map(|b| (b ^ i.wrapping_mul(97)) as u8)
+            .collect();
+        assert_eq!(
+            app.upload(&key, "scan", "application/pdf", body, &[])
+                .await
+                .status(),
+            201
+        );
+    }
+    let r = app
+        .operator(Method::POST, "/v1/admin/backups")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    // Kill the server (SIGKILL) once some objects are copied.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut killed_midway = false;
+    loop {
+        let status = backup_status(&app).await;
+        let running = &status["status"]["running"];
+        if running["objects_done"].as_u64().unwrap_or(0) >= 10 {
+            app.kill();
+            killed_midway = true;
+            break;
+        }
+        if status["status"]["last"].is_object() || std::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        killed_midway,
+        "the backup finished before it could be interrupted"
+    );
+    assert!(
+        repo.keys("snapshots/").await.is_empty(),
+        "no manifest for an interrupted backup"
+    );
+    let copied_before = repo.keys("data/").await.len();
+    assert!(copied_before > 0);
+    let app = app.restart().await;
+    let second = cli_ok(&app, &["--json", "backup", "run"]);
+    // What the interrupted run copied was not copied again.
+    assert!(
+        second["bytes_added"].as_u64().unwrap() < second["bytes"].as_u64().unwrap(),
+        "{second}"
+    );
+    let store = repo.store_arg();
+    let verified = cli_ok(
+        &app,
+        &[
+            "--json",
+            "backup",
+            "verify",
+            "--store",
+            &store,
+            "--read-data",
+        ],
+    );
+    assert_eq!(verified["snapshots"], 1);
+    assert_eq!(
+        verified["problems"].as_array().unwrap().len(),
+        0,
+        "{verified}"
+    );
+}

@@ -89,7 +89,16 @@ impl FsStore {
         self.tmp.join(hex::encode(rand::random::<[u8; 12]>()))
     }
 
-    async fn write_tmp(&self, mut body: ByteStream) -> Result<(PathBuf, u64), StorageError> {
+    async fn write_tmp(&self, body: ByteStream) -> Result<(PathBuf, u64), StorageError> {
+        self.write_tmp_with(body, true).await
+    }
+
+    /// Writes a temporary file; with `durable`, fsyncs it.
+    async fn write_tmp_with(
+        &self,
+        mut body: ByteStream,
+        durable: bool,
+    ) -> Result<(PathBuf, u64), StorageError> {
         let tmp = self.tmp_path();
         let result = async {
             let mut file = tokio::fs::OpenOptions::new()
@@ -105,7 +114,10 @@ impl FsStore {
                 size += chunk.len() as u64;
                 file.write_all(&chunk).await.map_err(backend)?;
             }
-            file.sync_all().await.map_err(backend)?;
+            file.flush().await.map_err(backend)?;
+            if durable {
+                file.sync_all().await.map_err(backend)?;
+            }
             Ok(size)
         }
         .await;
@@ -125,15 +137,22 @@ impl FsStore {
     }
 }
 
-#[async_trait]
-impl ObjectStore for FsStore {
-    async fn put_new(&self, name: &ObjectName, body: ByteStream) -> Result<u64, StorageError> {
+impl FsStore {
+    /// A create-only put; `durable` fsyncs the file and its directory before it
+    /// returns, otherwise [`ObjectStore::sync`] does.
+    async fn put_new_with(
+        &self,
+        name: &ObjectName,
+        body: ByteStream,
+        durable: bool,
+    ) -> Result<u64, StorageError> {
         let path = self.path(name);
-        let (tmp, size) = self.write_tmp(body).await?;
+        let (tmp, size) = self.write_tmp_with(body, durable).await?;
         let linked = async {
             let parent = self.ensure_parent(&path).await?;
             match tokio::fs::hard_link(&tmp, &path).await {
-                Ok(()) => sync_dir(&parent).await,
+                Ok(()) if durable => sync_dir(&parent).await,
+                Ok(()) => Ok(()),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     Err(StorageError::AlreadyExists(name.to_string()))
                 }
@@ -143,6 +162,32 @@ impl ObjectStore for FsStore {
         .await;
         let _ = tokio::fs::remove_file(&tmp).await;
         linked.map(|()| size)
+    }
+}
+
+#[async_trait]
+impl ObjectStore for FsStore {
+    async fn put_new(&self, name: &ObjectName, body: ByteStream) -> Result<u64, StorageError> {
+        self.put_new_with(name, body, true).await
+    }
+
+    async fn put_new_deferred(
+        &self,
+        name: &ObjectName,
+        body: ByteStream,
+    ) -> Result<u64, StorageError> {
+        self.put_new_with(name, body, false).await
+    }
+
+    async fn sync(&self) -> Result<(), StorageError> {
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || {
+            let dir = std::fs::File::open(&root)?;
+            rustix::fs::syncfs(&dir).map_err(std::io::Error::from)
+        })
+        .await
+        .map_err(|e| StorageError::Backend(e.to_string()))?
+        .map_err(backend)
     }
 
     async fn replace(&self, name: &ObjectName, bytes: Bytes) -> Result<(), StorageError> {

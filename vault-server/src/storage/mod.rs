@@ -134,6 +134,24 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// durably. Returns the stored size.
     async fn put_new(&self, name: &ObjectName, body: ByteStream) -> Result<u64, StorageError>;
 
+    /// Like [`ObjectStore::put_new`], but the object may stay in the operating
+    /// system's cache until [`ObjectStore::sync`]: for bulk copies (a backup's data
+    /// objects), which make everything durable with one `sync` before they write
+    /// the record that refers to it. A crash before `sync` may leave such an
+    /// object torn, so whoever finds it unreferenced must check it first.
+    async fn put_new_deferred(
+        &self,
+        name: &ObjectName,
+        body: ByteStream,
+    ) -> Result<u64, StorageError> {
+        self.put_new(name, body).await
+    }
+
+    /// Makes every deferred write durable (a no-op where writes always are).
+    async fn sync(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
+
     /// Stores a small new object (create-only).
     async fn put_new_bytes(&self, name: &ObjectName, bytes: Bytes) -> Result<(), StorageError> {
         let size = bytes.len();
