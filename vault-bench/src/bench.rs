@@ -98,8 +98,8 @@ impl Settings {
                 first_search_documents: Some(10_000),
                 second_search_documents: Some(100_000),
                 queries: 2_000,
-                scan_uploads: vec![(1, 10), (4, 20)],
-                mixed_scans: 30,
+                scan_uploads: vec![(1, 8), (4, 12)],
+                mixed_scans: 12,
                 downloads: vec![(1, 1_000), (8, 3_000), (64, 5_000)],
                 scan_download_concurrency: vec![1, 4],
                 large_bytes: 1 << 30,
@@ -107,6 +107,30 @@ impl Settings {
                 range_bytes: 64 << 10,
             }
         }
+    }
+}
+
+impl Settings {
+    /// Disk the run needs at its peak (a generous estimate): per small document
+    /// about 24 KiB in the vault (three objects and a directory) and 16 KiB as a
+    /// plaintext file; scans and the large upload twice (it is deleted after its
+    /// phase, at the first search's size); and for restic, after the vault's data
+    /// is removed, the plaintext files, a repository and a restored copy.
+    pub fn disk_bytes(&self) -> u64 {
+        let first = self.first_search_documents.unwrap_or_else(|| {
+            self.key_call_uploads + self.small_uploads.iter().map(|p| p.1).sum::<usize>() + 200
+        }) as u64;
+        let docs = self.second_search_documents.map_or(first, |d| d as u64);
+        let scans: u64 = self
+            .scan_uploads
+            .iter()
+            .map(|p| p.1 as u64 * (20 << 20))
+            .sum::<u64>()
+            + self.mixed_scans as u64 * (21 << 20) / 2;
+        let at_large = first * (40 << 10) + 2 * scans + 2 * self.large_bytes;
+        let filled = docs * (40 << 10) + 2 * scans;
+        let restic = docs * (36 << 10) + 3 * scans;
+        at_large.max(filled).max(restic) + (256 << 20)
     }
 }
 
@@ -373,6 +397,8 @@ pub struct Bench {
     work: PathBuf,
     shared_data: Option<PathBuf>,
     docs: Vec<Uploaded>,
+    uploads: usize,
+    stopped: bool,
     seq: usize,
     started: Instant,
     results: Results,
@@ -411,6 +437,8 @@ impl Bench {
             work: work.to_owned(),
             shared_data,
             docs: Vec::new(),
+            uploads: 0,
+            stopped: false,
             seq: 0,
             started: Instant::now(),
             results: Results {
@@ -443,7 +471,7 @@ impl Bench {
         self.progress(&format!("== {name}"));
         let t = Instant::now();
         phase(self).await.with_context(|| format!("phase {name}"))?;
-        if !self.server.running() {
+        if !self.stopped && !self.server.running() {
             bail!(
                 "vault-server died during {name}; see {}",
                 self.server.log.display()
@@ -494,14 +522,14 @@ impl Bench {
             self.timed_phase("fill", Bench::fill).await?;
             self.timed_phase("search (filled)", Bench::search).await?;
         }
-        self.timed_phase("restic", Bench::restic).await?;
-        // Vault backup and restore MB/s (the backup feature) are measured here, on
-        // this tenant and beside restic, once that feature has landed; until then
-        // `results.vault_backup` stays null and the report says so.
+        // Vault backup and restore MB/s (the backup feature) are measured here,
+        // with the server running and the tenant complete, on the same data as
+        // restic below; until then `results.vault_backup` stays null and the
+        // report says so.
 
         let run_calls_after = self.server.metric("vault_key_provider_calls").await?;
         let kc = &mut self.results.key_calls;
-        kc.run_uploads = self.docs.len();
+        kc.run_uploads = self.uploads;
         kc.run_calls = run_calls_after - run_calls_before;
         kc.run_per_1000 = kc.run_calls * 1000.0 / kc.run_uploads.max(1) as f64;
         let end = procfs::memory(pid)?;
@@ -511,6 +539,12 @@ impl Bench {
             .peak_run_kib
             .max(end.hwm_kib)
             .max(samples.iter().copied().max().unwrap_or(0));
+        self.server.stop();
+        self.stopped = true;
+        // The vault's data is not needed any more: its disk goes to restic's
+        // repository and restored copy.
+        std::fs::remove_dir_all(&self.server.data_dir)?;
+        self.timed_phase("restic", Bench::restic).await?;
         let corpus = &mut self.results.corpus;
         for d in &self.docs {
             *corpus
@@ -520,7 +554,6 @@ impl Bench {
             corpus.bytes += d.size;
         }
         corpus.documents = self.docs.len();
-        self.server.stop();
         Ok(self.results)
     }
 
@@ -565,6 +598,7 @@ impl Bench {
         dir: &str,
         durable: Option<usize>,
     ) -> anyhow::Result<Option<Timed>> {
+        self.uploads += docs.len();
         let mut paths = Vec::with_capacity(docs.len());
         for (doc, s) in docs.iter().zip(&stored) {
             let sha: [u8; 32] = sha2::Sha256::digest(&doc.body).into();
@@ -1005,16 +1039,7 @@ impl Bench {
         m.sampled_mean_kib = samples.iter().sum::<u64>() / samples.len().max(1) as u64;
         m.samples = samples.len();
         m.peak_run_kib = before.hwm_kib.max(after.hwm_kib);
-        self.docs.push(Uploaded {
-            id: stored.id.clone(),
-            size: stored.size,
-            sha256: stored.sha256,
-            format: doc.format,
-            query: None,
-            path: path.clone(),
-        });
-        self.plain.add(&stored.id, &doc.fields)?;
-
+        self.uploads += 1;
         // Ranged reads at random offsets, checked against the regenerated bytes.
         let len = self.settings.range_bytes.min(total as usize);
         let ranges: Vec<(u64, usize)> = (0..self.settings.ranged_reads)
@@ -1049,6 +1074,10 @@ impl Bench {
             vault: vault_timed.summary(),
             file: file.summary(),
         });
+        // The large upload measured memory and ranged reads; it leaves the tenant
+        // (and the plaintext files) so that the backups and the disk stay small.
+        self.vault.delete(&stored.id).await?;
+        std::fs::remove_file(&path)?;
         Ok(())
     }
 

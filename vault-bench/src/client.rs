@@ -172,6 +172,17 @@ impl Vault {
         Ok((a.total, a.hits.into_iter().map(|h| h.id).collect()))
     }
 
+    /// Deletes a document (crypto-shred; its objects are removed).
+    pub async fn delete(&self, id: &str) -> anyhow::Result<()> {
+        let r = self
+            .http
+            .delete(format!("{}/v1/documents/{id}", self.url))
+            .bearer_auth(&self.key)
+            .send()
+            .await?;
+        check(r, "delete", 204).await.map(drop)
+    }
+
     /// The fields the server holds for a document.
     pub async fn fields(&self, id: &str) -> anyhow::Result<Fields> {
         let r = self

@@ -135,12 +135,24 @@ async fn measure(
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"));
     let shared_data = shared_data.is_dir().then_some(shared_data);
     let settings = bench::Settings::new(options.quick, options.backend);
+    let need = settings.disk_bytes();
+    if let Some(free) = procfs::available_bytes(work) {
+        if free < need {
+            anyhow::bail!(
+                "the run needs about {:.1} GB free under {} and {:.1} GB are: free some, or choose another filesystem with --work-dir",
+                need as f64 / 1e9,
+                work.display(),
+                free as f64 / 1e9
+            );
+        }
+    }
     let machine = machine(work, &binary);
     eprintln!(
-        "vault-bench{}: server {}, work directory {}",
+        "vault-bench{}: server {}, work directory {} (needs about {:.1} GB)",
         if options.quick { " --quick" } else { "" },
         binary.display(),
-        work.display()
+        work.display(),
+        need as f64 / 1e9
     );
     let server = server::Server::start(&server::Launch {
         binary,

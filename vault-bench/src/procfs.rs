@@ -69,6 +69,21 @@ pub fn mount_of(mounts: &str, path: &Path) -> Option<(String, String, String)> {
         .max_by_key(|(_, point, _)| point.len())
 }
 
+/// Available KiB from `df -Pk` output (the first data line's fourth column).
+pub fn df_available_kib(df: &str) -> Option<u64> {
+    df.lines().nth(1)?.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// Free space of the filesystem holding `path`, in bytes (`df -Pk`).
+pub fn available_bytes(path: &Path) -> Option<u64> {
+    let out = std::process::Command::new("df")
+        .arg("-Pk")
+        .arg(path)
+        .output()
+        .ok()?;
+    df_available_kib(&String::from_utf8_lossy(&out.stdout)).map(|k| k * 1024)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,6 +105,14 @@ mod tests {
     fn own_process_memory() {
         let m = memory(std::process::id()).unwrap();
         assert!(m.rss_kib > 0 && m.hwm_kib >= m.rss_kib / 2);
+    }
+
+    #[test]
+    fn df_output() {
+        let text = "Filesystem     1024-blocks     Used Available Capacity Mounted on\n/dev/vda         263174212 88000000 7123456      93% /\n";
+        assert_eq!(df_available_kib(text), Some(7_123_456));
+        assert_eq!(df_available_kib("Filesystem\n"), None);
+        assert!(available_bytes(Path::new("/")).is_some_and(|b| b > 0));
     }
 
     #[test]

@@ -361,6 +361,7 @@ pub fn markdown(report: &Report) -> String {
         "\nServer VmRSS after each phase: {}.",
         r.phases
             .iter()
+            .filter(|p| p.rss_kib > 0)
             .map(|p| format!(
                 "{} {:.0} MiB ({:.0} s)",
                 p.name,
@@ -421,7 +422,7 @@ pub fn markdown(report: &Report) -> String {
     let c = &r.corpus;
     let _ = writeln!(
         o,
-        "\nTenant at the end: {} documents, {:.0} MB ({}).",
+        "\nTenant at the end: {} documents, {:.0} MB ({}); the large upload was deleted after its phase.",
         c.documents,
         c.bytes as f64 / 1e6,
         c.documents_by_format

@@ -266,11 +266,12 @@ impl Server {
         Ok(serde_json::from_str(&text)?)
     }
 
-    /// Creates a tenant with this key provider (`local` or `aws-kms`).
+    /// Creates a tenant with this key provider (`local` or `aws-kms`) and no
+    /// retention period (the benchmark deletes its large upload).
     pub async fn create_tenant(&self, id: &str, key_provider: &str) -> anyhow::Result<()> {
         self.operator_post(
             "/v1/admin/tenants",
-            json!({"id": id, "key_provider": key_provider}),
+            json!({"id": id, "key_provider": key_provider, "retention_days": 0}),
         )
         .await
         .map(drop)
