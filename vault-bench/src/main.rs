@@ -62,6 +62,13 @@ struct Options {
     /// Keep the run's directory (data, logs, plaintext copies) instead of removing it.
     #[arg(long)]
     keep: bool,
+    /// Documents in the tenant at the second search (default 100,000; 0: no fill
+    /// and no second search; quick runs have none).
+    #[arg(long)]
+    docs: Option<usize>,
+    /// Size of the single streamed upload, MiB (default 1024; quick 64).
+    #[arg(long)]
+    large_mib: Option<u64>,
     /// The shared test data (X12 and FHIR files uploaded with the synthetic ones).
     #[arg(long, env = "VAULT_SHARED_DATA")]
     shared_data: Option<PathBuf>,
@@ -134,7 +141,16 @@ async fn measure(
         .clone()
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"));
     let shared_data = shared_data.is_dir().then_some(shared_data);
-    let settings = bench::Settings::new(options.quick, options.backend);
+    let mut settings = bench::Settings::new(options.quick, options.backend);
+    if let Some(docs) = options.docs {
+        settings.second_search_documents = (docs > settings.first_search_documents.unwrap_or(0))
+            .then_some(docs)
+            .filter(|_| docs > 0);
+    }
+    if let Some(mib) = options.large_mib {
+        anyhow::ensure!(mib > 0, "--large-mib must be at least 1");
+        settings.large_bytes = mib << 20;
+    }
     let need = settings.disk_bytes();
     if let Some(free) = procfs::available_bytes(work) {
         if free < need {
