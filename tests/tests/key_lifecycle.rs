@@ -414,3 +414,74 @@ async fn offboarding_shreds_the_tenant_in_backups_taken_before() {
         .iter()
         .all(|m| m.as_str().unwrap().starts_with("tenant acme")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn searches_stay_complete_during_an_index_key_rotation() {
+    let app = TestApp::builder().start().await;
+    app.create_tenant("acme").await;
+    let key = app.api_key("acme", &["uploader", "reader"]).await;
+    let mut ids = Vec::new();
+    for i in 0..150 {
+        ids.push(upload(&app, &key, i).await.0);
+    }
+    let cli = vault_e2e::cli_binary();
+    let (url, token) = (app.url.clone(), app.data_dir.join("operator-token"));
+    let rotation = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(cli)
+            .args([
+                "--server", &url, "--json", "index", "rotate", "--tenant", "acme",
+            ])
+            .env("VAULT_TOKEN_FILE", token)
+            .output()
+            .unwrap()
+    });
+    // While the new index is backfilled: uploads go on and searches find
+    // everything, old and new.
+    let mut late = Vec::new();
+    for i in 0..10 {
+        let (id, _) = upload(&app, &key, 500 + i).await;
+        late.push(id);
+        let q = format!("claim_id:CLM{:05}", i * 7);
+        let r = app
+            .http
+            .get(app.at("/v1/search"))
+            .query(&[("q", q.as_str())])
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["total"], 1, "{q} during the rotation: {v}");
+        assert_eq!(v["hits"][0]["id"], ids[i * 7].as_str());
+    }
+    let out = rotation.await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown = cli_json(&app, &["--json", "tenant", "show", "acme"]);
+    assert_eq!(shown["index_version"], 2);
+    // Documents uploaded during the backfill are in the new index.
+    for (i, id) in late.iter().enumerate() {
+        let q = format!("claim_id:CLM{:05}", 500 + i);
+        let r = app
+            .http
+            .get(app.at("/v1/search"))
+            .query(&[("q", q.as_str())])
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap();
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["hits"][0]["id"], id.as_str(), "{q}: {v}");
+    }
+    // Only the new version's index directory is left.
+    let dirs: Vec<String> = std::fs::read_dir(app.data_dir.join("index"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("acme"))
+        .collect();
+    assert_eq!(dirs, vec!["acme-v2".to_owned()]);
+}

@@ -258,17 +258,27 @@ fn document_of(key_name: &ObjectName) -> Option<DocumentId> {
 }
 
 /// Rotates the blind-index key: a new index root key version (wrapped by the
-/// current KEK), then the index is rebuilt under it. Searches wait for the
-/// rebuild and stay exact.
+/// current KEK) and an index under it, backfilled while uploads write to both
+/// and searches use the old one; then the new one becomes current.
 pub async fn rotate_index(
     state: &SharedState,
     id: &TenantId,
 ) -> Result<crate::search::ReconcileReport, ApiError> {
-    let mut record = active(state, id).await?;
-    record.index_version += 1;
-    state.keys.index_root_key(&record.key_spec()).await?;
-    state.tenants.update(record.clone()).await?;
-    crate::search::rebuild(state, &record).await
+    let current = active(state, id).await?;
+    let mut next = current.clone();
+    next.index_version += 1;
+    let persisted = next.clone();
+    crate::search::rotate_index(state, &current, &next, async {
+        // Re-read: only the index version changes here.
+        let mut record = state
+            .tenants
+            .get(id)
+            .await?
+            .ok_or_else(|| tenant_not_found(id))?;
+        record.index_version = persisted.index_version;
+        state.tenants.update(record).await
+    })
+    .await
 }
 
 /// What offboarding destroyed.

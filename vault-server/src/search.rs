@@ -1,7 +1,8 @@
 //! The server's side of search: one blind index per tenant, kept in step with the
 //! store, and the exact search over it.
 //!
-//! A tenant's index (`<data dir>/index/<tenant>/`) is opened on first use, and for
+//! A tenant's index (`<data dir>/index/<tenant>-v<index key version>/`) is opened
+//! on first use, and for
 //! every tenant at start-up, then reconciled with the store: documents missing from
 //! it are added (from their decrypted metadata), entries of deleted documents are
 //! removed. Uploads add their tokens before answering; a background committer
@@ -12,6 +13,11 @@
 //! the candidates the index returns (a superset: tokens are truncated), decrypts
 //! each candidate's metadata and keeps only the exact matches, so results are
 //! never approximate. The query text is never logged.
+//!
+//! Index key rotation builds the next version's index beside the current one:
+//! while a backfill fills it from the store, uploads and deletes go to both and
+//! searches use the current one (complete and exact); when the backfill is done
+//! the tenant record moves to the new version and the indexes are swapped.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -91,6 +97,8 @@ pub struct SearchService {
     config: SearchConfig,
     plan: TokenPlan,
     tenants: Mutex<HashMap<TenantId, Arc<OnceCell<Arc<TenantIndex>>>>>,
+    /// Indexes under a tenant's next index key version, while they are backfilled.
+    next: Mutex<HashMap<TenantId, Arc<TenantIndex>>>,
 }
 
 impl SearchService {
@@ -102,6 +110,7 @@ impl SearchService {
             config,
             plan,
             tenants: Mutex::new(HashMap::new()),
+            next: Mutex::new(HashMap::new()),
         }
     }
 
@@ -111,12 +120,35 @@ impl SearchService {
     }
 
     fn open_indexes(&self) -> Vec<Arc<TenantIndex>> {
-        self.tenants
+        let mut open: Vec<Arc<TenantIndex>> = self
+            .tenants
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .values()
             .filter_map(|cell| cell.get().cloned())
-            .collect()
+            .collect();
+        open.extend(
+            self.next
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .values()
+                .cloned(),
+        );
+        open
+    }
+
+    /// Where a tenant's index under index key `version` lives.
+    fn index_path(&self, tenant: &TenantId, version: u32) -> PathBuf {
+        self.dir.join(format!("{tenant}-v{version}"))
+    }
+
+    /// The index being backfilled under the tenant's next key version, if any.
+    fn next_index(&self, tenant: &TenantId) -> Option<Arc<TenantIndex>> {
+        self.next
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(tenant)
+            .cloned()
     }
 
     /// Commits every open index with pending changes (the background committer and
@@ -172,7 +204,8 @@ pub async fn tenant_index(
     cell.get_or_try_init(|| async {
         let root = state.keys.index_root_key(&tenant.key_spec()).await?;
         let tokenizer = Tokenizer::new(&root, state.search.plan.clone());
-        let dir = state.search.dir.join(tenant.id.as_str());
+        let dir = state.search.index_path(&tenant.id, tenant.index_version);
+        remove_other_versions(&state.search.dir, &tenant.id, tenant.index_version);
         let (index, tokenizer, created) = tokio::task::spawn_blocking(move || {
             BlindIndex::open(&dir, &tokenizer).map(|(index, created)| (index, tokenizer, created))
         })
@@ -198,6 +231,109 @@ pub async fn tenant_index(
     })
     .await
     .cloned()
+}
+
+/// Removes index directories of a tenant other than `keep`'s (older key versions,
+/// the pre-versioned layout, an unfinished rotation): derived data, never needed.
+fn remove_other_versions(dir: &std::path::Path, tenant: &TenantId, keep: u32) {
+    let keep = format!("{tenant}-v{keep}");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let ours = name == tenant.as_str()
+            || name
+                .strip_prefix(&format!("{tenant}-v"))
+                .is_some_and(|v| v.bytes().all(|b| b.is_ascii_digit()));
+        if ours && name != keep {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// Rotates a tenant's blind-index key: opens an index under `new` (the tenant's
+/// next index key version, whose root key exists), fills it from the store while
+/// uploads and deletes also reach it, then makes it current with `make_current`
+/// (which persists the tenant record) and drops the old one. Searches use the old
+/// index until the swap, so they stay complete and exact throughout.
+pub async fn rotate_index(
+    state: &SharedState,
+    tenant: &TenantRecord,
+    new: &TenantRecord,
+    make_current: impl std::future::Future<Output = Result<(), ApiError>>,
+) -> Result<ReconcileReport, ApiError> {
+    // The current index must be in step before writes are doubled.
+    let current = tenant_index(state, tenant).await?;
+    wait_until_reconciled(&current, false).await?;
+    let root = state.keys.index_root_key(&new.key_spec()).await?;
+    let tokenizer = Tokenizer::new(&root, state.search.plan.clone());
+    let dir = state.search.index_path(&new.id, new.index_version);
+    let _ = std::fs::remove_dir_all(&dir);
+    let (index, tokenizer) = tokio::task::spawn_blocking(move || {
+        BlindIndex::open(&dir, &tokenizer).map(|(index, _)| (index, tokenizer))
+    })
+    .await
+    .map_err(|e| ApiError::internal("index task", e))?
+    .map_err(index_error)?;
+    let (sync, _) = watch::channel(IndexSync::Reconciling);
+    let next = Arc::new(TenantIndex {
+        tokenizer,
+        index,
+        sync,
+    });
+    state
+        .search
+        .next
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(new.id.clone(), Arc::clone(&next));
+    let outcome = async {
+        let report = reconcile(state, new, &next).await?;
+        if report.failed > 0 {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "index_unavailable",
+                "some documents could not be indexed under the new key; the old key stays in use",
+            ));
+        }
+        commit(&next).await?;
+        make_current.await?;
+        Ok(report)
+    }
+    .await;
+    match &outcome {
+        Ok(_) => {
+            next.sync.send_replace(IndexSync::Current);
+            let cell = Arc::new(OnceCell::new_with(Some(Arc::clone(&next))));
+            // Both maps change under the tenants lock, so a writer sees either
+            // (old, next) or (new, none).
+            let mut tenants = state
+                .search
+                .tenants
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            tenants.insert(new.id.clone(), cell);
+            state
+                .search
+                .next
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&new.id);
+            drop(tenants);
+            remove_other_versions(&state.search.dir, &new.id, new.index_version);
+        }
+        Err(_) => {
+            state
+                .search
+                .next
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&new.id);
+            let _ = std::fs::remove_dir_all(state.search.index_path(&new.id, new.index_version));
+        }
+    }
+    outcome
 }
 
 fn finish_reconcile(
@@ -278,8 +414,37 @@ pub async fn index_document(
     id: &DocumentId,
     metadata: &documents::SealedMetadata,
 ) -> Result<(), ApiError> {
-    let index = tenant_index(state, tenant).await?;
-    add_to_index(&index, id, metadata).await
+    let (index, next) = current_and_next(state, tenant).await?;
+    add_to_index(&index, id, metadata).await?;
+    if let Some(next) = next {
+        add_to_index(&next, id, metadata).await?;
+    }
+    Ok(())
+}
+
+/// The tenant's current index and, during an index key rotation, the next one,
+/// read together.
+async fn current_and_next(
+    state: &SharedState,
+    tenant: &TenantRecord,
+) -> Result<(Arc<TenantIndex>, Option<Arc<TenantIndex>>), ApiError> {
+    loop {
+        let index = tenant_index(state, tenant).await?;
+        let tenants = state
+            .search
+            .tenants
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let next = state.search.next_index(&tenant.id);
+        // Swapped meanwhile: take the new pair.
+        let still_current = tenants
+            .get(&tenant.id)
+            .and_then(|cell| cell.get())
+            .is_some_and(|current| Arc::ptr_eq(current, &index));
+        if still_current {
+            return Ok((index, next));
+        }
+    }
 }
 
 async fn add_to_index(
@@ -302,8 +467,11 @@ pub async fn remove_document(
     tenant: &TenantRecord,
     id: &DocumentId,
 ) -> Result<(), ApiError> {
-    let index = tenant_index(state, tenant).await?;
+    let (index, next) = current_and_next(state, tenant).await?;
     index.index.remove(&id.to_string());
+    if let Some(next) = next {
+        next.index.remove(&id.to_string());
+    }
     Ok(())
 }
 

@@ -2,7 +2,8 @@
 //! manifest as it is written: an object whose bytes do not hash to the manifest's
 //! value fails its create-only write, so nothing unverified becomes visible.
 //! Parallel, and resumable: with `allow_non_empty`, objects already restored with
-//! the right hash are kept.
+//! the right hash are kept. Objects are written without a sync each and made
+//! durable together by one `sync` before the restore reports success.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -119,7 +120,7 @@ async fn restore_object(
     };
     match target
         .store
-        .put_new(
+        .put_new_deferred(
             &name,
             verified(stream, entry.sha256.clone(), entry.name.clone()),
         )
@@ -197,6 +198,10 @@ pub async fn restore(
             .collect()
             .await;
     progress.finish();
+    // Everything written is durable before the restore says it is done. (A machine
+    // crash before this may leave torn objects; a resumed restore finds them by
+    // their hash and refuses them, so the restore is then started anew.)
+    target.store.sync().await?;
     let mut report = RestoreReport {
         snapshot: manifest.snapshot.clone(),
         ..RestoreReport::default()
