@@ -567,7 +567,8 @@ impl Bench {
         let n = docs.len();
         let docs = Arc::new(docs);
         let out: Arc<Mutex<Vec<Option<Stored>>>> = Arc::new(Mutex::new(vec![None; n]));
-        let timed = {
+        let cpu = self.cpu();
+        let mut timed = {
             let (docs, out, vault) = (docs.clone(), out.clone(), self.vault.clone());
             run_tasks(n, concurrency, move |i| {
                 let (docs, out, vault) = (docs.clone(), out.clone(), vault.clone());
@@ -580,6 +581,7 @@ impl Bench {
             })
             .await?
         };
+        timed.cpu_s = Some(self.cpu_since(cpu));
         let docs = Arc::try_unwrap(docs).unwrap_or_else(|shared| (*shared).clone());
         let stored = std::mem::take(&mut *out.lock().map_err(|_| anyhow::anyhow!("poisoned"))?)
             .into_iter()
@@ -815,7 +817,8 @@ impl Bench {
                 .collect(),
         );
         let vault = self.vault.clone();
-        run_tasks(picks.len(), concurrency, move |i| {
+        let cpu = self.cpu();
+        let mut timed = run_tasks(picks.len(), concurrency, move |i| {
             let (targets, vault) = (targets.clone(), vault.clone());
             async move {
                 let (id, size, sha) = &targets[i];
@@ -826,7 +829,23 @@ impl Bench {
                 Ok(body.len() as u64)
             }
         })
-        .await
+        .await?;
+        timed.cpu_s = Some(self.cpu_since(cpu));
+        Ok(timed)
+    }
+
+    /// CPU seconds used so far by the server and by this program.
+    fn cpu(&self) -> (f64, f64) {
+        (
+            procfs::cpu_seconds(self.server.pid),
+            procfs::cpu_seconds(std::process::id()),
+        )
+    }
+
+    /// CPU seconds used since `start` (from [`Bench::cpu`]).
+    fn cpu_since(&self, start: (f64, f64)) -> (f64, f64) {
+        let now = self.cpu();
+        (now.0 - start.0, now.1 - start.1)
     }
 
     async fn downloads(&mut self) -> anyhow::Result<()> {
@@ -1021,6 +1040,7 @@ impl Bench {
         let mut doc = self.generator.scan(0);
         doc.format = "large-scan";
         let sampler = Sampler::start(pid, Duration::from_millis(20));
+        let cpu = self.cpu();
         let t = Instant::now();
         let body = reqwest::Body::wrap_stream(corpus::large_stream(seed, total));
         let stored = self.vault.upload_stream(&doc, body).await?;
@@ -1034,7 +1054,13 @@ impl Bench {
             bail!("the server's SHA-256 of the large upload differs from the bytes sent");
         }
         self.uploads += 1;
-        let upload = Summary::new(vec![wall.as_secs_f64() * 1e3], total, wall);
+        let upload = Timed {
+            latencies_ms: vec![wall.as_secs_f64() * 1e3],
+            bytes: total,
+            wall,
+            cpu_s: Some(self.cpu_since(cpu)),
+        }
+        .summary();
         self.progress(&format!(
             "{} MiB streamed: {:.0} MB/s (file {:.0} MB/s), server VmHWM {} MiB",
             total >> 20,

@@ -39,6 +39,38 @@ pub fn memory(pid: u32) -> anyhow::Result<Memory> {
     })
 }
 
+/// User plus system CPU time of a process from `/proc/<pid>/stat` text, in clock
+/// ticks (fields 14 and 15, counted after the parenthesised command name).
+pub fn stat_cpu_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// Clock ticks per second (`getconf CLK_TCK`, else 100).
+pub fn clock_ticks() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .filter(|t: &f64| *t > 0.0)
+            .unwrap_or(100.0)
+    })
+}
+
+/// CPU seconds a process has used (0 when it cannot be read).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| stat_cpu_ticks(&s))
+        .map_or(0.0, |t| t as f64 / clock_ticks())
+}
+
 /// Resets a process's `VmHWM` to its current RSS (`clear_refs` value 5, Linux 4.0+).
 pub fn reset_peak(pid: u32) -> std::io::Result<()> {
     std::fs::write(format!("/proc/{pid}/clear_refs"), "5")
@@ -113,6 +145,16 @@ mod tests {
         assert_eq!(df_available_kib(text), Some(7_123_456));
         assert_eq!(df_available_kib("Filesystem\n"), None);
         assert!(available_bytes(Path::new("/")).is_some_and(|b| b > 0));
+    }
+
+    #[test]
+    fn stat_cpu() {
+        // Field 2 may hold spaces and parentheses.
+        let stat = "4242 (vault (x) srv) S 1 4242 4242 0 -1 4194560 5000 0 0 0 1500 250 0 0 20 0 9 0 100 1000000 5000 18446744073709551615";
+        assert_eq!(stat_cpu_ticks(stat), Some(1750));
+        assert_eq!(stat_cpu_ticks("1 (x) S 1"), None);
+        assert!(cpu_seconds(std::process::id()) >= 0.0);
+        assert!(clock_ticks() > 0.0);
     }
 
     #[test]

@@ -180,6 +180,13 @@ fn ms(v: f64) -> String {
     }
 }
 
+fn cores(s: &Summary) -> String {
+    match (s.server_cores, s.client_cores) {
+        (Some(server), Some(client)) => format!("{server:.2} + {client:.2}"),
+        _ => "–".into(),
+    }
+}
+
 fn lat(s: &Summary) -> String {
     format!("{} / {}", ms(s.p50_ms), ms(s.p99_ms))
 }
@@ -211,12 +218,15 @@ pub fn markdown(report: &Report) -> String {
         report.duration_s
     );
 
+    if m.filesystem.as_ref().is_some_and(|f| f.2 == "tmpfs") {
+        let _ = writeln!(o, "**The work directory is on tmpfs: fsync costs nothing there, so durable-write figures and the file baselines are not those of a disk.**\n");
+    }
     let _ = writeln!(
         o,
         "### Uploads (vault vs. the same files written with fsync, same concurrency)\n"
     );
-    let _ = writeln!(o, "| workload | conc. | n | vault docs/s | vault MB/s | vault p50 / p99 | files/s | files MB/s | files p50 / p99 | vault / files (MB/s) |");
-    let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(o, "| workload | conc. | n | vault docs/s | vault MB/s | vault p50 / p99 | CPU cores server + client | files/s | files MB/s | files p50 / p99 | vault / files (MB/s) |");
+    let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|---|---|");
     for u in &r.uploads {
         let (fo, fm, fl) =
             u.files
@@ -230,13 +240,14 @@ pub fn markdown(report: &Report) -> String {
                 });
         let _ = writeln!(
             o,
-            "| {} | {} | {} | {:.0} | {:.1} | {} | {fo} | {fm} | {fl} | {} |",
+            "| {} | {} | {} | {:.0} | {:.1} | {} | {} | {fo} | {fm} | {fl} | {} |",
             u.workload,
             u.concurrency,
             u.vault.ops,
             u.vault.ops_per_s,
             u.vault.mb_per_s,
             lat(&u.vault),
+            cores(&u.vault),
             opt_ratio(u.ratio)
         );
     }
@@ -244,6 +255,9 @@ pub fn markdown(report: &Report) -> String {
         o,
         "\n### Bare AEAD (AES-256-GCM-SIV, 64 KiB chunks, one thread, same bytes)\n"
     );
+    if m.bench_profile == "debug" {
+        let _ = writeln!(o, "Debug build: the AEAD is compiled into this program without optimisation; its figures mean nothing here.\n");
+    }
     let _ = writeln!(
         o,
         "| bytes | AEAD MB/s | vault upload MB/s (best conc.) | vault / AEAD |"
@@ -264,18 +278,19 @@ pub fn markdown(report: &Report) -> String {
         o,
         "\n### Downloads (vault vs. reading the same plaintext files)\n"
     );
-    let _ = writeln!(o, "| workload | conc. | n | vault docs/s | vault MB/s | vault p50 / p99 | files/s | files MB/s | vault / files (MB/s) |");
-    let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(o, "| workload | conc. | n | vault docs/s | vault MB/s | vault p50 / p99 | CPU cores server + client | files/s | files MB/s | vault / files (MB/s) |");
+    let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|---|");
     for d in &r.downloads {
         let _ = writeln!(
             o,
-            "| {} | {} | {} | {:.0} | {:.1} | {} | {:.0} | {:.0} | {} |",
+            "| {} | {} | {} | {:.0} | {:.1} | {} | {} | {:.0} | {:.0} | {} |",
             d.workload,
             d.concurrency,
             d.vault.ops,
             d.vault.ops_per_s,
             d.vault.mb_per_s,
             lat(&d.vault),
+            cores(&d.vault),
             d.files.ops_per_s,
             d.files.mb_per_s,
             opt_ratio(d.ratio)
@@ -338,13 +353,14 @@ pub fn markdown(report: &Report) -> String {
     }
     let mem = &r.memory;
     let _ = writeln!(o, "\n### Server memory\n");
-    let _ = writeln!(o, "| streamed upload | vault MB/s | fsync'd file MB/s | vault / file | RSS before | VmHWM during (increase) | sampled VmRSS max / mean | peak over the run |");
-    let _ = writeln!(o, "|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(o, "| streamed upload | vault MB/s | CPU cores server + client | fsync'd file MB/s | vault / file | RSS before | VmHWM during (increase) | sampled VmRSS max / mean | peak over the run |");
+    let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|");
     let _ = writeln!(
         o,
-        "| {} MiB | {:.0} | {:.0} | {} | {:.0} MiB | {:.0} MiB (+{:.0}){} | {:.0} / {:.0} MiB ({} samples) | {:.0} MiB |",
+        "| {} MiB | {:.0} | {} | {:.0} | {} | {:.0} MiB | {:.0} MiB (+{:.0}){} | {:.0} / {:.0} MiB ({} samples) | {:.0} MiB |",
         mem.large_bytes >> 20,
         mem.upload.mb_per_s,
+        cores(&mem.upload),
         mem.file.mb_per_s,
         opt_ratio(mem.ratio),
         kib_to_mib(mem.rss_before_kib),

@@ -38,6 +38,10 @@ pub struct Summary {
     pub p99_ms: f64,
     /// Slowest operation, ms.
     pub max_ms: f64,
+    /// CPU the server used, in cores (CPU seconds over wall seconds), when measured.
+    pub server_cores: Option<f64>,
+    /// CPU this program used, in cores, when measured.
+    pub client_cores: Option<f64>,
 }
 
 impl Summary {
@@ -54,11 +58,14 @@ impl Summary {
             p50_ms: percentile(&latencies_ms, 50.0).unwrap_or(0.0),
             p99_ms: percentile(&latencies_ms, 99.0).unwrap_or(0.0),
             max_ms: latencies_ms.last().copied().unwrap_or(0.0),
+            server_cores: None,
+            client_cores: None,
         }
     }
 }
 
-/// Raw figures of a batch: per-operation latencies (ms), bytes, wall time.
+/// Raw figures of a batch: per-operation latencies (ms), bytes, wall time, and
+/// the CPU seconds used by the server and by this program, when measured.
 #[derive(Debug, Clone, Default)]
 pub struct Timed {
     /// Latency of each operation, ms.
@@ -67,6 +74,8 @@ pub struct Timed {
     pub bytes: u64,
     /// Wall time.
     pub wall: Duration,
+    /// CPU seconds of the server and of this program.
+    pub cpu_s: Option<(f64, f64)>,
 }
 
 impl Timed {
@@ -75,11 +84,20 @@ impl Timed {
         self.latencies_ms.extend(other.latencies_ms);
         self.bytes += other.bytes;
         self.wall += other.wall;
+        self.cpu_s = match (self.cpu_s, other.cpu_s) {
+            (Some(a), Some(b)) => Some((a.0 + b.0, a.1 + b.1)),
+            (a, b) => a.or(b),
+        };
     }
 
     /// The summary.
     pub fn summary(&self) -> Summary {
-        Summary::new(self.latencies_ms.clone(), self.bytes, self.wall)
+        let mut s = Summary::new(self.latencies_ms.clone(), self.bytes, self.wall);
+        if let Some((server, client)) = self.cpu_s {
+            s.server_cores = Some(server / s.seconds);
+            s.client_cores = Some(client / s.seconds);
+        }
+        s
     }
 }
 
@@ -127,6 +145,7 @@ where
         latencies_ms: latencies,
         bytes,
         wall: started.elapsed(),
+        cpu_s: None,
     })
 }
 
@@ -176,6 +195,7 @@ where
         latencies_ms: latencies,
         bytes,
         wall,
+        cpu_s: None,
     })
 }
 
@@ -221,14 +241,17 @@ mod tests {
             latencies_ms: vec![1.0, 2.0],
             bytes: 10,
             wall: Duration::from_secs(1),
+            cpu_s: None,
         };
         a.merge(Timed {
             latencies_ms: vec![3.0],
             bytes: 20,
             wall: Duration::from_secs(2),
+            cpu_s: Some((3.0, 1.5)),
         });
         let s = a.summary();
         assert_eq!((s.ops, s.bytes, s.seconds, s.max_ms), (3, 30, 3.0, 3.0));
+        assert_eq!((s.server_cores, s.client_cores), (Some(1.0), Some(0.5)));
     }
 
     #[test]
