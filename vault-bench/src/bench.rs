@@ -539,11 +539,22 @@ impl Bench {
             .peak_run_kib
             .max(end.hwm_kib)
             .max(samples.iter().copied().max().unwrap_or(0));
-        self.server.stop();
         self.stopped = true;
-        // The vault's data is not needed any more: its disk goes to restic's
-        // repository and restored copy.
-        std::fs::remove_dir_all(&self.server.data_dir)?;
+        self.timed_phase("server stop", async |b: &mut Bench| {
+            b.server.stop();
+            // restic needs room for a repository and a restored copy of the
+            // plaintext files; the vault's data goes first when the disk is short
+            // of that (removing it right after the server wrote it can be slow,
+            // so it otherwise goes with the run's directory at the end).
+            let plain = baseline::tree_bytes(&b.plain_dir)?;
+            let free = procfs::available_bytes(&b.work).unwrap_or(0);
+            if free < plain.saturating_mul(2) + (512 << 20) {
+                b.progress("removing the vault's data to make room for restic");
+                std::fs::remove_dir_all(&b.server.data_dir)?;
+            }
+            Ok(())
+        })
+        .await?;
         self.timed_phase("restic", Bench::restic).await?;
         let corpus = &mut self.results.corpus;
         for d in &self.docs {
