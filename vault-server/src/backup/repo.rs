@@ -226,9 +226,16 @@ impl Repository {
     /// Data objects present: hash -> size.
     pub async fn data_objects(&self) -> Result<HashMap<String, u64>, BackupError> {
         let listed = list_all(self.store.as_ref(), ObjectName::BACKUP_DATA_PREFIX, None).await?;
+        // Only names the repository could have written (64 lowercase hex digits).
         Ok(listed
             .into_iter()
             .map(|o| (o.name.file_name().to_owned(), o.size))
+            .filter(|(sha, _)| {
+                sha.len() == 64
+                    && sha
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            })
             .collect())
     }
 

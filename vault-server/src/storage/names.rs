@@ -184,7 +184,8 @@ impl ObjectName {
 
     /// A content-addressed object of a backup repository.
     pub fn backup_data(sha256_hex: &str) -> Self {
-        Self::new(format!("data/{}/{sha256_hex}", &sha256_hex[..2]))
+        let fan_out = sha256_hex.get(..2).unwrap_or("00");
+        Self::new(format!("data/{fan_out}/{sha256_hex}"))
     }
 
     /// The last path component (a snapshot id, a hash).
