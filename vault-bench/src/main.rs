@@ -94,6 +94,9 @@ fn machine(work: &std::path::Path, server: &std::path::Path) -> report::Machine 
         }
         .into(),
         server_binary: server.display().to_string(),
+        malloc_env: std::env::vars()
+            .filter(|(k, _)| k.starts_with("MALLOC_"))
+            .collect(),
     }
 }
 

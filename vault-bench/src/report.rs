@@ -28,6 +28,8 @@ pub struct Machine {
     pub bench_profile: String,
     /// The `vault-server` binary.
     pub server_binary: String,
+    /// `MALLOC_*` variables of the environment (the server inherits them).
+    pub malloc_env: Vec<(String, String)>,
 }
 
 /// One issue target and what was measured for it.
@@ -217,6 +219,17 @@ pub fn markdown(report: &Report) -> String {
         p.key_provider,
         report.duration_s
     );
+    if !m.malloc_env.is_empty() {
+        let _ = writeln!(
+            o,
+            "Server environment: {}.\n",
+            m.malloc_env
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+    }
 
     if m.filesystem.as_ref().is_some_and(|f| f.2 == "tmpfs") {
         let _ = writeln!(o, "**The work directory is on tmpfs: fsync costs nothing there, so durable-write figures and the file baselines are not those of a disk.**\n");
