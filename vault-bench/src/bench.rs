@@ -321,7 +321,7 @@ pub struct Results {
     pub key_calls: KeyCalls,
     /// restic backup and restore of the same plaintext files.
     pub restic: ResticRow,
-    /// Vault backup and restore: `null` until the backup feature is measured here.
+    /// Vault backup, incremental backup, restore and verify (`vault_backup.rs`).
     pub vault_backup: Option<serde_json::Value>,
     /// The tenant.
     pub corpus: CorpusFacts,
@@ -522,10 +522,10 @@ impl Bench {
             self.timed_phase("fill", Bench::fill).await?;
             self.timed_phase("search (filled)", Bench::search).await?;
         }
-        // Vault backup and restore MB/s (the backup feature) are measured here,
-        // with the server running and the tenant complete, on the same data as
-        // restic below; until then `results.vault_backup` stays null and the
-        // report says so.
+        // The vault's backup, incremental backup, restore and verify, with the
+        // server running and the tenant complete, on the same data as restic below.
+        self.timed_phase("vault backup", Bench::vault_backup)
+            .await?;
 
         let run_calls_after = self.server.metric("vault_key_provider_calls").await?;
         let kc = &mut self.results.key_calls;
@@ -694,6 +694,41 @@ impl Bench {
         self.progress(&format!("{} files from {}", docs.len(), dir.display()));
         let (_, docs, stored) = self.upload(docs, 8).await?;
         self.keep(docs, stored, "shared", None).await?;
+        Ok(())
+    }
+
+    /// Full backup, +1 % of documents, incremental backup, restore, verify.
+    async fn vault_backup(&mut self) -> anyhow::Result<()> {
+        use crate::vault_backup::{backup_now, operation, restore_and_verify, VaultBackup};
+        let (seconds, last) = backup_now(&self.server).await?;
+        let full = operation(seconds, &last);
+        self.progress(&format!(
+            "vault backup: {:.1} MB in {:.2} s, {:.0} MB/s",
+            full.bytes as f64 / 1e6,
+            full.seconds,
+            full.mb_per_s
+        ));
+        // 1 % more documents (kept as plaintext files too, so restic backs up the
+        // same data).
+        let count = (self.docs.len() / 100).max(1);
+        let docs: Vec<Doc> = (0..count).map(|_| self.generator.small()).collect();
+        let (_, docs, stored) = self.upload(docs, 8).await?;
+        self.keep(docs, stored, "backup-incremental", None).await?;
+        let (seconds, last) = backup_now(&self.server).await?;
+        let incremental = operation(seconds, &last);
+        let incremental_bytes_added = last["bytes_added"].as_u64().unwrap_or(0);
+        let (restore, verify) = restore_and_verify(&self.server, &self.work)?;
+        self.progress(&format!(
+            "vault incremental backup (+{count} documents) {:.2} s; restore {:.0} MB/s; verify {:.0} MB/s",
+            incremental.seconds, restore.mb_per_s, verify.mb_per_s
+        ));
+        self.results.vault_backup = Some(serde_json::to_value(VaultBackup {
+            full,
+            incremental,
+            incremental_bytes_added,
+            restore,
+            verify,
+        })?);
         Ok(())
     }
 

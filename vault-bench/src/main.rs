@@ -24,6 +24,7 @@ mod procfs;
 mod report;
 mod server;
 mod stats;
+mod vault_backup;
 
 use std::path::PathBuf;
 use std::time::Instant;

@@ -161,6 +161,28 @@ pub fn targets(settings: &Settings, r: &Results) -> Vec<Target> {
         ),
         met: full.then_some(kib_to_mib(m.hwm_during_kib.max(m.sampled_max_kib)) <= 200.0),
     });
+    let backup = |v: &serde_json::Value, k: &str| v[k]["mb_per_s"].as_f64().unwrap_or(0.0);
+    match (&r.vault_backup, &r.restic.result) {
+        (Some(v), Some(x)) => out.push(Target {
+            target: "backup and restore MB/s ≥ restic's on the same data".into(),
+            measured: format!(
+                "backup {:.0} vs {:.0} MB/s, restore {:.0} vs {:.0} MB/s",
+                backup(v, "full"),
+                x.backup.mb_per_s,
+                backup(v, "restore"),
+                x.restore.mb_per_s
+            ),
+            met: Some(
+                backup(v, "full") >= x.backup.mb_per_s
+                    && backup(v, "restore") >= x.restore.mb_per_s,
+            ),
+        }),
+        _ => out.push(Target {
+            target: "backup and restore MB/s ≥ restic's on the same data".into(),
+            measured: format!("restic: {}", r.restic.status),
+            met: None,
+        }),
+    }
     out
 }
 
@@ -444,10 +466,24 @@ pub fn markdown(report: &Report) -> String {
             let _ = writeln!(o, "| restic | {} | | | |", r.restic.status);
         }
     }
-    let _ = writeln!(
-        o,
-        "| vault backup | not measured yet (backup feature pending) | | | |"
-    );
+    match &r.vault_backup {
+        Some(v) => {
+            let mb = |k: &str| v[k]["mb_per_s"].as_f64().unwrap_or(0.0);
+            let _ = writeln!(
+                o,
+                "| vault | {:.0} | {:.0} | snapshot {:.0} MB | verify --read-data {:.0} MB/s; +1 % incremental {:.2} s, {:.1} MB copied |",
+                mb("full"),
+                mb("restore"),
+                v["full"]["bytes"].as_f64().unwrap_or(0.0) / 1e6,
+                mb("verify"),
+                v["incremental"]["seconds"].as_f64().unwrap_or(0.0),
+                v["incremental_bytes_added"].as_f64().unwrap_or(0.0) / 1e6
+            );
+        }
+        None => {
+            let _ = writeln!(o, "| vault | not measured | | | |");
+        }
+    }
     let c = &r.corpus;
     let _ = writeln!(
         o,

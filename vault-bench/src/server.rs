@@ -176,6 +176,13 @@ impl Server {
             ));
             moto_url = Some(url);
         }
+        // The vault's own backups go to a directory of the run (vault_backup.rs).
+        config.push_str(&format!(
+            "[backup]\ntarget = {:?}\n",
+            crate::vault_backup::repository(&launch.work_dir)
+                .display()
+                .to_string()
+        ));
         let config_path = launch.work_dir.join("vault.toml");
         std::fs::write(&config_path, &config)?;
         let port = free_port()?;
