@@ -114,8 +114,10 @@ impl Settings {
     /// Disk the run needs at its peak (a generous estimate): per small document
     /// about 24 KiB in the vault (three objects and a directory) and 16 KiB as a
     /// plaintext file; scans twice; the large upload once (at the first search's
-    /// size; it is deleted after its phase); and for restic, after the vault's data
-    /// is removed, the plaintext files, a repository and a restored copy.
+    /// size; it is deleted after its phase); during the vault's backup phase also
+    /// its repository and a restored copy (about 24 KiB per document each, scans
+    /// twice more); and for restic, with the vault's repository still there, the
+    /// plaintext files, restic's repository and a restored copy.
     pub fn disk_bytes(&self) -> u64 {
         let first = self.first_search_documents.unwrap_or_else(|| {
             self.key_call_uploads + self.small_uploads.iter().map(|p| p.1).sum::<usize>() + 200
@@ -129,8 +131,9 @@ impl Settings {
             + self.mixed_scans as u64 * (21 << 20) / 2;
         let at_large = first * (40 << 10) + 2 * scans + self.large_bytes;
         let filled = docs * (40 << 10) + 2 * scans;
-        let restic = docs * (36 << 10) + 3 * scans;
-        at_large.max(filled).max(restic) + (256 << 20)
+        let vault_backup = docs * (88 << 10) + 4 * scans;
+        let restic = docs * (62 << 10) + 4 * scans;
+        at_large.max(filled).max(vault_backup).max(restic) + (256 << 20)
     }
 }
 
