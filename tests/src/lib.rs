@@ -90,7 +90,14 @@ pub fn moto_endpoint() -> String {
         let pid = std::process::id();
         // A watchdog shell stops moto when this process goes away, so no test run
         // leaves a server behind.
-        let script = format!("moto_server -H 127.0.0.1 -p {port} >/dev/null 2>&1 & m=$!; while kill -0 {pid} 2>/dev/null; do sleep 1; done; kill $m");
+        // The version infra/test.sh pins, when installed; else the one on the PATH.
+        let pinned = std::env::var_os("VAULT_MOTO_VENV")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/vault-moto-venv")))
+            .map(|venv| venv.join("bin/moto_server"))
+            .filter(|p| p.exists());
+        let moto = pinned.map_or_else(|| "moto_server".to_owned(), |p| p.display().to_string());
+        let script = format!("'{moto}' -H 127.0.0.1 -p {port} >/dev/null 2>&1 & m=$!; while kill -0 {pid} 2>/dev/null; do sleep 1; done; kill $m");
         let child = Command::new("sh")
             .arg("-c")
             .arg(script)
