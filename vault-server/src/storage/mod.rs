@@ -83,9 +83,10 @@ pub async fn list_all(
 ) -> Result<Vec<ObjectInfo>, StorageError> {
     let mut all = Vec::new();
     let mut after = start_after.map(str::to_owned);
+    let page_size = store.list_page_size();
     loop {
-        let page = store.list(prefix, after.as_deref(), LIST_PAGE).await?;
-        let full = page.len() == LIST_PAGE;
+        let page = store.list(prefix, after.as_deref(), page_size).await?;
+        let full = page.len() == page_size;
         after = page.last().map(|last| last.name.as_str().to_owned());
         all.extend(page);
         if !full {
@@ -187,6 +188,11 @@ pub trait ObjectStore: Send + Sync + 'static {
         start_after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<ObjectInfo>, StorageError>;
+
+    /// Objects [`list_all`] asks for per call.
+    fn list_page_size(&self) -> usize {
+        LIST_PAGE
+    }
 
     /// Deletes an object; deleting a missing object succeeds.
     async fn delete(&self, name: &ObjectName) -> Result<(), StorageError>;
