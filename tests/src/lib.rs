@@ -461,6 +461,46 @@ impl TestApp {
             .expect("run vault-cli")
     }
 
+    /// Runs `vault-cli` (as [`TestApp::cli`]), requires success and returns its
+    /// JSON output (`Null` when it printed none).
+    pub fn cli_json(&self, args: &[&str]) -> Value {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "vault-cli {args:?} failed ({:?}):\n{}\n{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    }
+
+    /// Runs `vault-cli` (as [`TestApp::cli`]) and returns its exit code and
+    /// everything it printed, for commands expected to fail.
+    pub fn cli_exit(&self, args: &[&str]) -> (i32, String) {
+        let out = self.cli(args);
+        (
+            out.status.code().unwrap_or(-1),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics_text(&self) -> String {
+        self.http
+            .get(self.at("/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     /// Issues an API key and returns its secret.
     pub async fn api_key(&self, tenant: &str, roles: &[&str]) -> String {
         let r = self

@@ -862,15 +862,7 @@ async fn events_hold_no_plaintext_and_a_request_fails_closed() {
     let r = app.get_as(&key, &format!("/v1/documents/{id}")).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.bytes().await.unwrap().as_ref(), b"%PDF-1.7 ZYXWVUTS");
-    let metrics = app
-        .http
-        .get(app.at("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     assert!(
         metrics.contains("vault_audit_failures_total 2"),
         "{metrics}"
@@ -945,15 +937,7 @@ async fn a_bulk_reader_is_flagged_and_throttled() {
         .filter(|e| e["status"] == 429 && e["outcome"] == "denied")
         .count();
     assert_eq!(throttled, 4);
-    let metrics = app
-        .http
-        .get(app.at("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     assert!(
         metrics.contains("vault_bulk_access_anomalies_total 1"),
         "{metrics}"

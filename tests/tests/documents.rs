@@ -751,15 +751,7 @@ fn tokio_stream_from(
 
 /// Reads one metric's value from `/metrics`.
 async fn metric(app: &TestApp, name: &str) -> f64 {
-    let text = app
-        .http
-        .get(app.at("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics_text().await;
     text.lines()
         .find_map(|l| {
             l.strip_prefix(name)

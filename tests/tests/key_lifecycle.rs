@@ -10,18 +10,6 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use vault_e2e::{Backend, TestApp};
 
-fn cli_json(app: &TestApp, args: &[&str]) -> Value {
-    let out = app.cli(args);
-    assert!(
-        out.status.success(),
-        "vault-cli {args:?} failed ({:?}):\n{}\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
-}
-
 fn body(i: usize, len: usize) -> Vec<u8> {
     let mut out = format!("%PDF-1.4 document {i}\n").into_bytes();
     out.extend((0..len).map(|b| (b * 31 + i * 7) as u8));
@@ -92,12 +80,12 @@ async fn rotation_and_rewrap(backend: Backend, provider: &str) {
             out
         })
     };
-    let rotated = cli_json(&app, &["--json", "key", "rotate", "acme"]);
+    let rotated = app.cli_json(&["--json", "key", "rotate", "acme"]);
     assert_eq!(rotated["branch_version"], 2);
     docs.extend(concurrent.await.unwrap());
     all_download(&app, &key, &docs).await;
 
-    let report = cli_json(&app, &["--json", "key", "rewrap", "acme", "--retire-old"]);
+    let report = app.cli_json(&["--json", "key", "rewrap", "acme", "--retire-old"]);
     assert_eq!(report["failed"], 0, "{report}");
     assert_eq!(report["branch_version"], 2);
     assert_eq!(report["min_decryption_version"], 2);
@@ -119,33 +107,30 @@ async fn rotation_and_rewrap(backend: Backend, provider: &str) {
         "{report}"
     );
     // Idempotent: a second run finds everything current.
-    let again = cli_json(&app, &["--json", "key", "rewrap", "acme"]);
+    let again = app.cli_json(&["--json", "key", "rewrap", "acme"]);
     assert_eq!(again["documents_rewrapped"], 0, "{again}");
     all_download(&app, &key, &docs).await;
-    let tenant = cli_json(&app, &["--json", "tenant", "show", "acme"]);
+    let tenant = app.cli_json(&["--json", "tenant", "show", "acme"]);
     assert_eq!(tenant["min_decryption_version"], 2);
 
     // The audit log, whose segments were re-wrapped too, still verifies offline.
-    let checkpoint = cli_json(&app, &["--json", "audit", "checkpoint", "--tenant", "acme"]);
+    let checkpoint = app.cli_json(&["--json", "audit", "checkpoint", "--tenant", "acme"]);
     let public_key = checkpoint["public_key"].as_str().unwrap().to_owned();
     let store = match backend {
         Backend::Fs => app.data_dir.display().to_string(),
         Backend::S3 => format!("s3://{}/vault", app.bucket.as_ref().unwrap()),
     };
-    let verified = cli_json(
-        &app,
-        &[
-            "--json",
-            "audit",
-            "verify",
-            "--store",
-            &store,
-            "--tenant",
-            "acme",
-            "--public-key",
-            &public_key,
-        ],
-    );
+    let verified = app.cli_json(&[
+        "--json",
+        "audit",
+        "verify",
+        "--store",
+        &store,
+        "--tenant",
+        "acme",
+        "--public-key",
+        &public_key,
+    ]);
     assert_eq!(
         verified["problems"].as_array().map_or(0, Vec::len),
         0,
@@ -173,8 +158,8 @@ async fn a_retired_key_version_is_refused() {
         .data_dir
         .join(format!("objects/tenants/acme/docs/{id}/key"));
     let old_record = std::fs::read(&record).unwrap();
-    cli_json(&app, &["--json", "key", "rotate", "acme"]);
-    cli_json(&app, &["--json", "key", "rewrap", "acme", "--retire-old"]);
+    app.cli_json(&["--json", "key", "rotate", "acme"]);
+    app.cli_json(&["--json", "key", "rewrap", "acme", "--retire-old"]);
     assert_eq!(
         app.get_as(&key, &format!("/v1/documents/{id}"))
             .await
@@ -226,10 +211,10 @@ async fn index_key_rotation_keeps_search_answers() {
     };
     let before = search("claim_id:CLM00003".into()).await;
     assert_eq!(before, vec![ids[3].clone()]);
-    let rotated = cli_json(&app, &["--json", "index", "rotate", "--tenant", "acme"]);
+    let rotated = app.cli_json(&["--json", "index", "rotate", "--tenant", "acme"]);
     assert_eq!(rotated["added"], 12, "{rotated}");
     assert_eq!(
-        cli_json(&app, &["--json", "tenant", "show", "acme"])["index_version"],
+        app.cli_json(&["--json", "tenant", "show", "acme"])["index_version"],
         2
     );
     assert_eq!(search("claim_id:CLM00003".into()).await, before);
@@ -242,7 +227,7 @@ async fn index_key_rotation_keeps_search_answers() {
 async fn retention_and_legal_hold_refuse_deletes() {
     let app = TestApp::builder().start().await;
     // The default retention: six years.
-    let created = cli_json(&app, &["--json", "tenant", "create", "acme"]);
+    let created = app.cli_json(&["--json", "tenant", "create", "acme"]);
     assert_eq!(created["retention_days"], 2190);
     let key = app
         .api_key("acme", &["uploader", "reader", "tenant-admin"])
@@ -263,12 +248,12 @@ async fn retention_and_legal_hold_refuse_deletes() {
     let r = delete(id.clone()).await;
     assert_eq!(r.status(), 409);
     assert_eq!(r.json::<Value>().await.unwrap()["code"], "retention_period");
-    cli_json(&app, &["--json", "doc", "retention", "acme", "--days", "0"]);
-    cli_json(&app, &["--json", "doc", "hold", "acme", &id]);
+    app.cli_json(&["--json", "doc", "retention", "acme", "--days", "0"]);
+    app.cli_json(&["--json", "doc", "hold", "acme", &id]);
     let r = delete(id.clone()).await;
     assert_eq!(r.status(), 409);
     assert_eq!(r.json::<Value>().await.unwrap()["code"], "legal_hold");
-    cli_json(&app, &["--json", "doc", "release", "acme", &id]);
+    app.cli_json(&["--json", "doc", "release", "acme", &id]);
     assert_eq!(delete(id.clone()).await.status(), 204);
     // Holds and releases are audited.
     let events: Value = app
@@ -323,7 +308,7 @@ async fn offboarding_shreds_the_tenant_in_the_live_store() {
         (out.status.code(), out)
     };
     assert_eq!(code, Some(2), "offboarding needs --yes");
-    let report = cli_json(&app, &["--json", "tenant", "offboard", "acme", "--yes"]);
+    let report = app.cli_json(&["--json", "tenant", "offboard", "acme", "--yes"]);
     assert_eq!(report["local_kek_destroyed"], true, "{report}");
     assert_eq!(report["api_keys_revoked"], 1);
     assert!(report["tenant_key_records_destroyed"].as_u64().unwrap() >= 2);
@@ -334,7 +319,7 @@ async fn offboarding_shreds_the_tenant_in_the_live_store() {
         401
     );
     assert_eq!(
-        cli_json(&app, &["--json", "tenant", "show", "acme"])["status"],
+        app.cli_json(&["--json", "tenant", "show", "acme"])["status"],
         "offboarded"
     );
     // Nothing left in the store or the keystore opens the document; the other
@@ -377,8 +362,8 @@ async fn offboarding_shreds_the_tenant_in_backups_taken_before() {
         upload(&app, &key, i).await;
         upload(&app, &other_key, 10 + i).await;
     }
-    cli_json(&app, &["--json", "backup", "run"]);
-    cli_json(&app, &["--json", "tenant", "offboard", "acme", "--yes"]);
+    app.cli_json(&["--json", "backup", "run"]);
+    app.cli_json(&["--json", "tenant", "offboard", "acme", "--yes"]);
     // The snapshot from before the offboarding, with the live key custody.
     let root = app.data_dir.join("keys/root.key").display().to_string();
     let store = repo.display().to_string();
@@ -461,7 +446,7 @@ async fn searches_stay_complete_during_an_index_key_rotation() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let shown = cli_json(&app, &["--json", "tenant", "show", "acme"]);
+    let shown = app.cli_json(&["--json", "tenant", "show", "acme"]);
     assert_eq!(shown["index_version"], 2);
     // Documents uploaded during the backfill are in the new index.
     for (i, id) in late.iter().enumerate() {
@@ -477,11 +462,18 @@ async fn searches_stay_complete_during_an_index_key_rotation() {
         let v: Value = r.json().await.unwrap();
         assert_eq!(v["hits"][0]["id"], id.as_str(), "{q}: {v}");
     }
-    // Only the new version's index directory is left.
-    let dirs: Vec<String> = std::fs::read_dir(app.data_dir.join("index"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("acme"))
-        .collect();
-    assert_eq!(dirs, vec!["acme-v2".to_owned()]);
+    // Only the new version's index directory is left, once the last search or
+    // commit holding the old index has let go of it.
+    let index_dirs = || -> Vec<String> {
+        std::fs::read_dir(app.data_dir.join("index"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("acme"))
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while index_dirs() != ["acme-v2"] && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(index_dirs(), vec!["acme-v2".to_owned()]);
 }

@@ -63,6 +63,27 @@ pub struct TenantIndex {
     tokenizer: Tokenizer,
     index: BlindIndex,
     sync: watch::Sender<IndexSync>,
+    /// Set when a key rotation swapped this index out. Declared last: fields drop
+    /// in order, so the directory goes only after the index has closed.
+    retired: RemoveWhenDropped,
+}
+
+/// Removes a retired index's directory when the last holder lets go of the index.
+/// A search or commit that took the index just before a rotation swapped it out
+/// finishes on it (its results are complete: writes went to both indexes until the
+/// swap) instead of failing on a directory removed under it.
+#[derive(Default)]
+struct RemoveWhenDropped(std::sync::OnceLock<PathBuf>);
+
+impl Drop for RemoveWhenDropped {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.get() {
+            if let Err(e) = std::fs::remove_dir_all(dir) {
+                // Derived data: the next start-up removes what is left.
+                tracing::warn!(dir = %dir.display(), error = %e, "could not remove a retired index");
+            }
+        }
+    }
 }
 
 /// What a reconciliation or rebuild did.
@@ -220,6 +241,7 @@ pub async fn tenant_index(
             tokenizer,
             index,
             sync,
+            retired: RemoveWhenDropped::default(),
         });
         let (state, tenant_record, task_index) =
             (Arc::clone(state), tenant.clone(), Arc::clone(&opened));
@@ -281,6 +303,7 @@ pub async fn rotate_index(
         tokenizer,
         index,
         sync,
+        retired: RemoveWhenDropped::default(),
     });
     state
         .search
@@ -321,7 +344,11 @@ pub async fn rotate_index(
                 .unwrap_or_else(PoisonError::into_inner)
                 .remove(&new.id);
             drop(tenants);
-            remove_other_versions(&state.search.dir, &new.id, new.index_version);
+            // Not removed now: a search may still be reading it.
+            let _ = current
+                .retired
+                .0
+                .set(state.search.index_path(&tenant.id, tenant.index_version));
         }
         Err(_) => {
             state
@@ -683,6 +710,58 @@ pub fn queried_fields(query: &Query) -> Vec<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn open_index(dir: &std::path::Path) -> TenantIndex {
+        let root =
+            vault_crypto::blind::IndexRootKey::new(vault_crypto::Key256::from_bytes([7; 32]), 1);
+        let tokenizer = Tokenizer::new(&root, TokenPlan::new(1_000, &Default::default()));
+        let (index, _) = BlindIndex::open(dir, &tokenizer).unwrap();
+        TenantIndex {
+            tokenizer,
+            index,
+            sync: watch::channel(IndexSync::Current).0,
+            retired: RemoveWhenDropped::default(),
+        }
+    }
+
+    #[test]
+    fn a_retired_index_stays_usable_until_its_last_holder_lets_go() {
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path().join("acme-v1");
+        let swapped_out = Arc::new(open_index(&dir));
+        let search_in_flight = Arc::clone(&swapped_out);
+        swapped_out.retired.0.set(dir.clone()).unwrap();
+        drop(swapped_out);
+        // The search that took the index before the swap can still write and
+        // commit (a rotation used to remove the directory under it: a 500).
+        let mut fields = Fields::new();
+        fields.insert("claim_id".into(), vec!["CLM1".into()]);
+        let terms = search_in_flight
+            .tokenizer
+            .terms(&search_terms(&fields))
+            .unwrap();
+        let document = indexed_document(
+            &DocumentId::random(),
+            DocumentKind::Claim,
+            OffsetDateTime::now_utc(),
+        );
+        search_in_flight.index.add(&document, &terms).unwrap();
+        search_in_flight.index.commit().unwrap();
+        assert!(dir.exists());
+        drop(search_in_flight);
+        assert!(
+            !dir.exists(),
+            "the retired index is removed with its last holder"
+        );
+    }
+
+    #[test]
+    fn a_current_index_is_never_removed_on_drop() {
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path().join("acme-v1");
+        drop(open_index(&dir));
+        assert!(dir.exists());
+    }
 
     #[test]
     fn cursors_round_trip_and_reject_junk() {
