@@ -33,15 +33,7 @@ async fn a_new_vault_writes_a_private_operator_token_and_serves_health() {
             "{path}"
         );
     }
-    let metrics = app
-        .http
-        .get(app.at("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     assert!(metrics.contains("vault_http_requests_total"), "{metrics}");
     let spec: Value = app
         .http
@@ -110,6 +102,43 @@ async fn admin_endpoints_need_the_operator_credential() {
     assert_eq!(bad.status(), 400);
     let body: Value = bad.json().await.unwrap();
     assert_eq!(body["code"], "invalid_tenant_id");
+    // Malformed bodies and query strings get the JSON envelope, never an echo.
+    for (body, code) in [
+        ("{\"id\": ", "invalid_json"),
+        ("{\"id\": 1234567}", "invalid_body"),
+        ("{\"id\": \"x\", \"name\": \"DOE, JOHN\"}", "invalid_body"),
+    ] {
+        let r = app
+            .operator(Method::POST, "/v1/admin/tenants")
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{body}");
+        let text = r.text().await.unwrap();
+        let envelope: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(envelope["code"], code, "{body}");
+        assert!(!text.contains("DOE") && !text.contains("1234567"), "{text}");
+    }
+    let r = app
+        .operator(Method::POST, "/v1/admin/tenants")
+        .body("id=acme")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415);
+    let r = app
+        .operator(Method::GET, "/v1/audit/events?tenant=acme&limit=DOE")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains("\"invalid_query\"") && !text.contains("DOE"),
+        "{text}"
+    );
 
     // A tenant API key cannot use admin endpoints; a revoked one nothing at all.
     let key = app.api_key("acme", &["reader"]).await;

@@ -64,16 +64,8 @@ pub struct RewrapReport {
 /// (0 written: it was already current).
 type RecordOutcome = Result<Option<(u64, u64)>, ApiError>;
 
-fn tenant_not_found(id: &TenantId) -> ApiError {
-    ApiError::not_found("tenant_not_found", format!("no tenant {id}"))
-}
-
 async fn active(state: &SharedState, id: &TenantId) -> Result<TenantRecord, ApiError> {
-    let record = state
-        .tenants
-        .get(id)
-        .await?
-        .ok_or_else(|| tenant_not_found(id))?;
+    let record = state.tenants.require(id).await?;
     if record.status == TenantStatus::Offboarded {
         return Err(ApiError::conflict(
             "tenant_offboarded",
@@ -182,7 +174,7 @@ pub async fn rewrap(
                     state.store.replace(&name, Bytes::from(encoded)).await?;
                     // A document deleted while we re-wrapped must stay shredded.
                     if i < documents {
-                        if let Some(doc) = document_of(&name) {
+                        if let Some(doc) = name.key_document() {
                             if state
                                 .store
                                 .head(&ObjectName::doc_meta(id, &doc))
@@ -230,11 +222,7 @@ pub async fn rewrap(
         }
     }
     if retire_old && report.failed == 0 && record.min_decryption_version < record.branch_version {
-        let mut updated = state
-            .tenants
-            .get(id)
-            .await?
-            .ok_or_else(|| tenant_not_found(id))?;
+        let mut updated = state.tenants.require(id).await?;
         updated.min_decryption_version = updated.branch_version.min(current_ref.version);
         state.tenants.update(updated.clone()).await?;
         state.keys.evict_tenant(id).await;
@@ -245,16 +233,6 @@ pub async fn rewrap(
     report.records_per_second = records as f64 / report.seconds.max(1e-9);
     tracing::info!(tenant = %id, rewrapped = records, failed = report.failed, "rewrap finished");
     Ok(report)
-}
-
-fn document_of(key_name: &ObjectName) -> Option<DocumentId> {
-    key_name
-        .as_str()
-        .strip_suffix("/key")?
-        .rsplit_once("/docs/")?
-        .1
-        .parse()
-        .ok()
 }
 
 /// Rotates the blind-index key: a new index root key version (wrapped by the
@@ -270,11 +248,7 @@ pub async fn rotate_index(
     let persisted = next.clone();
     crate::search::rotate_index(state, &current, &next, async {
         // Re-read: only the index version changes here.
-        let mut record = state
-            .tenants
-            .get(id)
-            .await?
-            .ok_or_else(|| tenant_not_found(id))?;
+        let mut record = state.tenants.require(id).await?;
         record.index_version = persisted.index_version;
         state.tenants.update(record).await
     })
@@ -303,11 +277,7 @@ pub async fn offboard(
     id: &TenantId,
     kms_pending_days: i32,
 ) -> Result<OffboardReport, ApiError> {
-    let mut record = state
-        .tenants
-        .get(id)
-        .await?
-        .ok_or_else(|| tenant_not_found(id))?;
+    let mut record = state.tenants.require(id).await?;
     let mut report = OffboardReport::default();
     record.status = TenantStatus::Offboarded;
     state.tenants.update(record.clone()).await?;

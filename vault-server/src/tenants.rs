@@ -79,6 +79,16 @@ impl TenantRecord {
     }
 }
 
+/// A tenant id from a request (path, query or body), or 400 `invalid_tenant_id`.
+pub fn parse_tenant_id(raw: impl Into<String>) -> Result<TenantId, ApiError> {
+    TenantId::new(raw).map_err(|e| ApiError::bad_request("invalid_tenant_id", e.to_string()))
+}
+
+/// 404 `tenant_not_found`.
+pub fn tenant_not_found(id: &TenantId) -> ApiError {
+    ApiError::not_found("tenant_not_found", format!("no tenant {id}"))
+}
+
 /// Tenant records, cached.
 pub struct TenantRegistry {
     store: Arc<dyn ObjectStore>,
@@ -109,6 +119,13 @@ impl TenantRegistry {
             .await
             .insert(tenant.clone(), record.clone());
         Ok(Some(record))
+    }
+
+    /// The tenant's record, whatever its status, or 404.
+    pub async fn require(&self, tenant: &TenantId) -> Result<TenantRecord, ApiError> {
+        self.get(tenant)
+            .await?
+            .ok_or_else(|| tenant_not_found(tenant))
     }
 
     /// An active tenant's record, or 404.

@@ -7,14 +7,14 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 use utoipa::ToSchema;
-use vault_crypto::TenantId;
 
+use super::extract::JsonBody;
 use crate::audit::middleware::NoteSlot;
 use crate::auth::{Caller, CredentialKind, CredentialRecord, Role};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::state::SharedState;
 use crate::storage::ObjectName;
-use crate::tenants::{TenantRecord, TenantStatus};
+use crate::tenants::{parse_tenant_id, TenantRecord, TenantStatus};
 
 /// Body of `POST /v1/admin/tenants`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -47,11 +47,10 @@ pub async fn create_tenant(
     State(state): State<SharedState>,
     caller: Caller,
     note: NoteSlot,
-    Json(body): Json<CreateTenant>,
+    JsonBody(body): JsonBody<CreateTenant>,
 ) -> ApiResult<(StatusCode, Json<TenantRecord>)> {
     caller.require_operator()?;
-    let id = TenantId::new(body.id)
-        .map_err(|e| ApiError::bad_request("invalid_tenant_id", e.to_string()))?;
+    let id = parse_tenant_id(body.id)?;
     if id.as_str() == crate::audit::SYSTEM_LOG {
         return Err(ApiError::bad_request(
             "invalid_tenant_id",
@@ -133,14 +132,8 @@ pub async fn get_tenant(
     Path(tenant): Path<String>,
 ) -> ApiResult<Json<TenantRecord>> {
     caller.require_operator()?;
-    let id = TenantId::new(tenant)
-        .map_err(|e| ApiError::bad_request("invalid_tenant_id", e.to_string()))?;
-    state
-        .tenants
-        .get(&id)
-        .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found("tenant_not_found", format!("no tenant {id}")))
+    let id = parse_tenant_id(tenant)?;
+    state.tenants.require(&id).await.map(Json)
 }
 
 /// Disables a tenant: its API keys are refused and its documents can be neither
@@ -153,13 +146,8 @@ pub async fn disable_tenant(
     Path(tenant): Path<String>,
 ) -> ApiResult<Json<TenantRecord>> {
     caller.require_operator()?;
-    let id = TenantId::new(tenant)
-        .map_err(|e| ApiError::bad_request("invalid_tenant_id", e.to_string()))?;
-    let mut record = state
-        .tenants
-        .get(&id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("tenant_not_found", format!("no tenant {id}")))?;
+    let id = parse_tenant_id(tenant)?;
+    let mut record = state.tenants.require(&id).await?;
     if record.status == TenantStatus::Active {
         record.status = TenantStatus::Disabled;
         state.tenants.update(record.clone()).await?;
@@ -205,11 +193,10 @@ pub async fn issue_api_key(
     caller: Caller,
     note: NoteSlot,
     Path(tenant): Path<String>,
-    Json(body): Json<IssueApiKey>,
+    JsonBody(body): JsonBody<IssueApiKey>,
 ) -> ApiResult<(StatusCode, Json<IssuedApiKey>)> {
     caller.require_operator()?;
-    let tenant = TenantId::new(tenant)
-        .map_err(|e| ApiError::bad_request("invalid_tenant_id", e.to_string()))?;
+    let tenant = parse_tenant_id(tenant)?;
     state.tenants.require_active(&tenant).await?;
     let mut roles = body.roles;
     roles.sort_by_key(|r| r.as_str());
@@ -287,14 +274,8 @@ pub async fn list_api_keys(
     Path(tenant): Path<String>,
 ) -> ApiResult<Json<Vec<ListedApiKey>>> {
     caller.require_operator()?;
-    let tenant = TenantId::new(tenant)
-        .map_err(|e| ApiError::bad_request("invalid_tenant_id", e.to_string()))?;
-    if state.tenants.get(&tenant).await?.is_none() {
-        return Err(ApiError::not_found(
-            "tenant_not_found",
-            format!("no tenant {tenant}"),
-        ));
-    }
+    let tenant = parse_tenant_id(tenant)?;
+    state.tenants.require(&tenant).await?;
     let mut keys = Vec::new();
     for info in crate::storage::list_all(state.store.as_ref(), "system/api-keys/", None).await? {
         let Some(bytes) = state.store.get_bytes(&info.name).await? else {

@@ -2,19 +2,21 @@
 //! Merkle proofs. Tenant API keys need the `auditor` role and see their tenant;
 //! operators name the tenant (`?tenant=`).
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 use vault_crypto::TenantId;
 
+use super::extract::QueryParams;
 use crate::audit::middleware::NoteSlot;
 use crate::audit::read::{self, EventFilter, ProofResponse};
 use crate::audit::{self, AuditEvent};
 use crate::auth::{Caller, CredentialKind, Role};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::state::SharedState;
+use crate::tenants::parse_tenant_id;
 
 /// Largest page of events.
 const MAX_LIMIT: usize = 1000;
@@ -92,8 +94,7 @@ fn audited_tenant(
             let raw = requested.ok_or_else(|| {
                 ApiError::bad_request("missing_tenant", "operators name the tenant: ?tenant=")
             })?;
-            TenantId::new(raw)
-                .map_err(|e| ApiError::bad_request("invalid_tenant_id", e.to_string()))
+            parse_tenant_id(raw)
         }
         CredentialKind::ApiKey => Ok(caller.require_role(Role::Auditor)?.clone()),
     }?;
@@ -119,7 +120,7 @@ pub async fn events(
     State(state): State<SharedState>,
     caller: Caller,
     note: NoteSlot,
-    Query(query): Query<EventsQuery>,
+    QueryParams(query): QueryParams<EventsQuery>,
 ) -> ApiResult<Json<EventsResponse>> {
     let tenant = audited_tenant(&caller, &note, query.tenant.as_deref())?;
     let since = parse_time(query.since.as_deref(), "since")?;
@@ -163,7 +164,7 @@ pub async fn checkpoint(
     State(state): State<SharedState>,
     caller: Caller,
     note: NoteSlot,
-    Query(query): Query<TenantQuery>,
+    QueryParams(query): QueryParams<TenantQuery>,
 ) -> ApiResult<Json<CheckpointResponse>> {
     let tenant = audited_tenant(&caller, &note, query.tenant.as_deref())?;
     let latest = audit::checkpoint_now(&state, &tenant).await?;
@@ -192,7 +193,7 @@ pub async fn proof(
     State(state): State<SharedState>,
     caller: Caller,
     note: NoteSlot,
-    Query(query): Query<ProofQuery>,
+    QueryParams(query): QueryParams<ProofQuery>,
 ) -> ApiResult<Json<ProofResponse>> {
     let tenant = audited_tenant(&caller, &note, query.tenant.as_deref())?;
     let proof = read::prove(&state, &tenant, query.seq, query.tree_size, query.old_size).await?;

@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
 
+use super::extract::JsonBody;
 use crate::audit::middleware::NoteSlot;
 use crate::auth::Caller;
 use crate::backup::drill::DrillReport;
@@ -120,11 +121,15 @@ pub async fn release(
 pub async fn record_drill(
     caller: Caller,
     note: NoteSlot,
-    Json(body): Json<Value>,
+    JsonBody(body): JsonBody<Value>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     caller.require_operator()?;
-    let report: DrillReport = serde_json::from_value(body).map_err(|e| {
-        ApiError::bad_request("invalid_drill_report", format!("not a drill report: {e}"))
+    // serde's message would quote the body: say what is expected instead.
+    let report: DrillReport = serde_json::from_value(body).map_err(|_| {
+        ApiError::bad_request(
+            "invalid_drill_report",
+            "not a drill report: send the JSON report `vault-cli drill --json` prints",
+        )
     })?;
     if !is_snapshot_id(&report.snapshot) || !matches!(report.status.as_str(), "passed" | "failed") {
         return Err(ApiError::bad_request(

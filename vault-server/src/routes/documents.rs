@@ -1,7 +1,7 @@
 //! The document API: upload, download (with `Range`), metadata, delete, list.
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -15,6 +15,7 @@ use vault_crypto::envelope::{self, BodyHeader};
 use vault_crypto::DocumentId;
 use vault_index::fields::{Field, BASE_FIELDS};
 
+use super::extract::QueryParams;
 use crate::audit::middleware::NoteSlot;
 use crate::auth::{Caller, Role};
 use crate::documents::{self, DocumentFacts, DocumentKind, Fields, UploadRequest};
@@ -595,7 +596,7 @@ fn parse_time(raw: &Option<String>, name: &str) -> ApiResult<Option<OffsetDateTi
 pub async fn list(
     State(state): State<SharedState>,
     caller: Caller,
-    Query(query): Query<ListQuery>,
+    QueryParams(query): QueryParams<ListQuery>,
 ) -> ApiResult<Json<ListResponse>> {
     let tenant_id = caller.require_role(Role::Reader)?;
     let tenant = state.tenants.require_active(tenant_id).await?;

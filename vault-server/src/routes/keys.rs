@@ -6,19 +6,16 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 use utoipa::ToSchema;
-use vault_crypto::{DocumentId, TenantId};
+use vault_crypto::DocumentId;
 
+use super::extract::JsonBody;
 use crate::audit::middleware::NoteSlot;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::key_lifecycle::{self, OffboardReport, RewrapReport};
 use crate::search::ReconcileReport;
 use crate::state::SharedState;
-use crate::tenants::TenantRecord;
-
-fn tenant_id(raw: String) -> Result<TenantId, ApiError> {
-    TenantId::new(raw).map_err(|e| ApiError::bad_request("invalid_tenant_id", e.to_string()))
-}
+use crate::tenants::{parse_tenant_id, TenantRecord};
 
 /// Rotates the tenant's KEK and starts a new branch key version.
 #[utoipa::path(post, path = "/v1/admin/tenants/{tenant}/keys/rotate",
@@ -30,7 +27,7 @@ pub async fn rotate(
     Path(tenant): Path<String>,
 ) -> ApiResult<Json<TenantRecord>> {
     caller.require_operator()?;
-    let id = tenant_id(tenant)?;
+    let id = parse_tenant_id(tenant)?;
     note.update(|n| n.tenant = Some(id.clone()));
     let record = key_lifecycle::rotate(&state, &id).await?;
     note.update(|n| n.detail = Some(format!("branch_version={}", record.branch_version)));
@@ -54,12 +51,12 @@ pub async fn rewrap(
     caller: Caller,
     note: NoteSlot,
     Path(tenant): Path<String>,
-    body: Option<Json<RewrapRequest>>,
+    body: Option<JsonBody<RewrapRequest>>,
 ) -> ApiResult<Json<RewrapReport>> {
     caller.require_operator()?;
-    let id = tenant_id(tenant)?;
+    let id = parse_tenant_id(tenant)?;
     note.update(|n| n.tenant = Some(id.clone()));
-    let request = body.map(|Json(b)| b).unwrap_or_default();
+    let request = body.map(|JsonBody(b)| b).unwrap_or_default();
     let report = key_lifecycle::rewrap(&state, &id, request.retire_old).await?;
     note.update(|n| {
         n.detail = Some(format!(
@@ -82,7 +79,7 @@ pub async fn rotate_index(
     Path(tenant): Path<String>,
 ) -> ApiResult<Json<ReconcileReport>> {
     caller.require_operator()?;
-    let id = tenant_id(tenant)?;
+    let id = parse_tenant_id(tenant)?;
     note.update(|n| n.tenant = Some(id.clone()));
     Ok(Json(key_lifecycle::rotate_index(&state, &id).await?))
 }
@@ -97,7 +94,7 @@ pub async fn offboard(
     Path(tenant): Path<String>,
 ) -> ApiResult<Json<OffboardReport>> {
     caller.require_operator()?;
-    let id = tenant_id(tenant)?;
+    let id = parse_tenant_id(tenant)?;
     note.update(|n| n.tenant = Some(id.clone()));
     let report = key_lifecycle::offboard(&state, &id, 7).await?;
     Ok(Json(report))
@@ -119,10 +116,10 @@ pub async fn set_retention(
     caller: Caller,
     note: NoteSlot,
     Path(tenant): Path<String>,
-    Json(body): Json<RetentionRequest>,
+    JsonBody(body): JsonBody<RetentionRequest>,
 ) -> ApiResult<Json<TenantRecord>> {
     caller.require_operator()?;
-    let id = tenant_id(tenant)?;
+    let id = parse_tenant_id(tenant)?;
     note.update(|n| {
         n.tenant = Some(id.clone());
         n.detail = Some(format!("retention_days={}", body.days));
@@ -139,17 +136,13 @@ async fn hold_or_release(
     document: String,
     on: bool,
 ) -> ApiResult<StatusCode> {
-    let id = tenant_id(tenant)?;
+    let id = parse_tenant_id(tenant)?;
     note.update(|n| n.tenant = Some(id.clone()));
     let doc: DocumentId = document
         .parse()
         .map_err(|_| ApiError::document_not_found())?;
     note.update(|n| n.document = Some(doc.to_string()));
-    let record = state
-        .tenants
-        .get(&id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("tenant_not_found", format!("no tenant {id}")))?;
+    let record = state.tenants.require(&id).await?;
     key_lifecycle::set_hold(state, &record, &doc, on).await?;
     Ok(StatusCode::NO_CONTENT)
 }

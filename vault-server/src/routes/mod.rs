@@ -4,6 +4,7 @@ mod admin;
 mod audit;
 mod backups;
 mod documents;
+mod extract;
 mod health;
 mod keys;
 pub mod openapi;

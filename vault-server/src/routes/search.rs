@@ -1,18 +1,19 @@
 //! Search: `GET /v1/search` for tenants, and the operator's index rebuild.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
-use vault_crypto::TenantId;
 
+use super::extract::QueryParams;
 use crate::audit::middleware::NoteSlot;
 use crate::auth::{Caller, Role};
 use crate::documents::DocumentKind;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::search::{self, ReconcileReport};
 use crate::state::SharedState;
+use crate::tenants::parse_tenant_id;
 
 /// Largest page of hits.
 const MAX_LIMIT: usize = 1000;
@@ -60,7 +61,7 @@ pub async fn search(
     State(state): State<SharedState>,
     caller: Caller,
     note: NoteSlot,
-    Query(params): Query<SearchQuery>,
+    QueryParams(params): QueryParams<SearchQuery>,
 ) -> ApiResult<Json<SearchResponse>> {
     let tenant_id = caller.require_role(Role::Reader)?;
     let tenant = state.tenants.require_active(tenant_id).await?;
@@ -115,13 +116,8 @@ pub async fn rebuild(
     Path(tenant): Path<String>,
 ) -> ApiResult<Json<ReconcileReport>> {
     caller.require_operator()?;
-    let id = TenantId::new(tenant)
-        .map_err(|e| ApiError::bad_request("invalid_tenant_id", e.to_string()))?;
-    let tenant = state
-        .tenants
-        .get(&id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("tenant_not_found", format!("no tenant {id}")))?;
+    let id = parse_tenant_id(tenant)?;
+    let tenant = state.tenants.require(&id).await?;
     let report = search::rebuild(&state, &tenant).await?;
     tracing::info!(tenant = %tenant.id, added = report.added, "index rebuilt on request");
     Ok(Json(report))

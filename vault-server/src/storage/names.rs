@@ -107,8 +107,18 @@ impl ObjectName {
 
     /// The document whose facts object this is (`tenants/<t>/docs/<doc>/meta`).
     pub fn meta_document(&self) -> Option<DocumentId> {
+        self.document_of("/meta")
+    }
+
+    /// The document whose key record this is (`tenants/<t>/docs/<doc>/key`).
+    pub fn key_document(&self) -> Option<DocumentId> {
+        self.document_of("/key")
+    }
+
+    /// The document of `tenants/<t>/docs/<doc><suffix>`.
+    fn document_of(&self, suffix: &str) -> Option<DocumentId> {
         self.0
-            .strip_suffix("/meta")?
+            .strip_suffix(suffix)?
             .rsplit_once("/docs/")?
             .1
             .parse()
@@ -228,6 +238,8 @@ mod tests {
         }
         assert_eq!(ObjectName::doc_meta(&t, &d).meta_document(), Some(d));
         assert_eq!(ObjectName::doc_body(&t, &d).meta_document(), None);
+        assert_eq!(ObjectName::doc_key(&t, &d).key_document(), Some(d));
+        assert_eq!(ObjectName::doc_meta(&t, &d).key_document(), None);
         assert_eq!(
             ObjectName::audit_segment(&t, 42).audit_segment_index(),
             Some(42)
