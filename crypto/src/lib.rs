@@ -19,6 +19,7 @@ mod error;
 mod ids;
 pub mod keys;
 pub mod merkle;
+pub mod private_file;
 mod secret;
 pub mod signing;
 mod wire;

@@ -315,11 +315,8 @@ impl BlindIndex {
 }
 
 fn write_descriptor(path: &Path, descriptor: &Descriptor) -> std::io::Result<()> {
-    let temp = path.with_extension("json.tmp");
     let bytes = serde_json::to_vec_pretty(descriptor).map_err(std::io::Error::other)?;
-    std::fs::write(&temp, bytes)?;
-    std::fs::File::open(&temp)?.sync_all()?;
-    std::fs::rename(&temp, path)
+    vault_crypto::private_file::write_atomically(path, &bytes)
 }
 
 #[cfg(test)]

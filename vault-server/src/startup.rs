@@ -2,7 +2,7 @@
 //! credential, the router, TLS and graceful shutdown.
 
 use std::net::SocketAddr;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -153,7 +153,9 @@ async fn bootstrap_operator(
     let path = config.data_dir.join("operator-token");
     // The file first: a crash before the record is stored only means a new token is
     // issued (and the file replaced) on the next start.
-    write_private_file(&path, issued.token.as_bytes()).map_err(io_err(&path))?;
+    let mut line = zeroize::Zeroizing::new(issued.token.as_bytes().to_vec());
+    line.push(b'\n');
+    vault_crypto::private_file::write_atomically(&path, &line).map_err(io_err(&path))?;
     let record = serde_json::to_vec_pretty(&issued.record).map_err(|e| StartupError::Io {
         path: path.clone(),
         source: std::io::Error::other(e),
@@ -165,21 +167,6 @@ async fn bootstrap_operator(
         )
         .await?;
     Ok(Some(path))
-}
-
-fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    file.write_all(contents)?;
-    file.write_all(b"\n")?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 /// Serves until `shutdown` resolves, then stops accepting and lets in-flight

@@ -48,6 +48,7 @@ use async_trait::async_trait;
 use zeroize::Zeroizing;
 
 use super::{EncryptionContext, KeyProvider};
+use crate::private_file::{sync_parent, write_atomically};
 use crate::wire::{put_short_str, Reader};
 use crate::{CryptoError, Key256, TenantId};
 
@@ -562,37 +563,6 @@ fn unseal_seals(root: &Key256, sealed: &[u8]) -> Result<BTreeMap<TenantId, Key25
     }
     reader.expect_end()?;
     Ok(seals)
-}
-
-/// Writes `bytes` to `path` so that readers see the old or the new content, never a
-/// mix: temporary file (0600), fsync, rename, directory fsync.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension(format!(
-        "tmp-{}",
-        hex::encode(crate::secret::random_bytes::<6>())
-    ));
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)?;
-        sync_parent(path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
-fn sync_parent(path: &Path) -> std::io::Result<()> {
-    match path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        Some(parent) => File::open(parent)?.sync_all(),
-        None => File::open(".")?.sync_all(),
-    }
 }
 
 #[cfg(test)]
