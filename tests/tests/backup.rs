@@ -252,30 +252,6 @@ async fn searches(
     out
 }
 
-fn cli_ok(app: &TestApp, args: &[&str]) -> Value {
-    let out = app.cli(args);
-    assert!(
-        out.status.success(),
-        "vault-cli {args:?} failed ({:?}):\n{}\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
-}
-
-fn cli_exit(app: &TestApp, args: &[&str]) -> (i32, String) {
-    let out = app.cli(args);
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
 fn root_key(app: &TestApp) -> String {
     app.data_dir.join("keys/root.key").display().to_string()
 }
@@ -356,22 +332,19 @@ async fn round_trip(backend: Backend) {
     };
     let before = searches(&app, &key, 61, 24).await;
 
-    let run = cli_ok(&app, &["--json", "backup", "run"]);
+    let run = app.cli_json(&["--json", "backup", "run"]);
     assert_eq!(run["ok"], true, "{run}");
-    let listed = cli_ok(&app, &["--json", "backup", "list"]);
+    let listed = app.cli_json(&["--json", "backup", "list"]);
     assert_eq!(listed["snapshots"].as_array().unwrap().len(), 1);
     let store = repo.store_arg();
-    let verified = cli_ok(
-        &app,
-        &[
-            "--json",
-            "backup",
-            "verify",
-            "--store",
-            &store,
-            "--read-data",
-        ],
-    );
+    let verified = app.cli_json(&[
+        "--json",
+        "backup",
+        "verify",
+        "--store",
+        &store,
+        "--read-data",
+    ]);
     assert_eq!(
         verified["problems"].as_array().unwrap().len(),
         0,
@@ -388,7 +361,7 @@ async fn round_trip(backend: Backend) {
     if backend == Backend::S3 {
         args.push("--aws-kms");
     }
-    let report = cli_ok(&app, &args);
+    let report = app.cli_json(&args);
     assert_eq!(report["status"], "passed", "{report}");
     let tenants = report["tenants"].as_array().unwrap();
     let tenant = tenants.iter().find(|t| t["tenant"] == "acme").unwrap();
@@ -446,10 +419,10 @@ async fn round_trip(backend: Backend) {
     if backend == Backend::S3 {
         args.extend(["--data-dir", &data_dir]);
     }
-    let restored = cli_ok(&app, &args);
+    let restored = app.cli_json(&args);
     assert_eq!(restored["mismatches"].as_array().unwrap().len(), 0);
     // A second restore into the now non-empty store is refused.
-    let (code, text) = cli_exit(&app, &args);
+    let (code, text) = app.cli_exit(&args);
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("not empty"), "{text}");
 
@@ -508,7 +481,7 @@ async fn tampering(backend: Backend) {
     app.create_tenant("acme").await;
     let key = app.api_key("acme", &["uploader", "reader"]).await;
     upload_corpus(&app, &key, 7, 8).await;
-    cli_ok(&app, &["--json", "backup", "run"]);
+    app.cli_json(&["--json", "backup", "run"]);
     let store = repo.store_arg();
     let root = root_key(&app);
     let manifests = repo.keys("snapshots/").await;
@@ -528,9 +501,9 @@ async fn tampering(backend: Backend) {
             if read_data {
                 verify.push("--read-data");
             }
-            let (code, text) = cli_exit(app, &verify);
+            let (code, text) = app.cli_exit(&verify);
             assert_eq!(code, 2, "{what}: verify must find it: {text}");
-            let (code, text) = cli_exit(app, &drill_args(&store, &root, &scratch_arg));
+            let (code, text) = app.cli_exit(&drill_args(&store, &root, &scratch_arg));
             assert_eq!(code, 2, "{what}: the drill must fail: {text}");
         }
     };
@@ -542,17 +515,14 @@ async fn tampering(backend: Backend) {
     repo.write(&body_key, flipped).await;
     check_fails("flipped", true)();
     repo.write(&body_key, original.clone()).await;
-    cli_ok(
-        &app,
-        &[
-            "--json",
-            "backup",
-            "verify",
-            "--store",
-            &store,
-            "--read-data",
-        ],
-    );
+    app.cli_json(&[
+        "--json",
+        "backup",
+        "verify",
+        "--store",
+        &store,
+        "--read-data",
+    ]);
 
     // A missing object.
     repo.delete(&body_key).await;
@@ -566,34 +536,31 @@ async fn tampering(backend: Backend) {
     repo.write(&manifest_key, forged.into_bytes()).await;
     check_fails("forged", false)();
     repo.write(&manifest_key, manifest).await;
-    cli_ok(
-        &app,
-        &[
-            "--json",
-            "backup",
-            "verify",
-            "--store",
-            &store,
-            "--read-data",
-        ],
-    );
+    app.cli_json(&[
+        "--json",
+        "backup",
+        "verify",
+        "--store",
+        &store,
+        "--read-data",
+    ]);
 
     // Another vault's manifest, validly signed by that vault.
     let other_repo = Repo::Fs(scratch.path().join("other-repo"));
     let other = start(Backend::Fs, &other_repo, "").await;
     other.create_tenant("acme").await;
-    cli_ok(&other, &["--json", "backup", "run"]);
+    other.cli_json(&["--json", "backup", "run"]);
     let other_manifest = other_repo.keys("snapshots/").await[0].clone();
     repo.write(&other_manifest, other_repo.read(&other_manifest).await)
         .await;
-    let (code, text) = cli_exit(&app, &["--json", "backup", "verify", "--store", &store]);
+    let (code, text) = app.cli_exit(&["--json", "backup", "verify", "--store", &store]);
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("another vault"), "{text}");
     let id = other_manifest.trim_start_matches("snapshots/");
     let scratch_arg = scratch.path().join("foreign").display().to_string();
     let mut args = drill_args(&store, &root, &scratch_arg);
     args.extend(["--snapshot", id]);
-    let (code, text) = cli_exit(&app, &args);
+    let (code, text) = app.cli_exit(&args);
     assert_eq!(code, 2, "{text}");
 }
 
@@ -622,7 +589,7 @@ async fn a_second_backup_after_a_one_percent_change_copies_about_one_percent() {
         let r = app.upload(&key, "scan", "application/pdf", body, &[]).await;
         assert_eq!(r.status(), 201);
     }
-    let first = cli_ok(&app, &["--json", "backup", "run"]);
+    let first = app.cli_json(&["--json", "backup", "run"]);
     let total = first["bytes"].as_u64().unwrap();
     assert!(
         first["bytes_added"].as_u64().unwrap() >= total * 9 / 10,
@@ -635,7 +602,7 @@ async fn a_second_backup_after_a_one_percent_change_copies_about_one_percent() {
             .status(),
         201
     );
-    let second = cli_ok(&app, &["--json", "backup", "run"]);
+    let second = app.cli_json(&["--json", "backup", "run"]);
     let added = second["bytes_added"].as_u64().unwrap();
     let share = added as f64 / second["bytes"].as_u64().unwrap() as f64;
     assert!(
@@ -655,12 +622,47 @@ async fn object_lock_on_moto_refuses_deletion_and_prune_keeps_locked_snapshots()
         .start()
         .await;
     app.create_tenant("acme").await;
-    cli_ok(&app, &["--json", "backup", "run"]);
-    cli_ok(&app, &["--json", "backup", "run"]);
+    app.cli_json(&["--json", "backup", "run"]);
+    // A second apart: an object locked by the first run alone would then be locked
+    // at least a second less than the second snapshot claims.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    app.cli_json(&["--json", "backup", "run"]);
     let Repo::S3 { bucket, prefix } = &repo else {
         unreachable!()
     };
     let s3 = aws_sdk_s3::Client::new(&aws_config().await);
+    // Every object, reused ones included, is locked as long as the newest snapshot.
+    let listed = app.cli_json(&["--json", "backup", "list"]);
+    let newest_claim = listed["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            aws_sdk_s3::primitives::DateTime::from_str(
+                s["locked_until"].as_str().unwrap(),
+                aws_sdk_s3::primitives::DateTimeFormat::DateTime,
+            )
+            .unwrap()
+            .secs()
+        })
+        .max()
+        .unwrap();
+    let data = repo.keys("data/").await;
+    assert!(!data.is_empty());
+    for name in &data {
+        let head = s3
+            .head_object()
+            .bucket(bucket)
+            .key(format!("{prefix}/{name}"))
+            .send()
+            .await
+            .unwrap();
+        let until = head.object_lock_retain_until_date().unwrap().secs();
+        assert!(
+            until >= newest_claim,
+            "{name} is locked until {until}, the newest snapshot claims {newest_claim}"
+        );
+    }
     let manifest = format!("{prefix}/{}", repo.keys("snapshots/").await[0]);
     // (moto answers GetObjectRetention with the object; HeadObject carries it.)
     let head = s3
@@ -700,7 +702,7 @@ async fn object_lock_on_moto_refuses_deletion_and_prune_keeps_locked_snapshots()
         .await
         .is_ok());
     // keep_last = 1 would remove the older snapshot, but it is locked.
-    let pruned = cli_ok(&app, &["--json", "backup", "prune"]);
+    let pruned = app.cli_json(&["--json", "backup", "prune"]);
     assert_eq!(pruned["removed"].as_array().unwrap().len(), 0, "{pruned}");
     assert_eq!(pruned["protected"].as_array().unwrap().len(), 1, "{pruned}");
 }
@@ -715,9 +717,9 @@ async fn prune_keeps_referenced_and_held_snapshots_and_removes_the_rest() {
         .api_key("acme", &["uploader", "reader", "tenant-admin"])
         .await;
     upload_corpus(&app, &key, 3, 4).await;
-    let first = cli_ok(&app, &["--json", "backup", "run"]);
+    let first = app.cli_json(&["--json", "backup", "run"]);
     let doomed = upload_corpus(&app, &key, 4, 4).await;
-    cli_ok(&app, &["--json", "backup", "run"]);
+    app.cli_json(&["--json", "backup", "run"]);
     for doc in &doomed {
         let r = app
             .http
@@ -731,10 +733,10 @@ async fn prune_keeps_referenced_and_held_snapshots_and_removes_the_rest() {
     // A backup interrupted by a crash leaves an unreferenced object behind.
     repo.write(&format!("data/ab/ab{}", "0".repeat(62)), b"orphan".to_vec())
         .await;
-    cli_ok(&app, &["--json", "backup", "run"]);
+    app.cli_json(&["--json", "backup", "run"]);
     let first_id = first["snapshot"].as_str().unwrap();
-    cli_ok(&app, &["--json", "backup", "hold", first_id]);
-    let pruned = cli_ok(&app, &["--json", "backup", "prune"]);
+    app.cli_json(&["--json", "backup", "hold", first_id]);
+    let pruned = app.cli_json(&["--json", "backup", "prune"]);
     assert_eq!(pruned["removed"].as_array().unwrap().len(), 1, "{pruned}");
     assert_eq!(pruned["protected"], serde_json::json!([first_id]));
     assert!(
@@ -742,33 +744,27 @@ async fn prune_keeps_referenced_and_held_snapshots_and_removes_the_rest() {
         "{pruned}"
     );
     let store = repo.store_arg();
-    let verified = cli_ok(
-        &app,
-        &[
-            "--json",
-            "backup",
-            "verify",
-            "--store",
-            &store,
-            "--read-data",
-        ],
-    );
+    let verified = app.cli_json(&[
+        "--json",
+        "backup",
+        "verify",
+        "--store",
+        &store,
+        "--read-data",
+    ]);
     assert_eq!(verified["snapshots"], 2);
     assert_eq!(verified["problems"].as_array().unwrap().len(), 0);
-    cli_ok(&app, &["--json", "backup", "release", first_id]);
-    let pruned = cli_ok(&app, &["--json", "backup", "prune"]);
+    app.cli_json(&["--json", "backup", "release", first_id]);
+    let pruned = app.cli_json(&["--json", "backup", "prune"]);
     assert_eq!(pruned["removed"], serde_json::json!([first_id]));
-    let verified = cli_ok(
-        &app,
-        &[
-            "--json",
-            "backup",
-            "verify",
-            "--store",
-            &store,
-            "--read-data",
-        ],
-    );
+    let verified = app.cli_json(&[
+        "--json",
+        "backup",
+        "verify",
+        "--store",
+        &store,
+        "--read-data",
+    ]);
     assert_eq!(verified["snapshots"], 1);
     assert_eq!(verified["problems"].as_array().unwrap().len(), 0);
 }
@@ -802,15 +798,7 @@ async fn the_schedule_runs_backups_and_its_status_survives_a_restart() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let metrics = app
-        .http
-        .get(app.at("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     let gauge = |name: &str| -> i64 {
         metrics
             .lines()
@@ -836,7 +824,7 @@ async fn an_interrupted_restore_resumes_and_refuses_foreign_bytes() {
     app.create_tenant("acme").await;
     let key = app.api_key("acme", &["uploader", "reader"]).await;
     upload_corpus(&app, &key, 21, 12).await;
-    cli_ok(&app, &["--json", "backup", "run"]);
+    app.cli_json(&["--json", "backup", "run"]);
     let store = repo.store_arg();
     let target = dir.path().join("restored");
     let to = target.display().to_string();
@@ -850,7 +838,7 @@ async fn an_interrupted_restore_resumes_and_refuses_foreign_bytes() {
         "--to",
         &to,
     ];
-    let full = cli_ok(&app, &args);
+    let full = app.cli_json(&args);
     let total = full["objects"].as_u64().unwrap();
     // Lose part of it, as an interrupted restore would have left it.
     let docs = target.join("objects/tenants/acme/docs");
@@ -860,14 +848,14 @@ async fn an_interrupted_restore_resumes_and_refuses_foreign_bytes() {
         std::fs::remove_file(body).unwrap();
         removed += 1;
     }
-    let (code, text) = cli_exit(&app, &args);
+    let (code, text) = app.cli_exit(&args);
     assert_eq!(
         code, 2,
         "a non-empty target needs --allow-non-empty: {text}"
     );
     let mut resume = args.to_vec();
     resume.push("--allow-non-empty");
-    let resumed = cli_ok(&app, &resume);
+    let resumed = app.cli_json(&resume);
     assert_eq!(resumed["objects"].as_u64().unwrap(), total);
     assert_eq!(
         resumed["already_present"].as_u64().unwrap(),
@@ -882,7 +870,7 @@ async fn an_interrupted_restore_resumes_and_refuses_foreign_bytes() {
         .path()
         .join("meta");
     std::fs::write(&victim, b"{}").unwrap();
-    let (code, text) = cli_exit(&app, &resume);
+    let (code, text) = app.cli_exit(&resume);
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("different bytes"), "{text}");
 }
@@ -938,24 +926,21 @@ async fn a_backup_killed_midway_leaves_no_snapshot_and_the_next_one_resumes() {
     let copied_before = repo.keys("data/").await.len();
     assert!(copied_before > 0);
     let app = app.restart().await;
-    let second = cli_ok(&app, &["--json", "backup", "run"]);
+    let second = app.cli_json(&["--json", "backup", "run"]);
     // What the interrupted run copied was not copied again.
     assert!(
         second["bytes_added"].as_u64().unwrap() < second["bytes"].as_u64().unwrap(),
         "{second}"
     );
     let store = repo.store_arg();
-    let verified = cli_ok(
-        &app,
-        &[
-            "--json",
-            "backup",
-            "verify",
-            "--store",
-            &store,
-            "--read-data",
-        ],
-    );
+    let verified = app.cli_json(&[
+        "--json",
+        "backup",
+        "verify",
+        "--store",
+        &store,
+        "--read-data",
+    ]);
     assert_eq!(verified["snapshots"], 1);
     assert_eq!(
         verified["problems"].as_array().unwrap().len(),

@@ -109,6 +109,8 @@ struct Run<'a> {
     repo: &'a Repository,
     present: Mutex<HashSet<String>>,
     trusted: Mutex<HashSet<String>>,
+    /// Data objects this run wrote (the others it names are reused).
+    written: Mutex<HashSet<String>>,
     previous: HashMap<String, (u64, String)>,
     bytes_added: Mutex<u64>,
     progress: &'a dyn Progress,
@@ -131,6 +133,14 @@ impl Run<'_> {
             .bytes_added
             .lock()
             .unwrap_or_else(PoisonError::into_inner) += added;
+    }
+
+    fn mark_written(&self, sha: &str, size: u64) {
+        self.written
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(sha.to_owned());
+        self.mark_present(sha, size);
     }
 
     /// Whether the repository holds a good copy of `sha`: trusted, or a leftover
@@ -174,7 +184,7 @@ impl Run<'_> {
                 .put_new_deferred(&ObjectName::backup_data(&sha), body)
                 .await
             {
-                Ok(_) => self.mark_present(&sha, size),
+                Ok(_) => self.mark_written(&sha, size),
                 Err(StorageError::AlreadyExists(_)) => self.mark_present(&sha, 0),
                 Err(e) => return Err(e.into()),
             }
@@ -252,7 +262,7 @@ impl Run<'_> {
                             problem: "changed while being backed up".into(),
                         });
                     }
-                    self.mark_present(&sha, size);
+                    self.mark_written(&sha, size);
                 }
                 Err(StorageError::AlreadyExists(_)) => self.mark_present(&sha, 0),
                 Err(e) => return Err(e.into()),
@@ -315,6 +325,7 @@ pub async fn run(
         repo,
         present: Mutex::new(present),
         trusted: Mutex::new(trusted),
+        written: Mutex::new(HashSet::new()),
         previous,
         bytes_added: Mutex::new(0),
         progress,
@@ -350,6 +361,23 @@ pub async fn run(
     }
     progress.finish();
     entries.sort_by(|a, b| a.name.cmp(&b.name));
+    if repo.lock.is_some() {
+        // Reused objects were locked by earlier snapshots, until earlier: lock them
+        // as long as this snapshot's own, or its retention would be a claim only.
+        let written =
+            std::mem::take(&mut *run.written.lock().unwrap_or_else(PoisonError::into_inner));
+        let reused: HashSet<ObjectName> = entries
+            .iter()
+            .filter(|e| !written.contains(&e.sha256))
+            .map(|e| ObjectName::backup_data(&e.sha256))
+            .collect();
+        let store = &repo.store;
+        futures::stream::iter(reused)
+            .map(|name| async move { store.extend_lock(&name).await })
+            .buffer_unordered(CONCURRENCY)
+            .try_collect::<()>()
+            .await?;
+    }
     let lock = repo.lock.map(|l| LockInfo {
         mode: l.mode_name().to_owned(),
         retain_until: created_at + time::Duration::days(i64::from(l.days)),

@@ -153,6 +153,14 @@ pub trait ObjectStore: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Extends an existing object's Object Lock retention to what a write made now
+    /// would get, so that a backup reusing an object keeps it locked as long as the
+    /// objects it writes. A no-op on stores without Object Lock; S3 only ever
+    /// lengthens a retention this way.
+    async fn extend_lock(&self, _name: &ObjectName) -> Result<(), StorageError> {
+        Ok(())
+    }
+
     /// Stores a small new object (create-only).
     async fn put_new_bytes(&self, name: &ObjectName, bytes: Bytes) -> Result<(), StorageError> {
         let size = bytes.len();

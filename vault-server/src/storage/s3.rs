@@ -59,6 +59,14 @@ impl ObjectLock {
         }
     }
 
+    fn retention_mode(&self) -> aws_sdk_s3::types::ObjectLockRetentionMode {
+        if self.compliance {
+            aws_sdk_s3::types::ObjectLockRetentionMode::Compliance
+        } else {
+            aws_sdk_s3::types::ObjectLockRetentionMode::Governance
+        }
+    }
+
     fn retain_until(&self) -> aws_sdk_s3::primitives::DateTime {
         let until = std::time::SystemTime::now()
             + std::time::Duration::from_secs(u64::from(self.days) * 86_400);
@@ -306,6 +314,29 @@ fn body_stream(body: S3Body) -> ByteStream {
 
 #[async_trait]
 impl ObjectStore for S3Store {
+    async fn extend_lock(&self, name: &ObjectName) -> Result<(), StorageError> {
+        let Some(lock) = self.object_lock else {
+            return Ok(());
+        };
+        let retention = aws_sdk_s3::types::ObjectLockRetention::builder()
+            .mode(lock.retention_mode())
+            .retain_until_date(lock.retain_until())
+            .build();
+        match self
+            .client
+            .put_object_retention()
+            .bucket(&self.bucket)
+            .key(self.key(name))
+            .retention(retention)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if status_of(&e) == Some(404) => Err(StorageError::NotFound(name.to_string())),
+            Err(e) => Err(backend(e)),
+        }
+    }
+
     async fn put_new(&self, name: &ObjectName, mut body: ByteStream) -> Result<u64, StorageError> {
         let mut buffer = BytesMut::new();
         while buffer.len() <= self.multipart_threshold {
