@@ -33,7 +33,7 @@ cargo build --workspace --bins
 echo "== testing"
 results="$(mktemp -t vault-test-results.XXXXXX)"
 set +e
-cargo test --workspace "$@" 2>&1 | tee "$results"
+cargo test --workspace --no-fail-fast "$@" 2>&1 | tee "$results"
 status=${PIPESTATUS[0]}
 set -e
 # One closing line for the whole suite (cargo prints one per test binary).
