@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 use utoipa::ToSchema;
 
-use super::extract::JsonBody;
+use super::extract::{JsonBody, OperatorOnTenant};
 use crate::audit::middleware::NoteSlot;
 use crate::auth::{Caller, CredentialKind, CredentialRecord, Role};
 use crate::error::{ApiError, ApiResult, ErrorBody};
@@ -128,11 +128,8 @@ pub async fn list_tenants(
 #[utoipa::path(get, path = "/v1/admin/tenants/{tenant}", responses((status = 200, body = TenantRecord), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn get_tenant(
     State(state): State<SharedState>,
-    caller: Caller,
-    Path(tenant): Path<String>,
+    OperatorOnTenant(id): OperatorOnTenant,
 ) -> ApiResult<Json<TenantRecord>> {
-    caller.require_operator()?;
-    let id = parse_tenant_id(tenant)?;
     state.tenants.require(&id).await.map(Json)
 }
 
@@ -142,11 +139,8 @@ pub async fn get_tenant(
 #[utoipa::path(post, path = "/v1/admin/tenants/{tenant}/disable", responses((status = 200, body = TenantRecord), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn disable_tenant(
     State(state): State<SharedState>,
-    caller: Caller,
-    Path(tenant): Path<String>,
+    OperatorOnTenant(id): OperatorOnTenant,
 ) -> ApiResult<Json<TenantRecord>> {
-    caller.require_operator()?;
-    let id = parse_tenant_id(tenant)?;
     let mut record = state.tenants.require(&id).await?;
     if record.status == TenantStatus::Active {
         record.status = TenantStatus::Disabled;
@@ -190,13 +184,10 @@ pub struct IssuedApiKey {
     security(("bearer" = [])))]
 pub async fn issue_api_key(
     State(state): State<SharedState>,
-    caller: Caller,
+    OperatorOnTenant(tenant): OperatorOnTenant,
     note: NoteSlot,
-    Path(tenant): Path<String>,
     JsonBody(body): JsonBody<IssueApiKey>,
 ) -> ApiResult<(StatusCode, Json<IssuedApiKey>)> {
-    caller.require_operator()?;
-    let tenant = parse_tenant_id(tenant)?;
     state.tenants.require_active(&tenant).await?;
     let mut roles = body.roles;
     roles.sort_by_key(|r| r.as_str());
@@ -270,11 +261,8 @@ pub struct ListedApiKey {
     security(("bearer" = [])))]
 pub async fn list_api_keys(
     State(state): State<SharedState>,
-    caller: Caller,
-    Path(tenant): Path<String>,
+    OperatorOnTenant(tenant): OperatorOnTenant,
 ) -> ApiResult<Json<Vec<ListedApiKey>>> {
-    caller.require_operator()?;
-    let tenant = parse_tenant_id(tenant)?;
     state.tenants.require(&tenant).await?;
     let mut keys = Vec::new();
     for info in crate::storage::list_all(state.store.as_ref(), "system/api-keys/", None).await? {

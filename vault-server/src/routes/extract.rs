@@ -3,13 +3,43 @@
 //! text that quotes serde's message, values included; ours names the problem and
 //! never echoes the request.
 
+use std::collections::HashMap;
+
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, FromRequestParts, OptionalFromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, OptionalFromRequest, Path, Request};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
+use vault_crypto::TenantId;
 
+use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::state::SharedState;
+use crate::tenants::parse_tenant_id;
+
+/// An operator acting on the tenant its route names (`/v1/admin/tenants/{tenant}/...`):
+/// the credential is checked to be an operator's and the id is parsed (the audit
+/// middleware files the event under that tenant). The tenant may not exist.
+pub struct OperatorOnTenant(pub TenantId);
+
+impl FromRequestParts<SharedState> for OperatorOnTenant {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &SharedState) -> Result<Self, ApiError> {
+        Caller::from_request_parts(parts, state)
+            .await?
+            .require_operator()?;
+        let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| {
+                ApiError::bad_request("invalid_path", "the request path could not be read")
+            })?;
+        let raw = params.get("tenant").ok_or_else(|| {
+            ApiError::internal("route", "OperatorOnTenant on a route without {tenant}")
+        })?;
+        Ok(OperatorOnTenant(parse_tenant_id(raw.as_str())?))
+    }
+}
 
 /// A JSON body of type `T`; as `Option<JsonBody<T>>`, a body that may be absent.
 pub struct JsonBody<T>(pub T);

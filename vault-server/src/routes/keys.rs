@@ -6,29 +6,24 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 use utoipa::ToSchema;
-use vault_crypto::DocumentId;
+use vault_crypto::{DocumentId, TenantId};
 
-use super::extract::JsonBody;
+use super::extract::{JsonBody, OperatorOnTenant};
 use crate::audit::middleware::NoteSlot;
-use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::key_lifecycle::{self, OffboardReport, RewrapReport};
 use crate::search::ReconcileReport;
 use crate::state::SharedState;
-use crate::tenants::{parse_tenant_id, TenantRecord};
+use crate::tenants::TenantRecord;
 
 /// Rotates the tenant's KEK and starts a new branch key version.
 #[utoipa::path(post, path = "/v1/admin/tenants/{tenant}/keys/rotate",
     responses((status = 200, body = TenantRecord), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn rotate(
     State(state): State<SharedState>,
-    caller: Caller,
+    OperatorOnTenant(id): OperatorOnTenant,
     note: NoteSlot,
-    Path(tenant): Path<String>,
 ) -> ApiResult<Json<TenantRecord>> {
-    caller.require_operator()?;
-    let id = parse_tenant_id(tenant)?;
-    note.update(|n| n.tenant = Some(id.clone()));
     let record = key_lifecycle::rotate(&state, &id).await?;
     note.update(|n| n.detail = Some(format!("branch_version={}", record.branch_version)));
     Ok(Json(record))
@@ -48,14 +43,10 @@ pub struct RewrapRequest {
     responses((status = 200, body = RewrapReport), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn rewrap(
     State(state): State<SharedState>,
-    caller: Caller,
+    OperatorOnTenant(id): OperatorOnTenant,
     note: NoteSlot,
-    Path(tenant): Path<String>,
     body: Option<JsonBody<RewrapRequest>>,
 ) -> ApiResult<Json<RewrapReport>> {
-    caller.require_operator()?;
-    let id = parse_tenant_id(tenant)?;
-    note.update(|n| n.tenant = Some(id.clone()));
     let request = body.map(|JsonBody(b)| b).unwrap_or_default();
     let report = key_lifecycle::rewrap(&state, &id, request.retire_old).await?;
     note.update(|n| {
@@ -74,13 +65,8 @@ pub async fn rewrap(
     responses((status = 200, body = ReconcileReport), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn rotate_index(
     State(state): State<SharedState>,
-    caller: Caller,
-    note: NoteSlot,
-    Path(tenant): Path<String>,
+    OperatorOnTenant(id): OperatorOnTenant,
 ) -> ApiResult<Json<ReconcileReport>> {
-    caller.require_operator()?;
-    let id = parse_tenant_id(tenant)?;
-    note.update(|n| n.tenant = Some(id.clone()));
     Ok(Json(key_lifecycle::rotate_index(&state, &id).await?))
 }
 
@@ -89,13 +75,8 @@ pub async fn rotate_index(
     responses((status = 200, body = OffboardReport), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn offboard(
     State(state): State<SharedState>,
-    caller: Caller,
-    note: NoteSlot,
-    Path(tenant): Path<String>,
+    OperatorOnTenant(id): OperatorOnTenant,
 ) -> ApiResult<Json<OffboardReport>> {
-    caller.require_operator()?;
-    let id = parse_tenant_id(tenant)?;
-    note.update(|n| n.tenant = Some(id.clone()));
     let report = key_lifecycle::offboard(&state, &id, 7).await?;
     Ok(Json(report))
 }
@@ -113,17 +94,11 @@ pub struct RetentionRequest {
     responses((status = 200, body = TenantRecord), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn set_retention(
     State(state): State<SharedState>,
-    caller: Caller,
+    OperatorOnTenant(id): OperatorOnTenant,
     note: NoteSlot,
-    Path(tenant): Path<String>,
     JsonBody(body): JsonBody<RetentionRequest>,
 ) -> ApiResult<Json<TenantRecord>> {
-    caller.require_operator()?;
-    let id = parse_tenant_id(tenant)?;
-    note.update(|n| {
-        n.tenant = Some(id.clone());
-        n.detail = Some(format!("retention_days={}", body.days));
-    });
+    note.update(|n| n.detail = Some(format!("retention_days={}", body.days)));
     Ok(Json(
         key_lifecycle::set_retention(&state, &id, body.days).await?,
     ))
@@ -132,17 +107,15 @@ pub async fn set_retention(
 async fn hold_or_release(
     state: &SharedState,
     note: &NoteSlot,
-    tenant: String,
+    id: &TenantId,
     document: String,
     on: bool,
 ) -> ApiResult<StatusCode> {
-    let id = parse_tenant_id(tenant)?;
-    note.update(|n| n.tenant = Some(id.clone()));
     let doc: DocumentId = document
         .parse()
         .map_err(|_| ApiError::document_not_found())?;
     note.update(|n| n.document = Some(doc.to_string()));
-    let record = state.tenants.require(&id).await?;
+    let record = state.tenants.require(id).await?;
     key_lifecycle::set_hold(state, &record, &doc, on).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -152,12 +125,11 @@ async fn hold_or_release(
     responses((status = 204, description = "held"), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn hold(
     State(state): State<SharedState>,
-    caller: Caller,
+    OperatorOnTenant(id): OperatorOnTenant,
     note: NoteSlot,
-    Path((tenant, document)): Path<(String, String)>,
+    Path((_tenant, document)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    caller.require_operator()?;
-    hold_or_release(&state, &note, tenant, document, true).await
+    hold_or_release(&state, &note, &id, document, true).await
 }
 
 /// Releases a document's legal hold.
@@ -165,10 +137,9 @@ pub async fn hold(
     responses((status = 204, description = "released"), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn release(
     State(state): State<SharedState>,
-    caller: Caller,
+    OperatorOnTenant(id): OperatorOnTenant,
     note: NoteSlot,
-    Path((tenant, document)): Path<(String, String)>,
+    Path((_tenant, document)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    caller.require_operator()?;
-    hold_or_release(&state, &note, tenant, document, false).await
+    hold_or_release(&state, &note, &id, document, false).await
 }

@@ -1,19 +1,18 @@
 //! Search: `GET /v1/search` for tenants, and the operator's index rebuild.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 
-use super::extract::QueryParams;
+use super::extract::{OperatorOnTenant, QueryParams};
 use crate::audit::middleware::NoteSlot;
 use crate::auth::{Caller, Role};
 use crate::documents::DocumentKind;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::search::{self, ReconcileReport};
 use crate::state::SharedState;
-use crate::tenants::parse_tenant_id;
 
 /// Largest page of hits.
 const MAX_LIMIT: usize = 1000;
@@ -112,11 +111,8 @@ pub async fn search(
     security(("bearer" = [])))]
 pub async fn rebuild(
     State(state): State<SharedState>,
-    caller: Caller,
-    Path(tenant): Path<String>,
+    OperatorOnTenant(id): OperatorOnTenant,
 ) -> ApiResult<Json<ReconcileReport>> {
-    caller.require_operator()?;
-    let id = parse_tenant_id(tenant)?;
     let tenant = state.tenants.require(&id).await?;
     let report = search::rebuild(&state, &tenant).await?;
     tracing::info!(tenant = %tenant.id, added = report.added, "index rebuilt on request");
