@@ -136,7 +136,7 @@ async fn admin_endpoints_need_the_operator_credential() {
     assert_eq!(r.status(), 400);
     let text = r.text().await.unwrap();
     assert!(
-        text.contains("\"invalid_query\"") && !text.contains("DOE"),
+        text.contains("\"invalid_parameters\"") && !text.contains("DOE"),
         "{text}"
     );
 

@@ -78,7 +78,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T>
         {
             Ok(axum::extract::Query(params)) => Ok(QueryParams(params)),
             Err(_) => Err(ApiError::bad_request(
-                "invalid_query",
+                "invalid_parameters",
                 "the query string's parameters or their values are not the ones this endpoint takes (see /v1/openapi.json)",
             )),
         }
@@ -131,8 +131,8 @@ mod tests {
     async fn a_bad_query_string_uses_the_envelope_and_is_not_echoed() {
         for (uri, days) in [
             ("/?days=3", Ok(3)),
-            ("/?days=DOE", Err("invalid_query")),
-            ("/", Err("invalid_query")),
+            ("/?days=DOE", Err("invalid_parameters")),
+            ("/", Err("invalid_parameters")),
         ] {
             let (mut parts, ()) = axum::http::Request::builder()
                 .uri(uri)
