@@ -948,3 +948,59 @@ async fn a_backup_killed_midway_leaves_no_snapshot_and_the_next_one_resumes() {
         "{verified}"
     );
 }
+
+/// A lock object as another server would write it, `age` old.
+fn foreign_lock(age: Duration) -> Vec<u8> {
+    let at = aws_sdk_s3::primitives::DateTime::from(std::time::SystemTime::now() - age)
+        .fmt(aws_sdk_s3::primitives::DateTimeFormat::DateTime)
+        .unwrap();
+    serde_json::json!({
+        "format": 1,
+        "holder": "replica-2:/srv/vault",
+        "run": "00ff00ff00ff00ff",
+        "operation": "backup",
+        "acquired_at": at,
+        "refreshed_at": at,
+    })
+    .to_string()
+    .into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_servers_lock_on_the_repository_is_respected_until_stale() {
+    let repo = Repo::new_s3(false).await;
+    let app = TestApp::builder()
+        .aws_kms()
+        .config(&backup_config(&repo, ""))
+        .start()
+        .await;
+    app.create_tenant("acme").await;
+    app.cli_json(&["--json", "backup", "run"]);
+    let lock = "locks/00ff00ff00ff00ff-0";
+    repo.write(lock, foreign_lock(Duration::from_secs(60)))
+        .await;
+    for args in [["backup", "run"], ["backup", "prune"]] {
+        let (code, out) = app.cli_exit(&args);
+        assert_ne!(code, 0, "{args:?} ran under another server's lock: {out}");
+        assert!(out.contains("replica-2:/srv/vault"), "{out}");
+    }
+    // Skipped, not failed.
+    let status = backup_status(&app).await;
+    assert_eq!(status["status"]["last"]["skipped"], true, "{status}");
+    let metrics = app.metrics_text().await;
+    assert!(
+        metrics.contains("vault_backup_failures_total 0"),
+        "{metrics}"
+    );
+    assert_eq!(repo.keys("snapshots/").await.len(), 1);
+    // Not refreshed for over 30 minutes: its server is gone.
+    repo.delete(lock).await;
+    repo.write(lock, foreign_lock(Duration::from_secs(31 * 60)))
+        .await;
+    app.cli_json(&["--json", "backup", "run"]);
+    assert_eq!(repo.keys("snapshots/").await.len(), 2);
+    assert!(
+        repo.keys("locks/").await.is_empty(),
+        "a released lock is removed"
+    );
+}

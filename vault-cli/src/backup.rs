@@ -152,10 +152,12 @@ pub async fn run(client: &Client, json_mode: bool) -> Result<(), CliError> {
             print_json(last);
         }
         if last["ok"].as_bool() != Some(true) {
-            return Err(CliError::Failed(format!(
-                "backup failed: {}",
-                last["error"].as_str().unwrap_or("see the server log")
-            )));
+            let error = last["error"].as_str().unwrap_or("see the server log");
+            return Err(CliError::Failed(if last["skipped"] == true {
+                format!("backup not run: {error}")
+            } else {
+                format!("backup failed: {error}")
+            }));
         }
         if !json_mode {
             println!(

@@ -18,6 +18,7 @@
 //! - [`schedule`]: the server's cron-driven backup job and its status.
 
 pub mod drill;
+pub mod lock;
 pub mod manifest;
 pub mod repo;
 pub mod restore;
@@ -63,6 +64,16 @@ pub enum BackupError {
     /// Another backup or prune is running.
     #[error("a backup or prune is already running")]
     Busy,
+    /// Another server holds the repository's lock.
+    #[error("the backup repository is locked by {holder} ({operation}, since {since})")]
+    Locked {
+        /// Host and data directory of the holder.
+        holder: String,
+        /// What it is doing.
+        operation: String,
+        /// Since when.
+        since: time::OffsetDateTime,
+    },
     /// Bad settings or arguments.
     #[error("{0}")]
     Invalid(String),
@@ -80,6 +91,9 @@ impl From<BackupError> for crate::error::ApiError {
         match e {
             BackupError::Busy => {
                 crate::error::ApiError::conflict("backup_running", "a backup or prune is running")
+            }
+            locked @ BackupError::Locked { .. } => {
+                crate::error::ApiError::conflict("backup_running", locked.to_string())
             }
             BackupError::UnknownSnapshot(id) => crate::error::ApiError::not_found(
                 "snapshot_not_found",

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use vault_crypto::TenantId;
 
+use super::lock::{holder_name, RepoLock};
 use super::manifest::Manifest;
 use super::repo::Repository;
 use super::retention::{KeepPolicy, PruneReport};
@@ -108,6 +109,9 @@ pub struct Finished {
     pub ok: bool,
     /// The failure (on error).
     pub error: Option<String>,
+    /// Not run: another server held the repository's lock (not a failure).
+    #[serde(default)]
+    pub skipped: bool,
     /// When it finished.
     #[serde(with = "time::serde::rfc3339")]
     pub finished_at: OffsetDateTime,
@@ -279,6 +283,7 @@ fn record_success(state: &SharedState, manifest: &Manifest, seconds: f64) {
             snapshot: Some(manifest.snapshot.clone()),
             ok: true,
             error: None,
+            skipped: false,
             finished_at: manifest.finished_at,
             seconds,
             bytes: manifest.total_bytes(),
@@ -316,27 +321,15 @@ pub async fn run_backup(
     };
     let outcome = async {
         let repo = service.repository().await?;
-        let source = Source {
-            store: state.store.as_ref(),
-            keystore_file: Some(state.config.keystore_file()),
-            label: source_label(state),
-            signer: &state.audit.signer.key,
-        };
-        let manifest =
-            super::snapshot::run(source, &repo, &selection(&service.config)?, &progress).await?;
-        let pruned = if prune && !service.config.retention.is_empty() {
-            Some(
-                super::retention::prune(
-                    &repo,
-                    &state.audit.signer.public,
-                    &service.config.retention,
-                )
-                .await?,
-            )
-        } else {
-            None
-        };
-        Ok::<_, BackupError>((manifest, pruned))
+        let lock = RepoLock::acquire(
+            Arc::clone(&repo.store),
+            &holder_name(&state.config.data_dir),
+            "backup",
+        )
+        .await?;
+        let result = backup_and_prune(state, &repo, &progress, prune).await;
+        lock.release().await;
+        result
     }
     .await;
     let seconds = started.elapsed().as_secs_f64();
@@ -359,15 +352,23 @@ pub async fn run_backup(
             )
         }
         Err(e) => {
-            state.metrics.backup_failures.inc();
-            let message = e.to_string();
-            tracing::error!(error = %message, trigger, "backup failed");
+            // Another replica backing up this repository is not a failure of ours.
+            let skipped = matches!(e, BackupError::Locked { .. });
+            let message = if skipped {
+                tracing::info!(reason = %e, trigger, "backup skipped");
+                format!("skipped: {e}")
+            } else {
+                state.metrics.backup_failures.inc();
+                tracing::error!(error = %e, trigger, "backup failed");
+                e.to_string()
+            };
             service.update(|s| {
                 s.running = None;
                 s.last = Some(Finished {
                     snapshot: None,
                     ok: false,
                     error: Some(message.clone()),
+                    skipped,
                     finished_at: OffsetDateTime::now_utc(),
                     seconds,
                     bytes: 0,
@@ -382,13 +383,47 @@ pub async fn run_backup(
     outcome.map(|(manifest, _)| manifest)
 }
 
+/// A snapshot, then the retention rules when `prune` is set (and any are).
+async fn backup_and_prune(
+    state: &SharedState,
+    repo: &Repository,
+    progress: &StatusProgress<'_>,
+    prune: bool,
+) -> Result<(Manifest, Option<PruneReport>), BackupError> {
+    let service = &state.backups;
+    let source = Source {
+        store: state.store.as_ref(),
+        keystore_file: Some(state.config.keystore_file()),
+        label: source_label(state),
+        signer: &state.audit.signer.key,
+    };
+    let manifest =
+        super::snapshot::run(source, repo, &selection(&service.config)?, progress).await?;
+    let pruned = if prune && !service.config.retention.is_empty() {
+        Some(
+            super::retention::prune(repo, &state.audit.signer.public, &service.config.retention)
+                .await?,
+        )
+    } else {
+        None
+    };
+    Ok((manifest, pruned))
+}
+
 /// Applies the retention rules now (`Busy` while a backup runs).
 pub async fn run_prune(state: &SharedState, actor: &str) -> Result<PruneReport, BackupError> {
     let service = &state.backups;
     let _guard = service.lock.try_lock().map_err(|_| BackupError::Busy)?;
     let repo = service.repository().await?;
+    let lock = RepoLock::acquire(
+        Arc::clone(&repo.store),
+        &holder_name(&state.config.data_dir),
+        "prune",
+    )
+    .await?;
     let result =
         super::retention::prune(&repo, &state.audit.signer.public, &service.config.retention).await;
+    lock.release().await;
     let (outcome, detail) = match &result {
         Ok(r) => (
             Outcome::Allowed,

@@ -187,6 +187,14 @@ impl ObjectName {
         Self::new(format!("snapshots/{id}"))
     }
 
+    /// Prefix of a backup repository's locks.
+    pub const BACKUP_LOCKS_PREFIX: &'static str = "locks/";
+
+    /// A lock on a backup repository (`id`: lowercase hex and `-`, made by the lock).
+    pub fn backup_lock(id: &str) -> Self {
+        Self::new(format!("locks/{id}"))
+    }
+
     /// A legal hold on a snapshot.
     pub fn backup_hold(id: &str) -> Self {
         Self::new(format!("holds/{id}"))
