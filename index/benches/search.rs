@@ -18,15 +18,12 @@ use std::time::Instant;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-use tantivy::collector::DocSetCollector;
-use tantivy::query::{AllQuery, BooleanQuery, Occur, TermQuery};
-use tantivy::schema::{IndexRecordOption, Schema, Value, STORED, STRING};
-use tantivy::{Index, IndexWriter, TantivyDocument, Term};
 use vault_crypto::blind::IndexRootKey;
 use vault_crypto::envelope::{self, BodyHeader, KeyRecord, KeyRef};
 use vault_crypto::{DocumentId, Key256, TenantId};
 use vault_index::blind_index::{BlindIndex, IndexedDocument};
 use vault_index::fields::{search_terms, Field, Fields};
+use vault_index::plaintext_baseline::PlainIndex;
 use vault_index::planner::TokenPlan;
 use vault_index::query::Query;
 use vault_index::synth::{expected_fields, SynthClaim};
@@ -225,91 +222,19 @@ fn build_blind(dir: &Path, docs: &[Fields]) -> (Blind, Vec<String>, f64, f64) {
 }
 
 /// The baseline: the same terms in plaintext, exact without a post-filter.
-struct Plain {
-    index: Index,
-    reader: tantivy::IndexReader,
-    id: tantivy::schema::Field,
-    term: tantivy::schema::Field,
-}
-
-impl Plain {
-    fn compile(&self, query: &Query) -> Box<dyn tantivy::query::Query> {
-        match query {
-            Query::Term(field, value) => Box::new(TermQuery::new(
-                Term::from_field_text(self.term, &format!("{}:{value}", field.name())),
-                IndexRecordOption::Basic,
-            )),
-            Query::And(children) => Box::new(BooleanQuery::new(
-                children
-                    .iter()
-                    .map(|c| (Occur::Must, self.compile(c)))
-                    .collect(),
-            )),
-            Query::Or(children) => Box::new(BooleanQuery::new(
-                children
-                    .iter()
-                    .map(|c| (Occur::Should, self.compile(c)))
-                    .collect(),
-            )),
-            Query::Not(child) => Box::new(BooleanQuery::new(vec![
-                (
-                    Occur::Must,
-                    Box::new(AllQuery) as Box<dyn tantivy::query::Query>,
-                ),
-                (Occur::MustNot, self.compile(child)),
-            ])),
-        }
-    }
-
-    fn search(&self, query: &Query) -> BTreeSet<String> {
-        let searcher = self.reader.searcher();
-        let addresses = searcher
-            .search(self.compile(query).as_ref(), &DocSetCollector)
-            .expect("search");
-        addresses
-            .into_iter()
-            .map(|a| {
-                let doc: TantivyDocument = searcher.doc(a).expect("doc");
-                doc.get_first(self.id)
-                    .and_then(|v| v.as_str())
-                    .unwrap_or_default()
-                    .to_owned()
-            })
-            .collect()
-    }
-}
-
-fn build_plain(dir: &Path, docs: &[Fields], ids: &[String]) -> (Plain, f64) {
-    let mut builder = Schema::builder();
-    let id = builder.add_text_field("id", STRING | STORED);
-    let term = builder.add_text_field("term", STRING);
-    let path = dir.join("plain");
-    std::fs::create_dir_all(&path).expect("plain dir");
-    let index = Index::create_in_dir(&path, builder.build()).expect("create");
+fn build_plain(dir: &Path, docs: &[Fields], ids: &[String]) -> (PlainIndex, f64) {
+    let mut plain = PlainIndex::create(&dir.join("plain")).expect("create");
     let started = Instant::now();
-    let mut writer: IndexWriter = index
-        .writer_with_num_threads(1, 15_000_000)
-        .expect("writer");
     for (fields, doc_id) in docs.iter().zip(ids) {
-        let mut doc = TantivyDocument::default();
-        doc.add_text(id, doc_id);
-        for (field, value) in search_terms(fields) {
-            doc.add_text(term, format!("{}:{value}", field.name()));
-        }
-        writer.add_document(doc).expect("add");
+        plain.add(doc_id, fields).expect("add");
     }
-    writer.commit().expect("commit");
+    plain.commit().expect("commit");
     let rate = docs.len() as f64 / started.elapsed().as_secs_f64();
-    let reader = index.reader().expect("reader");
-    (
-        Plain {
-            index,
-            reader,
-            id,
-            term,
-        },
-        rate,
-    )
+    (plain, rate)
+}
+
+fn plain_search(plain: &PlainIndex, query: &Query) -> BTreeSet<String> {
+    plain.search(query).expect("search").into_iter().collect()
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -327,13 +252,12 @@ fn main() {
     let docs = documents(o.docs);
     let (blind, ids, blind_rate, seal_rate) = build_blind(dir.path(), &docs);
     let (plain, plain_rate) = build_plain(dir.path(), &docs, &ids);
-    let _ = &plain.index;
     let queries = queries(&docs, o.queries);
 
     // Warm both (page cache, Tantivy caches), then time them interleaved.
     for (_, q) in queries.iter().take(200) {
         blind.search(q);
-        plain.search(q);
+        plain_search(&plain, q);
     }
     let mut by_class: BTreeMap<&str, (Vec<f64>, Vec<f64>, usize)> = BTreeMap::new();
     let (mut all_blind, mut all_plain) = (Vec::new(), Vec::new());
@@ -343,7 +267,7 @@ fn main() {
         let blind_hits = blind.search(query);
         let blind_ms = t.elapsed().as_secs_f64() * 1e3;
         let t = Instant::now();
-        let plain_hits = plain.search(query);
+        let plain_hits = plain_search(&plain, query);
         let plain_ms = t.elapsed().as_secs_f64() * 1e3;
         assert_eq!(blind_hits, plain_hits, "blind and plaintext answers differ");
         candidates += blind

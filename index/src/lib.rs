@@ -16,6 +16,8 @@ pub mod blind_index;
 pub mod extract;
 pub mod fields;
 pub mod normalize;
+#[cfg(feature = "plaintext-baseline")]
+pub mod plaintext_baseline;
 pub mod planner;
 pub mod query;
 #[cfg(feature = "synth")]

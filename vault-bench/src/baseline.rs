@@ -15,12 +15,6 @@ use aes_gcm_siv::aead::{AeadInPlace, KeyInit};
 use aes_gcm_siv::{Aes256GcmSiv, Nonce};
 use anyhow::{bail, Context};
 use bytes::Bytes;
-use tantivy::collector::DocSetCollector;
-use tantivy::query::{AllQuery, BooleanQuery, Occur, TermQuery};
-use tantivy::schema::{IndexRecordOption, Schema, Value, STORED, STRING};
-use tantivy::{Index, IndexReader, IndexWriter, TantivyDocument, Term};
-use vault_index::fields::{search_terms, Fields};
-use vault_index::query::Query;
 
 use crate::stats::{run_threads, Summary, Timed};
 
@@ -136,100 +130,8 @@ pub fn aead(bodies: &[Bytes]) -> anyhow::Result<Summary> {
     Ok(Summary::new(latencies, bytes, started.elapsed()))
 }
 
-/// The plaintext index: the same `field:value` terms as the blind index, in the
-/// clear, answered by Tantivy alone (as `index/benches/search.rs` does).
-pub struct PlainIndex {
-    writer: IndexWriter,
-    reader: IndexReader,
-    id: tantivy::schema::Field,
-    term: tantivy::schema::Field,
-    /// Documents added.
-    pub documents: usize,
-}
-
-impl PlainIndex {
-    /// An empty index in `dir`.
-    pub fn create(dir: &Path) -> anyhow::Result<PlainIndex> {
-        let mut builder = Schema::builder();
-        let id = builder.add_text_field("id", STRING | STORED);
-        let term = builder.add_text_field("term", STRING);
-        std::fs::create_dir_all(dir)?;
-        let index = Index::create_in_dir(dir, builder.build())?;
-        let writer = index.writer_with_num_threads(1, 50_000_000)?;
-        let reader = index.reader()?;
-        Ok(PlainIndex {
-            writer,
-            reader,
-            id,
-            term,
-            documents: 0,
-        })
-    }
-
-    /// Adds a document's terms.
-    pub fn add(&mut self, id: &str, fields: &Fields) -> anyhow::Result<()> {
-        let mut doc = TantivyDocument::default();
-        doc.add_text(self.id, id);
-        for (field, value) in search_terms(fields) {
-            doc.add_text(self.term, format!("{}:{value}", field.name()));
-        }
-        self.writer.add_document(doc)?;
-        self.documents += 1;
-        Ok(())
-    }
-
-    /// Makes everything added searchable.
-    pub fn commit(&mut self) -> anyhow::Result<()> {
-        self.writer.commit()?;
-        self.reader.reload()?;
-        Ok(())
-    }
-
-    fn compile(&self, query: &Query) -> Box<dyn tantivy::query::Query> {
-        match query {
-            Query::Term(field, value) => Box::new(TermQuery::new(
-                Term::from_field_text(self.term, &format!("{}:{value}", field.name())),
-                IndexRecordOption::Basic,
-            )),
-            Query::And(children) => Box::new(BooleanQuery::new(
-                children
-                    .iter()
-                    .map(|c| (Occur::Must, self.compile(c)))
-                    .collect(),
-            )),
-            Query::Or(children) => Box::new(BooleanQuery::new(
-                children
-                    .iter()
-                    .map(|c| (Occur::Should, self.compile(c)))
-                    .collect(),
-            )),
-            Query::Not(child) => Box::new(BooleanQuery::new(vec![
-                (
-                    Occur::Must,
-                    Box::new(AllQuery) as Box<dyn tantivy::query::Query>,
-                ),
-                (Occur::MustNot, self.compile(child)),
-            ])),
-        }
-    }
-
-    /// The ids of the documents matching `query`.
-    pub fn search(&self, query: &Query) -> anyhow::Result<Vec<String>> {
-        let searcher = self.reader.searcher();
-        let addresses = searcher.search(self.compile(query).as_ref(), &DocSetCollector)?;
-        addresses
-            .into_iter()
-            .map(|a| {
-                let doc: TantivyDocument = searcher.doc(a)?;
-                Ok(doc
-                    .get_first(self.id)
-                    .and_then(|v| v.as_str())
-                    .unwrap_or_default()
-                    .to_owned())
-            })
-            .collect()
-    }
-}
+/// The plaintext Tantivy baseline (shared with `index/benches/search.rs`).
+pub use vault_index::plaintext_baseline::PlainIndex;
 
 /// restic backing up and restoring a directory.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -327,30 +229,6 @@ pub fn restic(source: &Path, work: &Path, version: String) -> anyhow::Result<Res
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vault_index::fields::{Field, FieldsBuilder};
-
-    #[test]
-    fn plaintext_index_answers_exactly() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut index = PlainIndex::create(&dir.path().join("plain")).unwrap();
-        let mut a = FieldsBuilder::new();
-        a.add(Field::ClaimId, "PCN-1");
-        a.add(Field::PatientName, "Doe, Jane");
-        let mut b = FieldsBuilder::new();
-        b.add(Field::ClaimId, "PCN-2");
-        b.add(Field::PatientName, "DOE, JANE");
-        index.add("a", &a.build()).unwrap();
-        index.add("b", &b.build()).unwrap();
-        index.commit().unwrap();
-        let q = |s: &str| {
-            let mut ids = index.search(&Query::parse(s).unwrap()).unwrap();
-            ids.sort();
-            ids
-        };
-        assert_eq!(q("claim_id:pcn1"), ["a"]);
-        assert_eq!(q("patient_name:\"jane doe\""), ["a", "b"]);
-        assert_eq!(q("patient_name:\"jane doe\" AND NOT claim_id:PCN2"), ["a"]);
-    }
 
     #[test]
     fn durable_writes_and_reads() {
