@@ -279,6 +279,16 @@ async fn start(backend: Backend, repo: &Repo, extra: &str) -> TestApp {
         .await
 }
 
+/// A vault on the filesystem backing up to an S3 repository (`aws_kms` gives it
+/// the AWS environment of moto).
+async fn start_with_s3_repo(repo: &Repo, extra: &str) -> TestApp {
+    TestApp::builder()
+        .aws_kms()
+        .config(&backup_config(repo, extra))
+        .start()
+        .await
+}
+
 /// Removes everything of the primary vault but the root key file (which the
 /// operator keeps apart from the data) and the operator token file.
 async fn wipe_primary(app: &mut TestApp) {
@@ -615,12 +625,7 @@ async fn a_second_backup_after_a_one_percent_change_copies_about_one_percent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn object_lock_on_moto_refuses_deletion_and_prune_keeps_locked_snapshots() {
     let repo = Repo::new_s3(true).await;
-    // A vault on the filesystem backing up to S3 (aws_kms gives it the AWS environment).
-    let app = TestApp::builder()
-        .aws_kms()
-        .config(&backup_config(&repo, "[backup.retention]\nkeep_last = 1\n"))
-        .start()
-        .await;
+    let app = start_with_s3_repo(&repo, "[backup.retention]\nkeep_last = 1\n").await;
     app.create_tenant("acme").await;
     app.cli_json(&["--json", "backup", "run"]);
     // A second apart: an object locked by the first run alone would then be locked
@@ -969,11 +974,7 @@ fn foreign_lock(age: Duration) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_servers_lock_on_the_repository_is_respected_until_stale() {
     let repo = Repo::new_s3(false).await;
-    let app = TestApp::builder()
-        .aws_kms()
-        .config(&backup_config(&repo, ""))
-        .start()
-        .await;
+    let app = start_with_s3_repo(&repo, "").await;
     app.create_tenant("acme").await;
     app.cli_json(&["--json", "backup", "run"]);
     let lock = "locks/00ff00ff00ff00ff-0";
