@@ -1,5 +1,5 @@
-//! The plaintext baseline of the search benchmarks (feature `plaintext-baseline`,
-//! never in the server): the same `field:value` terms as the blind index, in the
+//! The plaintext baseline of the search benchmarks (feature `plaintext-baseline`;
+//! no server code uses it): the same `field:value` terms as the blind index, in the
 //! clear, answered exactly by Tantivy alone. `benches/search.rs` and `vault-bench`
 //! measure the blind index against it.
 
