@@ -321,12 +321,7 @@ pub async fn run_backup(
     };
     let outcome = async {
         let repo = service.repository().await?;
-        let lock = RepoLock::acquire(
-            Arc::clone(&repo.store),
-            &holder_name(&state.config.data_dir),
-            "backup",
-        )
-        .await?;
+        let lock = lock_repository(state, &repo, "backup").await?;
         let result = backup_and_prune(state, &repo, &progress, prune).await;
         lock.release().await;
         result
@@ -383,6 +378,21 @@ pub async fn run_backup(
     outcome.map(|(manifest, _)| manifest)
 }
 
+/// Takes the repository's lock for `operation`, held by this server (its host and
+/// data directory).
+async fn lock_repository(
+    state: &SharedState,
+    repo: &Repository,
+    operation: &str,
+) -> Result<RepoLock, BackupError> {
+    RepoLock::acquire(
+        Arc::clone(&repo.store),
+        &holder_name(&state.config.data_dir),
+        operation,
+    )
+    .await
+}
+
 /// A snapshot, then the retention rules when `prune` is set (and any are).
 async fn backup_and_prune(
     state: &SharedState,
@@ -415,12 +425,7 @@ pub async fn run_prune(state: &SharedState, actor: &str) -> Result<PruneReport, 
     let service = &state.backups;
     let _guard = service.lock.try_lock().map_err(|_| BackupError::Busy)?;
     let repo = service.repository().await?;
-    let lock = RepoLock::acquire(
-        Arc::clone(&repo.store),
-        &holder_name(&state.config.data_dir),
-        "prune",
-    )
-    .await?;
+    let lock = lock_repository(state, &repo, "prune").await?;
     let result =
         super::retention::prune(&repo, &state.audit.signer.public, &service.config.retention).await;
     lock.release().await;
