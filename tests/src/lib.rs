@@ -489,6 +489,14 @@ impl TestApp {
         )
     }
 
+    /// This vault's store as offline `vault-cli` commands take it (`--store`).
+    pub fn store_arg(&self) -> String {
+        match &self.bucket {
+            Some(bucket) => format!("s3://{bucket}/vault"),
+            None => self.data_dir.display().to_string(),
+        }
+    }
+
     /// The Prometheus text of `/metrics`.
     pub async fn metrics_text(&self) -> String {
         self.http

@@ -481,20 +481,13 @@ async fn every_endpoint_records_its_event_on_s3() {
     every_endpoint_records_its_event(Backend::S3).await;
 }
 
-fn store_arg(app: &TestApp) -> String {
-    match &app.bucket {
-        Some(bucket) => format!("s3://{bucket}/vault"),
-        None => app.data_dir.display().to_string(),
-    }
-}
-
 fn verify(
     app: &TestApp,
     tenant: &str,
     public_key: &str,
     saved: Option<&Path>,
 ) -> std::process::Output {
-    let store = store_arg(app);
+    let store = app.store_arg();
     let mut args = vec![
         "--json",
         "audit",

@@ -412,10 +412,7 @@ async fn round_trip(backend: Backend) {
     // Lose the primary, restore it, and everything is as it was.
     wipe_primary(&mut app).await;
     let data_dir = app.data_dir.display().to_string();
-    let restore_to = match backend {
-        Backend::Fs => data_dir.clone(),
-        Backend::S3 => format!("s3://{}/vault", app.bucket.as_ref().unwrap()),
-    };
+    let restore_to = app.store_arg();
     let mut args = vec![
         "--json",
         "restore",

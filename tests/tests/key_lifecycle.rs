@@ -116,10 +116,7 @@ async fn rotation_and_rewrap(backend: Backend, provider: &str) {
     // The audit log, whose segments were re-wrapped too, still verifies offline.
     let checkpoint = app.cli_json(&["--json", "audit", "checkpoint", "--tenant", "acme"]);
     let public_key = checkpoint["public_key"].as_str().unwrap().to_owned();
-    let store = match backend {
-        Backend::Fs => app.data_dir.display().to_string(),
-        Backend::S3 => format!("s3://{}/vault", app.bucket.as_ref().unwrap()),
-    };
+    let store = app.store_arg();
     let verified = app.cli_json(&[
         "--json",
         "audit",
