@@ -87,6 +87,9 @@ pub enum CryptoError {
         /// The provider's message (no key material).
         message: String,
     },
+    /// A KMS key asked for a tenant already belongs to another tenant.
+    #[error("the KMS key is already the key of another tenant")]
+    KeyInUse,
     /// The local keystore or root key file could not be used.
     #[error("keystore {path}: {reason}")]
     Keystore {

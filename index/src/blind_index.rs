@@ -210,6 +210,11 @@ impl BlindIndex {
         Ok(())
     }
 
+    /// The directory the index lives in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Number of searchable documents.
     pub fn len(&self) -> u64 {
         self.reader.searcher().num_docs()

@@ -379,6 +379,54 @@ async fn idempotent_retry(backend: Backend) {
 }
 
 #[tokio::test]
+async fn an_idempotency_key_reused_for_another_request_is_refused_without_revealing_the_first() {
+    let app = start(Backend::Fs).await;
+    let admin = app.api_key("acme", ALL_ROLES).await;
+    let uploader = app.api_key("acme", &["uploader"]).await;
+    let send = |key: &str, body: &'static str, kind: &str| {
+        app.http
+            .post(app.at("/v1/documents"))
+            .bearer_auth(key)
+            .header("X-Vault-Kind", kind)
+            .header("Idempotency-Key", "remit-2024-03-01")
+            .body(body)
+            .send()
+    };
+    let first = send(&admin, "the first remittance", "eob").await.unwrap();
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.unwrap();
+    // Another body, or the same body declared differently: 422, and nothing of the
+    // first document (id, size, hash, fields) in the answer.
+    for (body, kind) in [
+        ("another remittance", "eob"),
+        ("the first remittance", "claim"),
+    ] {
+        let reused = send(&uploader, body, kind).await.unwrap();
+        assert_eq!(reused.status(), 422, "{body} as {kind}");
+        let text = reused.text().await.unwrap();
+        let error: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(error["code"], "idempotency_key_mismatch");
+        for secret in ["id", "sha256"] {
+            assert!(!text.contains(first[secret].as_str().unwrap()), "{text}");
+        }
+    }
+    // The same request is still a retry.
+    let retried: Value = send(&uploader, "the first remittance", "eob")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(retried["id"], first["id"]);
+    let listed: Value = get(&app, &admin, "/v1/documents")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["documents"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
 async fn idempotent_retries_store_once_on_fs() {
     idempotent_retry(Backend::Fs).await;
 }

@@ -221,6 +221,60 @@ async fn index_key_rotation_keeps_search_answers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_that_outgrows_its_plan_is_re_planned_and_searches_stay_exact() {
+    let app = TestApp::builder()
+        .config("[search]\ncommit_interval_ms = 50\n")
+        .start()
+        .await;
+    let created: Value = app
+        .operator(Method::POST, "/v1/admin/tenants")
+        .json(&serde_json::json!({"id": "small", "expected_documents": 3}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(created["planned_documents"], 3, "{created}");
+    let bad = app
+        .operator(Method::POST, "/v1/admin/tenants")
+        .json(&serde_json::json!({"id": "huge", "expected_documents": 0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let key = app.api_key("small", &["uploader", "reader"]).await;
+    // More than four times the plan: the index is re-planned (as an index key
+    // rotation) for four times the count.
+    let mut ids = Vec::new();
+    for i in 0..16 {
+        ids.push(upload(&app, &key, i).await.0);
+        tokio::time::sleep(std::time::Duration::from_millis(60)).await;
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let replanned = loop {
+        let record = app.cli_json(&["--json", "tenant", "show", "small"]);
+        if record["index_version"].as_u64().unwrap() >= 2 {
+            break record;
+        }
+        assert!(std::time::Instant::now() < deadline, "no re-plan: {record}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert!(
+        replanned["planned_documents"].as_u64().unwrap() > 12,
+        "{replanned}"
+    );
+    for (i, id) in ids.iter().enumerate() {
+        let r = app
+            .get_as(&key, &format!("/v1/search?q=claim_id:CLM{i:05}"))
+            .await;
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["hits"][0]["id"], id.as_str(), "{v}");
+        assert_eq!(v["total"], 1, "{v}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_and_legal_hold_refuse_deletes() {
     let app = TestApp::builder().start().await;
     // The default retention: six years.
@@ -319,6 +373,20 @@ async fn offboarding_shreds_the_tenant_in_the_live_store() {
         app.cli_json(&["--json", "tenant", "show", "acme"])["status"],
         "offboarded"
     );
+    // Its index (derived data, but keyed by its index key) is gone with it.
+    let index_dirs = || {
+        std::fs::read_dir(app.data_dir.join("index"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with("acme"))
+            .collect::<Vec<_>>()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !index_dirs().is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(index_dirs(), Vec::<String>::new());
     // Nothing left in the store or the keystore opens the document; the other
     // tenant is untouched, also after a restart (the keystore was rewritten).
     assert!(!app

@@ -74,6 +74,56 @@ async fn an_unknown_kms_key_is_refused_at_tenant_creation() {
 }
 
 #[tokio::test]
+async fn a_kms_key_belongs_to_one_tenant() {
+    let kms = provider().await;
+    let client = aws_sdk_kms::Client::new(&aws_config().await);
+    let key_id = client
+        .create_key()
+        .description("a customer's own key")
+        .send()
+        .await
+        .unwrap()
+        .key_metadata()
+        .unwrap()
+        .key_id()
+        .to_owned();
+    let suffix = std::process::id();
+    let first = tenant(&format!("byok-a-{suffix}"));
+    let second = tenant(&format!("byok-b-{suffix}"));
+    // The first tenant claims the caller-supplied key (tagging it); asking again
+    // for the same tenant is fine; a second tenant is refused.
+    assert_eq!(
+        kms.ensure_tenant_key(&first, Some(&key_id)).await.unwrap(),
+        key_id
+    );
+    kms.ensure_tenant_key(&first, Some(&key_id)).await.unwrap();
+    let err = kms
+        .ensure_tenant_key(&second, Some(&key_id))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CryptoError::KeyInUse), "{err}");
+    // Nor can offboarding the second tenant schedule the first one's key for
+    // deletion.
+    let err = kms
+        .schedule_key_deletion(&second, &key_id, 7)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CryptoError::KeyInUse), "{err}");
+    let state = client
+        .describe_key()
+        .key_id(&key_id)
+        .send()
+        .await
+        .unwrap()
+        .key_metadata()
+        .unwrap()
+        .key_state()
+        .cloned();
+    assert_eq!(state, Some(aws_sdk_kms::types::KeyState::Enabled));
+    kms.schedule_key_deletion(&first, &key_id, 7).await.unwrap();
+}
+
+#[tokio::test]
 async fn a_thousand_documents_cost_a_handful_of_kms_calls() {
     let kms = Arc::new(provider().await);
     let acme = tenant(&format!("bulk-{}", std::process::id()));

@@ -245,6 +245,9 @@ enum IndexCommand {
         /// Tenant id.
         #[arg(long)]
         tenant: String,
+        /// Re-plan the token lengths for this many documents.
+        #[arg(long)]
+        expected_documents: Option<u64>,
     },
 }
 
@@ -308,6 +311,10 @@ enum TenantCommand {
         /// Days a document is kept before it may be deleted (default: 2190, six years).
         #[arg(long)]
         retention_days: Option<u32>,
+        /// Documents the tenant is expected to hold: sizes its blind-index tokens
+        /// (default: the server's search.initial_expected_documents; grows by itself).
+        #[arg(long)]
+        expected_documents: Option<u64>,
     },
     /// List tenants.
     List,
@@ -407,10 +414,14 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             key_provider,
             kms_key_id,
             retention_days,
+            expected_documents,
         }) => {
             let mut body = json!({"id": id, "key_provider": key_provider});
             if let Some(days) = retention_days {
                 body["retention_days"] = json!(days);
+            }
+            if let Some(documents) = expected_documents {
+                body["expected_documents"] = json!(documents);
             }
             if let Some(kms) = kms_key_id {
                 body["kms_key_id"] = json!(kms);
@@ -616,12 +627,16 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 ));
             }
         }
-        Command::Index(IndexCommand::Rotate { tenant }) => {
+        Command::Index(IndexCommand::Rotate {
+            tenant,
+            expected_documents,
+        }) => {
+            let mut body = json!({});
+            if let Some(documents) = expected_documents {
+                body["expected_documents"] = json!(documents);
+            }
             let report = client
-                .post(
-                    &format!("/v1/admin/tenants/{tenant}/index/rotate"),
-                    &json!({}),
-                )
+                .post(&format!("/v1/admin/tenants/{tenant}/index/rotate"), &body)
                 .await?;
             print(cli.json, &report, |r| {
                 format!(

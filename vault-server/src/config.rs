@@ -104,9 +104,17 @@ pub struct KeysConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SearchConfig {
-    /// Documents a tenant is expected to hold: sizes the blind tokens (the token
-    /// planner keeps 2 to sqrt(D) values per token). Changing it rebuilds indexes.
+    /// Documents a tenant is expected to hold, for tenants whose record carries no
+    /// plan of its own (made before plans were per tenant): sizes the blind tokens
+    /// (the token planner keeps 2 to sqrt(D) values per token). Changing it
+    /// rebuilds those tenants' indexes.
     pub expected_documents: u64,
+    /// The plan of a new tenant created without `expected_documents`. Small on
+    /// purpose: tokens planned for far more documents than a tenant holds are
+    /// nearly unique and link a patient's documents. A tenant's plan grows
+    /// (a re-planned index, built beside the current one) once it holds more than
+    /// four times its plan.
+    pub initial_expected_documents: u64,
     /// Per-field token bit lengths overriding the planner (`{ member_id = 20 }`).
     /// Changing them rebuilds indexes.
     pub token_bits: std::collections::BTreeMap<String, u16>,
@@ -124,6 +132,7 @@ impl Default for SearchConfig {
     fn default() -> Self {
         SearchConfig {
             expected_documents: vault_index::planner::DEFAULT_EXPECTED_DOCUMENTS,
+            initial_expected_documents: 10_000,
             token_bits: std::collections::BTreeMap::new(),
             max_candidates: 10_000,
             max_extract_bytes: 16 << 20,
@@ -131,6 +140,9 @@ impl Default for SearchConfig {
         }
     }
 }
+
+/// The largest tenant a blind-index plan is made for.
+pub const MAX_PLANNED_DOCUMENTS: u64 = 10_000_000_000;
 
 /// The audit log and bulk-access detection.
 #[derive(Clone, Debug, Deserialize)]
@@ -303,6 +315,13 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "search.token_bits values must be 1 to 64".into(),
             ));
+        }
+        if !(1..=MAX_PLANNED_DOCUMENTS).contains(&self.search.expected_documents)
+            || !(1..=MAX_PLANNED_DOCUMENTS).contains(&self.search.initial_expected_documents)
+        {
+            return Err(ConfigError::Invalid(format!(
+                "search.expected_documents and search.initial_expected_documents must be 1 to {MAX_PLANNED_DOCUMENTS}"
+            )));
         }
         if self.search.max_candidates == 0 || self.search.commit_interval_ms == 0 {
             return Err(ConfigError::Invalid(

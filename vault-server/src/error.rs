@@ -145,6 +145,10 @@ impl From<CryptoError> for ApiError {
                     "the document's key is no longer available",
                 )
             }
+            CryptoError::KeyInUse => Self::conflict(
+                "kms_key_in_use",
+                "that KMS key belongs to another tenant: give each tenant its own key",
+            ),
             CryptoError::Provider { .. } => {
                 tracing::error!(error = %e, "key provider failed");
                 Self::new(

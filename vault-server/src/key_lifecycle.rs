@@ -238,18 +238,26 @@ pub async fn rewrap(
 /// Rotates the blind-index key: a new index root key version (wrapped by the
 /// current KEK) and an index under it, backfilled while uploads write to both
 /// and searches use the old one; then the new one becomes current.
+///
+/// With `planned_documents` the new index's tokens are sized for that many
+/// documents (a re-plan); without, the tenant's plan stays.
 pub async fn rotate_index(
     state: &SharedState,
     id: &TenantId,
+    planned_documents: Option<u64>,
 ) -> Result<crate::search::ReconcileReport, ApiError> {
     let current = active(state, id).await?;
     let mut next = current.clone();
     next.index_version += 1;
+    if planned_documents.is_some() {
+        next.planned_documents = planned_documents;
+    }
     let persisted = next.clone();
     crate::search::rotate_index(state, &current, &next, async {
-        // Re-read: only the index version changes here.
+        // Re-read: only the index version and plan change here.
         let mut record = state.tenants.require(id).await?;
         record.index_version = persisted.index_version;
+        record.planned_documents = persisted.planned_documents;
         state.tenants.update(record).await
     })
     .await
@@ -305,6 +313,7 @@ pub async fn offboard(
         }
     }
     state.keys.evict_tenant(id).await;
+    state.search.forget_tenant(id);
     match record.key_provider.as_str() {
         "local" => report.local_kek_destroyed = state.local_keys.destroy_tenant_key(id)?,
         _ => {
@@ -314,7 +323,7 @@ pub async fn offboard(
             let mut keys = record.retired_kek_ids.clone();
             keys.push(record.kek_id.clone());
             for key in keys {
-                match kms.schedule_key_deletion(&key, kms_pending_days).await {
+                match kms.schedule_key_deletion(id, &key, kms_pending_days).await {
                     Ok(()) => report.kms_keys_scheduled_for_deletion.push(key),
                     Err(e) => {
                         tracing::error!(tenant = %id, error = %e, "KMS key deletion could not be scheduled")

@@ -63,6 +63,8 @@ pub struct TenantIndex {
     tokenizer: Tokenizer,
     index: BlindIndex,
     sync: watch::Sender<IndexSync>,
+    /// A re-plan of this index was started (`replan_if_grown`).
+    replanning: std::sync::atomic::AtomicBool,
     /// Set when a key rotation swapped this index out. Declared last: fields drop
     /// in order, so the directory goes only after the index has closed.
     retired: RemoveWhenDropped,
@@ -116,7 +118,6 @@ pub struct SearchPage {
 pub struct SearchService {
     dir: PathBuf,
     config: SearchConfig,
-    plan: TokenPlan,
     tenants: Mutex<HashMap<TenantId, Arc<OnceCell<Arc<TenantIndex>>>>>,
     /// Indexes under a tenant's next index key version, while they are backfilled.
     next: Mutex<HashMap<TenantId, Arc<TenantIndex>>>,
@@ -125,11 +126,9 @@ pub struct SearchService {
 impl SearchService {
     /// Indexes under `dir`, one subdirectory per tenant.
     pub fn new(dir: PathBuf, config: SearchConfig) -> Self {
-        let plan = TokenPlan::new(config.expected_documents, &config.token_bits);
         SearchService {
             dir,
             config,
-            plan,
             tenants: Mutex::new(HashMap::new()),
             next: Mutex::new(HashMap::new()),
         }
@@ -138,6 +137,48 @@ impl SearchService {
     /// The settings in force.
     pub fn config(&self) -> &SearchConfig {
         &self.config
+    }
+
+    /// The documents a tenant's tokens are planned for.
+    pub fn planned_documents(&self, tenant: &TenantRecord) -> u64 {
+        tenant
+            .planned_documents
+            .unwrap_or(self.config.expected_documents)
+    }
+
+    /// The token lengths of a tenant's index.
+    fn plan_for(&self, tenant: &TenantRecord) -> TokenPlan {
+        TokenPlan::new(self.planned_documents(tenant), &self.config.token_bits)
+    }
+
+    /// Closes a tenant's indexes and removes their directories (offboarding):
+    /// its token keys leave memory with the last holder, its index files with it.
+    pub fn forget_tenant(&self, tenant: &TenantId) {
+        let mut dropped: Vec<Arc<TenantIndex>> = Vec::new();
+        if let Some(cell) = self
+            .tenants
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(tenant)
+        {
+            dropped.extend(cell.get().cloned());
+        }
+        dropped.extend(
+            self.next
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(tenant),
+        );
+        // An open index's directory goes with its last holder (a search in flight
+        // finishes); the others (older versions, crash leftovers) go now.
+        let open: Vec<PathBuf> = dropped.iter().map(|i| i.index.dir().to_owned()).collect();
+        for index in dropped {
+            let _ = index.retired.0.set(index.index.dir().to_owned());
+        }
+        remove_tenant_dirs(&self.dir, tenant, |name| {
+            open.iter()
+                .any(|dir| dir.file_name().is_some_and(|n| n == name))
+        });
     }
 
     fn open_indexes(&self) -> Vec<Arc<TenantIndex>> {
@@ -224,7 +265,7 @@ pub async fn tenant_index(
     };
     cell.get_or_try_init(|| async {
         let root = state.keys.index_root_key(&tenant.key_spec()).await?;
-        let tokenizer = Tokenizer::new(&root, state.search.plan.clone());
+        let tokenizer = Tokenizer::new(&root, state.search.plan_for(tenant));
         let dir = state.search.index_path(&tenant.id, tenant.index_version);
         remove_other_versions(&state.search.dir, &tenant.id, tenant.index_version);
         let (index, tokenizer, created) = tokio::task::spawn_blocking(move || {
@@ -241,6 +282,7 @@ pub async fn tenant_index(
             tokenizer,
             index,
             sync,
+            replanning: Default::default(),
             retired: RemoveWhenDropped::default(),
         });
         let (state, tenant_record, task_index) =
@@ -259,6 +301,11 @@ pub async fn tenant_index(
 /// the pre-versioned layout, an unfinished rotation): derived data, never needed.
 fn remove_other_versions(dir: &std::path::Path, tenant: &TenantId, keep: u32) {
     let keep = format!("{tenant}-v{keep}");
+    remove_tenant_dirs(dir, tenant, |name| name == keep);
+}
+
+/// Removes a tenant's index directories under `dir`, but those `keep` names.
+fn remove_tenant_dirs(dir: &std::path::Path, tenant: &TenantId, keep: impl Fn(&str) -> bool) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
@@ -268,7 +315,7 @@ fn remove_other_versions(dir: &std::path::Path, tenant: &TenantId, keep: u32) {
             || name
                 .strip_prefix(&format!("{tenant}-v"))
                 .is_some_and(|v| v.bytes().all(|b| b.is_ascii_digit()));
-        if ours && name != keep {
+        if ours && !keep(&name) {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
@@ -285,11 +332,17 @@ pub async fn rotate_index(
     new: &TenantRecord,
     make_current: impl std::future::Future<Output = Result<(), ApiError>>,
 ) -> Result<ReconcileReport, ApiError> {
+    if state.search.next_index(&tenant.id).is_some() {
+        return Err(ApiError::conflict(
+            "index_rotation_in_progress",
+            "an index rotation or re-plan of this tenant is under way; retry when it has finished",
+        ));
+    }
     // The current index must be in step before writes are doubled.
     let current = tenant_index(state, tenant).await?;
     wait_until_reconciled(&current, false).await?;
     let root = state.keys.index_root_key(&new.key_spec()).await?;
-    let tokenizer = Tokenizer::new(&root, state.search.plan.clone());
+    let tokenizer = Tokenizer::new(&root, state.search.plan_for(new));
     let dir = state.search.index_path(&new.id, new.index_version);
     let _ = std::fs::remove_dir_all(&dir);
     let (index, tokenizer) = tokio::task::spawn_blocking(move || {
@@ -303,6 +356,7 @@ pub async fn rotate_index(
         tokenizer,
         index,
         sync,
+        replanning: Default::default(),
         retired: RemoveWhenDropped::default(),
     });
     state
@@ -443,10 +497,73 @@ pub async fn index_document(
 ) -> Result<(), ApiError> {
     let (index, next) = current_and_next(state, tenant).await?;
     add_to_index(&index, id, metadata).await?;
+    let rotating = next.is_some();
     if let Some(next) = next {
         add_to_index(&next, id, metadata).await?;
     }
+    if !rotating {
+        replan_if_grown(state, tenant, &index);
+    }
     Ok(())
+}
+
+/// A tenant whose index holds more than this many times its planned documents
+/// gets a new plan.
+pub const REPLAN_GROWTH: u64 = 4;
+
+/// Starts a re-plan when the tenant has outgrown its plan: its tokens, sized for
+/// fewer documents, now match too many candidates each. The new plan is made for
+/// `REPLAN_GROWTH` times today's count and built as an index key rotation (a new
+/// index filled beside the current one, then swapped in; searches stay exact and
+/// complete). At most one per index; audited in the tenant's log before it starts.
+fn replan_if_grown(state: &SharedState, tenant: &TenantRecord, index: &Arc<TenantIndex>) {
+    let planned = state.search.planned_documents(tenant);
+    let held = index.index.len();
+    if held <= planned.saturating_mul(REPLAN_GROWTH)
+        || index
+            .replanning
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+    {
+        return;
+    }
+    let new_plan = held
+        .saturating_mul(REPLAN_GROWTH)
+        .min(crate::config::MAX_PLANNED_DOCUMENTS);
+    let (state, tenant) = (Arc::clone(state), tenant.id.clone());
+    tokio::spawn(async move {
+        // The caller's record may be older than a re-plan that just finished.
+        match state.tenants.get(&tenant).await {
+            Ok(Some(fresh))
+                if held
+                    > state
+                        .search
+                        .planned_documents(&fresh)
+                        .saturating_mul(REPLAN_GROWTH) => {}
+            _ => return,
+        }
+        let mut event = crate::audit::new_event(
+            "index.replan",
+            "system".to_owned(),
+            crate::audit::Outcome::Allowed,
+            202,
+        );
+        event.detail = Some(format!(
+            "{held} documents outgrew the plan for {planned}; re-planning for {new_plan}"
+        ));
+        if crate::audit::append(&state, &tenant, event).await.is_err() {
+            state.metrics.audit_failures.inc();
+            tracing::error!(tenant = %tenant, "index re-plan not started: its audit event could not be written");
+            return;
+        }
+        match crate::key_lifecycle::rotate_index(&state, &tenant, Some(new_plan)).await {
+            Ok(report) => {
+                tracing::info!(tenant = %tenant, planned = new_plan, documents = report.documents, "blind index re-planned")
+            }
+            Err(e) => {
+                tracing::error!(tenant = %tenant, code = e.code(), "blind index re-plan failed; the current index stays")
+            }
+        }
+    });
 }
 
 /// The tenant's current index and, during an index key rotation, the next one,
@@ -720,6 +837,7 @@ mod tests {
             tokenizer,
             index,
             sync: watch::channel(IndexSync::Current).0,
+            replanning: Default::default(),
             retired: RemoveWhenDropped::default(),
         }
     }

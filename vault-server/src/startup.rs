@@ -134,10 +134,31 @@ pub async fn build(config: Config) -> Result<Built, StartupError> {
         kms,
         metrics: Metrics::default(),
     });
+    purge_offboarded_keks(&state).await?;
     Ok(Built {
         state,
         new_operator_token,
     })
+}
+
+/// Destroys local KEKs of tenants recorded as offboarded. Offboarding destroyed
+/// them, but a keystore copy restored from before that (a v1 keystore, which has
+/// no per-tenant seal keys, is readable with the root key alone and gets new seal
+/// keys when migrated) would bring them back.
+async fn purge_offboarded_keks(state: &SharedState) -> Result<(), StartupError> {
+    let tenants = state.tenants.list().await.map_err(|e| StartupError::Io {
+        path: PathBuf::from("system/tenants"),
+        source: std::io::Error::other(format!("tenant records could not be read ({})", e.code())),
+    })?;
+    for tenant in tenants {
+        if tenant.status == crate::tenants::TenantStatus::Offboarded
+            && tenant.key_provider == "local"
+            && state.local_keys.destroy_tenant_key(&tenant.id)?
+        {
+            tracing::warn!(tenant = %tenant.id, "destroyed the local KEK of an offboarded tenant found in the keystore");
+        }
+    }
+    Ok(())
 }
 
 /// On a vault with no operator credential, issues one and writes it to
@@ -169,6 +190,21 @@ async fn bootstrap_operator(
     Ok(Some(path))
 }
 
+/// Drops expired tenant keys from the cache on time, so an idle tenant's branch
+/// and index keys do not stay in memory past their time to live.
+async fn sweep_key_cache(state: SharedState) {
+    let period = Duration::from_secs(state.config.keys.cache_ttl_secs.clamp(1, 120) / 4 + 1);
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let dropped = state.keys.evict_expired().await;
+        if dropped > 0 {
+            tracing::debug!(dropped, "expired tenant keys dropped from the cache");
+        }
+    }
+}
+
 /// Serves until `shutdown` resolves, then stops accepting and lets in-flight
 /// requests (uploads) finish. Speaks HTTPS (rustls) when `[tls]` is configured.
 pub async fn serve(
@@ -183,6 +219,7 @@ pub async fn serve(
     tokio::spawn(crate::search::run_committer(state.clone()));
     tokio::spawn(crate::audit::run_checkpointer(state.clone()));
     tokio::spawn(crate::backup::schedule::run_scheduler(state.clone()));
+    tokio::spawn(sweep_key_cache(state.clone()));
     {
         let state = state.clone();
         tokio::spawn(async move { crate::search::open_all(&state).await });

@@ -54,6 +54,11 @@ pub struct TenantRecord {
     /// Documents cannot be deleted until this many days after their upload.
     #[serde(default)]
     pub retention_days: u32,
+    /// Documents the blind index's token lengths are planned for. Absent in records
+    /// made before plans were per tenant (`search.expected_documents` applies);
+    /// raised as the tenant grows (`search::replan_if_grown`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planned_documents: Option<u64>,
     /// Creation time.
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
@@ -82,6 +87,21 @@ impl TenantRecord {
 /// A tenant id from a request (path, query or body), or 400 `invalid_tenant_id`.
 pub fn parse_tenant_id(raw: impl Into<String>) -> Result<TenantId, ApiError> {
     TenantId::new(raw).map_err(|e| ApiError::bad_request("invalid_tenant_id", e.to_string()))
+}
+
+/// A tenant's planned document count from a request, or 400 `invalid_expected_documents`.
+pub fn check_planned_documents(documents: u64) -> Result<u64, ApiError> {
+    if (1..=crate::config::MAX_PLANNED_DOCUMENTS).contains(&documents) {
+        Ok(documents)
+    } else {
+        Err(ApiError::bad_request(
+            "invalid_expected_documents",
+            format!(
+                "expected_documents must be 1 to {}",
+                crate::config::MAX_PLANNED_DOCUMENTS
+            ),
+        ))
+    }
 }
 
 /// 404 `tenant_not_found`.

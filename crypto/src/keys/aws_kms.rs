@@ -59,13 +59,7 @@ impl AwsKmsProvider {
             .client
             .create_key()
             .description(format!("billing records vault: KEK of tenant {tenant}"))
-            .tags(
-                aws_sdk_kms::types::Tag::builder()
-                    .tag_key("vault-tenant")
-                    .tag_value(tenant.as_str())
-                    .build()
-                    .map_err(provider_err)?,
-            )
+            .tags(tenant_tag(tenant)?)
             .send()
             .await
             .map_err(provider_err)?;
@@ -78,14 +72,20 @@ impl AwsKmsProvider {
             })
     }
 
-    /// Schedules the tenant's KMS key for deletion (crypto-shredding).
+    /// Schedules the tenant's KMS key for deletion (crypto-shredding). Refused
+    /// (`KeyInUse`) unless the key is tagged as this tenant's: the vault never
+    /// deletes a key it did not give to this tenant.
     pub async fn schedule_key_deletion(
         &self,
+        tenant: &TenantId,
         kek_id: &str,
         pending_days: i32,
     ) -> Result<(), CryptoError> {
         self.count();
         let key_id = self.resolve_key_id(kek_id).await?;
+        if self.tenant_tag(&key_id).await?.as_deref() != Some(tenant.as_str()) {
+            return Err(CryptoError::KeyInUse);
+        }
         self.count();
         self.client
             .schedule_key_deletion()
@@ -95,6 +95,50 @@ impl AwsKmsProvider {
             .await
             .map_err(provider_err)?;
         Ok(())
+    }
+
+    /// The tenant a key is tagged for (`vault-tenant`), if any.
+    async fn tenant_tag(&self, key_id: &str) -> Result<Option<String>, CryptoError> {
+        let mut marker = None;
+        loop {
+            self.count();
+            let page = self
+                .client
+                .list_resource_tags()
+                .key_id(key_id)
+                .set_marker(marker)
+                .send()
+                .await
+                .map_err(provider_err)?;
+            if let Some(tag) = page.tags().iter().find(|t| t.tag_key() == TENANT_TAG) {
+                return Ok(Some(tag.tag_value().to_owned()));
+            }
+            match page.next_marker() {
+                Some(next) if page.truncated() => marker = Some(next.to_owned()),
+                _ => return Ok(None),
+            }
+        }
+    }
+
+    /// Claims a caller-supplied key for `tenant`: refused when it is tagged for
+    /// another tenant, else tagged for this one, so no second tenant can claim it
+    /// (offboarding one tenant would otherwise shred the other's documents).
+    async fn claim_key(&self, tenant: &TenantId, key_id: &str) -> Result<(), CryptoError> {
+        match self.tenant_tag(key_id).await? {
+            Some(owner) if owner == tenant.as_str() => Ok(()),
+            Some(_) => Err(CryptoError::KeyInUse),
+            None => {
+                self.count();
+                self.client
+                    .tag_resource()
+                    .key_id(key_id)
+                    .tags(tenant_tag(tenant)?)
+                    .send()
+                    .await
+                    .map_err(provider_err)?;
+                Ok(())
+            }
+        }
     }
 
     async fn resolve_key_id(&self, kek_id: &str) -> Result<String, CryptoError> {
@@ -113,6 +157,17 @@ impl AwsKmsProvider {
                 message: format!("key {kek_id} not found"),
             })
     }
+}
+
+/// The tag naming the tenant a KMS key belongs to.
+const TENANT_TAG: &str = "vault-tenant";
+
+fn tenant_tag(tenant: &TenantId) -> Result<aws_sdk_kms::types::Tag, CryptoError> {
+    aws_sdk_kms::types::Tag::builder()
+        .tag_key(TENANT_TAG)
+        .tag_value(tenant.as_str())
+        .build()
+        .map_err(provider_err)
 }
 
 /// The plaintext data key of a KMS answer, its buffer zeroized; `None` when it is
@@ -149,7 +204,8 @@ impl KeyProvider for AwsKmsProvider {
     ) -> Result<String, CryptoError> {
         if let Some(requested) = requested {
             self.count();
-            self.resolve_key_id(requested).await?;
+            let key_id = self.resolve_key_id(requested).await?;
+            self.claim_key(tenant, &key_id).await?;
             return Ok(requested.to_owned());
         }
         let alias = format!("{TENANT_ALIAS_PREFIX}{tenant}");

@@ -154,6 +154,24 @@ impl KeyHierarchy {
         Ok(IndexRootKey::new(Key256::clone(&key), spec.index_version))
     }
 
+    /// Drops every cached key past its time to live or use limit, so an idle
+    /// tenant's keys leave memory on time rather than at their next use. The
+    /// server calls it periodically. Returns how many were dropped (zeroized when
+    /// their last holder lets go).
+    pub async fn evict_expired(&self) -> usize {
+        let mut cache = self.cache.lock().await;
+        let before = cache.len();
+        cache.retain(|_, cached| {
+            cached.loaded.elapsed() < self.policy.ttl && cached.uses < self.policy.max_uses
+        });
+        before - cache.len()
+    }
+
+    /// How many tenant keys are cached now.
+    pub async fn cached_keys(&self) -> usize {
+        self.cache.lock().await.len()
+    }
+
     /// Drops every cached key of a tenant (after rotation or offboarding).
     pub async fn evict_tenant(&self, tenant: &TenantId) {
         self.cache.lock().await.retain(|(t, _, _), _| t != tenant);
@@ -258,5 +276,94 @@ impl KeyHierarchy {
         self.provider(&record.provider)?
             .decrypt_data_key(&record.kek_id, &record.wrapped, context)
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Mutex as StdMutex;
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::keys::LocalKeyProvider;
+
+    /// Tenant key records in memory.
+    #[derive(Default)]
+    struct Records(StdMutex<HashMap<(TenantId, TenantKeyKind, u32), Vec<u8>>>);
+
+    #[async_trait]
+    impl TenantKeyStore for Records {
+        async fn load(
+            &self,
+            tenant: &TenantId,
+            kind: TenantKeyKind,
+            version: u32,
+        ) -> Result<Option<Vec<u8>>, CryptoError> {
+            let records = self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            Ok(records.get(&(tenant.clone(), kind, version)).cloned())
+        }
+
+        async fn create(
+            &self,
+            tenant: &TenantId,
+            kind: TenantKeyKind,
+            version: u32,
+            record: Vec<u8>,
+        ) -> Result<bool, CryptoError> {
+            let mut records = self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            Ok(records
+                .insert((tenant.clone(), kind, version), record)
+                .is_none())
+        }
+    }
+
+    #[tokio::test]
+    async fn an_idle_tenants_keys_leave_the_cache_when_their_time_is_up() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let local = Arc::new(
+            LocalKeyProvider::open(
+                &dir.path().join("root.key"),
+                &dir.path().join("keystore.bin"),
+            )
+            .expect("keystore"),
+        );
+        let tenant = TenantId::new("acme").expect("tenant id");
+        let kek_id = local
+            .ensure_tenant_key(&tenant, None)
+            .await
+            .expect("tenant KEK");
+        let hierarchy = KeyHierarchy::new(
+            vec![local],
+            Arc::new(Records::default()),
+            CachePolicy {
+                ttl: Duration::from_millis(50),
+                max_uses: 1_000,
+            },
+        );
+        let spec = TenantKeySpec {
+            tenant,
+            provider: "local".into(),
+            kek_id,
+            branch_version: 1,
+            min_decryption_version: 1,
+            index_version: 1,
+        };
+        hierarchy
+            .branch_key_for_upload(&spec)
+            .await
+            .expect("branch key");
+        assert_eq!(hierarchy.cached_keys().await, 1);
+        assert_eq!(hierarchy.evict_expired().await, 0, "still fresh");
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert_eq!(hierarchy.evict_expired().await, 1);
+        assert_eq!(hierarchy.cached_keys().await, 0);
     }
 }

@@ -33,6 +33,11 @@ pub struct CreateTenant {
     /// HIPAA documentation rule's six years).
     #[serde(default)]
     pub retention_days: Option<u32>,
+    /// Documents the tenant is expected to hold (1 to 10^10): sizes its blind
+    /// tokens. Default `search.initial_expected_documents` (10,000); the plan grows
+    /// with the tenant. A plan far above the real count makes tokens nearly unique.
+    #[serde(default)]
+    pub expected_documents: Option<u64>,
 }
 
 fn default_provider() -> String {
@@ -85,6 +90,10 @@ pub async fn create_tenant(
             ))
         }
     };
+    let planned_documents = crate::tenants::check_planned_documents(
+        body.expected_documents
+            .unwrap_or(state.config.search.initial_expected_documents),
+    )?;
     let kek_id = provider
         .ensure_tenant_key(&id, body.kms_key_id.as_deref())
         .await?;
@@ -101,6 +110,7 @@ pub async fn create_tenant(
         retention_days: body
             .retention_days
             .unwrap_or(crate::key_lifecycle::DEFAULT_RETENTION_DAYS),
+        planned_documents: Some(planned_documents),
         created_at: OffsetDateTime::now_utc(),
     };
     // Create the branch key now, so the first upload is as fast as any other and a

@@ -195,7 +195,7 @@ fn upload_response(id: &DocumentId, metadata: &documents::SealedMetadata) -> Upl
         ("X-Vault-Kind" = String, Header, description = "eob, claim, scan or other"),
         ("X-Vault-Fields" = Option<String>, Header, description = "JSON object of searchable fields"),
         ("X-Vault-File-Name" = Option<String>, Header, description = "original file name (stored encrypted)"),
-        ("Idempotency-Key" = Option<String>, Header, description = "a retry with the same key returns the first result"),
+        ("Idempotency-Key" = Option<String>, Header, description = "a retry of the same request with the same key returns the first result; the key reused for a different request gets 422 `idempotency_key_mismatch`"),
         ("X-Vault-Extraction" = Option<String>, Header, description = "`auto` (default): extract fields from X12 and FHIR bodies, 422 when unreadable; `opaque`: store without extraction"),
     ),
     responses((status = 201, body = UploadResponse), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)),
@@ -280,12 +280,6 @@ pub async fn upload(
         }
         None => None,
     };
-    if let Some(name) = &idempotency {
-        if let Some(first) = replay(&state, &tenant, name).await? {
-            return Ok((StatusCode::CREATED, Json(first)));
-        }
-    }
-
     let request = UploadRequest {
         kind,
         content_type,
@@ -293,6 +287,19 @@ pub async fn upload(
         fields,
         extraction,
     };
+    if let Some(name) = &idempotency {
+        if let Some(first) = replayed_document(&state, &tenant, name).await? {
+            // The key was used before. Its answer goes only to the same request
+            // (IETF Idempotency-Key draft): the body is read and compared, so a
+            // reused key cannot reveal another document's size, hash or fields.
+            let body_sha256 = hash_body(body, state.config.max_upload_bytes).await?;
+            let first = RequestFingerprint::of(&request).same_or_conflict(first, &body_sha256)?;
+            note.update(|n| n.document = Some(first.id.clone()));
+            return Ok((StatusCode::CREATED, Json(first)));
+        }
+    }
+
+    let fingerprint = RequestFingerprint::of(&request);
     let stored = documents::store(&state, &tenant, request, body.into_data_stream()).await?;
     note.update(|n| n.document = Some(stored.id.to_string()));
     if let Some(name) = &idempotency {
@@ -306,7 +313,9 @@ pub async fn upload(
             Err(StorageError::AlreadyExists(_)) => {
                 // A concurrent retry won the race: keep its document, drop ours.
                 documents::remove_objects(&state, &tenant.id, &stored.id).await;
-                if let Some(first) = replay(&state, &tenant, name).await? {
+                if let Some(first) = replayed_document(&state, &tenant, name).await? {
+                    let first = fingerprint.same_or_conflict(first, &stored.metadata.sha256)?;
+                    note.update(|n| n.document = Some(first.id.clone()));
                     return Ok((StatusCode::CREATED, Json(first)));
                 }
             }
@@ -331,12 +340,12 @@ pub async fn upload(
     ))
 }
 
-/// The first result of an idempotent upload, if the key was seen.
-async fn replay(
+/// The document an Idempotency-Key was first used for, if the key was seen.
+async fn replayed_document(
     state: &SharedState,
     tenant: &crate::tenants::TenantRecord,
     name: &ObjectName,
-) -> ApiResult<Option<UploadResponse>> {
+) -> ApiResult<Option<(DocumentId, documents::SealedMetadata)>> {
     let Some(bytes) = state.store.get_bytes(name).await? else {
         return Ok(None);
     };
@@ -347,12 +356,82 @@ async fn replay(
         .and_then(|s| s.parse::<DocumentId>().ok())
         .ok_or_else(|| ApiError::internal("idempotency record", "no document id"))?;
     match documents::open(state, tenant, &id).await {
-        Ok(opened) => Ok(Some(upload_response(&id, &opened.metadata))),
+        Ok(opened) => Ok(Some((id, opened.metadata))),
         Err(e) if e.status() == StatusCode::NOT_FOUND => Err(ApiError::conflict(
             "idempotency_key_reused",
             "this Idempotency-Key belonged to a document that has since been deleted",
         )),
         Err(e) => Err(e),
+    }
+}
+
+/// SHA-256 of a request body read to its end (at most `limit` bytes), hex.
+async fn hash_body(body: Body, limit: u64) -> ApiResult<String> {
+    let mut hasher = Sha256::new();
+    let mut read = 0u64;
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|_| {
+            ApiError::bad_request("body_read_failed", "the request body could not be read")
+        })?;
+        read += chunk.len() as u64;
+        if read > limit {
+            return Err(StorageError::TooLarge(limit).into());
+        }
+        hasher.update(&chunk);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// What makes two uploads the same request for an Idempotency-Key: the body (by
+/// its SHA-256) and the headers that shape the stored document.
+struct RequestFingerprint {
+    kind: DocumentKind,
+    content_type: String,
+    file_name: Option<String>,
+    fields: Fields,
+}
+
+impl RequestFingerprint {
+    fn of(request: &UploadRequest) -> Self {
+        RequestFingerprint {
+            kind: request.kind,
+            content_type: request.content_type.clone(),
+            file_name: request.file_name.clone(),
+            fields: request.fields.clone(),
+        }
+    }
+
+    /// The first upload's answer when this request, whose body hashed to
+    /// `body_sha256`, is the one it answered; else 422 `idempotency_key_mismatch`.
+    fn same_or_conflict(
+        &self,
+        (id, first): (DocumentId, documents::SealedMetadata),
+        body_sha256: &str,
+    ) -> ApiResult<UploadResponse> {
+        // The stored fields are the caller's merged with extracted ones: the caller's
+        // must all be among them.
+        let fields_match = self.fields.iter().all(|(name, values)| {
+            first
+                .fields
+                .get(name)
+                .is_some_and(|stored| values.iter().all(|v| stored.contains(v)))
+        });
+        let same = first.kind == self.kind
+            && first.content_type == self.content_type
+            && first.file_name == self.file_name
+            && fields_match
+            && bool::from(subtle::ConstantTimeEq::ct_eq(
+                first.sha256.as_bytes(),
+                body_sha256.as_bytes(),
+            ));
+        if !same {
+            return Err(ApiError::unprocessable(
+                "idempotency_key_mismatch",
+                "this Idempotency-Key was used for a different request; use a new key for a new document",
+            ));
+        }
+        Ok(upload_response(&id, &first))
     }
 }
 

@@ -60,14 +60,36 @@ pub async fn rewrap(
     Ok(Json(report))
 }
 
+/// Body of `POST /v1/admin/tenants/{tenant}/index/rotate`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateIndexRequest {
+    /// Re-plan the new index's token lengths for this many documents (1 to 10^10);
+    /// without it the tenant's plan stays.
+    #[serde(default)]
+    pub expected_documents: Option<u64>,
+}
+
 /// Rotates the blind-index key and rebuilds the index under the new version.
-#[utoipa::path(post, path = "/v1/admin/tenants/{tenant}/index/rotate",
-    responses((status = 200, body = ReconcileReport), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/admin/tenants/{tenant}/index/rotate", request_body = RotateIndexRequest,
+    responses((status = 200, body = ReconcileReport), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn rotate_index(
     State(state): State<SharedState>,
     OperatorOnTenant(id): OperatorOnTenant,
+    note: NoteSlot,
+    body: Option<JsonBody<RotateIndexRequest>>,
 ) -> ApiResult<Json<ReconcileReport>> {
-    Ok(Json(key_lifecycle::rotate_index(&state, &id).await?))
+    let request = body.map(|JsonBody(b)| b).unwrap_or_default();
+    let planned = request
+        .expected_documents
+        .map(crate::tenants::check_planned_documents)
+        .transpose()?;
+    if let Some(planned) = planned {
+        note.update(|n| n.detail = Some(format!("planned_documents={planned}")));
+    }
+    Ok(Json(
+        key_lifecycle::rotate_index(&state, &id, planned).await?,
+    ))
 }
 
 /// Offboards a tenant: credentials revoked, keys destroyed (crypto-shredding).

@@ -17,7 +17,7 @@ use super::{admin, audit, backups, documents, health, keys, search};
     components(schemas(crate::error::ErrorBody, crate::tenants::TenantRecord, admin::CreateTenant, admin::IssueApiKey, admin::IssuedApiKey, admin::ListedApiKey,
         documents::UploadResponse, documents::MetadataResponse, documents::ListedDocument, documents::ListResponse, crate::documents::DocumentKind,
         search::SearchHit, search::SearchResponse, crate::search::ReconcileReport,
-        keys::RewrapRequest, keys::RetentionRequest, crate::key_lifecycle::RewrapReport, crate::key_lifecycle::OffboardReport,
+        keys::RewrapRequest, keys::RotateIndexRequest, keys::RetentionRequest, crate::key_lifecycle::RewrapReport, crate::key_lifecycle::OffboardReport,
         audit::EventsResponse, audit::CheckpointResponse, crate::audit::read::ProofResponse, crate::audit::AuditEvent, crate::audit::Outcome)),
     modifiers(&BearerAuth)
 )]
