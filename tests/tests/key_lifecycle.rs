@@ -408,6 +408,46 @@ async fn offboarding_shreds_the_tenant_in_the_live_store() {
     assert_eq!(r.status(), 409);
 }
 
+#[tokio::test]
+async fn a_keystore_copy_from_before_an_offboarding_loses_the_offboarded_kek_at_start_up() {
+    let mut app = TestApp::builder().start().await;
+    app.create_tenant("acme").await;
+    app.create_tenant("other").await;
+    let keys = app.data_dir.join("keys");
+    // A keystore (and seal file) as a restore from before the offboarding would
+    // bring them back: readable, acme's KEK inside.
+    let saved: Vec<(std::path::PathBuf, Vec<u8>)> = ["keystore.bin", "tenant-seals.bin"]
+        .iter()
+        .map(|name| {
+            let path = keys.join(name);
+            let bytes = std::fs::read(&path).unwrap();
+            (path, bytes)
+        })
+        .collect();
+    app.cli_json(&["--json", "tenant", "offboard", "acme", "--yes"]);
+    app.kill();
+    for (path, bytes) in &saved {
+        std::fs::write(path, bytes).unwrap();
+    }
+    let mut app = app.restart().await;
+    app.kill();
+    let keystore = vault_crypto::keys::LocalKeyProvider::open(
+        &keys.join("root.key"),
+        &keys.join("keystore.bin"),
+    )
+    .unwrap();
+    let acme = vault_crypto::TenantId::new("acme").unwrap();
+    let other = vault_crypto::TenantId::new("other").unwrap();
+    assert!(
+        !keystore.destroy_tenant_key(&acme).unwrap(),
+        "the offboarded tenant's KEK came back with the old keystore"
+    );
+    assert!(
+        keystore.destroy_tenant_key(&other).unwrap(),
+        "the other tenant keeps its KEK"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offboarding_shreds_the_tenant_in_backups_taken_before() {
     let dir = tempfile::tempdir().unwrap();
