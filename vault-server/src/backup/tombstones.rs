@@ -7,14 +7,15 @@
 //! S therefore leaves out every object of a document whose tombstone is named in S
 //! or in any snapshot of the same repository newer than S (their manifests' entry
 //! names suffice: a tombstone's name carries the tenant and document ids), and
-//! restores the tombstones themselves, so the restored vault knows of the deletes.
+//! restores those tombstones (the newer snapshots' too), so the restored vault
+//! knows of the deletes and its own backups carry them on.
 //!
 //! The limit: a repository that holds no snapshot taken after the delete (they were
 //! pruned, or S is copied alone elsewhere) does not know of it, and restoring S
 //! brings the document back. Only offboarding (crypto-shredding the tenant's keys)
 //! reaches every copy.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use vault_crypto::signing::PublicKey;
 use vault_crypto::DocumentId;
@@ -24,10 +25,12 @@ use super::repo::Repository;
 use super::BackupError;
 use crate::storage::ObjectName;
 
-/// Deleted documents, by tenant and document id.
+/// Deleted documents, by tenant and document id, and the manifest entries of
+/// their tombstones.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Tombstones {
     deleted: HashSet<(String, DocumentId)>,
+    entries: BTreeMap<String, Entry>,
 }
 
 impl Tombstones {
@@ -36,8 +39,16 @@ impl Tombstones {
         for entry in entries {
             if let Some((tenant, doc)) = ObjectName::tombstone_of(&entry.name) {
                 self.deleted.insert((tenant.to_owned(), doc));
+                self.entries
+                    .entry(entry.name.clone())
+                    .or_insert_with(|| entry.clone());
             }
         }
+    }
+
+    /// The tombstones' entries (from whichever snapshot named each first).
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.values()
     }
 
     /// Whether `name` is an object of a deleted document (its body, key record,
@@ -101,7 +112,6 @@ mod tests {
     use super::*;
     use crate::backup::manifest::Manifest;
     use crate::storage::fs::FsStore;
-    use crate::storage::ObjectStore;
 
     fn entry(name: &ObjectName) -> Entry {
         Entry {

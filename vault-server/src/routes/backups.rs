@@ -58,11 +58,12 @@ pub struct BackupPublicKey {
     pub public_key: String,
 }
 
-/// The vault's backup public key: every snapshot manifest is signed with its
-/// private half (the vault's Ed25519 key, which also signs audit checkpoints).
-/// `vault-cli backup verify`, `restore` and `drill` check every manifest against
-/// this key, never one found in the repository. Save it beside the root key file
-/// for a restore without the server.
+/// The vault's backup public key (Ed25519).
+///
+/// Every snapshot manifest is signed with its private half (the vault's key, which
+/// also signs audit checkpoints). `vault-cli backup verify`, `restore` and `drill`
+/// check every manifest against this key, never one found in the repository. Save
+/// it beside the root key file for a restore without the server.
 #[utoipa::path(get, path = "/v1/admin/backups/public-key",
     responses((status = 200, body = BackupPublicKey)),
     security(("bearer" = [])))]
