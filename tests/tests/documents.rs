@@ -832,3 +832,176 @@ async fn a_thousand_uploads_cost_at_most_one_kms_call() {
     let calls = metric(&app, "vault_key_provider_calls").await - before;
     assert!(calls <= 1.0, "1,000 uploads made {calls} KMS calls");
 }
+
+/// On a bucket with versioning, deleting a document leaves no version and no
+/// delete marker of any of its objects (not even of the key record a rewrap
+/// replaced), only its tombstone; other documents are untouched.
+#[tokio::test]
+async fn a_delete_on_a_versioned_bucket_removes_every_version() {
+    use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
+    let app = TestApp::builder().backend(Backend::S3).start().await;
+    let bucket = app.bucket.clone().unwrap();
+    let s3 = aws_sdk_s3::Client::new(&aws_config().await);
+    s3.put_bucket_versioning()
+        .bucket(&bucket)
+        .versioning_configuration(
+            VersioningConfiguration::builder()
+                .status(BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    app.create_tenant("acme").await;
+    let key = app.api_key("acme", ALL_ROLES).await;
+    let mut ids = Vec::new();
+    for body in [&b"doomed scan"[..], &b"kept scan"[..]] {
+        let created: Value = upload(&app, &key, "scan", "application/pdf", body.to_vec())
+            .await
+            .json()
+            .await
+            .unwrap();
+        ids.push(created["id"].as_str().unwrap().to_owned());
+    }
+    let (doomed, kept) = (&ids[0], &ids[1]);
+    // A second version of every key record.
+    app.cli_json(&["--json", "key", "rotate", "acme"]);
+    app.cli_json(&["--json", "key", "rewrap", "acme"]);
+    let versions = |prefix: String| {
+        let s3 = s3.clone();
+        let bucket = bucket.clone();
+        async move {
+            let listed = s3
+                .list_object_versions()
+                .bucket(&bucket)
+                .prefix(prefix)
+                .send()
+                .await
+                .unwrap();
+            (listed.versions().len(), listed.delete_markers().len())
+        }
+    };
+    let doc_prefix = |id: &str| format!("vault/tenants/acme/docs/{id}/");
+    // body, key (twice), meta.
+    assert_eq!(versions(doc_prefix(doomed)).await, (4, 0));
+
+    let r = app
+        .http
+        .delete(app.at(&format!("/v1/documents/{doomed}")))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(versions(doc_prefix(doomed)).await, (0, 0));
+    assert_eq!(
+        versions(format!("vault/tenants/acme/tombstones/{doomed}")).await,
+        (1, 0)
+    );
+    assert_eq!(versions(doc_prefix(kept)).await, (4, 0));
+    assert_eq!(
+        get(&app, &key, &format!("/v1/documents/{doomed}"))
+            .await
+            .status(),
+        404
+    );
+    let r = get(&app, &key, &format!("/v1/documents/{kept}")).await;
+    assert_eq!(r.bytes().await.unwrap().to_vec(), b"kept scan".to_vec());
+}
+
+/// A delete interrupted after its tombstone was written (its objects still
+/// there) never shows the document again: not by id, not listed, not found by
+/// search, not holdable; index reconciliation and a repeated delete finish it.
+#[tokio::test]
+async fn an_interrupted_delete_never_shows_the_document_again() {
+    let app = start(Backend::Fs).await;
+    let key = app.api_key("acme", ALL_ROLES).await;
+    let mut ids = Vec::new();
+    for claim in ["CLM-T-1", "CLM-T-2"] {
+        let fields = serde_json::json!({ "claim_id": claim }).to_string();
+        let r = app
+            .upload(
+                &key,
+                "scan",
+                "application/pdf",
+                format!("%PDF-1.4 {claim}").into_bytes(),
+                &[("X-Vault-Fields", &fields)],
+            )
+            .await;
+        assert_eq!(r.status(), 201);
+        ids.push(
+            r.json::<Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let tenant_dir = app.data_dir.join("objects/tenants/acme");
+    std::fs::create_dir_all(tenant_dir.join("tombstones")).unwrap();
+    // As a delete that stopped right after writing its tombstone.
+    for id in &ids {
+        let tombstone = serde_json::json!({
+            "format": 1, "document": id, "deleted_at": "2026-01-01T00:00:00Z"
+        });
+        std::fs::write(
+            tenant_dir.join(format!("tombstones/{id}")),
+            tombstone.to_string(),
+        )
+        .unwrap();
+        assert!(tenant_dir.join(format!("docs/{id}/meta")).exists());
+    }
+    for id in &ids {
+        for path in [
+            format!("/v1/documents/{id}"),
+            format!("/v1/documents/{id}/metadata"),
+        ] {
+            assert_eq!(
+                code_of(get(&app, &key, &path).await).await,
+                (StatusCode::NOT_FOUND, "document_not_found".into()),
+                "{path}"
+            );
+        }
+        let r = app
+            .operator(
+                Method::POST,
+                &format!("/v1/admin/tenants/acme/documents/{id}/hold"),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404);
+    }
+    let listed: Value = get(&app, &key, "/v1/documents").await.json().await.unwrap();
+    assert!(
+        listed["documents"].as_array().unwrap().is_empty(),
+        "{listed}"
+    );
+    for claim in ["CLM-T-1", "CLM-T-2"] {
+        let found: Value = get(&app, &key, &format!("/v1/search?q=claim_id:{claim}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(found["total"], 0, "{found}");
+    }
+    let gone = |id: &str| {
+        ["meta", "key", "body"]
+            .iter()
+            .all(|o| !tenant_dir.join(format!("docs/{id}/{o}")).exists())
+            && tenant_dir.join(format!("tombstones/{id}")).exists()
+    };
+    // A repeated delete finishes the second (and answers 404: it was deleted)...
+    let r = app
+        .http
+        .delete(app.at(&format!("/v1/documents/{}", ids[1])))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(gone(&ids[1]));
+    assert!(!gone(&ids[0]));
+    // ...and index reconciliation the first.
+    app.cli_json(&["--json", "index", "rebuild", "--tenant", "acme"]);
+    assert!(gone(&ids[0]));
+}

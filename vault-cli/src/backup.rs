@@ -1,5 +1,10 @@
 //! `backup`, `restore` and `drill`: on-demand backups through the server, and the
 //! offline commands that work on a backup repository directly (`--store`).
+//!
+//! The offline commands trust a repository only as far as the vault's backup
+//! public key vouches for it, and that key never comes from the repository: it is
+//! `--public-key HEX`, `--public-key-file FILE`, or else the running server's
+//! answer (`GET /v1/admin/backups/public-key`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -70,6 +75,7 @@ fn failed(e: BackupError) -> CliError {
         BackupError::BadManifest(_)
         | BackupError::BadSignature(_)
         | BackupError::ForeignManifest(_)
+        | BackupError::ForeignRepository { .. }
         | BackupError::Mismatch { .. } => CliError::Integrity(e.to_string()),
         BackupError::Invalid(_) | BackupError::TargetNotEmpty | BackupError::UnknownSnapshot(_) => {
             CliError::Usage(e.to_string())
@@ -99,14 +105,60 @@ pub async fn open_repository(store: &str) -> Result<Repository, CliError> {
     Repository::open_existing(&location).await.map_err(failed)
 }
 
-fn parse_key(public_key: Option<&str>) -> Result<Option<PublicKey>, CliError> {
-    public_key
-        .map(|hex| {
-            PublicKey::from_hex(hex.trim()).map_err(|_| {
-                CliError::Usage("--public-key is not an Ed25519 public key in hex".into())
-            })
-        })
-        .transpose()
+/// Where the vault's backup public key comes from (`--public-key`,
+/// `--public-key-file`, else the server).
+#[derive(Clone, Debug, Default)]
+pub struct KeySource {
+    /// `--public-key HEX`.
+    pub hex: Option<String>,
+    /// `--public-key-file FILE`.
+    pub file: Option<PathBuf>,
+}
+
+fn parse_key(hex: &str, origin: &str) -> Result<PublicKey, CliError> {
+    PublicKey::from_hex(hex.trim()).map_err(|_| {
+        CliError::Usage(format!(
+            "{origin} is not an Ed25519 public key in hex (64 hex digits)"
+        ))
+    })
+}
+
+/// The vault's backup public key: from the command line, a file, or the running
+/// server; never from the repository.
+pub async fn vault_key(client: &Client, source: &KeySource) -> Result<PublicKey, CliError> {
+    if let Some(hex) = &source.hex {
+        return parse_key(hex, "--public-key");
+    }
+    if let Some(path) = &source.file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| CliError::Usage(format!("--public-key-file {}: {e}", path.display())))?;
+        return parse_key(&text, &format!("--public-key-file {}", path.display()));
+    }
+    let answer = client
+        .get("/v1/admin/backups/public-key")
+        .await
+        .map_err(|e| {
+            CliError::Usage(format!(
+                "the vault's backup public key is needed to trust a backup repository, and the server could not give it ({e}); pass --public-key HEX or --public-key-file FILE (`vault-cli backup public-key` prints it while the server runs)"
+            ))
+        })?;
+    let hex = answer["public_key"].as_str().ok_or_else(|| {
+        CliError::Usage(
+            "the server's answer holds no backup public key; pass --public-key HEX or --public-key-file FILE".into(),
+        )
+    })?;
+    parse_key(hex, "the server's backup public key")
+}
+
+/// `backup public-key`: the vault's backup public key, from the server.
+pub async fn public_key(client: &Client, json_mode: bool) -> Result<(), CliError> {
+    let answer = client.get("/v1/admin/backups/public-key").await?;
+    if json_mode {
+        print_json(&answer);
+    } else {
+        println!("{}", answer["public_key"].as_str().unwrap_or("?"));
+    }
+    Ok(())
 }
 
 /// `backup run`: starts a backup on the server and follows it.
@@ -234,19 +286,17 @@ pub async fn prune(client: &Client, json_mode: bool) -> Result<(), CliError> {
     Ok(())
 }
 
-/// `backup verify`: offline.
+/// `backup verify`: offline, against the vault's pinned key.
 pub async fn verify(
+    client: &Client,
     json_mode: bool,
     store: &str,
     snapshot: Option<&str>,
-    public_key: Option<&str>,
+    key: &KeySource,
     read: ReadData,
 ) -> Result<(), CliError> {
     let repo = open_repository(store).await?;
-    let key = repo
-        .vault_key(parse_key(public_key)?.as_ref())
-        .await
-        .map_err(failed)?;
+    let key = vault_key(client, key).await?;
     let bar = Bar::new(json_mode);
     let report = verify::verify(&repo, &key, snapshot, read, &bar)
         .await
@@ -289,17 +339,19 @@ pub struct RestoreArgs<'a> {
     pub data_dir: Option<PathBuf>,
     /// Resume into a non-empty target.
     pub allow_non_empty: bool,
-    /// Pinned vault key.
-    pub public_key: Option<&'a str>,
+    /// Where the vault's key comes from.
+    pub key: KeySource,
 }
 
-/// `restore`: offline.
-pub async fn restore(json_mode: bool, args: RestoreArgs<'_>) -> Result<(), CliError> {
+/// `restore`: offline, only from a snapshot that verifies under the vault's key.
+pub async fn restore(
+    client: &Client,
+    json_mode: bool,
+    args: RestoreArgs<'_>,
+) -> Result<(), CliError> {
     let repo = open_repository(args.store).await?;
-    let key = repo
-        .vault_key(parse_key(args.public_key)?.as_ref())
-        .await
-        .map_err(failed)?;
+    let key = vault_key(client, &args.key).await?;
+    repo.check_pinned(&key).await.map_err(failed)?;
     let manifest = if args.snapshot == "latest" {
         repo.latest(&key)
             .await
@@ -335,10 +387,11 @@ pub async fn restore(json_mode: bool, args: RestoreArgs<'_>) -> Result<(), CliEr
             args.data_dir.clone(),
         ),
     };
+    let plan = restore::plan(&repo, &key, manifest).await.map_err(failed)?;
     let bar = Bar::new(json_mode);
     let report = restore::restore(
         &repo,
-        &manifest,
+        &plan,
         &Target {
             store: store.as_ref(),
             keystore_file: data_dir.map(|d| d.join("keys/keystore.bin")),
@@ -361,6 +414,12 @@ pub async fn restore(json_mode: bool, args: RestoreArgs<'_>) -> Result<(), CliEr
             report.seconds,
             report.bytes as f64 / 1e6 / report.seconds.max(1e-9)
         );
+        if report.deleted_documents_left_out > 0 {
+            println!(
+                "left out {} deleted documents ({} objects): their tombstones are in this or a newer snapshot",
+                report.deleted_documents_left_out, report.deleted_objects_left_out
+            );
+        }
         println!("start the vault on it (with the vault's root key file); its indexes are rebuilt at start-up");
         for m in &report.mismatches {
             println!("  MISMATCH: {m}");
@@ -382,8 +441,8 @@ pub struct DrillArgs {
     pub store: String,
     /// Drill options.
     pub options: DrillOptions,
-    /// Pinned vault key.
-    pub public_key: Option<String>,
+    /// Where the vault's key comes from.
+    pub key: KeySource,
     /// Keep the scratch vault.
     pub keep: bool,
     /// Do not send the report to the server's audit log.
@@ -395,10 +454,7 @@ pub struct DrillArgs {
 /// `drill`: offline restore and checks, then the report into the audit log.
 pub async fn drill(client: &Client, json_mode: bool, args: DrillArgs) -> Result<(), CliError> {
     let repo = open_repository(&args.store).await?;
-    let key = repo
-        .vault_key(parse_key(args.public_key.as_deref())?.as_ref())
-        .await
-        .map_err(failed)?;
+    let key = vault_key(client, &args.key).await?;
     let bar = Bar::new(json_mode);
     let outcome = drill::run(&repo, &key, &args.options, &bar).await;
     if !args.keep {

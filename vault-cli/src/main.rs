@@ -9,7 +9,7 @@ mod client;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 
 use client::{CliError, Client};
@@ -29,6 +29,7 @@ use vault_server::storage::StoreLocation;
 ///       --public-key <hex> --checkpoint acme-checkpoint.txt
 ///   vault-cli audit export --tenant acme --since 2026-01-01T00:00:00Z > acme.jsonl
 ///   vault-cli backup run
+///   vault-cli backup public-key > vault-backup.pub
 ///   vault-cli backup verify --store /backups/vault --read-data-subset 1/10
 ///   vault-cli restore --store /backups/vault --snapshot latest --to ./restored-vault
 ///   vault-cli drill --store /backups/vault --root-key-file ./vault-data/keys/root.key
@@ -85,8 +86,10 @@ enum Command {
     /// Backups: run, list, verify, prune, hold, release.
     #[command(subcommand)]
     Backup(BackupCommand),
-    /// Restore a snapshot into an empty store (offline; every object hash-checked).
-    /// Exit 0 when restored, 2 when objects did not match, 1 on error.
+    /// Restore a snapshot into an empty store (offline; every object hash-checked),
+    /// only when its manifest verifies under the vault's backup public key; leaves
+    /// out documents deleted in it or a newer snapshot. Exit 0 when restored, 2 when
+    /// objects or signatures did not match (or usage), 1 on error.
     Restore {
         /// The backup repository: a directory or s3://bucket/prefix.
         #[arg(long)]
@@ -103,10 +106,8 @@ enum Command {
         /// Resume a restore into a store that already holds part of the snapshot.
         #[arg(long)]
         allow_non_empty: bool,
-        /// The vault's public key (hex) the manifests must be signed with
-        /// (default: the one the repository recorded at its first backup).
-        #[arg(long)]
-        public_key: Option<String>,
+        #[command(flatten)]
+        key: VaultKeyArgs,
     },
     /// Disaster-recovery drill: restore a snapshot into a scratch vault, verify every
     /// object, decrypt samples, rebuild indexes, run probe searches, report RPO/RTO
@@ -145,10 +146,32 @@ enum Command {
         /// Also write the JSON report to this file.
         #[arg(long)]
         report: Option<PathBuf>,
-        /// The vault's public key (hex), as for restore.
-        #[arg(long)]
-        public_key: Option<String>,
+        #[command(flatten)]
+        key: VaultKeyArgs,
     },
+}
+
+/// The vault's backup public key, which every manifest must be signed with. It is
+/// never taken from the repository: give it, or let the running server give it.
+#[derive(Debug, Args)]
+struct VaultKeyArgs {
+    /// The vault's backup public key (hex) [default: asked from the running
+    /// server; `vault-cli backup public-key` prints it].
+    #[arg(long, conflicts_with = "public_key_file")]
+    public_key: Option<String>,
+    /// A file holding the vault's backup public key (hex), as saved from
+    /// `vault-cli backup public-key`.
+    #[arg(long)]
+    public_key_file: Option<PathBuf>,
+}
+
+impl VaultKeyArgs {
+    fn source(self) -> backup::KeySource {
+        backup::KeySource {
+            hex: self.public_key,
+            file: self.public_key_file,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -157,8 +180,9 @@ enum BackupCommand {
     Run,
     /// The backup job's status and the repository's snapshots.
     List,
-    /// Check a repository offline: manifests, signatures, objects present; with
-    /// --read-data every object's hash. Exit 0 intact, 2 problems, 1 error.
+    /// Check a repository offline against the vault's backup public key: record,
+    /// manifests, signatures, objects present; with --read-data every object's
+    /// hash. Exit 0 intact, 2 problems (or usage), 1 error.
     Verify {
         /// The backup repository: a directory or s3://bucket/prefix.
         #[arg(long)]
@@ -172,10 +196,12 @@ enum BackupCommand {
         /// Read and hash part n of t of the objects (n/t).
         #[arg(long, conflicts_with = "read_data")]
         read_data_subset: Option<String>,
-        /// The vault's public key (hex), as for restore.
-        #[arg(long)]
-        public_key: Option<String>,
+        #[command(flatten)]
+        key: VaultKeyArgs,
     },
+    /// Print the vault's backup public key (hex), which every snapshot manifest is
+    /// signed with; save it with the root key file for restores without the server.
+    PublicKey,
     /// Apply the server's retention rules (never removes held or locked snapshots).
     Prune,
     /// Put a legal hold on a snapshot.
@@ -684,12 +710,13 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Backup(BackupCommand::Release { id }) => {
             backup::hold(&client, cli.json, &id, true).await?
         }
+        Command::Backup(BackupCommand::PublicKey) => backup::public_key(&client, cli.json).await?,
         Command::Backup(BackupCommand::Verify {
             store,
             snapshot,
             read_data,
             read_data_subset,
-            public_key,
+            key,
         }) => {
             let read = match (read_data, read_data_subset) {
                 (true, _) => ReadData::All,
@@ -699,10 +726,11 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 (false, None) => ReadData::None,
             };
             backup::verify(
+                &client,
                 cli.json,
                 &store,
                 snapshot.as_deref(),
-                public_key.as_deref(),
+                &key.source(),
                 read,
             )
             .await?
@@ -713,9 +741,10 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             to,
             data_dir,
             allow_non_empty,
-            public_key,
+            key,
         } => {
             backup::restore(
+                &client,
                 cli.json,
                 backup::RestoreArgs {
                     store: &store,
@@ -723,7 +752,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                     to: &to,
                     data_dir,
                     allow_non_empty,
-                    public_key: public_key.as_deref(),
+                    key: key.source(),
                 },
             )
             .await?
@@ -740,7 +769,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             keep,
             no_record,
             report,
-            public_key,
+            key,
         } => {
             let scratch_store = scratch_store
                 .map(|s| StoreLocation::parse(&s))
@@ -761,7 +790,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 backup::DrillArgs {
                     store,
                     options,
-                    public_key,
+                    key: key.source(),
                     keep,
                     no_record,
                     report_file: report,

@@ -1,6 +1,7 @@
 //! Documents as the vault stores them: the encrypted metadata block, the public
-//! facts object, and the upload / read / delete operations over storage and keys.
-//! HTTP concerns stay in `routes/documents.rs`.
+//! facts object, the tombstone of a deleted document, and the upload / read /
+//! delete operations over storage and keys. HTTP concerns stay in
+//! `routes/documents.rs`.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -96,6 +97,91 @@ pub struct DocumentFacts {
     pub uploaded_at: OffsetDateTime,
     /// Ciphertext bytes stored.
     pub stored_bytes: u64,
+}
+
+/// The record of a deleted document (`tenants/<t>/tombstones/<doc>`), written
+/// create-only before any of the document's objects is removed, and never removed
+/// itself. A document with a tombstone is deleted wherever it is seen: reads,
+/// listings, searches and index reconciliation never show it (leftover objects of
+/// an interrupted delete are removed), and a restore leaves its objects out of any
+/// snapshot the repository holds a later tombstone for (`backup/tombstones.rs`).
+/// Format 1; no PHI.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Tombstone {
+    /// FORMAT CONSTANT: 1.
+    pub format: u32,
+    /// The deleted document.
+    pub document: DocumentId,
+    /// When it was deleted.
+    #[serde(with = "time::serde::rfc3339")]
+    pub deleted_at: OffsetDateTime,
+}
+
+/// FORMAT CONSTANT: version of [`Tombstone`].
+const TOMBSTONE_FORMAT: u32 = 1;
+
+/// Whether a document exists, as its objects say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Presence {
+    /// Its facts object exists and it has no tombstone.
+    Visible,
+    /// It has a tombstone (objects of an interrupted delete may remain).
+    Deleted,
+    /// Neither.
+    Absent,
+}
+
+/// Whether `id` is a visible, deleted or unknown document of `tenant`.
+pub async fn presence(
+    state: &AppState,
+    tenant: &TenantId,
+    id: &DocumentId,
+) -> Result<Presence, StorageError> {
+    let facts = ObjectName::doc_meta(tenant, id);
+    let tombstone = ObjectName::tombstone(tenant, id);
+    let (facts, tombstone) = tokio::join!(state.store.head(&facts), state.store.head(&tombstone));
+    Ok(if tombstone?.is_some() {
+        Presence::Deleted
+    } else if facts?.is_some() {
+        Presence::Visible
+    } else {
+        Presence::Absent
+    })
+}
+
+/// Deletes a document: writes its tombstone (create-only; one already there is a
+/// delete being finished), then removes its facts (it disappears), key record and
+/// body, each with every earlier version the store keeps. A crash in between
+/// leaves a tombstoned remainder that every reader treats as deleted and the next
+/// delete or index reconciliation removes.
+pub async fn delete(state: &AppState, tenant: &TenantId, id: &DocumentId) -> Result<(), ApiError> {
+    let tombstone = Tombstone {
+        format: TOMBSTONE_FORMAT,
+        document: *id,
+        deleted_at: OffsetDateTime::now_utc(),
+    };
+    let record = serde_json::to_vec(&tombstone).map_err(|e| ApiError::internal("tombstone", e))?;
+    match state
+        .store
+        .put_new_bytes(&ObjectName::tombstone(tenant, id), Bytes::from(record))
+        .await
+    {
+        Ok(()) | Err(StorageError::AlreadyExists(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    for name in document_objects(tenant, id) {
+        state.store.delete_all_versions(&name).await?;
+    }
+    Ok(())
+}
+
+/// A document's objects, facts first (removing it makes the document disappear).
+fn document_objects(tenant: &TenantId, id: &DocumentId) -> [ObjectName; 3] {
+    [
+        ObjectName::doc_meta(tenant, id),
+        ObjectName::doc_key(tenant, id),
+        ObjectName::doc_body(tenant, id),
+    ]
 }
 
 /// What an upload needs besides the body.
@@ -243,14 +329,11 @@ where
     Ok(Stored { id, metadata })
 }
 
-/// Best-effort removal of a document's objects, facts first so it disappears at once.
+/// Best-effort removal of an unfinished upload's objects (every version), facts
+/// first so it disappears at once.
 pub async fn remove_objects(state: &AppState, tenant: &TenantId, id: &DocumentId) {
-    for name in [
-        ObjectName::doc_meta(tenant, id),
-        ObjectName::doc_key(tenant, id),
-        ObjectName::doc_body(tenant, id),
-    ] {
-        if let Err(e) = state.store.delete(&name).await {
+    for name in document_objects(tenant, id) {
+        if let Err(e) = state.store.delete_all_versions(&name).await {
             tracing::warn!(object = %name, error = %e, "could not remove an object of an unfinished document");
         }
     }
@@ -266,17 +349,21 @@ pub struct Opened {
     pub facts: DocumentFacts,
 }
 
-/// Opens a document's key record: 404 unless it is visible in this tenant.
+/// Opens a document's key record: 404 unless it is visible in this tenant (its
+/// facts object exists and it has no tombstone).
 pub async fn open(
     state: &AppState,
     tenant: &TenantRecord,
     id: &DocumentId,
 ) -> Result<Opened, ApiError> {
-    let facts_bytes = state
-        .store
-        .get_bytes(&ObjectName::doc_meta(&tenant.id, id))
-        .await?
-        .ok_or_else(ApiError::document_not_found)?;
+    let facts = ObjectName::doc_meta(&tenant.id, id);
+    let tombstone = ObjectName::tombstone(&tenant.id, id);
+    let (facts_bytes, tombstone) =
+        tokio::join!(state.store.get_bytes(&facts), state.store.head(&tombstone));
+    if tombstone?.is_some() {
+        return Err(ApiError::document_not_found());
+    }
+    let facts_bytes = facts_bytes?.ok_or_else(ApiError::document_not_found)?;
     let facts: DocumentFacts = serde_json::from_slice(&facts_bytes)
         .map_err(|e| ApiError::internal("document facts", e))?;
     let record_bytes = state

@@ -172,16 +172,14 @@ pub async fn rewrap(
                     };
                     let written = encoded.len() as u64;
                     state.store.replace(&name, Bytes::from(encoded)).await?;
-                    // A document deleted while we re-wrapped must stay shredded.
+                    // A document deleted while we re-wrapped must stay shredded
+                    // (no version of its key record left either).
                     if i < documents {
                         if let Some(doc) = name.key_document() {
-                            if state
-                                .store
-                                .head(&ObjectName::doc_meta(id, &doc))
-                                .await?
-                                .is_none()
+                            if crate::documents::presence(state, id, &doc).await?
+                                != crate::documents::Presence::Visible
                             {
-                                state.store.delete(&name).await?;
+                                state.store.delete_all_versions(&name).await?;
                             }
                         }
                     }
@@ -387,11 +385,8 @@ pub async fn set_hold(
     id: &DocumentId,
     on: bool,
 ) -> Result<(), ApiError> {
-    if state
-        .store
-        .head(&ObjectName::doc_meta(&tenant.id, id))
-        .await?
-        .is_none()
+    if crate::documents::presence(state, &tenant.id, id).await?
+        != crate::documents::Presence::Visible
     {
         return Err(ApiError::document_not_found());
     }

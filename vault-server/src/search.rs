@@ -619,7 +619,9 @@ pub async fn remove_document(
     Ok(())
 }
 
-/// Every visible document of a tenant (those whose facts object exists).
+/// Every visible document of a tenant: those whose facts object exists and that
+/// have no tombstone. A facts object beside a tombstone is the remainder of an
+/// interrupted delete, which is finished here.
 async fn stored_documents(
     state: &SharedState,
     tenant: &TenantId,
@@ -627,10 +629,25 @@ async fn stored_documents(
     let objects =
         crate::storage::list_all(state.store.as_ref(), &ObjectName::docs_prefix(tenant), None)
             .await?;
-    Ok(objects
+    let tombstones = crate::storage::list_all(
+        state.store.as_ref(),
+        &ObjectName::tombstones_prefix(tenant),
+        None,
+    )
+    .await?;
+    let deleted: std::collections::HashSet<DocumentId> = tombstones
         .iter()
-        .filter_map(|info| info.name.meta_document())
-        .collect())
+        .filter_map(|info| ObjectName::tombstone_of(info.name.as_str()).map(|(_, id)| id))
+        .collect();
+    let mut visible = Vec::new();
+    for id in objects.iter().filter_map(|info| info.name.meta_document()) {
+        if !deleted.contains(&id) {
+            visible.push(id);
+        } else if let Err(e) = documents::delete(state, tenant, &id).await {
+            tracing::warn!(tenant = %tenant, document = %id, code = e.code(), "could not finish an interrupted delete");
+        }
+    }
+    Ok(visible)
 }
 
 /// Brings a tenant's index in step with the store.

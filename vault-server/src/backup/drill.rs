@@ -5,6 +5,11 @@
 //! the indexes, run probe searches, compare counts with the manifest, and report
 //! RPO and RTO. Nothing of the scratch vault is kept unless asked.
 //!
+//! The snapshot is restored as `restore` does it: only from a manifest that
+//! verifies under the vault's pinned key, leaving out documents deleted as far as
+//! the repository knows (see [`super::tombstones`]); the counts compared are those
+//! a restore must bring back.
+//!
 //! KMS keys are not in a backup: an `aws-kms` tenant's documents decrypt only
 //! while its KMS key exists, and the report says which provider each tenant uses.
 //! The local keystore is in the snapshot, sealed under the root key file, which
@@ -23,9 +28,10 @@ use vault_crypto::signing::PublicKey;
 use vault_crypto::DocumentId;
 use vault_index::query::Query;
 
-use super::manifest::{Manifest, KEYSTORE_ENTRY};
+use super::manifest::{VerifiedManifest, KEYSTORE_ENTRY};
 use super::repo::Repository;
-use super::restore::{restore, Target};
+use super::restore::{plan, restore, Target};
+use super::tombstones::Tombstones;
 use super::{BackupError, Progress};
 use crate::config::{Config, StorageConfig};
 use crate::state::SharedState;
@@ -60,8 +66,12 @@ pub struct TenantDrill {
     pub provider: String,
     /// Whether the tenant is active (disabled tenants are counted, not opened).
     pub active: bool,
-    /// Documents the manifest lists.
+    /// Documents the manifest lists, less those left out as deleted.
     pub documents_in_manifest: u64,
+    /// Documents of the snapshot left out as deleted (a tombstone in it or in a
+    /// newer snapshot).
+    #[serde(default)]
+    pub documents_deleted: u64,
     /// Documents visible in the restored vault.
     pub documents_restored: u64,
     /// Documents in the rebuilt index.
@@ -139,11 +149,12 @@ impl DrillReport {
         );
         for t in &self.tenants {
             out.push_str(&format!(
-                "  tenant {} ({}{}): {} in manifest, {} restored, {} indexed, {} decrypted, {}/{} probes\n",
+                "  tenant {} ({}{}): {} in manifest ({} deleted left out), {} restored, {} indexed, {} decrypted, {}/{} probes\n",
                 t.tenant,
                 t.provider,
                 if t.active { "" } else { ", disabled" },
                 t.documents_in_manifest,
+                t.documents_deleted,
                 t.documents_restored,
                 t.documents_indexed,
                 t.samples_decrypted,
@@ -169,7 +180,7 @@ async fn choose(
     repo: &Repository,
     vault_key: &PublicKey,
     options: &DrillOptions,
-) -> Result<Manifest, BackupError> {
+) -> Result<VerifiedManifest, BackupError> {
     if let Some(id) = &options.snapshot {
         return repo.manifest(id, vault_key).await;
     }
@@ -201,7 +212,9 @@ pub async fn run(
     progress: &dyn Progress,
 ) -> Result<DrillReport, BackupError> {
     let drilled_at = OffsetDateTime::now_utc();
-    let manifest = choose(repo, vault_key, options).await?;
+    repo.check_pinned(vault_key).await?;
+    let plan = plan(repo, vault_key, choose(repo, vault_key, options).await?).await?;
+    let manifest = plan.manifest();
     let mut report = DrillReport {
         snapshot: manifest.snapshot.clone(),
         snapshot_created_at: manifest.created_at,
@@ -271,7 +284,7 @@ pub async fn run(
     let started = Instant::now();
     let restored = restore(
         repo,
-        &manifest,
+        &plan,
         &Target {
             store: target_store.as_ref(),
             keystore_file: Some(scratch.join("keys/keystore.bin")),
@@ -305,7 +318,8 @@ pub async fn run(
                 .into(),
         );
     }
-    let expected = manifest.documents_per_tenant();
+    let expected = manifest.documents_per_tenant(plan.deleted());
+    let listed = manifest.documents_per_tenant(&Tombstones::default());
     let tenants = state
         .tenants
         .list()
@@ -313,7 +327,7 @@ pub async fn run(
         .map_err(|e| BackupError::Internal(format!("tenant records: {e:?}")))?;
     let mut opened = Vec::new();
     for tenant in &tenants {
-        let drill = drill_tenant(
+        let mut drill = drill_tenant(
             &state,
             tenant,
             &expected,
@@ -321,6 +335,8 @@ pub async fn run(
             &mut report.mismatches,
         )
         .await?;
+        let in_snapshot = listed.get(tenant.id.as_str()).copied().unwrap_or(0);
+        drill.0.documents_deleted = in_snapshot.saturating_sub(drill.0.documents_in_manifest);
         opened.push(drill);
     }
     for (tenant, count) in &expected {

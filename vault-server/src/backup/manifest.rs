@@ -106,13 +106,17 @@ impl Manifest {
         hex::encode(merkle::root(&leaves))
     }
 
-    /// Documents per tenant, counted from the `meta` objects.
-    pub fn documents_per_tenant(&self) -> std::collections::BTreeMap<String, u64> {
+    /// Documents per tenant that a restore brings back: the `meta` objects, less
+    /// those of documents `deleted` holds a tombstone of.
+    pub fn documents_per_tenant(
+        &self,
+        deleted: &super::tombstones::Tombstones,
+    ) -> std::collections::BTreeMap<String, u64> {
         let mut counts = std::collections::BTreeMap::new();
         for entry in &self.entries {
             if let Some(rest) = entry.name.strip_prefix("tenants/") {
                 if let Some((tenant, doc)) = rest.split_once("/docs/") {
-                    if doc.ends_with("/meta") {
+                    if doc.ends_with("/meta") && !deleted.covers(&entry.name) {
                         *counts.entry(tenant.to_owned()).or_insert(0) += 1;
                     }
                 }
@@ -133,10 +137,14 @@ impl Manifest {
         Ok(out)
     }
 
-    /// Parses a stored manifest, checks its signature against the public key it
-    /// names and its Merkle root and order against its entries. Whether that key is
-    /// the expected vault's is the caller's check ([`Manifest::check_vault`]).
-    pub fn parse_and_verify(bytes: &[u8]) -> Result<Manifest, BackupError> {
+    /// Parses a stored manifest and checks it against the vault's pinned public
+    /// key `expected` (never a key taken from the repository or the manifest): it
+    /// must name that key and carry its signature over the exact bytes, and its
+    /// entries must be sorted and match their Merkle root.
+    pub fn parse_and_verify(
+        bytes: &[u8],
+        expected: &PublicKey,
+    ) -> Result<VerifiedManifest, BackupError> {
         let bad = |reason: &str| BackupError::BadManifest(reason.to_owned());
         if bytes.len() > MAX_MANIFEST_BYTES {
             return Err(bad("manifest too large"));
@@ -161,8 +169,11 @@ impl Manifest {
             .ok_or_else(|| bad("malformed signature line"))?;
         let manifest: Manifest =
             serde_json::from_str(body).map_err(|e| bad(&format!("body: {e}")))?;
-        let key = PublicKey::from_hex(&manifest.vault_key).map_err(|_| bad("bad vault key"))?;
-        key.verify(&signed_bytes(body), &signature)
+        if manifest.vault_key != expected.to_hex() {
+            return Err(BackupError::ForeignManifest(manifest.snapshot));
+        }
+        expected
+            .verify(&signed_bytes(body), &signature)
             .map_err(|_| BackupError::BadSignature(manifest.snapshot.clone()))?;
         if !manifest.entries.windows(2).all(|w| w[0].name < w[1].name) {
             return Err(bad("entries not sorted or duplicated"));
@@ -180,15 +191,28 @@ impl Manifest {
         if Manifest::compute_root(&manifest.entries) != manifest.merkle_root {
             return Err(bad("Merkle root does not match the entries"));
         }
-        Ok(manifest)
+        Ok(VerifiedManifest(manifest))
     }
+}
 
-    /// Refuses a manifest signed by another vault than `expected`.
-    pub fn check_vault(&self, expected: &PublicKey) -> Result<(), BackupError> {
-        if self.vault_key != expected.to_hex() {
-            return Err(BackupError::ForeignManifest(self.snapshot.clone()));
-        }
-        Ok(())
+/// A manifest whose signature verified under the vault's pinned public key. Only
+/// [`Manifest::parse_and_verify`] makes one, and restores take nothing else, so no
+/// object is restored from a snapshot that did not verify.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedManifest(Manifest);
+
+impl VerifiedManifest {
+    /// The manifest itself.
+    pub fn into_inner(self) -> Manifest {
+        self.0
+    }
+}
+
+impl std::ops::Deref for VerifiedManifest {
+    type Target = Manifest;
+
+    fn deref(&self) -> &Manifest {
+        &self.0
     }
 }
 
@@ -274,10 +298,10 @@ mod tests {
         let key = key();
         let manifest = sample(&key);
         let bytes = manifest.sign(&key).unwrap();
-        let parsed = Manifest::parse_and_verify(&bytes).unwrap();
-        assert_eq!(parsed, manifest);
-        parsed.check_vault(&key.public_key()).unwrap();
-        assert_eq!(parsed.documents_per_tenant().get("acme"), Some(&1));
+        let parsed = Manifest::parse_and_verify(&bytes, &key.public_key()).unwrap();
+        assert_eq!(*parsed, manifest);
+        let none = super::super::tombstones::Tombstones::default();
+        assert_eq!(parsed.documents_per_tenant(&none).get("acme"), Some(&1));
         assert_eq!(parsed.total_bytes(), 4306);
     }
 
@@ -289,7 +313,7 @@ mod tests {
             let mut tampered = bytes.clone();
             tampered[i] ^= 0x01;
             assert!(
-                Manifest::parse_and_verify(&tampered).is_err(),
+                Manifest::parse_and_verify(&tampered, &key.public_key()).is_err(),
                 "flip at byte {i} accepted"
             );
         }
@@ -300,10 +324,22 @@ mod tests {
         let ours = key();
         let theirs = SigningKey::from_seed(&Key256::from_bytes([9; 32]));
         let bytes = sample(&theirs).sign(&theirs).unwrap();
-        let parsed = Manifest::parse_and_verify(&bytes).unwrap();
         assert!(matches!(
-            parsed.check_vault(&ours.public_key()),
+            Manifest::parse_and_verify(&bytes, &ours.public_key()),
             Err(BackupError::ForeignManifest(_))
+        ));
+    }
+
+    /// A manifest that names the pinned key but was signed by another: the
+    /// signature is checked with the pinned key, never the one a manifest names.
+    #[test]
+    fn a_manifest_naming_our_key_but_signed_by_another_is_refused() {
+        let ours = key();
+        let theirs = SigningKey::from_seed(&Key256::from_bytes([9; 32]));
+        let bytes = sample(&ours).sign(&theirs).unwrap();
+        assert!(matches!(
+            Manifest::parse_and_verify(&bytes, &ours.public_key()),
+            Err(BackupError::BadSignature(_))
         ));
     }
 
@@ -314,7 +350,7 @@ mod tests {
         manifest.entries[1].size += 1;
         let bytes = manifest.sign(&key).unwrap();
         assert!(matches!(
-            Manifest::parse_and_verify(&bytes),
+            Manifest::parse_and_verify(&bytes, &key.public_key()),
             Err(BackupError::BadManifest(_))
         ));
     }
@@ -323,8 +359,8 @@ mod tests {
     #[test]
     fn v1_fixture_still_opens() {
         let bytes = include_bytes!("../../tests/fixtures/backup-manifest-v1/manifest");
-        let manifest = Manifest::parse_and_verify(bytes).unwrap();
-        assert_eq!(manifest, sample(&key()));
+        let manifest = Manifest::parse_and_verify(bytes, &key().public_key()).unwrap();
+        assert_eq!(*manifest, sample(&key()));
     }
 
     #[test]
@@ -340,7 +376,7 @@ mod tests {
     proptest! {
         #[test]
         fn parser_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
-            let _ = Manifest::parse_and_verify(&bytes);
+            let _ = Manifest::parse_and_verify(&bytes, &key().public_key());
         }
 
         #[test]
@@ -349,7 +385,7 @@ mod tests {
             sig in "[0-9a-f]{0,130}",
         ) {
             let text = format!("{MAGIC_V1}\n{body}\nsig {sig}\n");
-            let _ = Manifest::parse_and_verify(text.as_bytes());
+            let _ = Manifest::parse_and_verify(text.as_bytes(), &key().public_key());
         }
     }
 }

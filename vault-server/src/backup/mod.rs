@@ -13,6 +13,7 @@
 //! - [`snapshot`]: taking a snapshot.
 //! - [`retention`]: keep-last/daily/weekly/monthly/within and the prune.
 //! - [`restore`]: restoring a snapshot into an empty store, hash-checked.
+//! - [`tombstones`]: which deleted documents a restore leaves out.
 //! - [`verify`]: checking a repository's structure and, optionally, its data.
 //! - [`drill`]: restore, verify, open, decrypt, index and search a scratch vault.
 //! - [`schedule`]: the server's cron-driven backup job and its status.
@@ -25,6 +26,7 @@ pub mod restore;
 pub mod retention;
 pub mod schedule;
 pub mod snapshot;
+pub mod tombstones;
 pub mod verify;
 
 use crate::storage::StorageError;
@@ -44,7 +46,15 @@ pub enum BackupError {
     /// A manifest was signed by another vault than this repository's.
     #[error("manifest {0} was signed by another vault")]
     ForeignManifest(String),
-    /// The repository belongs to another vault, or its record is unreadable.
+    /// The repository's record names another key than the vault's.
+    #[error("the backup repository belongs to another vault: its record names key {recorded}..., this vault's key is {expected}...")]
+    ForeignRepository {
+        /// Start of the key the record names (hex).
+        recorded: String,
+        /// Start of the vault's key (hex).
+        expected: String,
+    },
+    /// The repository's record is missing or unreadable.
     #[error("backup repository: {0}")]
     Repository(String),
     /// No such snapshot.

@@ -2,8 +2,12 @@
 //! manifests under `snapshots/`, content-addressed objects under `data/` and legal
 //! holds under `holds/` (names in `storage/names.rs`).
 //!
-//! The repository record pins the vault's public key on first use: every manifest
-//! must be signed by it, so a manifest copied in from another vault is refused.
+//! The repository record names the vault's public key, written at the first
+//! backup. It is never trusted to say which key that is: every reader brings the
+//! vault's key from elsewhere (the server its own signing key; `vault-cli` the
+//! live server's answer or `--public-key`), checks the record names it, and checks
+//! every manifest against it, so a repository re-pinned to another key, or a
+//! manifest copied in from another vault, is refused.
 //! Writes are create-only (`If-None-Match: *` on S3); on a bucket with Object Lock
 //! enabled every object gets the configured retention.
 
@@ -15,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use vault_crypto::signing::PublicKey;
 
-use super::manifest::{is_snapshot_id, Manifest};
+use super::manifest::{is_snapshot_id, Manifest, VerifiedManifest};
 use super::BackupError;
 use crate::storage::s3::{ObjectLock, S3Store};
 use crate::storage::{list_all, ObjectName, ObjectStore, StorageError, StoreLocation};
@@ -162,20 +166,13 @@ impl Repository {
         }
     }
 
-    /// The key manifests must be signed with: `expected` when the caller pins one
-    /// (it must then match the record), else the record's.
-    pub async fn vault_key(&self, expected: Option<&PublicKey>) -> Result<PublicKey, BackupError> {
+    /// Checks that the repository's record names `vault_key`, the vault's key as
+    /// the caller knows it (never read from the repository).
+    pub async fn check_pinned(&self, vault_key: &PublicKey) -> Result<(), BackupError> {
         let config = self.config().await?.ok_or_else(|| {
             BackupError::Repository(format!("{} is not a backup repository", self.location))
         })?;
-        match expected {
-            Some(key) => {
-                check_key(&config, key)?;
-                Ok(*key)
-            }
-            None => PublicKey::from_hex(&config.vault_key)
-                .map_err(|_| BackupError::Repository("record holds a bad key".into())),
-        }
+        check_key(&config, vault_key)
     }
 
     /// Snapshot ids, oldest first.
@@ -193,9 +190,13 @@ impl Repository {
             .collect())
     }
 
-    /// Reads and verifies a manifest: its signature, its entries' root, and that
-    /// `vault_key` signed it.
-    pub async fn manifest(&self, id: &str, vault_key: &PublicKey) -> Result<Manifest, BackupError> {
+    /// Reads and verifies a manifest: that `vault_key` (the vault's pinned key)
+    /// signed it, and its entries' root.
+    pub async fn manifest(
+        &self,
+        id: &str,
+        vault_key: &PublicKey,
+    ) -> Result<VerifiedManifest, BackupError> {
         if !is_snapshot_id(id) {
             return Err(BackupError::UnknownSnapshot(id.to_owned()));
         }
@@ -204,19 +205,21 @@ impl Repository {
             .get_bytes(&ObjectName::backup_snapshot(id))
             .await?
             .ok_or_else(|| BackupError::UnknownSnapshot(id.to_owned()))?;
-        let manifest = Manifest::parse_and_verify(&bytes)?;
+        let manifest = Manifest::parse_and_verify(&bytes, vault_key)?;
         if manifest.snapshot != id {
             return Err(BackupError::BadManifest(format!(
                 "snapshot {id} holds the manifest of {}",
                 manifest.snapshot
             )));
         }
-        manifest.check_vault(vault_key)?;
         Ok(manifest)
     }
 
     /// The newest snapshot, if any.
-    pub async fn latest(&self, vault_key: &PublicKey) -> Result<Option<Manifest>, BackupError> {
+    pub async fn latest(
+        &self,
+        vault_key: &PublicKey,
+    ) -> Result<Option<VerifiedManifest>, BackupError> {
         match self.snapshot_ids().await?.last() {
             Some(id) => Ok(Some(self.manifest(id, vault_key).await?)),
             None => Ok(None),
@@ -305,8 +308,14 @@ fn check_key(config: &RepoConfig, vault_key: &PublicKey) -> Result<(), BackupErr
     if config.vault_key == vault_key.to_hex() {
         Ok(())
     } else {
-        Err(BackupError::Repository(
-            "this repository holds another vault's backups".into(),
-        ))
+        Err(BackupError::ForeignRepository {
+            recorded: short_key(&config.vault_key),
+            expected: short_key(&vault_key.to_hex()),
+        })
     }
+}
+
+/// The first 16 hex digits of a public key, for messages.
+fn short_key(hex: &str) -> String {
+    hex.chars().take(16).collect()
 }

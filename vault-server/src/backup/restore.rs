@@ -1,6 +1,11 @@
 //! Restoring a snapshot into an empty store, every object checked against the
 //! manifest as it is written: an object whose bytes do not hash to the manifest's
 //! value fails its create-only write, so nothing unverified becomes visible.
+//!
+//! A restore runs only from a [`RestorePlan`], which only [`plan`] makes: the
+//! repository's record names the vault's pinned key, the manifest verified under
+//! that key, and the documents deleted as far as the repository knows (their
+//! tombstones, see [`super::tombstones`]) are left out.
 //! Parallel, and resumable: with `allow_non_empty`, objects already restored with
 //! the right hash are kept. Objects are written without a sync each and made
 //! durable together by one `sync` before the restore reports success.
@@ -13,9 +18,12 @@ use futures::StreamExt;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::manifest::{Entry, Manifest, KEYSTORE_ENTRY};
+use vault_crypto::signing::PublicKey;
+
+use super::manifest::{Entry, VerifiedManifest, KEYSTORE_ENTRY};
 use super::repo::Repository;
 use super::snapshot::hash_stream;
+use super::tombstones::{self, Tombstones};
 use super::{sha256_hex, BackupError, Progress};
 use crate::storage::{ByteStream, ObjectName, ObjectStore, StorageError};
 
@@ -43,6 +51,11 @@ pub struct RestoreReport {
     pub bytes: u64,
     /// Objects that were already there (resumed).
     pub already_present: u64,
+    /// Deleted documents (tombstoned in this or a newer snapshot) left out; their
+    /// tombstones are restored.
+    pub deleted_documents_left_out: u64,
+    /// Their objects in the snapshot, not restored.
+    pub deleted_objects_left_out: u64,
     /// Objects that could not be restored or did not match.
     pub mismatches: Vec<String>,
     /// Wall time.
@@ -170,11 +183,68 @@ fn write_keystore(path: &Path, bytes: &[u8], allow_existing: bool) -> Result<boo
     Ok(false)
 }
 
-/// Restores `manifest` into `target`. Mismatching objects are reported (and left
-/// out); other failures stop the restore.
+/// What a restore of one snapshot writes: only [`plan`] makes one.
+#[derive(Debug)]
+pub struct RestorePlan {
+    manifest: VerifiedManifest,
+    deleted: Tombstones,
+}
+
+impl RestorePlan {
+    /// The snapshot's manifest (verified under the vault's pinned key).
+    pub fn manifest(&self) -> &VerifiedManifest {
+        &self.manifest
+    }
+
+    /// Documents left out as deleted.
+    pub fn deleted(&self) -> &Tombstones {
+        &self.deleted
+    }
+
+    /// The entries restored: every entry but the objects of deleted documents, and
+    /// the tombstones that only newer snapshots hold.
+    fn entries(&self) -> Vec<Entry> {
+        let own: std::collections::HashSet<&str> = self
+            .manifest
+            .entries
+            .iter()
+            .map(|e| e.name.as_str())
+            .collect();
+        self.manifest
+            .entries
+            .iter()
+            .filter(|e| !self.deleted.covers(&e.name))
+            .chain(
+                self.deleted
+                    .entries()
+                    .filter(|e| !own.contains(e.name.as_str())),
+            )
+            .cloned()
+            .collect()
+    }
+}
+
+/// Plans the restore of `manifest`: checks that the repository's record names
+/// `vault_key` (the vault's key as the caller knows it, never taken from the
+/// repository) and collects the tombstones of the snapshot and every newer one.
+pub async fn plan(
+    repo: &Repository,
+    vault_key: &PublicKey,
+    manifest: VerifiedManifest,
+) -> Result<RestorePlan, BackupError> {
+    repo.check_pinned(vault_key).await?;
+    if manifest.vault_key != vault_key.to_hex() {
+        return Err(BackupError::ForeignManifest(manifest.snapshot.clone()));
+    }
+    let deleted = tombstones::collect(repo, vault_key, &manifest).await?;
+    Ok(RestorePlan { manifest, deleted })
+}
+
+/// Restores a planned snapshot into `target`. Mismatching objects are reported
+/// (and left out); other failures stop the restore.
 pub async fn restore(
     repo: &Repository,
-    manifest: &Manifest,
+    plan: &RestorePlan,
     target: &Target<'_>,
     progress: &dyn Progress,
 ) -> Result<RestoreReport, BackupError> {
@@ -182,21 +252,27 @@ pub async fn restore(
     if !target.allow_non_empty && !target.store.list("", None, 1).await?.is_empty() {
         return Err(BackupError::TargetNotEmpty);
     }
+    let manifest = plan.manifest();
+    let entries = plan.entries();
     progress.start(
         "restore",
-        manifest.entries.len() as u64,
-        manifest.total_bytes(),
+        entries.len() as u64,
+        entries.iter().map(|e| e.size).sum(),
     );
-    let results: Vec<(String, u64, Result<bool, BackupError>)> =
-        futures::stream::iter(manifest.entries.iter().cloned())
-            .map(|entry| async move {
-                let result = restore_object(repo, target, &entry).await;
-                progress.advance(entry.size);
-                (entry.name.clone(), entry.size, result)
-            })
-            .buffer_unordered(CONCURRENCY)
-            .collect()
-            .await;
+    let left_out = manifest
+        .entries
+        .iter()
+        .filter(|e| plan.deleted.covers(&e.name))
+        .count() as u64;
+    let results: Vec<(String, u64, Result<bool, BackupError>)> = futures::stream::iter(entries)
+        .map(|entry| async move {
+            let result = restore_object(repo, target, &entry).await;
+            progress.advance(entry.size);
+            (entry.name.clone(), entry.size, result)
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
     progress.finish();
     // Everything written is durable before the restore says it is done. (A machine
     // crash before this may leave torn objects; a resumed restore finds them by
@@ -204,6 +280,8 @@ pub async fn restore(
     target.store.sync().await?;
     let mut report = RestoreReport {
         snapshot: manifest.snapshot.clone(),
+        deleted_documents_left_out: count_documents(manifest, &plan.deleted),
+        deleted_objects_left_out: left_out,
         ..RestoreReport::default()
     };
     for (name, size, result) in results {
@@ -222,4 +300,199 @@ pub async fn restore(
     report.mismatches.sort();
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Deleted documents that have objects in the snapshot.
+fn count_documents(manifest: &VerifiedManifest, deleted: &Tombstones) -> u64 {
+    let documents: std::collections::HashSet<_> = manifest
+        .entries
+        .iter()
+        .filter(|e| deleted.covers(&e.name))
+        .filter_map(|e| ObjectName::document_object_of(&e.name))
+        .collect();
+    documents.len() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use vault_crypto::signing::SigningKey;
+    use vault_crypto::{DocumentId, Key256, TenantId};
+
+    use super::*;
+    use crate::backup::manifest::Manifest;
+    use crate::backup::NoProgress;
+    use crate::storage::fs::FsStore;
+
+    async fn repository(dir: &Path) -> Repository {
+        Repository {
+            store: Arc::new(FsStore::open(dir).await.unwrap()),
+            location: dir.display().to_string(),
+            lock: None,
+        }
+    }
+
+    /// Stores `content` in the repository as the object `name` and returns its entry.
+    async fn object(repo: &Repository, name: &ObjectName, content: &str) -> Entry {
+        let sha = sha256_hex(content.as_bytes());
+        match repo
+            .store
+            .put_new_bytes(
+                &ObjectName::backup_data(&sha),
+                Bytes::from(content.to_owned()),
+            )
+            .await
+        {
+            Ok(()) | Err(StorageError::AlreadyExists(_)) => {}
+            Err(e) => panic!("{e}"),
+        }
+        Entry {
+            name: name.as_str().to_owned(),
+            size: content.len() as u64,
+            sha256: sha,
+        }
+    }
+
+    async fn document(repo: &Repository, tenant: &TenantId, doc: &DocumentId) -> Vec<Entry> {
+        vec![
+            object(
+                repo,
+                &ObjectName::doc_body(tenant, doc),
+                &format!("body {doc}"),
+            )
+            .await,
+            object(
+                repo,
+                &ObjectName::doc_key(tenant, doc),
+                &format!("key {doc}"),
+            )
+            .await,
+            object(
+                repo,
+                &ObjectName::doc_meta(tenant, doc),
+                &format!("meta {doc}"),
+            )
+            .await,
+        ]
+    }
+
+    async fn snapshot(repo: &Repository, key: &SigningKey, id: &str, mut entries: Vec<Entry>) {
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        let manifest = Manifest {
+            snapshot: id.to_owned(),
+            vault_key: key.public_key().to_hex(),
+            created_at: time::OffsetDateTime::UNIX_EPOCH,
+            finished_at: time::OffsetDateTime::UNIX_EPOCH,
+            source: "fs".into(),
+            tenants: vec![],
+            parent: None,
+            lock: None,
+            bytes_added: 0,
+            merkle_root: Manifest::compute_root(&entries),
+            entries,
+        };
+        repo.store
+            .put_new_bytes(
+                &ObjectName::backup_snapshot(id),
+                Bytes::from(manifest.sign(key).unwrap()),
+            )
+            .await
+            .unwrap();
+    }
+
+    const FIRST: &str = "20260101-000000-00000001";
+    const SECOND: &str = "20260102-000000-00000002";
+
+    /// A and B are backed up, A is deleted, a second snapshot holds A's tombstone:
+    /// restoring either brings back B and A's tombstone, never A.
+    #[tokio::test]
+    async fn a_restore_leaves_out_documents_tombstoned_in_a_newer_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = repository(&dir.path().join("repo")).await;
+        let key = SigningKey::from_seed(&Key256::from_bytes([4; 32]));
+        let pinned = key.public_key();
+        repo.init_or_check(&pinned).await.unwrap();
+        let acme = TenantId::new("acme").unwrap();
+        let (a, b) = (DocumentId::random(), DocumentId::random());
+        let mut first = document(&repo, &acme, &a).await;
+        first.extend(document(&repo, &acme, &b).await);
+        first.push(object(&repo, &ObjectName::doc_hold(&acme, &a), "hold").await);
+        snapshot(&repo, &key, FIRST, first).await;
+        let mut second = document(&repo, &acme, &b).await;
+        let tombstone = ObjectName::tombstone(&acme, &a);
+        second.push(object(&repo, &tombstone, "tombstone").await);
+        snapshot(&repo, &key, SECOND, second).await;
+
+        for (id, target_dir) in [(FIRST, "first"), (SECOND, "second")] {
+            let target = FsStore::open(&dir.path().join(target_dir)).await.unwrap();
+            let manifest = repo.manifest(id, &pinned).await.unwrap();
+            let plan = plan(&repo, &pinned, manifest).await.unwrap();
+            let report = restore(
+                &repo,
+                &plan,
+                &Target {
+                    store: &target,
+                    keystore_file: None,
+                    allow_non_empty: false,
+                },
+                &NoProgress,
+            )
+            .await
+            .unwrap();
+            assert!(report.mismatches.is_empty(), "{:?}", report.mismatches);
+            for name in [
+                ObjectName::doc_body(&acme, &a),
+                ObjectName::doc_key(&acme, &a),
+                ObjectName::doc_meta(&acme, &a),
+                ObjectName::doc_hold(&acme, &a),
+            ] {
+                assert!(target.head(&name).await.unwrap().is_none(), "{id}: {name}");
+            }
+            assert!(target
+                .head(&ObjectName::doc_meta(&acme, &b))
+                .await
+                .unwrap()
+                .is_some());
+            assert!(target.head(&tombstone).await.unwrap().is_some(), "{id}");
+            if id == FIRST {
+                assert_eq!(report.deleted_documents_left_out, 1);
+                assert_eq!(report.deleted_objects_left_out, 4);
+                // B's three objects and A's tombstone.
+                assert_eq!(report.objects, 4);
+            } else {
+                assert_eq!(report.deleted_documents_left_out, 0);
+            }
+        }
+    }
+
+    /// A repository whose record names another key is refused before anything is
+    /// written, even with manifests signed by that other key.
+    #[tokio::test]
+    async fn a_repository_pinned_to_another_key_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = repository(&dir.path().join("repo")).await;
+        let ours = SigningKey::from_seed(&Key256::from_bytes([4; 32]));
+        let forger = SigningKey::from_seed(&Key256::from_bytes([8; 32]));
+        repo.init_or_check(&forger.public_key()).await.unwrap();
+        let acme = TenantId::new("acme").unwrap();
+        let entries = document(&repo, &acme, &DocumentId::random()).await;
+        snapshot(&repo, &forger, FIRST, entries).await;
+        assert!(matches!(
+            repo.check_pinned(&ours.public_key()).await,
+            Err(BackupError::ForeignRepository { .. })
+        ));
+        assert!(matches!(
+            repo.manifest(FIRST, &ours.public_key()).await,
+            Err(BackupError::ForeignManifest(_))
+        ));
+        // Even with a manifest that verified (under the forger's key), planning
+        // under our key refuses the repository.
+        let forged = repo.manifest(FIRST, &forger.public_key()).await.unwrap();
+        assert!(matches!(
+            plan(&repo, &ours.public_key(), forged).await,
+            Err(BackupError::ForeignRepository { .. })
+        ));
+    }
 }

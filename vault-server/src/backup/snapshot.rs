@@ -2,8 +2,8 @@
 //! repository lacks under their hash, then write the signed manifest last.
 //!
 //! Incremental by construction: an object whose hash is already in `data/` is not
-//! copied. Objects that never change once written (bodies, facts, audit segments
-//! and checkpoints) keep the hash recorded in the previous snapshot when their size
+//! copied. Objects that never change once written (bodies, facts, tombstones,
+//! audit segments and checkpoints) keep the hash recorded in the previous snapshot when their size
 //! is unchanged, so an unchanged document is not even read again; everything else
 //! (key records, which rewraps replace; tenant and credential records) is re-read.
 
@@ -52,6 +52,7 @@ pub struct Selection {
 fn is_immutable(name: &str) -> bool {
     name.ends_with("/body")
         || name.ends_with("/meta")
+        || name.contains("/tombstones/")
         || name.contains("/audit/segments/")
         || name.contains("/audit/checkpoints/")
 }
@@ -389,7 +390,7 @@ pub async fn run(
         finished_at: OffsetDateTime::now_utc(),
         source: source.label,
         tenants: selection.tenants.iter().map(|t| t.to_string()).collect(),
-        parent: parent.map(|p| p.snapshot),
+        parent: parent.map(|p| p.into_inner().snapshot),
         lock,
         bytes_added: *run
             .bytes_added

@@ -1,5 +1,6 @@
-//! Checking a repository, like `restic check`: every manifest parses, is signed by
-//! the repository's vault and matches its Merkle root; every object it names is
+//! Checking a repository, like `restic check`: its record names the vault's
+//! pinned key (given by the caller, never read from the repository); every
+//! manifest parses, is signed with that key and matches its Merkle root; every object it names is
 //! present with the right size; with `read_data`, every object's bytes hash to the
 //! manifest's value (or only the subset `n/t`, by hash, like
 //! `--read-data-subset`).
@@ -95,6 +96,11 @@ pub async fn verify(
 ) -> Result<VerifyReport, BackupError> {
     let started = Instant::now();
     let mut report = VerifyReport::default();
+    match repo.check_pinned(vault_key).await {
+        Ok(()) => {}
+        Err(e @ BackupError::ForeignRepository { .. }) => report.problems.push(e.to_string()),
+        Err(e) => return Err(e),
+    }
     let ids = match only {
         Some(id) => vec![id.to_owned()],
         None => repo.snapshot_ids().await?,
@@ -105,7 +111,7 @@ pub async fn verify(
         match repo.manifest(id, vault_key).await {
             Ok(manifest) => {
                 report.snapshots += 1;
-                for entry in manifest.entries {
+                for entry in manifest.into_inner().entries {
                     if let Some((size, _)) = wanted.get(&entry.sha256) {
                         if *size != entry.size {
                             report.problems.push(format!(

@@ -1,10 +1,13 @@
-//! Operator endpoints for backups: the job's status and snapshots, starting a
-//! backup, applying retention, legal holds, and recording drill reports.
+//! Operator endpoints for backups: the job's status and snapshots, the vault's
+//! backup public key, starting a backup, applying retention, legal holds, and
+//! recording drill reports.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
+use serde::Serialize;
 use serde_json::{json, Value};
+use utoipa::ToSchema;
 
 use super::extract::JsonBody;
 use crate::audit::middleware::NoteSlot;
@@ -44,6 +47,35 @@ pub async fn list(State(state): State<SharedState>, caller: Caller) -> ApiResult
         Vec::new()
     };
     Ok(Json(json!({ "status": status, "snapshots": snapshots })))
+}
+
+/// The vault's backup public key.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BackupPublicKey {
+    /// Always `ed25519`.
+    pub algorithm: &'static str,
+    /// The public key (64 hex digits).
+    pub public_key: String,
+}
+
+/// The vault's backup public key (Ed25519).
+///
+/// Every snapshot manifest is signed with its private half (the vault's key, which
+/// also signs audit checkpoints). `vault-cli backup verify`, `restore` and `drill`
+/// check every manifest against this key, never one found in the repository. Save
+/// it beside the root key file for a restore without the server.
+#[utoipa::path(get, path = "/v1/admin/backups/public-key",
+    responses((status = 200, body = BackupPublicKey)),
+    security(("bearer" = [])))]
+pub async fn public_key(
+    State(state): State<SharedState>,
+    caller: Caller,
+) -> ApiResult<Json<BackupPublicKey>> {
+    caller.require_operator()?;
+    Ok(Json(BackupPublicKey {
+        algorithm: "ed25519",
+        public_key: state.audit.signer.public.to_hex(),
+    }))
 }
 
 /// Starts a backup now; poll `GET /v1/admin/backups` for its progress.

@@ -622,8 +622,11 @@ fn rfc3339(t: OffsetDateTime) -> String {
         .unwrap_or_default()
 }
 
-/// Deletes a document: its key record is destroyed (crypto-shredding), so the body
-/// is unreadable even in old copies. Needs the tenant-admin role.
+/// Deletes a document: its tombstone is written, then its facts, key record and
+/// body are removed (with every version a versioned bucket keeps). Copies made
+/// before the delete (backup snapshots) still hold its ciphertext and key record
+/// until they are pruned; a restore leaves the document out when the repository
+/// holds a snapshot with its tombstone. Needs the tenant-admin role.
 #[utoipa::path(delete, path = "/v1/documents/{id}", responses((status = 204), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn delete(
     State(state): State<SharedState>,
@@ -633,29 +636,24 @@ pub async fn delete(
     let tenant_id = caller.require_role(Role::TenantAdmin)?;
     let tenant = state.tenants.require_active(tenant_id).await?;
     let id = parse_document_id(&id)?;
-    let facts = ObjectName::doc_meta(&tenant.id, &id);
-    if state.store.head(&facts).await?.is_none() {
-        return Err(ApiError::document_not_found());
+    match documents::presence(&state, &tenant.id, &id).await? {
+        documents::Presence::Visible => {}
+        documents::Presence::Absent => return Err(ApiError::document_not_found()),
+        documents::Presence::Deleted => {
+            // Deleted already; finish a delete that was interrupted.
+            documents::delete(&state, &tenant.id, &id).await?;
+            return Err(ApiError::document_not_found());
+        }
     }
     crate::key_lifecycle::check_deletable(&state, &tenant, &id).await?;
-    // Facts first (the document disappears), then the key record (shredded), then
-    // the body. A crash in between leaves an invisible, undecryptable remainder.
-    state.store.delete(&facts).await?;
-    state
-        .store
-        .delete(&ObjectName::doc_key(&tenant.id, &id))
-        .await?;
-    state
-        .store
-        .delete(&ObjectName::doc_body(&tenant.id, &id))
-        .await?;
-    // A search between the deletes above and this skips the entry: its metadata
+    documents::delete(&state, &tenant.id, &id).await?;
+    // A search between the delete above and this skips the entry: its metadata
     // no longer opens.
     if let Err(e) = crate::search::remove_document(&state, &tenant, &id).await {
         state.metrics.index_failures.inc();
         tracing::error!(tenant = %tenant.id, document = %id, code = e.code(), "document deleted but still in the index until the next reconciliation");
     }
-    tracing::info!(tenant = %tenant.id, document = %id, "document deleted (key record destroyed)");
+    tracing::info!(tenant = %tenant.id, document = %id, "document deleted (tombstone written, objects removed)");
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -718,7 +716,19 @@ pub async fn list(
         start_after = Some(last.name.as_str().to_owned());
         let exhausted = page.len() < 3 * limit + 3;
         for info in page.iter().filter(|i| i.name.as_str().ends_with("/meta")) {
-            let Some(bytes) = state.store.get_bytes(&info.name).await? else {
+            let Some(id) = info.name.meta_document() else {
+                continue;
+            };
+            let tombstone = ObjectName::tombstone(&tenant.id, &id);
+            let (bytes, tombstone) = tokio::join!(
+                state.store.get_bytes(&info.name),
+                state.store.head(&tombstone)
+            );
+            // Deleted: its facts object is a remainder of an interrupted delete.
+            if tombstone?.is_some() {
+                continue;
+            }
+            let Some(bytes) = bytes? else {
                 continue;
             };
             let facts: DocumentFacts = serde_json::from_slice(&bytes)

@@ -70,6 +70,7 @@ fn build(state: SharedState, audit: Audit) -> Router {
         .route("/v1/admin/api-keys/{id}", delete(admin::revoke_api_key))
         .route("/v1/admin/backups", get(backups::list).post(backups::start))
         .route("/v1/admin/backups/prune", post(backups::prune))
+        .route("/v1/admin/backups/public-key", get(backups::public_key))
         .route(
             "/v1/admin/backups/{id}/hold",
             post(backups::hold).delete(backups::release),

@@ -205,6 +205,13 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// Deletes an object; deleting a missing object succeeds.
     async fn delete(&self, name: &ObjectName) -> Result<(), StorageError>;
 
+    /// Deletes an object and, where the store keeps earlier versions (an S3
+    /// bucket with versioning), every version and delete marker of it, so no copy
+    /// of it remains in the store. Deleting a missing object succeeds.
+    async fn delete_all_versions(&self, name: &ObjectName) -> Result<(), StorageError> {
+        self.delete(name).await
+    }
+
     /// Answers whether the backend is reachable and writable (readiness).
     async fn check(&self) -> Result<(), StorageError>;
 }

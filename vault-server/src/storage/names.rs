@@ -11,6 +11,7 @@
 //! tenants/<tenant>/docs/<doc id>/meta        public facts (kind, time, sizes)
 //! tenants/<tenant>/idempotency/<sha256 hex>  idempotency records
 //! tenants/<tenant>/holds/<doc id>            legal holds on documents
+//! tenants/<tenant>/tombstones/<doc id>       deletion records of documents
 //! tenants/<tenant>/audit/segments/<index>    sealed batches of audit events
 //! tenants/<tenant>/audit/checkpoints/<size>  signed tree heads of the audit log
 //! system/audit-signing/key                   wrapped Ed25519 seed (checkpoints)
@@ -128,6 +129,37 @@ impl ObjectName {
     /// A legal hold on a document (its presence is the hold).
     pub fn doc_hold(tenant: &TenantId, doc: &DocumentId) -> Self {
         Self::new(format!("tenants/{tenant}/holds/{doc}"))
+    }
+
+    /// The tombstone of a deleted document: written before any of its objects is
+    /// removed, and never removed itself.
+    pub fn tombstone(tenant: &TenantId, doc: &DocumentId) -> Self {
+        Self::new(format!("tenants/{tenant}/tombstones/{doc}"))
+    }
+
+    /// Prefix of a tenant's tombstones.
+    pub fn tombstones_prefix(tenant: &TenantId) -> String {
+        format!("tenants/{tenant}/tombstones/")
+    }
+
+    /// Tenant and document of a tombstone name (`tenants/<t>/tombstones/<doc>`).
+    pub fn tombstone_of(name: &str) -> Option<(&str, DocumentId)> {
+        let (tenant, rest) = name.strip_prefix("tenants/")?.split_once('/')?;
+        let doc = rest.strip_prefix("tombstones/")?;
+        Some((tenant, doc.parse().ok()?))
+    }
+
+    /// Tenant and document an object belongs to: `tenants/<t>/docs/<doc>/...`
+    /// (body, key record, facts) and `tenants/<t>/holds/<doc>`; not its tombstone.
+    pub fn document_object_of(name: &str) -> Option<(&str, DocumentId)> {
+        let rest = name.strip_prefix("tenants/")?;
+        let (tenant, rest) = rest.split_once('/')?;
+        let doc = match rest.split_once('/')? {
+            ("docs", rest) => rest.split_once('/')?.0,
+            ("holds", doc) => doc,
+            _ => return None,
+        };
+        Some((tenant, doc.parse().ok()?))
     }
 
     /// Prefix of a tenant's audit segments.
@@ -255,6 +287,36 @@ mod tests {
         assert!(ObjectName::audit_segment(&t, 42)
             .as_str()
             .starts_with(&ObjectName::audit_segments_prefix(&t)));
+        let tombstone = ObjectName::tombstone(&t, &d);
+        assert!(tombstone
+            .as_str()
+            .starts_with(&ObjectName::tombstones_prefix(&t)));
+        assert_eq!(
+            ObjectName::tombstone_of(tombstone.as_str()),
+            Some(("acme", d))
+        );
+        assert_eq!(ObjectName::document_object_of(tombstone.as_str()), None);
+        for name in [
+            ObjectName::doc_body(&t, &d),
+            ObjectName::doc_key(&t, &d),
+            ObjectName::doc_meta(&t, &d),
+            ObjectName::doc_hold(&t, &d),
+        ] {
+            assert_eq!(
+                ObjectName::document_object_of(name.as_str()),
+                Some(("acme", d)),
+                "{name}"
+            );
+            assert_eq!(ObjectName::tombstone_of(name.as_str()), None, "{name}");
+        }
+        for other in [
+            ObjectName::tenant(&t),
+            ObjectName::audit_segment(&t, 1),
+            ObjectName::tenant_key(&t, TenantKeyKind::Branch, 1),
+        ] {
+            assert_eq!(ObjectName::document_object_of(other.as_str()), None);
+            assert_eq!(ObjectName::tombstone_of(other.as_str()), None);
+        }
         for bad in ["", "/etc/passwd", "a/../b", "a//b", "Tenants/x", "a b"] {
             assert!(ObjectName::parse(bad).is_none(), "{bad}");
         }

@@ -471,6 +471,58 @@ impl ObjectStore for S3Store {
             .map_err(backend)
     }
 
+    /// ListObjectVersions on the object's key, then DeleteObject with each
+    /// VersionId (versions and delete markers alike). On a bucket without
+    /// versioning the listing holds the one `null` version.
+    async fn delete_all_versions(&self, name: &ObjectName) -> Result<(), StorageError> {
+        let key = self.key(name);
+        let mut key_marker: Option<String> = None;
+        let mut version_marker: Option<String> = None;
+        loop {
+            let listed = self
+                .client
+                .list_object_versions()
+                .bucket(&self.bucket)
+                .prefix(&key)
+                .set_key_marker(key_marker.take())
+                .set_version_id_marker(version_marker.take())
+                .send()
+                .await
+                .map_err(backend)?;
+            // The prefix also matches longer keys: only this exact key is ours.
+            let versions = listed
+                .versions()
+                .iter()
+                .filter(|v| v.key() == Some(key.as_str()))
+                .map(|v| v.version_id())
+                .chain(
+                    listed
+                        .delete_markers()
+                        .iter()
+                        .filter(|m| m.key() == Some(key.as_str()))
+                        .map(|m| m.version_id()),
+                );
+            for version in versions {
+                self.client
+                    .delete_object()
+                    .bucket(&self.bucket)
+                    .key(&key)
+                    .set_version_id(version.map(str::to_owned))
+                    .send()
+                    .await
+                    .map_err(backend)?;
+            }
+            if listed.is_truncated() != Some(true) {
+                return Ok(());
+            }
+            key_marker = listed.next_key_marker().map(str::to_owned);
+            version_marker = listed.next_version_id_marker().map(str::to_owned);
+            if key_marker.is_none() && version_marker.is_none() {
+                return Ok(());
+            }
+        }
+    }
+
     async fn check(&self) -> Result<(), StorageError> {
         self.client
             .head_bucket()
