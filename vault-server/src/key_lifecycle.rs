@@ -172,12 +172,14 @@ pub async fn rewrap(
                     };
                     let written = encoded.len() as u64;
                     state.store.replace(&name, Bytes::from(encoded)).await?;
-                    // A document deleted while we re-wrapped must stay shredded
-                    // (no version of its key record left either).
+                    // A document deleted while we re-wrapped must stay deleted (no
+                    // version of its key record left either). Only a tombstone
+                    // says so: a key record without facts may be an upload in
+                    // flight, whose facts come next; removing its key would lose it.
                     if i < documents {
                         if let Some(doc) = name.key_document() {
                             if crate::documents::presence(state, id, &doc).await?
-                                != crate::documents::Presence::Visible
+                                == crate::documents::Presence::Deleted
                             {
                                 state.store.delete_all_versions(&name).await?;
                             }
