@@ -1,5 +1,7 @@
 //! The document API: upload, download (with `Range`), metadata, delete, list.
 
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -179,13 +181,17 @@ fn parse_document_id(raw: &str) -> Result<DocumentId, ApiError> {
     raw.parse().map_err(|_| ApiError::document_not_found())
 }
 
-fn upload_response(id: &DocumentId, metadata: &documents::SealedMetadata) -> UploadResponse {
+fn upload_response(
+    id: &DocumentId,
+    metadata: &documents::SealedMetadata,
+    terms: &crate::search::SearchTerms,
+) -> UploadResponse {
     UploadResponse {
         id: id.to_string(),
         size: metadata.size,
         sha256: metadata.sha256.clone(),
         kind: metadata.kind,
-        indexed_fields: crate::search::indexed_field_names(&metadata.fields),
+        indexed_fields: crate::search::indexed_field_names(terms),
     }
 }
 
@@ -318,8 +324,13 @@ pub async fn upload(
     }
     // The document is durable; the index is derived data. A failure here is logged
     // and counted, and the next reconciliation (start-up or rebuild) adds it.
+    let indexed = crate::search::indexed_document(
+        &stored.id,
+        stored.metadata.kind,
+        stored.metadata.uploaded_at,
+    );
     if let Err(e) =
-        crate::search::index_document(&state, &tenant, &stored.id, &stored.metadata).await
+        crate::search::index_document(&state, &tenant, indexed, Arc::clone(&stored.terms)).await
     {
         state.metrics.index_failures.inc();
         tracing::error!(tenant = %tenant.id, document = %stored.id, code = e.code(), "document stored but not indexed");
@@ -327,7 +338,7 @@ pub async fn upload(
     tracing::info!(tenant = %tenant.id, document = %stored.id, kind = ?stored.metadata.kind, size = stored.metadata.size, "document stored");
     Ok((
         StatusCode::CREATED,
-        Json(upload_response(&stored.id, &stored.metadata)),
+        Json(upload_response(&stored.id, &stored.metadata, &stored.terms)),
     ))
 }
 
@@ -347,7 +358,16 @@ async fn replay(
         .and_then(|s| s.parse::<DocumentId>().ok())
         .ok_or_else(|| ApiError::internal("idempotency record", "no document id"))?;
     match documents::open(state, tenant, &id).await {
-        Ok(opened) => Ok(Some(upload_response(&id, &opened.metadata))),
+        Ok(opened) => {
+            // A remittance's terms are CPU work: off the async workers.
+            let metadata = opened.metadata;
+            tokio::task::spawn_blocking(move || {
+                let terms = vault_index::fields::search_terms(&metadata.fields);
+                Some(upload_response(&id, &metadata, &terms))
+            })
+            .await
+            .map_err(|e| ApiError::internal("search terms task", e))
+        }
         Err(e) if e.status() == StatusCode::NOT_FOUND => Err(ApiError::conflict(
             "idempotency_key_reused",
             "this Idempotency-Key belonged to a document that has since been deleted",
