@@ -816,7 +816,7 @@ mod tests {
         let mut fields = Fields::new();
         fields.insert("patient_name".into(), vec!["DOE, JOHN".into()]);
         fields.insert("service_date".into(), vec!["20240301".into()]);
-        let names = indexed_field_names(&fields);
+        let names = indexed_field_names(&search_terms(&fields));
         for name in [
             "patient_name",
             "patient_last_name",
