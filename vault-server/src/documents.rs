@@ -334,6 +334,14 @@ pub struct Opened {
     pub facts: DocumentFacts,
 }
 
+/// Key records up to this size have their metadata opened on the async worker.
+const INLINE_METADATA_BYTES: usize = 64 * 1024;
+
+fn open_metadata(record: &KeyRecord, dek: &Key256) -> Result<SealedMetadata, ApiError> {
+    let metadata_json = record.open_metadata(dek)?;
+    serde_json::from_slice(&metadata_json).map_err(|e| ApiError::internal("sealed metadata", e))
+}
+
 /// Opens a document's key record: 404 unless it is visible in this tenant.
 pub async fn open(
     state: &AppState,
@@ -361,9 +369,16 @@ pub async fn open(
         .branch_key(&tenant.key_spec(), &record.key_ref)
         .await?;
     let dek = record.unwrap_dek(&branch)?;
-    let metadata_json = record.open_metadata(&dek)?;
-    let metadata: SealedMetadata = serde_json::from_slice(&metadata_json)
-        .map_err(|e| ApiError::internal("sealed metadata", e))?;
+    let (dek, metadata) = if record_bytes.len() <= INLINE_METADATA_BYTES {
+        let metadata = open_metadata(&record, &dek)?;
+        (dek, metadata)
+    } else {
+        // A remittance's metadata runs to megabytes: decrypting and parsing it is
+        // CPU work for the blocking pool.
+        tokio::task::spawn_blocking(move || open_metadata(&record, &dek).map(|m| (dek, m)))
+            .await
+            .map_err(|e| ApiError::internal("sealed metadata task", e))??
+    };
     Ok(Opened {
         dek,
         metadata,

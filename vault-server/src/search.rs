@@ -428,6 +428,21 @@ pub async fn run_committer(state: SharedState) {
     }
 }
 
+/// Field values up to which a candidate is checked on the async worker.
+const INLINE_MATCH_VALUES: usize = 256;
+
+/// Whether a document with these fields matches the query exactly; a document
+/// with many values (a remittance) is checked on the blocking pool.
+async fn matches(query: &Query, fields: Fields) -> Result<bool, ApiError> {
+    if fields.values().map(Vec::len).sum::<usize>() <= INLINE_MATCH_VALUES {
+        return Ok(query.matches(&search_terms(&fields)));
+    }
+    let query = query.clone();
+    tokio::task::spawn_blocking(move || query.matches(&search_terms(&fields)))
+        .await
+        .map_err(|e| ApiError::internal("search filter task", e))
+}
+
 /// What the index keeps of a document.
 pub fn indexed_document(
     id: &DocumentId,
@@ -698,10 +713,9 @@ pub async fn search(
                 return Ok(None);
             };
             match documents::open(state, tenant, &id).await {
-                Ok(opened) if query.matches(&search_terms(&opened.metadata.fields)) => {
-                    Ok(Some(candidate))
-                }
-                Ok(_) => Ok(None),
+                Ok(opened) => Ok(matches(query, opened.metadata.fields)
+                    .await?
+                    .then_some(candidate)),
                 // Deleted since it was indexed.
                 Err(e) if e.status() == StatusCode::NOT_FOUND => Ok(None),
                 Err(e) => Err(e),
