@@ -40,13 +40,19 @@ fn extract_and_merge(c: &mut Criterion) {
                 search_terms(&fields).len()
             });
         });
-        group.bench_with_input(BenchmarkId::new("default_limits", &label), bytes, |b, bytes| {
-            b.iter(|| match extract_within(Format::X12, bytes, DEFAULT_LIMITS) {
-                Ok(extracted) => merge(Fields::new(), extracted).len(),
-                Err(ExtractFailure::TooMany(_)) => 0,
-                Err(e) => panic!("{e}"),
-            });
-        });
+        group.bench_with_input(
+            BenchmarkId::new("default_limits", &label),
+            bytes,
+            |b, bytes| {
+                b.iter(
+                    || match extract_within(Format::X12, bytes, DEFAULT_LIMITS) {
+                        Ok(extracted) => merge(Fields::new(), extracted).len(),
+                        Err(ExtractFailure::TooMany(_)) => 0,
+                        Err(e) => panic!("{e}"),
+                    },
+                );
+            },
+        );
     }
     group.finish();
 }

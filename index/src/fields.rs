@@ -486,9 +486,15 @@ mod tests {
     #[test]
     fn merging_keeps_order_and_drops_duplicates() {
         let mut caller = Fields::new();
-        caller.insert("member_id".into(), vec!["W2".into(), "W1".into(), "W2".into()]);
+        caller.insert(
+            "member_id".into(),
+            vec!["W2".into(), "W1".into(), "W2".into()],
+        );
         let mut extracted = Fields::new();
-        extracted.insert("member_id".into(), vec!["W1".into(), "W0".into(), "W3".into()]);
+        extracted.insert(
+            "member_id".into(),
+            vec!["W1".into(), "W0".into(), "W3".into()],
+        );
         extracted.insert("payer".into(), vec!["ACME".into()]);
         let merged = merge(caller, extracted);
         assert_eq!(merged["member_id"], ["W2", "W1", "W0", "W3"]);
@@ -533,9 +539,16 @@ mod tests {
                 limit: 2
             }
         );
-        assert_eq!(exceeded.to_string(), "more than 2 distinct values of claim_id");
+        assert_eq!(
+            exceeded.to_string(),
+            "more than 2 distinct values of claim_id"
+        );
         b.add(Field::Payer, "ACME");
-        assert_eq!(b.build()["claim_id"], ["A", "B"], "nothing is taken after the limit");
+        assert_eq!(
+            b.build()["claim_id"],
+            ["A", "B"],
+            "nothing is taken after the limit"
+        );
 
         let mut b = FieldsBuilder::with_limits(limits);
         for _ in 0..3 {

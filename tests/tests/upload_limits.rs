@@ -189,13 +189,22 @@ async fn documents_past_the_limits_are_refused_with_their_own_codes() {
         ),
     ] {
         let r = app
-            .upload(&key, "eob", "application/edi-x12", body.clone().into_bytes(), &[])
+            .upload(
+                &key,
+                "eob",
+                "application/edi-x12",
+                body.clone().into_bytes(),
+                &[],
+            )
             .await;
         assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
         let err: Value = r.json().await.unwrap();
         assert_eq!(err["code"], code, "{err}");
         let message = err["message"].as_str().unwrap();
-        assert!(message.contains(setting) && message.contains(limit), "{message}");
+        assert!(
+            message.contains(setting) && message.contains(limit),
+            "{message}"
+        );
         assert!(!message.contains("SECRET"), "{message}");
         assert!(
             claims.iter().all(|c| !message.contains(&c.claim_id)),

@@ -25,8 +25,7 @@ pub enum Extraction {
     Opaque,
 }
 
-const OPAQUE_HINT: &str =
-    "send X-Vault-Extraction: opaque to store it without extracted fields";
+const OPAQUE_HINT: &str = "send X-Vault-Extraction: opaque to store it without extracted fields";
 
 /// The fields of a captured document (none when nothing was captured). CPU-bound:
 /// call it on the blocking pool. 422 `extraction_failed` when the body is not

@@ -124,7 +124,9 @@ impl Capture {
                     append(head, &chunk[..blank_len.min(room)], limit);
                     rest = &chunk[blank_len..];
                 }
-                let taken = rest.len().min(DECIDING_BYTES - (*content).min(DECIDING_BYTES));
+                let taken = rest
+                    .len()
+                    .min(DECIDING_BYTES - (*content).min(DECIDING_BYTES));
                 append(head, &rest[..taken], limit);
                 *content += taken;
                 rest = &rest[taken..];
@@ -281,7 +283,10 @@ mod tests {
         let mut capture = Capture::start(true);
         capture.feed(b"\xEF\xBB\xBF \n", "application/fhir+json", MIB);
         let (format, bytes) = captured(capture, "application/fhir+json").unwrap();
-        assert_eq!((format, bytes.as_slice()), (Format::Fhir, &b"\xEF\xBB\xBF \n"[..]));
+        assert_eq!(
+            (format, bytes.as_slice()),
+            (Format::Fhir, &b"\xEF\xBB\xBF \n"[..])
+        );
     }
 
     fn input() -> impl Strategy<Value = Vec<u8>> {

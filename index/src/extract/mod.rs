@@ -159,14 +159,20 @@ mod tests {
         let fields = extract_within(Format::X12, remittance(10).as_bytes(), limits).unwrap();
         assert_eq!(fields["claim_id"].len(), 10);
         let e = extract_within(Format::X12, remittance(11).as_bytes(), limits).unwrap_err();
-        assert_eq!(e, ExtractFailure::TooMany(LimitExceeded::Claims { limit: 10 }));
+        assert_eq!(
+            e,
+            ExtractFailure::TooMany(LimitExceeded::Claims { limit: 10 })
+        );
         // Reading stops there: what follows is not read (nor refused).
         let broken = format!("{}~~garbage", remittance(11));
         let e = extract_within(Format::X12, broken.as_bytes(), limits).unwrap_err();
         assert!(matches!(e, ExtractFailure::TooMany(_)));
         assert!(!e.to_string().contains("SECRET"));
         // Without limits, the same input reads as before.
-        assert_eq!(extract(Format::X12, remittance(11).as_bytes()).unwrap()["claim_id"].len(), 11);
+        assert_eq!(
+            extract(Format::X12, remittance(11).as_bytes()).unwrap()["claim_id"].len(),
+            11
+        );
     }
 
     #[test]
@@ -186,9 +192,18 @@ mod tests {
         let entries: Vec<String> = (0..6)
             .map(|i| format!("{{\"resource\": {{\"resourceType\": \"Patient\", \"name\": [{{\"family\": \"SECRET{i}\"}}]}}}}"))
             .collect();
-        let bundle = format!("{{\"resourceType\": \"Bundle\", \"entry\": [{}]}}", entries.join(","));
+        let bundle = format!(
+            "{{\"resourceType\": \"Bundle\", \"entry\": [{}]}}",
+            entries.join(",")
+        );
         let e = extract_within(Format::Fhir, bundle.as_bytes(), limits).unwrap_err();
-        assert!(matches!(e, ExtractFailure::TooMany(LimitExceeded::Values { limit: 5, .. })), "{e}");
+        assert!(
+            matches!(
+                e,
+                ExtractFailure::TooMany(LimitExceeded::Values { limit: 5, .. })
+            ),
+            "{e}"
+        );
         assert!(!e.to_string().contains("SECRET"));
         // Unreadable input is still reported as such.
         let e = extract_within(Format::Fhir, b"{", limits).unwrap_err();
@@ -203,7 +218,10 @@ mod tests {
         };
         let entry = r#"{"resource": {"resourceType": "ExplanationOfBenefit"}}"#;
         let bundle = |n: usize| {
-            format!(r#"{{"resourceType": "Bundle", "entry": [{}]}}"#, vec![entry; n].join(","))
+            format!(
+                r#"{{"resourceType": "Bundle", "entry": [{}]}}"#,
+                vec![entry; n].join(",")
+            )
         };
         assert!(extract_within(Format::Fhir, bundle(2).as_bytes(), limits).is_ok());
         assert_eq!(

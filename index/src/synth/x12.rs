@@ -350,7 +350,8 @@ pub fn large_remittance_835(seed: u64, target_bytes: usize) -> LargeRemittance {
         claims
     };
     let options = X12Options::new(X12Version::V5010);
-    let sample = |count| remittance_835_with(&shape(SynthClaim::batch(seed, count)), &options).len();
+    let sample =
+        |count| remittance_835_with(&shape(SynthClaim::batch(seed, count)), &options).len();
     let (small, large) = (sample(1), sample(101));
     let per_claim = ((large - small) / 100).max(1);
     let count = (target_bytes.saturating_sub(small) / per_claim).max(1);
@@ -819,7 +820,11 @@ mod tests {
         let fields = crate::extract::x12::extract(large.text.as_bytes()).unwrap();
         let claim_ids = fields["claim_id"].len();
         // Random ids rarely collide.
-        assert!(claim_ids * 100 >= large.claims * 99, "{claim_ids} of {}", large.claims);
+        assert!(
+            claim_ids * 100 >= large.claims * 99,
+            "{claim_ids} of {}",
+            large.claims
+        );
         assert_eq!(fields["trace_number"].len(), 1);
     }
 
