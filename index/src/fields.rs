@@ -8,7 +8,7 @@
 //! One function for both sides is what makes results exact: a token can only match
 //! where the plaintext comparison agrees.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
 
 use crate::normalize;
@@ -239,27 +239,106 @@ fn first_and_last(raw: &str) -> Option<String> {
     (!family.is_empty()).then(|| sorted_words(&format!("{family} {first}")))
 }
 
-/// Collects values while extracting: trims, drops empties and duplicates.
-#[derive(Debug, Default, Clone)]
+/// How much one document may carry: distinct values per field and claims. Past
+/// either, extraction stops and the document is refused (its index terms, the
+/// sealed metadata and the work to read it grow with both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FieldLimits {
+    /// Distinct values of any one field.
+    pub max_values_per_field: usize,
+    /// Claims (an 835 `CLP`, an 837 `CLM`, a FHIR ExplanationOfBenefit, Claim or
+    /// ClaimResponse).
+    pub max_claims: usize,
+}
+
+impl FieldLimits {
+    /// No limit (tests and offline tools).
+    pub const NONE: FieldLimits = FieldLimits {
+        max_values_per_field: usize::MAX,
+        max_claims: usize::MAX,
+    };
+}
+
+/// A document that carries more than its [`FieldLimits`] allow. Names the field
+/// and the limit, never a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum LimitExceeded {
+    /// More distinct values of one field than the limit.
+    #[error("more than {limit} distinct values of {field}")]
+    Values {
+        /// The field.
+        field: Field,
+        /// The limit.
+        limit: usize,
+    },
+    /// More claims than the limit.
+    #[error("more than {limit} claims")]
+    Claims {
+        /// The limit.
+        limit: usize,
+    },
+}
+
+/// Collects values while extracting: trims, drops empties and duplicates, counts
+/// claims, and remembers the first limit exceeded (after which it takes nothing
+/// more: the extractor stops at [`FieldsBuilder::exceeded`]).
+#[derive(Debug, Clone)]
 pub struct FieldsBuilder {
     values: BTreeMap<Field, BTreeSet<String>>,
+    limits: FieldLimits,
+    claims: usize,
+    exceeded: Option<LimitExceeded>,
+}
+
+impl Default for FieldsBuilder {
+    fn default() -> Self {
+        Self::with_limits(FieldLimits::NONE)
+    }
 }
 
 impl FieldsBuilder {
-    /// An empty builder.
+    /// An empty builder without limits.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty builder that stops at `limits`.
+    pub fn with_limits(limits: FieldLimits) -> Self {
+        FieldsBuilder {
+            values: BTreeMap::new(),
+            limits,
+            claims: 0,
+            exceeded: None,
+        }
     }
 
     /// Adds a raw value (ignored when blank).
     pub fn add(&mut self, field: Field, raw: &str) {
         let value = raw.trim();
-        if !value.is_empty() {
-            self.values
-                .entry(field)
-                .or_default()
-                .insert(value.to_owned());
+        if value.is_empty() || self.exceeded.is_some() {
+            return;
         }
+        let values = self.values.entry(field).or_default();
+        let limit = self.limits.max_values_per_field;
+        if values.len() >= limit && !values.contains(value) {
+            self.exceeded = Some(LimitExceeded::Values { field, limit });
+            return;
+        }
+        values.insert(value.to_owned());
+    }
+
+    /// Counts one claim.
+    pub fn add_claim(&mut self) {
+        self.claims = self.claims.saturating_add(1);
+        let limit = self.limits.max_claims;
+        if self.claims > limit && self.exceeded.is_none() {
+            self.exceeded = Some(LimitExceeded::Claims { limit });
+        }
+    }
+
+    /// The first limit exceeded, if any.
+    pub fn exceeded(&self) -> Option<LimitExceeded> {
+        self.exceeded
     }
 
     /// Whether nothing was added.
@@ -274,6 +353,42 @@ impl FieldsBuilder {
             .map(|(field, values)| (field.name().to_owned(), values.into_iter().collect()))
             .collect()
     }
+}
+
+/// Two sets of fields together: `first`'s values in their order, then `second`'s
+/// not already there (duplicates dropped on both sides). Linear in the number of
+/// values.
+pub fn merge(first: Fields, second: Fields) -> Fields {
+    let mut merged = Fields::new();
+    for (name, values) in first.into_iter().chain(second) {
+        let slot: &mut Vec<String> = merged.entry(name).or_default();
+        let mut seen: HashSet<String> = slot.iter().cloned().collect();
+        slot.reserve(values.len());
+        for value in values {
+            if !seen.contains(&value) {
+                seen.insert(value.clone());
+                slot.push(value);
+            }
+        }
+    }
+    merged
+}
+
+/// The first field of `fields` with more than `limits` allows distinct values.
+pub fn check_limits(fields: &Fields, limits: &FieldLimits) -> Result<(), LimitExceeded> {
+    for (name, values) in fields {
+        let limit = limits.max_values_per_field;
+        if values.len() <= limit {
+            continue;
+        }
+        let distinct: HashSet<&String> = values.iter().collect();
+        if distinct.len() > limit {
+            if let Some(field) = Field::from_name(name) {
+                return Err(LimitExceeded::Values { field, limit });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The normalised search terms of a document's fields, with the virtual fields
@@ -366,6 +481,101 @@ mod tests {
         assert!(terms.contains(&(Field::MemberIdLast4, "6789".into())));
         assert!(terms.contains(&(Field::PatientNameDob, "doe john q|1980-01-31".into())));
         assert!(terms.contains(&(Field::PatientNameDob, "doe john|1980-01-31".into())));
+    }
+
+    #[test]
+    fn merging_keeps_order_and_drops_duplicates() {
+        let mut caller = Fields::new();
+        caller.insert(
+            "member_id".into(),
+            vec!["W2".into(), "W1".into(), "W2".into()],
+        );
+        let mut extracted = Fields::new();
+        extracted.insert(
+            "member_id".into(),
+            vec!["W1".into(), "W0".into(), "W3".into()],
+        );
+        extracted.insert("payer".into(), vec!["ACME".into()]);
+        let merged = merge(caller, extracted);
+        assert_eq!(merged["member_id"], ["W2", "W1", "W0", "W3"]);
+        assert_eq!(merged["payer"], ["ACME"]);
+    }
+
+    #[test]
+    fn merging_is_linear() {
+        // 200,000 distinct values on each side: the old merge (a Vec::contains per
+        // value) took minutes; a linear one takes well under a second even in a
+        // debug build. The bound is a sanity check, not a measurement.
+        let values = |offset: usize| -> Vec<String> {
+            (0..200_000).map(|i| format!("V{}", i + offset)).collect()
+        };
+        let mut caller = Fields::new();
+        caller.insert("claim_id".into(), values(0));
+        let mut extracted = Fields::new();
+        extracted.insert("claim_id".into(), values(100_000));
+        let started = std::time::Instant::now();
+        let merged = merge(caller, extracted);
+        assert_eq!(merged["claim_id"].len(), 300_000);
+        assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    }
+
+    #[test]
+    fn the_builder_stops_at_its_limits() {
+        let limits = FieldLimits {
+            max_values_per_field: 2,
+            max_claims: 3,
+        };
+        let mut b = FieldsBuilder::with_limits(limits);
+        b.add(Field::ClaimId, "A");
+        b.add(Field::ClaimId, "B");
+        b.add(Field::ClaimId, " A ");
+        assert_eq!(b.exceeded(), None, "a value already there is no new value");
+        b.add(Field::ClaimId, "SECRET");
+        let exceeded = b.exceeded().unwrap();
+        assert_eq!(
+            exceeded,
+            LimitExceeded::Values {
+                field: Field::ClaimId,
+                limit: 2
+            }
+        );
+        assert_eq!(
+            exceeded.to_string(),
+            "more than 2 distinct values of claim_id"
+        );
+        b.add(Field::Payer, "ACME");
+        assert_eq!(
+            b.build()["claim_id"],
+            ["A", "B"],
+            "nothing is taken after the limit"
+        );
+
+        let mut b = FieldsBuilder::with_limits(limits);
+        for _ in 0..3 {
+            b.add_claim();
+        }
+        assert_eq!(b.exceeded(), None);
+        b.add_claim();
+        assert_eq!(b.exceeded(), Some(LimitExceeded::Claims { limit: 3 }));
+    }
+
+    #[test]
+    fn merged_fields_are_checked_against_the_limits() {
+        let limits = FieldLimits {
+            max_values_per_field: 2,
+            max_claims: 1,
+        };
+        let mut fields = Fields::new();
+        fields.insert("member_id".into(), vec!["A".into(), "B".into(), "A".into()]);
+        assert_eq!(check_limits(&fields, &limits), Ok(()));
+        fields.insert("payer".into(), vec!["A".into(), "B".into(), "C".into()]);
+        assert_eq!(
+            check_limits(&fields, &limits),
+            Err(LimitExceeded::Values {
+                field: Field::Payer,
+                limit: 2
+            })
+        );
     }
 
     #[test]

@@ -124,8 +124,35 @@ pub struct SearchConfig {
     /// X12 and FHIR uploads up to this size have their fields extracted; larger
     /// ones are refused unless sent as opaque (`X-Vault-Extraction: opaque`).
     pub max_extract_bytes: u64,
+    /// A document with more distinct values of one field than this is refused
+    /// (`too_many_fields`) unless sent as opaque.
+    pub max_values_per_field: usize,
+    /// A document with more claims than this is refused (`too_many_claims`)
+    /// unless sent as opaque.
+    pub max_claims_per_document: usize,
+    /// Extractions (reading fields, sealing and tokenising them) running at once;
+    /// further uploads wait for their turn. 0: one per CPU.
+    pub max_concurrent_extractions: usize,
     /// How often pending index changes are committed, in milliseconds.
     pub commit_interval_ms: u64,
+}
+
+impl SearchConfig {
+    /// The per-document limits of extraction.
+    pub fn field_limits(&self) -> vault_index::fields::FieldLimits {
+        vault_index::fields::FieldLimits {
+            max_values_per_field: self.max_values_per_field,
+            max_claims: self.max_claims_per_document,
+        }
+    }
+
+    /// Extractions allowed to run at once.
+    pub fn concurrent_extractions(&self) -> usize {
+        match self.max_concurrent_extractions {
+            0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            n => n,
+        }
+    }
 }
 
 impl Default for SearchConfig {
@@ -136,6 +163,9 @@ impl Default for SearchConfig {
             token_bits: std::collections::BTreeMap::new(),
             max_candidates: 10_000,
             max_extract_bytes: 16 << 20,
+            max_values_per_field: 50_000,
+            max_claims_per_document: 20_000,
+            max_concurrent_extractions: 0,
             commit_interval_ms: 250,
         }
     }
@@ -323,9 +353,13 @@ impl Config {
                 "search.expected_documents and search.initial_expected_documents must be 1 to {MAX_PLANNED_DOCUMENTS}"
             )));
         }
-        if self.search.max_candidates == 0 || self.search.commit_interval_ms == 0 {
+        if self.search.max_candidates == 0
+            || self.search.commit_interval_ms == 0
+            || self.search.max_values_per_field == 0
+            || self.search.max_claims_per_document == 0
+        {
             return Err(ConfigError::Invalid(
-                "search.max_candidates and search.commit_interval_ms must be positive".into(),
+                "search.max_candidates, search.commit_interval_ms, search.max_values_per_field and search.max_claims_per_document must be positive".into(),
             ));
         }
         self.backup.validate().map_err(ConfigError::Invalid)?;
@@ -406,6 +440,10 @@ mod tests {
         assert!(config.validate().is_err());
         let config = Config::parse("[search]\ntoken_bits = { member_id = 0 }\n").unwrap();
         assert!(config.validate().is_err());
+        let config = Config::parse("[search]\nmax_claims_per_document = 0\n").unwrap();
+        assert!(config.validate().is_err());
+        let config = Config::parse("[search]\nmax_concurrent_extractions = 0\n").unwrap();
+        assert!(config.search.concurrent_extractions() >= 1);
     }
 
     #[test]

@@ -15,7 +15,8 @@ use vault_crypto::envelope::{self, BodyHeader, KeyRecord, StreamError};
 use vault_crypto::{DocumentId, Key256, TenantId};
 
 use crate::error::ApiError;
-use crate::extraction::{merge, Capture, Extraction};
+use crate::extraction::{self, Capture, Extraction};
+use crate::search::SearchTerms;
 use crate::state::AppState;
 use crate::storage::{ByteStream, ObjectName, StorageError};
 use crate::tenants::TenantRecord;
@@ -205,6 +206,16 @@ pub struct Stored {
     pub id: DocumentId,
     /// The metadata that was sealed.
     pub metadata: SealedMetadata,
+    /// The search terms of its fields, for the index.
+    pub terms: Arc<SearchTerms>,
+}
+
+/// What the blocking part of an upload makes: the fields extracted and merged,
+/// the sealed key record, the search terms.
+struct Sealed {
+    metadata: SealedMetadata,
+    record: Vec<u8>,
+    terms: SearchTerms,
 }
 
 /// Running plaintext size and hash of an upload, and the bytes kept for
@@ -270,16 +281,23 @@ where
     let stored_bytes = state.store.put_new(&body_name, sealed).await?;
     let (size, sha256, capture) = {
         let mut tap = tap.lock().unwrap_or_else(PoisonError::into_inner);
-        let capture = std::mem::replace(&mut tap.capture, Capture::Off);
+        let capture = std::mem::replace(&mut tap.capture, Capture::start(false));
         let sha256 = std::mem::take(&mut tap.sha256);
         (tap.size, hex::encode(sha256.finalize()), capture)
     };
-    let fields = match capture.finish(&request.content_type, extract_limit).await {
-        Ok(extracted) => merge(request.fields, extracted),
-        Err(e) => {
-            remove_objects(state, &tenant.id, &id).await;
-            return Err(e);
-        }
+    let captured = capture.finish(&request.content_type);
+    // Extraction, merging, the metadata JSON, its encryption and the search terms
+    // are CPU work that grows with the document: off the async workers, and only
+    // `search.max_concurrent_extractions` extracting documents at once.
+    let permit = match captured {
+        extraction::Captured::Document(..) => match state.search.extraction_permit().await {
+            Ok(permit) => Some(permit),
+            Err(e) => {
+                remove_objects(state, &tenant.id, &id).await;
+                return Err(e);
+            }
+        },
+        _ => None,
     };
     let metadata = SealedMetadata {
         format: 1,
@@ -288,20 +306,38 @@ where
         file_name: request.file_name,
         size,
         sha256,
-        fields,
+        fields: request.fields,
         uploaded_at: OffsetDateTime::now_utc(),
     };
+    let limits = state.config.search.field_limits();
+    let sealed = tokio::task::spawn_blocking(move || {
+        seal(
+            metadata,
+            captured,
+            limits,
+            extract_limit,
+            (&dek, &header, &branch_key, key_ref),
+        )
+    })
+    .await
+    .map_err(|e| ApiError::internal("upload sealing task", e))
+    .and_then(|sealed| sealed);
+    drop(permit);
+    let Sealed {
+        metadata,
+        record,
+        terms,
+    } = match sealed {
+        Ok(sealed) => sealed,
+        Err(e) => {
+            remove_objects(state, &tenant.id, &id).await;
+            return Err(e);
+        }
+    };
     let finish = async {
-        let metadata_json = zeroize::Zeroizing::new(
-            serde_json::to_vec(&metadata).map_err(|e| ApiError::internal("metadata", e))?,
-        );
-        let record = KeyRecord::seal(&dek, &header, &branch_key, key_ref, &metadata_json)?;
         state
             .store
-            .put_new_bytes(
-                &ObjectName::doc_key(&tenant.id, &id),
-                Bytes::from(record.encode()),
-            )
+            .put_new_bytes(&ObjectName::doc_key(&tenant.id, &id), Bytes::from(record))
             .await?;
         let facts = DocumentFacts {
             format: 1,
@@ -325,8 +361,40 @@ where
         return Err(e);
     }
     state.metrics.uploads.inc();
-    state.metrics.upload_bytes.inc_by(size);
-    Ok(Stored { id, metadata })
+    state.metrics.upload_bytes.inc_by(metadata.size);
+    Ok(Stored {
+        id,
+        metadata,
+        terms: Arc::new(terms),
+    })
+}
+
+/// The CPU-bound part of an upload, on the blocking pool: the captured document's
+/// fields merged into the caller's, within the limits; the metadata sealed in a
+/// key record; the search terms.
+fn seal(
+    mut metadata: SealedMetadata,
+    captured: extraction::Captured,
+    limits: vault_index::fields::FieldLimits,
+    max_extract_bytes: u64,
+    (dek, header, branch_key, key_ref): (&Key256, &BodyHeader, &Key256, envelope::KeyRef),
+) -> Result<Sealed, ApiError> {
+    let extracted = extraction::extract_captured(captured, limits, max_extract_bytes)?;
+    let caller = std::mem::take(&mut metadata.fields);
+    metadata.fields = extraction::merge(caller, extracted, &limits)?;
+    let json = zeroize::Zeroizing::new(
+        serde_json::to_vec(&metadata).map_err(|e| ApiError::internal("metadata", e))?,
+    );
+    if json.len() > envelope::MAX_METADATA_LEN {
+        return Err(extraction::fields_too_large(envelope::MAX_METADATA_LEN));
+    }
+    let record = KeyRecord::seal(dek, header, branch_key, key_ref, &json)?;
+    let terms = vault_index::fields::search_terms(&metadata.fields);
+    Ok(Sealed {
+        metadata,
+        record: record.encode(),
+        terms,
+    })
 }
 
 /// Best-effort removal of an unfinished upload's objects (every version), facts
@@ -347,6 +415,14 @@ pub struct Opened {
     pub metadata: SealedMetadata,
     /// Public facts.
     pub facts: DocumentFacts,
+}
+
+/// Key records up to this size have their metadata opened on the async worker.
+const INLINE_METADATA_BYTES: usize = 64 * 1024;
+
+fn open_metadata(record: &KeyRecord, dek: &Key256) -> Result<SealedMetadata, ApiError> {
+    let metadata_json = record.open_metadata(dek)?;
+    serde_json::from_slice(&metadata_json).map_err(|e| ApiError::internal("sealed metadata", e))
 }
 
 /// Opens a document's key record: 404 unless it is visible in this tenant (its
@@ -380,9 +456,16 @@ pub async fn open(
         .branch_key(&tenant.key_spec(), &record.key_ref)
         .await?;
     let dek = record.unwrap_dek(&branch)?;
-    let metadata_json = record.open_metadata(&dek)?;
-    let metadata: SealedMetadata = serde_json::from_slice(&metadata_json)
-        .map_err(|e| ApiError::internal("sealed metadata", e))?;
+    let (dek, metadata) = if record_bytes.len() <= INLINE_METADATA_BYTES {
+        let metadata = open_metadata(&record, &dek)?;
+        (dek, metadata)
+    } else {
+        // A remittance's metadata runs to megabytes: decrypting and parsing it is
+        // CPU work for the blocking pool.
+        tokio::task::spawn_blocking(move || open_metadata(&record, &dek).map(|m| (dek, m)))
+            .await
+            .map_err(|e| ApiError::internal("sealed metadata task", e))??
+    };
     Ok(Opened {
         dek,
         metadata,

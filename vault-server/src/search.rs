@@ -19,7 +19,7 @@
 //! searches use the current one (complete and exact); when the backfill is done
 //! the tenant record moves to the new version and the indexes are swapped.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use axum::http::StatusCode;
 use futures::{StreamExt, TryStreamExt};
 use time::OffsetDateTime;
-use tokio::sync::{watch, OnceCell};
+use tokio::sync::{watch, OnceCell, OwnedSemaphorePermit, Semaphore};
 use vault_crypto::{DocumentId, TenantId};
 use vault_index::blind_index::{BlindIndex, IndexError, IndexedDocument};
 use vault_index::fields::{search_terms, Field, Fields};
@@ -121,17 +121,33 @@ pub struct SearchService {
     tenants: Mutex<HashMap<TenantId, Arc<OnceCell<Arc<TenantIndex>>>>>,
     /// Indexes under a tenant's next index key version, while they are backfilled.
     next: Mutex<HashMap<TenantId, Arc<TenantIndex>>>,
+    /// Turns to run an extraction (`search.max_concurrent_extractions`).
+    extractions: Arc<Semaphore>,
 }
+
+/// A document's normalised search terms, virtual fields included.
+pub type SearchTerms = BTreeSet<(Field, String)>;
 
 impl SearchService {
     /// Indexes under `dir`, one subdirectory per tenant.
     pub fn new(dir: PathBuf, config: SearchConfig) -> Self {
+        let extractions = Arc::new(Semaphore::new(config.concurrent_extractions()));
         SearchService {
             dir,
             config,
             tenants: Mutex::new(HashMap::new()),
             next: Mutex::new(HashMap::new()),
+            extractions,
         }
+    }
+
+    /// A turn to run an extraction: waits while `search.max_concurrent_extractions`
+    /// are running, so CPU-heavy uploads queue instead of taking every core.
+    pub async fn extraction_permit(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+        Arc::clone(&self.extractions)
+            .acquire_owned()
+            .await
+            .map_err(|e| ApiError::internal("extraction permits", e))
     }
 
     /// The settings in force.
@@ -466,7 +482,23 @@ pub async fn run_committer(state: SharedState) {
     }
 }
 
-fn indexed_document(
+/// Field values up to which a candidate is checked on the async worker.
+const INLINE_MATCH_VALUES: usize = 256;
+
+/// Whether a document with these fields matches the query exactly; a document
+/// with many values (a remittance) is checked on the blocking pool.
+async fn matches(query: &Query, fields: Fields) -> Result<bool, ApiError> {
+    if fields.values().map(Vec::len).sum::<usize>() <= INLINE_MATCH_VALUES {
+        return Ok(query.matches(&search_terms(&fields)));
+    }
+    let query = query.clone();
+    tokio::task::spawn_blocking(move || query.matches(&search_terms(&fields)))
+        .await
+        .map_err(|e| ApiError::internal("search filter task", e))
+}
+
+/// What the index keeps of a document.
+pub fn indexed_document(
     id: &DocumentId,
     kind: DocumentKind,
     uploaded_at: OffsetDateTime,
@@ -478,28 +510,38 @@ fn indexed_document(
     }
 }
 
-/// The names of the fields a document is searchable by (base and derived).
-pub fn indexed_field_names(fields: &Fields) -> Vec<String> {
-    let mut names: Vec<String> = search_terms(fields)
-        .into_iter()
+/// The names of the fields a document with these terms is searchable by (base
+/// and derived).
+pub fn indexed_field_names(terms: &SearchTerms) -> Vec<String> {
+    let mut names: Vec<String> = terms
+        .iter()
         .map(|(field, _)| field.name().to_owned())
         .collect();
     names.dedup();
     names
 }
 
-/// Adds a stored document's tokens to its tenant's index.
+/// The search terms of a document's fields, computed on the blocking pool (a
+/// remittance may carry tens of thousands of values).
+pub async fn terms_of(fields: Fields) -> Result<Arc<SearchTerms>, ApiError> {
+    tokio::task::spawn_blocking(move || Arc::new(search_terms(&fields)))
+        .await
+        .map_err(|e| ApiError::internal("search terms task", e))
+}
+
+/// Adds a stored document's tokens to its tenant's index (and to the next one,
+/// during an index key rotation).
 pub async fn index_document(
     state: &SharedState,
     tenant: &TenantRecord,
-    id: &DocumentId,
-    metadata: &documents::SealedMetadata,
+    document: IndexedDocument,
+    terms: Arc<SearchTerms>,
 ) -> Result<(), ApiError> {
     let (index, next) = current_and_next(state, tenant).await?;
-    add_to_index(&index, id, metadata).await?;
+    add_to_index(&index, document.clone(), Arc::clone(&terms)).await?;
     let rotating = next.is_some();
     if let Some(next) = next {
-        add_to_index(&next, id, metadata).await?;
+        add_to_index(&next, document, terms).await?;
     }
     if !rotating {
         replan_if_grown(state, tenant, &index);
@@ -591,18 +633,23 @@ async fn current_and_next(
     }
 }
 
+/// Blind tokens of the terms (an HMAC each) and the index write, on the blocking
+/// pool.
 async fn add_to_index(
     index: &Arc<TenantIndex>,
-    id: &DocumentId,
-    metadata: &documents::SealedMetadata,
+    document: IndexedDocument,
+    terms: Arc<SearchTerms>,
 ) -> Result<(), ApiError> {
-    let terms = index
-        .tokenizer
-        .terms(&search_terms(&metadata.fields))
-        .map_err(|e| ApiError::internal("blind tokens", e))?;
-    let document = indexed_document(id, metadata.kind, metadata.uploaded_at);
     let index = Arc::clone(index);
-    blocking(move || index.index.add(&document, &terms)).await
+    tokio::task::spawn_blocking(move || {
+        let tokens = index
+            .tokenizer
+            .terms(&terms)
+            .map_err(|e| ApiError::internal("blind tokens", e))?;
+        index.index.add(&document, &tokens).map_err(index_error)
+    })
+    .await
+    .map_err(|e| ApiError::internal("index task", e))?
 }
 
 /// Removes a deleted document from its tenant's index.
@@ -681,7 +728,12 @@ async fn reconcile(
     let outcomes: Vec<Result<bool, ApiError>> = futures::stream::iter(missing)
         .map(|id| async move {
             match documents::open(state, tenant, &id).await {
-                Ok(opened) => add_to_index(index, &id, &opened.metadata).await.map(|()| true),
+                Ok(opened) => {
+                    let document =
+                        indexed_document(&id, opened.metadata.kind, opened.metadata.uploaded_at);
+                    let terms = terms_of(opened.metadata.fields).await?;
+                    add_to_index(index, document, terms).await.map(|()| true)
+                }
                 // Deleted since the listing.
                 Err(e) if e.status() == StatusCode::NOT_FOUND => Ok(false),
                 Err(e) => {
@@ -795,10 +847,9 @@ pub async fn search(
                 return Ok(None);
             };
             match documents::open(state, tenant, &id).await {
-                Ok(opened) if query.matches(&search_terms(&opened.metadata.fields)) => {
-                    Ok(Some(candidate))
-                }
-                Ok(_) => Ok(None),
+                Ok(opened) => Ok(matches(query, opened.metadata.fields)
+                    .await?
+                    .then_some(candidate)),
                 // Deleted since it was indexed.
                 Err(e) if e.status() == StatusCode::NOT_FOUND => Ok(None),
                 Err(e) => Err(e),
@@ -914,7 +965,7 @@ mod tests {
         let mut fields = Fields::new();
         fields.insert("patient_name".into(), vec!["DOE, JOHN".into()]);
         fields.insert("service_date".into(), vec!["20240301".into()]);
-        let names = indexed_field_names(&fields);
+        let names = indexed_field_names(&search_terms(&fields));
         for name in [
             "patient_name",
             "patient_last_name",

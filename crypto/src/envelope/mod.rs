@@ -27,7 +27,7 @@ mod segment;
 mod stream;
 
 pub use header::BodyHeader;
-pub use key_record::{KeyRecord, KeyRef};
+pub use key_record::{KeyRecord, KeyRef, MAX_METADATA_LEN};
 pub use layout::{BodyLayout, RangePlan};
 pub use segment::BodyCipher;
 pub use stream::{

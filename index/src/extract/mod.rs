@@ -6,12 +6,13 @@
 //! failed (an X12 segment position and id, a JSON path or line) and what was
 //! expected, never a value: the input is PHI.
 
+pub mod capture;
 pub mod fhir;
 pub mod x12;
 
 use std::fmt;
 
-use crate::fields::Fields;
+use crate::fields::{FieldLimits, Fields, FieldsBuilder, LimitExceeded};
 
 /// A format fields can be extracted from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,11 +76,45 @@ pub fn detect(bytes: &[u8], content_type: &str) -> Option<Format> {
     }
 }
 
-/// Extracts the searchable fields of a document in `format`.
+/// Why [`extract_within`] refused a document.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExtractFailure {
+    /// The input is not readable in its format.
+    #[error(transparent)]
+    Unreadable(#[from] ExtractError),
+    /// The input carries more than the limits allow (found before any later
+    /// unreadable part: reading stops there).
+    #[error(transparent)]
+    TooMany(#[from] LimitExceeded),
+}
+
+/// Extracts the searchable fields of a document in `format`, without limits.
 pub fn extract(format: Format, bytes: &[u8]) -> Result<Fields, ExtractError> {
+    let mut out = FieldsBuilder::new();
+    read_into(format, bytes, &mut out)?;
+    Ok(out.build())
+}
+
+/// Extracts the searchable fields of a document in `format`, stopping as soon as
+/// it carries more than `limits` allow. Linear in the input.
+pub fn extract_within(
+    format: Format,
+    bytes: &[u8],
+    limits: FieldLimits,
+) -> Result<Fields, ExtractFailure> {
+    let mut out = FieldsBuilder::with_limits(limits);
+    let read = read_into(format, bytes, &mut out);
+    if let Some(exceeded) = out.exceeded() {
+        return Err(exceeded.into());
+    }
+    read?;
+    Ok(out.build())
+}
+
+fn read_into(format: Format, bytes: &[u8], out: &mut FieldsBuilder) -> Result<(), ExtractError> {
     match format {
-        Format::X12 => x12::extract(bytes),
-        Format::Fhir => fhir::extract(bytes),
+        Format::X12 => x12::read_into(bytes, out),
+        Format::Fhir => fhir::read_into(bytes, out),
     }
 }
 
@@ -102,5 +137,96 @@ mod tests {
         );
         assert_eq!(detect(b"%PDF-1.7", "application/pdf"), None);
         assert_eq!(detect(b"", ""), None);
+    }
+
+    const ISA: &str = "ISA*00*          *00*          *ZZ*SENDER         *ZZ*RECEIVER       *240101*1200*^*00501*000000001*0*P*:~";
+
+    fn remittance(claims: usize) -> String {
+        let mut text = format!("{ISA}GS*HP~ST*835*1~");
+        for i in 0..claims {
+            text.push_str(&format!("CLP*SECRET{i}*1~NM1*QC*1*DOE*JANE****MI*M{i}~"));
+        }
+        text.push_str("SE~");
+        text
+    }
+
+    #[test]
+    fn extraction_stops_at_the_claim_limit() {
+        let limits = FieldLimits {
+            max_values_per_field: 100,
+            max_claims: 10,
+        };
+        let fields = extract_within(Format::X12, remittance(10).as_bytes(), limits).unwrap();
+        assert_eq!(fields["claim_id"].len(), 10);
+        let e = extract_within(Format::X12, remittance(11).as_bytes(), limits).unwrap_err();
+        assert_eq!(
+            e,
+            ExtractFailure::TooMany(LimitExceeded::Claims { limit: 10 })
+        );
+        // Reading stops there: what follows is not read (nor refused).
+        let broken = format!("{}~~garbage", remittance(11));
+        let e = extract_within(Format::X12, broken.as_bytes(), limits).unwrap_err();
+        assert!(matches!(e, ExtractFailure::TooMany(_)));
+        assert!(!e.to_string().contains("SECRET"));
+        // Without limits, the same input reads as before.
+        assert_eq!(
+            extract(Format::X12, remittance(11).as_bytes()).unwrap()["claim_id"].len(),
+            11
+        );
+    }
+
+    #[test]
+    fn extraction_stops_at_the_value_limit() {
+        let limits = FieldLimits {
+            max_values_per_field: 5,
+            max_claims: 100,
+        };
+        let e = extract_within(Format::X12, remittance(6).as_bytes(), limits).unwrap_err();
+        assert_eq!(
+            e,
+            ExtractFailure::TooMany(LimitExceeded::Values {
+                field: crate::fields::Field::ClaimId,
+                limit: 5
+            })
+        );
+        let entries: Vec<String> = (0..6)
+            .map(|i| format!("{{\"resource\": {{\"resourceType\": \"Patient\", \"name\": [{{\"family\": \"SECRET{i}\"}}]}}}}"))
+            .collect();
+        let bundle = format!(
+            "{{\"resourceType\": \"Bundle\", \"entry\": [{}]}}",
+            entries.join(",")
+        );
+        let e = extract_within(Format::Fhir, bundle.as_bytes(), limits).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ExtractFailure::TooMany(LimitExceeded::Values { limit: 5, .. })
+            ),
+            "{e}"
+        );
+        assert!(!e.to_string().contains("SECRET"));
+        // Unreadable input is still reported as such.
+        let e = extract_within(Format::Fhir, b"{", limits).unwrap_err();
+        assert!(matches!(e, ExtractFailure::Unreadable(_)));
+    }
+
+    #[test]
+    fn fhir_claims_count_toward_the_claim_limit() {
+        let limits = FieldLimits {
+            max_values_per_field: 100,
+            max_claims: 2,
+        };
+        let entry = r#"{"resource": {"resourceType": "ExplanationOfBenefit"}}"#;
+        let bundle = |n: usize| {
+            format!(
+                r#"{{"resourceType": "Bundle", "entry": [{}]}}"#,
+                vec![entry; n].join(",")
+            )
+        };
+        assert!(extract_within(Format::Fhir, bundle(2).as_bytes(), limits).is_ok());
+        assert_eq!(
+            extract_within(Format::Fhir, bundle(3).as_bytes(), limits).unwrap_err(),
+            ExtractFailure::TooMany(LimitExceeded::Claims { limit: 2 })
+        );
     }
 }

@@ -329,6 +329,48 @@ pub fn remittance_835_with(claims: &[SynthClaim], options: &X12Options) -> Strin
     w.close(payments.len())
 }
 
+/// A valid 835 of about `target_bytes` that is as hard on extraction and indexing
+/// as the writer can make it: one payment of as many claims as fit, each with one
+/// service line and its own claim ids, member id and rendering provider, so most
+/// fields carry about one distinct value per claim. For stress tests and
+/// benchmarks (`claims` says how many it holds).
+pub fn large_remittance_835(seed: u64, target_bytes: usize) -> LargeRemittance {
+    let shape = |mut claims: Vec<SynthClaim>| -> Vec<SynthClaim> {
+        let payment = claims.first().cloned();
+        for claim in &mut claims {
+            if let Some(first) = &payment {
+                claim.payer_name.clone_from(&first.payer_name);
+                claim.payer_id.clone_from(&first.payer_id);
+                claim.trace_number.clone_from(&first.trace_number);
+            }
+            claim.service_dates.truncate(1);
+            claim.procedure_codes.truncate(1);
+            claim.line_charges_cents.truncate(1);
+        }
+        claims
+    };
+    let options = X12Options::new(X12Version::V5010);
+    let sample =
+        |count| remittance_835_with(&shape(SynthClaim::batch(seed, count)), &options).len();
+    let (small, large) = (sample(1), sample(101));
+    let per_claim = ((large - small) / 100).max(1);
+    let count = (target_bytes.saturating_sub(small) / per_claim).max(1);
+    let claims = shape(SynthClaim::batch(seed, count));
+    LargeRemittance {
+        text: remittance_835_with(&claims, &options),
+        claims: count,
+    }
+}
+
+/// What [`large_remittance_835`] made.
+#[derive(Debug, Clone)]
+pub struct LargeRemittance {
+    /// The 835.
+    pub text: String,
+    /// The claims in it.
+    pub claims: usize,
+}
+
 /// An 837 claim file of `claims` of the given variant: up to four claims per
 /// transaction set, each billing provider (NPI) a level with its claims beneath.
 pub fn claim_837_with(
@@ -768,6 +810,23 @@ fn signed_amount(cents: i64) -> String {
 mod tests {
     use super::*;
     use crate::extract::x12::reader::{Reader, ISA_LEN};
+
+    #[test]
+    fn a_large_remittance_is_about_its_size_and_valid() {
+        let large = large_remittance_835(3, 256 * 1024);
+        let len = large.text.len();
+        assert!((200 * 1024..300 * 1024).contains(&len), "{len}");
+        check_envelope(&large.text);
+        let fields = crate::extract::x12::extract(large.text.as_bytes()).unwrap();
+        let claim_ids = fields["claim_id"].len();
+        // Random ids rarely collide.
+        assert!(
+            claim_ids * 100 >= large.claims * 99,
+            "{claim_ids} of {}",
+            large.claims
+        );
+        assert_eq!(fields["trace_number"].len(), 1);
+    }
 
     fn options(
         version: X12Version,

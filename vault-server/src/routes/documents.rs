@@ -1,5 +1,7 @@
 //! The document API: upload, download (with `Range`), metadata, delete, list.
 
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -179,13 +181,17 @@ fn parse_document_id(raw: &str) -> Result<DocumentId, ApiError> {
     raw.parse().map_err(|_| ApiError::document_not_found())
 }
 
-fn upload_response(id: &DocumentId, metadata: &documents::SealedMetadata) -> UploadResponse {
+fn upload_response(
+    id: &DocumentId,
+    metadata: &documents::SealedMetadata,
+    terms: &crate::search::SearchTerms,
+) -> UploadResponse {
     UploadResponse {
         id: id.to_string(),
         size: metadata.size,
         sha256: metadata.sha256.clone(),
         kind: metadata.kind,
-        indexed_fields: crate::search::indexed_field_names(&metadata.fields),
+        indexed_fields: crate::search::indexed_field_names(terms),
     }
 }
 
@@ -293,7 +299,9 @@ pub async fn upload(
             // (IETF Idempotency-Key draft): the body is read and compared, so a
             // reused key cannot reveal another document's size, hash or fields.
             let body_sha256 = hash_body(body, state.config.max_upload_bytes).await?;
-            let first = RequestFingerprint::of(&request).same_or_conflict(first, &body_sha256)?;
+            let first = RequestFingerprint::of(&request)
+                .same_or_conflict(first, &body_sha256)
+                .await?;
             note.update(|n| n.document = Some(first.id.clone()));
             return Ok((StatusCode::CREATED, Json(first)));
         }
@@ -314,7 +322,9 @@ pub async fn upload(
                 // A concurrent retry won the race: keep its document, drop ours.
                 documents::remove_objects(&state, &tenant.id, &stored.id).await;
                 if let Some(first) = replayed_document(&state, &tenant, name).await? {
-                    let first = fingerprint.same_or_conflict(first, &stored.metadata.sha256)?;
+                    let first = fingerprint
+                        .same_or_conflict(first, &stored.metadata.sha256)
+                        .await?;
                     note.update(|n| n.document = Some(first.id.clone()));
                     return Ok((StatusCode::CREATED, Json(first)));
                 }
@@ -327,8 +337,13 @@ pub async fn upload(
     }
     // The document is durable; the index is derived data. A failure here is logged
     // and counted, and the next reconciliation (start-up or rebuild) adds it.
+    let indexed = crate::search::indexed_document(
+        &stored.id,
+        stored.metadata.kind,
+        stored.metadata.uploaded_at,
+    );
     if let Err(e) =
-        crate::search::index_document(&state, &tenant, &stored.id, &stored.metadata).await
+        crate::search::index_document(&state, &tenant, indexed, Arc::clone(&stored.terms)).await
     {
         state.metrics.index_failures.inc();
         tracing::error!(tenant = %tenant.id, document = %stored.id, code = e.code(), "document stored but not indexed");
@@ -336,7 +351,7 @@ pub async fn upload(
     tracing::info!(tenant = %tenant.id, document = %stored.id, kind = ?stored.metadata.kind, size = stored.metadata.size, "document stored");
     Ok((
         StatusCode::CREATED,
-        Json(upload_response(&stored.id, &stored.metadata)),
+        Json(upload_response(&stored.id, &stored.metadata, &stored.terms)),
     ))
 }
 
@@ -404,7 +419,7 @@ impl RequestFingerprint {
 
     /// The first upload's answer when this request, whose body hashed to
     /// `body_sha256`, is the one it answered; else 422 `idempotency_key_mismatch`.
-    fn same_or_conflict(
+    async fn same_or_conflict(
         &self,
         (id, first): (DocumentId, documents::SealedMetadata),
         body_sha256: &str,
@@ -431,7 +446,13 @@ impl RequestFingerprint {
                 "this Idempotency-Key was used for a different request; use a new key for a new document",
             ));
         }
-        Ok(upload_response(&id, &first))
+        // A remittance's terms are CPU work: off the async workers.
+        tokio::task::spawn_blocking(move || {
+            let terms = vault_index::fields::search_terms(&first.fields);
+            upload_response(&id, &first, &terms)
+        })
+        .await
+        .map_err(|e| ApiError::internal("search terms task", e))
     }
 }
 

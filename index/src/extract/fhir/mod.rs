@@ -75,6 +75,14 @@ const PROVIDER_REFERENCES: [&str; 4] = ["provider", "facility", "referral", "req
 /// Extracts the fields of a FHIR R4 JSON resource: an ExplanationOfBenefit,
 /// Claim, ClaimResponse, Patient or Coverage, or a Bundle of them.
 pub fn extract(bytes: &[u8]) -> Result<Fields, ExtractError> {
+    let mut out = FieldsBuilder::new();
+    read_into(bytes, &mut out)?;
+    Ok(out.build())
+}
+
+/// Reads the fields of a FHIR resource into `out`, stopping early (without an
+/// error) once `out` has exceeded its limits.
+pub(super) fn read_into(bytes: &[u8], out: &mut FieldsBuilder) -> Result<(), ExtractError> {
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     // serde_json refuses nesting deeper than 128 (its default recursion limit).
     let value: Value = serde_json::from_slice(bytes).map_err(|e| json_error(&e))?;
@@ -84,10 +92,8 @@ pub fn extract(bytes: &[u8]) -> Result<Fields, ExtractError> {
             "expected a FHIR resource: a JSON object with a string resourceType",
         )
     })?;
-    let mut out = FieldsBuilder::new();
     let mut budget = Budget::new();
-    read(&root, None, &mut budget, &mut out)?;
-    Ok(out.build())
+    read(&root, None, &mut budget, out)
 }
 
 /// Invalid JSON: where (line and column) and what was expected, never the input.
@@ -143,6 +149,9 @@ fn read(
                 // A nested Bundle resolves references among its own entries.
                 let index = BundleIndex::of(&resource.node, budget)?;
                 for entry in &index.entries {
+                    if out.exceeded().is_some() {
+                        break;
+                    }
                     read(entry, Some(&index), budget, out)?;
                 }
                 return Ok(());
@@ -162,6 +171,7 @@ fn read(
 
 /// An ExplanationOfBenefit, Claim or ClaimResponse.
 fn claim(resource: &Resource<'_>, scope: Scope<'_, '_>, out: &mut FieldsBuilder) -> Res<()> {
+    out.add_claim();
     let n = &resource.node;
     for identifier in n.objs("identifier")? {
         if let Some(value) = identifier.str("value")? {

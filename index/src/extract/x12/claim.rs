@@ -82,6 +82,7 @@ impl Claim {
                 }
             }
             "CLM" => {
+                out.add_claim();
                 out.add(Field::ClaimId, &seg.text(1));
                 self.in_claim = true;
                 self.named = Named::Nobody;

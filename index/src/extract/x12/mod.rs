@@ -32,13 +32,22 @@ const ENVELOPE_IDS: [&str; 5] = ["ISA", "IEA", "GS", "GE", "ST"];
 /// Extracts the fields of every claim in an X12 file (one or more interchanges).
 pub fn extract(bytes: &[u8]) -> Result<Fields, ExtractError> {
     let mut out = FieldsBuilder::new();
+    read_into(bytes, &mut out)?;
+    Ok(out.build())
+}
+
+/// Reads the fields of an X12 file into `out`, stopping early (without an error)
+/// once `out` has exceeded its limits.
+pub(super) fn read_into(bytes: &[u8], out: &mut FieldsBuilder) -> Result<(), ExtractError> {
     let mut reader = Reader::new(bytes);
     let mut envelope = Envelope::default();
     for segment in &mut reader {
-        envelope.segment(&segment?, &mut out)?;
+        envelope.segment(&segment?, out)?;
+        if out.exceeded().is_some() {
+            return Ok(());
+        }
     }
-    envelope.finish(&reader.end_location())?;
-    Ok(out.build())
+    envelope.finish(&reader.end_location())
 }
 
 /// The reader of one transaction set, by its kind (ST01).

@@ -35,6 +35,7 @@ impl Remittance {
             }
             "REF" if seg.is(1, "2U") => out.add(Field::Payer, &seg.text(2)),
             "CLP" => {
+                out.add_claim();
                 out.add(Field::ClaimId, &seg.text(1));
                 out.add(Field::ClaimStatus, &seg.text(2));
                 out.add(Field::PayerClaimId, &seg.text(7));
