@@ -121,6 +121,7 @@ async fn anonymous_requests_write_no_tenant_audit_segments() {
     let reasons = 5;
     let bound = reasons * (elapsed.as_secs() as usize + 2);
     let grown = segment_count(&app, "system") - system_before;
+    eprintln!("{REQUESTS} anonymous requests in {elapsed:?}: {grown} system segments (bound {bound}), acme unchanged at {acme_before}");
     assert!(
         grown <= bound,
         "{grown} system segments for {REQUESTS} requests in {elapsed:?} (bound {bound})"
