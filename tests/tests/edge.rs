@@ -90,7 +90,9 @@ async fn anonymous_requests_write_no_tenant_audit_segments() {
             let http = &app.http;
             let request = match i % KINDS {
                 0 => http.get(app.at("/v1/documents")),
-                1 => http.get(app.at("/v1/search?q=claim_id:x")).bearer_auth("garbage"),
+                1 => http
+                    .get(app.at("/v1/search?q=claim_id:x"))
+                    .bearer_auth("garbage"),
                 2 => http.get(app.at(&doc)).bearer_auth(&unknown),
                 3 => http
                     .post(app.at("/v1/admin/tenants/acme/api-keys"))
@@ -140,7 +142,10 @@ async fn anonymous_requests_write_no_tenant_audit_segments() {
         "wrong_secret",
         "revoked_credential",
     ] {
-        assert!(metrics.contains(&format!("reason=\"{reason}\"")), "{reason}");
+        assert!(
+            metrics.contains(&format!("reason=\"{reason}\"")),
+            "{reason}"
+        );
     }
     let sampled: Vec<Value> = events(&app, "system")
         .await
@@ -227,8 +232,8 @@ async fn request_ids_are_checked_before_anything_echoes_them() {
         .send()
         .await;
     assert!(
-        r.as_ref()
-            .map_or(true, |r| r.status() == StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE),
+        r.as_ref().map_or(true, |r| r.status()
+            == StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE),
         "{r:?}"
     );
     let r = app.http.get(app.at("/healthz")).send().await.unwrap();
@@ -258,7 +263,10 @@ async fn slowloris_connections_are_closed_after_the_header_timeout() {
     // One trickles a byte every 300 ms: bytes do not reset the deadline.
     let mut trickler = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let trickle = tokio::spawn(async move {
-        trickler.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
+        trickler
+            .write_all(b"GET /healthz HTTP/1.1\r\n")
+            .await
+            .unwrap();
         let deadline = Instant::now() + Duration::from_secs(8);
         while Instant::now() < deadline {
             if trickler.write_all(b"X").await.is_err() {
@@ -448,7 +456,10 @@ async fn uploads_beyond_the_cap_get_503_and_a_stalled_one_is_cut() {
     tx.send(Ok(vec![b'c'; 1024])).await.unwrap();
     let answer = stalled.await.unwrap().unwrap();
     assert_eq!(answer.status(), StatusCode::BAD_REQUEST);
-    assert_eq!(answer.json::<Value>().await.unwrap()["code"], "upload_aborted");
+    assert_eq!(
+        answer.json::<Value>().await.unwrap()["code"],
+        "upload_aborted"
+    );
     let took = started.elapsed();
     assert!(
         took >= Duration::from_millis(1500) && took < Duration::from_secs(10),
@@ -477,7 +488,10 @@ async fn metrics_need_the_metrics_token() {
     );
     let log = std::fs::read_to_string(app.data_dir.with_extension("log")).unwrap();
     assert!(log.contains(&path.display().to_string()));
-    assert!(!log.contains(&app.metrics_token()), "the token is never printed");
+    assert!(
+        !log.contains(&app.metrics_token()),
+        "the token is never printed"
+    );
     for (name, token) in [
         ("none", None),
         ("wrong", Some("vlt_metrics_not-the-token-at-all-0000000000")),
@@ -505,7 +519,11 @@ async fn metrics_need_the_metrics_token() {
     // A configured token file must be private.
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("scrape-token");
-    std::fs::write(&token_file, "vlt_metrics_configured-token-of-enough-length\n").unwrap();
+    std::fs::write(
+        &token_file,
+        "vlt_metrics_configured-token-of-enough-length\n",
+    )
+    .unwrap();
     std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o644)).unwrap();
     let status = std::process::Command::new(vault_e2e::server_binary())
         .arg("--data-dir")
@@ -569,10 +587,7 @@ async fn downloads_are_inert_attachments() {
         assert_eq!(h["content-type"], "application/octet-stream");
         assert_eq!(h["x-content-type-options"], "nosniff");
         assert_eq!(h["cache-control"], "no-store");
-        assert_eq!(
-            h["content-security-policy"],
-            "default-src 'none'; sandbox"
-        );
+        assert_eq!(h["content-security-policy"], "default-src 'none'; sandbox");
         assert_eq!(
             h["content-disposition"],
             "attachment; filename=\"eob _march__.html\"; filename*=UTF-8''eob%20%22march%22%3B.html"
@@ -582,7 +597,10 @@ async fn downloads_are_inert_attachments() {
         match range {
             None => assert_eq!(body.as_ref(), html.as_slice()),
             Some(_) => {
-                assert_eq!(h["content-range"], format!("bytes 6-13/{}", html.len()).as_str());
+                assert_eq!(
+                    h["content-range"],
+                    format!("bytes 6-13/{}", html.len()).as_str()
+                );
                 assert_eq!(body.as_ref(), &html[6..14]);
             }
         }
@@ -602,7 +620,10 @@ async fn downloads_are_inert_attachments() {
         .get_as(&key, &format!("/v1/documents/{id}/metadata"))
         .await;
     assert_eq!(r.headers()["cache-control"], "no-store");
-    assert_eq!(r.json::<Value>().await.unwrap()["content_type"], "text/html");
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["content_type"],
+        "text/html"
+    );
     let r = app.get_as(&key, "/v1/documents").await;
     assert_eq!(r.headers()["cache-control"], "no-store");
 }
@@ -681,7 +702,10 @@ async fn the_operator_credential_rotates() {
     };
     let r = with(&old).await.unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(r.json::<Value>().await.unwrap()["code"], "credential_revoked");
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["code"],
+        "credential_revoked"
+    );
     assert_eq!(with(&new).await.unwrap().status(), StatusCode::OK);
     // Audited in the system log, with ids only.
     let r = app
@@ -701,10 +725,7 @@ async fn the_operator_credential_rotates() {
         .clone();
     assert_eq!(rotation["outcome"], "allowed");
     assert_eq!(rotation["actor"], format!("operator:{}", key_id(&old)));
-    assert!(rotation["detail"]
-        .as_str()
-        .unwrap()
-        .contains(key_id(&new)));
+    assert!(rotation["detail"].as_str().unwrap().contains(key_id(&new)));
     // The new credential rotates in turn.
     let r = app
         .http
@@ -747,14 +768,22 @@ async fn a_failing_audit_log_shows_in_readyz_and_spares_health_and_anonymous_ans
     }
     let r = app.get_as(&key, "/v1/documents").await;
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(r.json::<Value>().await.unwrap()["code"], "audit_unavailable");
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["code"],
+        "audit_unavailable"
+    );
     let r = app.http.get(app.at("/readyz")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
     let ready: Value = r.json().await.unwrap();
     assert_eq!(ready["checks"]["audit"], "failing");
     assert_eq!(ready["checks"]["storage"], "ok");
     assert_eq!(
-        app.http.get(app.at("/healthz")).send().await.unwrap().status(),
+        app.http
+            .get(app.at("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
         200
     );
     for _ in 0..5 {
@@ -765,7 +794,10 @@ async fn a_failing_audit_log_shows_in_readyz_and_spares_health_and_anonymous_ans
     tokio::time::sleep(Duration::from_millis(500)).await;
     let metrics = app.metrics_text().await;
     assert!(metrics.contains("vault_audit_failing 1"), "{metrics}");
-    assert!(metrics.contains("vault_audit_failures_total 1"), "{metrics}");
+    assert!(
+        metrics.contains("vault_audit_failures_total 1"),
+        "{metrics}"
+    );
 
     for (segments, aside) in moved {
         std::fs::remove_file(&segments).unwrap();

@@ -210,7 +210,11 @@ impl<S> StallGuard<S> {
         }
     }
 
-    fn after_write<T>(&mut self, cx: &mut Context<'_>, result: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+    fn after_write<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        result: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
         match result {
             Poll::Pending => self.pending_write(cx),
             ready => {

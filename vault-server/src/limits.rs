@@ -61,7 +61,11 @@ impl Budget {
 /// Middleware: answers 408 `request_timeout` when the handler (for an upload:
 /// reading the whole body) takes longer than its route's budget. A download's
 /// body, streamed after the handler returned, is bounded by [`deadline_stream`].
-pub async fn limit_time(State(state): State<SharedState>, request: Request, next: Next) -> Response {
+pub async fn limit_time(
+    State(state): State<SharedState>,
+    request: Request,
+    next: Next,
+) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()

@@ -1,12 +1,12 @@
 //! Prometheus metrics, served at `/metrics` in the OpenMetrics text format.
 
 use prometheus_client::encoding::EncodeLabelSet;
-use sha2::Digest;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use sha2::Digest;
 
 /// Labels of per-request metrics: route template and status class; never ids or PHI.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -298,7 +298,8 @@ impl MetricsToken {
                 "vlt_metrics_{}\n",
                 base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
             ));
-            let staged = path.with_extension(format!("new-{}", hex::encode(rand::random::<[u8; 6]>())));
+            let staged =
+                path.with_extension(format!("new-{}", hex::encode(rand::random::<[u8; 6]>())));
             vault_crypto::private_file::write_atomically(&staged, token.as_bytes())?;
             let linked = std::fs::hard_link(&staged, path);
             std::fs::remove_file(&staged)?;

@@ -205,8 +205,8 @@ pub async fn serve(
             let key = zeroize::Zeroizing::new(
                 std::fs::read(&tls.key_file).map_err(io_err(&tls.key_file))?,
             );
-            let config = crate::http_server::tls_config(&cert, &key)
-                .map_err(io_err(&tls.cert_file))?;
+            let config =
+                crate::http_server::tls_config(&cert, &key).map_err(io_err(&tls.cert_file))?;
             Some(Arc::new(config))
         }
     };

@@ -23,8 +23,10 @@ pub struct AuditHealth {
 impl AuditHealth {
     /// Records the outcome of a write.
     pub fn record(&self, ok: bool) {
-        *self.failed_at.lock().unwrap_or_else(PoisonError::into_inner) =
-            (!ok).then(Instant::now);
+        *self
+            .failed_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = (!ok).then(Instant::now);
     }
 
     /// Whether the latest write failed, less than [`FAILING_FOR`] ago.

@@ -174,9 +174,7 @@ pub async fn record(
     }
     let mut event = new_event(action, actor.clone(), outcome, status);
     event.roles = note.roles;
-    event.document = note
-        .document
-        .or_else(|| document_in_path(&route, &path));
+    event.document = note.document.or_else(|| document_in_path(&route, &path));
     event.request_id = request_id.clone();
     event.client = client.clone();
     event.fields = note.fields;
@@ -242,7 +240,12 @@ fn sample_unauthenticated(
     let Ok(system) = TenantId::new(SYSTEM_LOG) else {
         return;
     };
-    let mut event = new_event(action, "anonymous".to_owned(), Outcome::of_status(status), status);
+    let mut event = new_event(
+        action,
+        "anonymous".to_owned(),
+        Outcome::of_status(status),
+        status,
+    );
     event.request_id = request_id;
     event.client = client;
     event.detail = Some(format!(
@@ -286,11 +289,17 @@ mod tests {
             Some(id.clone())
         );
         assert_eq!(
-            document_in_path("/v1/documents/{id}/metadata", "/v1/documents/DOE-JANE/metadata"),
+            document_in_path(
+                "/v1/documents/{id}/metadata",
+                "/v1/documents/DOE-JANE/metadata"
+            ),
             None
         );
         assert_eq!(
-            document_in_path("/v1/admin/backups/{id}/hold", &format!("/v1/admin/backups/{id}/hold")),
+            document_in_path(
+                "/v1/admin/backups/{id}/hold",
+                &format!("/v1/admin/backups/{id}/hold")
+            ),
             None
         );
     }

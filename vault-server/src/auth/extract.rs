@@ -152,7 +152,11 @@ impl FromRequestParts<SharedState> for Caller {
         state: &SharedState,
     ) -> Result<Self, Self::Rejection> {
         let Some(header) = parts.headers.get(AUTHORIZATION) else {
-            return Err(failed(parts, AuthFailure::MissingCredential, unauthorized()));
+            return Err(failed(
+                parts,
+                AuthFailure::MissingCredential,
+                unauthorized(),
+            ));
         };
         let parsed = header
             .to_str()
@@ -160,7 +164,11 @@ impl FromRequestParts<SharedState> for Caller {
             .and_then(|h| h.strip_prefix("Bearer "))
             .and_then(|token| CredentialRecord::parse_token(token.trim()));
         let Some((kind, id, secret)) = parsed else {
-            return Err(failed(parts, AuthFailure::MalformedCredential, unauthorized()));
+            return Err(failed(
+                parts,
+                AuthFailure::MalformedCredential,
+                unauthorized(),
+            ));
         };
         let name = match kind {
             CredentialKind::Operator => ObjectName::operator(id),
@@ -240,12 +248,13 @@ impl FromRequestParts<SharedState> for Caller {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use super::super::credentials::comparisons;
+    use super::*;
 
     #[test]
     fn an_unknown_id_costs_the_same_comparison_as_a_wrong_secret() {
-        let issued = CredentialRecord::issue(CredentialKind::ApiKey, None, vec![Role::Reader], None);
+        let issued =
+            CredentialRecord::issue(CredentialKind::ApiKey, None, vec![Role::Reader], None);
         let stored = serde_json::to_vec_pretty(&issued.record).unwrap();
         let (_, _, secret) = CredentialRecord::parse_token(&issued.token).unwrap();
         let wrong = "A".repeat(43);

@@ -356,19 +356,17 @@ pub async fn rotate_operator(
         .map_err(|e| ApiError::internal("operator record", e))?;
     state
         .store
-        .put_new_bytes(&ObjectName::operator(&issued.record.id), Bytes::from(record))
+        .put_new_bytes(
+            &ObjectName::operator(&issued.record.id),
+            Bytes::from(record),
+        )
         .await?;
     old.revoked_at = Some(OffsetDateTime::now_utc());
     let revoked =
         serde_json::to_vec_pretty(&old).map_err(|e| ApiError::internal("operator record", e))?;
     state.store.replace(&old_name, Bytes::from(revoked)).await?;
     tracing::info!(new = %issued.record.id, revoked = %old.id, "operator credential rotated");
-    note.update(|n| {
-        n.detail = Some(format!(
-            "operator={} revoked={}",
-            issued.record.id, old.id
-        ))
-    });
+    note.update(|n| n.detail = Some(format!("operator={} revoked={}", issued.record.id, old.id)));
     Ok((
         StatusCode::CREATED,
         Json(RotatedOperator {

@@ -297,12 +297,9 @@ pub async fn upload(
         extraction,
     };
     // Held until the upload is answered; none free: 503 at once, nothing read.
-    let _slot = state
-        .uploads
-        .acquire()
-        .inspect_err(|_| {
-            state.metrics.uploads_refused.inc();
-        })?;
+    let _slot = state.uploads.acquire().inspect_err(|_| {
+        state.metrics.uploads_refused.inc();
+    })?;
     let limits = &state.config.limits;
     let body = crate::limits::guard_stream(
         body.into_data_stream().map_err(std::io::Error::other),
@@ -839,8 +836,18 @@ mod tests {
             served_content_type("application/fhir+json"),
             "application/fhir+json"
         );
-        for active in ["text/html", "TEXT/HTML", "image/svg+xml", "application/xhtml+xml", "multipart/related"] {
-            assert_eq!(served_content_type(active), "application/octet-stream", "{active}");
+        for active in [
+            "text/html",
+            "TEXT/HTML",
+            "image/svg+xml",
+            "application/xhtml+xml",
+            "multipart/related",
+        ] {
+            assert_eq!(
+                served_content_type(active),
+                "application/octet-stream",
+                "{active}"
+            );
         }
     }
 

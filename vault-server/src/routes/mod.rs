@@ -214,10 +214,25 @@ mod tests {
 
     #[test]
     fn request_ids_are_short_and_plain() {
-        for good in ["abc", "req-42", "a.b_c-D", &"x".repeat(64), "550e8400-e29b-41d4-a716-446655440000"] {
+        for good in [
+            "abc",
+            "req-42",
+            "a.b_c-D",
+            &"x".repeat(64),
+            "550e8400-e29b-41d4-a716-446655440000",
+        ] {
             assert!(is_acceptable_request_id(good), "{good}");
         }
-        for bad in ["", &"x".repeat(65), "a b", "a/b", "<script>", "id\u{e9}", "a\"b", "a;b"] {
+        for bad in [
+            "",
+            &"x".repeat(65),
+            "a b",
+            "a/b",
+            "<script>",
+            "id\u{e9}",
+            "a\"b",
+            "a;b",
+        ] {
             assert!(!is_acceptable_request_id(bad), "{bad}");
         }
     }
@@ -235,10 +250,19 @@ mod tests {
         };
         let kept = checked_request_id(with(&["client-1"])).await;
         assert_eq!(kept.headers()[REQUEST_ID_HEADER], "client-1");
-        for ids in [&["x".repeat(100)][..], &["a b".to_owned()], &["a".to_owned(), "b".to_owned()], &[]] {
+        for ids in [
+            &["x".repeat(100)][..],
+            &["a b".to_owned()],
+            &["a".to_owned(), "b".to_owned()],
+            &[],
+        ] {
             let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
             let replaced = checked_request_id(with(&ids)).await;
-            let values: Vec<_> = replaced.headers().get_all(REQUEST_ID_HEADER).iter().collect();
+            let values: Vec<_> = replaced
+                .headers()
+                .get_all(REQUEST_ID_HEADER)
+                .iter()
+                .collect();
             assert_eq!(values.len(), 1);
             let id = values[0].to_str().unwrap();
             assert!(is_acceptable_request_id(id) && !ids.contains(&id), "{id}");
