@@ -34,6 +34,23 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     result
 }
 
+/// Refuses a secret file that group or others may read or write (mode `& 0o077`):
+/// the error says which permissions it has and how to fix them.
+pub fn ensure_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = fs::metadata(path)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "permissions {:o} let group or others read it; run chmod 600",
+                mode & 0o777
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Makes a create, rename or remove in `path`'s directory durable.
 pub fn sync_parent(path: &Path) -> std::io::Result<()> {
     match path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -60,6 +77,18 @@ mod tests {
         );
         let names: Vec<_> = fs::read_dir(dir.path()).unwrap().flatten().collect();
         assert_eq!(names.len(), 1, "no temporary file is left behind");
+    }
+
+    #[test]
+    fn only_owner_only_files_are_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        write_atomically(&path, b"secret").unwrap();
+        ensure_private(&path).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
+        let err = ensure_private(&path).unwrap_err();
+        assert!(err.to_string().contains("640"), "{err}");
+        assert!(ensure_private(&dir.path().join("missing")).is_err());
     }
 
     #[test]

@@ -497,10 +497,19 @@ impl TestApp {
         }
     }
 
-    /// The Prometheus text of `/metrics`.
+    /// The `/metrics` bearer token the server created in its data directory.
+    pub fn metrics_token(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("metrics-token"))
+            .expect("read the metrics token")
+            .trim()
+            .to_owned()
+    }
+
+    /// The Prometheus text of `/metrics` (with the metrics token).
     pub async fn metrics_text(&self) -> String {
         self.http
             .get(self.at("/metrics"))
+            .bearer_auth(self.metrics_token())
             .send()
             .await
             .expect("GET /metrics")

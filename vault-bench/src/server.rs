@@ -108,6 +108,8 @@ pub struct Server {
     pub log: PathBuf,
     /// The operator credential it wrote on first start.
     pub operator_token: String,
+    /// The `/metrics` bearer token it wrote on first start.
+    pub metrics_token: String,
     /// HTTP client.
     pub http: reqwest::Client,
 }
@@ -129,6 +131,9 @@ impl Server {
         let http = http_client()?;
         // A 1 GiB upload is the largest the benchmark sends; leave room.
         let mut config = String::from("max_upload_bytes = 2147483648\n");
+        // Measure the vault, not its per-key rate limit (one key sends thousands of
+        // requests a second here); the upload cap stays above the top concurrency.
+        config.push_str("[limits]\nrequests_per_second = 0\nmax_concurrent_uploads = 256\n");
         let mut moto = None;
         let mut moto_url = None;
         if launch.backend == Backend::S3 {
@@ -222,6 +227,7 @@ impl Server {
             data_dir,
             log,
             operator_token: String::new(),
+            metrics_token: String::new(),
             http,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -247,6 +253,10 @@ impl Server {
         }
         server.operator_token = std::fs::read_to_string(server.data_dir.join("operator-token"))
             .context("read the operator token of the new vault")?
+            .trim()
+            .to_owned();
+        server.metrics_token = std::fs::read_to_string(server.data_dir.join("metrics-token"))
+            .context("read the metrics token of the new vault")?
             .trim()
             .to_owned();
         Ok(server)
@@ -303,6 +313,7 @@ impl Server {
         let text = self
             .http
             .get(self.at("/metrics"))
+            .bearer_auth(&self.metrics_token)
             .send()
             .await?
             .error_for_status()?

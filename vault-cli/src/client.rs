@@ -1,6 +1,5 @@
 //! HTTP client for the vault API, with the operator credential from a private file.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
 use serde_json::Value;
@@ -88,6 +87,19 @@ impl Client {
         })
     }
 
+    /// The file the operator token is read from, for commands that replace it
+    /// (`operator rotate`): `--token-file` / `VAULT_TOKEN_FILE`, else
+    /// `./vault-data/operator-token`; none when the token comes from `VAULT_TOKEN`.
+    pub fn token_file(&self) -> Result<PathBuf, CliError> {
+        match &self.token_file {
+            Some(path) => Ok(path.clone()),
+            None if std::env::var_os("VAULT_TOKEN").is_some() => Err(CliError::Usage(
+                "the operator token comes from VAULT_TOKEN: pass --token-file FILE for the new token to be written to".into(),
+            )),
+            None => Ok(PathBuf::from(DEFAULT_TOKEN_FILE)),
+        }
+    }
+
     /// The operator token: from `--token-file` / `VAULT_TOKEN_FILE`, else from
     /// `VAULT_TOKEN`, else from `./vault-data/operator-token`. Never an argument.
     fn token(&self) -> Result<String, CliError> {
@@ -98,15 +110,14 @@ impl Client {
         }
         let default = PathBuf::from(DEFAULT_TOKEN_FILE);
         let path = self.token_file.as_ref().unwrap_or(&default);
-        let meta = std::fs::metadata(path).map_err(|e| {
-            CliError::Usage(format!("cannot read the operator token file {}: {e} (use --token-file or VAULT_TOKEN_FILE)", path.display()))
-        })?;
-        if meta.permissions().mode() & 0o077 != 0 {
+        if !path.exists() {
             return Err(CliError::Usage(format!(
-                "refusing {}: group or others can read it; run chmod 600",
+                "cannot read the operator token file {}: it does not exist (use --token-file or VAULT_TOKEN_FILE)",
                 path.display()
             )));
         }
+        vault_crypto::private_file::ensure_private(path)
+            .map_err(|e| CliError::Usage(format!("refusing {}: {e}", path.display())))?;
         let text = std::fs::read_to_string(path)
             .map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
         Ok(text.trim().to_owned())

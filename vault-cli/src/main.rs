@@ -71,6 +71,9 @@ enum Command {
     /// Tenant API keys.
     #[command(subcommand)]
     Apikey(ApikeyCommand),
+    /// The operator credential.
+    #[command(subcommand)]
+    Operator(OperatorCommand),
     /// Blind indexes.
     #[command(subcommand)]
     Index(IndexCommand),
@@ -363,6 +366,14 @@ enum TenantCommand {
         /// Tenant id.
         id: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum OperatorCommand {
+    /// Replace this operator credential: the server issues a new one and revokes
+    /// the one used; the new token is written to the token file (--token-file, else
+    /// ./vault-data/operator-token) atomically with mode 0600. Only its path is printed.
+    Rotate,
 }
 
 #[derive(Debug, Subcommand)]
@@ -798,6 +809,9 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             )
             .await?
         }
+        Command::Operator(OperatorCommand::Rotate) => {
+            rotate_operator(&client, cli.json).await?;
+        }
         Command::Apikey(ApikeyCommand::Revoke { id }) => {
             client.delete(&format!("/v1/admin/api-keys/{id}")).await?;
             print(cli.json, &json!({"revoked": id}), |v| {
@@ -805,6 +819,47 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             });
         }
     }
+    Ok(())
+}
+
+/// `operator rotate`: the token file must be writable before the server is asked,
+/// since the old credential stops working the moment it answers.
+async fn rotate_operator(client: &Client, json_mode: bool) -> Result<(), CliError> {
+    use vault_crypto::private_file::write_atomically;
+    let path = client.token_file()?;
+    let probe = path.with_extension("rotate-probe");
+    write_atomically(&probe, b"")
+        .and_then(|()| std::fs::remove_file(&probe))
+        .map_err(|e| {
+            CliError::Failed(format!(
+                "cannot write beside {} ({e}); nothing was rotated",
+                path.display()
+            ))
+        })?;
+    let rotated = client.post("/v1/admin/operator/rotate", &json!({})).await?;
+    let secret = rotated["secret"]
+        .as_str()
+        .map(|s| zeroize::Zeroizing::new(format!("{s}\n")))
+        .ok_or_else(|| CliError::Failed("the server's answer holds no new token".into()))?;
+    write_atomically(&path, secret.as_bytes()).map_err(|e| {
+        CliError::Failed(format!(
+            "the operator credential was rotated but the new token could not be written to {} ({e}); the old token is revoked: use another operator credential",
+            path.display()
+        ))
+    })?;
+    let value = json!({
+        "id": rotated["id"],
+        "revoked": rotated["revoked"],
+        "token_file": path.display().to_string(),
+    });
+    print(json_mode, &value, |v| {
+        format!(
+            "rotated the operator credential: new id {}, {} revoked; the new token is in {} (mode 0600)",
+            v["id"].as_str().unwrap_or("?"),
+            v["revoked"].as_str().unwrap_or("?"),
+            path.display()
+        )
+    });
     Ok(())
 }
 

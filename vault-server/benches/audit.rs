@@ -107,6 +107,12 @@ async fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = Config {
         data_dir: dir.path().join("vault"),
+        // Measure auditing, not the per-key rate limit or the upload cap.
+        limits: vault_server::config::LimitsConfig {
+            requests_per_second: 0,
+            max_concurrent_uploads: 1024,
+            ..Default::default()
+        },
         ..Config::default()
     };
     let built = vault_server::startup::build(config).await.expect("vault");

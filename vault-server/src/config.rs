@@ -41,6 +41,67 @@ pub struct Config {
     pub log: LogConfig,
     /// Scheduled backups.
     pub backup: crate::backup::schedule::BackupConfig,
+    /// Connection, time, upload and rate limits of the HTTP edge.
+    pub limits: LimitsConfig,
+    /// The `/metrics` endpoint.
+    pub metrics: MetricsConfig,
+}
+
+/// Limits of the HTTP edge: what one client (or one credential) can hold.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Seconds a connection may take to send a complete request head (from the
+    /// moment it waits for one: this is also the keep-alive idle timeout) and to
+    /// finish its TLS handshake.
+    pub header_read_timeout_secs: u64,
+    /// Largest request head (request line and headers), in bytes; larger ones get 431.
+    pub max_header_bytes: usize,
+    /// Connections open at once; the ones beyond are accepted and closed at once.
+    pub max_connections: usize,
+    /// Seconds a JSON endpoint may take (408 `request_timeout` after that).
+    pub request_timeout_secs: u64,
+    /// Seconds an upload or a download may take in all.
+    pub transfer_timeout_secs: u64,
+    /// Seconds the long operator operations may take (key rotation and rewrap,
+    /// index rotation and rebuild, offboarding, backup prune).
+    pub maintenance_timeout_secs: u64,
+    /// Seconds a transfer may make no progress (no upload bytes arriving, or the
+    /// client not reading what is sent) before it is aborted.
+    pub stall_timeout_secs: u64,
+    /// Uploads in progress at once; more get 503 `too_many_uploads` with Retry-After.
+    pub max_concurrent_uploads: usize,
+    /// Sustained requests per second per credential (API key or operator); more get
+    /// 429 `rate_limited` with Retry-After. 0 turns the limit off.
+    pub requests_per_second: u32,
+    /// Requests a credential may make in a burst above that rate.
+    pub burst: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            header_read_timeout_secs: 10,
+            max_header_bytes: 64 * 1024,
+            max_connections: 1024,
+            request_timeout_secs: 60,
+            transfer_timeout_secs: 3600,
+            maintenance_timeout_secs: 3600,
+            stall_timeout_secs: 60,
+            max_concurrent_uploads: 64,
+            requests_per_second: 500,
+            burst: 1000,
+        }
+    }
+}
+
+/// The `/metrics` endpoint.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// File holding the bearer token scrapers send (0600; refused when group or
+    /// others can read it). Unset: `<data_dir>/metrics-token`, created on first start.
+    pub token_file: Option<PathBuf>,
 }
 
 /// TLS files (PEM).
@@ -239,6 +300,8 @@ impl Default for Config {
             audit: AuditConfig::default(),
             log: LogConfig::default(),
             backup: crate::backup::schedule::BackupConfig::default(),
+            limits: LimitsConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -363,7 +426,35 @@ impl Config {
             ));
         }
         self.backup.validate().map_err(ConfigError::Invalid)?;
+        self.validate_limits()?;
         self.validate_audit()
+    }
+
+    /// Checks the edge limits: every timeout and cap must be positive.
+    fn validate_limits(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        let timeouts = [
+            l.header_read_timeout_secs,
+            l.request_timeout_secs,
+            l.transfer_timeout_secs,
+            l.maintenance_timeout_secs,
+            l.stall_timeout_secs,
+        ];
+        if timeouts.contains(&0)
+            || l.max_connections == 0
+            || l.max_concurrent_uploads == 0
+            || l.max_header_bytes < 8192
+        {
+            return Err(ConfigError::Invalid(
+                "limits: timeouts, max_connections and max_concurrent_uploads must be positive and max_header_bytes at least 8192".into(),
+            ));
+        }
+        if l.requests_per_second > 0 && l.burst == 0 {
+            return Err(ConfigError::Invalid(
+                "limits.burst must be positive when requests_per_second is".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// Checks the audit settings.
@@ -406,6 +497,14 @@ impl Config {
     /// The local keystore file.
     pub fn keystore_file(&self) -> PathBuf {
         self.data_dir.join("keys/keystore.bin")
+    }
+
+    /// The file of the `/metrics` bearer token.
+    pub fn metrics_token_file(&self) -> PathBuf {
+        self.metrics
+            .token_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("metrics-token"))
     }
 }
 
@@ -453,6 +552,35 @@ mod tests {
             matches!(config.storage, StorageConfig::S3 { ref bucket, .. } if bucket == "vault")
         );
         assert!(config.keys.aws_kms);
+    }
+
+    #[test]
+    fn limits_parse_and_are_checked() {
+        let config = Config::parse(
+            "[limits]\nheader_read_timeout_secs = 2\nmax_connections = 8\nrequests_per_second = 0\n[metrics]\ntoken_file = \"/etc/vault/metrics-token\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.limits.header_read_timeout_secs, 2);
+        assert_eq!(config.limits.max_connections, 8);
+        assert_eq!(config.limits.burst, LimitsConfig::default().burst);
+        assert_eq!(
+            config.metrics_token_file(),
+            PathBuf::from("/etc/vault/metrics-token")
+        );
+        config.validate().unwrap();
+        assert!(Config::parse("[limits]\nmax_conections = 8\n").is_err());
+        for bad in [
+            "[limits]\nmax_connections = 0\n",
+            "[limits]\nstall_timeout_secs = 0\n",
+            "[limits]\nburst = 0\n",
+            "[limits]\nmax_header_bytes = 100\n",
+        ] {
+            assert!(Config::parse(bad).unwrap().validate().is_err(), "{bad}");
+        }
+        assert_eq!(
+            Config::default().metrics_token_file(),
+            PathBuf::from(DEFAULT_DATA_DIR).join("metrics-token")
+        );
     }
 
     #[test]

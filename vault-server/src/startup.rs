@@ -67,6 +67,8 @@ pub struct Built {
     pub state: SharedState,
     /// Path of a newly written operator token file.
     pub new_operator_token: Option<PathBuf>,
+    /// Path of a newly written metrics token file.
+    pub new_metrics_token: Option<PathBuf>,
 }
 
 /// Opens storage and keys and bootstraps a new vault.
@@ -119,6 +121,16 @@ pub async fn build(config: Config) -> Result<Built, StartupError> {
     ));
 
     let new_operator_token = bootstrap_operator(&config, store.as_ref()).await?;
+    let metrics_token_file = config.metrics_token_file();
+    let (metrics_token, metrics_token_source) = crate::metrics::MetricsToken::load_or_create(
+        &metrics_token_file,
+        config.metrics.token_file.is_none(),
+    )
+    .map_err(io_err(&metrics_token_file))?;
+    let new_metrics_token = match metrics_token_source {
+        crate::metrics::MetricsTokenSource::Created(path) => Some(path),
+        crate::metrics::MetricsTokenSource::Existing => None,
+    };
     let audit = crate::audit::AuditService::open(store.as_ref(), &local_keys, config.audit.clone())
         .await
         .map_err(StartupError::Audit)?;
@@ -127,6 +139,9 @@ pub async fn build(config: Config) -> Result<Built, StartupError> {
         search: crate::search::SearchService::new(config.index_dir(), config.search.clone()),
         backups: crate::backup::schedule::BackupService::new(config.backup.clone()),
         audit,
+        rates: crate::limits::CredentialRates::new(&config.limits),
+        uploads: crate::limits::UploadSlots::new(config.limits.max_concurrent_uploads),
+        metrics_token,
         config,
         store,
         keys,
@@ -138,6 +153,7 @@ pub async fn build(config: Config) -> Result<Built, StartupError> {
     Ok(Built {
         state,
         new_operator_token,
+        new_metrics_token,
     })
 }
 
@@ -207,6 +223,7 @@ async fn sweep_key_cache(state: SharedState) {
 
 /// Serves until `shutdown` resolves, then stops accepting and lets in-flight
 /// requests (uploads) finish. Speaks HTTPS (rustls) when `[tls]` is configured.
+/// The connection limits are `http_server.rs`'s.
 pub async fn serve(
     built: Built,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -214,6 +231,21 @@ pub async fn serve(
     let state = built.state;
     let addr = state.config.listen;
     let app = crate::routes::router(state.clone());
+    let tls = match &state.config.tls {
+        None => None,
+        Some(tls) => {
+            // Several crates enable both rustls backends; pick one explicitly. An Err
+            // only means a provider was installed already.
+            let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+            let cert = std::fs::read(&tls.cert_file).map_err(io_err(&tls.cert_file))?;
+            let key = zeroize::Zeroizing::new(
+                std::fs::read(&tls.key_file).map_err(io_err(&tls.key_file))?,
+            );
+            let config =
+                crate::http_server::tls_config(&cert, &key).map_err(io_err(&tls.cert_file))?;
+            Some(Arc::new(config))
+        }
+    };
     // Indexes are derived data: open and reconcile them in the background while
     // serving (a search waits for its tenant's reconciliation).
     tokio::spawn(crate::search::run_committer(state.clone()));
@@ -224,16 +256,23 @@ pub async fn serve(
         let state = state.clone();
         tokio::spawn(async move { crate::search::open_all(&state).await });
     }
+    {
+        // Rate-limiter entries of credentials that went quiet are dropped.
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                state.rates.forget_idle();
+            }
+        });
+    }
     let bind_err = |source| StartupError::Bind { addr, source };
     let listener = std::net::TcpListener::bind(addr).map_err(bind_err)?;
     listener.set_nonblocking(true).map_err(bind_err)?;
     let local = listener.local_addr().map_err(bind_err)?;
-    let scheme = if state.config.tls.is_some() {
-        "https"
-    } else {
-        "http"
-    };
-    tracing::info!(address = %local, scheme, "vault listening");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(address = %local, scheme, limits = %crate::http_server::describe(&state.config.limits), "vault listening");
     println!("vault-server listening on {scheme}://{local}");
     if let Some(path) = &built.new_operator_token {
         println!(
@@ -245,46 +284,20 @@ pub async fn serve(
             path.display()
         );
     }
+    if let Some(path) = &built.new_metrics_token {
+        println!(
+            "The /metrics bearer token (for scrapers) is in {} (mode 0600).",
+            path.display()
+        );
+    }
     let serve_err = |source| StartupError::Io {
         path: PathBuf::from("<listener>"),
         source,
     };
-    let served = match &state.config.tls {
-        None => {
-            let listener = tokio::net::TcpListener::from_std(listener).map_err(serve_err)?;
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(serve_err)
-        }
-        Some(tls) => {
-            // Several crates enable both rustls backends; pick one explicitly. An Err
-            // only means a provider was installed already.
-            let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-            let rustls =
-                axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert_file, &tls.key_file)
-                    .await
-                    .map_err(|source| StartupError::Io {
-                        path: tls.cert_file.clone(),
-                        source,
-                    })?;
-            let handle = axum_server::Handle::new();
-            let on_shutdown = handle.clone();
-            tokio::spawn(async move {
-                shutdown.await;
-                on_shutdown.graceful_shutdown(Some(Duration::from_secs(300)));
-            });
-            axum_server::from_tcp_rustls(listener, rustls)
-                .map_err(serve_err)?
-                .handle(handle)
-                .serve(app.into_make_service_with_connect_info::<SocketAddr>())
-                .await
-                .map_err(serve_err)
-        }
-    };
+    let listener = tokio::net::TcpListener::from_std(listener).map_err(serve_err)?;
+    let served = crate::http_server::serve(&state, listener, tls, app, shutdown)
+        .await
+        .map_err(serve_err);
     // In-flight requests have finished: make their index entries durable and sign
     // where the audit logs stand.
     state.search.commit_all().await;

@@ -33,6 +33,12 @@ pub struct AppState {
     pub metrics: Metrics,
     /// The backup job.
     pub backups: crate::backup::schedule::BackupService,
+    /// Per-credential request rates.
+    pub rates: crate::limits::CredentialRates,
+    /// Uploads in progress.
+    pub uploads: crate::limits::UploadSlots,
+    /// The bearer token `/metrics` requires.
+    pub metrics_token: crate::metrics::MetricsToken,
 }
 
 /// State as axum holds it.

@@ -37,7 +37,7 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -357,18 +357,7 @@ impl KeyProvider for LocalKeyProvider {
 
 /// Refuses key files that group or others can read or write.
 pub fn check_private_file(path: &Path) -> Result<(), CryptoError> {
-    let meta = fs::metadata(path).map_err(|e| keystore_err(path, e.to_string()))?;
-    let mode = meta.permissions().mode();
-    if mode & 0o077 != 0 {
-        return Err(keystore_err(
-            path,
-            format!(
-                "permissions {:o} let group or others read it; run chmod 600",
-                mode & 0o777
-            ),
-        ));
-    }
-    Ok(())
+    crate::private_file::ensure_private(path).map_err(|e| keystore_err(path, e.to_string()))
 }
 
 fn load_or_create_root_key(path: &Path) -> Result<Key256, CryptoError> {
@@ -569,6 +558,7 @@ fn unseal_seals(root: &Key256, sealed: &[u8]) -> Result<BTreeMap<TenantId, Key25
 mod tests {
     use super::*;
     use crate::keys::Purpose;
+    use std::os::unix::fs::PermissionsExt;
 
     fn ctx(tenant: &str, purpose: Purpose) -> EncryptionContext {
         EncryptionContext {

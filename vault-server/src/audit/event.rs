@@ -81,6 +81,7 @@ pub fn action_of(method: &str, route: &str) -> Option<&'static str> {
         ("POST", "/v1/admin/tenants/{tenant}/api-keys") => "apikey.issue",
         ("GET", "/v1/admin/tenants/{tenant}/api-keys") => "apikey.list",
         ("DELETE", "/v1/admin/api-keys/{id}") => "apikey.revoke",
+        ("POST", "/v1/admin/operator/rotate") => "operator.rotate",
         ("POST", "/v1/admin/tenants/{tenant}/index/rebuild") => "index.rebuild",
         ("POST", "/v1/admin/tenants/{tenant}/keys/rotate") => "key.rotate",
         ("POST", "/v1/admin/tenants/{tenant}/keys/rewrap") => "key.rewrap",

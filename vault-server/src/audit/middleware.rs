@@ -1,47 +1,60 @@
 //! The one place audit events are written: a middleware around every API route.
 //!
 //! Before the handler runs it puts an empty [`AuditNote`] in the request; the
-//! `Caller` extractor writes who is calling, handlers add what they acted on (a
-//! new document id, the search field names, an issued key id). After the handler
-//! answers, the middleware appends the event with the outcome taken from the
-//! status, waits until it is durable, and only then lets the answer (and any
-//! streamed body) go out. If the event cannot be written the answer is dropped
-//! and replaced by 503: nothing is returned that was not recorded.
+//! `Caller` extractor writes who is calling (or why it could not tell), handlers
+//! add what they acted on (a new document id, the search field names, an issued
+//! key id). After the handler answers, the middleware appends the event with the
+//! outcome taken from the status, waits until it is durable, and only then lets
+//! the answer (and any streamed body) go out. If the event cannot be written the
+//! answer is dropped and replaced by 503: nothing is returned that was not recorded.
 //!
-//! It also applies bulk-access throttling (429 for a flagged key) and records an
-//! `anomaly` event when a key's document reads cross the configured limits.
+//! Only authenticated requests are recorded one by one, in the log of the
+//! credential's tenant (or of the tenant an operator acted on). A request without
+//! a valid credential (none, malformed, unknown, wrong secret, revoked, expired)
+//! names no one the vault can vouch for: it is counted in
+//! `vault_unauthenticated_requests_total{reason}` and sampled into the system log
+//! (at most one event per reason per second, carrying the number suppressed since
+//! the previous one), never written into a tenant's log, and its answer never
+//! waits for the audit log. So a client without a credential cannot grow any log
+//! faster than the sampling allows, nor make the vault's answers depend on it.
+//!
+//! It also records an `anomaly` event when a key's document reads cross the
+//! configured limits (the throttling itself is the `Caller`'s).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
-use axum::http::header::AUTHORIZATION;
-use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use vault_crypto::TenantId;
+use vault_crypto::{DocumentId, TenantId};
 
 use super::event::action_of;
 use super::{append, new_event, Outcome, SYSTEM_LOG};
-use crate::auth::{CredentialKind, CredentialRecord};
-use crate::error::ApiError;
+use crate::auth::AuthFailure;
+use crate::metrics::ReasonLabels;
 use crate::routes::REQUEST_ID_HEADER;
 use crate::state::SharedState;
 
 /// What the caller and the handler tell the audit log about a request.
 #[derive(Debug, Default, Clone)]
 pub struct AuditNote {
-    /// The log to write to (the caller's tenant, or the tenant acted on).
+    /// The log to write to (the caller's tenant, or the tenant acted on). Set only
+    /// once the caller is authenticated.
     pub tenant: Option<TenantId>,
-    /// `apikey:<id>` or `operator:<id>`.
+    /// `apikey:<id>` or `operator:<id>`: set only for an authenticated caller.
     pub actor: Option<String>,
+    /// The authenticated API key's id (for bulk-read detection).
+    pub api_key: Option<String>,
+    /// Why the caller could not be authenticated.
+    pub auth_failure: Option<AuthFailure>,
     /// Roles of the credential.
     pub roles: Vec<String>,
     /// The document acted on.
     pub document: Option<String>,
     /// Search field names (never values).
     pub fields: Vec<String>,
-    /// Non-PHI detail.
+    /// Non-PHI detail, made only of validated values (never raw request text).
     pub detail: Option<String>,
 }
 
@@ -87,18 +100,15 @@ fn path_param(route: &str, path: &str, name: &str) -> Option<String> {
         .map(|(_, value)| value.to_owned())
 }
 
-/// The API key id in an `Authorization` header, unverified (ids are public).
-fn claimed_key_id(request: &Request) -> Option<String> {
-    let token = request
-        .headers()
-        .get(AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")?;
-    match CredentialRecord::parse_token(token.trim())? {
-        (CredentialKind::ApiKey, id, _) => Some(id.to_owned()),
-        _ => None,
+/// The document id in a `/v1/documents/{id}` path, only when it is one: a raw
+/// path value never reaches the log.
+fn document_in_path(route: &str, path: &str) -> Option<String> {
+    if !route.starts_with("/v1/documents/") {
+        return None;
     }
+    path_param(route, path, "id")
+        .and_then(|raw| raw.parse::<DocumentId>().ok())
+        .map(|id| id.to_string())
 }
 
 /// The middleware.
@@ -117,6 +127,7 @@ pub async fn record(
         return next.run(request).await;
     };
     let path = request.uri().path().to_owned();
+    // Already checked or replaced by the request-id layer.
     let request_id = request
         .headers()
         .get(REQUEST_ID_HEADER)
@@ -127,36 +138,27 @@ pub async fn record(
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip().to_string());
-    let claimed_key = claimed_key_id(&request);
     let slot = NoteSlot::default();
     request.extensions_mut().insert(slot.clone());
-
-    let throttled = claimed_key
-        .as_deref()
-        .and_then(|id| state.audit.bulk.throttled(id));
-    if let Some(tenant) = &throttled {
-        slot.update(|n| n.tenant = Some(tenant.clone()));
-    }
-    let response = if throttled.is_some() {
-        ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "bulk_access_throttled",
-            "this API key read far more documents than usual and is paused; retry later",
-        )
-        .into_response()
-    } else {
-        next.run(request).await
-    };
+    let response = next.run(request).await;
 
     let note = slot.take();
     let status = response.status().as_u16();
     let outcome = Outcome::of_status(status);
-    let tenant = note
+    let Some(actor) = note.actor.clone() else {
+        let reason = note.auth_failure.unwrap_or(if route.is_empty() {
+            AuthFailure::Unrouted
+        } else {
+            AuthFailure::NotChecked
+        });
+        sample_unauthenticated(&state, action, reason, status, request_id, client);
+        return response;
+    };
+    let Some(mut tenant) = note
         .tenant
         .clone()
-        .or_else(|| path_param(&route, &path, "tenant").and_then(|t| TenantId::new(t).ok()))
-        .or_else(|| TenantId::new(SYSTEM_LOG).ok());
-    let Some(mut tenant) = tenant else {
+        .or_else(|| TenantId::new(SYSTEM_LOG).ok())
+    else {
         return response;
     };
     // Events about a tenant that does not exist (a typo in an admin path, a
@@ -170,15 +172,9 @@ pub async fn record(
             tenant = system;
         }
     }
-    let actor = note.actor.clone().unwrap_or_else(|| match &claimed_key {
-        Some(id) => format!("apikey:{id}"),
-        None => "anonymous".to_owned(),
-    });
     let mut event = new_event(action, actor.clone(), outcome, status);
     event.roles = note.roles;
-    event.document = note
-        .document
-        .or_else(|| path_param(&route, &path, "id").filter(|_| route.starts_with("/v1/documents")));
+    event.document = note.document.or_else(|| document_in_path(&route, &path));
     event.request_id = request_id.clone();
     event.client = client.clone();
     event.fields = note.fields;
@@ -190,7 +186,8 @@ pub async fn record(
 
     let is_read = matches!(action, "document.download" | "document.metadata");
     if is_read && outcome == Outcome::Allowed {
-        if let Some(anomaly) = claimed_key
+        if let Some(anomaly) = note
+            .api_key
             .as_deref()
             .and_then(|id| state.audit.bulk.record_read(id, &tenant))
         {
@@ -218,6 +215,51 @@ pub async fn record(
     response
 }
 
+/// Counts an unauthenticated request and, when its reason's sample is due, writes
+/// one event for it (and the ones suppressed before it) to the system log, in the
+/// background: the answer does not wait for it, and a failure only shows in
+/// `/readyz` and the metrics.
+fn sample_unauthenticated(
+    state: &SharedState,
+    action: &str,
+    reason: AuthFailure,
+    status: u16,
+    request_id: String,
+    client: Option<String>,
+) {
+    state
+        .metrics
+        .unauthenticated
+        .get_or_create(&ReasonLabels {
+            reason: reason.as_str(),
+        })
+        .inc();
+    let Some(suppressed) = state.audit.unauthenticated.admit(reason.as_str()) else {
+        return;
+    };
+    let Ok(system) = TenantId::new(SYSTEM_LOG) else {
+        return;
+    };
+    let mut event = new_event(
+        action,
+        "anonymous".to_owned(),
+        Outcome::of_status(status),
+        status,
+    );
+    event.request_id = request_id;
+    event.client = client;
+    event.detail = Some(format!(
+        "unauthenticated: {}; sampled, {suppressed} more since the previous sample",
+        reason.as_str()
+    ));
+    let state = Arc::clone(state);
+    tokio::spawn(async move {
+        if let Err(e) = append(&state, &system, event).await {
+            tracing::warn!(error = %e, "sampled unauthenticated request not recorded");
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,5 +279,28 @@ mod tests {
             Some("abc".to_owned())
         );
         assert_eq!(path_param("/v1/documents", "/v1/documents", "id"), None);
+    }
+
+    #[test]
+    fn only_document_ids_are_taken_from_the_path() {
+        let id = DocumentId::random().to_string();
+        assert_eq!(
+            document_in_path("/v1/documents/{id}", &format!("/v1/documents/{id}")),
+            Some(id.clone())
+        );
+        assert_eq!(
+            document_in_path(
+                "/v1/documents/{id}/metadata",
+                "/v1/documents/DOE-JANE/metadata"
+            ),
+            None
+        );
+        assert_eq!(
+            document_in_path(
+                "/v1/admin/backups/{id}/hold",
+                &format!("/v1/admin/backups/{id}/hold")
+            ),
+            None
+        );
     }
 }

@@ -1,9 +1,11 @@
 //! The tamper-evident audit log.
 //!
-//! Every request that touches tenant data appends an [`AuditEvent`] to its
-//! tenant's log (requests with no tenant, such as an unknown credential, go to the
-//! reserved `system` log) before it is answered: if the event cannot be made
-//! durable the request fails with 503 and returns no data (`middleware.rs`).
+//! Every authenticated request that touches tenant data appends an [`AuditEvent`]
+//! to its tenant's log (requests with no tenant, such as an operator's tenant
+//! listing, go to the reserved `system` log) before it is answered: if the event
+//! cannot be made durable the request fails with 503 and returns no data
+//! (`middleware.rs`). Requests without a valid credential are counted and sampled
+//! into the system log, never recorded one by one (`health.rs`).
 //!
 //! A log is a sequence of sealed segments (`segment.rs`), each a batch of events
 //! encrypted under the tenant's keys, written create-only by one task per tenant
@@ -16,6 +18,7 @@
 
 pub mod anomaly;
 pub mod event;
+pub mod health;
 pub mod middleware;
 pub mod read;
 pub mod segment;
@@ -205,6 +208,10 @@ pub struct AuditService {
     pub config: AuditConfig,
     /// Bulk-access detection.
     pub bulk: anomaly::BulkAccess,
+    /// Whether the latest write succeeded (for `/readyz`).
+    pub health: health::AuditHealth,
+    /// Sampling of unauthenticated requests into the system log.
+    pub unauthenticated: health::Sampler,
 }
 
 impl AuditService {
@@ -265,6 +272,8 @@ impl AuditService {
             },
             logs: Mutex::new(HashMap::new()),
             bulk: anomaly::BulkAccess::new(&config),
+            health: health::AuditHealth::default(),
+            unauthenticated: health::Sampler::default(),
             config,
         })
     }
@@ -305,10 +314,13 @@ pub async fn append(
     event: AuditEvent,
 ) -> Result<u64, AuditError> {
     let queue = state.audit.queue(state, tenant);
-    writer::ask(&queue, |done| {
+    let written = writer::ask(&queue, |done| {
         writer::Command::Append(Box::new(event), done)
     })
-    .await
+    .await;
+    state.audit.health.record(written.is_ok());
+    state.metrics.audit_failing.set(i64::from(written.is_err()));
+    written
 }
 
 /// Writes a checkpoint of every open log that grew.

@@ -138,15 +138,21 @@ impl CredentialRecord {
             _ => return None,
         };
         let (id, secret) = rest.split_once('_')?;
-        let valid_id = id.len() == 16
-            && id
+        (Self::is_id(id) && secret.len() == 43).then_some((kind, id, secret))
+    }
+
+    /// Whether `raw` has the shape of a credential id: 16 lowercase hex digits.
+    pub fn is_id(raw: &str) -> bool {
+        raw.len() == 16
+            && raw
                 .bytes()
-                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
-        (valid_id && secret.len() == 43).then_some((kind, id, secret))
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
     }
 
     /// Constant-time check of a presented secret against the stored hash.
     pub fn secret_matches(&self, secret: &str) -> bool {
+        #[cfg(test)]
+        COMPARISONS.with(|c| c.set(c.get() + 1));
         let mut stored = [0u8; 32];
         if hex::decode_to_slice(&self.secret_sha256, &mut stored).is_err() {
             return false;
@@ -158,6 +164,18 @@ impl CredentialRecord {
     pub fn is_expired(&self, now: OffsetDateTime) -> bool {
         self.expires_at.is_some_and(|at| at <= now)
     }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Secret comparisons made on this thread (tests check that every path makes one).
+    static COMPARISONS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Secret comparisons made on this thread so far.
+#[cfg(test)]
+pub(crate) fn comparisons() -> u64 {
+    COMPARISONS.with(std::cell::Cell::get)
 }
 
 #[cfg(test)]

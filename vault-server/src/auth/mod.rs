@@ -9,4 +9,4 @@ mod credentials;
 mod extract;
 
 pub use credentials::{CredentialKind, CredentialRecord, IssuedCredential, Role};
-pub use extract::Caller;
+pub use extract::{AuthFailure, Caller};

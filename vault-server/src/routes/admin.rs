@@ -296,7 +296,7 @@ pub async fn list_api_keys(
 }
 
 /// Revokes an API key.
-#[utoipa::path(delete, path = "/v1/admin/api-keys/{id}", responses((status = 204), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/v1/admin/api-keys/{id}", responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn revoke_api_key(
     State(state): State<SharedState>,
     caller: Caller,
@@ -304,15 +304,15 @@ pub async fn revoke_api_key(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     caller.require_operator()?;
+    // Checked before anything records it: a raw path value never reaches the log.
+    if !CredentialRecord::is_id(&id) {
+        return Err(ApiError::bad_request(
+            "invalid_api_key_id",
+            "an API key id is 16 lowercase hexadecimal digits",
+        ));
+    }
     note.update(|n| n.detail = Some(format!("api_key={id}")));
     let not_found = || ApiError::not_found("api_key_not_found", "no such API key");
-    if id.len() != 16
-        || !id
-            .bytes()
-            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-    {
-        return Err(not_found());
-    }
     let name = ObjectName::api_key(&id);
     let bytes = state.store.get_bytes(&name).await?.ok_or_else(not_found)?;
     let mut record: CredentialRecord =
@@ -326,4 +326,63 @@ pub async fn revoke_api_key(
         tracing::info!(key_id = %id, "api key revoked");
     }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A new operator credential: the secret is shown only here.
+#[derive(Serialize, ToSchema)]
+pub struct RotatedOperator {
+    /// Public id of the new credential.
+    pub id: String,
+    /// Bearer token of the new credential. Shown once; `vault-cli operator rotate`
+    /// writes it to the token file.
+    pub secret: String,
+    /// Id of the credential that made the request, now revoked.
+    pub revoked: String,
+}
+
+/// Rotates the caller's operator credential: issues a new one and revokes the
+/// caller's. The new secret is in the answer only.
+#[utoipa::path(post, path = "/v1/admin/operator/rotate",
+    responses((status = 201, body = RotatedOperator), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn rotate_operator(
+    State(state): State<SharedState>,
+    caller: Caller,
+    note: NoteSlot,
+) -> ApiResult<(StatusCode, Json<RotatedOperator>)> {
+    caller.require_operator()?;
+    let old_name = ObjectName::operator(&caller.key_id);
+    let bytes = state
+        .store
+        .get_bytes(&old_name)
+        .await?
+        .ok_or_else(|| ApiError::internal("operator record", "the caller's record is gone"))?;
+    let mut old: CredentialRecord =
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::internal("operator record", e))?;
+    // The new credential first: a failure in between leaves two valid operator
+    // credentials (the old one still works), never none.
+    let issued = CredentialRecord::issue(CredentialKind::Operator, None, Vec::new(), None);
+    let record = serde_json::to_vec_pretty(&issued.record)
+        .map_err(|e| ApiError::internal("operator record", e))?;
+    state
+        .store
+        .put_new_bytes(
+            &ObjectName::operator(&issued.record.id),
+            Bytes::from(record),
+        )
+        .await?;
+    old.revoked_at = Some(OffsetDateTime::now_utc());
+    let revoked =
+        serde_json::to_vec_pretty(&old).map_err(|e| ApiError::internal("operator record", e))?;
+    state.store.replace(&old_name, Bytes::from(revoked)).await?;
+    tracing::info!(new = %issued.record.id, revoked = %old.id, "operator credential rotated");
+    note.update(|n| n.detail = Some(format!("operator={} revoked={}", issued.record.id, old.id)));
+    Ok((
+        StatusCode::CREATED,
+        Json(RotatedOperator {
+            id: issued.record.id.clone(),
+            secret: issued.token.to_string(),
+            revoked: old.id,
+        }),
+    ))
 }

@@ -17,12 +17,15 @@ use vault_crypto::envelope::{self, BodyHeader};
 use vault_crypto::DocumentId;
 use vault_index::fields::{Field, BASE_FIELDS};
 
+use std::time::Duration;
+
 use super::extract::QueryParams;
 use crate::audit::middleware::NoteSlot;
 use crate::auth::{Caller, Role};
 use crate::documents::{self, DocumentFacts, DocumentKind, Fields, UploadRequest};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extraction::Extraction;
+use crate::limits::Budget;
 use crate::state::SharedState;
 use crate::storage::{ObjectName, StorageError};
 
@@ -293,6 +296,16 @@ pub async fn upload(
         fields,
         extraction,
     };
+    // Held until the upload is answered; none free: 503 at once, nothing read.
+    let _slot = state.uploads.acquire().inspect_err(|_| {
+        state.metrics.uploads_refused.inc();
+    })?;
+    let limits = &state.config.limits;
+    let body = crate::limits::guard_stream(
+        body.into_data_stream().map_err(std::io::Error::other),
+        Duration::from_secs(limits.stall_timeout_secs),
+        Budget::Transfer.duration(limits),
+    );
     if let Some(name) = &idempotency {
         if let Some(first) = replayed_document(&state, &tenant, name).await? {
             // The key was used before. Its answer goes only to the same request
@@ -308,7 +321,7 @@ pub async fn upload(
     }
 
     let fingerprint = RequestFingerprint::of(&request);
-    let stored = documents::store(&state, &tenant, request, body.into_data_stream()).await?;
+    let stored = documents::store(&state, &tenant, request, body).await?;
     note.update(|n| n.document = Some(stored.id.to_string()));
     if let Some(name) = &idempotency {
         let record = serde_json::json!({"format": 1, "document": stored.id.to_string()});
@@ -381,10 +394,13 @@ async fn replayed_document(
 }
 
 /// SHA-256 of a request body read to its end (at most `limit` bytes), hex.
-async fn hash_body(body: Body, limit: u64) -> ApiResult<String> {
+async fn hash_body<E>(
+    body: impl futures::Stream<Item = Result<Bytes, E>>,
+    limit: u64,
+) -> ApiResult<String> {
+    let mut stream = std::pin::pin!(body);
     let mut hasher = Sha256::new();
     let mut read = 0u64;
-    let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|_| {
             ApiError::bad_request("body_read_failed", "the request body could not be read")
@@ -583,13 +599,38 @@ pub async fn download(
         }
     }
     state.metrics.downloads.inc();
-    let mut response = Response::new(Body::from_stream(
+    // Bounded in all (a slow reader) and between chunks (a stalled store); a cut
+    // aborts the connection, so a client never mistakes it for the end.
+    let limits = &state.config.limits;
+    let plain = crate::limits::guard_stream(
         plain.map_err(|e| std::io::Error::other(e.code())),
-    ));
+        Duration::from_secs(limits.stall_timeout_secs),
+        Budget::Transfer.duration(limits),
+    );
+    let mut response = Response::new(Body::from_stream(plain));
     *response.status_mut() = status;
     let headers = response.headers_mut();
-    if let Ok(ct) = HeaderValue::from_str(&opened.metadata.content_type) {
-        headers.insert(header::CONTENT_TYPE, ct);
+    headers.insert(
+        header::CONTENT_TYPE,
+        served_content_type(&opened.metadata.content_type),
+    );
+    headers.insert(
+        header::CONTENT_DISPOSITION,
+        content_disposition(opened.metadata.file_name.as_deref()),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; sandbox"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // Documents are immutable: the id names one content for ever. Never a hash of
+    // the plaintext, which would let anyone holding a guess confirm it.
+    if let Ok(etag) = HeaderValue::from_str(&format!("\"{id}\"")) {
+        headers.insert(header::ETAG, etag);
     }
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     let (length, content_range) = match range {
@@ -604,6 +645,72 @@ pub async fn download(
         headers.insert(header::CONTENT_RANGE, v);
     }
     Ok(response)
+}
+
+/// Media types a browser would run as an active document (script): served as
+/// `application/octet-stream`. Everything else keeps its stored type (what billing
+/// software expects), made inert by `Content-Disposition: attachment`, `nosniff`
+/// and a sandboxing CSP; `/metadata` always shows the stored type.
+fn is_active_content(essence: &str) -> bool {
+    matches!(
+        essence,
+        "text/html"
+            | "application/xhtml+xml"
+            | "image/svg+xml"
+            | "text/javascript"
+            | "application/javascript"
+            | "application/ecmascript"
+            | "text/ecmascript"
+            | "application/x-javascript"
+            | "text/xsl"
+            | "application/xslt+xml"
+    ) || essence.starts_with("multipart/")
+}
+
+fn served_content_type(stored: &str) -> HeaderValue {
+    let octets = HeaderValue::from_static("application/octet-stream");
+    let essence = stored.to_ascii_lowercase();
+    if is_active_content(essence.trim()) {
+        return octets;
+    }
+    HeaderValue::from_str(stored).unwrap_or(octets)
+}
+
+/// `attachment`, with the stored file name when there is one (RFC 6266): a plain
+/// `filename` fallback of safe ASCII and the exact name as RFC 8187 `filename*`.
+/// Only the last path component is kept; quotes, separators and controls never
+/// reach the header.
+fn content_disposition(file_name: Option<&str>) -> HeaderValue {
+    let name = file_name
+        .map(|n| n.rsplit(['/', '\\']).next().unwrap_or(""))
+        .map(|n| n.chars().filter(|c| !c.is_control()).collect::<String>())
+        .filter(|n| !n.trim().is_empty() && n != "." && n != "..");
+    let Some(name) = name else {
+        return HeaderValue::from_static("attachment");
+    };
+    let fallback: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ' ' | '(' | ')') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let mut encoded = String::new();
+    for byte in name.bytes() {
+        // RFC 8187 attr-char; everything else percent-encoded.
+        if byte.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&byte) {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    HeaderValue::from_str(&format!(
+        "attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}"
+    ))
+    .unwrap_or(HeaderValue::from_static("attachment"))
 }
 
 fn stream_error(e: envelope::StreamError<StorageError>) -> ApiError {
@@ -814,6 +921,47 @@ mod tests {
         assert_eq!(parse_range(Some("bytes=0-1,5-6"), 100), RangeRequest::Whole);
         assert_eq!(parse_range(Some("items=0-1"), 100), RangeRequest::Whole);
         assert_eq!(parse_range(Some("bytes=9-1"), 100), RangeRequest::Whole);
+    }
+
+    #[test]
+    fn file_names_are_encoded_and_never_break_the_header() {
+        assert_eq!(content_disposition(None), "attachment");
+        assert_eq!(
+            content_disposition(Some("eob 2024.pdf")),
+            "attachment; filename=\"eob 2024.pdf\"; filename*=UTF-8''eob%202024.pdf"
+        );
+        assert_eq!(
+            content_disposition(Some("../../x\";y=\"z.html")),
+            "attachment; filename=\"x__y__z.html\"; filename*=UTF-8''x%22%3By%3D%22z.html"
+        );
+        assert_eq!(
+            content_disposition(Some("C:\\scans\\b.pdf")),
+            "attachment; filename=\"b.pdf\"; filename*=UTF-8''b.pdf"
+        );
+        assert_eq!(content_disposition(Some("dir/")), "attachment");
+        assert_eq!(content_disposition(Some("..")), "attachment");
+    }
+
+    #[test]
+    fn active_types_are_served_as_octets() {
+        assert_eq!(served_content_type("application/pdf"), "application/pdf");
+        assert_eq!(
+            served_content_type("application/fhir+json"),
+            "application/fhir+json"
+        );
+        for active in [
+            "text/html",
+            "TEXT/HTML",
+            "image/svg+xml",
+            "application/xhtml+xml",
+            "multipart/related",
+        ] {
+            assert_eq!(
+                served_content_type(active),
+                "application/octet-stream",
+                "{active}"
+            );
+        }
     }
 
     #[test]

@@ -12,14 +12,16 @@ use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 use vault_crypto::TenantId;
 
+use crate::audit::middleware::NoteSlot;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::state::SharedState;
 use crate::tenants::parse_tenant_id;
 
 /// An operator acting on the tenant its route names (`/v1/admin/tenants/{tenant}/...`):
-/// the credential is checked to be an operator's and the id is parsed (the audit
-/// middleware files the event under that tenant). The tenant may not exist.
+/// the credential is checked to be an operator's and the id is parsed; only then is
+/// the event filed under that tenant (a tenant named in the path of a request that
+/// did not authenticate as an operator never is). The tenant may not exist.
 pub struct OperatorOnTenant(pub TenantId);
 
 impl FromRequestParts<SharedState> for OperatorOnTenant {
@@ -37,7 +39,11 @@ impl FromRequestParts<SharedState> for OperatorOnTenant {
         let raw = params.get("tenant").ok_or_else(|| {
             ApiError::internal("route", "OperatorOnTenant on a route without {tenant}")
         })?;
-        Ok(OperatorOnTenant(parse_tenant_id(raw.as_str())?))
+        let tenant = parse_tenant_id(raw.as_str())?;
+        if let Some(note) = parts.extensions.get::<NoteSlot>() {
+            note.update(|n| n.tenant = Some(tenant.clone()));
+        }
+        Ok(OperatorOnTenant(tenant))
     }
 }
 

@@ -1,11 +1,12 @@
 //! Health, readiness and metrics.
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+use crate::error::ApiError;
 use crate::state::SharedState;
 
 /// Liveness: the process answers.
@@ -14,25 +15,50 @@ pub async fn healthz() -> impl IntoResponse {
     Json(json!({"status": "ok"}))
 }
 
-/// Readiness: storage is writable and the key providers answer.
-#[utoipa::path(get, path = "/readyz", responses((status = 200, description = "ready"), (status = 503, description = "not ready")))]
+/// Readiness: storage is writable, the key providers answer and the audit log
+/// takes events (its latest write did not fail, or failed over a minute ago).
+#[utoipa::path(get, path = "/readyz", responses((status = 200, description = "ready: `{\"status\": \"ready\", \"checks\": {...}}`"), (status = 503, description = "not ready, with the failing checks")))]
 pub async fn readyz(State(state): State<SharedState>) -> impl IntoResponse {
     let storage = state.store.check().await;
     let keys = state.keys.provider("local").map(|_| ());
-    match (storage, keys) {
-        (Ok(()), Ok(())) => (StatusCode::OK, Json(json!({"status": "ready"}))),
-        (storage, keys) => {
-            tracing::warn!(storage = ?storage.err().map(|e| e.to_string()), keys = ?keys.err().map(|e| e.to_string()), "not ready");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"status": "not ready"})),
-            )
-        }
+    let audit_failing = state.audit.health.failing();
+    let word = |ok: bool| if ok { "ok" } else { "failing" };
+    let checks = json!({
+        "storage": word(storage.is_ok()),
+        "keys": word(keys.is_ok()),
+        "audit": word(!audit_failing),
+    });
+    if storage.is_ok() && keys.is_ok() && !audit_failing {
+        return (
+            StatusCode::OK,
+            Json(json!({"status": "ready", "checks": checks})),
+        );
     }
+    tracing::warn!(storage = ?storage.err().map(|e| e.to_string()), keys = ?keys.err().map(|e| e.to_string()), audit_failing, "not ready");
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({"status": "not ready", "checks": checks})),
+    )
 }
 
-/// Prometheus metrics.
-pub async fn metrics(State(state): State<SharedState>) -> impl IntoResponse {
+/// Prometheus metrics, for a scraper holding the metrics token
+/// (`Authorization: Bearer <token>`; the file is `[metrics] token_file`, by default
+/// `<data_dir>/metrics-token`). Operator and API keys are not accepted: a scraper
+/// holds a credential that can read metrics and nothing else.
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "OpenMetrics text"), (status = 401, body = crate::error::ErrorBody)), security(("bearer" = [])))]
+pub async fn metrics(State(state): State<SharedState>, headers: HeaderMap) -> Response {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    if !presented.is_some_and(|token| state.metrics_token.matches(token)) {
+        return ApiError::unauthorized(
+            "unauthorized",
+            "send the metrics token: Authorization: Bearer <token from the metrics token file>",
+        )
+        .into_response();
+    }
     state
         .metrics
         .key_provider_calls
@@ -50,11 +76,8 @@ pub async fn metrics(State(state): State<SharedState>) -> impl IntoResponse {
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
             )],
             text,
-        ),
-        Err(_) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            [(header::CONTENT_TYPE, "text/plain")],
-            String::from("metrics encoding failed"),
-        ),
+        )
+            .into_response(),
+        Err(e) => ApiError::internal("metrics encoding", e).into_response(),
     }
 }

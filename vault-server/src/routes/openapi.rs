@@ -10,11 +10,11 @@ use super::{admin, audit, backups, documents, health, keys, search};
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Billing records vault", description = "Encrypted storage, blind-indexed search and audit for healthcare billing documents."),
-    paths(health::healthz, health::readyz, admin::create_tenant, admin::list_tenants, admin::get_tenant, admin::disable_tenant, admin::issue_api_key, admin::list_api_keys, admin::revoke_api_key,
+    paths(health::healthz, health::readyz, health::metrics, admin::create_tenant, admin::list_tenants, admin::get_tenant, admin::disable_tenant, admin::issue_api_key, admin::list_api_keys, admin::revoke_api_key, admin::rotate_operator,
         documents::upload, documents::download, documents::metadata, documents::delete, documents::list, search::search, search::rebuild, audit::events, audit::checkpoint, audit::proof,
         backups::list, backups::public_key, backups::start, backups::prune, backups::hold, backups::release, backups::record_drill,
         keys::rotate, keys::rewrap, keys::rotate_index, keys::offboard, keys::set_retention, keys::hold, keys::release),
-    components(schemas(crate::error::ErrorBody, crate::tenants::TenantRecord, admin::CreateTenant, admin::IssueApiKey, admin::IssuedApiKey, admin::ListedApiKey,
+    components(schemas(crate::error::ErrorBody, crate::tenants::TenantRecord, admin::CreateTenant, admin::IssueApiKey, admin::IssuedApiKey, admin::ListedApiKey, admin::RotatedOperator,
         documents::UploadResponse, documents::MetadataResponse, documents::ListedDocument, documents::ListResponse, crate::documents::DocumentKind,
         search::SearchHit, search::SearchResponse, crate::search::ReconcileReport,
         keys::RewrapRequest, keys::RotateIndexRequest, keys::RetentionRequest, crate::key_lifecycle::RewrapReport, crate::key_lifecycle::OffboardReport,
