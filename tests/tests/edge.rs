@@ -808,3 +808,40 @@ async fn a_failing_audit_log_shows_in_readyz_and_spares_health_and_anonymous_ans
     assert_eq!(ready.status(), 200);
     assert!(app.metrics_text().await.contains("vault_audit_failing 0"));
 }
+
+#[tokio::test]
+async fn shutdown_finishes_the_upload_in_flight_and_accepts_no_more() {
+    let mut app = TestApp::builder().start().await;
+    app.create_tenant("acme").await;
+    let key = app.api_key("acme", &["uploader"]).await;
+    let (tx, body) = channel_body();
+    let upload = tokio::spawn(
+        app.http
+            .post(app.at("/v1/documents"))
+            .bearer_auth(&key)
+            .header("X-Vault-Kind", "other")
+            .body(body)
+            .send(),
+    );
+    tx.send(Ok(vec![b'a'; 64 * 1024])).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.terminate();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        reqwest::Client::new()
+            .get(app.at("/healthz"))
+            .send()
+            .await
+            .is_err(),
+        "the listener is closed"
+    );
+    tx.send(Ok(vec![b'b'; 64 * 1024])).await.unwrap();
+    drop(tx);
+    let r = upload.await.unwrap().unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(r.json::<Value>().await.unwrap()["size"], 128 * 1024);
+    let status = app
+        .wait_for_exit(Duration::from_secs(20))
+        .expect("the server exits once the upload is answered");
+    assert!(status.success(), "{status:?}");
+}
