@@ -383,15 +383,20 @@ async fn an_idempotency_key_reused_for_another_request_is_refused_without_reveal
     let app = start(Backend::Fs).await;
     let admin = app.api_key("acme", ALL_ROLES).await;
     let uploader = app.api_key("acme", &["uploader"]).await;
-    let send = |key: &str, body: &'static str, kind: &str| {
-        app.http
+    let fields = r#"{"patient_name": "Doe, Jane", "claim_id": "CLM-1"}"#;
+    let send_with = |key: &str, body: &'static str, kind: &str, fields: Option<&str>| {
+        let mut request = app
+            .http
             .post(app.at("/v1/documents"))
             .bearer_auth(key)
             .header("X-Vault-Kind", kind)
-            .header("Idempotency-Key", "remit-2024-03-01")
-            .body(body)
-            .send()
+            .header("Idempotency-Key", "remit-2024-03-01");
+        if let Some(fields) = fields {
+            request = request.header("X-Vault-Fields", fields);
+        }
+        request.body(body).send()
     };
+    let send = |key: &str, body: &'static str, kind: &str| send_with(key, body, kind, Some(fields));
     let first = send(&admin, "the first remittance", "eob").await.unwrap();
     assert_eq!(first.status(), 201);
     let first: Value = first.json().await.unwrap();
@@ -409,6 +414,14 @@ async fn an_idempotency_key_reused_for_another_request_is_refused_without_reveal
         for secret in ["id", "sha256"] {
             assert!(!text.contains(first[secret].as_str().unwrap()), "{text}");
         }
+    }
+    // Fewer (or other) fields than the first request's are another request too: a
+    // replay must not confirm which field values a document holds.
+    for other in [None, Some(r#"{"patient_name": "Doe, Jane"}"#)] {
+        let reused = send_with(&uploader, "the first remittance", "eob", other)
+            .await
+            .unwrap();
+        assert_eq!(reused.status(), 422, "{other:?}");
     }
     // The same request is still a retry.
     let retried: Value = send(&uploader, "the first remittance", "eob")

@@ -71,6 +71,12 @@ pub struct LimitsConfig {
     pub stall_timeout_secs: u64,
     /// Uploads in progress at once; more get 503 `too_many_uploads` with Retry-After.
     pub max_concurrent_uploads: usize,
+    /// Uploads one tenant may have in progress at once (its share of the above, so
+    /// one tenant's slow uploads cannot shut the others out); 0: no share limit.
+    pub max_concurrent_uploads_per_tenant: usize,
+    /// Connections one client address may hold open (0: no limit; behind a load
+    /// balancer every connection comes from its address: raise it or set 0).
+    pub max_connections_per_address: usize,
     /// Sustained requests per second per credential (API key or operator); more get
     /// 429 `rate_limited` with Retry-After. 0 turns the limit off.
     pub requests_per_second: u32,
@@ -89,6 +95,8 @@ impl Default for LimitsConfig {
             maintenance_timeout_secs: 3600,
             stall_timeout_secs: 60,
             max_concurrent_uploads: 64,
+            max_concurrent_uploads_per_tenant: 16,
+            max_connections_per_address: 256,
             requests_per_second: 500,
             burst: 1000,
         }

@@ -81,6 +81,20 @@ pub struct SealedMetadata {
     /// Upload time.
     #[serde(with = "time::serde::rfc3339")]
     pub uploaded_at: OffsetDateTime,
+    /// SHA-256 of the caller's own fields (`X-Vault-Fields`, as parsed), hex: an
+    /// Idempotency-Key replay must bring exactly these. Absent in documents
+    /// uploaded before it was recorded (their replays compare a subset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller_fields_sha256: Option<String>,
+}
+
+impl SealedMetadata {
+    /// The digest kept in `caller_fields_sha256` for a caller's fields.
+    pub fn caller_fields_digest(fields: &Fields) -> String {
+        // A BTreeMap of vectors serialises in one order: the digest is canonical.
+        let json = serde_json::to_vec(fields).unwrap_or_default();
+        hex::encode(Sha256::digest(json))
+    }
 }
 
 /// Public facts of a document (the `meta` object, unencrypted): nothing here is PHI.
@@ -306,6 +320,7 @@ where
         file_name: request.file_name,
         size,
         sha256,
+        caller_fields_sha256: Some(SealedMetadata::caller_fields_digest(&request.fields)),
         fields: request.fields,
         uploaded_at: OffsetDateTime::now_utc(),
     };

@@ -78,6 +78,7 @@ pub async fn serve(
     let stall = Duration::from_secs(limits.stall_timeout_secs);
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let per_address = crate::limits::Shares::new(limits.max_connections_per_address);
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -99,6 +100,13 @@ pub async fn serve(
         };
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
             // Over the cap: close at once rather than let it wait unserved.
+            state.metrics.connections_rejected.inc();
+            drop(stream);
+            continue;
+        };
+        // One address may not take the whole cap (half-open connections from one
+        // client would otherwise lock everyone out until the header timeout).
+        let Some(address_share) = per_address.take(&peer.ip()) else {
             state.metrics.connections_rejected.inc();
             drop(stream);
             continue;
@@ -138,6 +146,7 @@ pub async fn serve(
                 tracing::debug!(%peer, error, "connection ended");
             }
             state.metrics.open_connections.dec();
+            drop(address_share);
             drop(slot);
         });
     }

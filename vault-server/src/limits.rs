@@ -132,30 +132,112 @@ pub fn rate_limited(wait: Duration) -> ApiError {
 }
 
 fn retry_after_secs(wait: Duration) -> u64 {
-    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+    // Never 0: a client told to retry after 0 seconds retries at once.
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
 /// Uploads in progress; beyond the configured number an upload is refused at once
 /// (503 with Retry-After) rather than queued: a queued upload would hold its
 /// connection and body while it waits, which is what the cap is there to bound.
-pub struct UploadSlots(Arc<Semaphore>);
+/// One tenant holds at most its share of the slots, so a tenant's slow uploads
+/// cannot shut every other tenant out.
+pub struct UploadSlots {
+    all: Arc<Semaphore>,
+    per_tenant: Shares<vault_crypto::TenantId>,
+}
+
+/// A held upload slot (released on drop).
+pub struct UploadSlot {
+    _all: OwnedSemaphorePermit,
+    _tenant: Option<Share<vault_crypto::TenantId>>,
+}
 
 impl UploadSlots {
-    /// `max` slots.
-    pub fn new(max: usize) -> Self {
-        UploadSlots(Arc::new(Semaphore::new(max)))
+    /// `max` slots, at most `per_tenant` of them for one tenant (0: no share limit).
+    pub fn new(max: usize, per_tenant: usize) -> Self {
+        UploadSlots {
+            all: Arc::new(Semaphore::new(max)),
+            per_tenant: Shares::new(per_tenant),
+        }
     }
 
-    /// A slot, held until the upload is answered; 503 `too_many_uploads` when none is free.
-    pub fn acquire(&self) -> Result<OwnedSemaphorePermit, ApiError> {
-        Arc::clone(&self.0).try_acquire_owned().map_err(|_| {
+    /// A slot, held until the upload is answered; 503 `too_many_uploads` when none is
+    /// free for the vault or for this tenant.
+    pub fn acquire(&self, tenant: &vault_crypto::TenantId) -> Result<UploadSlot, ApiError> {
+        let busy = || {
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "too_many_uploads",
                 "the vault is receiving as many uploads as it takes at once; retry shortly",
             )
             .retry_after(1)
+        };
+        let tenant = self.per_tenant.take(tenant).ok_or_else(busy)?;
+        let all = Arc::clone(&self.all)
+            .try_acquire_owned()
+            .map_err(|_| busy())?;
+        Ok(UploadSlot {
+            _all: all,
+            _tenant: tenant,
         })
+    }
+}
+
+/// Counts what each key (a tenant, a client address) holds, up to `max` each.
+pub struct Shares<K: std::hash::Hash + Eq + Clone> {
+    max: usize,
+    held: Arc<std::sync::Mutex<std::collections::HashMap<K, usize>>>,
+}
+
+/// One unit of a key's share, given back on drop.
+pub struct Share<K: std::hash::Hash + Eq + Clone> {
+    key: K,
+    held: Arc<std::sync::Mutex<std::collections::HashMap<K, usize>>>,
+}
+
+impl<K: std::hash::Hash + Eq + Clone> Shares<K> {
+    /// At most `max` units per key; 0 means no limit.
+    pub fn new(max: usize) -> Self {
+        Shares {
+            max,
+            held: Arc::default(),
+        }
+    }
+
+    /// One unit for `key`: `Some(None)` when shares are unlimited, `Some(Some(_))`
+    /// when taken, `None` when the key holds its whole share.
+    pub fn take(&self, key: &K) -> Option<Option<Share<K>>> {
+        if self.max == 0 {
+            return Some(None);
+        }
+        let mut held = self
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = held.entry(key.clone()).or_default();
+        if *count >= self.max {
+            return None;
+        }
+        *count += 1;
+        Some(Some(Share {
+            key: key.clone(),
+            held: Arc::clone(&self.held),
+        }))
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Clone> Drop for Share<K> {
+    fn drop(&mut self) {
+        let mut held = self
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = held.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                held.remove(&self.key);
+            }
+        }
     }
 }
 
@@ -294,13 +376,37 @@ mod tests {
 
     #[test]
     fn upload_slots_refuse_beyond_the_cap() {
-        let slots = UploadSlots::new(2);
-        let a = slots.acquire().unwrap();
-        let _b = slots.acquire().unwrap();
-        let refused = slots.acquire().unwrap_err();
+        let acme = vault_crypto::TenantId::new("acme").unwrap();
+        let slots = UploadSlots::new(2, 0);
+        let a = slots.acquire(&acme).unwrap();
+        let _b = slots.acquire(&acme).unwrap();
+        let refused = slots.acquire(&acme).map(|_| ()).unwrap_err();
         assert_eq!(refused.code(), "too_many_uploads");
         drop(a);
-        let _c = slots.acquire().unwrap();
+        let _c = slots.acquire(&acme).unwrap();
+    }
+
+    #[test]
+    fn one_tenant_cannot_take_every_upload_slot() {
+        let acme = vault_crypto::TenantId::new("acme").unwrap();
+        let beta = vault_crypto::TenantId::new("beta").unwrap();
+        let slots = UploadSlots::new(4, 2);
+        let first = slots.acquire(&acme).unwrap();
+        let _second = slots.acquire(&acme).unwrap();
+        assert_eq!(
+            slots.acquire(&acme).map(|_| ()).unwrap_err().code(),
+            "too_many_uploads"
+        );
+        // The other tenant still gets its slots.
+        let _b1 = slots.acquire(&beta).unwrap();
+        let _b2 = slots.acquire(&beta).unwrap();
+        drop(first);
+        let _again = slots.acquire(&acme).unwrap();
+    }
+
+    #[test]
+    fn retry_after_is_never_zero() {
+        assert_eq!(retry_after_secs(Duration::ZERO), 1);
     }
 
     #[derive(Debug)]

@@ -140,7 +140,10 @@ pub async fn build(config: Config) -> Result<Built, StartupError> {
         backups: crate::backup::schedule::BackupService::new(config.backup.clone()),
         audit,
         rates: crate::limits::CredentialRates::new(&config.limits),
-        uploads: crate::limits::UploadSlots::new(config.limits.max_concurrent_uploads),
+        uploads: crate::limits::UploadSlots::new(
+            config.limits.max_concurrent_uploads,
+            config.limits.max_concurrent_uploads_per_tenant,
+        ),
         metrics_token,
         config,
         store,

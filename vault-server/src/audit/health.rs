@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 pub const FAILING_FOR: Duration = Duration::from_secs(60);
 
 /// Sample at most one unauthenticated request per reason in this interval.
-pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
+pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// The outcome of the latest audit write.
 #[derive(Debug, Default)]

@@ -256,11 +256,11 @@ pub async fn upload(
     let file_name = header_str(&headers, "x-vault-file-name")?.map(str::to_owned);
     if file_name
         .as_ref()
-        .is_some_and(|n| n.is_empty() || n.len() > 255)
+        .is_some_and(|n| n.is_empty() || n.len() > 255 || n.chars().any(char::is_control))
     {
         return Err(ApiError::bad_request(
             "invalid_file_name",
-            "X-Vault-File-Name must be 1 to 255 characters",
+            "X-Vault-File-Name must be 1 to 255 visible characters",
         ));
     }
     if let Some(length) =
@@ -297,7 +297,7 @@ pub async fn upload(
         extraction,
     };
     // Held until the upload is answered; none free: 503 at once, nothing read.
-    let _slot = state.uploads.acquire().inspect_err(|_| {
+    let _slot = state.uploads.acquire(&tenant.id).inspect_err(|_| {
         state.metrics.uploads_refused.inc();
     })?;
     let limits = &state.config.limits;
@@ -440,14 +440,19 @@ impl RequestFingerprint {
         (id, first): (DocumentId, documents::SealedMetadata),
         body_sha256: &str,
     ) -> ApiResult<UploadResponse> {
-        // The stored fields are the caller's merged with extracted ones: the caller's
-        // must all be among them.
-        let fields_match = self.fields.iter().all(|(name, values)| {
-            first
-                .fields
-                .get(name)
-                .is_some_and(|stored| values.iter().all(|v| stored.contains(v)))
-        });
+        let fields_match = match &first.caller_fields_sha256 {
+            Some(digest) => {
+                *digest == documents::SealedMetadata::caller_fields_digest(&self.fields)
+            }
+            // Uploaded before the digest was kept: the stored fields are the
+            // caller's merged with extracted ones, so the caller's must be among them.
+            None => self.fields.iter().all(|(name, values)| {
+                first
+                    .fields
+                    .get(name)
+                    .is_some_and(|stored| values.iter().all(|v| stored.contains(v)))
+            }),
+        };
         let same = first.kind == self.kind
             && first.content_type == self.content_type
             && first.file_name == self.file_name
@@ -664,7 +669,12 @@ fn is_active_content(essence: &str) -> bool {
             | "application/x-javascript"
             | "text/xsl"
             | "application/xslt+xml"
+            | "text/x-html"
+            | "text/xml"
+            | "application/xml"
     ) || essence.starts_with("multipart/")
+        // Any XML may carry an XHTML namespace, which browsers run.
+        || essence.ends_with("+xml")
 }
 
 fn served_content_type(stored: &str) -> HeaderValue {
@@ -955,6 +965,10 @@ mod tests {
             "image/svg+xml",
             "application/xhtml+xml",
             "multipart/related",
+            "text/xml",
+            "application/rss+xml",
+            "application/vnd.wap.xhtml+xml",
+            "text/x-html",
         ] {
             assert_eq!(
                 served_content_type(active),
