@@ -132,8 +132,11 @@ impl Server {
         // A 1 GiB upload is the largest the benchmark sends; leave room.
         let mut config = String::from("max_upload_bytes = 2147483648\n");
         // Measure the vault, not its per-key rate limit (one key sends thousands of
-        // requests a second here); the upload cap stays above the top concurrency.
-        config.push_str("[limits]\nrequests_per_second = 0\nmax_concurrent_uploads = 256\n");
+        // requests a second here); the upload caps (all, and one tenant's share: the
+        // benchmark has one tenant) stay above the top concurrency.
+        config.push_str(
+            "[limits]\nrequests_per_second = 0\nmax_concurrent_uploads = 256\nmax_concurrent_uploads_per_tenant = 0\n",
+        );
         let mut moto = None;
         let mut moto_url = None;
         if launch.backend == Backend::S3 {

@@ -111,6 +111,7 @@ async fn main() {
         limits: vault_server::config::LimitsConfig {
             requests_per_second: 0,
             max_concurrent_uploads: 1024,
+            max_concurrent_uploads_per_tenant: 0,
             ..Default::default()
         },
         ..Config::default()
