@@ -107,7 +107,8 @@ pub enum CryptoError {
 }
 
 impl CryptoError {
-    pub(crate) fn malformed(what: &'static str, reason: impl Into<String>) -> Self {
+    /// A `Malformed` error.
+    pub fn malformed(what: &'static str, reason: impl Into<String>) -> Self {
         CryptoError::Malformed {
             what,
             reason: reason.into(),

@@ -46,7 +46,7 @@ impl std::fmt::Debug for Key256 {
 }
 
 /// Fills a buffer with CSPRNG output.
-pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
+pub fn random_bytes<const N: usize>() -> [u8; N] {
     let mut out = [0u8; N];
     rand::rngs::OsRng.fill_bytes(&mut out);
     out

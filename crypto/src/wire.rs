@@ -1,16 +1,18 @@
-//! Big-endian reading and writing of the envelope structures.
+//! Big-endian reading and writing of the envelope structures (and of the local
+//! keystore in `vault-keys`).
 
 use crate::CryptoError;
 
 /// A cursor over untrusted bytes: every read is bounds-checked.
-pub(crate) struct Reader<'a> {
+pub struct Reader<'a> {
     bytes: &'a [u8],
     pos: usize,
     what: &'static str,
 }
 
 impl<'a> Reader<'a> {
-    pub(crate) fn new(bytes: &'a [u8], what: &'static str) -> Self {
+    /// A reader over `bytes`, naming `what` in its errors.
+    pub fn new(bytes: &'a [u8], what: &'static str) -> Self {
         Reader {
             bytes,
             pos: 0,
@@ -18,11 +20,13 @@ impl<'a> Reader<'a> {
         }
     }
 
-    pub(crate) fn position(&self) -> usize {
+    /// Bytes read so far.
+    pub fn position(&self) -> usize {
         self.pos
     }
 
-    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], CryptoError> {
+    /// The next `n` bytes.
+    pub fn take(&mut self, n: usize) -> Result<&'a [u8], CryptoError> {
         let end = self
             .pos
             .checked_add(n)
@@ -35,14 +39,15 @@ impl<'a> Reader<'a> {
         Ok(slice)
     }
 
-    pub(crate) fn array<const N: usize>(&mut self) -> Result<[u8; N], CryptoError> {
+    /// The next `N` bytes as an array.
+    pub fn array<const N: usize>(&mut self) -> Result<[u8; N], CryptoError> {
         let mut out = [0u8; N];
         out.copy_from_slice(self.take(N)?);
         Ok(out)
     }
 
     /// Reads a 4-byte magic and a 2-byte format version, naming what is wrong.
-    pub(crate) fn expect_magic_and_version(
+    pub fn expect_magic_and_version(
         &mut self,
         magic: [u8; 4],
         version: u16,
@@ -62,7 +67,7 @@ impl<'a> Reader<'a> {
 
     /// Like [`Self::expect_magic_and_version`], for a format with several readable
     /// versions; returns the one found.
-    pub(crate) fn expect_magic_and_versions(
+    pub fn expect_magic_and_versions(
         &mut self,
         magic: [u8; 4],
         versions: &[u16],
@@ -80,26 +85,29 @@ impl<'a> Reader<'a> {
         Ok(found)
     }
 
-    pub(crate) fn u8(&mut self) -> Result<u8, CryptoError> {
+    /// The next byte.
+    pub fn u8(&mut self) -> Result<u8, CryptoError> {
         Ok(self.array::<1>()?[0])
     }
 
-    pub(crate) fn u16(&mut self) -> Result<u16, CryptoError> {
+    /// The next big-endian u16.
+    pub fn u16(&mut self) -> Result<u16, CryptoError> {
         Ok(u16::from_be_bytes(self.array()?))
     }
 
-    pub(crate) fn u32(&mut self) -> Result<u32, CryptoError> {
+    /// The next big-endian u32.
+    pub fn u32(&mut self) -> Result<u32, CryptoError> {
         Ok(u32::from_be_bytes(self.array()?))
     }
 
     /// A UTF-8 string behind a one-byte length.
-    pub(crate) fn short_str(&mut self) -> Result<&'a str, CryptoError> {
+    pub fn short_str(&mut self) -> Result<&'a str, CryptoError> {
         let len = usize::from(self.u8()?);
         self.str_of_len(len)
     }
 
     /// A UTF-8 string behind a two-byte length.
-    pub(crate) fn str16(&mut self) -> Result<&'a str, CryptoError> {
+    pub fn str16(&mut self) -> Result<&'a str, CryptoError> {
         let len = usize::from(self.u16()?);
         self.str_of_len(len)
     }
@@ -110,7 +118,8 @@ impl<'a> Reader<'a> {
             .map_err(|_| CryptoError::malformed(what, "string is not UTF-8"))
     }
 
-    pub(crate) fn expect_end(&self) -> Result<(), CryptoError> {
+    /// Fails unless every byte was read.
+    pub fn expect_end(&self) -> Result<(), CryptoError> {
         if self.pos == self.bytes.len() {
             Ok(())
         } else {
@@ -122,14 +131,16 @@ impl<'a> Reader<'a> {
     }
 }
 
-pub(crate) fn put_short_str(out: &mut Vec<u8>, s: &str) {
+/// Appends a string with a u8 length prefix.
+pub fn put_short_str(out: &mut Vec<u8>, s: &str) {
     // Callers validate lengths before encoding (tenant ids, provider ids).
     let len = u8::try_from(s.len()).unwrap_or(u8::MAX);
     out.push(len);
     out.extend_from_slice(&s.as_bytes()[..usize::from(len)]);
 }
 
-pub(crate) fn put_str16(out: &mut Vec<u8>, s: &str) {
+/// Appends a string with a u16 length prefix.
+pub fn put_str16(out: &mut Vec<u8>, s: &str) {
     let len = u16::try_from(s.len()).unwrap_or(u16::MAX);
     out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(&s.as_bytes()[..usize::from(len)]);

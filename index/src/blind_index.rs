@@ -321,7 +321,7 @@ impl BlindIndex {
 
 fn write_descriptor(path: &Path, descriptor: &Descriptor) -> std::io::Result<()> {
     let bytes = serde_json::to_vec_pretty(descriptor).map_err(std::io::Error::other)?;
-    vault_crypto::private_file::write_atomically(path, &bytes)
+    vault_keys::private_file::write_atomically(path, &bytes)
 }
 
 #[cfg(test)]

@@ -431,11 +431,9 @@ async fn a_keystore_copy_from_before_an_offboarding_loses_the_offboarded_kek_at_
     }
     let mut app = app.restart().await;
     app.kill();
-    let keystore = vault_crypto::keys::LocalKeyProvider::open(
-        &keys.join("root.key"),
-        &keys.join("keystore.bin"),
-    )
-    .unwrap();
+    let keystore =
+        vault_keys::LocalKeyProvider::open(&keys.join("root.key"), &keys.join("keystore.bin"))
+            .unwrap();
     let acme = vault_crypto::TenantId::new("acme").unwrap();
     let other = vault_crypto::TenantId::new("other").unwrap();
     assert!(

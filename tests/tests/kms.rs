@@ -7,12 +7,12 @@
 use std::sync::Arc;
 
 use vault_crypto::envelope::{begin_body, BodyHeader, KeyRecord};
-use vault_crypto::keys::{
+use vault_crypto::{CryptoError, DocumentId, Key256, TenantId};
+use vault_e2e::aws_config;
+use vault_keys::{
     AwsKmsProvider, CachePolicy, EncryptionContext, KeyHierarchy, KeyProvider, Purpose,
     TenantKeySpec,
 };
-use vault_crypto::{CryptoError, DocumentId, Key256, TenantId};
-use vault_e2e::aws_config;
 use vault_server::storage::fs::FsStore;
 use vault_server::storage::keys::ObjectTenantKeyStore;
 

@@ -116,7 +116,7 @@ impl Client {
                 path.display()
             )));
         }
-        vault_crypto::private_file::ensure_private(path)
+        vault_keys::private_file::ensure_private(path)
             .map_err(|e| CliError::Usage(format!("refusing {}: {e}", path.display())))?;
         let text = std::fs::read_to_string(path)
             .map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;

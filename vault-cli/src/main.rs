@@ -825,7 +825,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
 /// `operator rotate`: the token file must be writable before the server is asked,
 /// since the old credential stops working the moment it answers.
 async fn rotate_operator(client: &Client, json_mode: bool) -> Result<(), CliError> {
-    use vault_crypto::private_file::write_atomically;
+    use vault_keys::private_file::write_atomically;
     let path = client.token_file()?;
     let probe = path.with_extension("rotate-probe");
     write_atomically(&probe, b"")

@@ -19,8 +19,8 @@ use futures::StreamExt;
 use serde::Serialize;
 use time::OffsetDateTime;
 use vault_crypto::envelope::KeyRecord;
-use vault_crypto::keys::TenantKeyKind;
 use vault_crypto::{DocumentId, TenantId};
+use vault_keys::TenantKeyKind;
 
 use crate::audit::segment::Segment;
 use crate::documents::DocumentFacts;

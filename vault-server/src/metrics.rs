@@ -300,12 +300,12 @@ impl MetricsToken {
             ));
             let staged =
                 path.with_extension(format!("new-{}", hex::encode(rand::random::<[u8; 6]>())));
-            vault_crypto::private_file::write_atomically(&staged, token.as_bytes())?;
+            vault_keys::private_file::write_atomically(&staged, token.as_bytes())?;
             let linked = std::fs::hard_link(&staged, path);
             std::fs::remove_file(&staged)?;
             match linked {
                 Ok(()) => {
-                    vault_crypto::private_file::sync_parent(path)?;
+                    vault_keys::private_file::sync_parent(path)?;
                     source = MetricsTokenSource::Created(path.to_owned());
                 }
                 // Another process created it first: use theirs.
@@ -313,7 +313,7 @@ impl MetricsToken {
                 Err(e) => return Err(e),
             }
         }
-        vault_crypto::private_file::ensure_private(path)?;
+        vault_keys::private_file::ensure_private(path)?;
         let text = zeroize::Zeroizing::new(std::fs::read_to_string(path)?);
         let token = text.trim();
         if token.len() < 32 {

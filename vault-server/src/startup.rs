@@ -8,9 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use vault_crypto::keys::{
-    AwsKmsProvider, CachePolicy, KeyHierarchy, KeyProvider, LocalKeyProvider,
-};
+use vault_keys::{AwsKmsProvider, CachePolicy, KeyHierarchy, KeyProvider, LocalKeyProvider};
 
 use crate::auth::{CredentialKind, CredentialRecord};
 use crate::config::{Config, StorageConfig};
@@ -195,7 +193,7 @@ async fn bootstrap_operator(
     // issued (and the file replaced) on the next start.
     let mut line = zeroize::Zeroizing::new(issued.token.as_bytes().to_vec());
     line.push(b'\n');
-    vault_crypto::private_file::write_atomically(&path, &line).map_err(io_err(&path))?;
+    vault_keys::private_file::write_atomically(&path, &line).map_err(io_err(&path))?;
     let record = serde_json::to_vec_pretty(&issued.record).map_err(|e| StartupError::Io {
         path: path.clone(),
         source: std::io::Error::other(e),

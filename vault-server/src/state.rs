@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use vault_crypto::keys::{AwsKmsProvider, KeyHierarchy, LocalKeyProvider};
+use vault_keys::{AwsKmsProvider, KeyHierarchy, LocalKeyProvider};
 
 use crate::audit::AuditService;
 use crate::config::Config;

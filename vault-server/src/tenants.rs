@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokio::sync::RwLock;
 use utoipa::ToSchema;
-use vault_crypto::keys::TenantKeySpec;
 use vault_crypto::TenantId;
+use vault_keys::TenantKeySpec;
 
 use crate::error::ApiError;
 use crate::storage::{ObjectName, ObjectStore, StorageError};

@@ -5,8 +5,6 @@
 //! provider (u8 len + bytes) | KEK id (u16 len + bytes) | wrapped key (u32 len + bytes)
 //! ```
 
-use async_trait::async_trait;
-
 use crate::envelope::FORMAT_V1;
 use crate::wire::{put_short_str, put_str16, Reader};
 use crate::{CryptoError, TenantId};
@@ -41,7 +39,8 @@ impl TenantKeyKind {
         }
     }
 
-    pub(crate) fn purpose(self) -> super::Purpose {
+    /// The purpose its wrapping is bound to.
+    pub fn purpose(self) -> super::Purpose {
         match self {
             TenantKeyKind::Branch => super::Purpose::BranchKey,
             TenantKeyKind::IndexRoot => super::Purpose::IndexRoot,
@@ -116,26 +115,4 @@ impl TenantKeyRecord {
             wrapped,
         })
     }
-}
-
-/// Persistence of tenant key records, implemented by the server over its object
-/// store (the crypto crate does no storage I/O itself). Records are create-only.
-#[async_trait]
-pub trait TenantKeyStore: Send + Sync + 'static {
-    /// Loads a record, if it exists.
-    async fn load(
-        &self,
-        tenant: &TenantId,
-        kind: TenantKeyKind,
-        version: u32,
-    ) -> Result<Option<Vec<u8>>, CryptoError>;
-
-    /// Stores a record unless one exists already; returns false when it did.
-    async fn create(
-        &self,
-        tenant: &TenantId,
-        kind: TenantKeyKind,
-        version: u32,
-        record: Vec<u8>,
-    ) -> Result<bool, CryptoError>;
 }

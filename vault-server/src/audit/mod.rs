@@ -34,12 +34,10 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
-use vault_crypto::keys::{
-    EncryptionContext, KeyProvider, LocalKeyProvider, Purpose, TenantKeySpec,
-};
 use vault_crypto::merkle::Frontier;
 use vault_crypto::signing::{Checkpoint, PublicKey, SignedCheckpoint, SigningKey};
 use vault_crypto::{CryptoError, TenantId};
+use vault_keys::{EncryptionContext, KeyProvider, LocalKeyProvider, Purpose, TenantKeySpec};
 
 pub use event::{AuditEvent, Outcome};
 use segment::{Segment, SegmentError};

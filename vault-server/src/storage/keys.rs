@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use vault_crypto::keys::{TenantKeyKind, TenantKeyStore};
 use vault_crypto::{CryptoError, TenantId};
+use vault_keys::{TenantKeyKind, TenantKeyStore};
 
 use super::{ObjectName, ObjectStore, StorageError};
 

@@ -29,8 +29,8 @@
 
 use std::fmt;
 
-use vault_crypto::keys::TenantKeyKind;
 use vault_crypto::{DocumentId, TenantId};
+use vault_keys::TenantKeyKind;
 
 /// A validated object name.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

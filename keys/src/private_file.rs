@@ -15,7 +15,7 @@ use std::path::Path;
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension(format!(
         "tmp-{}",
-        hex::encode(crate::secret::random_bytes::<6>())
+        hex::encode(vault_crypto::random_bytes::<6>())
     ));
     let result = (|| {
         let mut file = OpenOptions::new()

@@ -11,8 +11,10 @@ use aws_sdk_kms::types::DataKeySpec;
 use aws_sdk_kms::Client;
 use zeroize::Zeroize;
 
-use super::{EncryptionContext, KeyProvider};
-use crate::{CryptoError, Key256, TenantId};
+use vault_crypto::keys::EncryptionContext;
+use vault_crypto::{CryptoError, Key256, TenantId};
+
+use crate::KeyProvider;
 
 /// Alias prefix of tenant keys created by the vault.
 pub const TENANT_ALIAS_PREFIX: &str = "alias/vault/";

@@ -1,39 +1,8 @@
 //! The key provider trait: where tenant KEKs live.
 
 use async_trait::async_trait;
-
-use crate::{CryptoError, Key256, TenantId};
-
-/// What a wrapped key is for; part of every KMS encryption context.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Purpose {
-    /// A tenant branch key (wraps document DEKs).
-    BranchKey,
-    /// A tenant blind-index root key.
-    IndexRoot,
-    /// A tenant audit-log key.
-    Audit,
-}
-
-impl Purpose {
-    /// The name used in encryption contexts. FORMAT CONSTANT: stored contexts use it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Purpose::BranchKey => "branch-key",
-            Purpose::IndexRoot => "index-root",
-            Purpose::Audit => "audit",
-        }
-    }
-}
-
-/// The encryption context bound to every KEK operation: `{tenant, purpose}`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct EncryptionContext {
-    /// The tenant.
-    pub tenant: TenantId,
-    /// What the key is for.
-    pub purpose: Purpose,
-}
+use vault_crypto::keys::EncryptionContext;
+use vault_crypto::{CryptoError, Key256, TenantId};
 
 /// A place that holds tenant KEKs and wraps / unwraps data keys under them.
 #[async_trait]

@@ -11,10 +11,12 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Mutex;
 
-use super::{EncryptionContext, KeyProvider, TenantKeyKind, TenantKeyRecord, TenantKeyStore};
-use crate::blind::IndexRootKey;
-use crate::envelope::KeyRef;
-use crate::{CryptoError, Key256, TenantId};
+use vault_crypto::blind::IndexRootKey;
+use vault_crypto::envelope::KeyRef;
+use vault_crypto::keys::{EncryptionContext, TenantKeyKind, TenantKeyRecord};
+use vault_crypto::{CryptoError, Key256, TenantId};
+
+use crate::{KeyProvider, TenantKeyStore};
 
 /// How long, and for how many uses, an unwrapped tenant key stays in memory.
 #[derive(Clone, Copy, Debug)]
@@ -287,7 +289,7 @@ mod tests {
     use async_trait::async_trait;
 
     use super::*;
-    use crate::keys::LocalKeyProvider;
+    use crate::LocalKeyProvider;
 
     /// Tenant key records in memory.
     #[derive(Default)]

@@ -47,10 +47,12 @@ use aes_gcm_siv::{Aes256GcmSiv, Nonce};
 use async_trait::async_trait;
 use zeroize::Zeroizing;
 
-use super::{EncryptionContext, KeyProvider};
+use vault_crypto::keys::EncryptionContext;
+use vault_crypto::wire::{put_short_str, Reader};
+use vault_crypto::{CryptoError, Key256, TenantId};
+
 use crate::private_file::{sync_parent, write_atomically};
-use crate::wire::{put_short_str, Reader};
-use crate::{CryptoError, Key256, TenantId};
+use crate::KeyProvider;
 
 /// Magic of the keystore file. FORMAT CONSTANT.
 const KEYSTORE_MAGIC: [u8; 4] = *b"BVKS";
@@ -295,7 +297,7 @@ impl KeyProvider for LocalKeyProvider {
         blob.extend_from_slice(&WRAPPED_MAGIC);
         blob.extend_from_slice(&VERSION.to_be_bytes());
         blob.extend_from_slice(&kek.version.to_be_bytes());
-        let nonce: [u8; 12] = crate::secret::random_bytes();
+        let nonce: [u8; 12] = vault_crypto::random_bytes();
         let aad = wrapped_aad(&blob, context);
         let wrapped = Aes256GcmSiv::new(kek.key.expose().into())
             .encrypt(
@@ -392,7 +394,7 @@ fn load_or_create_root_key(path: &Path) -> Result<Key256, CryptoError> {
 }
 
 fn aead_seal(key: &Key256, plain: &[u8], aad: &[u8]) -> Result<([u8; 12], Vec<u8>), CryptoError> {
-    let nonce: [u8; 12] = crate::secret::random_bytes();
+    let nonce: [u8; 12] = vault_crypto::random_bytes();
     let sealed = Aes256GcmSiv::new(key.expose().into())
         .encrypt(Nonce::from_slice(&nonce), Payload { msg: plain, aad })
         .map_err(|_| CryptoError::Limit("keystore too large"))?;
@@ -557,8 +559,8 @@ fn unseal_seals(root: &Key256, sealed: &[u8]) -> Result<BTreeMap<TenantId, Key25
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::Purpose;
     use std::os::unix::fs::PermissionsExt;
+    use vault_crypto::keys::Purpose;
 
     fn ctx(tenant: &str, purpose: Purpose) -> EncryptionContext {
         EncryptionContext {
