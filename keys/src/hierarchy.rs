@@ -61,14 +61,18 @@ struct CachedKey {
 
 type CacheKey = (TenantId, TenantKeyKind, u32);
 
+/// One key's place in the cache. Its async mutex is held while the key loads, so
+/// concurrent misses for the same key cost one KMS call (single flight), while
+/// other keys, and other tenants, are not held up.
+type Slot = Arc<Mutex<Option<CachedKey>>>;
+
 /// Tenant KEK → branch / index keys → DEKs, with caching.
 pub struct KeyHierarchy {
     providers: Vec<Arc<dyn KeyProvider>>,
     store: Arc<dyn TenantKeyStore>,
     policy: CachePolicy,
-    // A tokio mutex held across a load: concurrent misses for one key cost one KMS
-    // call, not one each.
-    cache: Mutex<HashMap<CacheKey, CachedKey>>,
+    // A short, synchronous lock over the slots, never held across I/O or an await.
+    slots: std::sync::Mutex<HashMap<CacheKey, Slot>>,
 }
 
 impl std::fmt::Debug for KeyHierarchy {
@@ -90,7 +94,7 @@ impl KeyHierarchy {
             providers,
             store,
             policy,
-            cache: Mutex::new(HashMap::new()),
+            slots: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -161,22 +165,46 @@ impl KeyHierarchy {
     /// server calls it periodically. Returns how many were dropped (zeroized when
     /// their last holder lets go).
     pub async fn evict_expired(&self) -> usize {
-        let mut cache = self.cache.lock().await;
-        let before = cache.len();
-        cache.retain(|_, cached| {
-            cached.loaded.elapsed() < self.policy.ttl && cached.uses < self.policy.max_uses
+        let mut dropped = 0;
+        self.lock_slots().retain(|_, slot| {
+            // A slot in use (a load or a hit right now) is left for the next sweep.
+            let Ok(entry) = slot.try_lock() else {
+                return true;
+            };
+            match entry.as_ref() {
+                Some(cached) if self.is_fresh(cached) => true,
+                Some(_) => {
+                    dropped += 1;
+                    false
+                }
+                None => false,
+            }
         });
-        before - cache.len()
+        dropped
     }
 
-    /// How many tenant keys are cached now.
+    /// How many tenant keys are cached now (slots busy loading count too).
     pub async fn cached_keys(&self) -> usize {
-        self.cache.lock().await.len()
+        self.lock_slots()
+            .values()
+            .filter(|slot| slot.try_lock().map_or(true, |entry| entry.is_some()))
+            .count()
     }
 
-    /// Drops every cached key of a tenant (after rotation or offboarding).
+    /// Drops every cached key of a tenant (after rotation or offboarding). A load
+    /// under way finishes into a slot no one finds again.
     pub async fn evict_tenant(&self, tenant: &TenantId) {
-        self.cache.lock().await.retain(|(t, _, _), _| t != tenant);
+        self.lock_slots().retain(|(t, _, _), _| t != tenant);
+    }
+
+    fn lock_slots(&self) -> std::sync::MutexGuard<'_, HashMap<CacheKey, Slot>> {
+        self.slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn is_fresh(&self, cached: &CachedKey) -> bool {
+        cached.loaded.elapsed() < self.policy.ttl && cached.uses < self.policy.max_uses
     }
 
     async fn tenant_key(
@@ -186,27 +214,29 @@ impl KeyHierarchy {
         version: u32,
         create_if_missing: bool,
     ) -> Result<Arc<Key256>, CryptoError> {
-        let cache_key = (spec.tenant.clone(), kind, version);
-        let mut cache = self.cache.lock().await;
-        if let Some(cached) = cache.get_mut(&cache_key) {
-            if cached.loaded.elapsed() < self.policy.ttl && cached.uses < self.policy.max_uses {
+        let slot = Arc::clone(
+            self.lock_slots()
+                .entry((spec.tenant.clone(), kind, version))
+                .or_default(),
+        );
+        let mut entry = slot.lock().await;
+        if let Some(cached) = entry.as_mut() {
+            if self.is_fresh(cached) {
                 cached.uses += 1;
                 return Ok(Arc::clone(&cached.key));
             }
-            cache.remove(&cache_key);
         }
+        // Drop the stale key now (zeroized with its last holder), not after the load.
+        *entry = None;
         let key = Arc::new(
             self.load_or_create(spec, kind, version, create_if_missing)
                 .await?,
         );
-        cache.insert(
-            cache_key,
-            CachedKey {
-                key: Arc::clone(&key),
-                loaded: Instant::now(),
-                uses: 1,
-            },
-        );
+        *entry = Some(CachedKey {
+            key: Arc::clone(&key),
+            loaded: Instant::now(),
+            uses: 1,
+        });
         Ok(key)
     }
 
@@ -367,5 +397,106 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(80)).await;
         assert_eq!(hierarchy.evict_expired().await, 1);
         assert_eq!(hierarchy.cached_keys().await, 0);
+    }
+
+    /// The local provider, but every key operation of one tenant waits until the
+    /// test opens the gate: a KMS call that hangs.
+    struct Gated {
+        inner: LocalKeyProvider,
+        gated: TenantId,
+        gate: tokio::sync::Semaphore,
+    }
+
+    #[async_trait]
+    impl KeyProvider for Gated {
+        fn id(&self) -> &'static str {
+            self.inner.id()
+        }
+
+        async fn ensure_tenant_key(
+            &self,
+            tenant: &TenantId,
+            requested: Option<&str>,
+        ) -> Result<String, CryptoError> {
+            self.inner.ensure_tenant_key(tenant, requested).await
+        }
+
+        async fn generate_data_key(
+            &self,
+            kek_id: &str,
+            context: &EncryptionContext,
+        ) -> Result<(Key256, Vec<u8>), CryptoError> {
+            if context.tenant == self.gated {
+                let _open = self.gate.acquire().await;
+            }
+            self.inner.generate_data_key(kek_id, context).await
+        }
+
+        async fn decrypt_data_key(
+            &self,
+            kek_id: &str,
+            wrapped: &[u8],
+            context: &EncryptionContext,
+        ) -> Result<Key256, CryptoError> {
+            if context.tenant == self.gated {
+                let _open = self.gate.acquire().await;
+            }
+            self.inner.decrypt_data_key(kek_id, wrapped, context).await
+        }
+
+        fn call_count(&self) -> u64 {
+            self.inner.call_count()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_tenants_hanging_key_service_does_not_hold_up_another() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let local = LocalKeyProvider::open(
+            &dir.path().join("root.key"),
+            &dir.path().join("keystore.bin"),
+        )
+        .expect("keystore");
+        let slow = TenantId::new("slow").expect("tenant id");
+        let fast = TenantId::new("fast").expect("tenant id");
+        let mut specs = Vec::new();
+        for tenant in [&slow, &fast] {
+            let kek_id = local.ensure_tenant_key(tenant, None).await.expect("KEK");
+            specs.push(TenantKeySpec {
+                tenant: tenant.clone(),
+                provider: "local".into(),
+                kek_id,
+                branch_version: 1,
+                min_decryption_version: 1,
+                index_version: 1,
+            });
+        }
+        let provider = Arc::new(Gated {
+            inner: local,
+            gated: slow,
+            gate: tokio::sync::Semaphore::new(0),
+        });
+        let hierarchy = Arc::new(KeyHierarchy::new(
+            vec![provider.clone()],
+            Arc::new(Records::default()),
+            CachePolicy::default(),
+        ));
+        let slow_spec = specs[0].clone();
+        let stuck = {
+            let hierarchy = Arc::clone(&hierarchy);
+            tokio::spawn(async move { hierarchy.branch_key_for_upload(&slow_spec).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!stuck.is_finished(), "the gated tenant's load is waiting");
+        // The other tenant's key loads while the first tenant's call hangs.
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            hierarchy.branch_key_for_upload(&specs[1]),
+        )
+        .await
+        .expect("held up by another tenant's key service")
+        .expect("branch key");
+        provider.gate.add_permits(100);
+        stuck.await.expect("task").expect("branch key");
     }
 }
