@@ -322,7 +322,6 @@ mod tests {
     use vault_crypto::{DocumentId, Key256, TenantId};
 
     use super::*;
-    use crate::backup::manifest::Manifest;
     use crate::backup::NoProgress;
     use crate::storage::fs::FsStore;
 
@@ -378,21 +377,8 @@ mod tests {
         ]
     }
 
-    async fn snapshot(repo: &Repository, key: &SigningKey, id: &str, mut entries: Vec<Entry>) {
-        entries.sort_by(|a, b| a.name.cmp(&b.name));
-        let manifest = Manifest {
-            snapshot: id.to_owned(),
-            vault_key: key.public_key().to_hex(),
-            created_at: time::OffsetDateTime::UNIX_EPOCH,
-            finished_at: time::OffsetDateTime::UNIX_EPOCH,
-            source: "fs".into(),
-            tenants: vec![],
-            parent: None,
-            lock: None,
-            bytes_added: 0,
-            merkle_root: Manifest::compute_root(&entries),
-            entries,
-        };
+    async fn snapshot(repo: &Repository, key: &SigningKey, id: &str, entries: Vec<Entry>) {
+        let manifest = crate::backup::tombstones::tests::manifest(key, id, entries);
         repo.store
             .put_new_bytes(
                 &ObjectName::backup_snapshot(id),

@@ -102,7 +102,7 @@ pub async fn collect(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Arc;
 
     use bytes::Bytes;
@@ -132,7 +132,8 @@ mod tests {
         .collect()
     }
 
-    fn manifest(key: &SigningKey, id: &str, mut entries: Vec<Entry>) -> Manifest {
+    /// An unsigned manifest of `entries` (sorted), for tests of the backup modules.
+    pub(crate) fn manifest(key: &SigningKey, id: &str, mut entries: Vec<Entry>) -> Manifest {
         entries.sort_by(|a, b| a.name.cmp(&b.name));
         Manifest {
             snapshot: id.to_owned(),
