@@ -1033,9 +1033,9 @@ fn vault_public_key(app: &TestApp) -> String {
 /// record added, and the manifest re-signed with the forger's key over its
 /// entries and the new one. Returns the forger's public key (hex).
 fn forge_repository(real: &std::path::Path, forged: &std::path::Path) -> String {
+    use vault_core::backup::manifest::{Entry, Manifest, MAGIC_V1};
+    use vault_core::credentials::{CredentialKind, CredentialRecord};
     use vault_crypto::signing::SigningKey;
-    use vault_server::auth::{CredentialKind, CredentialRecord};
-    use vault_server::backup::manifest::{Entry, Manifest, MAGIC_V1};
 
     copy_dir(real, forged);
     let forger = SigningKey::generate();

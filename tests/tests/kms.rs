@@ -6,6 +6,8 @@
 
 use std::sync::Arc;
 
+use vault_core::storage::fs::FsStore;
+use vault_core::storage::keys::ObjectTenantKeyStore;
 use vault_crypto::envelope::{begin_body, BodyHeader, KeyRecord};
 use vault_crypto::{CryptoError, DocumentId, Key256, TenantId};
 use vault_e2e::aws_config;
@@ -13,8 +15,6 @@ use vault_keys::{
     AwsKmsProvider, CachePolicy, EncryptionContext, KeyHierarchy, KeyProvider, Purpose,
     TenantKeySpec,
 };
-use vault_server::storage::fs::FsStore;
-use vault_server::storage::keys::ObjectTenantKeyStore;
 
 async fn provider() -> AwsKmsProvider {
     AwsKmsProvider::new(aws_sdk_kms::Client::new(&aws_config().await))

@@ -3,10 +3,10 @@
 use std::path::PathBuf;
 
 use serde_json::json;
+use vault_core::audit::verify::verify_log;
+use vault_core::storage::StoreLocation;
 use vault_crypto::signing::PublicKey;
 use vault_crypto::TenantId;
-use vault_server::audit::verify::verify_log;
-use vault_server::storage::StoreLocation;
 
 use crate::client::{CliError, Client};
 

@@ -11,13 +11,13 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
+use vault_core::backup::drill::{self, DrillOptions};
+use vault_core::backup::repo::Repository;
+use vault_core::backup::restore::{self, Target};
+use vault_core::backup::verify::{self, ReadData};
+use vault_core::backup::{BackupError, Progress};
+use vault_core::storage::{list_all, StoreLocation};
 use vault_crypto::signing::PublicKey;
-use vault_server::backup::drill::{self, DrillOptions};
-use vault_server::backup::repo::Repository;
-use vault_server::backup::restore::{self, Target};
-use vault_server::backup::verify::{self, ReadData};
-use vault_server::backup::{BackupError, Progress};
-use vault_server::storage::{list_all, StoreLocation};
 
 use crate::client::{CliError, Client};
 
@@ -371,12 +371,11 @@ pub async fn restore(
             } else {
                 dir.clone()
             };
-            let store = vault_server::storage::fs::FsStore::open(&dir.join("objects"))
+            let store = vault_core::storage::fs::FsStore::open(&dir.join("objects"))
                 .await
                 .map_err(|e| CliError::Failed(e.to_string()))?;
             (
-                std::sync::Arc::new(store)
-                    as std::sync::Arc<dyn vault_server::storage::ObjectStore>,
+                std::sync::Arc::new(store) as std::sync::Arc<dyn vault_core::storage::ObjectStore>,
                 Some(args.data_dir.clone().unwrap_or(dir)),
             )
         }

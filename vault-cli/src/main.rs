@@ -13,9 +13,9 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 
 use client::{CliError, Client};
-use vault_server::backup::drill::DrillOptions;
-use vault_server::backup::verify::ReadData;
-use vault_server::storage::StoreLocation;
+use vault_core::backup::drill::DrillOptions;
+use vault_core::backup::verify::ReadData;
+use vault_core::storage::StoreLocation;
 
 /// Operate a billing records vault.
 ///

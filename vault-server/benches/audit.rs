@@ -15,7 +15,7 @@ use axum::Router;
 use futures::StreamExt;
 use serde_json::Value;
 use tower::ServiceExt;
-use vault_server::config::Config;
+use vault_core::config::Config;
 
 struct Run {
     uploads: usize,
@@ -108,7 +108,7 @@ async fn main() {
     let config = Config {
         data_dir: dir.path().join("vault"),
         // Measure auditing, not the per-key rate limit or the upload cap.
-        limits: vault_server::config::LimitsConfig {
+        limits: vault_core::config::LimitsConfig {
             requests_per_second: 0,
             max_concurrent_uploads: 1024,
             max_concurrent_uploads_per_tenant: 0,

@@ -1,24 +1,16 @@
 //! The one mapping from failures to HTTP: a status and the JSON envelope
-//! `{"code": "...", "message": "..."}`. Server-side failures are logged here, once,
-//! and answered with a generic message; client errors are not logged.
+//! `{"code": "...", "message": "..."}`. The domain's failures ([`vault_core::Error`])
+//! become an [`ApiError`] here; server-side ones are logged here, once, and
+//! answered without their causes; client errors are not logged.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Serialize;
-use utoipa::ToSchema;
 use vault_crypto::CryptoError;
 
-use crate::storage::StorageError;
+use vault_core::storage::StorageError;
 
-/// The JSON error envelope.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorBody {
-    /// Stable machine-readable code.
-    pub code: String,
-    /// Human-readable explanation (never PHI, never secrets).
-    pub message: String,
-}
+pub use vault_api::ErrorBody;
 
 /// An API failure.
 #[derive(Debug)]
@@ -124,56 +116,72 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<vault_core::Error> for ApiError {
+    /// The one mapping from the domain's failures to HTTP. Server-side failures
+    /// are logged here, where they are answered, with their causes; the client
+    /// gets the code and a message without them.
+    fn from(e: vault_core::Error) -> Self {
+        use vault_core::Error as E;
+        let status = match &e {
+            E::NotFound { .. } => StatusCode::NOT_FOUND,
+            E::Invalid { .. } | E::UploadAborted(_) => StatusCode::BAD_REQUEST,
+            E::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            E::Conflict { .. } => StatusCode::CONFLICT,
+            E::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            E::Unavailable { .. } | E::KeyProvider { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            E::KeyUnavailable { .. } => StatusCode::GONE,
+            E::Integrity { .. } | E::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        match &e {
+            E::Internal { context, cause } => {
+                tracing::error!(context, error = %cause, "internal error");
+                return Self::new(status, "internal", "internal error; see the server log");
+            }
+            E::Integrity { .. } => {
+                tracing::error!(error = %e.for_log(), "stored object failed its integrity check")
+            }
+            E::KeyUnavailable { .. } => {
+                tracing::warn!(error = %e.for_log(), "document key unavailable")
+            }
+            E::KeyProvider { .. } => tracing::error!(error = %e.for_log(), "key provider failed"),
+            E::Unavailable {
+                cause: Some(_),
+                code,
+                ..
+            } => tracing::error!(code, error = %e.for_log(), "operation unavailable"),
+            _ => {}
+        }
+        let retry_after = match &e {
+            E::Unavailable { retry_after, .. } => *retry_after,
+            _ => None,
+        };
+        let mut error = Self::new(status, e.code(), e.to_string());
+        error.retry_after = retry_after;
+        error
+    }
+}
+
 impl From<StorageError> for ApiError {
     fn from(e: StorageError) -> Self {
-        match e {
-            StorageError::TooLarge(limit) => Self::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("the body exceeds the limit of {limit} bytes"),
-            ),
-            StorageError::SourceFailed(reason) => Self::bad_request("upload_aborted", reason),
-            StorageError::NotFound(_) => Self::document_not_found(),
-            other => Self::internal("storage", other),
-        }
+        vault_core::Error::from(e).into()
     }
 }
 
 impl From<CryptoError> for ApiError {
     fn from(e: CryptoError) -> Self {
-        if e.is_integrity_failure() {
-            tracing::error!(error = %e, "stored object failed its integrity check");
-            return Self::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "integrity_error",
-                "the stored document failed its integrity check",
-            );
-        }
-        match e {
-            CryptoError::KeyVersionRetired { .. }
-            | CryptoError::KeyVersionUnavailable { .. }
-            | CryptoError::UnknownTenant(_) => {
-                tracing::warn!(error = %e, "document key unavailable");
-                Self::new(
-                    StatusCode::GONE,
-                    "key_unavailable",
-                    "the document's key is no longer available",
-                )
-            }
-            CryptoError::KeyInUse => Self::conflict(
-                "kms_key_in_use",
-                "that KMS key belongs to another tenant: give each tenant its own key",
-            ),
-            CryptoError::Provider { .. } => {
-                tracing::error!(error = %e, "key provider failed");
-                Self::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "key_provider_unavailable",
-                    "the key provider did not answer",
-                )
-            }
-            other => Self::internal("crypto", other),
-        }
+        vault_core::Error::from(e).into()
+    }
+}
+
+impl From<vault_core::audit::AuditError> for ApiError {
+    fn from(e: vault_core::audit::AuditError) -> Self {
+        vault_core::Error::from(e).into()
+    }
+}
+
+impl From<vault_core::backup::BackupError> for ApiError {
+    fn from(e: vault_core::backup::BackupError) -> Self {
+        vault_core::Error::from(e).into()
     }
 }
 

@@ -40,8 +40,8 @@ use tokio::sync::Semaphore;
 use tokio::time::Sleep;
 use tower::ServiceExt;
 
-use crate::config::LimitsConfig;
 use crate::state::SharedState;
+use vault_core::config::LimitsConfig;
 
 /// Loads a PEM certificate chain and private key into a rustls server
 /// configuration that offers HTTP/1.1 only.
@@ -73,7 +73,7 @@ pub async fn serve(
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let limits = state.config.limits.clone();
+    let limits = state.vault.config.limits.clone();
     let header_timeout = Duration::from_secs(limits.header_read_timeout_secs);
     let stall = Duration::from_secs(limits.stall_timeout_secs);
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
@@ -100,14 +100,14 @@ pub async fn serve(
         };
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
             // Over the cap: close at once rather than let it wait unserved.
-            state.metrics.connections_rejected.inc();
+            state.vault.metrics.connections_rejected.inc();
             drop(stream);
             continue;
         };
         // One address may not take the whole cap (half-open connections from one
         // client would otherwise lock everyone out until the header timeout).
         let Some(address_share) = per_address.take(&peer.ip()) else {
-            state.metrics.connections_rejected.inc();
+            state.vault.metrics.connections_rejected.inc();
             drop(stream);
             continue;
         };
@@ -123,7 +123,7 @@ pub async fn serve(
             },
         ));
         tokio::spawn(async move {
-            state.metrics.open_connections.inc();
+            state.vault.metrics.open_connections.inc();
             let stream = StallGuard::new(stream, stall);
             let served = match acceptor {
                 None => watcher
@@ -145,7 +145,7 @@ pub async fn serve(
                 // Client behaviour (timeouts, resets, bad requests): not our failure.
                 tracing::debug!(%peer, error, "connection ended");
             }
-            state.metrics.open_connections.dec();
+            state.vault.metrics.open_connections.dec();
             drop(address_share);
             drop(slot);
         });

@@ -1,24 +1,18 @@
-//! The billing records vault service.
+//! The billing records vault service: the HTTP edge of `vault-core`.
 //!
-//! An axum HTTP API over an object store ([`storage`]) and the key hierarchy of
-//! `vault-crypto`. [`startup::build`] turns a [`config::Config`] into a ready
-//! router; [`startup::serve`] runs it until shutdown. The binary (`main.rs`) only
-//! parses options and calls these.
+//! Routes, extractors, authentication, the audit middleware, limits and the
+//! OpenAPI description; one mapping from the domain's errors to statuses
+//! ([`error`]). [`startup::build`] opens a [`vault_core::Vault`] from a
+//! [`vault_core::config::Config`] and wraps it in the edge's state;
+//! [`startup::serve`] runs it until shutdown. The binary (`main.rs`) only parses
+//! options and calls these.
 
-pub mod audit;
+pub mod audit_trail;
 pub mod auth;
-pub mod backup;
-pub mod config;
-pub mod documents;
 pub mod error;
-pub mod extraction;
 pub mod http_server;
-pub mod key_lifecycle;
 pub mod limits;
-pub mod metrics;
+pub mod metrics_token;
 pub mod routes;
-pub mod search;
 pub mod startup;
 pub mod state;
-pub mod storage;
-pub mod tenants;

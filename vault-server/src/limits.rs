@@ -20,9 +20,9 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 
-use crate::config::LimitsConfig;
 use crate::error::ApiError;
 use crate::state::SharedState;
+use vault_core::config::LimitsConfig;
 
 /// How long a request may take, from the route it matched.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,7 +38,7 @@ pub enum Budget {
 impl Budget {
     /// The budget of a request by method and route template.
     pub fn of(method: &str, route: &str) -> Budget {
-        match crate::audit::event::action_of(method, route) {
+        match vault_core::audit::event::action_of(method, route) {
             Some("document.upload" | "document.download") => Budget::Transfer,
             Some(
                 "key.rotate" | "key.rewrap" | "index.rotate" | "index.rebuild" | "tenant.offboard"
@@ -70,7 +70,7 @@ pub async fn limit_time(
         .extensions()
         .get::<MatchedPath>()
         .map_or("", |m| m.as_str());
-    let budget = Budget::of(request.method().as_str(), route).duration(&state.config.limits);
+    let budget = Budget::of(request.method().as_str(), route).duration(&state.vault.config.limits);
     match tokio::time::timeout(budget, next.run(request)).await {
         Ok(response) => response,
         Err(_) => ApiError::new(

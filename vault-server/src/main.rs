@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use vault_server::config::{Config, LogFormat};
+use vault_core::config::{Config, LogFormat};
 
 /// The billing records vault server.
 ///

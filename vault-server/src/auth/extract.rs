@@ -1,7 +1,5 @@
 //! The `Caller` extractor: who is making this request, checked against storage.
 
-use std::sync::LazyLock;
-
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
@@ -9,11 +7,11 @@ use axum::http::StatusCode;
 use time::OffsetDateTime;
 use vault_crypto::TenantId;
 
-use super::{CredentialKind, CredentialRecord, Role};
-use crate::audit::middleware::NoteSlot;
+use super::{CredentialKind, Role};
+use crate::audit_trail::NoteSlot;
 use crate::error::ApiError;
 use crate::state::SharedState;
-use crate::storage::ObjectName;
+use vault_core::credentials::{authenticate, AuthFailure};
 
 /// An authenticated caller.
 #[derive(Clone, Debug)]
@@ -59,83 +57,6 @@ fn unauthorized() -> ApiError {
     )
 }
 
-/// Why a request could not be attributed to a credential: the `reason` label of
-/// `vault_unauthenticated_requests_total` and of the sampled system-log events.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AuthFailure {
-    /// No `Authorization` header.
-    MissingCredential,
-    /// Not `Bearer vlt_<kind>_<id>_<secret>`.
-    MalformedCredential,
-    /// No credential has that id.
-    UnknownCredential,
-    /// The id exists; the secret does not match.
-    WrongSecret,
-    /// The credential was revoked.
-    RevokedCredential,
-    /// The credential expired.
-    ExpiredCredential,
-    /// The credential could not be looked up (storage failed).
-    CheckFailed,
-    /// No route matched, so no credential was looked at.
-    Unrouted,
-    /// The handler answered before looking at the credential.
-    NotChecked,
-}
-
-impl AuthFailure {
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AuthFailure::MissingCredential => "missing_credential",
-            AuthFailure::MalformedCredential => "malformed_credential",
-            AuthFailure::UnknownCredential => "unknown_credential",
-            AuthFailure::WrongSecret => "wrong_secret",
-            AuthFailure::RevokedCredential => "revoked_credential",
-            AuthFailure::ExpiredCredential => "expired_credential",
-            AuthFailure::CheckFailed => "check_failed",
-            AuthFailure::Unrouted => "unrouted",
-            AuthFailure::NotChecked => "not_checked",
-        }
-    }
-}
-
-/// A credential record that exists nowhere, with a random secret hash: an unknown
-/// id is checked against it, so that answering "unknown id" costs the same record
-/// decoding, hash and constant-time comparison as "wrong secret" and the timing
-/// does not tell which key ids exist.
-static DUMMY_RECORD: LazyLock<Vec<u8>> = LazyLock::new(|| {
-    let issued = CredentialRecord::issue(CredentialKind::ApiKey, None, Vec::new(), None);
-    serde_json::to_vec_pretty(&issued.record).unwrap_or_default()
-});
-
-/// Decodes the stored record of `id` (or, when there is none, the dummy record)
-/// and compares the presented secret with it: the same work either way. Returns
-/// the record only when it exists, is of `kind` and the secret matches it.
-fn verify_secret(
-    stored: Option<&[u8]>,
-    kind: CredentialKind,
-    secret: &str,
-) -> Result<Result<CredentialRecord, AuthFailure>, ApiError> {
-    let decode = |bytes: &[u8]| serde_json::from_slice::<CredentialRecord>(bytes);
-    let (record, exists) = match stored {
-        Some(bytes) => (
-            decode(bytes).map_err(|e| ApiError::internal("credential record", e))?,
-            true,
-        ),
-        None => (
-            decode(&DUMMY_RECORD).map_err(|e| ApiError::internal("dummy credential", e))?,
-            false,
-        ),
-    };
-    let matches = record.secret_matches(secret);
-    Ok(match (exists && record.kind == kind, matches) {
-        (false, _) => Err(AuthFailure::UnknownCredential),
-        (true, false) => Err(AuthFailure::WrongSecret),
-        (true, true) => Ok(record),
-    })
-}
-
 /// Marks the request's audit note with why authentication failed.
 fn failed(parts: &Parts, reason: AuthFailure, error: ApiError) -> ApiError {
     if let Some(note) = parts.extensions.get::<NoteSlot>() {
@@ -158,45 +79,37 @@ impl FromRequestParts<SharedState> for Caller {
                 unauthorized(),
             ));
         };
-        let parsed = header
-            .to_str()
-            .ok()
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .and_then(|token| CredentialRecord::parse_token(token.trim()));
-        let Some((kind, id, secret)) = parsed else {
+        let Some(token) = header.to_str().ok().and_then(|h| h.strip_prefix("Bearer ")) else {
             return Err(failed(
                 parts,
                 AuthFailure::MalformedCredential,
                 unauthorized(),
             ));
         };
-        let name = match kind {
-            CredentialKind::Operator => ObjectName::operator(id),
-            CredentialKind::ApiKey => ObjectName::api_key(id),
-        };
-        let stored = match state.store.get_bytes(&name).await {
-            Ok(stored) => stored,
+        let record = match authenticate(
+            state.vault.store.as_ref(),
+            token,
+            OffsetDateTime::now_utc(),
+        )
+        .await
+        {
+            Ok(Ok(record)) => record,
+            Ok(Err(reason)) => {
+                let answer = match reason {
+                    AuthFailure::RevokedCredential => ApiError::unauthorized(
+                        "credential_revoked",
+                        "this credential has been revoked",
+                    ),
+                    AuthFailure::ExpiredCredential => {
+                        ApiError::unauthorized("credential_expired", "this credential has expired")
+                    }
+                    _ => unauthorized(),
+                };
+                return Err(failed(parts, reason, answer));
+            }
             Err(e) => return Err(failed(parts, AuthFailure::CheckFailed, e.into())),
         };
-        let record = match verify_secret(stored.as_deref(), kind, secret) {
-            Ok(Ok(record)) => record,
-            Ok(Err(reason)) => return Err(failed(parts, reason, unauthorized())),
-            Err(e) => return Err(failed(parts, AuthFailure::CheckFailed, e)),
-        };
-        if record.revoked_at.is_some() {
-            return Err(failed(
-                parts,
-                AuthFailure::RevokedCredential,
-                ApiError::unauthorized("credential_revoked", "this credential has been revoked"),
-            ));
-        }
-        if record.is_expired(OffsetDateTime::now_utc()) {
-            return Err(failed(
-                parts,
-                AuthFailure::ExpiredCredential,
-                ApiError::unauthorized("credential_expired", "this credential has expired"),
-            ));
-        }
+        let kind = record.kind;
         // Authenticated: from here on the request is the credential's, and audited.
         if let Some(note) = parts.extensions.get::<NoteSlot>() {
             note.update(|n| {
@@ -213,6 +126,7 @@ impl FromRequestParts<SharedState> for Caller {
         }
         if let Some(tenant) = &record.tenant {
             let active = state
+                .vault
                 .tenants
                 .get(tenant)
                 .await?
@@ -224,7 +138,8 @@ impl FromRequestParts<SharedState> for Caller {
                 ));
             }
         }
-        if kind == CredentialKind::ApiKey && state.audit.bulk.throttled(&record.id).is_some() {
+        if kind == CredentialKind::ApiKey && state.vault.audit.bulk.throttled(&record.id).is_some()
+        {
             return Err(ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "bulk_access_throttled",
@@ -234,7 +149,7 @@ impl FromRequestParts<SharedState> for Caller {
         // After the secret check: naming a key's id without its secret cannot
         // spend that key's budget.
         if let Err(wait) = state.rates.check(&record.id) {
-            state.metrics.rate_limited.inc();
+            state.vault.metrics.rate_limited.inc();
             return Err(crate::limits::rate_limited(wait));
         }
         Ok(Caller {
@@ -243,46 +158,5 @@ impl FromRequestParts<SharedState> for Caller {
             tenant: record.tenant,
             roles: record.roles,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::super::credentials::comparisons;
-    use super::*;
-
-    #[test]
-    fn an_unknown_id_costs_the_same_comparison_as_a_wrong_secret() {
-        let issued =
-            CredentialRecord::issue(CredentialKind::ApiKey, None, vec![Role::Reader], None);
-        let stored = serde_json::to_vec_pretty(&issued.record).unwrap();
-        let (_, _, secret) = CredentialRecord::parse_token(&issued.token).unwrap();
-        let wrong = "A".repeat(43);
-
-        let before = comparisons();
-        let unknown = verify_secret(None, CredentialKind::ApiKey, &wrong).unwrap();
-        assert_eq!(unknown.unwrap_err(), AuthFailure::UnknownCredential);
-        assert_eq!(comparisons() - before, 1, "the unknown id is compared too");
-
-        let before = comparisons();
-        let mismatch = verify_secret(Some(&stored), CredentialKind::ApiKey, &wrong).unwrap();
-        assert_eq!(mismatch.unwrap_err(), AuthFailure::WrongSecret);
-        assert_eq!(comparisons() - before, 1);
-
-        let before = comparisons();
-        let other_kind = verify_secret(Some(&stored), CredentialKind::Operator, secret).unwrap();
-        assert_eq!(other_kind.unwrap_err(), AuthFailure::UnknownCredential);
-        assert_eq!(comparisons() - before, 1);
-
-        let before = comparisons();
-        let ok = verify_secret(Some(&stored), CredentialKind::ApiKey, secret).unwrap();
-        assert_eq!(ok.unwrap().id, issued.record.id);
-        assert_eq!(comparisons() - before, 1);
-    }
-
-    #[test]
-    fn the_dummy_record_decodes() {
-        let dummy: CredentialRecord = serde_json::from_slice(&DUMMY_RECORD).unwrap();
-        assert!(!dummy.secret_matches(&"A".repeat(43)));
     }
 }

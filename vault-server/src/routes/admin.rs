@@ -3,18 +3,17 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use time::{Duration, OffsetDateTime};
+use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use super::extract::{JsonBody, OperatorOnTenant};
-use crate::audit::middleware::NoteSlot;
-use crate::auth::{Caller, CredentialKind, CredentialRecord, Role};
+use crate::audit_trail::NoteSlot;
+use crate::auth::{Caller, CredentialRecord, Role};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::state::SharedState;
-use crate::storage::ObjectName;
-use crate::tenants::{parse_tenant_id, TenantRecord, TenantStatus};
+use vault_core::credentials;
+use vault_core::tenants::{parse_tenant_id, NewTenant, TenantRecord, TenantStatus};
 
 /// Body of `POST /v1/admin/tenants`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -56,70 +55,18 @@ pub async fn create_tenant(
 ) -> ApiResult<(StatusCode, Json<TenantRecord>)> {
     caller.require_operator()?;
     let id = parse_tenant_id(body.id)?;
-    if id.as_str() == crate::audit::SYSTEM_LOG {
-        return Err(ApiError::bad_request(
-            "invalid_tenant_id",
-            "the tenant id system is reserved for the vault's own audit log",
-        ));
-    }
     note.update(|n| n.tenant = Some(id.clone()));
-    if state.tenants.get(&id).await?.is_some() {
-        return Err(ApiError::conflict(
-            "tenant_exists",
-            format!("tenant {id} already exists"),
-        ));
-    }
-    let provider = match body.key_provider.as_str() {
-        "local" if body.kms_key_id.is_none() => state.keys.provider("local")?,
-        "local" => {
-            return Err(ApiError::bad_request(
-                "invalid_key_provider",
-                "kms_key_id is only for key_provider aws-kms",
-            ))
-        }
-        "aws-kms" => state.keys.provider("aws-kms").map_err(|_| {
-            ApiError::bad_request(
-                "key_provider_disabled",
-                "the aws-kms provider is not enabled on this server ([keys] aws_kms = true)",
-            )
-        })?,
-        other => {
-            return Err(ApiError::bad_request(
-                "invalid_key_provider",
-                format!("unknown key provider {other:?}: use local or aws-kms"),
-            ))
-        }
-    };
-    let planned_documents = crate::tenants::check_planned_documents(
-        body.expected_documents
-            .unwrap_or(state.config.search.initial_expected_documents),
-    )?;
-    let kek_id = provider
-        .ensure_tenant_key(&id, body.kms_key_id.as_deref())
-        .await?;
-    let record = TenantRecord {
-        format: 1,
-        id,
-        key_provider: provider.id().to_owned(),
-        kek_id,
-        branch_version: 1,
-        min_decryption_version: 1,
-        index_version: 1,
-        status: TenantStatus::Active,
-        retired_kek_ids: Vec::new(),
-        retention_days: body
-            .retention_days
-            .unwrap_or(crate::key_lifecycle::DEFAULT_RETENTION_DAYS),
-        planned_documents: Some(planned_documents),
-        created_at: OffsetDateTime::now_utc(),
-    };
-    // Create the branch key now, so the first upload is as fast as any other and a
-    // KEK that cannot wrap is found at once.
-    state.keys.branch_key_for_upload(&record.key_spec()).await?;
-    state.tenants.create(record.clone()).await?;
-    // Likewise the blind index and its root key: the first upload and search then
-    // cost no key-service call.
-    crate::search::tenant_index(&state, &record).await?;
+    let record = vault_core::tenants::create(
+        &state.vault,
+        NewTenant {
+            id,
+            key_provider: body.key_provider,
+            kms_key_id: body.kms_key_id,
+            retention_days: body.retention_days,
+            expected_documents: body.expected_documents,
+        },
+    )
+    .await?;
     tracing::info!(tenant = %record.id, provider = %record.key_provider, "tenant created");
     Ok((StatusCode::CREATED, Json(record)))
 }
@@ -131,7 +78,7 @@ pub async fn list_tenants(
     caller: Caller,
 ) -> ApiResult<Json<Vec<TenantRecord>>> {
     caller.require_operator()?;
-    Ok(Json(state.tenants.list().await?))
+    Ok(Json(state.vault.tenants.list().await?))
 }
 
 /// Shows one tenant.
@@ -140,7 +87,7 @@ pub async fn get_tenant(
     State(state): State<SharedState>,
     OperatorOnTenant(id): OperatorOnTenant,
 ) -> ApiResult<Json<TenantRecord>> {
-    state.tenants.require(&id).await.map(Json)
+    Ok(Json(state.vault.tenants.require(&id).await?))
 }
 
 /// Disables a tenant: its API keys are refused and its documents can be neither
@@ -151,10 +98,10 @@ pub async fn disable_tenant(
     State(state): State<SharedState>,
     OperatorOnTenant(id): OperatorOnTenant,
 ) -> ApiResult<Json<TenantRecord>> {
-    let mut record = state.tenants.require(&id).await?;
+    let mut record = state.vault.tenants.require(&id).await?;
     if record.status == TenantStatus::Active {
         record.status = TenantStatus::Disabled;
-        state.tenants.update(record.clone()).await?;
+        state.vault.tenants.update(record.clone()).await?;
         tracing::info!(tenant = %id, "tenant disabled");
     }
     Ok(Json(record))
@@ -198,38 +145,15 @@ pub async fn issue_api_key(
     note: NoteSlot,
     JsonBody(body): JsonBody<IssueApiKey>,
 ) -> ApiResult<(StatusCode, Json<IssuedApiKey>)> {
-    state.tenants.require_active(&tenant).await?;
-    let mut roles = body.roles;
-    roles.sort_by_key(|r| r.as_str());
-    roles.dedup();
-    if roles.is_empty() {
-        return Err(ApiError::bad_request(
-            "invalid_roles",
-            "give at least one role",
-        ));
-    }
-    let expires_at = match body.expires_in_days {
-        Some(days @ 1..=3650) => Some(OffsetDateTime::now_utc() + Duration::days(i64::from(days))),
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                "invalid_expiry",
-                "expires_in_days must be 1 to 3650",
-            ))
-        }
-        None => None,
-    };
-    let issued = CredentialRecord::issue(
-        CredentialKind::ApiKey,
-        Some(tenant.clone()),
-        roles.clone(),
-        expires_at,
-    );
-    let bytes = serde_json::to_vec_pretty(&issued.record)
-        .map_err(|e| ApiError::internal("api key record", e))?;
-    state
-        .store
-        .put_new_bytes(&ObjectName::api_key(&issued.record.id), Bytes::from(bytes))
-        .await?;
+    state.vault.tenants.require_active(&tenant).await?;
+    let issued = credentials::issue_api_key(
+        state.vault.store.as_ref(),
+        &tenant,
+        body.roles,
+        body.expires_in_days,
+        OffsetDateTime::now_utc(),
+    )
+    .await?;
     tracing::info!(tenant = %tenant, key_id = %issued.record.id, "api key issued");
     note.update(|n| n.detail = Some(format!("api_key={}", issued.record.id)));
     Ok((
@@ -238,8 +162,8 @@ pub async fn issue_api_key(
             id: issued.record.id.clone(),
             secret: issued.token.to_string(),
             tenant: tenant.to_string(),
-            roles,
-            expires_at,
+            roles: issued.record.roles.clone(),
+            expires_at: issued.record.expires_at,
         }),
     ))
 }
@@ -273,25 +197,18 @@ pub async fn list_api_keys(
     State(state): State<SharedState>,
     OperatorOnTenant(tenant): OperatorOnTenant,
 ) -> ApiResult<Json<Vec<ListedApiKey>>> {
-    state.tenants.require(&tenant).await?;
-    let mut keys = Vec::new();
-    for info in crate::storage::list_all(state.store.as_ref(), "system/api-keys/", None).await? {
-        let Some(bytes) = state.store.get_bytes(&info.name).await? else {
-            continue;
-        };
-        let record: CredentialRecord =
-            serde_json::from_slice(&bytes).map_err(|e| ApiError::internal("api key record", e))?;
-        if record.tenant.as_ref() == Some(&tenant) {
-            keys.push(ListedApiKey {
-                id: record.id,
-                roles: record.roles,
-                created_at: record.created_at,
-                expires_at: record.expires_at,
-                revoked_at: record.revoked_at,
-            });
-        }
-    }
-    keys.sort_by_key(|k| k.created_at);
+    state.vault.tenants.require(&tenant).await?;
+    let keys = credentials::api_keys_of(state.vault.store.as_ref(), &tenant)
+        .await?
+        .into_iter()
+        .map(|record| ListedApiKey {
+            id: record.id,
+            roles: record.roles,
+            created_at: record.created_at,
+            expires_at: record.expires_at,
+            revoked_at: record.revoked_at,
+        })
+        .collect();
     Ok(Json(keys))
 }
 
@@ -312,17 +229,15 @@ pub async fn revoke_api_key(
         ));
     }
     note.update(|n| n.detail = Some(format!("api_key={id}")));
-    let not_found = || ApiError::not_found("api_key_not_found", "no such API key");
-    let name = ObjectName::api_key(&id);
-    let bytes = state.store.get_bytes(&name).await?.ok_or_else(not_found)?;
-    let mut record: CredentialRecord =
-        serde_json::from_slice(&bytes).map_err(|e| ApiError::internal("api key record", e))?;
+    let mut record = credentials::find_api_key(state.vault.store.as_ref(), &id).await?;
     note.update(|n| n.tenant.clone_from(&record.tenant));
-    if record.revoked_at.is_none() {
-        record.revoked_at = Some(OffsetDateTime::now_utc());
-        let bytes = serde_json::to_vec_pretty(&record)
-            .map_err(|e| ApiError::internal("api key record", e))?;
-        state.store.replace(&name, Bytes::from(bytes)).await?;
+    if credentials::revoke(
+        state.vault.store.as_ref(),
+        &mut record,
+        OffsetDateTime::now_utc(),
+    )
+    .await?
+    {
         tracing::info!(key_id = %id, "api key revoked");
     }
     Ok(StatusCode::NO_CONTENT)
@@ -351,38 +266,25 @@ pub async fn rotate_operator(
     note: NoteSlot,
 ) -> ApiResult<(StatusCode, Json<RotatedOperator>)> {
     caller.require_operator()?;
-    let old_name = ObjectName::operator(&caller.key_id);
-    let bytes = state
-        .store
-        .get_bytes(&old_name)
-        .await?
-        .ok_or_else(|| ApiError::internal("operator record", "the caller's record is gone"))?;
-    let mut old: CredentialRecord =
-        serde_json::from_slice(&bytes).map_err(|e| ApiError::internal("operator record", e))?;
-    // The new credential first: a failure in between leaves two valid operator
-    // credentials (the old one still works), never none.
-    let issued = CredentialRecord::issue(CredentialKind::Operator, None, Vec::new(), None);
-    let record = serde_json::to_vec_pretty(&issued.record)
-        .map_err(|e| ApiError::internal("operator record", e))?;
-    state
-        .store
-        .put_new_bytes(
-            &ObjectName::operator(&issued.record.id),
-            Bytes::from(record),
-        )
-        .await?;
-    old.revoked_at = Some(OffsetDateTime::now_utc());
-    let revoked =
-        serde_json::to_vec_pretty(&old).map_err(|e| ApiError::internal("operator record", e))?;
-    state.store.replace(&old_name, Bytes::from(revoked)).await?;
-    tracing::info!(new = %issued.record.id, revoked = %old.id, "operator credential rotated");
-    note.update(|n| n.detail = Some(format!("operator={} revoked={}", issued.record.id, old.id)));
+    let issued = credentials::rotate_operator(
+        state.vault.store.as_ref(),
+        &caller.key_id,
+        OffsetDateTime::now_utc(),
+    )
+    .await?;
+    tracing::info!(new = %issued.record.id, revoked = %caller.key_id, "operator credential rotated");
+    note.update(|n| {
+        n.detail = Some(format!(
+            "operator={} revoked={}",
+            issued.record.id, caller.key_id
+        ))
+    });
     Ok((
         StatusCode::CREATED,
         Json(RotatedOperator {
             id: issued.record.id.clone(),
             secret: issued.token.to_string(),
-            revoked: old.id,
+            revoked: caller.key_id,
         }),
     ))
 }

@@ -10,13 +10,13 @@ use utoipa::{IntoParams, ToSchema};
 use vault_crypto::TenantId;
 
 use super::extract::QueryParams;
-use crate::audit::middleware::NoteSlot;
-use crate::audit::read::{self, EventFilter, ProofResponse};
-use crate::audit::{self, AuditEvent};
+use crate::audit_trail::NoteSlot;
 use crate::auth::{Caller, CredentialKind, Role};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::state::SharedState;
-use crate::tenants::parse_tenant_id;
+use vault_core::audit::read::{self, EventFilter, ProofResponse};
+use vault_core::audit::{self, AuditEvent};
+use vault_core::tenants::parse_tenant_id;
 
 /// Largest page of events.
 const MAX_LIMIT: usize = 1000;
@@ -139,7 +139,7 @@ pub async fn events(
         None => None,
     };
     let page = read::read_events(
-        &state,
+        &state.vault,
         &tenant,
         EventFilter {
             since,
@@ -167,11 +167,11 @@ pub async fn checkpoint(
     QueryParams(query): QueryParams<TenantQuery>,
 ) -> ApiResult<Json<CheckpointResponse>> {
     let tenant = audited_tenant(&caller, &note, query.tenant.as_deref())?;
-    let latest = audit::checkpoint_now(&state, &tenant).await?;
+    let latest = audit::checkpoint_now(&state.vault, &tenant).await?;
     let tree_size = match &latest {
         Some(stored) => {
             stored
-                .verify(&state.audit.signer.public, &tenant)?
+                .verify(&state.vault.audit.signer.public, &tenant)?
                 .checkpoint
                 .tree_size
         }
@@ -181,7 +181,7 @@ pub async fn checkpoint(
         tree_size,
         events: latest.as_ref().map_or(0, |c| c.events),
         checkpoint: latest.map(|c| c.signed),
-        public_key: state.audit.signer.public.to_hex(),
+        public_key: state.vault.audit.signer.public.to_hex(),
     }))
 }
 
@@ -196,6 +196,13 @@ pub async fn proof(
     QueryParams(query): QueryParams<ProofQuery>,
 ) -> ApiResult<Json<ProofResponse>> {
     let tenant = audited_tenant(&caller, &note, query.tenant.as_deref())?;
-    let proof = read::prove(&state, &tenant, query.seq, query.tree_size, query.old_size).await?;
+    let proof = read::prove(
+        &state.vault,
+        &tenant,
+        query.seq,
+        query.tree_size,
+        query.old_size,
+    )
+    .await?;
     Ok(Json(proof))
 }

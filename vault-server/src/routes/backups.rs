@@ -10,13 +10,13 @@ use serde_json::{json, Value};
 use utoipa::ToSchema;
 
 use super::extract::JsonBody;
-use crate::audit::middleware::NoteSlot;
+use crate::audit_trail::NoteSlot;
 use crate::auth::Caller;
-use crate::backup::drill::DrillReport;
-use crate::backup::manifest::is_snapshot_id;
-use crate::backup::schedule;
 use crate::error::{ApiError, ApiResult};
 use crate::state::SharedState;
+use vault_core::backup::drill::DrillReport;
+use vault_core::backup::manifest::is_snapshot_id;
+use vault_core::backup::schedule;
 
 fn snapshot_id(raw: &str) -> Result<&str, ApiError> {
     if is_snapshot_id(raw) {
@@ -35,11 +35,11 @@ fn snapshot_id(raw: &str) -> Result<&str, ApiError> {
     security(("bearer" = [])))]
 pub async fn list(State(state): State<SharedState>, caller: Caller) -> ApiResult<Json<Value>> {
     caller.require_operator()?;
-    let status = state.backups.status();
+    let status = state.vault.backups.status();
     let snapshots = if status.configured {
-        let repo = state.backups.repository().await?;
+        let repo = state.vault.backups.repository().await?;
         if repo.config().await?.is_some() {
-            repo.summaries(&state.audit.signer.public).await?
+            repo.summaries(&state.vault.audit.signer.public).await?
         } else {
             Vec::new()
         }
@@ -74,7 +74,7 @@ pub async fn public_key(
     caller.require_operator()?;
     Ok(Json(BackupPublicKey {
         algorithm: "ed25519",
-        public_key: state.audit.signer.public.to_hex(),
+        public_key: state.vault.audit.signer.public.to_hex(),
     }))
 }
 
@@ -88,7 +88,7 @@ pub async fn start(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     caller.require_operator()?;
     let requested_at = time::OffsetDateTime::now_utc();
-    schedule::start_backup(&state, format!("operator:{}", caller.key_id))?;
+    schedule::start_backup(&state.vault, format!("operator:{}", caller.key_id))?;
     let requested_at = requested_at
         .format(&time::format_description::well_known::Rfc3339)
         .map_err(|e| ApiError::internal("time", e))?;
@@ -108,7 +108,7 @@ pub async fn prune(
     note: NoteSlot,
 ) -> ApiResult<Json<Value>> {
     caller.require_operator()?;
-    let report = schedule::run_prune(&state, &format!("operator:{}", caller.key_id)).await?;
+    let report = schedule::run_prune(&state.vault, &format!("operator:{}", caller.key_id)).await?;
     note.update(|n| n.detail = Some(format!("removed {}", report.removed.len())));
     Ok(Json(json!(report)))
 }
@@ -125,8 +125,8 @@ pub async fn hold(
     caller.require_operator()?;
     let id = snapshot_id(&id)?;
     note.update(|n| n.detail = Some(format!("snapshot={id}")));
-    let repo = state.backups.repository().await?;
-    repo.hold(id, &state.audit.signer.public).await?;
+    let repo = state.vault.backups.repository().await?;
+    repo.hold(id, &state.vault.audit.signer.public).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -142,7 +142,7 @@ pub async fn release(
     caller.require_operator()?;
     let id = snapshot_id(&id)?;
     note.update(|n| n.detail = Some(format!("snapshot={id}")));
-    let repo = state.backups.repository().await?;
+    let repo = state.vault.backups.repository().await?;
     repo.release(id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -20,14 +20,14 @@ use vault_index::fields::{Field, BASE_FIELDS};
 use std::time::Duration;
 
 use super::extract::QueryParams;
-use crate::audit::middleware::NoteSlot;
+use crate::audit_trail::NoteSlot;
 use crate::auth::{Caller, Role};
-use crate::documents::{self, DocumentFacts, DocumentKind, Fields, UploadRequest};
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extraction::Extraction;
 use crate::limits::Budget;
 use crate::state::SharedState;
-use crate::storage::{ObjectName, StorageError};
+use vault_core::documents::{self, DocumentFacts, DocumentKind, Fields, UploadRequest};
+use vault_core::extraction::Extraction;
+use vault_core::storage::{ObjectName, StorageError};
 
 /// Answer of an upload.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -187,14 +187,14 @@ fn parse_document_id(raw: &str) -> Result<DocumentId, ApiError> {
 fn upload_response(
     id: &DocumentId,
     metadata: &documents::SealedMetadata,
-    terms: &crate::search::SearchTerms,
+    terms: &vault_core::search::SearchTerms,
 ) -> UploadResponse {
     UploadResponse {
         id: id.to_string(),
         size: metadata.size,
         sha256: metadata.sha256.clone(),
         kind: metadata.kind,
-        indexed_fields: crate::search::indexed_field_names(terms),
+        indexed_fields: vault_core::search::indexed_field_names(terms),
     }
 }
 
@@ -217,7 +217,7 @@ pub async fn upload(
     body: Body,
 ) -> ApiResult<(StatusCode, Json<UploadResponse>)> {
     let tenant_id = caller.require_role(Role::Uploader)?;
-    let tenant = state.tenants.require_active(tenant_id).await?;
+    let tenant = state.vault.tenants.require_active(tenant_id).await?;
     let kind_raw = header_str(&headers, "x-vault-kind")?.ok_or_else(|| {
         ApiError::bad_request(
             "missing_kind",
@@ -266,8 +266,8 @@ pub async fn upload(
     if let Some(length) =
         header_str(&headers, "content-length")?.and_then(|l| l.parse::<u64>().ok())
     {
-        if length > state.config.max_upload_bytes {
-            return Err(StorageError::TooLarge(state.config.max_upload_bytes).into());
+        if length > state.vault.config.max_upload_bytes {
+            return Err(StorageError::TooLarge(state.vault.config.max_upload_bytes).into());
         }
     }
     let idempotency = match header_str(&headers, "idempotency-key")? {
@@ -298,9 +298,9 @@ pub async fn upload(
     };
     // Held until the upload is answered; none free: 503 at once, nothing read.
     let _slot = state.uploads.acquire(&tenant.id).inspect_err(|_| {
-        state.metrics.uploads_refused.inc();
+        state.vault.metrics.uploads_refused.inc();
     })?;
-    let limits = &state.config.limits;
+    let limits = &state.vault.config.limits;
     let body = crate::limits::guard_stream(
         body.into_data_stream().map_err(std::io::Error::other),
         Duration::from_secs(limits.stall_timeout_secs),
@@ -311,7 +311,7 @@ pub async fn upload(
             // The key was used before. Its answer goes only to the same request
             // (IETF Idempotency-Key draft): the body is read and compared, so a
             // reused key cannot reveal another document's size, hash or fields.
-            let body_sha256 = hash_body(body, state.config.max_upload_bytes).await?;
+            let body_sha256 = hash_body(body, state.vault.config.max_upload_bytes).await?;
             let first = RequestFingerprint::of(&request)
                 .same_or_conflict(first, &body_sha256)
                 .await?;
@@ -321,11 +321,12 @@ pub async fn upload(
     }
 
     let fingerprint = RequestFingerprint::of(&request);
-    let stored = documents::store(&state, &tenant, request, body).await?;
+    let stored = documents::store(&state.vault, &tenant, request, body).await?;
     note.update(|n| n.document = Some(stored.id.to_string()));
     if let Some(name) = &idempotency {
         let record = serde_json::json!({"format": 1, "document": stored.id.to_string()});
         match state
+            .vault
             .store
             .put_new_bytes(name, Bytes::from(record.to_string()))
             .await
@@ -333,7 +334,7 @@ pub async fn upload(
             Ok(()) => {}
             Err(StorageError::AlreadyExists(_)) => {
                 // A concurrent retry won the race: keep its document, drop ours.
-                documents::remove_objects(&state, &tenant.id, &stored.id).await;
+                documents::remove_objects(&state.vault, &tenant.id, &stored.id).await;
                 if let Some(first) = replayed_document(&state, &tenant, name).await? {
                     let first = fingerprint
                         .same_or_conflict(first, &stored.metadata.sha256)
@@ -343,22 +344,27 @@ pub async fn upload(
                 }
             }
             Err(e) => {
-                documents::remove_objects(&state, &tenant.id, &stored.id).await;
+                documents::remove_objects(&state.vault, &tenant.id, &stored.id).await;
                 return Err(e.into());
             }
         }
     }
     // The document is durable; the index is derived data. A failure here is logged
     // and counted, and the next reconciliation (start-up or rebuild) adds it.
-    let indexed = crate::search::indexed_document(
+    let indexed = vault_core::search::indexed_document(
         &stored.id,
         stored.metadata.kind,
         stored.metadata.uploaded_at,
     );
-    if let Err(e) =
-        crate::search::index_document(&state, &tenant, indexed, Arc::clone(&stored.terms)).await
+    if let Err(e) = vault_core::search::index_document(
+        &state.vault,
+        &tenant,
+        indexed,
+        Arc::clone(&stored.terms),
+    )
+    .await
     {
-        state.metrics.index_failures.inc();
+        state.vault.metrics.index_failures.inc();
         tracing::error!(tenant = %tenant.id, document = %stored.id, code = e.code(), "document stored but not indexed");
     }
     tracing::info!(tenant = %tenant.id, document = %stored.id, kind = ?stored.metadata.kind, size = stored.metadata.size, "document stored");
@@ -371,10 +377,10 @@ pub async fn upload(
 /// The document an Idempotency-Key was first used for, if the key was seen.
 async fn replayed_document(
     state: &SharedState,
-    tenant: &crate::tenants::TenantRecord,
+    tenant: &vault_core::tenants::TenantRecord,
     name: &ObjectName,
 ) -> ApiResult<Option<(DocumentId, documents::SealedMetadata)>> {
-    let Some(bytes) = state.store.get_bytes(name).await? else {
+    let Some(bytes) = state.vault.store.get_bytes(name).await? else {
         return Ok(None);
     };
     let record: serde_json::Value =
@@ -383,13 +389,13 @@ async fn replayed_document(
         .as_str()
         .and_then(|s| s.parse::<DocumentId>().ok())
         .ok_or_else(|| ApiError::internal("idempotency record", "no document id"))?;
-    match documents::open(state, tenant, &id).await {
+    match documents::open(&state.vault, tenant, &id).await {
         Ok(opened) => Ok(Some((id, opened.metadata))),
-        Err(e) if e.status() == StatusCode::NOT_FOUND => Err(ApiError::conflict(
+        Err(e) if e.is_not_found() => Err(ApiError::conflict(
             "idempotency_key_reused",
             "this Idempotency-Key belonged to a document that has since been deleted",
         )),
-        Err(e) => Err(e),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -534,11 +540,12 @@ pub async fn download(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let tenant_id = caller.require_role(Role::Reader)?;
-    let tenant = state.tenants.require_active(tenant_id).await?;
+    let tenant = state.vault.tenants.require_active(tenant_id).await?;
     let id = parse_document_id(&id)?;
-    let opened = documents::open(&state, &tenant, &id).await?;
+    let opened = documents::open(&state.vault, &tenant, &id).await?;
     let body_name = ObjectName::doc_body(&tenant.id, &id);
     let stored = state
+        .vault
         .store
         .head(&body_name)
         .await?
@@ -563,7 +570,7 @@ pub async fn download(
             return Ok(response);
         }
         RangeRequest::Whole => {
-            let ciphertext = state.store.get(&body_name).await?;
+            let ciphertext = state.vault.store.get(&body_name).await?;
             let stream =
                 envelope::decrypt_stream(opened.dek.clone(), tenant.id.clone(), id, ciphertext)
                     .map_err(stream_error);
@@ -571,10 +578,11 @@ pub async fn download(
         }
         RangeRequest::Bytes(start, end) => {
             let prefix = state
+                .vault
                 .store
                 .get_range(&body_name, 0..stored.size.min(512))
                 .await?;
-            let prefix = crate::storage::collect(prefix, 512).await?;
+            let prefix = vault_core::storage::collect(prefix, 512).await?;
             let header_len = BodyHeader::peek_len(&prefix)?
                 .filter(|l| *l <= prefix.len())
                 .ok_or(vault_crypto::CryptoError::Truncated)?;
@@ -586,6 +594,7 @@ pub async fn download(
             }
             let plan = layout.plan_range(len, start, end)?;
             let ciphertext = state
+                .vault
                 .store
                 .get_range(&body_name, plan.ciphertext.clone())
                 .await?;
@@ -603,10 +612,10 @@ pub async fn download(
             return Err(e);
         }
     }
-    state.metrics.downloads.inc();
+    state.vault.metrics.downloads.inc();
     // Bounded in all (a slow reader) and between chunks (a stalled store); a cut
     // aborts the connection, so a client never mistakes it for the end.
-    let limits = &state.config.limits;
+    let limits = &state.vault.config.limits;
     let plain = crate::limits::guard_stream(
         plain.map_err(|e| std::io::Error::other(e.code())),
         Duration::from_secs(limits.stall_timeout_secs),
@@ -739,9 +748,9 @@ pub async fn metadata(
     Path(id): Path<String>,
 ) -> ApiResult<Json<MetadataResponse>> {
     let tenant_id = caller.require_role(Role::Reader)?;
-    let tenant = state.tenants.require_active(tenant_id).await?;
+    let tenant = state.vault.tenants.require_active(tenant_id).await?;
     let id = parse_document_id(&id)?;
-    let opened = documents::open(&state, &tenant, &id).await?;
+    let opened = documents::open(&state.vault, &tenant, &id).await?;
     let m = opened.metadata;
     Ok(Json(MetadataResponse {
         id: id.to_string(),
@@ -772,23 +781,23 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     let tenant_id = caller.require_role(Role::TenantAdmin)?;
-    let tenant = state.tenants.require_active(tenant_id).await?;
+    let tenant = state.vault.tenants.require_active(tenant_id).await?;
     let id = parse_document_id(&id)?;
-    match documents::presence(&state, &tenant.id, &id).await? {
+    match documents::presence(&state.vault, &tenant.id, &id).await? {
         documents::Presence::Visible => {}
         documents::Presence::Absent => return Err(ApiError::document_not_found()),
         documents::Presence::Deleted => {
             // Deleted already; finish a delete that was interrupted.
-            documents::delete(&state, &tenant.id, &id).await?;
+            documents::delete(&state.vault, &tenant.id, &id).await?;
             return Err(ApiError::document_not_found());
         }
     }
-    crate::key_lifecycle::check_deletable(&state, &tenant, &id).await?;
-    documents::delete(&state, &tenant.id, &id).await?;
+    vault_core::key_lifecycle::check_deletable(&state.vault, &tenant, &id).await?;
+    documents::delete(&state.vault, &tenant.id, &id).await?;
     // A search between the delete above and this skips the entry: its metadata
     // no longer opens.
-    if let Err(e) = crate::search::remove_document(&state, &tenant, &id).await {
-        state.metrics.index_failures.inc();
+    if let Err(e) = vault_core::search::remove_document(&state.vault, &tenant, &id).await {
+        state.vault.metrics.index_failures.inc();
         tracing::error!(tenant = %tenant.id, document = %id, code = e.code(), "document deleted but still in the index until the next reconciliation");
     }
     tracing::info!(tenant = %tenant.id, document = %id, "document deleted (tombstone written, objects removed)");
@@ -814,7 +823,7 @@ pub async fn list(
     QueryParams(query): QueryParams<ListQuery>,
 ) -> ApiResult<Json<ListResponse>> {
     let tenant_id = caller.require_role(Role::Reader)?;
-    let tenant = state.tenants.require_active(tenant_id).await?;
+    let tenant = state.vault.tenants.require_active(tenant_id).await?;
     let kind = query
         .kind
         .as_deref()
@@ -847,6 +856,7 @@ pub async fn list(
     let mut next_cursor = None;
     'pages: loop {
         let page = state
+            .vault
             .store
             .list(&prefix, start_after.as_deref(), 3 * limit + 3)
             .await?;
@@ -859,8 +869,8 @@ pub async fn list(
             };
             let tombstone = ObjectName::tombstone(&tenant.id, &id);
             let (bytes, tombstone) = tokio::join!(
-                state.store.get_bytes(&info.name),
-                state.store.head(&tombstone)
+                state.vault.store.get_bytes(&info.name),
+                state.vault.store.head(&tombstone)
             );
             // Deleted: its facts object is a remainder of an interrupted delete.
             if tombstone?.is_some() {

@@ -12,11 +12,11 @@ use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 use vault_crypto::TenantId;
 
-use crate::audit::middleware::NoteSlot;
+use crate::audit_trail::NoteSlot;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::state::SharedState;
-use crate::tenants::parse_tenant_id;
+use vault_core::tenants::parse_tenant_id;
 
 /// An operator acting on the tenant its route names (`/v1/admin/tenants/{tenant}/...`):
 /// the credential is checked to be an operator's and the id is parsed; only then is

@@ -19,9 +19,9 @@ pub async fn healthz() -> impl IntoResponse {
 /// takes events (its latest write did not fail, or failed over a minute ago).
 #[utoipa::path(get, path = "/readyz", responses((status = 200, description = "ready: `{\"status\": \"ready\", \"checks\": {...}}`"), (status = 503, description = "not ready, with the failing checks")))]
 pub async fn readyz(State(state): State<SharedState>) -> impl IntoResponse {
-    let storage = state.store.check().await;
-    let keys = state.keys.provider("local").map(|_| ());
-    let audit_failing = state.audit.health.failing();
+    let storage = state.vault.store.check().await;
+    let keys = state.vault.keys.provider("local").map(|_| ());
+    let audit_failing = state.vault.audit.health.failing();
     let word = |ok: bool| if ok { "ok" } else { "failing" };
     let checks = json!({
         "storage": word(storage.is_ok()),
@@ -60,15 +60,16 @@ pub async fn metrics(State(state): State<SharedState>, headers: HeaderMap) -> Re
         .into_response();
     }
     state
+        .vault
         .metrics
         .key_provider_calls
-        .set(i64::try_from(state.keys.provider_calls()).unwrap_or(i64::MAX));
-    let last_backup = state.metrics.backup_last_success.get();
+        .set(i64::try_from(state.vault.keys.provider_calls()).unwrap_or(i64::MAX));
+    let last_backup = state.vault.metrics.backup_last_success.get();
     if last_backup > 0 {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        state.metrics.backup_age.set(now - last_backup);
+        state.vault.metrics.backup_age.set(now - last_backup);
     }
-    match state.metrics.render() {
+    match state.vault.metrics.render() {
         Ok(text) => (
             StatusCode::OK,
             [(

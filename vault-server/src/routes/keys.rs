@@ -9,12 +9,12 @@ use utoipa::ToSchema;
 use vault_crypto::{DocumentId, TenantId};
 
 use super::extract::{JsonBody, OperatorOnTenant};
-use crate::audit::middleware::NoteSlot;
+use crate::audit_trail::NoteSlot;
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::key_lifecycle::{self, OffboardReport, RewrapReport};
-use crate::search::ReconcileReport;
 use crate::state::SharedState;
-use crate::tenants::TenantRecord;
+use vault_core::key_lifecycle::{self, OffboardReport, RewrapReport};
+use vault_core::search::ReconcileReport;
+use vault_core::tenants::TenantRecord;
 
 /// Rotates the tenant's KEK and starts a new branch key version.
 #[utoipa::path(post, path = "/v1/admin/tenants/{tenant}/keys/rotate",
@@ -24,7 +24,7 @@ pub async fn rotate(
     OperatorOnTenant(id): OperatorOnTenant,
     note: NoteSlot,
 ) -> ApiResult<Json<TenantRecord>> {
-    let record = key_lifecycle::rotate(&state, &id).await?;
+    let record = key_lifecycle::rotate(&state.vault, &id).await?;
     note.update(|n| n.detail = Some(format!("branch_version={}", record.branch_version)));
     Ok(Json(record))
 }
@@ -48,7 +48,7 @@ pub async fn rewrap(
     body: Option<JsonBody<RewrapRequest>>,
 ) -> ApiResult<Json<RewrapReport>> {
     let request = body.map(|JsonBody(b)| b).unwrap_or_default();
-    let report = key_lifecycle::rewrap(&state, &id, request.retire_old).await?;
+    let report = key_lifecycle::rewrap(&state.vault, &id, request.retire_old).await?;
     note.update(|n| {
         n.detail = Some(format!(
             "rewrapped={} failed={} min_decryption_version={}",
@@ -82,13 +82,13 @@ pub async fn rotate_index(
     let request = body.map(|JsonBody(b)| b).unwrap_or_default();
     let planned = request
         .expected_documents
-        .map(crate::tenants::check_planned_documents)
+        .map(vault_core::tenants::check_planned_documents)
         .transpose()?;
     if let Some(planned) = planned {
         note.update(|n| n.detail = Some(format!("planned_documents={planned}")));
     }
     Ok(Json(
-        key_lifecycle::rotate_index(&state, &id, planned).await?,
+        key_lifecycle::rotate_index(&state.vault, &id, planned).await?,
     ))
 }
 
@@ -99,7 +99,7 @@ pub async fn offboard(
     State(state): State<SharedState>,
     OperatorOnTenant(id): OperatorOnTenant,
 ) -> ApiResult<Json<OffboardReport>> {
-    let report = key_lifecycle::offboard(&state, &id, 7).await?;
+    let report = key_lifecycle::offboard(&state.vault, &id, 7).await?;
     Ok(Json(report))
 }
 
@@ -122,7 +122,7 @@ pub async fn set_retention(
 ) -> ApiResult<Json<TenantRecord>> {
     note.update(|n| n.detail = Some(format!("retention_days={}", body.days)));
     Ok(Json(
-        key_lifecycle::set_retention(&state, &id, body.days).await?,
+        key_lifecycle::set_retention(&state.vault, &id, body.days).await?,
     ))
 }
 
@@ -137,8 +137,8 @@ async fn hold_or_release(
         .parse()
         .map_err(|_| ApiError::document_not_found())?;
     note.update(|n| n.document = Some(doc.to_string()));
-    let record = state.tenants.require(id).await?;
-    key_lifecycle::set_hold(state, &record, &doc, on).await?;
+    let record = state.vault.tenants.require(id).await?;
+    key_lifecycle::set_hold(&state.vault, &record, &doc, on).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -22,8 +22,8 @@ use axum::Router;
 use tower_http::request_id::PropagateRequestIdLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::metrics::RequestLabels;
 use crate::state::SharedState;
+use vault_core::metrics::RequestLabels;
 
 /// Header carrying the request id (set when absent or unacceptable, echoed in the
 /// response).
@@ -152,7 +152,7 @@ fn build(state: SharedState, audit: Audit) -> Router {
         // Innermost: the audit event is durable before the answer leaves.
         routes.layer(middleware::from_fn_with_state(
             state.clone(),
-            crate::audit::middleware::record,
+            crate::audit_trail::record,
         ))
     } else {
         routes
@@ -200,8 +200,9 @@ async fn record_metrics(State(state): State<SharedState>, req: Request, next: Ne
         route,
         status: response.status().as_u16(),
     };
-    state.metrics.requests.get_or_create(&labels).inc();
+    state.vault.metrics.requests.get_or_create(&labels).inc();
     state
+        .vault
         .metrics
         .latency
         .get_or_create(&labels)

@@ -14,11 +14,11 @@ use super::{admin, audit, backups, documents, health, keys, search};
         documents::upload, documents::download, documents::metadata, documents::delete, documents::list, search::search, search::rebuild, audit::events, audit::checkpoint, audit::proof,
         backups::list, backups::public_key, backups::start, backups::prune, backups::hold, backups::release, backups::record_drill,
         keys::rotate, keys::rewrap, keys::rotate_index, keys::offboard, keys::set_retention, keys::hold, keys::release),
-    components(schemas(crate::error::ErrorBody, crate::tenants::TenantRecord, admin::CreateTenant, admin::IssueApiKey, admin::IssuedApiKey, admin::ListedApiKey, admin::RotatedOperator,
-        documents::UploadResponse, documents::MetadataResponse, documents::ListedDocument, documents::ListResponse, crate::documents::DocumentKind,
-        search::SearchHit, search::SearchResponse, crate::search::ReconcileReport,
-        keys::RewrapRequest, keys::RotateIndexRequest, keys::RetentionRequest, crate::key_lifecycle::RewrapReport, crate::key_lifecycle::OffboardReport,
-        backups::BackupPublicKey, audit::EventsResponse, audit::CheckpointResponse, crate::audit::read::ProofResponse, crate::audit::AuditEvent, crate::audit::Outcome)),
+    components(schemas(crate::error::ErrorBody, vault_core::tenants::TenantRecord, admin::CreateTenant, admin::IssueApiKey, admin::IssuedApiKey, admin::ListedApiKey, admin::RotatedOperator,
+        documents::UploadResponse, documents::MetadataResponse, documents::ListedDocument, documents::ListResponse, vault_core::documents::DocumentKind,
+        search::SearchHit, search::SearchResponse, vault_core::search::ReconcileReport,
+        keys::RewrapRequest, keys::RotateIndexRequest, keys::RetentionRequest, vault_core::key_lifecycle::RewrapReport, vault_core::key_lifecycle::OffboardReport,
+        backups::BackupPublicKey, audit::EventsResponse, audit::CheckpointResponse, vault_core::audit::read::ProofResponse, vault_core::audit::AuditEvent, vault_core::audit::Outcome)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;

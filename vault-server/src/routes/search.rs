@@ -7,12 +7,12 @@ use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{OperatorOnTenant, QueryParams};
-use crate::audit::middleware::NoteSlot;
+use crate::audit_trail::NoteSlot;
 use crate::auth::{Caller, Role};
-use crate::documents::DocumentKind;
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::search::{self, ReconcileReport};
 use crate::state::SharedState;
+use vault_core::documents::DocumentKind;
+use vault_core::search::{self, ReconcileReport};
 
 /// Largest page of hits.
 const MAX_LIMIT: usize = 1000;
@@ -63,7 +63,7 @@ pub async fn search(
     QueryParams(params): QueryParams<SearchQuery>,
 ) -> ApiResult<Json<SearchResponse>> {
     let tenant_id = caller.require_role(Role::Reader)?;
-    let tenant = state.tenants.require_active(tenant_id).await?;
+    let tenant = state.vault.tenants.require_active(tenant_id).await?;
     let limit = params.limit.unwrap_or(50);
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(ApiError::bad_request(
@@ -79,7 +79,14 @@ pub async fn search(
             .map(str::to_owned)
             .collect();
     });
-    let page = search::search(&state, &tenant, &query, params.cursor.as_deref(), limit).await?;
+    let page = search::search(
+        &state.vault,
+        &tenant,
+        &query,
+        params.cursor.as_deref(),
+        limit,
+    )
+    .await?;
     tracing::info!(tenant = %tenant.id, fields = ?search::queried_fields(&query), total = page.total, "search");
     let hits = page
         .hits
@@ -113,8 +120,8 @@ pub async fn rebuild(
     State(state): State<SharedState>,
     OperatorOnTenant(id): OperatorOnTenant,
 ) -> ApiResult<Json<ReconcileReport>> {
-    let tenant = state.tenants.require(&id).await?;
-    let report = search::rebuild(&state, &tenant).await?;
+    let tenant = state.vault.tenants.require(&id).await?;
+    let report = search::rebuild(&state.vault, &tenant).await?;
     tracing::info!(tenant = %tenant.id, added = report.added, "index rebuilt on request");
     Ok(Json(report))
 }

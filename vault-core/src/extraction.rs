@@ -14,7 +14,7 @@ pub use vault_index::extract::capture::{Capture, Captured};
 use vault_index::extract::{self, ExtractFailure};
 use vault_index::fields::{self, FieldLimits, Fields, LimitExceeded};
 
-use crate::error::ApiError;
+use crate::error::Error;
 
 /// What the uploader asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,12 +35,12 @@ pub fn extract_captured(
     captured: Captured,
     limits: FieldLimits,
     max_bytes: u64,
-) -> Result<Fields, ApiError> {
+) -> Result<Fields, Error> {
     let (format, bytes) = match captured {
         Captured::Nothing => return Ok(Fields::new()),
         Captured::Document(format, bytes) => (format, bytes),
         Captured::TooLarge(format) => {
-            return Err(ApiError::unprocessable(
+            return Err(Error::unprocessable(
                 "extraction_failed",
                 format!(
                     "the {format} document is larger than the {max_bytes}-byte extraction limit; {OPAQUE_HINT}"
@@ -49,7 +49,7 @@ pub fn extract_captured(
         }
     };
     extract::extract_within(format, &bytes, limits).map_err(|e| match e {
-        ExtractFailure::Unreadable(e) => ApiError::unprocessable(
+        ExtractFailure::Unreadable(e) => Error::unprocessable(
             "extraction_failed",
             format!("the document is not readable {e}; {OPAQUE_HINT}"),
         ),
@@ -59,7 +59,7 @@ pub fn extract_captured(
 
 /// Caller-supplied and extracted fields together (values deduplicated), within
 /// the limits.
-pub fn merge(caller: Fields, extracted: Fields, limits: &FieldLimits) -> Result<Fields, ApiError> {
+pub fn merge(caller: Fields, extracted: Fields, limits: &FieldLimits) -> Result<Fields, Error> {
     let merged = fields::merge(caller, extracted);
     fields::check_limits(&merged, limits).map_err(too_many)?;
     Ok(merged)
@@ -67,20 +67,20 @@ pub fn merge(caller: Fields, extracted: Fields, limits: &FieldLimits) -> Result<
 
 /// 422 for a document past a limit: names the limit and its setting, never a
 /// value.
-pub fn too_many(exceeded: LimitExceeded) -> ApiError {
+pub fn too_many(exceeded: LimitExceeded) -> Error {
     let (code, setting) = match exceeded {
         LimitExceeded::Values { .. } => ("too_many_fields", "search.max_values_per_field"),
         LimitExceeded::Claims { .. } => ("too_many_claims", "search.max_claims_per_document"),
     };
-    ApiError::unprocessable(
+    Error::unprocessable(
         code,
         format!("the document has {exceeded} ({setting}); {OPAQUE_HINT}"),
     )
 }
 
 /// 422 for fields too large to seal in a key record.
-pub fn fields_too_large(limit: usize) -> ApiError {
-    ApiError::unprocessable(
+pub fn fields_too_large(limit: usize) -> Error {
+    Error::unprocessable(
         "too_many_fields",
         format!(
             "the document's searchable fields take more than the {limit} bytes a key record holds; {OPAQUE_HINT}"

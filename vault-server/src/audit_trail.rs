@@ -29,12 +29,13 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use vault_crypto::{DocumentId, TenantId};
 
-use super::event::action_of;
-use super::{append, new_event, Outcome, SYSTEM_LOG};
 use crate::auth::AuthFailure;
-use crate::metrics::ReasonLabels;
+use crate::error::ApiError;
 use crate::routes::REQUEST_ID_HEADER;
 use crate::state::SharedState;
+use vault_core::audit::event::action_of;
+use vault_core::audit::{append, new_event, Outcome, SYSTEM_LOG};
+use vault_core::metrics::ReasonLabels;
 
 /// What the caller and the handler tell the audit log about a request.
 #[derive(Debug, Default, Clone)]
@@ -163,10 +164,11 @@ pub async fn record(
     };
     // Events about a tenant that does not exist (a typo in an admin path, a
     // failed creation) or whose keys are destroyed (offboarded) go to the system log.
-    let has_log =
-        |r: &crate::tenants::TenantRecord| r.status != crate::tenants::TenantStatus::Offboarded;
+    let has_log = |r: &vault_core::tenants::TenantRecord| {
+        r.status != vault_core::tenants::TenantStatus::Offboarded
+    };
     if tenant.as_str() != SYSTEM_LOG
-        && !matches!(state.tenants.get(&tenant).await, Ok(Some(ref r)) if has_log(r))
+        && !matches!(state.vault.tenants.get(&tenant).await, Ok(Some(ref r)) if has_log(r))
     {
         if let Ok(system) = TenantId::new(SYSTEM_LOG) {
             tenant = system;
@@ -179,9 +181,9 @@ pub async fn record(
     event.client = client.clone();
     event.fields = note.fields;
     event.detail = note.detail;
-    if append(&state, &tenant, event).await.is_err() {
-        state.metrics.audit_failures.inc();
-        return super::unavailable().into_response();
+    if append(&state.vault, &tenant, event).await.is_err() {
+        state.vault.metrics.audit_failures.inc();
+        return ApiError::from(vault_core::Error::audit_unavailable(None)).into_response();
     }
 
     let is_read = matches!(action, "document.download" | "document.metadata");
@@ -189,9 +191,9 @@ pub async fn record(
         if let Some(anomaly) = note
             .api_key
             .as_deref()
-            .and_then(|id| state.audit.bulk.record_read(id, &tenant))
+            .and_then(|id| state.vault.audit.bulk.record_read(id, &tenant))
         {
-            state.metrics.bulk_access_anomalies.inc();
+            state.vault.metrics.bulk_access_anomalies.inc();
             tracing::warn!(tenant = %tenant, actor, reads = anomaly.reads_in_window, usual = anomaly.usual, throttled = anomaly.throttled, "bulk document access");
             let mut flag = new_event("anomaly", actor, Outcome::Allowed, status);
             flag.request_id = request_id;
@@ -206,9 +208,9 @@ pub async fn record(
                     ""
                 }
             ));
-            if append(&state, &tenant, flag).await.is_err() {
-                state.metrics.audit_failures.inc();
-                return super::unavailable().into_response();
+            if append(&state.vault, &tenant, flag).await.is_err() {
+                state.vault.metrics.audit_failures.inc();
+                return ApiError::from(vault_core::Error::audit_unavailable(None)).into_response();
             }
         }
     }
@@ -228,13 +230,14 @@ fn sample_unauthenticated(
     client: Option<String>,
 ) {
     state
+        .vault
         .metrics
         .unauthenticated
         .get_or_create(&ReasonLabels {
             reason: reason.as_str(),
         })
         .inc();
-    let Some(suppressed) = state.audit.unauthenticated.admit(reason.as_str()) else {
+    let Some(suppressed) = state.vault.audit.unauthenticated.admit(reason.as_str()) else {
         return;
     };
     let Ok(system) = TenantId::new(SYSTEM_LOG) else {
@@ -254,7 +257,7 @@ fn sample_unauthenticated(
     ));
     let state = Arc::clone(state);
     tokio::spawn(async move {
-        if let Err(e) = append(&state, &system, event).await {
+        if let Err(e) = append(&state.vault, &system, event).await {
             tracing::warn!(error = %e, "sampled unauthenticated request not recorded");
         }
     });

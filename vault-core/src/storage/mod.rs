@@ -1,9 +1,11 @@
 //! Object storage behind one trait: create-only puts, streamed and ranged gets,
-//! head, list by prefix, delete. Backends: [`fs::FsStore`] (embedded default) and
-//! [`s3::S3Store`]. Object names carry tenant ids and opaque document ids only.
+//! head, list by prefix, delete. Backends: [`fs::FsStore`] (embedded default),
+//! [`s3::S3Store`] and, for unit tests with injected faults, [`memory::MemoryStore`].
+//! Object names carry tenant ids and opaque document ids only.
 
 pub mod fs;
 pub mod keys;
+pub mod memory;
 pub mod names;
 pub mod s3;
 

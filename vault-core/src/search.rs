@@ -24,7 +24,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use axum::http::StatusCode;
 use futures::{StreamExt, TryStreamExt};
 use time::OffsetDateTime;
 use tokio::sync::{watch, OnceCell, OwnedSemaphorePermit, Semaphore};
@@ -37,10 +36,10 @@ use vault_index::tokens::Tokenizer;
 
 use crate::config::SearchConfig;
 use crate::documents::{self, DocumentKind};
-use crate::error::ApiError;
-use crate::state::SharedState;
+use crate::error::Error;
 use crate::storage::ObjectName;
 use crate::tenants::TenantRecord;
+use crate::vault::SharedVault;
 
 /// Candidates whose metadata are decrypted at the same time.
 const FILTER_CONCURRENCY: usize = 16;
@@ -88,20 +87,7 @@ impl Drop for RemoveWhenDropped {
     }
 }
 
-/// What a reconciliation or rebuild did.
-#[derive(Clone, Copy, Debug, Default, serde::Serialize, utoipa::ToSchema)]
-pub struct ReconcileReport {
-    /// Documents in the store.
-    pub documents: u64,
-    /// Documents added to the index.
-    pub added: u64,
-    /// Index entries removed (their documents are gone).
-    pub removed: u64,
-    /// Documents whose metadata could not be read (left out; see the server log).
-    pub failed: u64,
-    /// Wall time, milliseconds.
-    pub duration_ms: u64,
-}
+pub use vault_api::ReconcileReport;
 
 /// One page of search results.
 #[derive(Debug)]
@@ -143,11 +129,11 @@ impl SearchService {
 
     /// A turn to run an extraction: waits while `search.max_concurrent_extractions`
     /// are running, so CPU-heavy uploads queue instead of taking every core.
-    pub async fn extraction_permit(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+    pub async fn extraction_permit(&self) -> Result<OwnedSemaphorePermit, Error> {
         Arc::clone(&self.extractions)
             .acquire_owned()
             .await
-            .map_err(|e| ApiError::internal("extraction permits", e))
+            .map_err(|e| Error::internal("extraction permits", e))
     }
 
     /// The settings in force.
@@ -234,43 +220,44 @@ impl SearchService {
     pub async fn commit_all(&self) {
         for tenant in self.open_indexes() {
             if tenant.index.pending() > 0 {
-                // A failure was logged where it was made (`ApiError::internal`);
-                // the changes stay pending and the next tick tries again.
-                let _ = commit(&tenant).await;
+                // The changes stay pending and the next tick tries again.
+                if let Err(e) = commit(&tenant).await {
+                    tracing::error!(error = %e.for_log(), "blind index commit failed");
+                }
             }
         }
     }
 }
 
-async fn commit(tenant: &Arc<TenantIndex>) -> Result<(), ApiError> {
+async fn commit(tenant: &Arc<TenantIndex>) -> Result<(), Error> {
     let tenant = Arc::clone(tenant);
     blocking(move || tenant.index.commit()).await
 }
 
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, IndexError> + Send + 'static,
-) -> Result<T, ApiError> {
+) -> Result<T, Error> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|e| ApiError::internal("index task", e))?
+        .map_err(|e| Error::internal("index task", e))?
         .map_err(index_error)
 }
 
-fn index_error(e: IndexError) -> ApiError {
+fn index_error(e: IndexError) -> Error {
     match e {
-        IndexError::TooManyCandidates { limit } => ApiError::bad_request(
+        IndexError::TooManyCandidates { limit } => Error::invalid(
             "query_too_broad",
             format!("the query matches more than {limit} candidate documents; narrow it"),
         ),
-        other => ApiError::internal("blind index", other),
+        other => Error::internal("blind index", other),
     }
 }
 
 /// The tenant's index, opened (and reconciled in the background) on first use.
 pub async fn tenant_index(
-    state: &SharedState,
+    state: &SharedVault,
     tenant: &TenantRecord,
-) -> Result<Arc<TenantIndex>, ApiError> {
+) -> Result<Arc<TenantIndex>, Error> {
     let cell = {
         let mut tenants = state
             .search
@@ -280,7 +267,10 @@ pub async fn tenant_index(
         Arc::clone(tenants.entry(tenant.id.clone()).or_default())
     };
     cell.get_or_try_init(|| async {
-        let root = state.keys.index_root_key(&tenant.key_spec()).await?;
+        let root = state
+            .keys
+            .index_root_key(&crate::tenants::key_spec(tenant))
+            .await?;
         let tokenizer = Tokenizer::new(&root, state.search.plan_for(tenant));
         let dir = state.search.index_path(&tenant.id, tenant.index_version);
         remove_other_versions(&state.search.dir, &tenant.id, tenant.index_version);
@@ -288,7 +278,7 @@ pub async fn tenant_index(
             BlindIndex::open(&dir, &tokenizer).map(|(index, created)| (index, tokenizer, created))
         })
         .await
-        .map_err(|e| ApiError::internal("index task", e))?
+        .map_err(|e| Error::internal("index task", e))?
         .map_err(index_error)?;
         if created {
             tracing::info!(tenant = %tenant.id, "blind index created; filling it from the store");
@@ -343,13 +333,13 @@ fn remove_tenant_dirs(dir: &std::path::Path, tenant: &TenantId, keep: impl Fn(&s
 /// (which persists the tenant record) and drops the old one. Searches use the old
 /// index until the swap, so they stay complete and exact throughout.
 pub async fn rotate_index(
-    state: &SharedState,
+    state: &SharedVault,
     tenant: &TenantRecord,
     new: &TenantRecord,
-    make_current: impl std::future::Future<Output = Result<(), ApiError>>,
-) -> Result<ReconcileReport, ApiError> {
+    make_current: impl std::future::Future<Output = Result<(), Error>>,
+) -> Result<ReconcileReport, Error> {
     if state.search.next_index(&tenant.id).is_some() {
-        return Err(ApiError::conflict(
+        return Err(Error::conflict(
             "index_rotation_in_progress",
             "an index rotation or re-plan of this tenant is under way; retry when it has finished",
         ));
@@ -357,7 +347,10 @@ pub async fn rotate_index(
     // The current index must be in step before writes are doubled.
     let current = tenant_index(state, tenant).await?;
     wait_until_reconciled(&current, false).await?;
-    let root = state.keys.index_root_key(&new.key_spec()).await?;
+    let root = state
+        .keys
+        .index_root_key(&crate::tenants::key_spec(new))
+        .await?;
     let tokenizer = Tokenizer::new(&root, state.search.plan_for(new));
     let dir = state.search.index_path(&new.id, new.index_version);
     let _ = std::fs::remove_dir_all(&dir);
@@ -365,7 +358,7 @@ pub async fn rotate_index(
         BlindIndex::open(&dir, &tokenizer).map(|(index, _)| (index, tokenizer))
     })
     .await
-    .map_err(|e| ApiError::internal("index task", e))?
+    .map_err(|e| Error::internal("index task", e))?
     .map_err(index_error)?;
     let (sync, _) = watch::channel(IndexSync::Reconciling);
     let next = Arc::new(TenantIndex {
@@ -384,8 +377,7 @@ pub async fn rotate_index(
     let outcome = async {
         let report = reconcile(state, new, &next).await?;
         if report.failed > 0 {
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
+            return Err(Error::unavailable(
                 "index_unavailable",
                 "some documents could not be indexed under the new key; the old key stays in use",
             ));
@@ -434,10 +426,10 @@ pub async fn rotate_index(
 }
 
 fn finish_reconcile(
-    state: &SharedState,
+    state: &SharedVault,
     tenant: &TenantRecord,
     index: &TenantIndex,
-    outcome: &Result<ReconcileReport, ApiError>,
+    outcome: &Result<ReconcileReport, Error>,
 ) {
     match outcome {
         Ok(report) => {
@@ -446,32 +438,32 @@ fn finish_reconcile(
         }
         Err(e) => {
             state.metrics.index_failures.inc();
-            tracing::error!(tenant = %tenant.id, code = e.code(), "blind index reconciliation failed; searches are refused until `vault-cli index rebuild`");
+            tracing::error!(tenant = %tenant.id, code = e.code(), error = %e.for_log(), "blind index reconciliation failed; searches are refused until `vault-cli index rebuild`");
             index.sync.send_replace(IndexSync::Failed);
         }
     }
 }
 
 /// Opens (and reconciles) the index of every tenant: called at start-up.
-pub async fn open_all(state: &SharedState) {
+pub async fn open_all(state: &SharedVault) {
     match state.tenants.list().await {
         Ok(tenants) => {
             for tenant in tenants.iter().filter(|t| t.is_active()) {
                 if let Err(e) = tenant_index(state, tenant).await {
                     state.metrics.index_failures.inc();
-                    tracing::error!(tenant = %tenant.id, code = e.code(), "could not open the blind index");
+                    tracing::error!(tenant = %tenant.id, code = e.code(), error = %e.for_log(), "could not open the blind index");
                 }
             }
         }
         Err(e) => tracing::error!(
-            code = e.code(),
+            code = e.code(), error = %e.for_log(),
             "could not list tenants to open their indexes"
         ),
     }
 }
 
 /// Commits pending index changes every `search.commit_interval_ms`, for ever.
-pub async fn run_committer(state: SharedState) {
+pub async fn run_committer(state: SharedVault) {
     let mut tick = tokio::time::interval(Duration::from_millis(
         state.search.config.commit_interval_ms,
     ));
@@ -487,14 +479,14 @@ const INLINE_MATCH_VALUES: usize = 256;
 
 /// Whether a document with these fields matches the query exactly; a document
 /// with many values (a remittance) is checked on the blocking pool.
-async fn matches(query: &Query, fields: Fields) -> Result<bool, ApiError> {
+async fn matches(query: &Query, fields: Fields) -> Result<bool, Error> {
     if fields.values().map(Vec::len).sum::<usize>() <= INLINE_MATCH_VALUES {
         return Ok(query.matches(&search_terms(&fields)));
     }
     let query = query.clone();
     tokio::task::spawn_blocking(move || query.matches(&search_terms(&fields)))
         .await
-        .map_err(|e| ApiError::internal("search filter task", e))
+        .map_err(|e| Error::internal("search filter task", e))
 }
 
 /// What the index keeps of a document.
@@ -523,20 +515,20 @@ pub fn indexed_field_names(terms: &SearchTerms) -> Vec<String> {
 
 /// The search terms of a document's fields, computed on the blocking pool (a
 /// remittance may carry tens of thousands of values).
-pub async fn terms_of(fields: Fields) -> Result<Arc<SearchTerms>, ApiError> {
+pub async fn terms_of(fields: Fields) -> Result<Arc<SearchTerms>, Error> {
     tokio::task::spawn_blocking(move || Arc::new(search_terms(&fields)))
         .await
-        .map_err(|e| ApiError::internal("search terms task", e))
+        .map_err(|e| Error::internal("search terms task", e))
 }
 
 /// Adds a stored document's tokens to its tenant's index (and to the next one,
 /// during an index key rotation).
 pub async fn index_document(
-    state: &SharedState,
+    state: &SharedVault,
     tenant: &TenantRecord,
     document: IndexedDocument,
     terms: Arc<SearchTerms>,
-) -> Result<(), ApiError> {
+) -> Result<(), Error> {
     let (index, next) = current_and_next(state, tenant).await?;
     add_to_index(&index, document.clone(), Arc::clone(&terms)).await?;
     let rotating = next.is_some();
@@ -558,7 +550,7 @@ pub const REPLAN_GROWTH: u64 = 4;
 /// `REPLAN_GROWTH` times today's count and built as an index key rotation (a new
 /// index filled beside the current one, then swapped in; searches stay exact and
 /// complete). At most one per index; audited in the tenant's log before it starts.
-fn replan_if_grown(state: &SharedState, tenant: &TenantRecord, index: &Arc<TenantIndex>) {
+fn replan_if_grown(state: &SharedVault, tenant: &TenantRecord, index: &Arc<TenantIndex>) {
     let planned = state.search.planned_documents(tenant);
     let held = index.index.len();
     if held <= planned.saturating_mul(REPLAN_GROWTH)
@@ -602,7 +594,7 @@ fn replan_if_grown(state: &SharedState, tenant: &TenantRecord, index: &Arc<Tenan
                 tracing::info!(tenant = %tenant, planned = new_plan, documents = report.documents, "blind index re-planned")
             }
             Err(e) => {
-                tracing::error!(tenant = %tenant, code = e.code(), "blind index re-plan failed; the current index stays")
+                tracing::error!(tenant = %tenant, code = e.code(), error = %e.for_log(), "blind index re-plan failed; the current index stays")
             }
         }
     });
@@ -611,9 +603,9 @@ fn replan_if_grown(state: &SharedState, tenant: &TenantRecord, index: &Arc<Tenan
 /// The tenant's current index and, during an index key rotation, the next one,
 /// read together.
 async fn current_and_next(
-    state: &SharedState,
+    state: &SharedVault,
     tenant: &TenantRecord,
-) -> Result<(Arc<TenantIndex>, Option<Arc<TenantIndex>>), ApiError> {
+) -> Result<(Arc<TenantIndex>, Option<Arc<TenantIndex>>), Error> {
     loop {
         let index = tenant_index(state, tenant).await?;
         let tenants = state
@@ -639,25 +631,25 @@ async fn add_to_index(
     index: &Arc<TenantIndex>,
     document: IndexedDocument,
     terms: Arc<SearchTerms>,
-) -> Result<(), ApiError> {
+) -> Result<(), Error> {
     let index = Arc::clone(index);
     tokio::task::spawn_blocking(move || {
         let tokens = index
             .tokenizer
             .terms(&terms)
-            .map_err(|e| ApiError::internal("blind tokens", e))?;
+            .map_err(|e| Error::internal("blind tokens", e))?;
         index.index.add(&document, &tokens).map_err(index_error)
     })
     .await
-    .map_err(|e| ApiError::internal("index task", e))?
+    .map_err(|e| Error::internal("index task", e))?
 }
 
 /// Removes a deleted document from its tenant's index.
 pub async fn remove_document(
-    state: &SharedState,
+    state: &SharedVault,
     tenant: &TenantRecord,
     id: &DocumentId,
-) -> Result<(), ApiError> {
+) -> Result<(), Error> {
     let (index, next) = current_and_next(state, tenant).await?;
     index.index.remove(&id.to_string());
     if let Some(next) = next {
@@ -670,9 +662,9 @@ pub async fn remove_document(
 /// have no tombstone. A facts object beside a tombstone is the remainder of an
 /// interrupted delete, which is finished here.
 async fn stored_documents(
-    state: &SharedState,
+    state: &SharedVault,
     tenant: &TenantId,
-) -> Result<Vec<DocumentId>, ApiError> {
+) -> Result<Vec<DocumentId>, Error> {
     let objects =
         crate::storage::list_all(state.store.as_ref(), &ObjectName::docs_prefix(tenant), None)
             .await?;
@@ -691,7 +683,7 @@ async fn stored_documents(
         if !deleted.contains(&id) {
             visible.push(id);
         } else if let Err(e) = documents::delete(state, tenant, &id).await {
-            tracing::warn!(tenant = %tenant, document = %id, code = e.code(), "could not finish an interrupted delete");
+            tracing::warn!(tenant = %tenant, document = %id, code = e.code(), error = %e.for_log(), "could not finish an interrupted delete");
         }
     }
     Ok(visible)
@@ -699,10 +691,10 @@ async fn stored_documents(
 
 /// Brings a tenant's index in step with the store.
 async fn reconcile(
-    state: &SharedState,
+    state: &SharedVault,
     tenant: &TenantRecord,
     index: &Arc<TenantIndex>,
-) -> Result<ReconcileReport, ApiError> {
+) -> Result<ReconcileReport, Error> {
     let started = Instant::now();
     // Index ids first, then the store: a document uploaded in between is in the
     // store listing or was added by its upload, and is never removed by mistake.
@@ -725,7 +717,7 @@ async fn reconcile(
         .into_iter()
         .filter(|id| !indexed.contains(&id.to_string()))
         .collect();
-    let outcomes: Vec<Result<bool, ApiError>> = futures::stream::iter(missing)
+    let outcomes: Vec<Result<bool, Error>> = futures::stream::iter(missing)
         .map(|id| async move {
             match documents::open(state, tenant, &id).await {
                 Ok(opened) => {
@@ -735,9 +727,9 @@ async fn reconcile(
                     add_to_index(index, document, terms).await.map(|()| true)
                 }
                 // Deleted since the listing.
-                Err(e) if e.status() == StatusCode::NOT_FOUND => Ok(false),
+                Err(e) if e.is_not_found() => Ok(false),
                 Err(e) => {
-                    tracing::error!(tenant = %tenant.id, document = %id, code = e.code(), "document left out of the index: its metadata could not be read");
+                    tracing::error!(tenant = %tenant.id, document = %id, code = e.code(), error = %e.for_log(), "document left out of the index: its metadata could not be read");
                     Err(e)
                 }
             }
@@ -758,10 +750,7 @@ async fn reconcile(
 }
 
 /// Empties a tenant's index and fills it again from the store.
-pub async fn rebuild(
-    state: &SharedState,
-    tenant: &TenantRecord,
-) -> Result<ReconcileReport, ApiError> {
+pub async fn rebuild(state: &SharedVault, tenant: &TenantRecord) -> Result<ReconcileReport, Error> {
     let index = tenant_index(state, tenant).await?;
     wait_until_reconciled(&index, true).await?;
     index.sync.send_replace(IndexSync::Reconciling);
@@ -777,15 +766,14 @@ pub async fn rebuild(
     .await;
     finish_reconcile(state, tenant, &index, &outcome);
     outcome.map_err(|_| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
+        Error::unavailable(
             "index_unavailable",
             "the index could not be rebuilt; see the server log",
         )
     })
 }
 
-async fn wait_until_reconciled(index: &TenantIndex, failed_is_ok: bool) -> Result<(), ApiError> {
+async fn wait_until_reconciled(index: &TenantIndex, failed_is_ok: bool) -> Result<(), Error> {
     let mut sync = index.sync.subscribe();
     let settled = tokio::time::timeout(
         RECONCILE_WAIT,
@@ -794,13 +782,11 @@ async fn wait_until_reconciled(index: &TenantIndex, failed_is_ok: bool) -> Resul
     .await;
     match settled {
         Ok(Ok(s)) if *s == IndexSync::Current || failed_is_ok => Ok(()),
-        Ok(_) => Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
+        Ok(_) => Err(Error::unavailable(
             "index_unavailable",
             "the tenant's index could not be brought up to date; an operator must rebuild it",
         )),
-        Err(_) => Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
+        Err(_) => Err(Error::unavailable(
             "index_rebuilding",
             "the tenant's index is being rebuilt; retry shortly",
         )),
@@ -808,8 +794,8 @@ async fn wait_until_reconciled(index: &TenantIndex, failed_is_ok: bool) -> Resul
 }
 
 /// Where a page starts: after the hit with this upload time and id.
-fn parse_cursor(raw: &str) -> Result<(i64, String), ApiError> {
-    let bad = || ApiError::bad_request("invalid_cursor", "cursor is not one this server gave");
+fn parse_cursor(raw: &str) -> Result<(i64, String), Error> {
+    let bad = || Error::invalid("invalid_cursor", "cursor is not one this server gave");
     let (micros, id) = raw.split_once('.').ok_or_else(bad)?;
     let micros: i64 = micros.parse().map_err(|_| bad())?;
     let id: DocumentId = id.parse().map_err(|_| bad())?;
@@ -819,12 +805,12 @@ fn parse_cursor(raw: &str) -> Result<(i64, String), ApiError> {
 /// Runs a query for a tenant: candidates from the blind index, kept only when the
 /// decrypted fields match exactly, newest first.
 pub async fn search(
-    state: &SharedState,
+    state: &SharedVault,
     tenant: &TenantRecord,
     query: &Query,
     cursor: Option<&str>,
     limit: usize,
-) -> Result<SearchPage, ApiError> {
+) -> Result<SearchPage, Error> {
     let after = cursor.map(parse_cursor).transpose()?;
     let index = tenant_index(state, tenant).await?;
     wait_until_reconciled(&index, false).await?;
@@ -851,7 +837,7 @@ pub async fn search(
                     .await?
                     .then_some(candidate)),
                 // Deleted since it was indexed.
-                Err(e) if e.status() == StatusCode::NOT_FOUND => Ok(None),
+                Err(e) if e.is_not_found() => Ok(None),
                 Err(e) => Err(e),
             }
         })

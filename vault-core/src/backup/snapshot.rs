@@ -68,20 +68,20 @@ async fn list_source(
     let mut out = Vec::new();
     // Shared by every tenant: operators, the audit signing key, the system log.
     for prefix in [
-        "system/operators/",
-        "system/audit-signing/",
-        "tenants/system/",
+        ObjectName::OPERATORS_PREFIX,
+        ObjectName::AUDIT_SIGNING_PREFIX,
+        &ObjectName::tenant_prefix(crate::audit::SYSTEM_LOG),
     ] {
         out.extend(list_all(store, prefix, None).await?);
     }
     for tenant in &selection.tenants {
-        out.extend(list_all(store, &format!("tenants/{tenant}/"), None).await?);
+        out.extend(list_all(store, &ObjectName::tenant_prefix(tenant.as_str()), None).await?);
         let record = ObjectName::tenant(tenant);
         if let Some(info) = store.head(&record).await? {
             out.push(info);
         }
     }
-    for key in list_all(store, "system/api-keys/", None).await? {
+    for key in list_all(store, ObjectName::API_KEYS_PREFIX, None).await? {
         let Some(bytes) = store.get_bytes(&key.name).await? else {
             continue;
         };

@@ -1,33 +1,15 @@
 //! Reading a log back: events by time and actor (decrypted with the tenant's keys),
 //! and Merkle proofs over its segments.
 
-use axum::http::StatusCode;
-use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
-use utoipa::ToSchema;
 use vault_crypto::merkle;
 use vault_crypto::TenantId;
 
 use super::{key_spec, read_segments, AuditError, AuditEvent};
-use crate::error::ApiError;
-use crate::state::SharedState;
+use crate::error::Error;
+use crate::vault::SharedVault;
 
-/// An inclusion (and optionally consistency) proof, RFC 9162.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct ProofResponse {
-    /// The segment holding the event (its leaf index).
-    pub segment: u64,
-    /// The segment's leaf hash (hex).
-    pub leaf_hash: String,
-    /// Tree size proved against.
-    pub tree_size: u64,
-    /// The root at that size (hex).
-    pub root: String,
-    /// Inclusion proof (hex hashes).
-    pub inclusion: Vec<String>,
-    /// Consistency proof from `old_size` (hex hashes), when asked.
-    pub consistency: Option<Vec<String>>,
-}
+pub use vault_api::ProofResponse;
 
 /// Which events to return.
 #[derive(Debug, Default)]
@@ -52,7 +34,7 @@ pub struct EventsPage {
 
 /// Events of a tenant's log matching `filter`, at most `limit`.
 pub async fn read_events(
-    state: &SharedState,
+    state: &SharedVault,
     tenant: &TenantId,
     filter: EventFilter,
     limit: usize,
@@ -96,12 +78,12 @@ pub async fn read_events(
 /// An inclusion proof for the segment holding `seq`, against `tree_size` (default:
 /// the latest checkpoint), and a consistency proof from `old_size` when asked.
 pub async fn prove(
-    state: &SharedState,
+    state: &SharedVault,
     tenant: &TenantId,
     seq: u64,
     tree_size: Option<u64>,
     old_size: Option<u64>,
-) -> Result<ProofResponse, ApiError> {
+) -> Result<ProofResponse, Error> {
     let segments = read_segments(state.store.as_ref(), tenant).await?;
     let leaves: Vec<[u8; 32]> = segments.iter().map(|(_, s)| s.leaf_hash()).collect();
     let size = match tree_size {
@@ -116,7 +98,7 @@ pub async fn prove(
             None => leaves.len() as u64,
         },
     };
-    let bad = |m: &str| ApiError::bad_request("invalid_query", m.to_owned());
+    let bad = |m: &str| Error::invalid("invalid_query", m.to_owned());
     let size_usize = usize::try_from(size).map_err(|_| bad("tree_size too large"))?;
     if size_usize > leaves.len() || size == 0 {
         return Err(bad("tree_size must be between 1 and the log's size"));
@@ -125,8 +107,7 @@ pub async fn prove(
         .iter()
         .position(|(_, s)| s.header.first_seq <= seq && seq < s.header.next_seq())
         .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
+            Error::not_found(
                 "event_not_found",
                 "no event with this seq in the tree of that size",
             )

@@ -13,10 +13,8 @@
 
 use std::time::Instant;
 
-use axum::http::StatusCode;
 use bytes::Bytes;
 use futures::StreamExt;
-use serde::Serialize;
 use time::OffsetDateTime;
 use vault_crypto::envelope::KeyRecord;
 use vault_crypto::{DocumentId, TenantId};
@@ -24,10 +22,10 @@ use vault_keys::TenantKeyKind;
 
 use crate::audit::segment::Segment;
 use crate::documents::DocumentFacts;
-use crate::error::ApiError;
-use crate::state::SharedState;
+use crate::error::Error;
 use crate::storage::{list_all, ObjectName, StorageError};
 use crate::tenants::{TenantRecord, TenantStatus};
+use crate::vault::SharedVault;
 
 /// Default document retention: the HIPAA documentation rule's six years.
 pub const DEFAULT_RETENTION_DAYS: u32 = 6 * 365;
@@ -35,39 +33,16 @@ pub const DEFAULT_RETENTION_DAYS: u32 = 6 * 365;
 /// Key records re-wrapped at once.
 const REWRAP_CONCURRENCY: usize = 16;
 
-/// What a rewrap did.
-#[derive(Clone, Debug, Default, Serialize, utoipa::ToSchema)]
-pub struct RewrapReport {
-    /// The branch key version everything is now wrapped under.
-    pub branch_version: u32,
-    /// Document key records re-wrapped.
-    pub documents_rewrapped: u64,
-    /// Audit segments re-wrapped.
-    pub audit_segments_rewrapped: u64,
-    /// Records that were already current.
-    pub already_current: u64,
-    /// Records that could not be re-wrapped (left as they were; see the log).
-    pub failed: u64,
-    /// Bytes of key records read.
-    pub bytes_read: u64,
-    /// Bytes of key records written.
-    pub bytes_written: u64,
-    /// Wall time.
-    pub seconds: f64,
-    /// Records per second.
-    pub records_per_second: f64,
-    /// The oldest branch key version still accepted afterwards.
-    pub min_decryption_version: u32,
-}
+pub use vault_api::{OffboardReport, RewrapReport};
 
 /// One record's rewrap: `None` when it vanished, else bytes read and written
 /// (0 written: it was already current).
-type RecordOutcome = Result<Option<(u64, u64)>, ApiError>;
+type RecordOutcome = Result<Option<(u64, u64)>, Error>;
 
-async fn active(state: &SharedState, id: &TenantId) -> Result<TenantRecord, ApiError> {
+async fn active(state: &SharedVault, id: &TenantId) -> Result<TenantRecord, Error> {
     let record = state.tenants.require(id).await?;
     if record.status == TenantStatus::Offboarded {
-        return Err(ApiError::conflict(
+        return Err(Error::conflict(
             "tenant_offboarded",
             format!("tenant {id} is offboarded: its keys are destroyed"),
         ));
@@ -77,22 +52,23 @@ async fn active(state: &SharedState, id: &TenantId) -> Result<TenantRecord, ApiE
 
 /// Rotates the tenant's KEK: a new version (local) or a new KMS key, and a new
 /// branch key version under it, used by every upload from now on.
-pub async fn rotate(state: &SharedState, id: &TenantId) -> Result<TenantRecord, ApiError> {
+pub async fn rotate(state: &SharedVault, id: &TenantId) -> Result<TenantRecord, Error> {
     let mut record = active(state, id).await?;
     match record.key_provider.as_str() {
         "local" => {
             state.local_keys.rotate_tenant_key(id)?;
         }
         "aws-kms" => {
-            let kms = state.kms.as_ref().ok_or_else(|| {
-                ApiError::bad_request("provider_unavailable", "aws-kms is not enabled")
-            })?;
+            let kms = state
+                .kms
+                .as_ref()
+                .ok_or_else(|| Error::invalid("provider_unavailable", "aws-kms is not enabled"))?;
             let new_key = kms.create_key(id).await?;
             let old = std::mem::replace(&mut record.kek_id, new_key);
             record.retired_kek_ids.push(old);
         }
         other => {
-            return Err(ApiError::internal(
+            return Err(Error::internal(
                 "tenant record",
                 format!("unknown provider {other}"),
             ))
@@ -100,7 +76,10 @@ pub async fn rotate(state: &SharedState, id: &TenantId) -> Result<TenantRecord, 
     }
     record.branch_version += 1;
     // Create the new branch key before anyone can ask for it.
-    state.keys.branch_key_for_upload(&record.key_spec()).await?;
+    state
+        .keys
+        .branch_key_for_upload(&crate::tenants::key_spec(&record))
+        .await?;
     state.tenants.update(record.clone()).await?;
     tracing::info!(tenant = %id, branch_version = record.branch_version, "tenant KEK rotated");
     Ok(record)
@@ -108,13 +87,13 @@ pub async fn rotate(state: &SharedState, id: &TenantId) -> Result<TenantRecord, 
 
 /// Re-wraps every key record of the tenant under its current branch key.
 pub async fn rewrap(
-    state: &SharedState,
+    state: &SharedVault,
     id: &TenantId,
     retire_old: bool,
-) -> Result<RewrapReport, ApiError> {
+) -> Result<RewrapReport, Error> {
     let record = active(state, id).await?;
     let started = Instant::now();
-    let spec = record.key_spec();
+    let spec = crate::tenants::key_spec(&record);
     let (current_ref, current_key) = state.keys.branch_key_for_upload(&spec).await?;
     let mut names: Vec<ObjectName> =
         list_all(state.store.as_ref(), &ObjectName::docs_prefix(id), None)
@@ -151,7 +130,7 @@ pub async fn rewrap(
                     } else {
                         Some(
                             Segment::parse(&bytes)
-                                .map_err(|e| ApiError::internal("audit segment", e))?,
+                                .map_err(|e| Error::internal("audit segment", e))?,
                         )
                     };
                     let parsed = match &segment {
@@ -185,7 +164,7 @@ pub async fn rewrap(
                             }
                         }
                     }
-                    Ok::<_, ApiError>(Some((bytes.len() as u64, written)))
+                    Ok::<_, Error>(Some((bytes.len() as u64, written)))
                 }
                 .await;
                 (i < documents, result)
@@ -217,7 +196,7 @@ pub async fn rewrap(
             }
             Err(e) => {
                 report.failed += 1;
-                tracing::error!(tenant = %id, code = e.code(), "a key record could not be re-wrapped");
+                tracing::error!(tenant = %id, code = e.code(), error = %e.for_log(), "a key record could not be re-wrapped");
             }
         }
     }
@@ -242,10 +221,10 @@ pub async fn rewrap(
 /// With `planned_documents` the new index's tokens are sized for that many
 /// documents (a re-plan); without, the tenant's plan stays.
 pub async fn rotate_index(
-    state: &SharedState,
+    state: &SharedVault,
     id: &TenantId,
     planned_documents: Option<u64>,
-) -> Result<crate::search::ReconcileReport, ApiError> {
+) -> Result<crate::search::ReconcileReport, Error> {
     let current = active(state, id).await?;
     let mut next = current.clone();
     next.index_version += 1;
@@ -263,50 +242,42 @@ pub async fn rotate_index(
     .await
 }
 
-/// What offboarding destroyed.
-#[derive(Clone, Debug, Default, Serialize, utoipa::ToSchema)]
-pub struct OffboardReport {
-    /// Tenant key records (branch and index root keys) destroyed.
-    pub tenant_key_records_destroyed: u64,
-    /// The local KEK was deleted from the keystore.
-    pub local_kek_destroyed: bool,
-    /// KMS keys scheduled for deletion.
-    pub kms_keys_scheduled_for_deletion: Vec<String>,
-    /// API keys revoked.
-    pub api_keys_revoked: u64,
-}
-
 /// Offboards a tenant: refuses its credentials and destroys its keys, so none of
 /// its documents can be decrypted again, from the live store or (once a KMS key's
 /// deletion window has passed, or for local KEKs in backups taken afterwards) from
 /// a backup.
 pub async fn offboard(
-    state: &SharedState,
+    state: &SharedVault,
     id: &TenantId,
     kms_pending_days: i32,
-) -> Result<OffboardReport, ApiError> {
+) -> Result<OffboardReport, Error> {
     let mut record = state.tenants.require(id).await?;
     let mut report = OffboardReport::default();
     record.status = TenantStatus::Offboarded;
     state.tenants.update(record.clone()).await?;
-    for key in list_all(state.store.as_ref(), "system/api-keys/", None).await? {
+    for key in list_all(state.store.as_ref(), ObjectName::API_KEYS_PREFIX, None).await? {
         let Some(bytes) = state.store.get_bytes(&key.name).await? else {
             continue;
         };
-        let Ok(mut credential) = serde_json::from_slice::<crate::auth::CredentialRecord>(&bytes)
+        let Ok(mut credential) =
+            serde_json::from_slice::<crate::credentials::CredentialRecord>(&bytes)
         else {
             continue;
         };
-        if credential.tenant.as_ref() == Some(id) && credential.revoked_at.is_none() {
-            credential.revoked_at = Some(OffsetDateTime::now_utc());
-            let bytes = serde_json::to_vec_pretty(&credential)
-                .map_err(|e| ApiError::internal("credential record", e))?;
-            state.store.replace(&key.name, Bytes::from(bytes)).await?;
+        // A record that does not parse is skipped: it authenticates nothing.
+        if credential.tenant.as_ref() == Some(id)
+            && crate::credentials::revoke(
+                state.store.as_ref(),
+                &mut credential,
+                OffsetDateTime::now_utc(),
+            )
+            .await?
+        {
             report.api_keys_revoked += 1;
         }
     }
     for kind in [TenantKeyKind::Branch, TenantKeyKind::IndexRoot] {
-        let prefix = format!("tenants/{id}/keys/{}/", kind.as_str());
+        let prefix = ObjectName::tenant_keys_prefix(id, kind);
         for object in list_all(state.store.as_ref(), &prefix, None).await? {
             state.store.delete(&object.name).await?;
             report.tenant_key_records_destroyed += 1;
@@ -317,9 +288,10 @@ pub async fn offboard(
     match record.key_provider.as_str() {
         "local" => report.local_kek_destroyed = state.local_keys.destroy_tenant_key(id)?,
         _ => {
-            let kms = state.kms.as_ref().ok_or_else(|| {
-                ApiError::bad_request("provider_unavailable", "aws-kms is not enabled")
-            })?;
+            let kms = state
+                .kms
+                .as_ref()
+                .ok_or_else(|| Error::invalid("provider_unavailable", "aws-kms is not enabled"))?;
             let mut keys = record.retired_kek_ids.clone();
             keys.push(record.kek_id.clone());
             for key in keys {
@@ -338,18 +310,17 @@ pub async fn offboard(
 
 /// Why a document cannot be deleted yet, if it cannot.
 pub async fn check_deletable(
-    state: &SharedState,
+    state: &SharedVault,
     tenant: &TenantRecord,
     id: &DocumentId,
-) -> Result<(), ApiError> {
+) -> Result<(), Error> {
     if state
         .store
         .head(&ObjectName::doc_hold(&tenant.id, id))
         .await?
         .is_some()
     {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
+        return Err(Error::conflict(
             "legal_hold",
             "the document is under legal hold; an operator must release it first",
         ));
@@ -359,16 +330,15 @@ pub async fn check_deletable(
             .store
             .get_bytes(&ObjectName::doc_meta(&tenant.id, id))
             .await?
-            .ok_or_else(ApiError::document_not_found)?;
+            .ok_or_else(Error::document_not_found)?;
         let facts: DocumentFacts =
-            serde_json::from_slice(&facts).map_err(|e| ApiError::internal("document facts", e))?;
+            serde_json::from_slice(&facts).map_err(|e| Error::internal("document facts", e))?;
         let until = facts.uploaded_at + time::Duration::days(i64::from(tenant.retention_days));
         if until > OffsetDateTime::now_utc() {
             let until = until
                 .format(&time::format_description::well_known::Rfc3339)
                 .unwrap_or_default();
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
+            return Err(Error::conflict(
                 "retention_period",
                 format!(
                     "the document is retained until {until} ({} days after upload)",
@@ -382,15 +352,15 @@ pub async fn check_deletable(
 
 /// Puts (`on`) or releases a legal hold on a document.
 pub async fn set_hold(
-    state: &SharedState,
+    state: &SharedVault,
     tenant: &TenantRecord,
     id: &DocumentId,
     on: bool,
-) -> Result<(), ApiError> {
+) -> Result<(), Error> {
     if crate::documents::presence(state, &tenant.id, id).await?
         != crate::documents::Presence::Visible
     {
-        return Err(ApiError::document_not_found());
+        return Err(Error::document_not_found());
     }
     let name = ObjectName::doc_hold(&tenant.id, id);
     if on {
@@ -411,10 +381,10 @@ pub async fn set_hold(
 
 /// Sets a tenant's retention period.
 pub async fn set_retention(
-    state: &SharedState,
+    state: &SharedVault,
     id: &TenantId,
     days: u32,
-) -> Result<TenantRecord, ApiError> {
+) -> Result<TenantRecord, Error> {
     let mut record = active(state, id).await?;
     record.retention_days = days;
     state.tenants.update(record.clone()).await?;

@@ -1,68 +1,7 @@
 //! What an audit event records: who did what to which document, and how it went.
 //! Never PHI: a search records the field names it used, not the values.
 
-use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
-use utoipa::ToSchema;
-
-/// How a request ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Outcome {
-    /// Done (2xx).
-    Allowed,
-    /// Refused for lack of a valid credential or role, or throttled (401, 403, 429).
-    Denied,
-    /// Could not be done (any other error).
-    Failed,
-}
-
-impl Outcome {
-    /// The outcome of an HTTP status.
-    pub fn of_status(status: u16) -> Outcome {
-        match status {
-            200..=399 => Outcome::Allowed,
-            401 | 403 | 429 => Outcome::Denied,
-            _ => Outcome::Failed,
-        }
-    }
-}
-
-/// One audit event. Format 1 (inside sealed segments).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct AuditEvent {
-    /// Position in the tenant's log, from 0.
-    pub seq: u64,
-    /// When the request was answered.
-    #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
-    pub time: OffsetDateTime,
-    /// `apikey:<id>`, `operator:<id>`, `system` or `anonymous`.
-    pub actor: String,
-    /// Roles of the credential (empty for operators and anonymous callers).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub roles: Vec<String>,
-    /// What was attempted: `document.upload`, `search`, `tenant.create`, ...
-    pub action: String,
-    /// The document acted on, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub document: Option<String>,
-    /// How it ended.
-    pub outcome: Outcome,
-    /// HTTP status of the answer.
-    pub status: u16,
-    /// Request id (`x-request-id`).
-    pub request_id: String,
-    /// Client address.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client: Option<String>,
-    /// Search field names used (never values).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub fields: Vec<String>,
-    /// Non-PHI detail: an API key id issued or revoked, an anomaly's rate.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
-}
+pub use vault_api::{AuditEvent, Outcome};
 
 /// The action name of a request, from its method and route template; `None` for
 /// routes that touch no tenant data (health, metrics, the API description).
@@ -107,6 +46,7 @@ pub fn action_of(method: &str, route: &str) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use time::OffsetDateTime;
 
     #[test]
     fn outcomes_follow_status() {

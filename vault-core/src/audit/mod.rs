@@ -3,8 +3,8 @@
 //! Every authenticated request that touches tenant data appends an [`AuditEvent`]
 //! to its tenant's log (requests with no tenant, such as an operator's tenant
 //! listing, go to the reserved `system` log) before it is answered: if the event
-//! cannot be made durable the request fails with 503 and returns no data
-//! (`middleware.rs`). Requests without a valid credential are counted and sampled
+//! cannot be made durable the request fails with 503 and returns no data (the
+//! server's audit middleware, `vault-server/src/audit_trail.rs`). Requests without a valid credential are counted and sampled
 //! into the system log, never recorded one by one (`health.rs`).
 //!
 //! A log is a sequence of sealed segments (`segment.rs`), each a batch of events
@@ -19,7 +19,6 @@
 pub mod anomaly;
 pub mod event;
 pub mod health;
-pub mod middleware;
 pub mod read;
 pub mod segment;
 pub mod verify;
@@ -29,7 +28,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use axum::http::StatusCode;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -43,9 +41,8 @@ pub use event::{AuditEvent, Outcome};
 use segment::{Segment, SegmentError};
 
 use crate::config::AuditConfig;
-use crate::error::ApiError;
-use crate::state::SharedState;
 use crate::storage::{list_all, ObjectName, ObjectStore, StorageError};
+use crate::vault::SharedVault;
 
 /// The reserved tenant id of the system log (no tenant may be created with it).
 pub const SYSTEM_LOG: &str = "system";
@@ -68,22 +65,6 @@ pub enum AuditError {
     /// The stored log does not hold together.
     #[error("audit log corrupt: {0}")]
     Corrupt(String),
-}
-
-impl From<AuditError> for ApiError {
-    fn from(e: AuditError) -> Self {
-        tracing::error!(error = %e, "audit log failure");
-        unavailable()
-    }
-}
-
-/// The answer to a request whose audit event could not be made durable.
-pub fn unavailable() -> ApiError {
-    ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "audit_unavailable",
-        "the request could not be recorded in the audit log, so it was not answered",
-    )
 }
 
 /// The checkpoint signing key and its public half.
@@ -276,7 +257,7 @@ impl AuditService {
         })
     }
 
-    fn queue(&self, state: &SharedState, tenant: &TenantId) -> mpsc::Sender<writer::Command> {
+    fn queue(&self, state: &SharedVault, tenant: &TenantId) -> mpsc::Sender<writer::Command> {
         let mut logs = self.logs.lock().unwrap_or_else(PoisonError::into_inner);
         logs.entry(tenant.clone())
             .or_insert_with(|| writer::spawn(Arc::clone(state), tenant.clone()))
@@ -294,12 +275,12 @@ impl AuditService {
 }
 
 /// The keys a tenant's log is sealed under.
-async fn key_spec(state: &SharedState, tenant: &TenantId) -> Result<TenantKeySpec, AuditError> {
+async fn key_spec(state: &SharedVault, tenant: &TenantId) -> Result<TenantKeySpec, AuditError> {
     if tenant.as_str() == SYSTEM_LOG {
         return Ok(state.audit.system.clone());
     }
     match state.tenants.get(tenant).await {
-        Ok(Some(record)) => Ok(record.key_spec()),
+        Ok(Some(record)) => Ok(crate::tenants::key_spec(&record)),
         _ => Err(AuditError::Unavailable),
     }
 }
@@ -307,7 +288,7 @@ async fn key_spec(state: &SharedState, tenant: &TenantId) -> Result<TenantKeySpe
 /// Appends an event (its `seq` is assigned by the log) and waits until it is
 /// durable; returns its seq.
 pub async fn append(
-    state: &SharedState,
+    state: &SharedVault,
     tenant: &TenantId,
     event: AuditEvent,
 ) -> Result<u64, AuditError> {
@@ -322,7 +303,7 @@ pub async fn append(
 }
 
 /// Writes a checkpoint of every open log that grew.
-pub async fn checkpoint_all(state: &SharedState) {
+pub async fn checkpoint_all(state: &SharedVault) {
     for queue in state.audit.open_queues() {
         if let Err(e) = writer::ask(&queue, writer::Command::Checkpoint).await {
             tracing::error!(error = %e, "audit checkpoint failed");
@@ -332,7 +313,7 @@ pub async fn checkpoint_all(state: &SharedState) {
 
 /// Writes a checkpoint of one tenant's log (if it grew) and returns the latest.
 pub async fn checkpoint_now(
-    state: &SharedState,
+    state: &SharedVault,
     tenant: &TenantId,
 ) -> Result<Option<StoredCheckpoint>, AuditError> {
     let queue = state.audit.queue(state, tenant);
@@ -341,7 +322,7 @@ pub async fn checkpoint_now(
 }
 
 /// Checkpoints every `audit.checkpoint_interval_secs`, for ever.
-pub async fn run_checkpointer(state: SharedState) {
+pub async fn run_checkpointer(state: SharedVault) {
     let mut tick = tokio::time::interval(Duration::from_secs(
         state.audit.config.checkpoint_interval_secs,
     ));

@@ -95,35 +95,6 @@ pub enum BackupError {
     Internal(String),
 }
 
-impl From<BackupError> for crate::error::ApiError {
-    fn from(e: BackupError) -> Self {
-        use axum::http::StatusCode;
-        match e {
-            BackupError::Busy => {
-                crate::error::ApiError::conflict("backup_running", "a backup or prune is running")
-            }
-            locked @ BackupError::Locked { .. } => {
-                crate::error::ApiError::conflict("backup_running", locked.to_string())
-            }
-            BackupError::UnknownSnapshot(id) => crate::error::ApiError::not_found(
-                "snapshot_not_found",
-                format!("snapshot {id} not found"),
-            ),
-            BackupError::Invalid(message) => {
-                crate::error::ApiError::bad_request("invalid_backup_request", message)
-            }
-            other => {
-                tracing::error!(error = %other, "backup operation failed");
-                crate::error::ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "backup_failed",
-                    other.to_string(),
-                )
-            }
-        }
-    }
-}
-
 /// Progress of long work, reported as objects and bytes (the CLI draws bars).
 pub trait Progress: Send + Sync {
     /// The work's size is known.

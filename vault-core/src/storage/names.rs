@@ -63,6 +63,28 @@ impl ObjectName {
         &self.0
     }
 
+    /// Prefix of the operator credential records.
+    pub const OPERATORS_PREFIX: &'static str = "system/operators/";
+
+    /// Prefix of the API key records.
+    pub const API_KEYS_PREFIX: &'static str = "system/api-keys/";
+
+    /// Prefix of the tenant records.
+    pub const TENANTS_PREFIX: &'static str = "system/tenants/";
+
+    /// Prefix of the audit signing key's objects.
+    pub const AUDIT_SIGNING_PREFIX: &'static str = "system/audit-signing/";
+
+    /// Prefix of everything a tenant owns.
+    pub fn tenant_prefix(tenant: &str) -> String {
+        format!("tenants/{tenant}/")
+    }
+
+    /// Prefix of a tenant's key records of one kind.
+    pub fn tenant_keys_prefix(tenant: &TenantId, kind: TenantKeyKind) -> String {
+        format!("tenants/{tenant}/keys/{}/", kind.as_str())
+    }
+
     /// Operator credential record.
     pub fn operator(key_id: &str) -> Self {
         Self::new(format!("system/operators/{key_id}"))

@@ -10,53 +10,17 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
-use utoipa::ToSchema;
 use vault_crypto::envelope::{self, BodyHeader, KeyRecord, StreamError};
 use vault_crypto::{DocumentId, Key256, TenantId};
 
-use crate::error::ApiError;
+use crate::error::Error;
 use crate::extraction::{self, Capture, Extraction};
 use crate::search::SearchTerms;
-use crate::state::AppState;
 use crate::storage::{ByteStream, ObjectName, StorageError};
 use crate::tenants::TenantRecord;
+use crate::vault::Vault;
 
-/// What a document is, as declared by the uploader.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum DocumentKind {
-    /// Explanation of benefits / remittance (X12 835, FHIR ExplanationOfBenefit).
-    Eob,
-    /// Claim (X12 837, FHIR Claim).
-    Claim,
-    /// Scanned record (PDF, TIFF, PNG, JPEG).
-    Scan,
-    /// Anything else.
-    Other,
-}
-
-impl DocumentKind {
-    /// The kind's name in the API.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DocumentKind::Eob => "eob",
-            DocumentKind::Claim => "claim",
-            DocumentKind::Scan => "scan",
-            DocumentKind::Other => "other",
-        }
-    }
-
-    /// Parses the `X-Vault-Kind` value.
-    pub fn parse(raw: &str) -> Option<Self> {
-        match raw {
-            "eob" => Some(DocumentKind::Eob),
-            "claim" => Some(DocumentKind::Claim),
-            "scan" => Some(DocumentKind::Scan),
-            "other" => Some(DocumentKind::Other),
-            _ => None,
-        }
-    }
-}
+pub use vault_api::DocumentKind;
 
 /// Field values: each field may have several values (a remittance holds many claims).
 pub use vault_index::fields::Fields;
@@ -148,7 +112,7 @@ pub enum Presence {
 
 /// Whether `id` is a visible, deleted or unknown document of `tenant`.
 pub async fn presence(
-    state: &AppState,
+    state: &Vault,
     tenant: &TenantId,
     id: &DocumentId,
 ) -> Result<Presence, StorageError> {
@@ -169,13 +133,13 @@ pub async fn presence(
 /// body, each with every earlier version the store keeps. A crash in between
 /// leaves a tombstoned remainder that every reader treats as deleted and the next
 /// delete or index reconciliation removes.
-pub async fn delete(state: &AppState, tenant: &TenantId, id: &DocumentId) -> Result<(), ApiError> {
+pub async fn delete(state: &Vault, tenant: &TenantId, id: &DocumentId) -> Result<(), Error> {
     let tombstone = Tombstone {
         format: TOMBSTONE_FORMAT,
         document: *id,
         deleted_at: OffsetDateTime::now_utc(),
     };
-    let record = serde_json::to_vec(&tombstone).map_err(|e| ApiError::internal("tombstone", e))?;
+    let record = serde_json::to_vec(&tombstone).map_err(|e| Error::internal("tombstone", e))?;
     match state
         .store
         .put_new_bytes(&ObjectName::tombstone(tenant, id), Bytes::from(record))
@@ -243,16 +207,16 @@ struct Tap {
 /// Stores a document: the body streamed through the encryptor, then the key record,
 /// then the public facts. Visible only once the last write is durable.
 pub async fn store<S, E>(
-    state: &AppState,
+    state: &Vault,
     tenant: &TenantRecord,
     request: UploadRequest,
     body: S,
-) -> Result<Stored, ApiError>
+) -> Result<Stored, Error>
 where
     S: Stream<Item = Result<Bytes, E>> + Send + 'static,
     E: std::fmt::Display + Send + 'static,
 {
-    let spec = tenant.key_spec();
+    let spec = crate::tenants::key_spec(tenant);
     let (key_ref, branch_key) = state.keys.branch_key_for_upload(&spec).await?;
     let id = DocumentId::random();
     let dek = Key256::random();
@@ -335,7 +299,7 @@ where
         )
     })
     .await
-    .map_err(|e| ApiError::internal("upload sealing task", e))
+    .map_err(|e| Error::internal("upload sealing task", e))
     .and_then(|sealed| sealed);
     drop(permit);
     let Sealed {
@@ -361,7 +325,7 @@ where
             uploaded_at: metadata.uploaded_at,
             stored_bytes,
         };
-        let facts_json = serde_json::to_vec(&facts).map_err(|e| ApiError::internal("facts", e))?;
+        let facts_json = serde_json::to_vec(&facts).map_err(|e| Error::internal("facts", e))?;
         state
             .store
             .put_new_bytes(
@@ -369,7 +333,7 @@ where
                 Bytes::from(facts_json),
             )
             .await?;
-        Ok::<(), ApiError>(())
+        Ok::<(), Error>(())
     };
     if let Err(e) = finish.await {
         remove_objects(state, &tenant.id, &id).await;
@@ -393,12 +357,12 @@ fn seal(
     limits: vault_index::fields::FieldLimits,
     max_extract_bytes: u64,
     (dek, header, branch_key, key_ref): (&Key256, &BodyHeader, &Key256, envelope::KeyRef),
-) -> Result<Sealed, ApiError> {
+) -> Result<Sealed, Error> {
     let extracted = extraction::extract_captured(captured, limits, max_extract_bytes)?;
     let caller = std::mem::take(&mut metadata.fields);
     metadata.fields = extraction::merge(caller, extracted, &limits)?;
     let json = zeroize::Zeroizing::new(
-        serde_json::to_vec(&metadata).map_err(|e| ApiError::internal("metadata", e))?,
+        serde_json::to_vec(&metadata).map_err(|e| Error::internal("metadata", e))?,
     );
     if json.len() > envelope::MAX_METADATA_LEN {
         return Err(extraction::fields_too_large(envelope::MAX_METADATA_LEN));
@@ -414,7 +378,7 @@ fn seal(
 
 /// Best-effort removal of an unfinished upload's objects (every version), facts
 /// first so it disappears at once.
-pub async fn remove_objects(state: &AppState, tenant: &TenantId, id: &DocumentId) {
+pub async fn remove_objects(state: &Vault, tenant: &TenantId, id: &DocumentId) {
     for name in document_objects(tenant, id) {
         if let Err(e) = state.store.delete_all_versions(&name).await {
             tracing::warn!(object = %name, error = %e, "could not remove an object of an unfinished document");
@@ -435,40 +399,36 @@ pub struct Opened {
 /// Key records up to this size have their metadata opened on the async worker.
 const INLINE_METADATA_BYTES: usize = 64 * 1024;
 
-fn open_metadata(record: &KeyRecord, dek: &Key256) -> Result<SealedMetadata, ApiError> {
+fn open_metadata(record: &KeyRecord, dek: &Key256) -> Result<SealedMetadata, Error> {
     let metadata_json = record.open_metadata(dek)?;
-    serde_json::from_slice(&metadata_json).map_err(|e| ApiError::internal("sealed metadata", e))
+    serde_json::from_slice(&metadata_json).map_err(|e| Error::internal("sealed metadata", e))
 }
 
 /// Opens a document's key record: 404 unless it is visible in this tenant (its
 /// facts object exists and it has no tombstone).
-pub async fn open(
-    state: &AppState,
-    tenant: &TenantRecord,
-    id: &DocumentId,
-) -> Result<Opened, ApiError> {
+pub async fn open(state: &Vault, tenant: &TenantRecord, id: &DocumentId) -> Result<Opened, Error> {
     let facts = ObjectName::doc_meta(&tenant.id, id);
     let tombstone = ObjectName::tombstone(&tenant.id, id);
     let (facts_bytes, tombstone) =
         tokio::join!(state.store.get_bytes(&facts), state.store.head(&tombstone));
     if tombstone?.is_some() {
-        return Err(ApiError::document_not_found());
+        return Err(Error::document_not_found());
     }
-    let facts_bytes = facts_bytes?.ok_or_else(ApiError::document_not_found)?;
-    let facts: DocumentFacts = serde_json::from_slice(&facts_bytes)
-        .map_err(|e| ApiError::internal("document facts", e))?;
+    let facts_bytes = facts_bytes?.ok_or_else(Error::document_not_found)?;
+    let facts: DocumentFacts =
+        serde_json::from_slice(&facts_bytes).map_err(|e| Error::internal("document facts", e))?;
     let record_bytes = state
         .store
         .get_bytes(&ObjectName::doc_key(&tenant.id, id))
         .await?
-        .ok_or_else(ApiError::document_not_found)?;
+        .ok_or_else(Error::document_not_found)?;
     let record = KeyRecord::parse(&record_bytes)?;
     if record.tenant != tenant.id || record.document != *id {
         return Err(vault_crypto::CryptoError::ContextMismatch("document").into());
     }
     let branch = state
         .keys
-        .branch_key(&tenant.key_spec(), &record.key_ref)
+        .branch_key(&crate::tenants::key_spec(tenant), &record.key_ref)
         .await?;
     let dek = record.unwrap_dek(&branch)?;
     let (dek, metadata) = if record_bytes.len() <= INLINE_METADATA_BYTES {
@@ -479,7 +439,7 @@ pub async fn open(
         // CPU work for the blocking pool.
         tokio::task::spawn_blocking(move || open_metadata(&record, &dek).map(|m| (dek, m)))
             .await
-            .map_err(|e| ApiError::internal("sealed metadata task", e))??
+            .map_err(|e| Error::internal("sealed metadata task", e))??
     };
     Ok(Opened {
         dek,

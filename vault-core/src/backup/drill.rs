@@ -34,9 +34,9 @@ use super::restore::{plan, restore, Target};
 use super::tombstones::Tombstones;
 use super::{BackupError, Progress};
 use crate::config::{Config, StorageConfig};
-use crate::state::SharedState;
 use crate::storage::{list_all, ObjectName, StoreLocation};
 use crate::tenants::TenantRecord;
+use crate::vault::SharedVault;
 
 /// What to drill.
 #[derive(Clone, Debug)]
@@ -308,10 +308,10 @@ pub async fn run(
     };
     config.keys.root_key_file = options.root_key_file.clone();
     config.keys.aws_kms = options.aws_kms;
-    let built = crate::startup::build(config)
+    let built = crate::vault::Vault::open(config)
         .await
         .map_err(|e| BackupError::Invalid(format!("the restored vault does not open: {e}")))?;
-    let state = built.state;
+    let state = built.vault;
     if has_keystore {
         report.keys.push(
             "local keystore restored from the snapshot, unsealed with the given root key file"
@@ -346,7 +346,7 @@ pub async fn run(
             ));
         }
     }
-    if tenants.iter().any(|t| t.key_spec().provider == "aws-kms") {
+    if tenants.iter().any(|t| t.key_provider == "aws-kms") {
         report.keys.push(
             "aws-kms tenants: KMS keys are not in backups; their documents were decrypted through the configured KMS".into(),
         );
@@ -406,7 +406,7 @@ type Samples = (TenantDrill, Vec<(DocumentId, Query)>);
 
 /// Counts, samples and decrypts one tenant's documents.
 async fn drill_tenant(
-    state: &SharedState,
+    state: &SharedVault,
     tenant: &TenantRecord,
     expected: &BTreeMap<String, u64>,
     samples_wanted: usize,
@@ -414,7 +414,7 @@ async fn drill_tenant(
 ) -> Result<Samples, BackupError> {
     let mut drill = TenantDrill {
         tenant: tenant.id.to_string(),
-        provider: tenant.key_spec().provider,
+        provider: tenant.key_provider.clone(),
         active: tenant.is_active(),
         documents_in_manifest: expected.get(tenant.id.as_str()).copied().unwrap_or(0),
         ..TenantDrill::default()
@@ -458,7 +458,7 @@ async fn drill_tenant(
 /// Decrypts a document whole and checks its plaintext SHA-256; returns a probe
 /// query for one of its fields.
 async fn decrypt_and_check(
-    state: &SharedState,
+    state: &SharedVault,
     tenant: &TenantRecord,
     id: DocumentId,
 ) -> Result<Option<Query>, String> {

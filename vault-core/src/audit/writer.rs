@@ -21,8 +21,8 @@ use vault_crypto::TenantId;
 use super::event::AuditEvent;
 use super::segment::{self, Segment};
 use super::{AuditError, StoredCheckpoint};
-use crate::state::SharedState;
 use crate::storage::{list_all, ObjectName, StorageError};
+use crate::vault::SharedVault;
 
 /// Most events sealed in one segment.
 const MAX_BATCH: usize = 512;
@@ -49,13 +49,13 @@ struct Tail {
 }
 
 /// Starts a tenant's log task; returns its queue.
-pub fn spawn(state: SharedState, tenant: TenantId) -> mpsc::Sender<Command> {
+pub fn spawn(state: SharedVault, tenant: TenantId) -> mpsc::Sender<Command> {
     let (tx, rx) = mpsc::channel(QUEUE);
     tokio::spawn(run(state, tenant, rx));
     tx
 }
 
-async fn run(state: SharedState, tenant: TenantId, mut rx: mpsc::Receiver<Command>) {
+async fn run(state: SharedVault, tenant: TenantId, mut rx: mpsc::Receiver<Command>) {
     let mut tail: Option<Tail> = None;
     while let Some(first) = rx.recv().await {
         let mut appends = Vec::new();
@@ -118,7 +118,7 @@ async fn run(state: SharedState, tenant: TenantId, mut rx: mpsc::Receiver<Comman
 }
 
 async fn write_segment(
-    state: &SharedState,
+    state: &SharedVault,
     tenant: &TenantId,
     tail: &mut Tail,
     mut events: Vec<AuditEvent>,
@@ -147,7 +147,7 @@ async fn write_segment(
 }
 
 async fn write_checkpoint(
-    state: &SharedState,
+    state: &SharedVault,
     tenant: &TenantId,
     tail: &mut Tail,
 ) -> Result<Option<u64>, AuditError> {
@@ -186,7 +186,7 @@ async fn write_checkpoint(
 
 /// Loads the tail: the latest checkpoint (checked against the signing key), then
 /// every segment after it.
-async fn load(state: &SharedState, tenant: &TenantId) -> Result<Tail, AuditError> {
+async fn load(state: &SharedVault, tenant: &TenantId) -> Result<Tail, AuditError> {
     let mut tail = Tail {
         segments: 0,
         events: 0,

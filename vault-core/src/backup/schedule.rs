@@ -24,8 +24,8 @@ use super::snapshot::{Selection, Source};
 use super::{BackupError, Progress};
 use crate::audit::{self, Outcome, SYSTEM_LOG};
 use crate::config::StorageConfig;
-use crate::state::SharedState;
 use crate::storage::StoreLocation;
+use crate::vault::SharedVault;
 
 /// `[backup]` settings.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -254,14 +254,14 @@ fn selection(config: &BackupConfig) -> Result<Selection, BackupError> {
     Ok(Selection { tenants })
 }
 
-fn source_label(state: &SharedState) -> String {
+fn source_label(state: &SharedVault) -> String {
     match &state.config.storage {
         StorageConfig::Fs { .. } => "fs".to_owned(),
         StorageConfig::S3 { bucket, prefix, .. } => format!("s3://{bucket}/{prefix}"),
     }
 }
 
-fn record_success(state: &SharedState, manifest: &Manifest, seconds: f64) {
+fn record_success(state: &SharedVault, manifest: &Manifest, seconds: f64) {
     let metrics = &state.metrics;
     metrics
         .backup_last_success
@@ -297,7 +297,7 @@ fn record_success(state: &SharedState, manifest: &Manifest, seconds: f64) {
 /// applies the retention rules when `prune` is set. Records the outcome in the
 /// system audit log (and fails if that record cannot be written).
 pub async fn run_backup(
-    state: &SharedState,
+    state: &SharedVault,
     trigger: &str,
     prune: bool,
 ) -> Result<Manifest, BackupError> {
@@ -381,7 +381,7 @@ pub async fn run_backup(
 /// Takes the repository's lock for `operation`, held by this server (its host and
 /// data directory).
 async fn lock_repository(
-    state: &SharedState,
+    state: &SharedVault,
     repo: &Repository,
     operation: &str,
 ) -> Result<RepoLock, BackupError> {
@@ -395,7 +395,7 @@ async fn lock_repository(
 
 /// A snapshot, then the retention rules when `prune` is set (and any are).
 async fn backup_and_prune(
-    state: &SharedState,
+    state: &SharedVault,
     repo: &Repository,
     progress: &StatusProgress<'_>,
     prune: bool,
@@ -421,7 +421,7 @@ async fn backup_and_prune(
 }
 
 /// Applies the retention rules now (`Busy` while a backup runs).
-pub async fn run_prune(state: &SharedState, actor: &str) -> Result<PruneReport, BackupError> {
+pub async fn run_prune(state: &SharedVault, actor: &str) -> Result<PruneReport, BackupError> {
     let service = &state.backups;
     let _guard = service.lock.try_lock().map_err(|_| BackupError::Busy)?;
     let repo = service.repository().await?;
@@ -448,7 +448,7 @@ pub async fn run_prune(state: &SharedState, actor: &str) -> Result<PruneReport, 
 /// Appends a backup event to the system log (for scheduled runs, which no request
 /// carries; on-demand runs are also recorded by the request's own event).
 async fn record_event(
-    state: &SharedState,
+    state: &SharedVault,
     action: &str,
     actor: &str,
     outcome: Outcome,
@@ -469,7 +469,7 @@ async fn record_event(
 }
 
 /// Reads the last success back from the repository (after a restart).
-pub async fn load_last_success(state: &SharedState) {
+pub async fn load_last_success(state: &SharedVault) {
     if state.backups.config.target.is_none() {
         return;
     }
@@ -500,7 +500,7 @@ pub async fn load_last_success(state: &SharedState) {
 }
 
 /// Runs backups on the configured schedule, for ever.
-pub async fn run_scheduler(state: SharedState) {
+pub async fn run_scheduler(state: SharedVault) {
     load_last_success(&state).await;
     let Some(expr) = state.backups.config.schedule.clone() else {
         return;
@@ -533,7 +533,7 @@ pub async fn run_scheduler(state: SharedState) {
 
 /// Starts a backup in the background; answers at once (the caller polls the
 /// status).
-pub fn start_backup(state: &SharedState, trigger: String) -> Result<(), BackupError> {
+pub fn start_backup(state: &SharedVault, trigger: String) -> Result<(), BackupError> {
     if state.backups.config.target.is_none() {
         return Err(BackupError::Invalid(
             "no backup target is configured ([backup] target)".into(),

@@ -1,0 +1,235 @@
+//! The tenant registry: one JSON record per tenant in the object store
+//! (`system/tenants/<id>`), cached in memory.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use time::OffsetDateTime;
+use tokio::sync::RwLock;
+use vault_crypto::TenantId;
+use vault_keys::TenantKeySpec;
+
+use crate::error::Error;
+use crate::storage::{ObjectName, ObjectStore, StorageError};
+use crate::vault::SharedVault;
+
+pub use vault_api::{TenantRecord, TenantStatus};
+
+/// Key configuration of a tenant for the key hierarchy.
+pub fn key_spec(record: &TenantRecord) -> TenantKeySpec {
+    TenantKeySpec {
+        tenant: record.id.clone(),
+        provider: record.key_provider.clone(),
+        kek_id: record.kek_id.clone(),
+        branch_version: record.branch_version,
+        min_decryption_version: record.min_decryption_version,
+        index_version: record.index_version,
+    }
+}
+
+/// A tenant id from a request (path, query or body), or 400 `invalid_tenant_id`.
+pub fn parse_tenant_id(raw: impl Into<String>) -> Result<TenantId, Error> {
+    TenantId::new(raw).map_err(|e| Error::invalid("invalid_tenant_id", e.to_string()))
+}
+
+/// A tenant's planned document count from a request, or 400 `invalid_expected_documents`.
+pub fn check_planned_documents(documents: u64) -> Result<u64, Error> {
+    if (1..=crate::config::MAX_PLANNED_DOCUMENTS).contains(&documents) {
+        Ok(documents)
+    } else {
+        Err(Error::invalid(
+            "invalid_expected_documents",
+            format!(
+                "expected_documents must be 1 to {}",
+                crate::config::MAX_PLANNED_DOCUMENTS
+            ),
+        ))
+    }
+}
+
+/// 404 `tenant_not_found`.
+pub fn tenant_not_found(id: &TenantId) -> Error {
+    Error::not_found("tenant_not_found", format!("no tenant {id}"))
+}
+
+/// Tenant records, cached.
+pub struct TenantRegistry {
+    store: Arc<dyn ObjectStore>,
+    cache: RwLock<HashMap<TenantId, TenantRecord>>,
+}
+
+impl TenantRegistry {
+    /// A registry over `store`.
+    pub fn new(store: Arc<dyn ObjectStore>) -> Self {
+        TenantRegistry {
+            store,
+            cache: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The tenant's record, if it exists.
+    pub async fn get(&self, tenant: &TenantId) -> Result<Option<TenantRecord>, Error> {
+        if let Some(record) = self.cache.read().await.get(tenant) {
+            return Ok(Some(record.clone()));
+        }
+        let Some(bytes) = self.store.get_bytes(&ObjectName::tenant(tenant)).await? else {
+            return Ok(None);
+        };
+        let record: TenantRecord =
+            serde_json::from_slice(&bytes).map_err(|e| Error::internal("tenant record", e))?;
+        self.cache
+            .write()
+            .await
+            .insert(tenant.clone(), record.clone());
+        Ok(Some(record))
+    }
+
+    /// The tenant's record, whatever its status, or 404.
+    pub async fn require(&self, tenant: &TenantId) -> Result<TenantRecord, Error> {
+        self.get(tenant)
+            .await?
+            .ok_or_else(|| tenant_not_found(tenant))
+    }
+
+    /// An active tenant's record, or 404.
+    pub async fn require_active(&self, tenant: &TenantId) -> Result<TenantRecord, Error> {
+        match self.get(tenant).await? {
+            Some(record) if record.is_active() => Ok(record),
+            _ => Err(Error::not_found(
+                "tenant_not_found",
+                format!("no active tenant {tenant}"),
+            )),
+        }
+    }
+
+    /// Stores a new tenant record; 409 if the id is taken.
+    pub async fn create(&self, record: TenantRecord) -> Result<(), Error> {
+        let bytes =
+            serde_json::to_vec_pretty(&record).map_err(|e| Error::internal("tenant record", e))?;
+        match self
+            .store
+            .put_new_bytes(&ObjectName::tenant(&record.id), Bytes::from(bytes))
+            .await
+        {
+            Ok(()) => {
+                self.cache.write().await.insert(record.id.clone(), record);
+                Ok(())
+            }
+            Err(StorageError::AlreadyExists(_)) => Err(Error::conflict(
+                "tenant_exists",
+                format!("tenant {} already exists", record.id),
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Replaces a tenant record (rotation, offboarding).
+    pub async fn update(&self, record: TenantRecord) -> Result<(), Error> {
+        let bytes =
+            serde_json::to_vec_pretty(&record).map_err(|e| Error::internal("tenant record", e))?;
+        self.store
+            .replace(&ObjectName::tenant(&record.id), Bytes::from(bytes))
+            .await?;
+        self.cache.write().await.insert(record.id.clone(), record);
+        Ok(())
+    }
+
+    /// Every tenant, in id order.
+    pub async fn list(&self) -> Result<Vec<TenantRecord>, Error> {
+        let mut out = Vec::new();
+        for info in
+            crate::storage::list_all(self.store.as_ref(), ObjectName::TENANTS_PREFIX, None).await?
+        {
+            if let Some(bytes) = self.store.get_bytes(&info.name).await? {
+                out.push(
+                    serde_json::from_slice(&bytes)
+                        .map_err(|e| Error::internal("tenant record", e))?,
+                );
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// What an operator asks for in a new tenant.
+#[derive(Debug)]
+pub struct NewTenant {
+    /// Its id.
+    pub id: TenantId,
+    /// `local` or `aws-kms`.
+    pub key_provider: String,
+    /// For `aws-kms`: the operator's own KMS key (ARN or alias); none makes one.
+    pub kms_key_id: Option<String>,
+    /// Days documents are kept before they may be deleted (the default when none).
+    pub retention_days: Option<u32>,
+    /// Documents the blind index is planned for (the configured default when none).
+    pub expected_documents: Option<u64>,
+}
+
+/// Creates a tenant: its KEK (with the provider), its first branch key, its record
+/// and its blind index with its root key, so the first upload and search cost no
+/// key-service call and a KEK that cannot wrap is found at once.
+pub async fn create(vault: &SharedVault, new: NewTenant) -> Result<TenantRecord, Error> {
+    let id = new.id;
+    if id.as_str() == crate::audit::SYSTEM_LOG {
+        return Err(Error::invalid(
+            "invalid_tenant_id",
+            "the tenant id system is reserved for the vault's own audit log",
+        ));
+    }
+    if vault.tenants.get(&id).await?.is_some() {
+        return Err(Error::conflict(
+            "tenant_exists",
+            format!("tenant {id} already exists"),
+        ));
+    }
+    let provider = match new.key_provider.as_str() {
+        "local" if new.kms_key_id.is_none() => vault.keys.provider("local")?,
+        "local" => {
+            return Err(Error::invalid(
+                "invalid_key_provider",
+                "kms_key_id is only for key_provider aws-kms",
+            ))
+        }
+        "aws-kms" => vault.keys.provider("aws-kms").map_err(|_| {
+            Error::invalid(
+                "key_provider_disabled",
+                "the aws-kms provider is not enabled on this server ([keys] aws_kms = true)",
+            )
+        })?,
+        other => {
+            return Err(Error::invalid(
+                "invalid_key_provider",
+                format!("unknown key provider {other:?}: use local or aws-kms"),
+            ))
+        }
+    };
+    let planned_documents = check_planned_documents(
+        new.expected_documents
+            .unwrap_or(vault.config.search.initial_expected_documents),
+    )?;
+    let kek_id = provider
+        .ensure_tenant_key(&id, new.kms_key_id.as_deref())
+        .await?;
+    let record = TenantRecord {
+        format: 1,
+        id,
+        key_provider: provider.id().to_owned(),
+        kek_id,
+        branch_version: 1,
+        min_decryption_version: 1,
+        index_version: 1,
+        status: TenantStatus::Active,
+        retired_kek_ids: Vec::new(),
+        retention_days: new
+            .retention_days
+            .unwrap_or(crate::key_lifecycle::DEFAULT_RETENTION_DAYS),
+        planned_documents: Some(planned_documents),
+        created_at: OffsetDateTime::now_utc(),
+    };
+    vault.keys.branch_key_for_upload(&key_spec(&record)).await?;
+    vault.tenants.create(record.clone()).await?;
+    crate::search::tenant_index(vault, &record).await?;
+    Ok(record)
+}

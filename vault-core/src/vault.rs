@@ -1,0 +1,243 @@
+//! The vault handle: everything the vault's operations share, opened from a
+//! [`Config`].
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use vault_keys::{AwsKmsProvider, CachePolicy, KeyHierarchy, KeyProvider, LocalKeyProvider};
+
+use crate::audit::AuditService;
+use crate::config::{Config, StorageConfig};
+use crate::credentials::{CredentialKind, CredentialRecord};
+use crate::metrics::Metrics;
+use crate::search::SearchService;
+use crate::storage::fs::FsStore;
+use crate::storage::keys::ObjectTenantKeyStore;
+use crate::storage::{ObjectName, ObjectStore};
+use crate::tenants::TenantRegistry;
+
+/// An open vault: its store, keys, tenants, audit logs, indexes and backups.
+pub struct Vault {
+    /// Effective configuration.
+    pub config: Config,
+    /// Where documents and records live.
+    pub store: Arc<dyn ObjectStore>,
+    /// Tenant keys with their cache.
+    pub keys: Arc<KeyHierarchy>,
+    /// The local key provider (always present: the embedded default).
+    pub local_keys: Arc<LocalKeyProvider>,
+    /// The AWS KMS provider, when enabled.
+    pub kms: Option<Arc<AwsKmsProvider>>,
+    /// Tenant records.
+    pub tenants: TenantRegistry,
+    /// Audit logs.
+    pub audit: AuditService,
+    /// Per-tenant blind indexes.
+    pub search: SearchService,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
+    /// The backup job.
+    pub backups: crate::backup::schedule::BackupService,
+}
+
+/// The vault as its tasks share it.
+pub type SharedVault = Arc<Vault>;
+
+/// Why a vault could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// Storage could not be opened.
+    #[error("storage: {0}")]
+    Storage(#[from] crate::storage::StorageError),
+    /// Keys could not be opened.
+    #[error("keys: {0}")]
+    Keys(#[from] vault_crypto::CryptoError),
+    /// The audit log's signing key could not be loaded or created.
+    #[error("audit: {0}")]
+    Audit(crate::audit::AuditError),
+    /// Local files (data directory, operator token) could not be written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> OpenError + '_ {
+    move |source| OpenError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// An opened vault and, on a new vault, where its first operator token went.
+pub struct Opened {
+    /// The vault.
+    pub vault: SharedVault,
+    /// Path of a newly written operator token file.
+    pub new_operator_token: Option<PathBuf>,
+}
+
+impl Vault {
+    /// Opens storage and keys, and bootstraps a new vault (its first operator
+    /// credential).
+    pub async fn open(config: Config) -> Result<Opened, OpenError> {
+        config.validate()?;
+        std::fs::create_dir_all(&config.data_dir).map_err(io_err(&config.data_dir))?;
+        let store: Arc<dyn ObjectStore> = match &config.storage {
+            StorageConfig::Fs { .. } => Arc::new(FsStore::open(&config.fs_root()).await?),
+            StorageConfig::S3 {
+                bucket,
+                prefix,
+                endpoint,
+                region,
+                multipart_threshold,
+            } => Arc::new(
+                crate::storage::s3::S3Store::new(
+                    bucket,
+                    prefix,
+                    endpoint.as_deref(),
+                    region.as_deref(),
+                    *multipart_threshold,
+                )
+                .await,
+            ),
+        };
+        Self::open_with_store(config, store).await
+    }
+
+    /// Opens a vault over `store` instead of the one `config` names (the unit
+    /// tests' in-memory store); keys and indexes still live under `data_dir`.
+    pub async fn open_with_store(
+        config: Config,
+        store: Arc<dyn ObjectStore>,
+    ) -> Result<Opened, OpenError> {
+        config.validate()?;
+        std::fs::create_dir_all(&config.data_dir).map_err(io_err(&config.data_dir))?;
+        std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(io_err(&config.data_dir))?;
+        let local_keys = Arc::new(LocalKeyProvider::open(
+            &config.root_key_file(),
+            &config.keystore_file(),
+        )?);
+        let mut providers: Vec<Arc<dyn KeyProvider>> = vec![local_keys.clone()];
+        let kms = if config.keys.aws_kms {
+            let kms = Arc::new(AwsKmsProvider::from_env().await);
+            providers.push(kms.clone());
+            Some(kms)
+        } else {
+            None
+        };
+        let policy = CachePolicy {
+            ttl: Duration::from_secs(config.keys.cache_ttl_secs),
+            max_uses: config.keys.cache_max_uses,
+        };
+        let keys = Arc::new(KeyHierarchy::new(
+            providers,
+            Arc::new(ObjectTenantKeyStore(store.clone())),
+            policy,
+        ));
+
+        let new_operator_token = bootstrap_operator(&config, store.as_ref()).await?;
+        let audit = AuditService::open(store.as_ref(), &local_keys, config.audit.clone())
+            .await
+            .map_err(OpenError::Audit)?;
+        let vault = Arc::new(Vault {
+            tenants: TenantRegistry::new(store.clone()),
+            search: SearchService::new(config.index_dir(), config.search.clone()),
+            backups: crate::backup::schedule::BackupService::new(config.backup.clone()),
+            audit,
+            config,
+            store,
+            keys,
+            local_keys,
+            kms,
+            metrics: Metrics::default(),
+        });
+        purge_offboarded_keks(&vault).await?;
+        Ok(Opened {
+            vault,
+            new_operator_token,
+        })
+    }
+
+    /// Drops expired tenant keys from the cache on time, so an idle tenant's
+    /// branch and index keys do not stay in memory past their time to live. Runs
+    /// until dropped.
+    pub async fn sweep_key_cache(self: Arc<Self>) {
+        let period = Duration::from_secs(self.config.keys.cache_ttl_secs.clamp(1, 120) / 4 + 1);
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let dropped = self.keys.evict_expired().await;
+            if dropped > 0 {
+                tracing::debug!(dropped, "expired tenant keys dropped from the cache");
+            }
+        }
+    }
+}
+
+/// Destroys local KEKs of tenants recorded as offboarded. Offboarding destroyed
+/// them, but a keystore copy restored from before that (a v1 keystore, which has
+/// no per-tenant seal keys, is readable with the root key alone and gets new seal
+/// keys when migrated) would bring them back.
+async fn purge_offboarded_keks(vault: &Vault) -> Result<(), OpenError> {
+    let tenants = vault.tenants.list().await.map_err(|e| OpenError::Io {
+        path: PathBuf::from("system/tenants"),
+        source: std::io::Error::other(format!(
+            "tenant records could not be read ({})",
+            e.for_log()
+        )),
+    })?;
+    for tenant in tenants {
+        if tenant.status == crate::tenants::TenantStatus::Offboarded
+            && tenant.key_provider == "local"
+            && vault.local_keys.destroy_tenant_key(&tenant.id)?
+        {
+            tracing::warn!(tenant = %tenant.id, "destroyed the local KEK of an offboarded tenant found in the keystore");
+        }
+    }
+    Ok(())
+}
+
+/// On a vault with no operator credential, issues one and writes it to
+/// `<data dir>/operator-token` (mode 0600). The token is never printed or logged.
+async fn bootstrap_operator(
+    config: &Config,
+    store: &dyn ObjectStore,
+) -> Result<Option<PathBuf>, OpenError> {
+    if !store
+        .list(ObjectName::OPERATORS_PREFIX, None, 1)
+        .await?
+        .is_empty()
+    {
+        return Ok(None);
+    }
+    let issued = CredentialRecord::issue(CredentialKind::Operator, None, Vec::new(), None);
+    let path = config.data_dir.join("operator-token");
+    // The file first: a crash before the record is stored only means a new token is
+    // issued (and the file replaced) on the next start.
+    let mut line = zeroize::Zeroizing::new(issued.token.as_bytes().to_vec());
+    line.push(b'\n');
+    vault_keys::private_file::write_atomically(&path, &line).map_err(io_err(&path))?;
+    let record = serde_json::to_vec_pretty(&issued.record).map_err(|e| OpenError::Io {
+        path: path.clone(),
+        source: std::io::Error::other(e),
+    })?;
+    store
+        .put_new_bytes(
+            &ObjectName::operator(&issued.record.id),
+            Bytes::from(record),
+        )
+        .await?;
+    Ok(Some(path))
+}
