@@ -56,6 +56,17 @@ pub struct TenantRecord {
     pub created_at: OffsetDateTime,
 }
 
+impl TenantStatus {
+    /// The status's name in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TenantStatus::Active => "active",
+            TenantStatus::Disabled => "disabled",
+            TenantStatus::Offboarded => "offboarded",
+        }
+    }
+}
+
 impl TenantRecord {
     /// Whether credentials of this tenant are honoured.
     pub fn is_active(&self) -> bool {

@@ -100,3 +100,46 @@ pub async fn export(
         }
     }
 }
+
+/// Runs one `AuditCommand`.
+pub async fn run_command(
+    client: &Client,
+    json_mode: bool,
+    command: crate::AuditCommand,
+) -> Result<(), CliError> {
+    use crate::AuditCommand;
+    match command {
+        AuditCommand::Verify {
+            store,
+            tenant,
+            public_key,
+            checkpoint,
+        } => return verify(json_mode, &store, &tenant, &public_key, checkpoint).await,
+        AuditCommand::Checkpoint { tenant } => {
+            let latest = client
+                .get(&format!("/v1/audit/checkpoint?tenant={tenant}"))
+                .await?;
+            if json_mode {
+                crate::print(true, &latest, |_| String::new());
+            } else {
+                match latest["checkpoint"].as_str() {
+                    Some(text) => print!("{text}"),
+                    None => eprintln!("the log of {tenant} is empty"),
+                }
+                eprintln!(
+                    "public key: {}",
+                    latest["public_key"].as_str().unwrap_or("?")
+                );
+            }
+        }
+        AuditCommand::Export {
+            tenant,
+            since,
+            until,
+            actor,
+        } => {
+            export(client, &tenant, since, until, actor).await?;
+        }
+    }
+    Ok(())
+}

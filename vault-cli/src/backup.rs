@@ -545,3 +545,45 @@ pub async fn hold(
     }
     Ok(())
 }
+
+/// Runs one `BackupCommand`.
+pub async fn run_command(
+    client: &Client,
+    json_mode: bool,
+    command: crate::BackupCommand,
+) -> Result<(), CliError> {
+    use crate::BackupCommand;
+    match command {
+        BackupCommand::Run => run(client, json_mode).await?,
+        BackupCommand::List => list(client, json_mode).await?,
+        BackupCommand::Prune => prune(client, json_mode).await?,
+        BackupCommand::Hold { id } => hold(client, json_mode, &id, false).await?,
+        BackupCommand::Release { id } => hold(client, json_mode, &id, true).await?,
+        BackupCommand::PublicKey => public_key(client, json_mode).await?,
+        BackupCommand::Verify {
+            store,
+            snapshot,
+            read_data,
+            read_data_subset,
+            key,
+        } => {
+            let read = match (read_data, read_data_subset) {
+                (true, _) => ReadData::All,
+                (false, Some(subset)) => {
+                    ReadData::parse_subset(&subset).map_err(|e| CliError::Usage(e.to_string()))?
+                }
+                (false, None) => ReadData::None,
+            };
+            verify(
+                client,
+                json_mode,
+                &store,
+                snapshot.as_deref(),
+                &key.source(),
+                read,
+            )
+            .await?
+        }
+    }
+    Ok(())
+}

@@ -2,19 +2,24 @@
 //! credential read from a file (never from a command-line argument, which would
 //! land in shell history).
 
+mod apikey;
 mod audit;
 mod backup;
 mod client;
+mod documents;
+mod index;
+mod keys;
+mod tenant;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use client::{CliError, Client};
 use vault_core::backup::drill::DrillOptions;
-use vault_core::backup::verify::ReadData;
 use vault_core::storage::StoreLocation;
 
 /// Operate a billing records vault.
@@ -412,14 +417,18 @@ fn print(json_mode: bool, value: &Value, human: impl FnOnce(&Value) -> String) {
     }
 }
 
+/// One tenant record (the server's answer, read as `vault-api`'s type) as a line.
 fn tenant_line(t: &Value) -> String {
-    format!(
-        "{:<20} provider={:<8} kek={} status={}",
-        t["id"].as_str().unwrap_or("?"),
-        t["key_provider"].as_str().unwrap_or("?"),
-        t["kek_id"].as_str().unwrap_or("?"),
-        t["status"].as_str().unwrap_or("?")
-    )
+    match vault_api::TenantRecord::deserialize(t) {
+        Ok(t) => format!(
+            "{:<20} provider={:<8} kek={} status={}",
+            t.id,
+            t.key_provider,
+            t.kek_id,
+            t.status.as_str()
+        ),
+        Err(e) => format!("(not a tenant record: {e})"),
+    }
 }
 
 async fn run(cli: Cli) -> Result<(), CliError> {
@@ -445,306 +454,6 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                     v["ready"]["status"].as_str().unwrap_or("?")
                 )
             });
-        }
-        Command::Tenant(TenantCommand::Create {
-            id,
-            key_provider,
-            kms_key_id,
-            retention_days,
-            expected_documents,
-        }) => {
-            let mut body = json!({"id": id, "key_provider": key_provider});
-            if let Some(days) = retention_days {
-                body["retention_days"] = json!(days);
-            }
-            if let Some(documents) = expected_documents {
-                body["expected_documents"] = json!(documents);
-            }
-            if let Some(kms) = kms_key_id {
-                body["kms_key_id"] = json!(kms);
-            }
-            let created = client.post("/v1/admin/tenants", &body).await?;
-            print(cli.json, &created, |t| {
-                format!("created tenant {}", tenant_line(t))
-            });
-        }
-        Command::Tenant(TenantCommand::List) => {
-            let tenants = client.get("/v1/admin/tenants").await?;
-            print(cli.json, &tenants, |v| {
-                let lines: Vec<String> = v
-                    .as_array()
-                    .map(|a| a.iter().map(tenant_line).collect())
-                    .unwrap_or_default();
-                if lines.is_empty() {
-                    "no tenants".into()
-                } else {
-                    lines.join("\n")
-                }
-            });
-        }
-        Command::Tenant(TenantCommand::Disable { id }) => {
-            let tenant = client
-                .post(&format!("/v1/admin/tenants/{id}/disable"), &json!({}))
-                .await?;
-            print(cli.json, &tenant, |t| {
-                format!("disabled tenant {}", tenant_line(t))
-            });
-        }
-        Command::Tenant(TenantCommand::Show { id }) => {
-            let tenant = client.get(&format!("/v1/admin/tenants/{id}")).await?;
-            print(cli.json, &tenant, tenant_line);
-        }
-        Command::Apikey(ApikeyCommand::Issue {
-            tenant,
-            roles,
-            expires_in_days,
-        }) => {
-            let body = json!({"roles": roles, "expires_in_days": expires_in_days});
-            let issued = client
-                .post(&format!("/v1/admin/tenants/{tenant}/api-keys"), &body)
-                .await?;
-            print(cli.json, &issued, |k| {
-                format!(
-                    "API key {} for tenant {} (roles: {})\nsecret (shown once, store it now):\n{}",
-                    k["id"].as_str().unwrap_or("?"),
-                    k["tenant"].as_str().unwrap_or("?"),
-                    k["roles"]
-                        .as_array()
-                        .map(|r| r
-                            .iter()
-                            .filter_map(Value::as_str)
-                            .collect::<Vec<_>>()
-                            .join(", "))
-                        .unwrap_or_default(),
-                    k["secret"].as_str().unwrap_or("?")
-                )
-            });
-        }
-        Command::Index(IndexCommand::Rebuild { tenant }) => {
-            let report = client
-                .post(
-                    &format!("/v1/admin/tenants/{tenant}/index/rebuild"),
-                    &json!({}),
-                )
-                .await?;
-            print(cli.json, &report, |r| {
-                format!(
-                    "rebuilt the index of {tenant}: {} documents, {} indexed, {} unreadable, in {} ms",
-                    r["documents"], r["added"], r["failed"], r["duration_ms"]
-                )
-            });
-        }
-        Command::Audit(AuditCommand::Verify {
-            store,
-            tenant,
-            public_key,
-            checkpoint,
-        }) => return audit::verify(cli.json, &store, &tenant, &public_key, checkpoint).await,
-        Command::Audit(AuditCommand::Checkpoint { tenant }) => {
-            let latest = client
-                .get(&format!("/v1/audit/checkpoint?tenant={tenant}"))
-                .await?;
-            if cli.json {
-                print(true, &latest, |_| String::new());
-            } else {
-                match latest["checkpoint"].as_str() {
-                    Some(text) => print!("{text}"),
-                    None => eprintln!("the log of {tenant} is empty"),
-                }
-                eprintln!(
-                    "public key: {}",
-                    latest["public_key"].as_str().unwrap_or("?")
-                );
-            }
-        }
-        Command::Audit(AuditCommand::Export {
-            tenant,
-            since,
-            until,
-            actor,
-        }) => {
-            audit::export(&client, &tenant, since, until, actor).await?;
-        }
-        Command::Apikey(ApikeyCommand::List { tenant }) => {
-            let keys = client
-                .get(&format!("/v1/admin/tenants/{tenant}/api-keys"))
-                .await?;
-            print(cli.json, &keys, |v| {
-                let lines: Vec<String> = v
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|k| {
-                        let roles: Vec<&str> = k["roles"]
-                            .as_array()
-                            .into_iter()
-                            .flatten()
-                            .filter_map(Value::as_str)
-                            .collect();
-                        let state = if k["revoked_at"].is_string() {
-                            "revoked"
-                        } else {
-                            "active"
-                        };
-                        format!(
-                            "{}  {:<8} roles={} expires={}",
-                            k["id"].as_str().unwrap_or("?"),
-                            state,
-                            roles.join(","),
-                            k["expires_at"].as_str().unwrap_or("never")
-                        )
-                    })
-                    .collect();
-                if lines.is_empty() {
-                    format!("no API keys for {tenant}")
-                } else {
-                    lines.join("\n")
-                }
-            });
-        }
-        Command::Tenant(TenantCommand::Offboard { id, yes }) => {
-            if !yes {
-                return Err(CliError::Usage(format!(
-                    "offboarding destroys every key of {id}; its documents can never be decrypted again. Repeat with --yes"
-                )));
-            }
-            let report = client
-                .post(&format!("/v1/admin/tenants/{id}/offboard"), &json!({}))
-                .await?;
-            print(cli.json, &report, |r| {
-                format!(
-                    "offboarded {id}: {} API keys revoked, {} key records destroyed, local KEK destroyed: {}, KMS keys scheduled for deletion: {}",
-                    r["api_keys_revoked"],
-                    r["tenant_key_records_destroyed"],
-                    r["local_kek_destroyed"],
-                    r["kms_keys_scheduled_for_deletion"]
-                )
-            });
-        }
-        Command::Key(KeyCommand::Rotate { tenant }) => {
-            let record = client
-                .post(
-                    &format!("/v1/admin/tenants/{tenant}/keys/rotate"),
-                    &json!({}),
-                )
-                .await?;
-            print(cli.json, &record, |t| {
-                format!(
-                    "rotated {tenant}: new uploads use branch key version {} under KEK {}",
-                    t["branch_version"],
-                    t["kek_id"].as_str().unwrap_or("?")
-                )
-            });
-        }
-        Command::Key(KeyCommand::Rewrap { tenant, retire_old }) => {
-            let report = client
-                .post(
-                    &format!("/v1/admin/tenants/{tenant}/keys/rewrap"),
-                    &json!({ "retire_old": retire_old }),
-                )
-                .await?;
-            print(cli.json, &report, |r| {
-                format!(
-                    "rewrapped {tenant}: {} documents and {} audit segments under branch key {} ({} already current, {} failed), {} bytes read, {} written, {:.0} records/s; oldest accepted version {}",
-                    r["documents_rewrapped"],
-                    r["audit_segments_rewrapped"],
-                    r["branch_version"],
-                    r["already_current"],
-                    r["failed"],
-                    r["bytes_read"],
-                    r["bytes_written"],
-                    r["records_per_second"].as_f64().unwrap_or(0.0),
-                    r["min_decryption_version"]
-                )
-            });
-            if report["failed"].as_u64().unwrap_or(0) > 0 {
-                return Err(CliError::Failed(
-                    "some key records could not be re-wrapped; see the server log and run it again"
-                        .into(),
-                ));
-            }
-        }
-        Command::Index(IndexCommand::Rotate {
-            tenant,
-            expected_documents,
-        }) => {
-            let mut body = json!({});
-            if let Some(documents) = expected_documents {
-                body["expected_documents"] = json!(documents);
-            }
-            let report = client
-                .post(&format!("/v1/admin/tenants/{tenant}/index/rotate"), &body)
-                .await?;
-            print(cli.json, &report, |r| {
-                format!(
-                    "rotated the index key of {tenant} and rebuilt: {} documents indexed in {} ms",
-                    r["added"], r["duration_ms"]
-                )
-            });
-        }
-        Command::Doc(DocCommand::Hold { tenant, id }) => {
-            client
-                .post(
-                    &format!("/v1/admin/tenants/{tenant}/documents/{id}/hold"),
-                    &json!({}),
-                )
-                .await?;
-            print(cli.json, &json!({"document": id, "held": true}), |_| {
-                format!("document {id} is under legal hold")
-            });
-        }
-        Command::Doc(DocCommand::Release { tenant, id }) => {
-            client
-                .delete(&format!("/v1/admin/tenants/{tenant}/documents/{id}/hold"))
-                .await?;
-            print(cli.json, &json!({"document": id, "held": false}), |_| {
-                format!("released the legal hold on document {id}")
-            });
-        }
-        Command::Doc(DocCommand::Retention { tenant, days }) => {
-            let record = client
-                .put(
-                    &format!("/v1/admin/tenants/{tenant}/retention"),
-                    &json!({ "days": days }),
-                )
-                .await?;
-            print(cli.json, &record, |_| {
-                format!("documents of {tenant} are kept {days} days after upload")
-            });
-        }
-        Command::Backup(BackupCommand::Run) => backup::run(&client, cli.json).await?,
-        Command::Backup(BackupCommand::List) => backup::list(&client, cli.json).await?,
-        Command::Backup(BackupCommand::Prune) => backup::prune(&client, cli.json).await?,
-        Command::Backup(BackupCommand::Hold { id }) => {
-            backup::hold(&client, cli.json, &id, false).await?
-        }
-        Command::Backup(BackupCommand::Release { id }) => {
-            backup::hold(&client, cli.json, &id, true).await?
-        }
-        Command::Backup(BackupCommand::PublicKey) => backup::public_key(&client, cli.json).await?,
-        Command::Backup(BackupCommand::Verify {
-            store,
-            snapshot,
-            read_data,
-            read_data_subset,
-            key,
-        }) => {
-            let read = match (read_data, read_data_subset) {
-                (true, _) => ReadData::All,
-                (false, Some(subset)) => {
-                    ReadData::parse_subset(&subset).map_err(|e| CliError::Usage(e.to_string()))?
-                }
-                (false, None) => ReadData::None,
-            };
-            backup::verify(
-                &client,
-                cli.json,
-                &store,
-                snapshot.as_deref(),
-                &key.source(),
-                read,
-            )
-            .await?
         }
         Command::Restore {
             store,
@@ -809,57 +518,15 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             )
             .await?
         }
-        Command::Operator(OperatorCommand::Rotate) => {
-            rotate_operator(&client, cli.json).await?;
-        }
-        Command::Apikey(ApikeyCommand::Revoke { id }) => {
-            client.delete(&format!("/v1/admin/api-keys/{id}")).await?;
-            print(cli.json, &json!({"revoked": id}), |v| {
-                format!("revoked API key {}", v["revoked"].as_str().unwrap_or("?"))
-            });
-        }
+        Command::Tenant(command) => tenant::run(&client, cli.json, command).await?,
+        Command::Apikey(command) => apikey::run(&client, cli.json, command).await?,
+        Command::Index(command) => index::run(&client, cli.json, command).await?,
+        Command::Key(command) => keys::run_key(&client, cli.json, command).await?,
+        Command::Doc(command) => documents::run(&client, cli.json, command).await?,
+        Command::Operator(command) => keys::run_operator(&client, cli.json, command).await?,
+        Command::Audit(command) => audit::run_command(&client, cli.json, command).await?,
+        Command::Backup(command) => backup::run_command(&client, cli.json, command).await?,
     }
-    Ok(())
-}
-
-/// `operator rotate`: the token file must be writable before the server is asked,
-/// since the old credential stops working the moment it answers.
-async fn rotate_operator(client: &Client, json_mode: bool) -> Result<(), CliError> {
-    use vault_keys::private_file::write_atomically;
-    let path = client.token_file()?;
-    let probe = path.with_extension("rotate-probe");
-    write_atomically(&probe, b"")
-        .and_then(|()| std::fs::remove_file(&probe))
-        .map_err(|e| {
-            CliError::Failed(format!(
-                "cannot write beside {} ({e}); nothing was rotated",
-                path.display()
-            ))
-        })?;
-    let rotated = client.post("/v1/admin/operator/rotate", &json!({})).await?;
-    let secret = rotated["secret"]
-        .as_str()
-        .map(|s| zeroize::Zeroizing::new(format!("{s}\n")))
-        .ok_or_else(|| CliError::Failed("the server's answer holds no new token".into()))?;
-    write_atomically(&path, secret.as_bytes()).map_err(|e| {
-        CliError::Failed(format!(
-            "the operator credential was rotated but the new token could not be written to {} ({e}); the old token is revoked: use another operator credential",
-            path.display()
-        ))
-    })?;
-    let value = json!({
-        "id": rotated["id"],
-        "revoked": rotated["revoked"],
-        "token_file": path.display().to_string(),
-    });
-    print(json_mode, &value, |v| {
-        format!(
-            "rotated the operator credential: new id {}, {} revoked; the new token is in {} (mode 0600)",
-            v["id"].as_str().unwrap_or("?"),
-            v["revoked"].as_str().unwrap_or("?"),
-            path.display()
-        )
-    });
     Ok(())
 }
 

@@ -9,8 +9,6 @@
 
 use vault_crypto::CryptoError;
 
-use crate::audit::AuditError;
-use crate::backup::BackupError;
 use crate::storage::StorageError;
 
 /// A failure of a vault operation.
@@ -251,33 +249,6 @@ impl From<CryptoError> for Error {
     }
 }
 
-impl From<AuditError> for Error {
-    fn from(e: AuditError) -> Self {
-        Self::audit_unavailable(Some(e.to_string()))
-    }
-}
-
-impl From<BackupError> for Error {
-    fn from(e: BackupError) -> Self {
-        match e {
-            BackupError::Busy => Self::conflict("backup_running", "a backup or prune is running"),
-            locked @ BackupError::Locked { .. } => {
-                Self::conflict("backup_running", locked.to_string())
-            }
-            BackupError::UnknownSnapshot(id) => {
-                Self::not_found("snapshot_not_found", format!("snapshot {id} not found"))
-            }
-            BackupError::Invalid(message) => Self::invalid("invalid_backup_request", message),
-            other => Self::Unavailable {
-                code: "backup_failed",
-                message: other.to_string(),
-                retry_after: None,
-                cause: Some(other.to_string()),
-            },
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,7 +267,6 @@ mod tests {
             Error::from(StorageError::TooLarge(5)).code(),
             "payload_too_large"
         );
-        assert_eq!(Error::from(BackupError::Busy).code(), "backup_running");
         let unavailable = Error::unavailable("index_rebuilding", "later").retry_after(3);
         assert!(matches!(
             unavailable,
@@ -311,7 +281,5 @@ mod tests {
     fn a_cause_never_reaches_the_message() {
         let e = Error::internal("facts", "secret detail");
         assert!(!e.to_string().contains("secret detail"));
-        let e = Error::from(AuditError::Corrupt("segment 7".into()));
-        assert!(!e.to_string().contains("segment 7"));
     }
 }

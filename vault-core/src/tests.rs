@@ -410,3 +410,15 @@ async fn an_audit_event_that_cannot_be_stored_is_an_error_not_a_loss() {
         .unwrap();
     assert_eq!(stored.len(), 1, "one segment, holding event {seq}");
 }
+
+#[test]
+fn audit_and_backup_failures_keep_their_causes_for_the_log_only() {
+    let e = Error::from(crate::audit::AuditError::Corrupt("segment 7".into()));
+    assert_eq!(e.code(), "audit_unavailable");
+    assert!(!e.to_string().contains("segment 7"));
+    assert!(e.for_log().contains("segment 7"));
+    assert_eq!(
+        Error::from(crate::backup::BackupError::Busy).code(),
+        "backup_running"
+    );
+}

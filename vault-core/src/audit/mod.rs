@@ -67,6 +67,13 @@ pub enum AuditError {
     Corrupt(String),
 }
 
+impl From<AuditError> for crate::Error {
+    /// The log could not be written or read: the request is not answered.
+    fn from(e: AuditError) -> Self {
+        crate::Error::audit_unavailable(Some(e.to_string()))
+    }
+}
+
 /// The checkpoint signing key and its public half.
 pub struct Signer {
     /// Signs checkpoints.

@@ -95,6 +95,31 @@ pub enum BackupError {
     Internal(String),
 }
 
+impl From<BackupError> for crate::Error {
+    fn from(e: BackupError) -> Self {
+        match e {
+            BackupError::Busy => {
+                crate::Error::conflict("backup_running", "a backup or prune is running")
+            }
+            locked @ BackupError::Locked { .. } => {
+                crate::Error::conflict("backup_running", locked.to_string())
+            }
+            BackupError::UnknownSnapshot(id) => {
+                crate::Error::not_found("snapshot_not_found", format!("snapshot {id} not found"))
+            }
+            BackupError::Invalid(message) => {
+                crate::Error::invalid("invalid_backup_request", message)
+            }
+            other => crate::Error::Unavailable {
+                code: "backup_failed",
+                message: other.to_string(),
+                retry_after: None,
+                cause: Some(other.to_string()),
+            },
+        }
+    }
+}
+
 /// Progress of long work, reported as objects and bytes (the CLI draws bars).
 pub trait Progress: Send + Sync {
     /// The work's size is known.
