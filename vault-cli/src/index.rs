@@ -3,7 +3,9 @@
 use serde_json::json;
 
 use crate::client::{CliError, Client};
-use crate::{print, IndexCommand};
+use vault_api::ReconcileReport;
+
+use crate::{print_as, IndexCommand};
 
 /// Runs one `IndexCommand`.
 pub async fn run(client: &Client, json_mode: bool, command: IndexCommand) -> Result<(), CliError> {
@@ -15,12 +17,12 @@ pub async fn run(client: &Client, json_mode: bool, command: IndexCommand) -> Res
                     &json!({}),
                 )
                 .await?;
-            print(json_mode, &report, |r| {
+            print_as(json_mode, &report, |r: &ReconcileReport| {
                 format!(
                     "rebuilt the index of {tenant}: {} documents, {} indexed, {} unreadable, in {} ms",
-                    r["documents"], r["added"], r["failed"], r["duration_ms"]
+                    r.documents, r.added, r.failed, r.duration_ms
                 )
-            });
+            })?;
         }
         IndexCommand::Rotate {
             tenant,
@@ -33,12 +35,12 @@ pub async fn run(client: &Client, json_mode: bool, command: IndexCommand) -> Res
             let report = client
                 .post(&format!("/v1/admin/tenants/{tenant}/index/rotate"), &body)
                 .await?;
-            print(json_mode, &report, |r| {
+            print_as(json_mode, &report, |r: &ReconcileReport| {
                 format!(
                     "rotated the index key of {tenant} and rebuilt: {} documents indexed in {} ms",
-                    r["added"], r["duration_ms"]
+                    r.added, r.duration_ms
                 )
-            });
+            })?;
         }
     }
     Ok(())

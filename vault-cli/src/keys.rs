@@ -3,7 +3,9 @@
 use serde_json::json;
 
 use crate::client::{CliError, Client};
-use crate::{print, KeyCommand, OperatorCommand};
+use vault_api::RewrapReport;
+
+use crate::{print, print_as, KeyCommand, OperatorCommand};
 
 /// Runs one `KeyCommand`.
 pub async fn run_key(
@@ -34,20 +36,20 @@ pub async fn run_key(
                     &json!({ "retire_old": retire_old }),
                 )
                 .await?;
-            print(json_mode, &report, |r| {
+            print_as(json_mode, &report, |r: &RewrapReport| {
                 format!(
                     "rewrapped {tenant}: {} documents and {} audit segments under branch key {} ({} already current, {} failed), {} bytes read, {} written, {:.0} records/s; oldest accepted version {}",
-                    r["documents_rewrapped"],
-                    r["audit_segments_rewrapped"],
-                    r["branch_version"],
-                    r["already_current"],
-                    r["failed"],
-                    r["bytes_read"],
-                    r["bytes_written"],
-                    r["records_per_second"].as_f64().unwrap_or(0.0),
-                    r["min_decryption_version"]
+                    r.documents_rewrapped,
+                    r.audit_segments_rewrapped,
+                    r.branch_version,
+                    r.already_current,
+                    r.failed,
+                    r.bytes_read,
+                    r.bytes_written,
+                    r.records_per_second,
+                    r.min_decryption_version
                 )
-            });
+            })?;
             if report["failed"].as_u64().unwrap_or(0) > 0 {
                 return Err(CliError::Failed(
                     "some key records could not be re-wrapped; see the server log and run it again"

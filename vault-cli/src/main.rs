@@ -417,12 +417,34 @@ fn print(json_mode: bool, value: &Value, human: impl FnOnce(&Value) -> String) {
     }
 }
 
+/// Prints a server answer: as it came with `--json`, else read as `vault-api`'s
+/// type `T` and written for a person. An answer that is not a `T` is an error
+/// (the server and the CLI disagree about the contract).
+fn print_as<T: serde::de::DeserializeOwned>(
+    json_mode: bool,
+    value: &Value,
+    human: impl FnOnce(&T) -> String,
+) -> Result<(), CliError> {
+    if json_mode {
+        print(true, value, |_| String::new());
+        return Ok(());
+    }
+    let typed = T::deserialize(value).map_err(|e| {
+        CliError::Failed(format!(
+            "the server's answer is not a {}: {e}",
+            std::any::type_name::<T>()
+        ))
+    })?;
+    println!("{}", human(&typed));
+    Ok(())
+}
+
 /// One tenant record (the server's answer, read as `vault-api`'s type) as a line.
 fn tenant_line(t: &Value) -> String {
     match vault_api::TenantRecord::deserialize(t) {
         Ok(t) => format!(
             "{:<20} provider={:<8} kek={} status={}",
-            t.id,
+            t.id.as_str(),
             t.key_provider,
             t.kek_id,
             t.status.as_str()

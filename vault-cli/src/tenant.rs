@@ -3,7 +3,9 @@
 use serde_json::json;
 
 use crate::client::{CliError, Client};
-use crate::{print, tenant_line, TenantCommand};
+use vault_api::OffboardReport;
+
+use crate::{print, print_as, tenant_line, TenantCommand};
 
 /// Runs one `TenantCommand`.
 pub async fn run(client: &Client, json_mode: bool, command: TenantCommand) -> Result<(), CliError> {
@@ -65,15 +67,15 @@ pub async fn run(client: &Client, json_mode: bool, command: TenantCommand) -> Re
             let report = client
                 .post(&format!("/v1/admin/tenants/{id}/offboard"), &json!({}))
                 .await?;
-            print(json_mode, &report, |r| {
+            print_as(json_mode, &report, |r: &OffboardReport| {
                 format!(
-                    "offboarded {id}: {} API keys revoked, {} key records destroyed, local KEK destroyed: {}, KMS keys scheduled for deletion: {}",
-                    r["api_keys_revoked"],
-                    r["tenant_key_records_destroyed"],
-                    r["local_kek_destroyed"],
-                    r["kms_keys_scheduled_for_deletion"]
+                    "offboarded {id}: {} API keys revoked, {} key records destroyed, local KEK destroyed: {}, KMS keys scheduled for deletion: {:?}",
+                    r.api_keys_revoked,
+                    r.tenant_key_records_destroyed,
+                    r.local_kek_destroyed,
+                    r.kms_keys_scheduled_for_deletion
                 )
-            });
+            })?;
         }
     }
     Ok(())
