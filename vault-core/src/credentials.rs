@@ -241,11 +241,7 @@ pub async fn authenticate(
     let Some((kind, id, secret)) = CredentialRecord::parse_token(token.trim()) else {
         return Ok(Err(AuthFailure::MalformedCredential));
     };
-    let name = match kind {
-        CredentialKind::Operator => ObjectName::operator(id),
-        CredentialKind::ApiKey => ObjectName::api_key(id),
-    };
-    let stored = store.get_bytes(&name).await?;
+    let stored = store.get_bytes(&record_name(kind, id)).await?;
     let record = match verify_secret(stored.as_deref(), kind, secret)? {
         Ok(record) => record,
         Err(reason) => return Ok(Err(reason)),
@@ -261,6 +257,22 @@ pub async fn authenticate(
 
 /// Longest life of an API key, days.
 pub const MAX_API_KEY_DAYS: u32 = 3650;
+
+/// Where the record of credential `id` of `kind` is stored.
+fn record_name(kind: CredentialKind, id: &str) -> ObjectName {
+    match kind {
+        CredentialKind::Operator => ObjectName::operator(id),
+        CredentialKind::ApiKey => ObjectName::api_key(id),
+    }
+}
+
+/// Stores the record of a newly issued credential (create-only).
+pub async fn store_new(store: &dyn ObjectStore, record: &CredentialRecord) -> Result<(), Error> {
+    store
+        .put_new_bytes(&record_name(record.kind, &record.id), record_json(record)?)
+        .await?;
+    Ok(())
+}
 
 fn record_json(record: &CredentialRecord) -> Result<Bytes, Error> {
     serde_json::to_vec_pretty(record)
@@ -299,7 +311,7 @@ pub async fn issue_api_key(
         Some(_) => {
             return Err(Error::invalid(
                 "invalid_expiry",
-                "expires_in_days must be 1 to 3650",
+                format!("expires_in_days must be 1 to {MAX_API_KEY_DAYS}"),
             ))
         }
         None => None,
@@ -310,12 +322,7 @@ pub async fn issue_api_key(
         roles,
         expires_at,
     );
-    store
-        .put_new_bytes(
-            &ObjectName::api_key(&issued.record.id),
-            record_json(&issued.record)?,
-        )
-        .await?;
+    store_new(store, &issued.record).await?;
     Ok(issued)
 }
 
@@ -361,11 +368,9 @@ pub async fn revoke(
         return Ok(false);
     }
     record.revoked_at = Some(now);
-    let name = match record.kind {
-        CredentialKind::Operator => ObjectName::operator(&record.id),
-        CredentialKind::ApiKey => ObjectName::api_key(&record.id),
-    };
-    store.replace(&name, record_json(record)?).await?;
+    store
+        .replace(&record_name(record.kind, &record.id), record_json(record)?)
+        .await?;
     Ok(true)
 }
 
@@ -381,12 +386,7 @@ pub async fn rotate_operator(
         .await?
         .ok_or_else(|| Error::internal("operator record", "the caller's record is gone"))?;
     let issued = CredentialRecord::issue(CredentialKind::Operator, None, Vec::new(), None);
-    store
-        .put_new_bytes(
-            &ObjectName::operator(&issued.record.id),
-            record_json(&issued.record)?,
-        )
-        .await?;
+    store_new(store, &issued.record).await?;
     revoke(store, &mut old, now).await?;
     Ok(issued)
 }

@@ -253,6 +253,16 @@ fn index_error(e: IndexError) -> Error {
     }
 }
 
+/// The tokenizer of a tenant's index under the record's index key version and
+/// token plan.
+async fn tokenizer_for(state: &SharedVault, tenant: &TenantRecord) -> Result<Tokenizer, Error> {
+    let root = state
+        .keys
+        .index_root_key(&crate::tenants::key_spec(tenant))
+        .await?;
+    Ok(Tokenizer::new(&root, state.search.plan_for(tenant)))
+}
+
 /// The tenant's index, opened (and reconciled in the background) on first use.
 pub async fn tenant_index(
     state: &SharedVault,
@@ -267,11 +277,7 @@ pub async fn tenant_index(
         Arc::clone(tenants.entry(tenant.id.clone()).or_default())
     };
     cell.get_or_try_init(|| async {
-        let root = state
-            .keys
-            .index_root_key(&crate::tenants::key_spec(tenant))
-            .await?;
-        let tokenizer = Tokenizer::new(&root, state.search.plan_for(tenant));
+        let tokenizer = tokenizer_for(state, tenant).await?;
         let dir = state.search.index_path(&tenant.id, tenant.index_version);
         remove_other_versions(&state.search.dir, &tenant.id, tenant.index_version);
         let (index, tokenizer, created) = tokio::task::spawn_blocking(move || {
@@ -347,11 +353,7 @@ pub async fn rotate_index(
     // The current index must be in step before writes are doubled.
     let current = tenant_index(state, tenant).await?;
     wait_until_reconciled(&current, false).await?;
-    let root = state
-        .keys
-        .index_root_key(&crate::tenants::key_spec(new))
-        .await?;
-    let tokenizer = Tokenizer::new(&root, state.search.plan_for(new));
+    let tokenizer = tokenizer_for(state, new).await?;
     let dir = state.search.index_path(&new.id, new.index_version);
     let _ = std::fs::remove_dir_all(&dir);
     let (index, tokenizer) = tokio::task::spawn_blocking(move || {

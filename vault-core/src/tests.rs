@@ -50,19 +50,28 @@ impl TestVault {
         }
     }
 
+    /// Creates tenant `id` with `provider` and the defaults.
+    async fn create_tenant(&self, id: &str, provider: &str) -> Result<TenantRecord, Error> {
+        let new = NewTenant {
+            id: TenantId::new(id).unwrap(),
+            key_provider: provider.into(),
+            kms_key_id: None,
+            retention_days: None,
+            expected_documents: None,
+        };
+        crate::tenants::create(&self.vault, new).await
+    }
+
+    /// A local-key tenant without a retention period.
     async fn tenant(&self, id: &str) -> TenantRecord {
-        crate::tenants::create(
-            &self.vault,
-            NewTenant {
-                id: TenantId::new(id).unwrap(),
-                key_provider: "local".into(),
-                kms_key_id: None,
-                retention_days: Some(0),
-                expected_documents: None,
-            },
-        )
-        .await
-        .unwrap()
+        let new = NewTenant {
+            id: TenantId::new(id).unwrap(),
+            key_provider: "local".into(),
+            kms_key_id: None,
+            retention_days: Some(0),
+            expected_documents: None,
+        };
+        crate::tenants::create(&self.vault, new).await.unwrap()
     }
 
     async fn upload(
@@ -93,36 +102,14 @@ async fn a_tenant_is_created_once_and_the_system_id_is_reserved() {
     let t = TestVault::open().await;
     let acme = t.tenant("acme").await;
     assert_eq!(acme.branch_version, 1);
-    let again = crate::tenants::create(
-        &t.vault,
-        NewTenant {
-            id: TenantId::new("acme").unwrap(),
-            key_provider: "local".into(),
-            kms_key_id: None,
-            retention_days: None,
-            expected_documents: None,
-        },
-    )
-    .await
-    .unwrap_err();
+    let again = t.create_tenant("acme", "local").await.unwrap_err();
     assert_eq!(again.code(), "tenant_exists");
     for (id, provider, code) in [
         ("system", "local", "invalid_tenant_id"),
         ("beta", "aws-kms", "key_provider_disabled"),
         ("beta", "vault", "invalid_key_provider"),
     ] {
-        let refused = crate::tenants::create(
-            &t.vault,
-            NewTenant {
-                id: TenantId::new(id).unwrap(),
-                key_provider: provider.into(),
-                kms_key_id: None,
-                retention_days: None,
-                expected_documents: None,
-            },
-        )
-        .await
-        .unwrap_err();
+        let refused = t.create_tenant(id, provider).await.unwrap_err();
         assert_eq!(refused.code(), code, "{id} with {provider}");
     }
     assert_eq!(t.vault.tenants.list().await.unwrap().len(), 1);
@@ -132,18 +119,7 @@ async fn a_tenant_is_created_once_and_the_system_id_is_reserved() {
 async fn a_tenant_whose_record_cannot_be_stored_is_not_created() {
     let t = TestVault::open().await;
     t.store.fail_prefix(Op::Put, ObjectName::TENANTS_PREFIX);
-    let refused = crate::tenants::create(
-        &t.vault,
-        NewTenant {
-            id: TenantId::new("acme").unwrap(),
-            key_provider: "local".into(),
-            kms_key_id: None,
-            retention_days: None,
-            expected_documents: None,
-        },
-    )
-    .await
-    .unwrap_err();
+    let refused = t.create_tenant("acme", "local").await.unwrap_err();
     assert!(matches!(refused, Error::Internal { .. }), "{refused:?}");
     t.store.clear_faults();
     assert!(t.vault.tenants.list().await.unwrap().is_empty());

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use vault_keys::{AwsKmsProvider, CachePolicy, KeyHierarchy, KeyProvider, LocalKeyProvider};
 
 use crate::audit::AuditService;
@@ -58,6 +57,11 @@ pub enum OpenError {
     /// Keys could not be opened.
     #[error("keys: {0}")]
     Keys(#[from] vault_crypto::CryptoError),
+    /// The vault's records could not be read or written (tenants, the first
+    /// operator credential). The cause is shown: this goes to the operator
+    /// starting the server, not to a client.
+    #[error("{}", .0.for_log())]
+    Records(#[from] crate::Error),
     /// The audit log's signing key could not be loaded or created.
     #[error("audit: {0}")]
     Audit(crate::audit::AuditError),
@@ -191,13 +195,7 @@ impl Vault {
 /// no per-tenant seal keys, is readable with the root key alone and gets new seal
 /// keys when migrated) would bring them back.
 async fn purge_offboarded_keks(vault: &Vault) -> Result<(), OpenError> {
-    let tenants = vault.tenants.list().await.map_err(|e| OpenError::Io {
-        path: PathBuf::from("system/tenants"),
-        source: std::io::Error::other(format!(
-            "tenant records could not be read ({})",
-            e.for_log()
-        )),
-    })?;
+    let tenants = vault.tenants.list().await?;
     for tenant in tenants {
         if tenant.status == crate::tenants::TenantStatus::Offboarded
             && tenant.key_provider == "local"
@@ -229,15 +227,6 @@ async fn bootstrap_operator(
     let mut line = zeroize::Zeroizing::new(issued.token.as_bytes().to_vec());
     line.push(b'\n');
     vault_keys::private_file::write_atomically(&path, &line).map_err(io_err(&path))?;
-    let record = serde_json::to_vec_pretty(&issued.record).map_err(|e| OpenError::Io {
-        path: path.clone(),
-        source: std::io::Error::other(e),
-    })?;
-    store
-        .put_new_bytes(
-            &ObjectName::operator(&issued.record.id),
-            Bytes::from(record),
-        )
-        .await?;
+    crate::credentials::store_new(store, &issued.record).await?;
     Ok(Some(path))
 }
