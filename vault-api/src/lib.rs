@@ -10,6 +10,7 @@
 pub mod audit;
 pub mod documents;
 pub mod error;
+pub mod jobs;
 pub mod reports;
 pub mod roles;
 pub mod tenants;
@@ -17,6 +18,7 @@ pub mod tenants;
 pub use audit::{AuditEvent, Outcome, ProofResponse};
 pub use documents::DocumentKind;
 pub use error::ErrorBody;
-pub use reports::{OffboardReport, ReconcileReport, RewrapReport};
+pub use jobs::{JobList, JobProgress, JobRecord, JobResult, JobState};
+pub use reports::{BackupSummary, OffboardReport, ReconcileReport, RewrapReport};
 pub use roles::Role;
 pub use tenants::{TenantRecord, TenantStatus};

@@ -58,3 +58,17 @@ pub struct OffboardReport {
     /// API keys revoked.
     pub api_keys_revoked: u64,
 }
+
+/// What a backup made.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BackupSummary {
+    /// The snapshot's id.
+    pub snapshot: String,
+    /// Objects in the snapshot.
+    pub objects: u64,
+    /// Bytes in the snapshot.
+    pub bytes: u64,
+    /// Bytes copied into the repository by this backup.
+    pub bytes_added: u64,
+}

@@ -187,9 +187,7 @@ impl Server {
         // The vault's own backups go to a directory of the run (vault_backup.rs).
         config.push_str(&format!(
             "[backup]\ntarget = {:?}\n",
-            crate::vault_backup::repository(&launch.work_dir)
-                .display()
-                .to_string()
+            backup_repository(&launch.work_dir).display().to_string()
         ));
         let config_path = launch.work_dir.join("vault.toml");
         std::fs::write(&config_path, &config)?;
@@ -342,4 +340,9 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The directory the vault backs up to in a run (its backup benchmarks read it).
+pub fn backup_repository(work: &std::path::Path) -> std::path::PathBuf {
+    work.join("vault-repo")
 }

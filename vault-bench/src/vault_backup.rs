@@ -11,12 +11,7 @@ use anyhow::{bail, Context};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::server::Server;
-
-/// The repository directory of a run.
-pub fn repository(work: &Path) -> PathBuf {
-    work.join("vault-repo")
-}
+use crate::server::{backup_repository as repository, Server};
 
 /// One backup, restore or verify.
 #[derive(Debug, Clone, Serialize)]

@@ -191,6 +191,19 @@ impl Client {
         .await
     }
 
+    /// Authenticated POST of JSON asking for `202 Accepted` and a job to follow
+    /// (`Prefer: respond-async`); answers with the job's record.
+    pub async fn post_async(&self, path: &str, body: &Value) -> Result<Value, CliError> {
+        self.send(
+            self.http
+                .post(format!("{}{path}", self.base))
+                .header("Prefer", "respond-async")
+                .json(body),
+            true,
+        )
+        .await
+    }
+
     /// Authenticated PUT of JSON.
     pub async fn put(&self, path: &str, body: &Value) -> Result<Value, CliError> {
         self.send(

@@ -3,6 +3,7 @@
 use serde_json::json;
 
 use crate::client::{CliError, Client};
+use crate::jobs;
 use vault_api::ReconcileReport;
 
 use crate::{print_as, IndexCommand};
@@ -11,12 +12,13 @@ use crate::{print_as, IndexCommand};
 pub async fn run(client: &Client, json_mode: bool, command: IndexCommand) -> Result<(), CliError> {
     match command {
         IndexCommand::Rebuild { tenant } => {
-            let report = client
-                .post(
-                    &format!("/v1/admin/tenants/{tenant}/index/rebuild"),
-                    &json!({}),
-                )
-                .await?;
+            let report = jobs::run_and_follow(
+                client,
+                json_mode,
+                &format!("/v1/admin/tenants/{tenant}/index/rebuild"),
+                &json!({}),
+            )
+            .await?;
             print_as(json_mode, &report, |r: &ReconcileReport| {
                 format!(
                     "rebuilt the index of {tenant}: {} documents, {} indexed, {} unreadable, in {} ms",
@@ -32,9 +34,13 @@ pub async fn run(client: &Client, json_mode: bool, command: IndexCommand) -> Res
             if let Some(documents) = expected_documents {
                 body["expected_documents"] = json!(documents);
             }
-            let report = client
-                .post(&format!("/v1/admin/tenants/{tenant}/index/rotate"), &body)
-                .await?;
+            let report = jobs::run_and_follow(
+                client,
+                json_mode,
+                &format!("/v1/admin/tenants/{tenant}/index/rotate"),
+                &body,
+            )
+            .await?;
             print_as(json_mode, &report, |r: &ReconcileReport| {
                 format!(
                     "rotated the index key of {tenant} and rebuilt: {} documents indexed in {} ms",

@@ -30,12 +30,13 @@ pub async fn run_key(
             });
         }
         KeyCommand::Rewrap { tenant, retire_old } => {
-            let report = client
-                .post(
-                    &format!("/v1/admin/tenants/{tenant}/keys/rewrap"),
-                    &json!({ "retire_old": retire_old }),
-                )
-                .await?;
+            let report = crate::jobs::run_and_follow(
+                client,
+                json_mode,
+                &format!("/v1/admin/tenants/{tenant}/keys/rewrap"),
+                &json!({ "retire_old": retire_old }),
+            )
+            .await?;
             print_as(json_mode, &report, |r: &RewrapReport| {
                 format!(
                     "rewrapped {tenant}: {} documents and {} audit segments under branch key {} ({} already current, {} failed), {} bytes read, {} written, {:.0} records/s; oldest accepted version {}",

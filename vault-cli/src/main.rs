@@ -8,6 +8,7 @@ mod backup;
 mod client;
 mod documents;
 mod index;
+mod jobs;
 mod keys;
 mod tenant;
 
@@ -94,6 +95,9 @@ enum Command {
     /// Backups: run, list, verify, prune, hold, release.
     #[command(subcommand)]
     Backup(BackupCommand),
+    /// The server's jobs: index rebuilds and rotations, re-plans, rewraps, backups.
+    #[command(subcommand)]
+    Job(JobCommand),
     /// Restore a snapshot into an empty store (offline; every object hash-checked),
     /// only when its manifest verifies under the vault's backup public key; leaves
     /// out documents deleted in it or a newer snapshot. Exit 0 when restored, 2 when
@@ -282,6 +286,22 @@ enum IndexCommand {
         /// Re-plan the token lengths for this many documents.
         #[arg(long)]
         expected_documents: Option<u64>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum JobCommand {
+    /// Running jobs and the most recent finished ones, newest first.
+    List,
+    /// A job: state, progress, and its report or error once it stopped.
+    Show {
+        /// Job id (`job_...`).
+        id: String,
+    },
+    /// Cancel a running job; it stops and puts the tenant's index back in order.
+    Cancel {
+        /// Job id (`job_...`).
+        id: String,
     },
 }
 
@@ -548,6 +568,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Operator(command) => keys::run_operator(&client, cli.json, command).await?,
         Command::Audit(command) => audit::run_command(&client, cli.json, command).await?,
         Command::Backup(command) => backup::run_command(&client, cli.json, command).await?,
+        Command::Job(command) => jobs::run(&client, cli.json, command).await?,
     }
     Ok(())
 }

@@ -5,7 +5,13 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use std::str::FromStr;
+
 use serde::Deserialize;
+use vault_crypto::TenantId;
+
+use crate::backup::retention::KeepPolicy;
+use crate::storage::StoreLocation;
 
 /// Default listen address of the embedded mode.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8200";
@@ -40,7 +46,7 @@ pub struct Config {
     /// Logging.
     pub log: LogConfig,
     /// Scheduled backups.
-    pub backup: crate::backup::schedule::BackupConfig,
+    pub backup: BackupConfig,
     /// Connection, time, upload and rate limits of the HTTP edge.
     pub limits: LimitsConfig,
     /// The `/metrics` endpoint.
@@ -307,7 +313,7 @@ impl Default for Config {
             search: SearchConfig::default(),
             audit: AuditConfig::default(),
             log: LogConfig::default(),
-            backup: crate::backup::schedule::BackupConfig::default(),
+            backup: BackupConfig::default(),
             limits: LimitsConfig::default(),
             metrics: MetricsConfig::default(),
         }
@@ -514,6 +520,55 @@ impl Config {
             .clone()
             .unwrap_or_else(|| self.data_dir.join("metrics-token"))
     }
+}
+
+/// `[backup]` settings.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackupConfig {
+    /// The repository: a directory or `s3://bucket/prefix`. Unset: no backups.
+    pub target: Option<String>,
+    /// When to back up, as a cron expression with seconds
+    /// (`sec min hour day-of-month month day-of-week`, UTC), e.g. `0 0 2 * * *`.
+    pub schedule: Option<String>,
+    /// Tenants to back up; empty: the whole vault.
+    pub tenants: Vec<String>,
+    /// Object Lock retention in days for a bucket with Object Lock (0: none).
+    pub lock_days: u32,
+    /// `governance` (default) or `compliance`.
+    pub lock_mode: Option<String>,
+    /// Retention rules applied after each scheduled backup (empty: keep all).
+    pub retention: KeepPolicy,
+}
+
+impl BackupConfig {
+    /// Checks the settings.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(expr) = &self.schedule {
+            parse_schedule(expr)?;
+            if self.target.is_none() {
+                return Err("backup.schedule needs backup.target".into());
+            }
+        }
+        if let Some(target) = &self.target {
+            StoreLocation::parse(target).map_err(|e| format!("backup.target: {e}"))?;
+        }
+        for tenant in &self.tenants {
+            TenantId::new(tenant)
+                .map_err(|_| format!("backup.tenants: bad tenant id {tenant:?}"))?;
+        }
+        match self.lock_mode.as_deref() {
+            None | Some("governance" | "compliance") => Ok(()),
+            Some(other) => Err(format!(
+                "backup.lock_mode is governance or compliance, not {other:?}"
+            )),
+        }
+    }
+}
+
+/// A backup schedule: a cron expression with seconds, UTC.
+pub fn parse_schedule(expr: &str) -> Result<cron::Schedule, String> {
+    cron::Schedule::from_str(expr).map_err(|e| format!("backup.schedule {expr:?}: {e}"))
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Documents as the vault stores them: the encrypted metadata block, the public
 //! facts object, the tombstone of a deleted document, and the upload / read /
 //! delete operations over storage and keys. HTTP concerns stay in
-//! `routes/documents.rs`.
+//! the server's `routes/documents.rs`.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -10,15 +10,17 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use vault_crypto::envelope::{self, BodyHeader, KeyRecord, StreamError};
 use vault_crypto::{DocumentId, Key256, TenantId};
+use vault_keys::KeyHierarchy;
 
+use crate::config::{Config, SearchConfig};
 use crate::error::Error;
 use crate::extraction::{self, Capture, Extraction};
-use crate::search::SearchTerms;
-use crate::storage::{ByteStream, ObjectName, StorageError};
+use crate::metrics::Metrics;
+use crate::storage::{ByteStream, ObjectName, ObjectStore, StorageError};
 use crate::tenants::TenantRecord;
-use crate::vault::Vault;
 
 pub use vault_api::DocumentKind;
 
@@ -110,50 +112,6 @@ pub enum Presence {
     Absent,
 }
 
-/// Whether `id` is a visible, deleted or unknown document of `tenant`.
-pub async fn presence(
-    state: &Vault,
-    tenant: &TenantId,
-    id: &DocumentId,
-) -> Result<Presence, StorageError> {
-    let facts = ObjectName::doc_meta(tenant, id);
-    let tombstone = ObjectName::tombstone(tenant, id);
-    let (facts, tombstone) = tokio::join!(state.store.head(&facts), state.store.head(&tombstone));
-    Ok(if tombstone?.is_some() {
-        Presence::Deleted
-    } else if facts?.is_some() {
-        Presence::Visible
-    } else {
-        Presence::Absent
-    })
-}
-
-/// Deletes a document: writes its tombstone (create-only; one already there is a
-/// delete being finished), then removes its facts (it disappears), key record and
-/// body, each with every earlier version the store keeps. A crash in between
-/// leaves a tombstoned remainder that every reader treats as deleted and the next
-/// delete or index reconciliation removes.
-pub async fn delete(state: &Vault, tenant: &TenantId, id: &DocumentId) -> Result<(), Error> {
-    let tombstone = Tombstone {
-        format: TOMBSTONE_FORMAT,
-        document: *id,
-        deleted_at: OffsetDateTime::now_utc(),
-    };
-    let record = serde_json::to_vec(&tombstone).map_err(|e| Error::internal("tombstone", e))?;
-    match state
-        .store
-        .put_new_bytes(&ObjectName::tombstone(tenant, id), Bytes::from(record))
-        .await
-    {
-        Ok(()) | Err(StorageError::AlreadyExists(_)) => {}
-        Err(e) => return Err(e.into()),
-    }
-    for name in document_objects(tenant, id) {
-        state.store.delete_all_versions(&name).await?;
-    }
-    Ok(())
-}
-
 /// A document's objects, facts first (removing it makes the document disappear).
 fn document_objects(tenant: &TenantId, id: &DocumentId) -> [ObjectName; 3] {
     [
@@ -162,6 +120,9 @@ fn document_objects(tenant: &TenantId, id: &DocumentId) -> [ObjectName; 3] {
         ObjectName::doc_body(tenant, id),
     ]
 }
+
+/// A document's normalised search terms, virtual fields included.
+pub type SearchTerms = std::collections::BTreeSet<(vault_index::fields::Field, String)>;
 
 /// What an upload needs besides the body.
 pub struct UploadRequest {
@@ -204,150 +165,6 @@ struct Tap {
     capture: Capture,
 }
 
-/// Stores a document: the body streamed through the encryptor, then the key record,
-/// then the public facts. Visible only once the last write is durable.
-pub async fn store<S, E>(
-    state: &Vault,
-    tenant: &TenantRecord,
-    request: UploadRequest,
-    body: S,
-) -> Result<Stored, Error>
-where
-    S: Stream<Item = Result<Bytes, E>> + Send + 'static,
-    E: std::fmt::Display + Send + 'static,
-{
-    let spec = crate::tenants::key_spec(tenant);
-    let (key_ref, branch_key) = state.keys.branch_key_for_upload(&spec).await?;
-    let id = DocumentId::random();
-    let dek = Key256::random();
-    let (header_bytes, encryptor) =
-        envelope::begin_body(&dek, &tenant.id, id, state.config.segment_size)?;
-    let (header, _) = BodyHeader::parse(&header_bytes)?;
-
-    let extract_limit = state.config.search.max_extract_bytes;
-    let tap = Arc::new(Mutex::new(Tap {
-        sha256: Sha256::new(),
-        size: 0,
-        capture: Capture::start(
-            request.extraction == Extraction::Auto && request.kind != DocumentKind::Scan,
-        ),
-    }));
-    let limit = state.config.max_upload_bytes;
-    let tapped = {
-        let tap = Arc::clone(&tap);
-        let content_type = request.content_type.clone();
-        body.map(move |chunk| {
-            let chunk = chunk.map_err(|e| StorageError::SourceFailed(e.to_string()))?;
-            let mut tap = tap.lock().unwrap_or_else(PoisonError::into_inner);
-            tap.size += chunk.len() as u64;
-            if tap.size > limit {
-                return Err(StorageError::TooLarge(limit));
-            }
-            tap.sha256.update(&chunk);
-            tap.capture.feed(&chunk, &content_type, extract_limit);
-            Ok(chunk)
-        })
-    };
-    let sealed: ByteStream = Box::pin(
-        envelope::encrypt_stream(header_bytes, encryptor, tapped).map_err(|e| match e {
-            StreamError::Source(source) => source,
-            StreamError::Crypto(crypto) => StorageError::Backend(crypto.to_string()),
-        }),
-    );
-
-    let body_name = ObjectName::doc_body(&tenant.id, &id);
-    let stored_bytes = state.store.put_new(&body_name, sealed).await?;
-    let (size, sha256, capture) = {
-        let mut tap = tap.lock().unwrap_or_else(PoisonError::into_inner);
-        let capture = std::mem::replace(&mut tap.capture, Capture::start(false));
-        let sha256 = std::mem::take(&mut tap.sha256);
-        (tap.size, hex::encode(sha256.finalize()), capture)
-    };
-    let captured = capture.finish(&request.content_type);
-    // Extraction, merging, the metadata JSON, its encryption and the search terms
-    // are CPU work that grows with the document: off the async workers, and only
-    // `search.max_concurrent_extractions` extracting documents at once.
-    let permit = match captured {
-        extraction::Captured::Document(..) => match state.search.extraction_permit().await {
-            Ok(permit) => Some(permit),
-            Err(e) => {
-                remove_objects(state, &tenant.id, &id).await;
-                return Err(e);
-            }
-        },
-        _ => None,
-    };
-    let metadata = SealedMetadata {
-        format: 1,
-        kind: request.kind,
-        content_type: request.content_type,
-        file_name: request.file_name,
-        size,
-        sha256,
-        caller_fields_sha256: Some(SealedMetadata::caller_fields_digest(&request.fields)),
-        fields: request.fields,
-        uploaded_at: OffsetDateTime::now_utc(),
-    };
-    let limits = state.config.search.field_limits();
-    let sealed = tokio::task::spawn_blocking(move || {
-        seal(
-            metadata,
-            captured,
-            limits,
-            extract_limit,
-            (&dek, &header, &branch_key, key_ref),
-        )
-    })
-    .await
-    .map_err(|e| Error::internal("upload sealing task", e))
-    .and_then(|sealed| sealed);
-    drop(permit);
-    let Sealed {
-        metadata,
-        record,
-        terms,
-    } = match sealed {
-        Ok(sealed) => sealed,
-        Err(e) => {
-            remove_objects(state, &tenant.id, &id).await;
-            return Err(e);
-        }
-    };
-    let finish = async {
-        state
-            .store
-            .put_new_bytes(&ObjectName::doc_key(&tenant.id, &id), Bytes::from(record))
-            .await?;
-        let facts = DocumentFacts {
-            format: 1,
-            id,
-            kind: metadata.kind,
-            uploaded_at: metadata.uploaded_at,
-            stored_bytes,
-        };
-        let facts_json = serde_json::to_vec(&facts).map_err(|e| Error::internal("facts", e))?;
-        state
-            .store
-            .put_new_bytes(
-                &ObjectName::doc_meta(&tenant.id, &id),
-                Bytes::from(facts_json),
-            )
-            .await?;
-        Ok::<(), Error>(())
-    };
-    if let Err(e) = finish.await {
-        remove_objects(state, &tenant.id, &id).await;
-        return Err(e);
-    }
-    state.metrics.uploads.inc();
-    state.metrics.upload_bytes.inc_by(metadata.size);
-    Ok(Stored {
-        id,
-        metadata,
-        terms: Arc::new(terms),
-    })
-}
-
 /// The CPU-bound part of an upload, on the blocking pool: the captured document's
 /// fields merged into the caller's, within the limits; the metadata sealed in a
 /// key record; the search terms.
@@ -376,16 +193,6 @@ fn seal(
     })
 }
 
-/// Best-effort removal of an unfinished upload's objects (every version), facts
-/// first so it disappears at once.
-pub async fn remove_objects(state: &Vault, tenant: &TenantId, id: &DocumentId) {
-    for name in document_objects(tenant, id) {
-        if let Err(e) = state.store.delete_all_versions(&name).await {
-            tracing::warn!(object = %name, error = %e, "could not remove an object of an unfinished document");
-        }
-    }
-}
-
 /// A visible document's key record, DEK and decrypted metadata.
 pub struct Opened {
     /// The DEK (zeroized on drop).
@@ -404,46 +211,309 @@ fn open_metadata(record: &KeyRecord, dek: &Key256) -> Result<SealedMetadata, Err
     serde_json::from_slice(&metadata_json).map_err(|e| Error::internal("sealed metadata", e))
 }
 
-/// Opens a document's key record: 404 unless it is visible in this tenant (its
-/// facts object exists and it has no tombstone).
-pub async fn open(state: &Vault, tenant: &TenantRecord, id: &DocumentId) -> Result<Opened, Error> {
-    let facts = ObjectName::doc_meta(&tenant.id, id);
-    let tombstone = ObjectName::tombstone(&tenant.id, id);
-    let (facts_bytes, tombstone) =
-        tokio::join!(state.store.get_bytes(&facts), state.store.head(&tombstone));
-    if tombstone?.is_some() {
-        return Err(Error::document_not_found());
+/// What uploads are held to.
+#[derive(Clone, Debug)]
+pub struct DocumentSettings {
+    /// Plaintext bytes per sealed segment of a body (`segment_size`).
+    pub segment_size: u32,
+    /// Largest document accepted (`max_upload_bytes`).
+    pub max_upload_bytes: u64,
+    /// Extraction and field limits (`[search]`).
+    pub search: SearchConfig,
+}
+
+impl DocumentSettings {
+    /// The settings of `config`.
+    pub fn of(config: &Config) -> Self {
+        DocumentSettings {
+            segment_size: config.segment_size,
+            max_upload_bytes: config.max_upload_bytes,
+            search: config.search.clone(),
+        }
     }
-    let facts_bytes = facts_bytes?.ok_or_else(Error::document_not_found)?;
-    let facts: DocumentFacts =
-        serde_json::from_slice(&facts_bytes).map_err(|e| Error::internal("document facts", e))?;
-    let record_bytes = state
-        .store
-        .get_bytes(&ObjectName::doc_key(&tenant.id, id))
-        .await?
-        .ok_or_else(Error::document_not_found)?;
-    let record = KeyRecord::parse(&record_bytes)?;
-    if record.tenant != tenant.id || record.document != *id {
-        return Err(vault_crypto::CryptoError::ContextMismatch("document").into());
+}
+
+/// Documents over the store and the key hierarchy: upload, open, delete.
+/// Clones share the extraction turns.
+#[derive(Clone)]
+pub struct Documents {
+    store: Arc<dyn ObjectStore>,
+    keys: Arc<KeyHierarchy>,
+    metrics: Arc<Metrics>,
+    settings: DocumentSettings,
+    /// Turns to run an extraction (`search.max_concurrent_extractions`).
+    extractions: Arc<Semaphore>,
+}
+
+impl Documents {
+    /// Documents of `store`, sealed with `keys`.
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        keys: Arc<KeyHierarchy>,
+        metrics: Arc<Metrics>,
+        settings: DocumentSettings,
+    ) -> Self {
+        let extractions = Arc::new(Semaphore::new(settings.search.concurrent_extractions()));
+        Documents {
+            store,
+            keys,
+            metrics,
+            settings,
+            extractions,
+        }
     }
-    let branch = state
-        .keys
-        .branch_key(&crate::tenants::key_spec(tenant), &record.key_ref)
-        .await?;
-    let dek = record.unwrap_dek(&branch)?;
-    let (dek, metadata) = if record_bytes.len() <= INLINE_METADATA_BYTES {
-        let metadata = open_metadata(&record, &dek)?;
-        (dek, metadata)
-    } else {
-        // A remittance's metadata runs to megabytes: decrypting and parsing it is
-        // CPU work for the blocking pool.
-        tokio::task::spawn_blocking(move || open_metadata(&record, &dek).map(|m| (dek, m)))
+
+    /// The settings in force.
+    pub fn settings(&self) -> &DocumentSettings {
+        &self.settings
+    }
+
+    /// A turn to run an extraction: waits while `search.max_concurrent_extractions`
+    /// are running, so CPU-heavy uploads queue instead of taking every core.
+    async fn extraction_permit(&self) -> Result<OwnedSemaphorePermit, Error> {
+        Arc::clone(&self.extractions)
+            .acquire_owned()
             .await
-            .map_err(|e| Error::internal("sealed metadata task", e))??
-    };
-    Ok(Opened {
-        dek,
-        metadata,
-        facts,
-    })
+            .map_err(|e| Error::internal("extraction permits", e))
+    }
+
+    /// Whether `id` is a visible, deleted or unknown document of `tenant`.
+    pub async fn presence(
+        &self,
+        tenant: &TenantId,
+        id: &DocumentId,
+    ) -> Result<Presence, StorageError> {
+        let facts = ObjectName::doc_meta(tenant, id);
+        let tombstone = ObjectName::tombstone(tenant, id);
+        let (facts, tombstone) = tokio::join!(self.store.head(&facts), self.store.head(&tombstone));
+        Ok(if tombstone?.is_some() {
+            Presence::Deleted
+        } else if facts?.is_some() {
+            Presence::Visible
+        } else {
+            Presence::Absent
+        })
+    }
+
+    /// Deletes a document: writes its tombstone (create-only; one already there is a
+    /// delete being finished), then removes its facts (it disappears), key record and
+    /// body, each with every earlier version the store keeps. A crash in between
+    /// leaves a tombstoned remainder that every reader treats as deleted and the next
+    /// delete or index reconciliation removes.
+    pub async fn delete(&self, tenant: &TenantId, id: &DocumentId) -> Result<(), Error> {
+        let tombstone = Tombstone {
+            format: TOMBSTONE_FORMAT,
+            document: *id,
+            deleted_at: OffsetDateTime::now_utc(),
+        };
+        let record = serde_json::to_vec(&tombstone).map_err(|e| Error::internal("tombstone", e))?;
+        match self
+            .store
+            .put_new_bytes(&ObjectName::tombstone(tenant, id), Bytes::from(record))
+            .await
+        {
+            Ok(()) | Err(StorageError::AlreadyExists(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        for name in document_objects(tenant, id) {
+            self.store.delete_all_versions(&name).await?;
+        }
+        Ok(())
+    }
+
+    /// Stores a document: the body streamed through the encryptor, then the key record,
+    /// then the public facts. Visible only once the last write is durable.
+    pub async fn store<S, E>(
+        &self,
+        tenant: &TenantRecord,
+        request: UploadRequest,
+        body: S,
+    ) -> Result<Stored, Error>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + 'static,
+        E: std::fmt::Display + Send + 'static,
+    {
+        let spec = crate::tenants::key_spec(tenant);
+        let (key_ref, branch_key) = self.keys.branch_key_for_upload(&spec).await?;
+        let id = DocumentId::random();
+        let dek = Key256::random();
+        let (header_bytes, encryptor) =
+            envelope::begin_body(&dek, &tenant.id, id, self.settings.segment_size)?;
+        let (header, _) = BodyHeader::parse(&header_bytes)?;
+
+        let extract_limit = self.settings.search.max_extract_bytes;
+        let tap = Arc::new(Mutex::new(Tap {
+            sha256: Sha256::new(),
+            size: 0,
+            capture: Capture::start(
+                request.extraction == Extraction::Auto && request.kind != DocumentKind::Scan,
+            ),
+        }));
+        let limit = self.settings.max_upload_bytes;
+        let tapped = {
+            let tap = Arc::clone(&tap);
+            let content_type = request.content_type.clone();
+            body.map(move |chunk| {
+                let chunk = chunk.map_err(|e| StorageError::SourceFailed(e.to_string()))?;
+                let mut tap = tap.lock().unwrap_or_else(PoisonError::into_inner);
+                tap.size += chunk.len() as u64;
+                if tap.size > limit {
+                    return Err(StorageError::TooLarge(limit));
+                }
+                tap.sha256.update(&chunk);
+                tap.capture.feed(&chunk, &content_type, extract_limit);
+                Ok(chunk)
+            })
+        };
+        let sealed: ByteStream = Box::pin(
+            envelope::encrypt_stream(header_bytes, encryptor, tapped).map_err(|e| match e {
+                StreamError::Source(source) => source,
+                StreamError::Crypto(crypto) => StorageError::Backend(crypto.to_string()),
+            }),
+        );
+
+        let body_name = ObjectName::doc_body(&tenant.id, &id);
+        let stored_bytes = self.store.put_new(&body_name, sealed).await?;
+        let (size, sha256, capture) = {
+            let mut tap = tap.lock().unwrap_or_else(PoisonError::into_inner);
+            let capture = std::mem::replace(&mut tap.capture, Capture::start(false));
+            let sha256 = std::mem::take(&mut tap.sha256);
+            (tap.size, hex::encode(sha256.finalize()), capture)
+        };
+        let captured = capture.finish(&request.content_type);
+        // Extraction, merging, the metadata JSON, its encryption and the search terms
+        // are CPU work that grows with the document: off the async workers, and only
+        // `search.max_concurrent_extractions` extracting documents at once.
+        let permit = match captured {
+            extraction::Captured::Document(..) => match self.extraction_permit().await {
+                Ok(permit) => Some(permit),
+                Err(e) => {
+                    self.remove_objects(&tenant.id, &id).await;
+                    return Err(e);
+                }
+            },
+            _ => None,
+        };
+        let metadata = SealedMetadata {
+            format: 1,
+            kind: request.kind,
+            content_type: request.content_type,
+            file_name: request.file_name,
+            size,
+            sha256,
+            caller_fields_sha256: Some(SealedMetadata::caller_fields_digest(&request.fields)),
+            fields: request.fields,
+            uploaded_at: OffsetDateTime::now_utc(),
+        };
+        let limits = self.settings.search.field_limits();
+        let sealed = tokio::task::spawn_blocking(move || {
+            seal(
+                metadata,
+                captured,
+                limits,
+                extract_limit,
+                (&dek, &header, &branch_key, key_ref),
+            )
+        })
+        .await
+        .map_err(|e| Error::internal("upload sealing task", e))
+        .and_then(|sealed| sealed);
+        drop(permit);
+        let Sealed {
+            metadata,
+            record,
+            terms,
+        } = match sealed {
+            Ok(sealed) => sealed,
+            Err(e) => {
+                self.remove_objects(&tenant.id, &id).await;
+                return Err(e);
+            }
+        };
+        let finish = async {
+            self.store
+                .put_new_bytes(&ObjectName::doc_key(&tenant.id, &id), Bytes::from(record))
+                .await?;
+            let facts = DocumentFacts {
+                format: 1,
+                id,
+                kind: metadata.kind,
+                uploaded_at: metadata.uploaded_at,
+                stored_bytes,
+            };
+            let facts_json = serde_json::to_vec(&facts).map_err(|e| Error::internal("facts", e))?;
+            self.store
+                .put_new_bytes(
+                    &ObjectName::doc_meta(&tenant.id, &id),
+                    Bytes::from(facts_json),
+                )
+                .await?;
+            Ok::<(), Error>(())
+        };
+        if let Err(e) = finish.await {
+            self.remove_objects(&tenant.id, &id).await;
+            return Err(e);
+        }
+        self.metrics.uploads.inc();
+        self.metrics.upload_bytes.inc_by(metadata.size);
+        Ok(Stored {
+            id,
+            metadata,
+            terms: Arc::new(terms),
+        })
+    }
+
+    /// Best-effort removal of an unfinished upload's objects (every version), facts
+    /// first so it disappears at once.
+    pub async fn remove_objects(&self, tenant: &TenantId, id: &DocumentId) {
+        for name in document_objects(tenant, id) {
+            if let Err(e) = self.store.delete_all_versions(&name).await {
+                tracing::warn!(object = %name, error = %e, "could not remove an object of an unfinished document");
+            }
+        }
+    }
+
+    /// Opens a document's key record: 404 unless it is visible in this tenant (its
+    /// facts object exists and it has no tombstone).
+    pub async fn open(&self, tenant: &TenantRecord, id: &DocumentId) -> Result<Opened, Error> {
+        let facts = ObjectName::doc_meta(&tenant.id, id);
+        let tombstone = ObjectName::tombstone(&tenant.id, id);
+        let (facts_bytes, tombstone) =
+            tokio::join!(self.store.get_bytes(&facts), self.store.head(&tombstone));
+        if tombstone?.is_some() {
+            return Err(Error::document_not_found());
+        }
+        let facts_bytes = facts_bytes?.ok_or_else(Error::document_not_found)?;
+        let facts: DocumentFacts = serde_json::from_slice(&facts_bytes)
+            .map_err(|e| Error::internal("document facts", e))?;
+        let record_bytes = self
+            .store
+            .get_bytes(&ObjectName::doc_key(&tenant.id, id))
+            .await?
+            .ok_or_else(Error::document_not_found)?;
+        let record = KeyRecord::parse(&record_bytes)?;
+        if record.tenant != tenant.id || record.document != *id {
+            return Err(vault_crypto::CryptoError::ContextMismatch("document").into());
+        }
+        let branch = self
+            .keys
+            .branch_key(&crate::tenants::key_spec(tenant), &record.key_ref)
+            .await?;
+        let dek = record.unwrap_dek(&branch)?;
+        let (dek, metadata) = if record_bytes.len() <= INLINE_METADATA_BYTES {
+            let metadata = open_metadata(&record, &dek)?;
+            (dek, metadata)
+        } else {
+            // A remittance's metadata runs to megabytes: decrypting and parsing it is
+            // CPU work for the blocking pool.
+            tokio::task::spawn_blocking(move || open_metadata(&record, &dek).map(|m| (dek, m)))
+                .await
+                .map_err(|e| Error::internal("sealed metadata task", e))??
+        };
+        Ok(Opened {
+            dek,
+            metadata,
+            facts,
+        })
+    }
 }

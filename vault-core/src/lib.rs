@@ -15,10 +15,14 @@ pub mod credentials;
 pub mod documents;
 pub mod error;
 pub mod extraction;
+pub mod jobs;
 pub mod key_lifecycle;
+pub mod maintenance;
 pub mod metrics;
+pub mod progress;
 pub mod search;
 pub mod storage;
+pub mod tenant_documents;
 pub mod tenants;
 pub mod vault;
 

@@ -19,14 +19,14 @@
 //! searches use the current one (complete and exact); when the backfill is done
 //! the tenant record moves to the new version and the indexes are swapped.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use time::OffsetDateTime;
-use tokio::sync::{watch, OnceCell, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, watch, OnceCell};
 use vault_crypto::{DocumentId, TenantId};
 use vault_index::blind_index::{BlindIndex, IndexError, IndexedDocument};
 use vault_index::fields::{search_terms, Field, Fields};
@@ -35,11 +35,15 @@ use vault_index::query::Query;
 use vault_index::tokens::Tokenizer;
 
 use crate::config::SearchConfig;
-use crate::documents::{self, DocumentKind};
+use crate::documents::{DocumentKind, Documents};
 use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::progress::{NoProgress, Progress};
 use crate::storage::ObjectName;
+use crate::storage::ObjectStore;
 use crate::tenants::TenantRecord;
-use crate::vault::SharedVault;
+use crate::tenants::TenantRegistry;
+use vault_keys::KeyHierarchy;
 
 /// Candidates whose metadata are decrypted at the same time.
 const FILTER_CONCURRENCY: usize = 16;
@@ -100,40 +104,92 @@ pub struct SearchPage {
     pub next_cursor: Option<String>,
 }
 
-/// The per-tenant indexes of a server.
-pub struct SearchService {
+/// The per-tenant blind indexes of a server. Clones share them.
+#[derive(Clone)]
+pub struct SearchService(Arc<Indexes>);
+
+/// What a [`SearchService`] holds.
+pub struct Indexes {
+    store: Arc<dyn ObjectStore>,
+    keys: Arc<KeyHierarchy>,
+    tenants: TenantRegistry,
+    documents: Documents,
+    metrics: Arc<Metrics>,
     dir: PathBuf,
     config: SearchConfig,
-    tenants: Mutex<HashMap<TenantId, Arc<OnceCell<Arc<TenantIndex>>>>>,
+    indexes: Mutex<HashMap<TenantId, Arc<OnceCell<Arc<TenantIndex>>>>>,
     /// Indexes under a tenant's next index key version, while they are backfilled.
     next: Mutex<HashMap<TenantId, Arc<TenantIndex>>>,
-    /// Turns to run an extraction (`search.max_concurrent_extractions`).
-    extractions: Arc<Semaphore>,
+    /// Where an index that outgrew its plan asks for a re-plan (the jobs run it).
+    replans: mpsc::UnboundedSender<Replan>,
 }
 
-/// A document's normalised search terms, virtual fields included.
-pub type SearchTerms = BTreeSet<(Field, String)>;
+impl std::ops::Deref for SearchService {
+    type Target = Indexes;
+
+    fn deref(&self) -> &Indexes {
+        &self.0
+    }
+}
+
+/// A tenant's index that outgrew its token plan, asking to be re-planned: an
+/// index key rotation under a plan for `new_plan` documents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replan {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// Documents its index holds.
+    pub held: u64,
+    /// Documents its tokens were planned for.
+    pub planned: u64,
+    /// Documents the new plan is for.
+    pub new_plan: u64,
+}
+
+/// What the indexes read documents and keys from.
+pub struct SearchDeps {
+    /// Where the documents are.
+    pub store: Arc<dyn ObjectStore>,
+    /// Index root keys.
+    pub keys: Arc<KeyHierarchy>,
+    /// Tenant records.
+    pub tenants: TenantRegistry,
+    /// Documents (indexes are filled from their sealed metadata).
+    pub documents: Documents,
+    /// Search counters.
+    pub metrics: Arc<Metrics>,
+}
+
+pub use crate::documents::SearchTerms;
 
 impl SearchService {
-    /// Indexes under `dir`, one subdirectory per tenant.
-    pub fn new(dir: PathBuf, config: SearchConfig) -> Self {
-        let extractions = Arc::new(Semaphore::new(config.concurrent_extractions()));
-        SearchService {
+    /// Indexes under `dir`, one subdirectory per tenant; re-plans are asked for on
+    /// `replans`.
+    pub fn new(
+        deps: SearchDeps,
+        dir: PathBuf,
+        config: SearchConfig,
+        replans: mpsc::UnboundedSender<Replan>,
+    ) -> Self {
+        let SearchDeps {
+            store,
+            keys,
+            tenants,
+            documents,
+            metrics,
+        } = deps;
+        SearchService(Arc::new(Indexes {
+            store,
+            keys,
+            tenants,
+            documents,
+            metrics,
             dir,
             config,
-            tenants: Mutex::new(HashMap::new()),
+            indexes: Mutex::new(HashMap::new()),
             next: Mutex::new(HashMap::new()),
-            extractions,
-        }
-    }
-
-    /// A turn to run an extraction: waits while `search.max_concurrent_extractions`
-    /// are running, so CPU-heavy uploads queue instead of taking every core.
-    pub async fn extraction_permit(&self) -> Result<OwnedSemaphorePermit, Error> {
-        Arc::clone(&self.extractions)
-            .acquire_owned()
-            .await
-            .map_err(|e| Error::internal("extraction permits", e))
+            replans,
+        }))
     }
 
     /// The settings in force.
@@ -158,7 +214,7 @@ impl SearchService {
     pub fn forget_tenant(&self, tenant: &TenantId) {
         let mut dropped: Vec<Arc<TenantIndex>> = Vec::new();
         if let Some(cell) = self
-            .tenants
+            .indexes
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(tenant)
@@ -185,7 +241,7 @@ impl SearchService {
 
     fn open_indexes(&self) -> Vec<Arc<TenantIndex>> {
         let mut open: Vec<Arc<TenantIndex>> = self
-            .tenants
+            .indexes
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .values()
@@ -253,62 +309,6 @@ fn index_error(e: IndexError) -> Error {
     }
 }
 
-/// The tokenizer of a tenant's index under the record's index key version and
-/// token plan.
-async fn tokenizer_for(state: &SharedVault, tenant: &TenantRecord) -> Result<Tokenizer, Error> {
-    let root = state
-        .keys
-        .index_root_key(&crate::tenants::key_spec(tenant))
-        .await?;
-    Ok(Tokenizer::new(&root, state.search.plan_for(tenant)))
-}
-
-/// The tenant's index, opened (and reconciled in the background) on first use.
-pub async fn tenant_index(
-    state: &SharedVault,
-    tenant: &TenantRecord,
-) -> Result<Arc<TenantIndex>, Error> {
-    let cell = {
-        let mut tenants = state
-            .search
-            .tenants
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        Arc::clone(tenants.entry(tenant.id.clone()).or_default())
-    };
-    cell.get_or_try_init(|| async {
-        let tokenizer = tokenizer_for(state, tenant).await?;
-        let dir = state.search.index_path(&tenant.id, tenant.index_version);
-        remove_other_versions(&state.search.dir, &tenant.id, tenant.index_version);
-        let (index, tokenizer, created) = tokio::task::spawn_blocking(move || {
-            BlindIndex::open(&dir, &tokenizer).map(|(index, created)| (index, tokenizer, created))
-        })
-        .await
-        .map_err(|e| Error::internal("index task", e))?
-        .map_err(index_error)?;
-        if created {
-            tracing::info!(tenant = %tenant.id, "blind index created; filling it from the store");
-        }
-        let (sync, _) = watch::channel(IndexSync::Reconciling);
-        let opened = Arc::new(TenantIndex {
-            tokenizer,
-            index,
-            sync,
-            replanning: Default::default(),
-            retired: RemoveWhenDropped::default(),
-        });
-        let (state, tenant_record, task_index) =
-            (Arc::clone(state), tenant.clone(), Arc::clone(&opened));
-        tokio::spawn(async move {
-            let outcome = reconcile(&state, &tenant_record, &task_index).await;
-            finish_reconcile(&state, &tenant_record, &task_index, &outcome);
-        });
-        Ok(opened)
-    })
-    .await
-    .cloned()
-}
-
 /// Removes index directories of a tenant other than `keep`'s (older key versions,
 /// the pre-versioned layout, an unfinished rotation): derived data, never needed.
 fn remove_other_versions(dir: &std::path::Path, tenant: &TenantId, keep: u32) {
@@ -330,149 +330,6 @@ fn remove_tenant_dirs(dir: &std::path::Path, tenant: &TenantId, keep: impl Fn(&s
         if ours && !keep(&name) {
             let _ = std::fs::remove_dir_all(entry.path());
         }
-    }
-}
-
-/// Rotates a tenant's blind-index key: opens an index under `new` (the tenant's
-/// next index key version, whose root key exists), fills it from the store while
-/// uploads and deletes also reach it, then makes it current with `make_current`
-/// (which persists the tenant record) and drops the old one. Searches use the old
-/// index until the swap, so they stay complete and exact throughout.
-pub async fn rotate_index(
-    state: &SharedVault,
-    tenant: &TenantRecord,
-    new: &TenantRecord,
-    make_current: impl std::future::Future<Output = Result<(), Error>>,
-) -> Result<ReconcileReport, Error> {
-    if state.search.next_index(&tenant.id).is_some() {
-        return Err(Error::conflict(
-            "index_rotation_in_progress",
-            "an index rotation or re-plan of this tenant is under way; retry when it has finished",
-        ));
-    }
-    // The current index must be in step before writes are doubled.
-    let current = tenant_index(state, tenant).await?;
-    wait_until_reconciled(&current, false).await?;
-    let tokenizer = tokenizer_for(state, new).await?;
-    let dir = state.search.index_path(&new.id, new.index_version);
-    let _ = std::fs::remove_dir_all(&dir);
-    let (index, tokenizer) = tokio::task::spawn_blocking(move || {
-        BlindIndex::open(&dir, &tokenizer).map(|(index, _)| (index, tokenizer))
-    })
-    .await
-    .map_err(|e| Error::internal("index task", e))?
-    .map_err(index_error)?;
-    let (sync, _) = watch::channel(IndexSync::Reconciling);
-    let next = Arc::new(TenantIndex {
-        tokenizer,
-        index,
-        sync,
-        replanning: Default::default(),
-        retired: RemoveWhenDropped::default(),
-    });
-    state
-        .search
-        .next
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .insert(new.id.clone(), Arc::clone(&next));
-    let outcome = async {
-        let report = reconcile(state, new, &next).await?;
-        if report.failed > 0 {
-            return Err(Error::unavailable(
-                "index_unavailable",
-                "some documents could not be indexed under the new key; the old key stays in use",
-            ));
-        }
-        commit(&next).await?;
-        make_current.await?;
-        Ok(report)
-    }
-    .await;
-    match &outcome {
-        Ok(_) => {
-            next.sync.send_replace(IndexSync::Current);
-            let cell = Arc::new(OnceCell::new_with(Some(Arc::clone(&next))));
-            // Both maps change under the tenants lock, so a writer sees either
-            // (old, next) or (new, none).
-            let mut tenants = state
-                .search
-                .tenants
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            tenants.insert(new.id.clone(), cell);
-            state
-                .search
-                .next
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(&new.id);
-            drop(tenants);
-            // Not removed now: a search may still be reading it.
-            let _ = current
-                .retired
-                .0
-                .set(state.search.index_path(&tenant.id, tenant.index_version));
-        }
-        Err(_) => {
-            state
-                .search
-                .next
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(&new.id);
-            let _ = std::fs::remove_dir_all(state.search.index_path(&new.id, new.index_version));
-        }
-    }
-    outcome
-}
-
-fn finish_reconcile(
-    state: &SharedVault,
-    tenant: &TenantRecord,
-    index: &TenantIndex,
-    outcome: &Result<ReconcileReport, Error>,
-) {
-    match outcome {
-        Ok(report) => {
-            tracing::info!(tenant = %tenant.id, documents = report.documents, added = report.added, removed = report.removed, failed = report.failed, duration_ms = report.duration_ms, "blind index reconciled");
-            index.sync.send_replace(IndexSync::Current);
-        }
-        Err(e) => {
-            state.metrics.index_failures.inc();
-            tracing::error!(tenant = %tenant.id, code = e.code(), error = %e.for_log(), "blind index reconciliation failed; searches are refused until `vault-cli index rebuild`");
-            index.sync.send_replace(IndexSync::Failed);
-        }
-    }
-}
-
-/// Opens (and reconciles) the index of every tenant: called at start-up.
-pub async fn open_all(state: &SharedVault) {
-    match state.tenants.list().await {
-        Ok(tenants) => {
-            for tenant in tenants.iter().filter(|t| t.is_active()) {
-                if let Err(e) = tenant_index(state, tenant).await {
-                    state.metrics.index_failures.inc();
-                    tracing::error!(tenant = %tenant.id, code = e.code(), error = %e.for_log(), "could not open the blind index");
-                }
-            }
-        }
-        Err(e) => tracing::error!(
-            code = e.code(), error = %e.for_log(),
-            "could not list tenants to open their indexes"
-        ),
-    }
-}
-
-/// Commits pending index changes every `search.commit_interval_ms`, for ever.
-pub async fn run_committer(state: SharedVault) {
-    let mut tick = tokio::time::interval(Duration::from_millis(
-        state.search.config.commit_interval_ms,
-    ));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        state.search.commit_all().await;
     }
 }
 
@@ -523,109 +380,9 @@ pub async fn terms_of(fields: Fields) -> Result<Arc<SearchTerms>, Error> {
         .map_err(|e| Error::internal("search terms task", e))
 }
 
-/// Adds a stored document's tokens to its tenant's index (and to the next one,
-/// during an index key rotation).
-pub async fn index_document(
-    state: &SharedVault,
-    tenant: &TenantRecord,
-    document: IndexedDocument,
-    terms: Arc<SearchTerms>,
-) -> Result<(), Error> {
-    let (index, next) = current_and_next(state, tenant).await?;
-    add_to_index(&index, document.clone(), Arc::clone(&terms)).await?;
-    let rotating = next.is_some();
-    if let Some(next) = next {
-        add_to_index(&next, document, terms).await?;
-    }
-    if !rotating {
-        replan_if_grown(state, tenant, &index);
-    }
-    Ok(())
-}
-
 /// A tenant whose index holds more than this many times its planned documents
 /// gets a new plan.
 pub const REPLAN_GROWTH: u64 = 4;
-
-/// Starts a re-plan when the tenant has outgrown its plan: its tokens, sized for
-/// fewer documents, now match too many candidates each. The new plan is made for
-/// `REPLAN_GROWTH` times today's count and built as an index key rotation (a new
-/// index filled beside the current one, then swapped in; searches stay exact and
-/// complete). At most one per index; audited in the tenant's log before it starts.
-fn replan_if_grown(state: &SharedVault, tenant: &TenantRecord, index: &Arc<TenantIndex>) {
-    let planned = state.search.planned_documents(tenant);
-    let held = index.index.len();
-    if held <= planned.saturating_mul(REPLAN_GROWTH)
-        || index
-            .replanning
-            .swap(true, std::sync::atomic::Ordering::SeqCst)
-    {
-        return;
-    }
-    let new_plan = held
-        .saturating_mul(REPLAN_GROWTH)
-        .min(crate::config::MAX_PLANNED_DOCUMENTS);
-    let (state, tenant) = (Arc::clone(state), tenant.id.clone());
-    tokio::spawn(async move {
-        // The caller's record may be older than a re-plan that just finished.
-        match state.tenants.get(&tenant).await {
-            Ok(Some(fresh))
-                if held
-                    > state
-                        .search
-                        .planned_documents(&fresh)
-                        .saturating_mul(REPLAN_GROWTH) => {}
-            _ => return,
-        }
-        let mut event = crate::audit::new_event(
-            "index.replan",
-            "system".to_owned(),
-            crate::audit::Outcome::Allowed,
-            202,
-        );
-        event.detail = Some(format!(
-            "{held} documents outgrew the plan for {planned}; re-planning for {new_plan}"
-        ));
-        if crate::audit::append(&state, &tenant, event).await.is_err() {
-            state.metrics.audit_failures.inc();
-            tracing::error!(tenant = %tenant, "index re-plan not started: its audit event could not be written");
-            return;
-        }
-        match crate::key_lifecycle::rotate_index(&state, &tenant, Some(new_plan)).await {
-            Ok(report) => {
-                tracing::info!(tenant = %tenant, planned = new_plan, documents = report.documents, "blind index re-planned")
-            }
-            Err(e) => {
-                tracing::error!(tenant = %tenant, code = e.code(), error = %e.for_log(), "blind index re-plan failed; the current index stays")
-            }
-        }
-    });
-}
-
-/// The tenant's current index and, during an index key rotation, the next one,
-/// read together.
-async fn current_and_next(
-    state: &SharedVault,
-    tenant: &TenantRecord,
-) -> Result<(Arc<TenantIndex>, Option<Arc<TenantIndex>>), Error> {
-    loop {
-        let index = tenant_index(state, tenant).await?;
-        let tenants = state
-            .search
-            .tenants
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let next = state.search.next_index(&tenant.id);
-        // Swapped meanwhile: take the new pair.
-        let still_current = tenants
-            .get(&tenant.id)
-            .and_then(|cell| cell.get())
-            .is_some_and(|current| Arc::ptr_eq(current, &index));
-        if still_current {
-            return Ok((index, next));
-        }
-    }
-}
 
 /// Blind tokens of the terms (an HMAC each) and the index write, on the blocking
 /// pool.
@@ -644,135 +401,6 @@ async fn add_to_index(
     })
     .await
     .map_err(|e| Error::internal("index task", e))?
-}
-
-/// Removes a deleted document from its tenant's index.
-pub async fn remove_document(
-    state: &SharedVault,
-    tenant: &TenantRecord,
-    id: &DocumentId,
-) -> Result<(), Error> {
-    let (index, next) = current_and_next(state, tenant).await?;
-    index.index.remove(&id.to_string());
-    if let Some(next) = next {
-        next.index.remove(&id.to_string());
-    }
-    Ok(())
-}
-
-/// Every visible document of a tenant: those whose facts object exists and that
-/// have no tombstone. A facts object beside a tombstone is the remainder of an
-/// interrupted delete, which is finished here.
-async fn stored_documents(
-    state: &SharedVault,
-    tenant: &TenantId,
-) -> Result<Vec<DocumentId>, Error> {
-    let objects =
-        crate::storage::list_all(state.store.as_ref(), &ObjectName::docs_prefix(tenant), None)
-            .await?;
-    let tombstones = crate::storage::list_all(
-        state.store.as_ref(),
-        &ObjectName::tombstones_prefix(tenant),
-        None,
-    )
-    .await?;
-    let deleted: std::collections::HashSet<DocumentId> = tombstones
-        .iter()
-        .filter_map(|info| ObjectName::tombstone_of(info.name.as_str()).map(|(_, id)| id))
-        .collect();
-    let mut visible = Vec::new();
-    for id in objects.iter().filter_map(|info| info.name.meta_document()) {
-        if !deleted.contains(&id) {
-            visible.push(id);
-        } else if let Err(e) = documents::delete(state, tenant, &id).await {
-            tracing::warn!(tenant = %tenant, document = %id, code = e.code(), error = %e.for_log(), "could not finish an interrupted delete");
-        }
-    }
-    Ok(visible)
-}
-
-/// Brings a tenant's index in step with the store.
-async fn reconcile(
-    state: &SharedVault,
-    tenant: &TenantRecord,
-    index: &Arc<TenantIndex>,
-) -> Result<ReconcileReport, Error> {
-    let started = Instant::now();
-    // Index ids first, then the store: a document uploaded in between is in the
-    // store listing or was added by its upload, and is never removed by mistake.
-    let indexed = {
-        let index = Arc::clone(index);
-        blocking(move || index.index.ids()).await?
-    };
-    let stored = stored_documents(state, &tenant.id).await?;
-    let stored_set: std::collections::HashSet<String> =
-        stored.iter().map(ToString::to_string).collect();
-    let mut report = ReconcileReport {
-        documents: stored.len() as u64,
-        ..ReconcileReport::default()
-    };
-    for gone in indexed.difference(&stored_set) {
-        index.index.remove(gone);
-        report.removed += 1;
-    }
-    let missing: Vec<DocumentId> = stored
-        .into_iter()
-        .filter(|id| !indexed.contains(&id.to_string()))
-        .collect();
-    let outcomes: Vec<Result<bool, Error>> = futures::stream::iter(missing)
-        .map(|id| async move {
-            match documents::open(state, tenant, &id).await {
-                Ok(opened) => {
-                    let document =
-                        indexed_document(&id, opened.metadata.kind, opened.metadata.uploaded_at);
-                    let terms = terms_of(opened.metadata.fields).await?;
-                    add_to_index(index, document, terms).await.map(|()| true)
-                }
-                // Deleted since the listing.
-                Err(e) if e.is_not_found() => Ok(false),
-                Err(e) => {
-                    tracing::error!(tenant = %tenant.id, document = %id, code = e.code(), error = %e.for_log(), "document left out of the index: its metadata could not be read");
-                    Err(e)
-                }
-            }
-        })
-        .buffer_unordered(FILTER_CONCURRENCY)
-        .collect()
-        .await;
-    for outcome in outcomes {
-        match outcome {
-            Ok(true) => report.added += 1,
-            Ok(false) => {}
-            Err(_) => report.failed += 1,
-        }
-    }
-    commit(index).await?;
-    report.duration_ms = started.elapsed().as_millis() as u64;
-    Ok(report)
-}
-
-/// Empties a tenant's index and fills it again from the store.
-pub async fn rebuild(state: &SharedVault, tenant: &TenantRecord) -> Result<ReconcileReport, Error> {
-    let index = tenant_index(state, tenant).await?;
-    wait_until_reconciled(&index, true).await?;
-    index.sync.send_replace(IndexSync::Reconciling);
-    let outcome = async {
-        let cleared = Arc::clone(&index);
-        blocking(move || {
-            cleared.index.clear()?;
-            cleared.index.commit()
-        })
-        .await?;
-        reconcile(state, tenant, &index).await
-    }
-    .await;
-    finish_reconcile(state, tenant, &index, &outcome);
-    outcome.map_err(|_| {
-        Error::unavailable(
-            "index_unavailable",
-            "the index could not be rebuilt; see the server log",
-        )
-    })
 }
 
 async fn wait_until_reconciled(index: &TenantIndex, failed_is_ok: bool) -> Result<(), Error> {
@@ -804,80 +432,550 @@ fn parse_cursor(raw: &str) -> Result<(i64, String), Error> {
     Ok((micros, id.to_string()))
 }
 
-/// Runs a query for a tenant: candidates from the blind index, kept only when the
-/// decrypted fields match exactly, newest first.
-pub async fn search(
-    state: &SharedVault,
-    tenant: &TenantRecord,
-    query: &Query,
-    cursor: Option<&str>,
-    limit: usize,
-) -> Result<SearchPage, Error> {
-    let after = cursor.map(parse_cursor).transpose()?;
-    let index = tenant_index(state, tenant).await?;
-    wait_until_reconciled(&index, false).await?;
-    if index.index.pending() > 0 {
-        commit(&index).await?;
-    }
-    let candidates = {
-        let index = Arc::clone(&index);
-        let query = query.clone();
-        let max = state.search.config.max_candidates;
-        blocking(move || index.index.candidates(&query, &index.tokenizer, max)).await?
-    };
-    state
-        .metrics
-        .search_candidates
-        .inc_by(candidates.len() as u64);
-    let matches: Vec<Option<IndexedDocument>> = futures::stream::iter(candidates)
-        .map(|candidate| async move {
-            let Ok(id) = candidate.id.parse::<DocumentId>() else {
-                return Ok(None);
-            };
-            match documents::open(state, tenant, &id).await {
-                Ok(opened) => Ok(matches(query, opened.metadata.fields)
-                    .await?
-                    .then_some(candidate)),
-                // Deleted since it was indexed.
-                Err(e) if e.is_not_found() => Ok(None),
-                Err(e) => Err(e),
-            }
-        })
-        .buffer_unordered(FILTER_CONCURRENCY)
-        .try_collect()
-        .await?;
-    let mut hits: Vec<IndexedDocument> = matches.into_iter().flatten().collect();
-    hits.sort_by(|a, b| (b.uploaded_at_micros, &b.id).cmp(&(a.uploaded_at_micros, &a.id)));
-    let total = hits.len() as u64;
-    state.metrics.searches.inc();
-    state.metrics.search_results.inc_by(total);
-    let start = match &after {
-        Some((micros, id)) => hits
-            .iter()
-            .position(|h| (h.uploaded_at_micros, &h.id) < (*micros, id))
-            .unwrap_or(hits.len()),
-        None => 0,
-    };
-    let page: Vec<IndexedDocument> = hits.into_iter().skip(start).take(limit + 1).collect();
-    let (hits, next_cursor) = if page.len() > limit {
-        let hits: Vec<IndexedDocument> = page.into_iter().take(limit).collect();
-        let cursor = hits
-            .last()
-            .map(|h| format!("{}.{}", h.uploaded_at_micros, h.id));
-        (hits, cursor)
-    } else {
-        (page, None)
-    };
-    Ok(SearchPage {
-        total,
-        hits,
-        next_cursor,
-    })
-}
-
 /// The fields a query names, for the audit log (names only, never values).
 pub fn queried_fields(query: &Query) -> Vec<&'static str> {
     query.fields().into_iter().map(Field::name).collect()
+}
+
+/// Put back in order when an index rebuild stops before it finished (its job was
+/// cancelled): the index, half filled, is reconciled again in the background, so
+/// it ends current (or failed, with searches refused until a rebuild) instead of
+/// leaving searches waiting on "reconciling".
+struct ReconcileIfDropped {
+    search: Option<SearchService>,
+    tenant: TenantRecord,
+    index: Arc<TenantIndex>,
+}
+
+impl ReconcileIfDropped {
+    /// The rebuild finished: nothing to put back.
+    fn disarm(mut self) {
+        self.search = None;
+    }
+}
+
+impl Drop for ReconcileIfDropped {
+    fn drop(&mut self) {
+        let Some(search) = self.search.take() else {
+            return;
+        };
+        let (tenant, index) = (self.tenant.clone(), Arc::clone(&self.index));
+        tracing::warn!(tenant = %tenant.id, "index rebuild stopped before it finished; reconciling the index again");
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    let outcome = search.reconcile(&tenant, &index, &NoProgress).await;
+                    search.finish_reconcile(&tenant, &index, &outcome);
+                });
+            }
+            // No runtime left (shutting down): the next start reconciles it.
+            Err(_) => {
+                index.sync.send_replace(IndexSync::Failed);
+            }
+        }
+    }
+}
+
+/// Put back in order when an index rotation stops before its swap (an error, a
+/// cancelled job): the next index is unregistered, so writes stop going to it and
+/// another rotation may start, and its files are removed.
+struct RemoveNextIfDropped {
+    search: Option<SearchService>,
+    tenant: TenantRecord,
+}
+
+impl RemoveNextIfDropped {
+    /// The next index became current: nothing to remove.
+    fn disarm(mut self) {
+        self.search = None;
+    }
+}
+
+impl Drop for RemoveNextIfDropped {
+    fn drop(&mut self) {
+        let Some(search) = self.search.take() else {
+            return;
+        };
+        search
+            .next
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.tenant.id);
+        let _ =
+            std::fs::remove_dir_all(search.index_path(&self.tenant.id, self.tenant.index_version));
+    }
+}
+
+impl SearchService {
+    /// The tokenizer of a tenant's index under the record's index key version and
+    /// token plan.
+    async fn tokenizer_for(&self, tenant: &TenantRecord) -> Result<Tokenizer, Error> {
+        let root = self
+            .keys
+            .index_root_key(&crate::tenants::key_spec(tenant))
+            .await?;
+        Ok(Tokenizer::new(&root, self.plan_for(tenant)))
+    }
+
+    /// The tenant's index, opened (and reconciled in the background) on first use.
+    pub async fn tenant_index(&self, tenant: &TenantRecord) -> Result<Arc<TenantIndex>, Error> {
+        let cell = {
+            let mut tenants = self.indexes.lock().unwrap_or_else(PoisonError::into_inner);
+            Arc::clone(tenants.entry(tenant.id.clone()).or_default())
+        };
+        cell.get_or_try_init(|| async {
+            let tokenizer = self.tokenizer_for(tenant).await?;
+            let dir = self.index_path(&tenant.id, tenant.index_version);
+            remove_other_versions(&self.dir, &tenant.id, tenant.index_version);
+            let (index, tokenizer, created) = tokio::task::spawn_blocking(move || {
+                BlindIndex::open(&dir, &tokenizer).map(|(index, created)| (index, tokenizer, created))
+            })
+            .await
+            .map_err(|e| Error::internal("index task", e))?
+            .map_err(index_error)?;
+            if created {
+                tracing::info!(tenant = %tenant.id, "blind index created; filling it from the store");
+            }
+            let (sync, _) = watch::channel(IndexSync::Reconciling);
+            let opened = Arc::new(TenantIndex {
+                tokenizer,
+                index,
+                sync,
+                replanning: Default::default(),
+                retired: RemoveWhenDropped::default(),
+            });
+            let (this, tenant_record, task_index) =
+                (self.clone(), tenant.clone(), Arc::clone(&opened));
+            tokio::spawn(async move {
+                let outcome = this.reconcile(&tenant_record, &task_index, &NoProgress).await;
+                this.finish_reconcile(&tenant_record, &task_index, &outcome);
+            });
+            Ok(opened)
+        })
+        .await
+        .cloned()
+    }
+
+    /// Rotates a tenant's blind-index key: opens an index under `new` (the tenant's
+    /// next index key version, whose root key exists), fills it from the store while
+    /// uploads and deletes also reach it, then makes it current with `make_current`
+    /// (which persists the tenant record) and drops the old one. Searches use the old
+    /// index until the swap, so they stay complete and exact throughout.
+    pub async fn rotate_index(
+        &self,
+        tenant: &TenantRecord,
+        new: &TenantRecord,
+        make_current: impl std::future::Future<Output = Result<(), Error>>,
+        progress: &dyn Progress,
+    ) -> Result<ReconcileReport, Error> {
+        if self.next_index(&tenant.id).is_some() {
+            return Err(Error::conflict(
+                "index_rotation_in_progress",
+                "an index rotation or re-plan of this tenant is under way; retry when it has finished",
+            ));
+        }
+        // The current index must be in step before writes are doubled.
+        let current = self.tenant_index(tenant).await?;
+        wait_until_reconciled(&current, false).await?;
+        let tokenizer = self.tokenizer_for(new).await?;
+        let dir = self.index_path(&new.id, new.index_version);
+        let _ = std::fs::remove_dir_all(&dir);
+        let (index, tokenizer) = tokio::task::spawn_blocking(move || {
+            BlindIndex::open(&dir, &tokenizer).map(|(index, _)| (index, tokenizer))
+        })
+        .await
+        .map_err(|e| Error::internal("index task", e))?
+        .map_err(index_error)?;
+        let (sync, _) = watch::channel(IndexSync::Reconciling);
+        let next = Arc::new(TenantIndex {
+            tokenizer,
+            index,
+            sync,
+            replanning: Default::default(),
+            retired: RemoveWhenDropped::default(),
+        });
+        self.next
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(new.id.clone(), Arc::clone(&next));
+        // Until the swap below, a stop for any reason (an error, a cancelled job)
+        // unregisters the next index and removes its files.
+        let unfinished = RemoveNextIfDropped {
+            search: Some(self.clone()),
+            tenant: new.clone(),
+        };
+        let outcome = async {
+            let report = self.reconcile(new, &next, progress).await?;
+            if report.failed > 0 {
+                return Err(Error::unavailable(
+                    "index_unavailable",
+                    "some documents could not be indexed under the new key; the old key stays in use",
+                ));
+            }
+            commit(&next).await?;
+            make_current.await?;
+            Ok(report)
+        }
+        .await;
+        match &outcome {
+            Ok(_) => {
+                next.sync.send_replace(IndexSync::Current);
+                let cell = Arc::new(OnceCell::new_with(Some(Arc::clone(&next))));
+                // Both maps change under the tenants lock, so a writer sees either
+                // (old, next) or (new, none).
+                let mut tenants = self.indexes.lock().unwrap_or_else(PoisonError::into_inner);
+                tenants.insert(new.id.clone(), cell);
+                unfinished.disarm();
+                self.next
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&new.id);
+                drop(tenants);
+                // Not removed now: a search may still be reading it.
+                let _ = current
+                    .retired
+                    .0
+                    .set(self.index_path(&tenant.id, tenant.index_version));
+            }
+            Err(_) => drop(unfinished),
+        }
+        outcome
+    }
+
+    fn finish_reconcile(
+        &self,
+        tenant: &TenantRecord,
+        index: &TenantIndex,
+        outcome: &Result<ReconcileReport, Error>,
+    ) {
+        match outcome {
+            Ok(report) => {
+                tracing::info!(tenant = %tenant.id, documents = report.documents, added = report.added, removed = report.removed, failed = report.failed, duration_ms = report.duration_ms, "blind index reconciled");
+                index.sync.send_replace(IndexSync::Current);
+            }
+            Err(e) => {
+                self.metrics.index_failures.inc();
+                tracing::error!(tenant = %tenant.id, code = e.code(), error = %e.for_log(), "blind index reconciliation failed; searches are refused until `vault-cli index rebuild`");
+                index.sync.send_replace(IndexSync::Failed);
+            }
+        }
+    }
+
+    /// Opens (and reconciles) the index of every tenant: called at start-up.
+    pub async fn open_all(&self) {
+        match self.tenants.list().await {
+            Ok(tenants) => {
+                for tenant in tenants.iter().filter(|t| t.is_active()) {
+                    if let Err(e) = self.tenant_index(tenant).await {
+                        self.metrics.index_failures.inc();
+                        tracing::error!(tenant = %tenant.id, code = e.code(), error = %e.for_log(), "could not open the blind index");
+                    }
+                }
+            }
+            Err(e) => tracing::error!(
+                code = e.code(), error = %e.for_log(),
+                "could not list tenants to open their indexes"
+            ),
+        }
+    }
+
+    /// Commits pending index changes every `search.commit_interval_ms`, for ever.
+    pub async fn run_committer(self) {
+        let mut tick = tokio::time::interval(Duration::from_millis(self.config.commit_interval_ms));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.commit_all().await;
+        }
+    }
+
+    /// Adds a stored document's tokens to its tenant's index (and to the next one,
+    /// during an index key rotation).
+    pub async fn index_document(
+        &self,
+        tenant: &TenantRecord,
+        document: IndexedDocument,
+        terms: Arc<SearchTerms>,
+    ) -> Result<(), Error> {
+        let (index, next) = self.current_and_next(tenant).await?;
+        add_to_index(&index, document.clone(), Arc::clone(&terms)).await?;
+        let rotating = next.is_some();
+        if let Some(next) = next {
+            add_to_index(&next, document, terms).await?;
+        }
+        if !rotating {
+            self.replan_if_grown(tenant, &index);
+        }
+        Ok(())
+    }
+
+    /// Starts a re-plan when the tenant has outgrown its plan: its tokens, sized for
+    /// fewer documents, now match too many candidates each. The new plan is made for
+    /// `REPLAN_GROWTH` times today's count and built as an index key rotation (a new
+    /// index filled beside the current one, then swapped in; searches stay exact and
+    /// complete). At most one per index; audited in the tenant's log before it starts.
+    fn replan_if_grown(&self, tenant: &TenantRecord, index: &Arc<TenantIndex>) {
+        let planned = self.planned_documents(tenant);
+        let held = index.index.len();
+        if held <= planned.saturating_mul(REPLAN_GROWTH)
+            || index
+                .replanning
+                .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return;
+        }
+        let new_plan = held
+            .saturating_mul(REPLAN_GROWTH)
+            .min(crate::config::MAX_PLANNED_DOCUMENTS);
+        let wanted = Replan {
+            tenant: tenant.id.clone(),
+            held,
+            planned,
+            new_plan,
+        };
+        if self.replans.send(wanted).is_err() {
+            // No one runs re-plans (a vault opened for offline work): the index
+            // keeps its plan, and the next upload asks again.
+            index
+                .replanning
+                .store(false, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// The tenant's current index and, during an index key rotation, the next one,
+    /// read together.
+    async fn current_and_next(
+        &self,
+        tenant: &TenantRecord,
+    ) -> Result<(Arc<TenantIndex>, Option<Arc<TenantIndex>>), Error> {
+        loop {
+            let index = self.tenant_index(tenant).await?;
+            let tenants = self.indexes.lock().unwrap_or_else(PoisonError::into_inner);
+            let next = self.next_index(&tenant.id);
+            // Swapped meanwhile: take the new pair.
+            let still_current = tenants
+                .get(&tenant.id)
+                .and_then(|cell| cell.get())
+                .is_some_and(|current| Arc::ptr_eq(current, &index));
+            if still_current {
+                return Ok((index, next));
+            }
+        }
+    }
+
+    /// Removes a deleted document from its tenant's index.
+    pub async fn remove_document(
+        &self,
+        tenant: &TenantRecord,
+        id: &DocumentId,
+    ) -> Result<(), Error> {
+        let (index, next) = self.current_and_next(tenant).await?;
+        index.index.remove(&id.to_string());
+        if let Some(next) = next {
+            next.index.remove(&id.to_string());
+        }
+        Ok(())
+    }
+
+    /// Every visible document of a tenant: those whose facts object exists and that
+    /// have no tombstone. A facts object beside a tombstone is the remainder of an
+    /// interrupted delete, which is finished here.
+    async fn stored_documents(&self, tenant: &TenantId) -> Result<Vec<DocumentId>, Error> {
+        let objects =
+            crate::storage::list_all(self.store.as_ref(), &ObjectName::docs_prefix(tenant), None)
+                .await?;
+        let tombstones = crate::storage::list_all(
+            self.store.as_ref(),
+            &ObjectName::tombstones_prefix(tenant),
+            None,
+        )
+        .await?;
+        let deleted: std::collections::HashSet<DocumentId> = tombstones
+            .iter()
+            .filter_map(|info| ObjectName::tombstone_of(info.name.as_str()).map(|(_, id)| id))
+            .collect();
+        let mut visible = Vec::new();
+        for id in objects.iter().filter_map(|info| info.name.meta_document()) {
+            if !deleted.contains(&id) {
+                visible.push(id);
+            } else if let Err(e) = self.documents.delete(tenant, &id).await {
+                tracing::warn!(tenant = %tenant, document = %id, code = e.code(), error = %e.for_log(), "could not finish an interrupted delete");
+            }
+        }
+        Ok(visible)
+    }
+
+    /// Brings a tenant's index in step with the store.
+    async fn reconcile(
+        &self,
+        tenant: &TenantRecord,
+        index: &Arc<TenantIndex>,
+        progress: &dyn Progress,
+    ) -> Result<ReconcileReport, Error> {
+        let started = Instant::now();
+        // Index ids first, then the store: a document uploaded in between is in the
+        // store listing or was added by its upload, and is never removed by mistake.
+        let indexed = {
+            let index = Arc::clone(index);
+            blocking(move || index.index.ids()).await?
+        };
+        let stored = self.stored_documents(&tenant.id).await?;
+        let stored_set: std::collections::HashSet<String> =
+            stored.iter().map(ToString::to_string).collect();
+        let mut report = ReconcileReport {
+            documents: stored.len() as u64,
+            ..ReconcileReport::default()
+        };
+        for gone in indexed.difference(&stored_set) {
+            index.index.remove(gone);
+            report.removed += 1;
+        }
+        let missing: Vec<DocumentId> = stored
+            .into_iter()
+            .filter(|id| !indexed.contains(&id.to_string()))
+            .collect();
+        progress.start("reconcile", missing.len() as u64, 0);
+        let outcomes: Vec<Result<bool, Error>> = futures::stream::iter(missing)
+            .map(|id| async move {
+                let opened = self.documents.open(tenant, &id).await;
+                progress.advance(0);
+                match opened {
+                    Ok(opened) => {
+                        let document =
+                            indexed_document(&id, opened.metadata.kind, opened.metadata.uploaded_at);
+                        let terms = terms_of(opened.metadata.fields).await?;
+                        add_to_index(index, document, terms).await.map(|()| true)
+                    }
+                    // Deleted since the listing.
+                    Err(e) if e.is_not_found() => Ok(false),
+                    Err(e) => {
+                        tracing::error!(tenant = %tenant.id, document = %id, code = e.code(), error = %e.for_log(), "document left out of the index: its metadata could not be read");
+                        Err(e)
+                    }
+                }
+            })
+            .buffer_unordered(FILTER_CONCURRENCY)
+            .collect()
+            .await;
+        for outcome in outcomes {
+            match outcome {
+                Ok(true) => report.added += 1,
+                Ok(false) => {}
+                Err(_) => report.failed += 1,
+            }
+        }
+        commit(index).await?;
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        Ok(report)
+    }
+
+    /// Empties a tenant's index and fills it again from the store.
+    pub async fn rebuild(
+        &self,
+        tenant: &TenantRecord,
+        progress: &dyn Progress,
+    ) -> Result<ReconcileReport, Error> {
+        let index = self.tenant_index(tenant).await?;
+        wait_until_reconciled(&index, true).await?;
+        index.sync.send_replace(IndexSync::Reconciling);
+        let interrupted = ReconcileIfDropped {
+            search: Some(self.clone()),
+            tenant: tenant.clone(),
+            index: Arc::clone(&index),
+        };
+        let outcome = async {
+            let cleared = Arc::clone(&index);
+            // Pending additions first: tantivy's delete-all removes committed
+            // segments only, so an addition still pending would survive the clear
+            // and be counted as already indexed.
+            blocking(move || {
+                cleared.index.commit()?;
+                cleared.index.clear()?;
+                cleared.index.commit()
+            })
+            .await?;
+            self.reconcile(tenant, &index, progress).await
+        }
+        .await;
+        interrupted.disarm();
+        self.finish_reconcile(tenant, &index, &outcome);
+        outcome.map_err(|_| {
+            Error::unavailable(
+                "index_unavailable",
+                "the index could not be rebuilt; see the server log",
+            )
+        })
+    }
+
+    /// Runs a query for a tenant: candidates from the blind index, kept only when the
+    /// decrypted fields match exactly, newest first.
+    pub async fn search(
+        &self,
+        tenant: &TenantRecord,
+        query: &Query,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<SearchPage, Error> {
+        let after = cursor.map(parse_cursor).transpose()?;
+        let index = self.tenant_index(tenant).await?;
+        wait_until_reconciled(&index, false).await?;
+        if index.index.pending() > 0 {
+            commit(&index).await?;
+        }
+        let candidates = {
+            let index = Arc::clone(&index);
+            let query = query.clone();
+            let max = self.config.max_candidates;
+            blocking(move || index.index.candidates(&query, &index.tokenizer, max)).await?
+        };
+        self.metrics
+            .search_candidates
+            .inc_by(candidates.len() as u64);
+        let matches: Vec<Option<IndexedDocument>> = futures::stream::iter(candidates)
+            .map(|candidate| async move {
+                let Ok(id) = candidate.id.parse::<DocumentId>() else {
+                    return Ok(None);
+                };
+                match self.documents.open(tenant, &id).await {
+                    Ok(opened) => Ok(matches(query, opened.metadata.fields)
+                        .await?
+                        .then_some(candidate)),
+                    // Deleted since it was indexed.
+                    Err(e) if e.is_not_found() => Ok(None),
+                    Err(e) => Err(e),
+                }
+            })
+            .buffer_unordered(FILTER_CONCURRENCY)
+            .try_collect()
+            .await?;
+        let mut hits: Vec<IndexedDocument> = matches.into_iter().flatten().collect();
+        hits.sort_by(|a, b| (b.uploaded_at_micros, &b.id).cmp(&(a.uploaded_at_micros, &a.id)));
+        let total = hits.len() as u64;
+        self.metrics.searches.inc();
+        self.metrics.search_results.inc_by(total);
+        let start = match &after {
+            Some((micros, id)) => hits
+                .iter()
+                .position(|h| (h.uploaded_at_micros, &h.id) < (*micros, id))
+                .unwrap_or(hits.len()),
+            None => 0,
+        };
+        let page: Vec<IndexedDocument> = hits.into_iter().skip(start).take(limit + 1).collect();
+        let (hits, next_cursor) = if page.len() > limit {
+            let hits: Vec<IndexedDocument> = page.into_iter().take(limit).collect();
+            let cursor = hits
+                .last()
+                .map(|h| format!("{}.{}", h.uploaded_at_micros, h.id));
+            (hits, cursor)
+        } else {
+            (page, None)
+        };
+        Ok(SearchPage {
+            total,
+            hits,
+            next_cursor,
+        })
+    }
 }
 
 #[cfg(test)]

@@ -5,14 +5,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use time::OffsetDateTime;
 use tokio::sync::RwLock;
 use vault_crypto::TenantId;
 use vault_keys::TenantKeySpec;
 
 use crate::error::Error;
 use crate::storage::{ObjectName, ObjectStore, StorageError};
-use crate::vault::SharedVault;
 
 pub use vault_api::{TenantRecord, TenantStatus};
 
@@ -53,10 +51,11 @@ pub fn tenant_not_found(id: &TenantId) -> Error {
     Error::not_found("tenant_not_found", format!("no tenant {id}"))
 }
 
-/// Tenant records, cached.
+/// Tenant records, cached. Clones share the cache.
+#[derive(Clone)]
 pub struct TenantRegistry {
     store: Arc<dyn ObjectStore>,
-    cache: RwLock<HashMap<TenantId, TenantRecord>>,
+    cache: Arc<RwLock<HashMap<TenantId, TenantRecord>>>,
 }
 
 impl TenantRegistry {
@@ -64,7 +63,7 @@ impl TenantRegistry {
     pub fn new(store: Arc<dyn ObjectStore>) -> Self {
         TenantRegistry {
             store,
-            cache: RwLock::new(HashMap::new()),
+            cache: Arc::new(RwLock::new(HashMap::new())),
         }
     }
 
@@ -165,71 +164,4 @@ pub struct NewTenant {
     pub retention_days: Option<u32>,
     /// Documents the blind index is planned for (the configured default when none).
     pub expected_documents: Option<u64>,
-}
-
-/// Creates a tenant: its KEK (with the provider), its first branch key, its record
-/// and its blind index with its root key, so the first upload and search cost no
-/// key-service call and a KEK that cannot wrap is found at once.
-pub async fn create(vault: &SharedVault, new: NewTenant) -> Result<TenantRecord, Error> {
-    let id = new.id;
-    if id.as_str() == crate::audit::SYSTEM_LOG {
-        return Err(Error::invalid(
-            "invalid_tenant_id",
-            "the tenant id system is reserved for the vault's own audit log",
-        ));
-    }
-    if vault.tenants.get(&id).await?.is_some() {
-        return Err(Error::conflict(
-            "tenant_exists",
-            format!("tenant {id} already exists"),
-        ));
-    }
-    let provider = match new.key_provider.as_str() {
-        "local" if new.kms_key_id.is_none() => vault.keys.provider("local")?,
-        "local" => {
-            return Err(Error::invalid(
-                "invalid_key_provider",
-                "kms_key_id is only for key_provider aws-kms",
-            ))
-        }
-        "aws-kms" => vault.keys.provider("aws-kms").map_err(|_| {
-            Error::invalid(
-                "key_provider_disabled",
-                "the aws-kms provider is not enabled on this server ([keys] aws_kms = true)",
-            )
-        })?,
-        other => {
-            return Err(Error::invalid(
-                "invalid_key_provider",
-                format!("unknown key provider {other:?}: use local or aws-kms"),
-            ))
-        }
-    };
-    let planned_documents = check_planned_documents(
-        new.expected_documents
-            .unwrap_or(vault.config.search.initial_expected_documents),
-    )?;
-    let kek_id = provider
-        .ensure_tenant_key(&id, new.kms_key_id.as_deref())
-        .await?;
-    let record = TenantRecord {
-        format: 1,
-        id,
-        key_provider: provider.id().to_owned(),
-        kek_id,
-        branch_version: 1,
-        min_decryption_version: 1,
-        index_version: 1,
-        status: TenantStatus::Active,
-        retired_kek_ids: Vec::new(),
-        retention_days: new
-            .retention_days
-            .unwrap_or(crate::key_lifecycle::DEFAULT_RETENTION_DAYS),
-        planned_documents: Some(planned_documents),
-        created_at: OffsetDateTime::now_utc(),
-    };
-    vault.keys.branch_key_for_upload(&key_spec(&record)).await?;
-    vault.tenants.create(record.clone()).await?;
-    crate::search::tenant_index(vault, &record).await?;
-    Ok(record)
 }

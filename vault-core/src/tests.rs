@@ -10,7 +10,7 @@ use vault_crypto::{DocumentId, TenantId};
 
 use crate::config::Config;
 use crate::credentials::{self, AuthFailure, CredentialKind, Role};
-use crate::documents::{self, DocumentKind, Fields, UploadRequest};
+use crate::documents::{DocumentKind, Fields, UploadRequest};
 use crate::extraction::Extraction;
 use crate::storage::memory::{MemoryStore, Op};
 use crate::storage::{ObjectName, ObjectStore};
@@ -59,7 +59,7 @@ impl TestVault {
             retention_days: None,
             expected_documents: None,
         };
-        crate::tenants::create(&self.vault, new).await
+        self.vault.lifecycle.create_tenant(new).await
     }
 
     /// A local-key tenant without a retention period.
@@ -71,7 +71,7 @@ impl TestVault {
             retention_days: Some(0),
             expected_documents: None,
         };
-        crate::tenants::create(&self.vault, new).await.unwrap()
+        self.vault.lifecycle.create_tenant(new).await.unwrap()
     }
 
     async fn upload(
@@ -87,7 +87,9 @@ impl TestVault {
             extraction: Extraction::Opaque,
         };
         let stream = futures::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from_static(body))]);
-        documents::store(&self.vault, tenant, request, stream)
+        self.vault
+            .documents
+            .store(tenant, request, stream)
             .await
             .map(|stored| stored.id)
     }
@@ -263,7 +265,7 @@ async fn an_upload_opens_and_one_that_fails_midway_is_never_visible() {
         .upload(&acme, b"%PDF-1.7 scanned remittance")
         .await
         .unwrap();
-    let opened = documents::open(&t.vault, &acme, &id).await.unwrap();
+    let opened = t.vault.documents.open(&acme, &id).await.unwrap();
     assert_eq!(opened.metadata.size, 27);
     assert_eq!(opened.facts.kind, DocumentKind::Scan);
 
@@ -294,7 +296,7 @@ async fn a_torn_key_record_fails_its_integrity_check() {
     let record = t.store.get_bytes(&key).await.unwrap().unwrap();
     t.store.tear_next_write();
     assert!(t.store.replace(&key, record).await.is_err());
-    let broken = documents::open(&t.vault, &acme, &id).await.err().unwrap();
+    let broken = t.vault.documents.open(&acme, &id).await.err().unwrap();
     assert!(
         matches!(broken, Error::Integrity { .. } | Error::Internal { .. }),
         "{broken:?}"
@@ -306,21 +308,23 @@ async fn holds_and_retention_stop_a_delete_and_a_delete_hides_the_document() {
     let t = TestVault::open().await;
     let acme = t.tenant("acme").await;
     let id = t.upload(&acme, b"%PDF-1.7 held").await.unwrap();
-    crate::key_lifecycle::set_hold(&t.vault, &acme, &id, true)
-        .await
-        .unwrap();
-    let held = crate::key_lifecycle::check_deletable(&t.vault, &acme, &id)
+    t.vault.lifecycle.set_hold(&acme, &id, true).await.unwrap();
+    let held = t
+        .vault
+        .lifecycle
+        .check_deletable(&acme, &id)
         .await
         .unwrap_err();
     assert_eq!(held.code(), "legal_hold");
-    crate::key_lifecycle::set_hold(&t.vault, &acme, &id, false)
-        .await
-        .unwrap();
+    t.vault.lifecycle.set_hold(&acme, &id, false).await.unwrap();
     let retained = TenantRecord {
         retention_days: 30,
         ..acme.clone()
     };
-    let kept = crate::key_lifecycle::check_deletable(&t.vault, &retained, &id)
+    let kept = t
+        .vault
+        .lifecycle
+        .check_deletable(&retained, &id)
         .await
         .unwrap_err();
     assert_eq!(kept.code(), "retention_period");
@@ -328,13 +332,16 @@ async fn holds_and_retention_stop_a_delete_and_a_delete_hides_the_document() {
     // The tombstone is written, then removing the objects fails: the document is
     // gone for readers all the same, and a second delete finishes the job.
     t.store.fail_nth(Op::Delete, 2);
-    assert!(documents::delete(&t.vault, &acme.id, &id).await.is_err());
-    assert!(documents::open(&t.vault, &acme, &id)
+    assert!(t.vault.documents.delete(&acme.id, &id).await.is_err());
+    assert!(t
+        .vault
+        .documents
+        .open(&acme, &id)
         .await
         .err()
         .unwrap()
         .is_not_found());
-    documents::delete(&t.vault, &acme.id, &id).await.unwrap();
+    t.vault.documents.delete(&acme.id, &id).await.unwrap();
     assert!(t.store.names().iter().all(|n| !n.contains("/docs/")));
 }
 
@@ -345,16 +352,20 @@ async fn a_rewrap_that_cannot_write_a_record_reports_it_and_a_second_run_finishe
     for _ in 0..3 {
         t.upload(&acme, b"%PDF-1.7 rotating").await.unwrap();
     }
-    crate::key_lifecycle::rotate(&t.vault, &acme.id)
-        .await
-        .unwrap();
+    t.vault.lifecycle.rotate(&acme.id).await.unwrap();
     t.store.fail_nth(Op::Replace, 1);
-    let first = crate::key_lifecycle::rewrap(&t.vault, &acme.id, false)
+    let first = t
+        .vault
+        .lifecycle
+        .rewrap(&acme.id, false, &crate::progress::NoProgress)
         .await
         .unwrap();
     assert_eq!(first.failed, 1);
     assert_eq!(first.documents_rewrapped, 2);
-    let second = crate::key_lifecycle::rewrap(&t.vault, &acme.id, true)
+    let second = t
+        .vault
+        .lifecycle
+        .rewrap(&acme.id, true, &crate::progress::NoProgress)
         .await
         .unwrap();
     assert_eq!(second.failed, 0);
@@ -374,13 +385,11 @@ async fn an_audit_event_that_cannot_be_stored_is_an_error_not_a_loss() {
     );
     let segments = ObjectName::audit_segments_prefix(&acme.id);
     t.store.fail_prefix(Op::Put, &segments);
-    let failed = crate::audit::append(&t.vault, &acme.id, event.clone()).await;
+    let failed = t.vault.audit.append(&acme.id, event.clone()).await;
     assert!(failed.is_err());
     assert_eq!(Error::from(failed.unwrap_err()).code(), "audit_unavailable");
     t.store.clear_faults();
-    let seq = crate::audit::append(&t.vault, &acme.id, event)
-        .await
-        .unwrap();
+    let seq = t.vault.audit.append(&acme.id, event).await.unwrap();
     let stored = crate::storage::list_all(t.store.as_ref(), &segments, None)
         .await
         .unwrap();
@@ -397,4 +406,184 @@ fn audit_and_backup_failures_keep_their_causes_for_the_log_only() {
         Error::from(crate::backup::BackupError::Busy).code(),
         "backup_running"
     );
+}
+
+/// Uploads a document with a claim id, through the whole upload (stored, then
+/// indexed).
+async fn upload_claim(t: &TestVault, tenant: &TenantRecord, claim: &str) -> DocumentId {
+    let mut fields = Fields::default();
+    fields.insert("claim_id".into(), vec![claim.to_owned()]);
+    let request = UploadRequest {
+        kind: DocumentKind::Claim,
+        content_type: "application/pdf".into(),
+        file_name: None,
+        fields,
+        extraction: Extraction::Opaque,
+    };
+    let body = futures::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from_static(b"%PDF"))]);
+    t.vault
+        .tenant_documents
+        .upload(tenant, request, None, body)
+        .await
+        .unwrap()
+        .id
+}
+
+async fn claim_hits(t: &TestVault, tenant: &TenantRecord, claim: &str) -> Result<u64, Error> {
+    let query = vault_index::query::Query::parse(&format!("claim_id:{claim}")).unwrap();
+    let page = t.vault.search.search(tenant, &query, None, 10).await?;
+    Ok(page.total)
+}
+
+/// Waits until a job is filling an index (its reconcile phase started).
+async fn until_reconciling(t: &TestVault, id: &str) {
+    for _ in 0..200 {
+        let job = t.vault.maintenance.jobs.get(id).unwrap();
+        assert_eq!(job.state, crate::jobs::JobState::Running, "{job:?}");
+        if job.progress.phase == "reconcile" {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("job {id} never started filling its index");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_rebuild_leaves_the_index_searchable_not_reconciling() {
+    let t = TestVault::open().await;
+    let acme = t.tenant("acme").await;
+    for i in 0..6 {
+        upload_claim(&t, &acme, &format!("CLM{i}")).await;
+    }
+    assert_eq!(claim_hits(&t, &acme, "CLM3").await.unwrap(), 1);
+    // Every read slow: the rebuild is still filling the emptied index when
+    // it is cancelled.
+    t.store.delay(Op::Get, std::time::Duration::from_secs(2));
+    let started = t
+        .vault
+        .maintenance
+        .rebuild_index(&acme.id, "operator:test")
+        .await
+        .unwrap();
+    let id = started.record.id.clone();
+    until_reconciling(&t, &id).await;
+    t.vault.maintenance.jobs.cancel(&id).unwrap();
+    let cancelled = t.vault.maintenance.jobs.wait(&id).await.unwrap();
+    assert_eq!(cancelled.state, crate::jobs::JobState::Cancelled);
+    assert_eq!(started.outcome().await.unwrap_err().code(), "job_cancelled");
+    t.store.clear_faults();
+    // The guard reconciled the half-filled index again: searches are complete
+    // (without it the index would stay "reconciling" and searches would fail
+    // with index_rebuilding after a minute).
+    for i in 0..6 {
+        assert_eq!(claim_hits(&t, &acme, &format!("CLM{i}")).await.unwrap(), 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_index_rotation_leaves_no_next_index_behind() {
+    let t = TestVault::open().await;
+    let acme = t.tenant("acme").await;
+    for i in 0..6 {
+        upload_claim(&t, &acme, &format!("CLM{i}")).await;
+    }
+    t.store.delay(Op::Get, std::time::Duration::from_secs(2));
+    let started = t
+        .vault
+        .maintenance
+        .rotate_index(&acme.id, None, "operator:test")
+        .await
+        .unwrap();
+    until_reconciling(&t, &started.record.id).await;
+    t.vault.maintenance.jobs.cancel(&started.record.id).unwrap();
+    let cancelled = t
+        .vault
+        .maintenance
+        .jobs
+        .wait(&started.record.id)
+        .await
+        .unwrap();
+    assert_eq!(cancelled.state, crate::jobs::JobState::Cancelled);
+    t.store.clear_faults();
+    // The record kept the old index version; a new rotation may start (the
+    // half-built index was unregistered) and succeeds.
+    assert_eq!(
+        t.vault
+            .tenants
+            .require(&acme.id)
+            .await
+            .unwrap()
+            .index_version,
+        1
+    );
+    let again = t
+        .vault
+        .maintenance
+        .rotate_index(&acme.id, None, "operator:test")
+        .await
+        .unwrap();
+    match again.outcome().await.unwrap() {
+        crate::jobs::JobResult::Reconcile(report) => assert_eq!(report.added, 6),
+        other => panic!("unexpected result {other:?}"),
+    }
+    let record = t.vault.tenants.require(&acme.id).await.unwrap();
+    assert_eq!(record.index_version, 2);
+    assert_eq!(claim_hits(&t, &record, "CLM5").await.unwrap(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outgrown_index_is_replanned_as_a_job_audited_before_it_starts() {
+    let t = TestVault::open().await;
+    // What a server runs: re-plans, and the committer (an index counts committed
+    // documents).
+    tokio::spawn(t.vault.clone().run_maintenance());
+    tokio::spawn(t.vault.search.clone().run_committer());
+    let new = NewTenant {
+        id: TenantId::new("acme").unwrap(),
+        key_provider: "local".into(),
+        kms_key_id: None,
+        retention_days: Some(0),
+        expected_documents: Some(1),
+    };
+    let acme = t.vault.lifecycle.create_tenant(new).await.unwrap();
+    for i in 0..8 {
+        upload_claim(&t, &acme, &format!("CLM{i}")).await;
+        if i >= 4 {
+            tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        }
+    }
+    let mut replanned = None;
+    for _ in 0..200 {
+        let jobs = t.vault.maintenance.jobs.list().jobs;
+        if let Some(job) = jobs
+            .iter()
+            .find(|j| j.kind == "index.replan" && j.state.is_finished())
+        {
+            replanned = Some(job.clone());
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let job = replanned.expect("a re-plan job ran");
+    assert_eq!(
+        job.state,
+        crate::jobs::JobState::Succeeded,
+        "{:?}",
+        job.error
+    );
+    assert_eq!(job.actor, "system");
+    let record = t.vault.tenants.require(&acme.id).await.unwrap();
+    assert!(record.planned_documents.unwrap() >= 20, "{record:?}");
+    assert_eq!(record.index_version, 2);
+    let log = t
+        .vault
+        .audit
+        .read_events(&acme.id, Default::default(), 100)
+        .await
+        .unwrap();
+    assert!(log
+        .events
+        .iter()
+        .any(|e| e.action == "index.replan" && e.actor == "system"));
+    assert_eq!(claim_hits(&t, &record, "CLM4").await.unwrap(), 1);
 }

@@ -8,17 +8,26 @@ use std::time::Duration;
 
 use vault_keys::{AwsKmsProvider, CachePolicy, KeyHierarchy, KeyProvider, LocalKeyProvider};
 
-use crate::audit::AuditService;
+use tokio::sync::mpsc;
+
+use crate::audit::{AuditDeps, AuditService};
+use crate::backup::schedule::BackupService;
 use crate::config::{Config, StorageConfig};
 use crate::credentials::{CredentialKind, CredentialRecord};
+use crate::documents::{DocumentSettings, Documents};
+use crate::jobs::Jobs;
+use crate::key_lifecycle::KeyLifecycle;
+use crate::maintenance::Maintenance;
 use crate::metrics::Metrics;
-use crate::search::SearchService;
+use crate::search::{Replan, SearchDeps, SearchService};
 use crate::storage::fs::FsStore;
 use crate::storage::keys::ObjectTenantKeyStore;
 use crate::storage::{ObjectName, ObjectStore};
+use crate::tenant_documents::TenantDocuments;
 use crate::tenants::TenantRegistry;
 
-/// An open vault: its store, keys, tenants, audit logs, indexes and backups.
+/// An open vault: its store and keys, and the services over them. Each service
+/// holds only what it works with; the vault composes them.
 pub struct Vault {
     /// Effective configuration.
     pub config: Config,
@@ -28,18 +37,26 @@ pub struct Vault {
     pub keys: Arc<KeyHierarchy>,
     /// The local key provider (always present: the embedded default).
     pub local_keys: Arc<LocalKeyProvider>,
-    /// The AWS KMS provider, when enabled.
-    pub kms: Option<Arc<AwsKmsProvider>>,
     /// Tenant records.
     pub tenants: TenantRegistry,
     /// Audit logs.
     pub audit: AuditService,
+    /// Documents: upload, open, delete.
+    pub documents: Documents,
     /// Per-tenant blind indexes.
     pub search: SearchService,
-    /// Prometheus metrics.
-    pub metrics: Metrics,
+    /// Tenant creation, key rotation, rewrap, offboarding, retention and holds.
+    pub lifecycle: KeyLifecycle,
     /// The backup job.
-    pub backups: crate::backup::schedule::BackupService,
+    pub backups: BackupService,
+    /// Long operations as jobs.
+    pub maintenance: Maintenance,
+    /// Tenants' documents as their users see them (upload, download, list, delete).
+    pub tenant_documents: TenantDocuments,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    /// Re-plans asked for by indexes, until [`Vault::run_maintenance`] takes them.
+    replans: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Replan>>>,
 }
 
 /// The vault as its tasks share it.
@@ -151,26 +168,100 @@ impl Vault {
         ));
 
         let new_operator_token = bootstrap_operator(&config, store.as_ref()).await?;
-        let audit = AuditService::open(store.as_ref(), &local_keys, config.audit.clone())
-            .await
-            .map_err(OpenError::Audit)?;
+        let metrics = Arc::new(Metrics::default());
+        let tenants = TenantRegistry::new(store.clone());
+        let audit = AuditService::open(
+            AuditDeps {
+                store: store.clone(),
+                keys: keys.clone(),
+                local_keys: local_keys.clone(),
+                tenants: tenants.clone(),
+                metrics: metrics.clone(),
+            },
+            config.audit.clone(),
+        )
+        .await
+        .map_err(OpenError::Audit)?;
+        let documents = Documents::new(
+            store.clone(),
+            keys.clone(),
+            metrics.clone(),
+            DocumentSettings::of(&config),
+        );
+        let (replan_requests, replans) = mpsc::unbounded_channel();
+        let search = SearchService::new(
+            SearchDeps {
+                store: store.clone(),
+                keys: keys.clone(),
+                tenants: tenants.clone(),
+                documents: documents.clone(),
+                metrics: metrics.clone(),
+            },
+            config.index_dir(),
+            config.search.clone(),
+            replan_requests,
+        );
+        let lifecycle = KeyLifecycle {
+            store: store.clone(),
+            keys: keys.clone(),
+            local_keys: local_keys.clone(),
+            kms,
+            tenants: tenants.clone(),
+            documents: documents.clone(),
+            search: search.clone(),
+            initial_expected_documents: config.search.initial_expected_documents,
+        };
+        let backups = BackupService::new(&config, store.clone(), audit.clone(), metrics.clone());
+        let maintenance = Maintenance::new(
+            Jobs::default(),
+            audit.clone(),
+            lifecycle.clone(),
+            search.clone(),
+            tenants.clone(),
+            backups.clone(),
+        );
+        let tenant_documents = TenantDocuments::new(
+            store.clone(),
+            documents.clone(),
+            search.clone(),
+            lifecycle.clone(),
+            metrics.clone(),
+        );
         let vault = Arc::new(Vault {
-            tenants: TenantRegistry::new(store.clone()),
-            search: SearchService::new(config.index_dir(), config.search.clone()),
-            backups: crate::backup::schedule::BackupService::new(config.backup.clone()),
-            audit,
             config,
             store,
             keys,
             local_keys,
-            kms,
-            metrics: Metrics::default(),
+            tenants,
+            audit,
+            documents,
+            search,
+            lifecycle,
+            backups,
+            maintenance,
+            tenant_documents,
+            metrics,
+            replans: std::sync::Mutex::new(Some(replans)),
         });
         purge_offboarded_keks(&vault).await?;
         Ok(Opened {
             vault,
             new_operator_token,
         })
+    }
+
+    /// Runs the re-plans the indexes ask for, until dropped (a server runs this; a
+    /// vault opened for offline work does not, and its indexes keep their plans).
+    /// Only the first call takes them; later ones return at once.
+    pub async fn run_maintenance(self: Arc<Self>) {
+        let wanted = self
+            .replans
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(wanted) = wanted {
+            self.maintenance.clone().run_replans(wanted).await;
+        }
     }
 
     /// Drops expired tenant keys from the cache on time, so an idle tenant's

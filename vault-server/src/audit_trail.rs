@@ -34,7 +34,7 @@ use crate::error::ApiError;
 use crate::routes::REQUEST_ID_HEADER;
 use crate::state::SharedState;
 use vault_core::audit::event::action_of;
-use vault_core::audit::{append, new_event, Outcome, SYSTEM_LOG};
+use vault_core::audit::{new_event, Outcome, SYSTEM_LOG};
 use vault_core::metrics::ReasonLabels;
 
 /// What the caller and the handler tell the audit log about a request.
@@ -68,6 +68,17 @@ impl NoteSlot {
     /// Changes the note.
     pub fn update(&self, change: impl FnOnce(&mut AuditNote)) {
         change(&mut self.0.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+
+    /// Who is calling, once authenticated (`operator:<id>` or `apikey:<id>`): what
+    /// a job started by this request records as its actor.
+    pub fn actor(&self) -> String {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .actor
+            .clone()
+            .unwrap_or_default()
     }
 
     fn take(&self) -> AuditNote {
@@ -181,7 +192,7 @@ pub async fn record(
     event.client = client.clone();
     event.fields = note.fields;
     event.detail = note.detail;
-    if append(&state.vault, &tenant, event).await.is_err() {
+    if state.vault.audit.append(&tenant, event).await.is_err() {
         state.vault.metrics.audit_failures.inc();
         return ApiError::from(vault_core::Error::audit_unavailable(None)).into_response();
     }
@@ -208,7 +219,7 @@ pub async fn record(
                     ""
                 }
             ));
-            if append(&state.vault, &tenant, flag).await.is_err() {
+            if state.vault.audit.append(&tenant, flag).await.is_err() {
                 state.vault.metrics.audit_failures.inc();
                 return ApiError::from(vault_core::Error::audit_unavailable(None)).into_response();
             }
@@ -257,7 +268,7 @@ fn sample_unauthenticated(
     ));
     let state = Arc::clone(state);
     tokio::spawn(async move {
-        if let Err(e) = append(&state.vault, &system, event).await {
+        if let Err(e) = state.vault.audit.append(&system, event).await {
             tracing::warn!(error = %e, "sampled unauthenticated request not recorded");
         }
     });

@@ -111,15 +111,14 @@ pub async fn serve(
     };
     // Indexes are derived data: open and reconcile them in the background while
     // serving (a search waits for its tenant's reconciliation).
-    tokio::spawn(vault_core::search::run_committer(state.vault.clone()));
-    tokio::spawn(vault_core::audit::run_checkpointer(state.vault.clone()));
-    tokio::spawn(vault_core::backup::schedule::run_scheduler(
-        state.vault.clone(),
-    ));
+    tokio::spawn(state.vault.search.clone().run_committer());
+    tokio::spawn(state.vault.audit.clone().run_checkpointer());
+    tokio::spawn(state.vault.backups.clone().run_scheduler());
     tokio::spawn(state.vault.clone().sweep_key_cache());
+    tokio::spawn(state.vault.clone().run_maintenance());
     {
-        let state = state.clone();
-        tokio::spawn(async move { vault_core::search::open_all(&state.vault).await });
+        let search = state.vault.search.clone();
+        tokio::spawn(async move { search.open_all().await });
     }
     {
         // Rate-limiter entries of credentials that went quiet are dropped.
@@ -166,6 +165,6 @@ pub async fn serve(
     // In-flight requests have finished: make their index entries durable and sign
     // where the audit logs stand.
     state.vault.search.commit_all().await;
-    vault_core::audit::checkpoint_all(&state.vault).await;
+    state.vault.audit.checkpoint_all().await;
     served
 }

@@ -35,14 +35,17 @@ use tokio::sync::mpsc;
 use vault_crypto::merkle::Frontier;
 use vault_crypto::signing::{Checkpoint, PublicKey, SignedCheckpoint, SigningKey};
 use vault_crypto::{CryptoError, TenantId};
-use vault_keys::{EncryptionContext, KeyProvider, LocalKeyProvider, Purpose, TenantKeySpec};
+use vault_keys::{
+    EncryptionContext, KeyHierarchy, KeyProvider, LocalKeyProvider, Purpose, TenantKeySpec,
+};
 
 pub use event::{AuditEvent, Outcome};
 use segment::{Segment, SegmentError};
 
 use crate::config::AuditConfig;
+use crate::metrics::Metrics;
 use crate::storage::{list_all, ObjectName, ObjectStore, StorageError};
-use crate::vault::SharedVault;
+use crate::tenants::TenantRegistry;
 
 /// The reserved tenant id of the system log (no tenant may be created with it).
 pub const SYSTEM_LOG: &str = "system";
@@ -183,8 +186,17 @@ pub async fn read_segments(
     Ok(out)
 }
 
-/// The audit logs of a server.
-pub struct AuditService {
+/// The audit logs of a server: one writer task per log, the checkpoint signer,
+/// and what watches the logs' health. Clones share them.
+#[derive(Clone)]
+pub struct AuditService(Arc<AuditLogs>);
+
+/// What an [`AuditService`] holds.
+pub struct AuditLogs {
+    store: Arc<dyn ObjectStore>,
+    keys: Arc<KeyHierarchy>,
+    tenants: TenantRegistry,
+    metrics: Arc<Metrics>,
     /// Checkpoint signing.
     pub signer: Signer,
     /// Keys of the system log.
@@ -200,13 +212,38 @@ pub struct AuditService {
     pub unauthenticated: health::Sampler,
 }
 
+impl std::ops::Deref for AuditService {
+    type Target = AuditLogs;
+
+    fn deref(&self) -> &AuditLogs {
+        &self.0
+    }
+}
+
+/// What the audit logs are written with.
+pub struct AuditDeps {
+    /// Where segments and checkpoints go.
+    pub store: Arc<dyn ObjectStore>,
+    /// Tenant keys (segments are sealed under the tenant's branch key).
+    pub keys: Arc<KeyHierarchy>,
+    /// The local provider, which keeps the signing key and the system log's KEK.
+    pub local_keys: Arc<LocalKeyProvider>,
+    /// Tenant records (a log's keys are its tenant's).
+    pub tenants: TenantRegistry,
+    /// Counters of events, segments and failures.
+    pub metrics: Arc<Metrics>,
+}
+
 impl AuditService {
     /// Loads the signing key (creating it on a new vault) and the system log's keys.
-    pub async fn open(
-        store: &dyn ObjectStore,
-        local_keys: &LocalKeyProvider,
-        config: AuditConfig,
-    ) -> Result<AuditService, AuditError> {
+    pub async fn open(deps: AuditDeps, config: AuditConfig) -> Result<AuditService, AuditError> {
+        let AuditDeps {
+            store,
+            keys,
+            local_keys,
+            tenants,
+            metrics,
+        } = deps;
         let system = TenantId::new(SYSTEM_LOG)?;
         let kek_id = local_keys.ensure_tenant_key(&system, None).await?;
         let context = EncryptionContext {
@@ -246,7 +283,11 @@ impl AuditService {
                 Bytes::from(public.to_hex()),
             )
             .await?;
-        Ok(AuditService {
+        Ok(AuditService(Arc::new(AuditLogs {
+            store,
+            keys,
+            tenants,
+            metrics,
             signer: Signer { key, public },
             system: TenantKeySpec {
                 tenant: system,
@@ -261,13 +302,13 @@ impl AuditService {
             health: health::AuditHealth::default(),
             unauthenticated: health::Sampler::default(),
             config,
-        })
+        })))
     }
 
-    fn queue(&self, state: &SharedVault, tenant: &TenantId) -> mpsc::Sender<writer::Command> {
+    fn queue(&self, tenant: &TenantId) -> mpsc::Sender<writer::Command> {
         let mut logs = self.logs.lock().unwrap_or_else(PoisonError::into_inner);
         logs.entry(tenant.clone())
-            .or_insert_with(|| writer::spawn(Arc::clone(state), tenant.clone()))
+            .or_insert_with(|| writer::spawn(self.clone(), tenant.clone()))
             .clone()
     }
 
@@ -279,65 +320,60 @@ impl AuditService {
             .cloned()
             .collect()
     }
-}
 
-/// The keys a tenant's log is sealed under.
-async fn key_spec(state: &SharedVault, tenant: &TenantId) -> Result<TenantKeySpec, AuditError> {
-    if tenant.as_str() == SYSTEM_LOG {
-        return Ok(state.audit.system.clone());
-    }
-    match state.tenants.get(tenant).await {
-        Ok(Some(record)) => Ok(crate::tenants::key_spec(&record)),
-        _ => Err(AuditError::Unavailable),
-    }
-}
-
-/// Appends an event (its `seq` is assigned by the log) and waits until it is
-/// durable; returns its seq.
-pub async fn append(
-    state: &SharedVault,
-    tenant: &TenantId,
-    event: AuditEvent,
-) -> Result<u64, AuditError> {
-    let queue = state.audit.queue(state, tenant);
-    let written = writer::ask(&queue, |done| {
-        writer::Command::Append(Box::new(event), done)
-    })
-    .await;
-    state.audit.health.record(written.is_ok());
-    state.metrics.audit_failing.set(i64::from(written.is_err()));
-    written
-}
-
-/// Writes a checkpoint of every open log that grew.
-pub async fn checkpoint_all(state: &SharedVault) {
-    for queue in state.audit.open_queues() {
-        if let Err(e) = writer::ask(&queue, writer::Command::Checkpoint).await {
-            tracing::error!(error = %e, "audit checkpoint failed");
+    /// The keys a tenant's log is sealed under.
+    async fn key_spec(&self, tenant: &TenantId) -> Result<TenantKeySpec, AuditError> {
+        if tenant.as_str() == SYSTEM_LOG {
+            return Ok(self.system.clone());
+        }
+        match self.tenants.get(tenant).await {
+            Ok(Some(record)) => Ok(crate::tenants::key_spec(&record)),
+            _ => Err(AuditError::Unavailable),
         }
     }
-}
 
-/// Writes a checkpoint of one tenant's log (if it grew) and returns the latest.
-pub async fn checkpoint_now(
-    state: &SharedVault,
-    tenant: &TenantId,
-) -> Result<Option<StoredCheckpoint>, AuditError> {
-    let queue = state.audit.queue(state, tenant);
-    writer::ask(&queue, writer::Command::Checkpoint).await?;
-    latest_checkpoint(state.store.as_ref(), tenant).await
-}
+    /// Appends an event (its `seq` is assigned by the log) and waits until it is
+    /// durable; returns its seq.
+    pub async fn append(&self, tenant: &TenantId, event: AuditEvent) -> Result<u64, AuditError> {
+        let queue = self.queue(tenant);
+        let written = writer::ask(&queue, |done| {
+            writer::Command::Append(Box::new(event), done)
+        })
+        .await;
+        self.health.record(written.is_ok());
+        self.metrics.audit_failing.set(i64::from(written.is_err()));
+        written
+    }
 
-/// Checkpoints every `audit.checkpoint_interval_secs`, for ever.
-pub async fn run_checkpointer(state: SharedVault) {
-    let mut tick = tokio::time::interval(Duration::from_secs(
-        state.audit.config.checkpoint_interval_secs,
-    ));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    loop {
+    /// Writes a checkpoint of every open log that grew.
+    pub async fn checkpoint_all(&self) {
+        for queue in self.open_queues() {
+            if let Err(e) = writer::ask(&queue, writer::Command::Checkpoint).await {
+                tracing::error!(error = %e, "audit checkpoint failed");
+            }
+        }
+    }
+
+    /// Writes a checkpoint of one tenant's log (if it grew) and returns the latest.
+    pub async fn checkpoint_now(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Option<StoredCheckpoint>, AuditError> {
+        let queue = self.queue(tenant);
+        writer::ask(&queue, writer::Command::Checkpoint).await?;
+        latest_checkpoint(self.store.as_ref(), tenant).await
+    }
+
+    /// Checkpoints every `audit.checkpoint_interval_secs`, for ever.
+    pub async fn run_checkpointer(self) {
+        let mut tick =
+            tokio::time::interval(Duration::from_secs(self.config.checkpoint_interval_secs));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
-        checkpoint_all(&state).await;
+        loop {
+            tick.tick().await;
+            self.checkpoint_all().await;
+        }
     }
 }
 

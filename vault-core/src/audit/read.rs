@@ -5,9 +5,8 @@ use time::OffsetDateTime;
 use vault_crypto::merkle;
 use vault_crypto::TenantId;
 
-use super::{key_spec, read_segments, AuditError, AuditEvent};
+use super::{read_segments, AuditError, AuditEvent, AuditService};
 use crate::error::Error;
-use crate::vault::SharedVault;
 
 pub use vault_api::ProofResponse;
 
@@ -32,110 +31,109 @@ pub struct EventsPage {
     pub next_cursor: Option<u64>,
 }
 
-/// Events of a tenant's log matching `filter`, at most `limit`.
-pub async fn read_events(
-    state: &SharedVault,
-    tenant: &TenantId,
-    filter: EventFilter,
-    limit: usize,
-) -> Result<EventsPage, AuditError> {
-    let spec = key_spec(state, tenant).await?;
-    let mut events = Vec::new();
-    for (_, segment) in read_segments(state.store.as_ref(), tenant).await? {
-        if filter
-            .after_seq
-            .is_some_and(|after| segment.header.next_seq() <= after + 1)
-        {
-            continue;
-        }
-        let branch = state
-            .keys
-            .branch_key(&spec, &segment.record.key_ref)
-            .await?;
-        for event in segment.open(tenant, &branch)? {
-            let wanted = filter.after_seq.is_none_or(|after| event.seq > after)
-                && filter.since.is_none_or(|t| event.time >= t)
-                && filter.until.is_none_or(|t| event.time < t)
-                && filter.actor.as_ref().is_none_or(|a| *a == event.actor);
-            if wanted {
-                if events.len() == limit {
-                    let next_cursor = events.last().map(|e: &AuditEvent| e.seq);
-                    return Ok(EventsPage {
-                        events,
-                        next_cursor,
-                    });
+impl AuditService {
+    /// Events of a tenant's log matching `filter`, at most `limit`.
+    pub async fn read_events(
+        &self,
+        tenant: &TenantId,
+        filter: EventFilter,
+        limit: usize,
+    ) -> Result<EventsPage, AuditError> {
+        let spec = self.key_spec(tenant).await?;
+        let mut events = Vec::new();
+        for (_, segment) in read_segments(self.store.as_ref(), tenant).await? {
+            if filter
+                .after_seq
+                .is_some_and(|after| segment.header.next_seq() <= after + 1)
+            {
+                continue;
+            }
+            let branch = self.keys.branch_key(&spec, &segment.record.key_ref).await?;
+            for event in segment.open(tenant, &branch)? {
+                let wanted = filter.after_seq.is_none_or(|after| event.seq > after)
+                    && filter.since.is_none_or(|t| event.time >= t)
+                    && filter.until.is_none_or(|t| event.time < t)
+                    && filter.actor.as_ref().is_none_or(|a| *a == event.actor);
+                if wanted {
+                    if events.len() == limit {
+                        let next_cursor = events.last().map(|e: &AuditEvent| e.seq);
+                        return Ok(EventsPage {
+                            events,
+                            next_cursor,
+                        });
+                    }
+                    events.push(event);
                 }
-                events.push(event);
             }
         }
+        Ok(EventsPage {
+            events,
+            next_cursor: None,
+        })
     }
-    Ok(EventsPage {
-        events,
-        next_cursor: None,
-    })
-}
 
-/// An inclusion proof for the segment holding `seq`, against `tree_size` (default:
-/// the latest checkpoint), and a consistency proof from `old_size` when asked.
-pub async fn prove(
-    state: &SharedVault,
-    tenant: &TenantId,
-    seq: u64,
-    tree_size: Option<u64>,
-    old_size: Option<u64>,
-) -> Result<ProofResponse, Error> {
-    let segments = read_segments(state.store.as_ref(), tenant).await?;
-    let leaves: Vec<[u8; 32]> = segments.iter().map(|(_, s)| s.leaf_hash()).collect();
-    let size = match tree_size {
-        Some(size) => size,
-        None => match super::latest_checkpoint(state.store.as_ref(), tenant).await? {
-            Some(stored) => {
-                stored
-                    .verify(&state.audit.signer.public, tenant)?
-                    .checkpoint
-                    .tree_size
-            }
-            None => leaves.len() as u64,
-        },
-    };
-    let bad = |m: &str| Error::invalid("invalid_query", m.to_owned());
-    let size_usize = usize::try_from(size).map_err(|_| bad("tree_size too large"))?;
-    if size_usize > leaves.len() || size == 0 {
-        return Err(bad("tree_size must be between 1 and the log's size"));
-    }
-    let index = segments[..size_usize]
-        .iter()
-        .position(|(_, s)| s.header.first_seq <= seq && seq < s.header.next_seq())
-        .ok_or_else(|| {
-            Error::not_found(
-                "event_not_found",
-                "no event with this seq in the tree of that size",
-            )
-        })?;
-    let prefix = &leaves[..size_usize];
-    let inclusion = merkle::inclusion_proof(prefix, index).map_err(AuditError::from)?;
-    let consistency = match old_size {
-        Some(old) => {
-            let old = usize::try_from(old).map_err(|_| bad("old_size too large"))?;
-            if old == 0 || old > size_usize {
-                return Err(bad("old_size must be between 1 and tree_size"));
-            }
-            Some(
-                merkle::consistency_proof(prefix, old)
-                    .map_err(AuditError::from)?
-                    .iter()
-                    .map(hex::encode)
-                    .collect(),
-            )
+    /// An inclusion proof for the segment holding `seq`, against `tree_size` (default:
+    /// the latest checkpoint), and a consistency proof from `old_size` when asked.
+    pub async fn prove(
+        &self,
+        tenant: &TenantId,
+        seq: u64,
+        tree_size: Option<u64>,
+        old_size: Option<u64>,
+    ) -> Result<ProofResponse, Error> {
+        let segments = read_segments(self.store.as_ref(), tenant).await?;
+        let leaves: Vec<[u8; 32]> = segments.iter().map(|(_, s)| s.leaf_hash()).collect();
+        let size = match tree_size {
+            Some(size) => size,
+            None => match super::latest_checkpoint(self.store.as_ref(), tenant).await? {
+                Some(stored) => {
+                    stored
+                        .verify(&self.signer.public, tenant)?
+                        .checkpoint
+                        .tree_size
+                }
+                None => leaves.len() as u64,
+            },
+        };
+        let bad = |m: &str| Error::invalid("invalid_query", m.to_owned());
+        let size_usize = usize::try_from(size).map_err(|_| bad("tree_size too large"))?;
+        if size_usize > leaves.len() || size == 0 {
+            return Err(bad("tree_size must be between 1 and the log's size"));
         }
-        None => None,
-    };
-    Ok(ProofResponse {
-        segment: index as u64,
-        leaf_hash: hex::encode(prefix[index]),
-        tree_size: size,
-        root: hex::encode(merkle::root(prefix)),
-        inclusion: inclusion.iter().map(hex::encode).collect(),
-        consistency,
-    })
+        let index = segments[..size_usize]
+            .iter()
+            .position(|(_, s)| s.header.first_seq <= seq && seq < s.header.next_seq())
+            .ok_or_else(|| {
+                Error::not_found(
+                    "event_not_found",
+                    "no event with this seq in the tree of that size",
+                )
+            })?;
+        let prefix = &leaves[..size_usize];
+        let inclusion = merkle::inclusion_proof(prefix, index).map_err(AuditError::from)?;
+        let consistency = match old_size {
+            Some(old) => {
+                let old = usize::try_from(old).map_err(|_| bad("old_size too large"))?;
+                if old == 0 || old > size_usize {
+                    return Err(bad("old_size must be between 1 and tree_size"));
+                }
+                Some(
+                    merkle::consistency_proof(prefix, old)
+                        .map_err(AuditError::from)?
+                        .iter()
+                        .map(hex::encode)
+                        .collect(),
+                )
+            }
+            None => None,
+        };
+        Ok(ProofResponse {
+            segment: index as u64,
+            leaf_hash: hex::encode(prefix[index]),
+            tree_size: size,
+            root: hex::encode(merkle::root(prefix)),
+            inclusion: inclusion.iter().map(hex::encode).collect(),
+            consistency,
+        })
+    }
 }

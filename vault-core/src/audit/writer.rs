@@ -20,9 +20,9 @@ use vault_crypto::TenantId;
 
 use super::event::AuditEvent;
 use super::segment::{self, Segment};
+use super::AuditService;
 use super::{AuditError, StoredCheckpoint};
 use crate::storage::{list_all, ObjectName, StorageError};
-use crate::vault::SharedVault;
 
 /// Most events sealed in one segment.
 const MAX_BATCH: usize = 512;
@@ -49,13 +49,13 @@ struct Tail {
 }
 
 /// Starts a tenant's log task; returns its queue.
-pub fn spawn(state: SharedVault, tenant: TenantId) -> mpsc::Sender<Command> {
+pub fn spawn(logs: AuditService, tenant: TenantId) -> mpsc::Sender<Command> {
     let (tx, rx) = mpsc::channel(QUEUE);
-    tokio::spawn(run(state, tenant, rx));
+    tokio::spawn(run(logs, tenant, rx));
     tx
 }
 
-async fn run(state: SharedVault, tenant: TenantId, mut rx: mpsc::Receiver<Command>) {
+async fn run(logs: AuditService, tenant: TenantId, mut rx: mpsc::Receiver<Command>) {
     let mut tail: Option<Tail> = None;
     while let Some(first) = rx.recv().await {
         let mut appends = Vec::new();
@@ -71,7 +71,7 @@ async fn run(state: SharedVault, tenant: TenantId, mut rx: mpsc::Receiver<Comman
             }
         }
         if tail.is_none() {
-            match load(&state, &tenant).await {
+            match load(&logs, &tenant).await {
                 Ok(loaded) => tail = Some(loaded),
                 Err(e) => {
                     tracing::error!(tenant = %tenant, error = %e, "audit log could not be opened");
@@ -90,7 +90,7 @@ async fn run(state: SharedVault, tenant: TenantId, mut rx: mpsc::Receiver<Comman
         };
         if !appends.is_empty() {
             let (events, waiters): (Vec<AuditEvent>, Vec<_>) = appends.into_iter().unzip();
-            match write_segment(&state, &tenant, current, events).await {
+            match write_segment(&logs, &tenant, current, events).await {
                 Ok(first_seq) => {
                     for (i, done) in waiters.into_iter().enumerate() {
                         let _ = done.send(Ok(first_seq + i as u64));
@@ -109,7 +109,7 @@ async fn run(state: SharedVault, tenant: TenantId, mut rx: mpsc::Receiver<Comman
         }
         for done in checkpoints {
             let result = match tail.as_mut() {
-                Some(current) => write_checkpoint(&state, &tenant, current).await,
+                Some(current) => write_checkpoint(&logs, &tenant, current).await,
                 None => Err(AuditError::Unavailable),
             };
             let _ = done.send(result);
@@ -118,7 +118,7 @@ async fn run(state: SharedVault, tenant: TenantId, mut rx: mpsc::Receiver<Comman
 }
 
 async fn write_segment(
-    state: &SharedVault,
+    logs: &AuditService,
     tenant: &TenantId,
     tail: &mut Tail,
     mut events: Vec<AuditEvent>,
@@ -127,12 +127,11 @@ async fn write_segment(
     for (i, event) in events.iter_mut().enumerate() {
         event.seq = first_seq + i as u64;
     }
-    let spec = super::key_spec(state, tenant).await?;
-    let (key_ref, branch) = state.keys.branch_key_for_upload(&spec).await?;
+    let spec = logs.key_spec(tenant).await?;
+    let (key_ref, branch) = logs.keys.branch_key_for_upload(&spec).await?;
     let bytes = segment::seal(tenant, tail.segments, &events, &branch, key_ref)?;
     let parsed = Segment::parse(&bytes)?;
-    state
-        .store
+    logs.store
         .put_new_bytes(
             &ObjectName::audit_segment(tenant, tail.segments),
             Bytes::from(bytes),
@@ -141,13 +140,13 @@ async fn write_segment(
     tail.frontier.push(parsed.leaf_hash());
     tail.segments += 1;
     tail.events += events.len() as u64;
-    state.metrics.audit_events.inc_by(events.len() as u64);
-    state.metrics.audit_segments.inc();
+    logs.metrics.audit_events.inc_by(events.len() as u64);
+    logs.metrics.audit_segments.inc();
     Ok(first_seq)
 }
 
 async fn write_checkpoint(
-    state: &SharedVault,
+    logs: &AuditService,
     tenant: &TenantId,
     tail: &mut Tail,
 ) -> Result<Option<u64>, AuditError> {
@@ -160,7 +159,7 @@ async fn write_checkpoint(
         root: tail.frontier.root(),
         timestamp_unix_ms: (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as u64,
     };
-    let signed = checkpoint.sign(&state.audit.signer.key);
+    let signed = checkpoint.sign(&logs.signer.key);
     let stored = StoredCheckpoint {
         format: 1,
         signed: signed.encode(),
@@ -168,7 +167,7 @@ async fn write_checkpoint(
         frontier: tail.frontier.hashes().iter().map(hex::encode).collect(),
     };
     let json = serde_json::to_vec_pretty(&stored).map_err(|_| AuditError::Unavailable)?;
-    match state
+    match logs
         .store
         .put_new_bytes(
             &ObjectName::audit_checkpoint(tenant, tail.segments),
@@ -186,15 +185,15 @@ async fn write_checkpoint(
 
 /// Loads the tail: the latest checkpoint (checked against the signing key), then
 /// every segment after it.
-async fn load(state: &SharedVault, tenant: &TenantId) -> Result<Tail, AuditError> {
+async fn load(logs: &AuditService, tenant: &TenantId) -> Result<Tail, AuditError> {
     let mut tail = Tail {
         segments: 0,
         events: 0,
         frontier: Frontier::new(),
         checkpointed: 0,
     };
-    if let Some(stored) = super::latest_checkpoint(state.store.as_ref(), tenant).await? {
-        let verified = stored.verify(&state.audit.signer.public, tenant)?;
+    if let Some(stored) = super::latest_checkpoint(logs.store.as_ref(), tenant).await? {
+        let verified = stored.verify(&logs.signer.public, tenant)?;
         tail.segments = verified.checkpoint.tree_size;
         tail.events = stored.events;
         tail.frontier = verified.frontier;
@@ -206,8 +205,8 @@ async fn load(state: &SharedVault, tenant: &TenantId) -> Result<Tail, AuditError
             .as_str()
             .to_owned()
     });
-    for info in list_all(state.store.as_ref(), &prefix, after.as_deref()).await? {
-        let bytes = state
+    for info in list_all(logs.store.as_ref(), &prefix, after.as_deref()).await? {
+        let bytes = logs
             .store
             .get_bytes(&info.name)
             .await?

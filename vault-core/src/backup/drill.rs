@@ -318,8 +318,8 @@ pub async fn run(
                 .into(),
         );
     }
-    let expected = manifest.documents_per_tenant(plan.deleted());
-    let listed = manifest.documents_per_tenant(&Tombstones::default());
+    let expected = plan.deleted().documents_per_tenant(&manifest.entries);
+    let listed = Tombstones::default().documents_per_tenant(&manifest.entries);
     let tenants = state
         .tenants
         .list()
@@ -360,7 +360,7 @@ pub async fn run(
             report.tenants.push(drill.clone());
             continue;
         }
-        match crate::search::rebuild(&state, tenant).await {
+        match state.search.rebuild(tenant, &super::NoProgress).await {
             Ok(rebuilt) => {
                 drill.documents_indexed = rebuilt.added;
                 if drill.documents_indexed != drill.documents_restored {
@@ -378,7 +378,7 @@ pub async fn run(
         }
         for (id, query) in samples.iter() {
             drill.probes_run += 1;
-            match crate::search::search(&state, tenant, query, None, 1000).await {
+            match state.search.search(tenant, query, None, 1000).await {
                 Ok(page) if page.hits.iter().any(|h| h.id == id.to_string()) => {
                     drill.probes_passed += 1
                 }
@@ -462,7 +462,9 @@ async fn decrypt_and_check(
     tenant: &TenantRecord,
     id: DocumentId,
 ) -> Result<Option<Query>, String> {
-    let opened = crate::documents::open(state, tenant, &id)
+    let opened = state
+        .documents
+        .open(tenant, &id)
         .await
         .map_err(|e| format!("cannot open its key record ({})", e.code()))?;
     let ciphertext = state

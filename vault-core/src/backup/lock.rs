@@ -176,9 +176,9 @@ impl RepoLock {
 
     /// Releases the lock (its refresher stops and its objects are removed). A
     /// failure is logged: the lock then goes stale.
-    pub async fn release(self) {
+    pub async fn release(mut self) {
         self.refresher.abort();
-        let _ = self.refresher.await;
+        let _ = (&mut self.refresher).await;
         let mine = format!("{}-", self.run);
         let removed = async {
             for info in list_all(self.store.as_ref(), ObjectName::BACKUP_LOCKS_PREFIX, None).await?
@@ -193,6 +193,14 @@ impl RepoLock {
         if let Err(e) = removed {
             tracing::warn!(error = %e, "could not remove the repository lock; it goes stale in 30 minutes");
         }
+    }
+}
+
+/// A lock dropped without [`RepoLock::release`] (its backup was cancelled) stops
+/// being refreshed: its objects go stale, or this holder's next run clears them.
+impl Drop for RepoLock {
+    fn drop(&mut self) {
+        self.refresher.abort();
     }
 }
 

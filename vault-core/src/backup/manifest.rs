@@ -106,25 +106,6 @@ impl Manifest {
         hex::encode(merkle::root(&leaves))
     }
 
-    /// Documents per tenant that a restore brings back: the `meta` objects, less
-    /// those of documents `deleted` holds a tombstone of.
-    pub fn documents_per_tenant(
-        &self,
-        deleted: &super::tombstones::Tombstones,
-    ) -> std::collections::BTreeMap<String, u64> {
-        let mut counts = std::collections::BTreeMap::new();
-        for entry in &self.entries {
-            if let Some(rest) = entry.name.strip_prefix("tenants/") {
-                if let Some((tenant, doc)) = rest.split_once("/docs/") {
-                    if doc.ends_with("/meta") && !deleted.covers(&entry.name) {
-                        *counts.entry(tenant.to_owned()).or_insert(0) += 1;
-                    }
-                }
-            }
-        }
-        counts
-    }
-
     /// Serialises and signs.
     pub fn sign(&self, key: &SigningKey) -> Result<Vec<u8>, BackupError> {
         let body = serde_json::to_string(self).map_err(|e| BackupError::Internal(e.to_string()))?;
@@ -300,8 +281,6 @@ mod tests {
         let bytes = manifest.sign(&key).unwrap();
         let parsed = Manifest::parse_and_verify(&bytes, &key.public_key()).unwrap();
         assert_eq!(*parsed, manifest);
-        let none = super::super::tombstones::Tombstones::default();
-        assert_eq!(parsed.documents_per_tenant(&none).get("acme"), Some(&1));
         assert_eq!(parsed.total_bytes(), 4306);
     }
 

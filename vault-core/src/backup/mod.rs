@@ -120,23 +120,7 @@ impl From<BackupError> for crate::Error {
     }
 }
 
-/// Progress of long work, reported as objects and bytes (the CLI draws bars).
-pub trait Progress: Send + Sync {
-    /// The work's size is known.
-    fn start(&self, phase: &str, objects: u64, bytes: u64);
-    /// One object (of `bytes`) is done.
-    fn advance(&self, bytes: u64);
-    /// The phase is over.
-    fn finish(&self) {}
-}
-
-/// Reports nothing.
-pub struct NoProgress;
-
-impl Progress for NoProgress {
-    fn start(&self, _phase: &str, _objects: u64, _bytes: u64) {}
-    fn advance(&self, _bytes: u64) {}
-}
+pub use crate::progress::{NoProgress, Progress};
 
 /// SHA-256 of bytes, hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {

@@ -7,79 +7,33 @@
 //! success survives restarts because it is read back from the repository's newest
 //! manifest at start-up.
 
-use std::str::FromStr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use time::OffsetDateTime;
 use vault_crypto::TenantId;
 
 use super::lock::{holder_name, RepoLock};
 use super::manifest::Manifest;
 use super::repo::Repository;
-use super::retention::{KeepPolicy, PruneReport};
+use super::retention::PruneReport;
 use super::snapshot::{Selection, Source};
 use super::{BackupError, Progress};
-use crate::audit::{self, Outcome, SYSTEM_LOG};
-use crate::config::StorageConfig;
+use crate::audit::{self, AuditService, Outcome, SYSTEM_LOG};
+use crate::config::{parse_schedule, BackupConfig, Config, StorageConfig};
+use crate::metrics::Metrics;
+use crate::storage::ObjectStore;
 use crate::storage::StoreLocation;
-use crate::vault::SharedVault;
 
-/// `[backup]` settings.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct BackupConfig {
-    /// The repository: a directory or `s3://bucket/prefix`. Unset: no backups.
-    pub target: Option<String>,
-    /// When to back up, as a cron expression with seconds
-    /// (`sec min hour day-of-month month day-of-week`, UTC), e.g. `0 0 2 * * *`.
-    pub schedule: Option<String>,
-    /// Tenants to back up; empty: the whole vault.
-    pub tenants: Vec<String>,
-    /// Object Lock retention in days for a bucket with Object Lock (0: none).
-    pub lock_days: u32,
-    /// `governance` (default) or `compliance`.
-    pub lock_mode: Option<String>,
-    /// Retention rules applied after each scheduled backup (empty: keep all).
-    pub retention: KeepPolicy,
-}
-
-impl BackupConfig {
-    /// Checks the settings.
-    pub fn validate(&self) -> Result<(), String> {
-        if let Some(expr) = &self.schedule {
-            parse_schedule(expr)?;
-            if self.target.is_none() {
-                return Err("backup.schedule needs backup.target".into());
-            }
-        }
-        if let Some(target) = &self.target {
-            StoreLocation::parse(target).map_err(|e| format!("backup.target: {e}"))?;
-        }
-        for tenant in &self.tenants {
-            TenantId::new(tenant)
-                .map_err(|_| format!("backup.tenants: bad tenant id {tenant:?}"))?;
-        }
-        match self.lock_mode.as_deref() {
-            None | Some("governance" | "compliance") => Ok(()),
-            Some(other) => Err(format!(
-                "backup.lock_mode is governance or compliance, not {other:?}"
-            )),
-        }
-    }
-
-    fn location(&self) -> Result<StoreLocation, BackupError> {
-        let target = self.target.as_deref().ok_or_else(|| {
-            BackupError::Invalid("no backup target is configured ([backup] target)".into())
-        })?;
-        StoreLocation::parse(target).map_err(BackupError::from)
-    }
-}
-
-fn parse_schedule(expr: &str) -> Result<cron::Schedule, String> {
-    cron::Schedule::from_str(expr).map_err(|e| format!("backup.schedule {expr:?}: {e}"))
+/// Where the configured repository is.
+fn location(config: &BackupConfig) -> Result<StoreLocation, BackupError> {
+    let target = config.target.as_deref().ok_or_else(|| {
+        BackupError::Invalid("no backup target is configured ([backup] target)".into())
+    })?;
+    StoreLocation::parse(target).map_err(BackupError::from)
 }
 
 /// Where a running backup is.
@@ -148,16 +102,77 @@ pub struct JobStatus {
     pub age_seconds: Option<i64>,
 }
 
-/// The backup job of a server.
-pub struct BackupService {
+/// The backup job of a server. Clones share it.
+#[derive(Clone)]
+pub struct BackupService(Arc<BackupJob>);
+
+/// What a [`BackupService`] holds.
+pub struct BackupJob {
     /// Settings.
     pub config: BackupConfig,
+    /// What is backed up.
+    store: Arc<dyn ObjectStore>,
+    /// Manifests are signed with the audit key; runs are recorded in the system log.
+    audit: AuditService,
+    metrics: Arc<Metrics>,
+    /// The local keystore, copied into each snapshot.
+    keystore_file: PathBuf,
+    /// Who holds the repository's lock: this server (its host and data directory).
+    holder: String,
+    /// What the manifest says was backed up (`fs` or `s3://bucket/prefix`).
+    source_label: String,
     /// Held by a backup or a prune: never both at once.
     lock: tokio::sync::Mutex<()>,
     status: Mutex<JobStatus>,
     /// Opened once: opening a directory repository clears its temporary files,
     /// which must never happen under a running backup.
     repo: tokio::sync::OnceCell<Arc<Repository>>,
+}
+
+impl std::ops::Deref for BackupService {
+    type Target = BackupJob;
+
+    fn deref(&self) -> &BackupJob {
+        &self.0
+    }
+}
+
+/// Clears a backup's "running" status when it stops before it finished (its job
+/// was cancelled): the status says it did not finish. Its data objects stay and
+/// the next backup reuses them; its repository lock stops being refreshed
+/// ([`RepoLock`]'s drop) and is cleared by this server's next run or goes stale.
+struct MarkStoppedIfDropped {
+    service: Option<BackupService>,
+    started: Instant,
+}
+
+impl MarkStoppedIfDropped {
+    fn disarm(mut self) {
+        self.service = None;
+    }
+}
+
+impl Drop for MarkStoppedIfDropped {
+    fn drop(&mut self) {
+        let Some(service) = self.service.take() else {
+            return;
+        };
+        let seconds = self.started.elapsed().as_secs_f64();
+        service.update(|s| {
+            s.running = None;
+            s.last = Some(Finished {
+                snapshot: None,
+                ok: false,
+                error: Some("cancelled before it finished".to_owned()),
+                skipped: false,
+                finished_at: OffsetDateTime::now_utc(),
+                seconds,
+                bytes: 0,
+                bytes_added: 0,
+                objects: 0,
+            });
+        });
+    }
 }
 
 /// Progress of a running backup, into the job status.
@@ -190,20 +205,38 @@ impl Progress for StatusProgress<'_> {
 }
 
 impl BackupService {
-    /// A job with these settings.
-    pub fn new(config: BackupConfig) -> Self {
+    /// The backup job of the vault `config` describes, over `store`.
+    pub fn new(
+        config: &Config,
+        store: Arc<dyn ObjectStore>,
+        audit: AuditService,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let source_label = match &config.storage {
+            StorageConfig::Fs { .. } => "fs".to_owned(),
+            StorageConfig::S3 { bucket, prefix, .. } => format!("s3://{bucket}/{prefix}"),
+        };
+        let holder = holder_name(&config.data_dir);
+        let keystore_file = config.keystore_file();
+        let config = config.backup.clone();
         let status = JobStatus {
             configured: config.target.is_some(),
             target: config.target.clone(),
             schedule: config.schedule.clone(),
             ..JobStatus::default()
         };
-        BackupService {
+        BackupService(Arc::new(BackupJob {
             config,
+            store,
+            audit,
+            metrics,
+            keystore_file,
+            holder,
+            source_label,
             lock: tokio::sync::Mutex::new(()),
             status: Mutex::new(status),
             repo: tokio::sync::OnceCell::new(),
-        }
+        }))
     }
 
     fn update(&self, change: impl FnOnce(&mut JobStatus)) {
@@ -233,7 +266,7 @@ impl BackupService {
         self.repo
             .get_or_try_init(|| async {
                 Repository::open(
-                    &self.config.location()?,
+                    &location(&self.config)?,
                     self.config.lock_days,
                     self.config.lock_mode.as_deref() == Some("compliance"),
                 )
@@ -254,298 +287,291 @@ fn selection(config: &BackupConfig) -> Result<Selection, BackupError> {
     Ok(Selection { tenants })
 }
 
-fn source_label(state: &SharedVault) -> String {
-    match &state.config.storage {
-        StorageConfig::Fs { .. } => "fs".to_owned(),
-        StorageConfig::S3 { bucket, prefix, .. } => format!("s3://{bucket}/{prefix}"),
+impl BackupService {
+    fn record_success(&self, manifest: &Manifest, seconds: f64) {
+        let metrics = &self.metrics;
+        metrics
+            .backup_last_success
+            .set(manifest.finished_at.unix_timestamp());
+        metrics.backup_age.set(0);
+        metrics
+            .backup_last_duration_ms
+            .set((seconds * 1000.0) as i64);
+        metrics
+            .backup_last_size
+            .set(i64::try_from(manifest.total_bytes()).unwrap_or(i64::MAX));
+        metrics
+            .backup_last_added
+            .set(i64::try_from(manifest.bytes_added).unwrap_or(i64::MAX));
+        self.update(|s| {
+            s.running = None;
+            s.last_success_at = Some(manifest.finished_at);
+            s.last = Some(Finished {
+                snapshot: Some(manifest.snapshot.clone()),
+                ok: true,
+                error: None,
+                skipped: false,
+                finished_at: manifest.finished_at,
+                seconds,
+                bytes: manifest.total_bytes(),
+                bytes_added: manifest.bytes_added,
+                objects: manifest.entries.len() as u64,
+            });
+        });
     }
-}
 
-fn record_success(state: &SharedVault, manifest: &Manifest, seconds: f64) {
-    let metrics = &state.metrics;
-    metrics
-        .backup_last_success
-        .set(manifest.finished_at.unix_timestamp());
-    metrics.backup_age.set(0);
-    metrics
-        .backup_last_duration_ms
-        .set((seconds * 1000.0) as i64);
-    metrics
-        .backup_last_size
-        .set(i64::try_from(manifest.total_bytes()).unwrap_or(i64::MAX));
-    metrics
-        .backup_last_added
-        .set(i64::try_from(manifest.bytes_added).unwrap_or(i64::MAX));
-    state.backups.update(|s| {
-        s.running = None;
-        s.last_success_at = Some(manifest.finished_at);
-        s.last = Some(Finished {
-            snapshot: Some(manifest.snapshot.clone()),
-            ok: true,
-            error: None,
-            skipped: false,
-            finished_at: manifest.finished_at,
-            seconds,
-            bytes: manifest.total_bytes(),
-            bytes_added: manifest.bytes_added,
-            objects: manifest.entries.len() as u64,
+    /// Runs one backup now (waiting for nothing: `Busy` when one is running), then
+    /// applies the retention rules when `prune` is set. Records the outcome in the
+    /// system audit log (and fails if that record cannot be written).
+    pub async fn run_backup(&self, trigger: &str, prune: bool) -> Result<Manifest, BackupError> {
+        let service = self;
+        let _guard = service.lock.try_lock().map_err(|_| BackupError::Busy)?;
+        service.update(|s| {
+            s.running = Some(Running {
+                trigger: trigger.to_owned(),
+                started_at: OffsetDateTime::now_utc(),
+                objects_total: 0,
+                objects_done: 0,
+                bytes_total: 0,
+                bytes_done: 0,
+            });
         });
-    });
-}
+        let started = Instant::now();
+        let stopped = MarkStoppedIfDropped {
+            service: Some(self.clone()),
+            started,
+        };
+        let progress = StatusProgress {
+            service,
+            objects_done: AtomicU64::new(0),
+            bytes_done: AtomicU64::new(0),
+        };
+        let outcome = async {
+            let repo = service.repository().await?;
+            let lock = self.lock_repository(&repo, "backup").await?;
+            let result = self.backup_and_prune(&repo, &progress, prune).await;
+            lock.release().await;
+            result
+        }
+        .await;
+        stopped.disarm();
+        let seconds = started.elapsed().as_secs_f64();
+        let (event_outcome, detail) = match &outcome {
+            Ok((manifest, pruned)) => {
+                self.record_success(manifest, seconds);
+                (
+                    Outcome::Allowed,
+                    format!(
+                        "snapshot {} objects {} bytes {} added {}{}",
+                        manifest.snapshot,
+                        manifest.entries.len(),
+                        manifest.total_bytes(),
+                        manifest.bytes_added,
+                        pruned
+                            .as_ref()
+                            .map(|p| format!(" pruned {}", p.removed.len()))
+                            .unwrap_or_default()
+                    ),
+                )
+            }
+            Err(e) => {
+                // Another replica backing up this repository is not a failure of ours.
+                let skipped = matches!(e, BackupError::Locked { .. });
+                let message = if skipped {
+                    tracing::info!(reason = %e, trigger, "backup skipped");
+                    format!("skipped: {e}")
+                } else {
+                    self.metrics.backup_failures.inc();
+                    tracing::error!(error = %e, trigger, "backup failed");
+                    e.to_string()
+                };
+                service.update(|s| {
+                    s.running = None;
+                    s.last = Some(Finished {
+                        snapshot: None,
+                        ok: false,
+                        error: Some(message.clone()),
+                        skipped,
+                        finished_at: OffsetDateTime::now_utc(),
+                        seconds,
+                        bytes: 0,
+                        bytes_added: 0,
+                        objects: 0,
+                    });
+                });
+                (Outcome::Failed, message)
+            }
+        };
+        self.record_event("backup.run", trigger, event_outcome, detail)
+            .await?;
+        outcome.map(|(manifest, _)| manifest)
+    }
 
-/// Runs one backup now (waiting for nothing: `Busy` when one is running), then
-/// applies the retention rules when `prune` is set. Records the outcome in the
-/// system audit log (and fails if that record cannot be written).
-pub async fn run_backup(
-    state: &SharedVault,
-    trigger: &str,
-    prune: bool,
-) -> Result<Manifest, BackupError> {
-    let service = &state.backups;
-    let _guard = service.lock.try_lock().map_err(|_| BackupError::Busy)?;
-    service.update(|s| {
-        s.running = Some(Running {
-            trigger: trigger.to_owned(),
-            started_at: OffsetDateTime::now_utc(),
-            objects_total: 0,
-            objects_done: 0,
-            bytes_total: 0,
-            bytes_done: 0,
-        });
-    });
-    let started = Instant::now();
-    let progress = StatusProgress {
-        service,
-        objects_done: AtomicU64::new(0),
-        bytes_done: AtomicU64::new(0),
-    };
-    let outcome = async {
+    /// Takes the repository's lock for `operation`, held by this server (its host and
+    /// data directory).
+    async fn lock_repository(
+        &self,
+        repo: &Repository,
+        operation: &str,
+    ) -> Result<RepoLock, BackupError> {
+        RepoLock::acquire(Arc::clone(&repo.store), &self.holder, operation).await
+    }
+
+    /// A snapshot, then the retention rules when `prune` is set (and any are).
+    async fn backup_and_prune(
+        &self,
+        repo: &Repository,
+        progress: &StatusProgress<'_>,
+        prune: bool,
+    ) -> Result<(Manifest, Option<PruneReport>), BackupError> {
+        let service = self;
+        let source = Source {
+            store: self.store.as_ref(),
+            keystore_file: Some(self.keystore_file.clone()),
+            label: self.source_label.clone(),
+            signer: &self.audit.signer.key,
+        };
+        let manifest =
+            super::snapshot::run(source, repo, &selection(&service.config)?, progress).await?;
+        let pruned = if prune && !service.config.retention.is_empty() {
+            Some(
+                super::retention::prune(repo, &self.audit.signer.public, &service.config.retention)
+                    .await?,
+            )
+        } else {
+            None
+        };
+        Ok((manifest, pruned))
+    }
+
+    /// Applies the retention rules now (`Busy` while a backup runs).
+    pub async fn run_prune(&self, actor: &str) -> Result<PruneReport, BackupError> {
+        let service = self;
+        let _guard = service.lock.try_lock().map_err(|_| BackupError::Busy)?;
         let repo = service.repository().await?;
-        let lock = lock_repository(state, &repo, "backup").await?;
-        let result = backup_and_prune(state, &repo, &progress, prune).await;
+        let lock = self.lock_repository(&repo, "prune").await?;
+        let result =
+            super::retention::prune(&repo, &self.audit.signer.public, &service.config.retention)
+                .await;
         lock.release().await;
-        result
-    }
-    .await;
-    let seconds = started.elapsed().as_secs_f64();
-    let (event_outcome, detail) = match &outcome {
-        Ok((manifest, pruned)) => {
-            record_success(state, manifest, seconds);
-            (
+        let (outcome, detail) = match &result {
+            Ok(r) => (
                 Outcome::Allowed,
                 format!(
-                    "snapshot {} objects {} bytes {} added {}{}",
-                    manifest.snapshot,
-                    manifest.entries.len(),
-                    manifest.total_bytes(),
-                    manifest.bytes_added,
-                    pruned
-                        .as_ref()
-                        .map(|p| format!(" pruned {}", p.removed.len()))
-                        .unwrap_or_default()
+                    "removed {} kept {} freed {}",
+                    r.removed.len(),
+                    r.kept.len(),
+                    r.bytes_freed
                 ),
-            )
-        }
-        Err(e) => {
-            // Another replica backing up this repository is not a failure of ours.
-            let skipped = matches!(e, BackupError::Locked { .. });
-            let message = if skipped {
-                tracing::info!(reason = %e, trigger, "backup skipped");
-                format!("skipped: {e}")
-            } else {
-                state.metrics.backup_failures.inc();
-                tracing::error!(error = %e, trigger, "backup failed");
-                e.to_string()
-            };
-            service.update(|s| {
-                s.running = None;
-                s.last = Some(Finished {
-                    snapshot: None,
-                    ok: false,
-                    error: Some(message.clone()),
-                    skipped,
-                    finished_at: OffsetDateTime::now_utc(),
-                    seconds,
-                    bytes: 0,
-                    bytes_added: 0,
-                    objects: 0,
-                });
-            });
-            (Outcome::Failed, message)
-        }
-    };
-    record_event(state, "backup.run", trigger, event_outcome, detail).await?;
-    outcome.map(|(manifest, _)| manifest)
-}
-
-/// Takes the repository's lock for `operation`, held by this server (its host and
-/// data directory).
-async fn lock_repository(
-    state: &SharedVault,
-    repo: &Repository,
-    operation: &str,
-) -> Result<RepoLock, BackupError> {
-    RepoLock::acquire(
-        Arc::clone(&repo.store),
-        &holder_name(&state.config.data_dir),
-        operation,
-    )
-    .await
-}
-
-/// A snapshot, then the retention rules when `prune` is set (and any are).
-async fn backup_and_prune(
-    state: &SharedVault,
-    repo: &Repository,
-    progress: &StatusProgress<'_>,
-    prune: bool,
-) -> Result<(Manifest, Option<PruneReport>), BackupError> {
-    let service = &state.backups;
-    let source = Source {
-        store: state.store.as_ref(),
-        keystore_file: Some(state.config.keystore_file()),
-        label: source_label(state),
-        signer: &state.audit.signer.key,
-    };
-    let manifest =
-        super::snapshot::run(source, repo, &selection(&service.config)?, progress).await?;
-    let pruned = if prune && !service.config.retention.is_empty() {
-        Some(
-            super::retention::prune(repo, &state.audit.signer.public, &service.config.retention)
-                .await?,
-        )
-    } else {
-        None
-    };
-    Ok((manifest, pruned))
-}
-
-/// Applies the retention rules now (`Busy` while a backup runs).
-pub async fn run_prune(state: &SharedVault, actor: &str) -> Result<PruneReport, BackupError> {
-    let service = &state.backups;
-    let _guard = service.lock.try_lock().map_err(|_| BackupError::Busy)?;
-    let repo = service.repository().await?;
-    let lock = lock_repository(state, &repo, "prune").await?;
-    let result =
-        super::retention::prune(&repo, &state.audit.signer.public, &service.config.retention).await;
-    lock.release().await;
-    let (outcome, detail) = match &result {
-        Ok(r) => (
-            Outcome::Allowed,
-            format!(
-                "removed {} kept {} freed {}",
-                r.removed.len(),
-                r.kept.len(),
-                r.bytes_freed
             ),
-        ),
-        Err(e) => (Outcome::Failed, e.to_string()),
-    };
-    record_event(state, "backup.prune", actor, outcome, detail).await?;
-    result
-}
-
-/// Appends a backup event to the system log (for scheduled runs, which no request
-/// carries; on-demand runs are also recorded by the request's own event).
-async fn record_event(
-    state: &SharedVault,
-    action: &str,
-    actor: &str,
-    outcome: Outcome,
-    detail: String,
-) -> Result<(), BackupError> {
-    let system = TenantId::new(SYSTEM_LOG).map_err(|e| BackupError::Internal(e.to_string()))?;
-    let status = if outcome == Outcome::Allowed {
-        200
-    } else {
-        500
-    };
-    let mut event = audit::new_event(action, actor.to_owned(), outcome, status);
-    event.detail = Some(detail);
-    audit::append(state, &system, event)
-        .await
-        .map(|_| ())
-        .map_err(|e| BackupError::Internal(format!("audit: {e}")))
-}
-
-/// Reads the last success back from the repository (after a restart).
-pub async fn load_last_success(state: &SharedVault) {
-    if state.backups.config.target.is_none() {
-        return;
+            Err(e) => (Outcome::Failed, e.to_string()),
+        };
+        self.record_event("backup.prune", actor, outcome, detail)
+            .await?;
+        result
     }
-    let latest = async {
-        let repo = state.backups.repository().await?;
-        repo.latest(&state.audit.signer.public).await
-    }
-    .await;
-    match latest {
-        Ok(Some(manifest)) => {
-            let m = &state.metrics;
-            m.backup_last_success
-                .set(manifest.finished_at.unix_timestamp());
-            m.backup_last_size
-                .set(i64::try_from(manifest.total_bytes()).unwrap_or(i64::MAX));
-            m.backup_last_added
-                .set(i64::try_from(manifest.bytes_added).unwrap_or(i64::MAX));
-            let duration = manifest.finished_at - manifest.created_at;
-            m.backup_last_duration_ms
-                .set(i64::try_from(duration.whole_milliseconds()).unwrap_or(0));
-            state
-                .backups
-                .update(|s| s.last_success_at = Some(manifest.finished_at));
-        }
-        Ok(None) => {}
-        Err(e) => tracing::warn!(error = %e, "could not read the backup repository at start-up"),
-    }
-}
 
-/// Runs backups on the configured schedule, for ever.
-pub async fn run_scheduler(state: SharedVault) {
-    load_last_success(&state).await;
-    let Some(expr) = state.backups.config.schedule.clone() else {
-        return;
-    };
-    let schedule = match parse_schedule(&expr) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "backup schedule is invalid; no scheduled backups");
+    /// Appends a backup event to the system log (for scheduled runs, which no request
+    /// carries; on-demand runs are also recorded by the request's own event).
+    async fn record_event(
+        &self,
+        action: &str,
+        actor: &str,
+        outcome: Outcome,
+        detail: String,
+    ) -> Result<(), BackupError> {
+        let system = TenantId::new(SYSTEM_LOG).map_err(|e| BackupError::Internal(e.to_string()))?;
+        let status = if outcome == Outcome::Allowed {
+            200
+        } else {
+            500
+        };
+        let mut event = audit::new_event(action, actor.to_owned(), outcome, status);
+        event.detail = Some(detail);
+        self.audit
+            .append(&system, event)
+            .await
+            .map(|_| ())
+            .map_err(|e| BackupError::Internal(format!("audit: {e}")))
+    }
+
+    /// Reads the last success back from the repository (after a restart).
+    pub async fn load_last_success(&self) {
+        if self.config.target.is_none() {
             return;
         }
-    };
-    loop {
-        let Some(next) = schedule.upcoming(chrono::Utc).next() else {
+        let latest = async {
+            let repo = self.repository().await?;
+            repo.latest(&self.audit.signer.public).await
+        }
+        .await;
+        match latest {
+            Ok(Some(manifest)) => {
+                let m = &self.metrics;
+                m.backup_last_success
+                    .set(manifest.finished_at.unix_timestamp());
+                m.backup_last_size
+                    .set(i64::try_from(manifest.total_bytes()).unwrap_or(i64::MAX));
+                m.backup_last_added
+                    .set(i64::try_from(manifest.bytes_added).unwrap_or(i64::MAX));
+                let duration = manifest.finished_at - manifest.created_at;
+                m.backup_last_duration_ms
+                    .set(i64::try_from(duration.whole_milliseconds()).unwrap_or(0));
+                self.update(|s| s.last_success_at = Some(manifest.finished_at));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the backup repository at start-up")
+            }
+        }
+    }
+
+    /// Runs backups on the configured schedule, for ever.
+    pub async fn run_scheduler(self) {
+        self.load_last_success().await;
+        let Some(expr) = self.config.schedule.clone() else {
             return;
         };
-        let next_unix = next.timestamp();
-        state.backups.update(|s| {
-            s.next_run = OffsetDateTime::from_unix_timestamp(next_unix).ok();
-        });
-        let wait = (next - chrono::Utc::now()).to_std().unwrap_or_default();
-        tokio::time::sleep(wait).await;
-        match run_backup(&state, "schedule", true).await {
-            Ok(manifest) => tracing::info!(snapshot = %manifest.snapshot, "scheduled backup done"),
-            // Logged where it failed (run_backup); a busy job skips this tick.
-            Err(BackupError::Busy) => tracing::warn!("scheduled backup skipped: one is running"),
-            Err(_) => {}
+        let schedule = match parse_schedule(&expr) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "backup schedule is invalid; no scheduled backups");
+                return;
+            }
+        };
+        loop {
+            let Some(next) = schedule.upcoming(chrono::Utc).next() else {
+                return;
+            };
+            let next_unix = next.timestamp();
+            self.update(|s| {
+                s.next_run = OffsetDateTime::from_unix_timestamp(next_unix).ok();
+            });
+            let wait = (next - chrono::Utc::now()).to_std().unwrap_or_default();
+            tokio::time::sleep(wait).await;
+            match self.run_backup("schedule", true).await {
+                Ok(manifest) => {
+                    tracing::info!(snapshot = %manifest.snapshot, "scheduled backup done")
+                }
+                // Logged where it failed (run_backup); a busy job skips this tick.
+                Err(BackupError::Busy) => {
+                    tracing::warn!("scheduled backup skipped: one is running")
+                }
+                Err(_) => {}
+            }
         }
     }
-}
 
-/// Starts a backup in the background; answers at once (the caller polls the
-/// status).
-pub fn start_backup(state: &SharedVault, trigger: String) -> Result<(), BackupError> {
-    if state.backups.config.target.is_none() {
-        return Err(BackupError::Invalid(
-            "no backup target is configured ([backup] target)".into(),
-        ));
+    /// Whether a backup may start now: a target is configured and none runs.
+    pub fn check_can_start(&self) -> Result<(), BackupError> {
+        if self.config.target.is_none() {
+            return Err(BackupError::Invalid(
+                "no backup target is configured ([backup] target)".into(),
+            ));
+        }
+        if self.is_running() {
+            return Err(BackupError::Busy);
+        }
+        Ok(())
     }
-    if state.backups.is_running() {
-        return Err(BackupError::Busy);
-    }
-    let state = Arc::clone(state);
-    tokio::spawn(async move {
-        // Failures are logged and recorded by run_backup.
-        let _ = run_backup(&state, &trigger, false).await;
-    });
-    Ok(())
 }

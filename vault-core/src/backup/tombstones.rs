@@ -67,6 +67,22 @@ impl Tombstones {
     pub fn is_empty(&self) -> bool {
         self.deleted.is_empty()
     }
+
+    /// Documents per tenant that restoring `entries` (a manifest's) brings back:
+    /// the `meta` objects, less those of documents deleted here.
+    pub fn documents_per_tenant(&self, entries: &[Entry]) -> BTreeMap<String, u64> {
+        let mut counts = BTreeMap::new();
+        for entry in entries {
+            if let Some(rest) = entry.name.strip_prefix("tenants/") {
+                if let Some((tenant, doc)) = rest.split_once("/docs/") {
+                    if doc.ends_with("/meta") && !self.covers(&entry.name) {
+                        *counts.entry(tenant.to_owned()).or_insert(0) += 1;
+                    }
+                }
+            }
+        }
+        counts
+    }
 }
 
 /// The snapshots of `ids` (a repository's, oldest first) that may be newer than
@@ -213,9 +229,15 @@ pub(crate) mod tests {
         entries.extend(document(&acme, &b));
         let first = manifest(&key, "20260101-000000-00000001", entries);
         let mut deleted = Tombstones::default();
-        assert_eq!(first.documents_per_tenant(&deleted).get("acme"), Some(&2));
+        assert_eq!(
+            deleted.documents_per_tenant(&first.entries).get("acme"),
+            Some(&2)
+        );
         deleted.add_entries(&[entry(&ObjectName::tombstone(&acme, &a))]);
-        assert_eq!(first.documents_per_tenant(&deleted).get("acme"), Some(&1));
+        assert_eq!(
+            deleted.documents_per_tenant(&first.entries).get("acme"),
+            Some(&1)
+        );
     }
 
     async fn repository(dir: &std::path::Path) -> Repository {

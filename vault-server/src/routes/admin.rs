@@ -56,17 +56,17 @@ pub async fn create_tenant(
     caller.require_operator()?;
     let id = parse_tenant_id(body.id)?;
     note.update(|n| n.tenant = Some(id.clone()));
-    let record = vault_core::tenants::create(
-        &state.vault,
-        NewTenant {
+    let record = state
+        .vault
+        .lifecycle
+        .create_tenant(NewTenant {
             id,
             key_provider: body.key_provider,
             kms_key_id: body.kms_key_id,
             retention_days: body.retention_days,
             expected_documents: body.expected_documents,
-        },
-    )
-    .await?;
+        })
+        .await?;
     tracing::info!(tenant = %record.id, provider = %record.key_provider, "tenant created");
     Ok((StatusCode::CREATED, Json(record)))
 }

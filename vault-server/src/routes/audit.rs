@@ -14,8 +14,8 @@ use crate::audit_trail::NoteSlot;
 use crate::auth::{Caller, CredentialKind, Role};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::state::SharedState;
-use vault_core::audit::read::{self, EventFilter, ProofResponse};
-use vault_core::audit::{self, AuditEvent};
+use vault_core::audit::read::{EventFilter, ProofResponse};
+use vault_core::audit::AuditEvent;
 use vault_core::tenants::parse_tenant_id;
 
 /// Largest page of events.
@@ -138,18 +138,20 @@ pub async fn events(
         })?),
         None => None,
     };
-    let page = read::read_events(
-        &state.vault,
-        &tenant,
-        EventFilter {
-            since,
-            until,
-            actor: query.actor,
-            after_seq,
-        },
-        limit,
-    )
-    .await?;
+    let page = state
+        .vault
+        .audit
+        .read_events(
+            &tenant,
+            EventFilter {
+                since,
+                until,
+                actor: query.actor,
+                after_seq,
+            },
+            limit,
+        )
+        .await?;
     Ok(Json(EventsResponse {
         next_cursor: page.next_cursor.map(|s| s.to_string()),
         events: page.events,
@@ -167,7 +169,7 @@ pub async fn checkpoint(
     QueryParams(query): QueryParams<TenantQuery>,
 ) -> ApiResult<Json<CheckpointResponse>> {
     let tenant = audited_tenant(&caller, &note, query.tenant.as_deref())?;
-    let latest = audit::checkpoint_now(&state.vault, &tenant).await?;
+    let latest = state.vault.audit.checkpoint_now(&tenant).await?;
     let tree_size = match &latest {
         Some(stored) => {
             stored
@@ -196,13 +198,10 @@ pub async fn proof(
     QueryParams(query): QueryParams<ProofQuery>,
 ) -> ApiResult<Json<ProofResponse>> {
     let tenant = audited_tenant(&caller, &note, query.tenant.as_deref())?;
-    let proof = read::prove(
-        &state.vault,
-        &tenant,
-        query.seq,
-        query.tree_size,
-        query.old_size,
-    )
-    .await?;
+    let proof = state
+        .vault
+        .audit
+        .prove(&tenant, query.seq, query.tree_size, query.old_size)
+        .await?;
     Ok(Json(proof))
 }

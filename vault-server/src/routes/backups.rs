@@ -16,7 +16,6 @@ use crate::error::{ApiError, ApiResult};
 use crate::state::SharedState;
 use vault_core::backup::drill::DrillReport;
 use vault_core::backup::manifest::is_snapshot_id;
-use vault_core::backup::schedule;
 
 fn snapshot_id(raw: &str) -> Result<&str, ApiError> {
     if is_snapshot_id(raw) {
@@ -88,13 +87,16 @@ pub async fn start(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     caller.require_operator()?;
     let requested_at = time::OffsetDateTime::now_utc();
-    schedule::start_backup(&state.vault, format!("operator:{}", caller.key_id))?;
+    let started = state
+        .vault
+        .maintenance
+        .backup(&format!("operator:{}", caller.key_id))?;
     let requested_at = requested_at
         .format(&time::format_description::well_known::Rfc3339)
         .map_err(|e| ApiError::internal("time", e))?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "started": true, "requested_at": requested_at })),
+        Json(json!({ "started": true, "requested_at": requested_at, "job": started.record })),
     ))
 }
 
@@ -108,7 +110,11 @@ pub async fn prune(
     note: NoteSlot,
 ) -> ApiResult<Json<Value>> {
     caller.require_operator()?;
-    let report = schedule::run_prune(&state.vault, &format!("operator:{}", caller.key_id)).await?;
+    let report = state
+        .vault
+        .backups
+        .run_prune(&format!("operator:{}", caller.key_id))
+        .await?;
     note.update(|n| n.detail = Some(format!("removed {}", report.removed.len())));
     Ok(Json(json!(report)))
 }

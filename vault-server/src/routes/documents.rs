@@ -1,19 +1,14 @@
 //! The document API: upload, download (with `Range`), metadata, delete, list.
 
-use std::sync::Arc;
-
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
-use vault_crypto::envelope::{self, BodyHeader};
 use vault_crypto::DocumentId;
 use vault_index::fields::{Field, BASE_FIELDS};
 
@@ -25,9 +20,10 @@ use crate::auth::{Caller, Role};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::limits::Budget;
 use crate::state::SharedState;
-use vault_core::documents::{self, DocumentFacts, DocumentKind, Fields, UploadRequest};
+use vault_core::documents::{self, DocumentKind, Fields, UploadRequest};
 use vault_core::extraction::Extraction;
-use vault_core::storage::{ObjectName, StorageError};
+use vault_core::storage::StorageError;
+use vault_core::tenant_documents::ListFilter;
 
 /// Answer of an upload.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -270,25 +266,10 @@ pub async fn upload(
             return Err(StorageError::TooLarge(state.vault.config.max_upload_bytes).into());
         }
     }
-    let idempotency = match header_str(&headers, "idempotency-key")? {
-        Some(key) if key.is_empty() || key.len() > 255 => {
-            return Err(ApiError::bad_request(
-                "invalid_idempotency_key",
-                "Idempotency-Key must be 1 to 255 characters",
-            ))
-        }
-        Some(key) => {
-            let hash = hex::encode(
-                Sha256::new()
-                    .chain_update(tenant.id.as_str())
-                    .chain_update([0])
-                    .chain_update(key)
-                    .finalize(),
-            );
-            Some(ObjectName::idempotency(&tenant.id, &hash))
-        }
-        None => None,
-    };
+    let idempotency_key = header_str(&headers, "idempotency-key")?;
+    if let Some(key) = idempotency_key {
+        vault_core::tenant_documents::check_idempotency_key(key)?;
+    }
     let request = UploadRequest {
         kind,
         content_type,
@@ -306,181 +287,16 @@ pub async fn upload(
         Duration::from_secs(limits.stall_timeout_secs),
         Budget::Transfer.duration(limits),
     );
-    if let Some(name) = &idempotency {
-        if let Some(first) = replayed_document(&state, &tenant, name).await? {
-            // The key was used before. Its answer goes only to the same request
-            // (IETF Idempotency-Key draft): the body is read and compared, so a
-            // reused key cannot reveal another document's size, hash or fields.
-            let body_sha256 = hash_body(body, state.vault.config.max_upload_bytes).await?;
-            let first = RequestFingerprint::of(&request)
-                .same_or_conflict(first, &body_sha256)
-                .await?;
-            note.update(|n| n.document = Some(first.id.clone()));
-            return Ok((StatusCode::CREATED, Json(first)));
-        }
-    }
-
-    let fingerprint = RequestFingerprint::of(&request);
-    let stored = documents::store(&state.vault, &tenant, request, body).await?;
-    note.update(|n| n.document = Some(stored.id.to_string()));
-    if let Some(name) = &idempotency {
-        let record = serde_json::json!({"format": 1, "document": stored.id.to_string()});
-        match state
-            .vault
-            .store
-            .put_new_bytes(name, Bytes::from(record.to_string()))
-            .await
-        {
-            Ok(()) => {}
-            Err(StorageError::AlreadyExists(_)) => {
-                // A concurrent retry won the race: keep its document, drop ours.
-                documents::remove_objects(&state.vault, &tenant.id, &stored.id).await;
-                if let Some(first) = replayed_document(&state, &tenant, name).await? {
-                    let first = fingerprint
-                        .same_or_conflict(first, &stored.metadata.sha256)
-                        .await?;
-                    note.update(|n| n.document = Some(first.id.clone()));
-                    return Ok((StatusCode::CREATED, Json(first)));
-                }
-            }
-            Err(e) => {
-                documents::remove_objects(&state.vault, &tenant.id, &stored.id).await;
-                return Err(e.into());
-            }
-        }
-    }
-    // The document is durable; the index is derived data. A failure here is logged
-    // and counted, and the next reconciliation (start-up or rebuild) adds it.
-    let indexed = vault_core::search::indexed_document(
-        &stored.id,
-        stored.metadata.kind,
-        stored.metadata.uploaded_at,
-    );
-    if let Err(e) = vault_core::search::index_document(
-        &state.vault,
-        &tenant,
-        indexed,
-        Arc::clone(&stored.terms),
-    )
-    .await
-    {
-        state.vault.metrics.index_failures.inc();
-        tracing::error!(tenant = %tenant.id, document = %stored.id, code = e.code(), "document stored but not indexed");
-    }
-    tracing::info!(tenant = %tenant.id, document = %stored.id, kind = ?stored.metadata.kind, size = stored.metadata.size, "document stored");
+    let filed = state
+        .vault
+        .tenant_documents
+        .upload(&tenant, request, idempotency_key, body)
+        .await?;
+    note.update(|n| n.document = Some(filed.id.to_string()));
     Ok((
         StatusCode::CREATED,
-        Json(upload_response(&stored.id, &stored.metadata, &stored.terms)),
+        Json(upload_response(&filed.id, &filed.metadata, &filed.terms)),
     ))
-}
-
-/// The document an Idempotency-Key was first used for, if the key was seen.
-async fn replayed_document(
-    state: &SharedState,
-    tenant: &vault_core::tenants::TenantRecord,
-    name: &ObjectName,
-) -> ApiResult<Option<(DocumentId, documents::SealedMetadata)>> {
-    let Some(bytes) = state.vault.store.get_bytes(name).await? else {
-        return Ok(None);
-    };
-    let record: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|e| ApiError::internal("idempotency record", e))?;
-    let id = record["document"]
-        .as_str()
-        .and_then(|s| s.parse::<DocumentId>().ok())
-        .ok_or_else(|| ApiError::internal("idempotency record", "no document id"))?;
-    match documents::open(&state.vault, tenant, &id).await {
-        Ok(opened) => Ok(Some((id, opened.metadata))),
-        Err(e) if e.is_not_found() => Err(ApiError::conflict(
-            "idempotency_key_reused",
-            "this Idempotency-Key belonged to a document that has since been deleted",
-        )),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// SHA-256 of a request body read to its end (at most `limit` bytes), hex.
-async fn hash_body<E>(
-    body: impl futures::Stream<Item = Result<Bytes, E>>,
-    limit: u64,
-) -> ApiResult<String> {
-    let mut stream = std::pin::pin!(body);
-    let mut hasher = Sha256::new();
-    let mut read = 0u64;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|_| {
-            ApiError::bad_request("body_read_failed", "the request body could not be read")
-        })?;
-        read += chunk.len() as u64;
-        if read > limit {
-            return Err(StorageError::TooLarge(limit).into());
-        }
-        hasher.update(&chunk);
-    }
-    Ok(hex::encode(hasher.finalize()))
-}
-
-/// What makes two uploads the same request for an Idempotency-Key: the body (by
-/// its SHA-256) and the headers that shape the stored document.
-struct RequestFingerprint {
-    kind: DocumentKind,
-    content_type: String,
-    file_name: Option<String>,
-    fields: Fields,
-}
-
-impl RequestFingerprint {
-    fn of(request: &UploadRequest) -> Self {
-        RequestFingerprint {
-            kind: request.kind,
-            content_type: request.content_type.clone(),
-            file_name: request.file_name.clone(),
-            fields: request.fields.clone(),
-        }
-    }
-
-    /// The first upload's answer when this request, whose body hashed to
-    /// `body_sha256`, is the one it answered; else 422 `idempotency_key_mismatch`.
-    async fn same_or_conflict(
-        &self,
-        (id, first): (DocumentId, documents::SealedMetadata),
-        body_sha256: &str,
-    ) -> ApiResult<UploadResponse> {
-        let fields_match = match &first.caller_fields_sha256 {
-            Some(digest) => {
-                *digest == documents::SealedMetadata::caller_fields_digest(&self.fields)
-            }
-            // Uploaded before the digest was kept: the stored fields are the
-            // caller's merged with extracted ones, so the caller's must be among them.
-            None => self.fields.iter().all(|(name, values)| {
-                first
-                    .fields
-                    .get(name)
-                    .is_some_and(|stored| values.iter().all(|v| stored.contains(v)))
-            }),
-        };
-        let same = first.kind == self.kind
-            && first.content_type == self.content_type
-            && first.file_name == self.file_name
-            && fields_match
-            && bool::from(subtle::ConstantTimeEq::ct_eq(
-                first.sha256.as_bytes(),
-                body_sha256.as_bytes(),
-            ));
-        if !same {
-            return Err(ApiError::unprocessable(
-                "idempotency_key_mismatch",
-                "this Idempotency-Key was used for a different request; use a new key for a new document",
-            ));
-        }
-        // A remittance's terms are CPU work: off the async workers.
-        tokio::task::spawn_blocking(move || {
-            let terms = vault_index::fields::search_terms(&first.fields);
-            upload_response(&id, &first, &terms)
-        })
-        .await
-        .map_err(|e| ApiError::internal("search terms task", e))
-    }
 }
 
 /// A single byte range from a `Range` header.
@@ -542,21 +358,10 @@ pub async fn download(
     let tenant_id = caller.require_role(Role::Reader)?;
     let tenant = state.vault.tenants.require_active(tenant_id).await?;
     let id = parse_document_id(&id)?;
-    let opened = documents::open(&state.vault, &tenant, &id).await?;
-    let body_name = ObjectName::doc_body(&tenant.id, &id);
-    let stored = state
-        .vault
-        .store
-        .head(&body_name)
-        .await?
-        .ok_or_else(ApiError::document_not_found)?;
+    let opened = state.vault.tenant_documents.open(&tenant, &id).await?;
     let len = opened.metadata.size;
     let range = parse_range(header_str(&headers, "range")?, len);
-
-    let (status, plain): (
-        StatusCode,
-        futures::stream::BoxStream<'static, Result<Bytes, ApiError>>,
-    ) = match range {
+    let (status, wanted) = match range {
         RangeRequest::Unsatisfiable => {
             let mut response = ApiError::new(
                 StatusCode::RANGE_NOT_SATISFIABLE,
@@ -569,40 +374,16 @@ pub async fn download(
             }
             return Ok(response);
         }
-        RangeRequest::Whole => {
-            let ciphertext = state.vault.store.get(&body_name).await?;
-            let stream =
-                envelope::decrypt_stream(opened.dek.clone(), tenant.id.clone(), id, ciphertext)
-                    .map_err(stream_error);
-            (StatusCode::OK, stream.boxed())
-        }
-        RangeRequest::Bytes(start, end) => {
-            let prefix = state
-                .vault
-                .store
-                .get_range(&body_name, 0..stored.size.min(512))
-                .await?;
-            let prefix = vault_core::storage::collect(prefix, 512).await?;
-            let header_len = BodyHeader::peek_len(&prefix)?
-                .filter(|l| *l <= prefix.len())
-                .ok_or(vault_crypto::CryptoError::Truncated)?;
-            let (_, cipher) =
-                envelope::open_body(&opened.dek, &tenant.id, id, &prefix[..header_len])?;
-            let layout = cipher.layout();
-            if layout.plaintext_len(stored.size)? != len {
-                return Err(vault_crypto::CryptoError::Truncated.into());
-            }
-            let plan = layout.plan_range(len, start, end)?;
-            let ciphertext = state
-                .vault
-                .store
-                .get_range(&body_name, plan.ciphertext.clone())
-                .await?;
-            let stream =
-                envelope::decrypt_range_stream(cipher, plan, ciphertext).map_err(stream_error);
-            (StatusCode::PARTIAL_CONTENT, stream.boxed())
-        }
+        RangeRequest::Whole => (StatusCode::OK, None),
+        RangeRequest::Bytes(start, end) => (StatusCode::PARTIAL_CONTENT, Some((start, end))),
     };
+    let plain = state
+        .vault
+        .tenant_documents
+        .body(&tenant, &id, &opened, wanted)
+        .await?
+        .plaintext
+        .map_err(ApiError::from);
     // Pull the first chunk before answering, so a document whose first segment is
     // corrupt gets a clean JSON error instead of a broken 200. A later corrupt
     // segment aborts the connection: a client never receives unauthenticated bytes.
@@ -612,7 +393,6 @@ pub async fn download(
             return Err(e);
         }
     }
-    state.vault.metrics.downloads.inc();
     // Bounded in all (a slow reader) and between chunks (a stalled store); a cut
     // aborts the connection, so a client never mistakes it for the end.
     let limits = &state.vault.config.limits;
@@ -732,13 +512,6 @@ fn content_disposition(file_name: Option<&str>) -> HeaderValue {
     .unwrap_or(HeaderValue::from_static("attachment"))
 }
 
-fn stream_error(e: envelope::StreamError<StorageError>) -> ApiError {
-    match e {
-        envelope::StreamError::Source(s) => s.into(),
-        envelope::StreamError::Crypto(c) => c.into(),
-    }
-}
-
 /// Decrypted metadata of a document.
 #[utoipa::path(get, path = "/v1/documents/{id}/metadata",
     responses((status = 200, body = MetadataResponse), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
@@ -750,7 +523,7 @@ pub async fn metadata(
     let tenant_id = caller.require_role(Role::Reader)?;
     let tenant = state.vault.tenants.require_active(tenant_id).await?;
     let id = parse_document_id(&id)?;
-    let opened = documents::open(&state.vault, &tenant, &id).await?;
+    let opened = state.vault.tenant_documents.open(&tenant, &id).await?;
     let m = opened.metadata;
     Ok(Json(MetadataResponse {
         id: id.to_string(),
@@ -783,24 +556,7 @@ pub async fn delete(
     let tenant_id = caller.require_role(Role::TenantAdmin)?;
     let tenant = state.vault.tenants.require_active(tenant_id).await?;
     let id = parse_document_id(&id)?;
-    match documents::presence(&state.vault, &tenant.id, &id).await? {
-        documents::Presence::Visible => {}
-        documents::Presence::Absent => return Err(ApiError::document_not_found()),
-        documents::Presence::Deleted => {
-            // Deleted already; finish a delete that was interrupted.
-            documents::delete(&state.vault, &tenant.id, &id).await?;
-            return Err(ApiError::document_not_found());
-        }
-    }
-    vault_core::key_lifecycle::check_deletable(&state.vault, &tenant, &id).await?;
-    documents::delete(&state.vault, &tenant.id, &id).await?;
-    // A search between the delete above and this skips the entry: its metadata
-    // no longer opens.
-    if let Err(e) = vault_core::search::remove_document(&state.vault, &tenant, &id).await {
-        state.vault.metrics.index_failures.inc();
-        tracing::error!(tenant = %tenant.id, document = %id, code = e.code(), "document deleted but still in the index until the next reconciliation");
-    }
-    tracing::info!(tenant = %tenant.id, document = %id, "document deleted (tombstone written, objects removed)");
+    state.vault.tenant_documents.delete(&tenant, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -842,65 +598,36 @@ pub async fn list(
     }
     let after = parse_time(&query.uploaded_after, "uploaded_after")?;
     let before = parse_time(&query.uploaded_before, "uploaded_before")?;
-    let prefix = ObjectName::docs_prefix(&tenant.id);
-    let mut start_after = match &query.cursor {
-        Some(cursor) => {
-            let id: DocumentId = cursor.parse().map_err(|_| {
+    let cursor = query
+        .cursor
+        .as_deref()
+        .map(|c| {
+            c.parse::<DocumentId>().map_err(|_| {
                 ApiError::bad_request("invalid_cursor", "cursor is not one this server gave")
-            })?;
-            Some(ObjectName::doc_meta(&tenant.id, &id).as_str().to_owned())
-        }
-        None => None,
+            })
+        })
+        .transpose()?;
+    let filter = ListFilter {
+        kind,
+        uploaded_after: after,
+        uploaded_before: before,
     };
-    let mut documents = Vec::new();
-    let mut next_cursor = None;
-    'pages: loop {
-        let page = state
-            .vault
-            .store
-            .list(&prefix, start_after.as_deref(), 3 * limit + 3)
-            .await?;
-        let Some(last) = page.last() else { break };
-        start_after = Some(last.name.as_str().to_owned());
-        let exhausted = page.len() < 3 * limit + 3;
-        for info in page.iter().filter(|i| i.name.as_str().ends_with("/meta")) {
-            let Some(id) = info.name.meta_document() else {
-                continue;
-            };
-            let tombstone = ObjectName::tombstone(&tenant.id, &id);
-            let (bytes, tombstone) = tokio::join!(
-                state.vault.store.get_bytes(&info.name),
-                state.vault.store.head(&tombstone)
-            );
-            // Deleted: its facts object is a remainder of an interrupted delete.
-            if tombstone?.is_some() {
-                continue;
-            }
-            let Some(bytes) = bytes? else {
-                continue;
-            };
-            let facts: DocumentFacts = serde_json::from_slice(&bytes)
-                .map_err(|e| ApiError::internal("document facts", e))?;
-            let wanted = kind.is_none_or(|k| k == facts.kind)
-                && after.is_none_or(|t| facts.uploaded_at >= t)
-                && before.is_none_or(|t| facts.uploaded_at < t);
-            if wanted {
-                if documents.len() == limit {
-                    next_cursor = documents.last().map(|d: &ListedDocument| d.id.clone());
-                    break 'pages;
-                }
-                documents.push(ListedDocument {
-                    id: facts.id.to_string(),
-                    kind: facts.kind,
-                    uploaded_at: rfc3339(facts.uploaded_at),
-                    stored_bytes: facts.stored_bytes,
-                });
-            }
-        }
-        if exhausted {
-            break;
-        }
-    }
+    let page = state
+        .vault
+        .tenant_documents
+        .list(&tenant, &filter, cursor.as_ref(), limit)
+        .await?;
+    let documents = page
+        .documents
+        .into_iter()
+        .map(|facts| ListedDocument {
+            id: facts.id.to_string(),
+            kind: facts.kind,
+            uploaded_at: rfc3339(facts.uploaded_at),
+            stored_bytes: facts.stored_bytes,
+        })
+        .collect();
+    let next_cursor = page.next_cursor.map(|id| id.to_string());
     Ok(Json(ListResponse {
         documents,
         next_cursor,

@@ -9,10 +9,14 @@ use utoipa::ToSchema;
 use vault_crypto::{DocumentId, TenantId};
 
 use super::extract::{JsonBody, OperatorOnTenant};
+use super::jobs::Answer;
 use crate::audit_trail::NoteSlot;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::state::SharedState;
-use vault_core::key_lifecycle::{self, OffboardReport, RewrapReport};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use vault_core::jobs::{JobRecord, JobResult};
+use vault_core::key_lifecycle::{OffboardReport, RewrapReport};
 use vault_core::search::ReconcileReport;
 use vault_core::tenants::TenantRecord;
 
@@ -24,7 +28,7 @@ pub async fn rotate(
     OperatorOnTenant(id): OperatorOnTenant,
     note: NoteSlot,
 ) -> ApiResult<Json<TenantRecord>> {
-    let record = key_lifecycle::rotate(&state.vault, &id).await?;
+    let record = state.vault.lifecycle.rotate(&id).await?;
     note.update(|n| n.detail = Some(format!("branch_version={}", record.branch_version)));
     Ok(Json(record))
 }
@@ -39,25 +43,43 @@ pub struct RewrapRequest {
 }
 
 /// Re-wraps every key record of the tenant under the current branch key.
+///
+/// Runs as a job: the answer is its report once it finished, or at once `202`
+/// with the job (`Prefer: respond-async`), followed at `GET /v1/admin/jobs/{id}`;
+/// a client that goes away does not stop it.
 #[utoipa::path(post, path = "/v1/admin/tenants/{tenant}/keys/rewrap", request_body = RewrapRequest,
-    responses((status = 200, body = RewrapReport), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+    responses((status = 200, body = RewrapReport), (status = 202, body = JobRecord, description = "with `Prefer: respond-async`: the job, to follow at `Location`"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn rewrap(
     State(state): State<SharedState>,
     OperatorOnTenant(id): OperatorOnTenant,
     note: NoteSlot,
+    headers: HeaderMap,
     body: Option<JsonBody<RewrapRequest>>,
-) -> ApiResult<Json<RewrapReport>> {
+) -> ApiResult<Response> {
     let request = body.map(|JsonBody(b)| b).unwrap_or_default();
-    let report = key_lifecycle::rewrap(&state.vault, &id, request.retire_old).await?;
+    let started = state
+        .vault
+        .maintenance
+        .rewrap(&id, request.retire_old, &note.actor())
+        .await?;
+    let job = started.record.id.clone();
+    let answer = super::jobs::answer(started, &headers, |result| match result {
+        JobResult::Rewrap(report) => Some(report),
+        _ => None,
+    })
+    .await?;
     note.update(|n| {
-        n.detail = Some(format!(
-            "rewrapped={} failed={} min_decryption_version={}",
-            report.documents_rewrapped + report.audit_segments_rewrapped,
-            report.failed,
-            report.min_decryption_version
-        ))
+        n.detail = Some(match &answer {
+            Answer::Finished(report) => format!(
+                "rewrapped={} failed={} min_decryption_version={}",
+                report.documents_rewrapped + report.audit_segments_rewrapped,
+                report.failed,
+                report.min_decryption_version
+            ),
+            Answer::Accepted(_) => format!("job={job}"),
+        })
     });
-    Ok(Json(report))
+    Ok(answer.into_response())
 }
 
 /// Body of `POST /v1/admin/tenants/{tenant}/index/rotate`.
@@ -71,25 +93,38 @@ pub struct RotateIndexRequest {
 }
 
 /// Rotates the blind-index key and rebuilds the index under the new version.
+///
+/// Runs as a job: the answer is its report once it finished, or at once `202`
+/// with the job (`Prefer: respond-async`), followed at `GET /v1/admin/jobs/{id}`;
+/// a client that goes away does not stop it.
 #[utoipa::path(post, path = "/v1/admin/tenants/{tenant}/index/rotate", request_body = RotateIndexRequest,
-    responses((status = 200, body = ReconcileReport), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
+    responses((status = 200, body = ReconcileReport), (status = 202, body = JobRecord, description = "with `Prefer: respond-async`: the job, to follow at `Location`"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn rotate_index(
     State(state): State<SharedState>,
     OperatorOnTenant(id): OperatorOnTenant,
     note: NoteSlot,
+    headers: HeaderMap,
     body: Option<JsonBody<RotateIndexRequest>>,
-) -> ApiResult<Json<ReconcileReport>> {
+) -> ApiResult<Response> {
     let request = body.map(|JsonBody(b)| b).unwrap_or_default();
     let planned = request
         .expected_documents
         .map(vault_core::tenants::check_planned_documents)
         .transpose()?;
+    let started = state
+        .vault
+        .maintenance
+        .rotate_index(&id, planned, &note.actor())
+        .await?;
     if let Some(planned) = planned {
         note.update(|n| n.detail = Some(format!("planned_documents={planned}")));
     }
-    Ok(Json(
-        key_lifecycle::rotate_index(&state.vault, &id, planned).await?,
-    ))
+    let answer = super::jobs::answer(started, &headers, |result| match result {
+        JobResult::Reconcile(report) => Some(report),
+        _ => None,
+    })
+    .await?;
+    Ok(answer.into_response())
 }
 
 /// Offboards a tenant: credentials revoked, keys destroyed (crypto-shredding).
@@ -99,7 +134,7 @@ pub async fn offboard(
     State(state): State<SharedState>,
     OperatorOnTenant(id): OperatorOnTenant,
 ) -> ApiResult<Json<OffboardReport>> {
-    let report = key_lifecycle::offboard(&state.vault, &id, 7).await?;
+    let report = state.vault.lifecycle.offboard(&id, 7).await?;
     Ok(Json(report))
 }
 
@@ -122,7 +157,7 @@ pub async fn set_retention(
 ) -> ApiResult<Json<TenantRecord>> {
     note.update(|n| n.detail = Some(format!("retention_days={}", body.days)));
     Ok(Json(
-        key_lifecycle::set_retention(&state.vault, &id, body.days).await?,
+        state.vault.lifecycle.set_retention(&id, body.days).await?,
     ))
 }
 
@@ -138,7 +173,7 @@ async fn hold_or_release(
         .map_err(|_| ApiError::document_not_found())?;
     note.update(|n| n.document = Some(doc.to_string()));
     let record = state.vault.tenants.require(id).await?;
-    key_lifecycle::set_hold(&state.vault, &record, &doc, on).await?;
+    state.vault.lifecycle.set_hold(&record, &doc, on).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

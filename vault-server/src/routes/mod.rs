@@ -6,6 +6,7 @@ mod backups;
 mod documents;
 mod extract;
 mod health;
+mod jobs;
 mod keys;
 pub mod openapi;
 mod search;
@@ -116,6 +117,9 @@ fn build(state: SharedState, audit: Audit) -> Router {
             post(backups::hold).delete(backups::release),
         )
         .route("/v1/admin/drills", post(backups::record_drill))
+        .route("/v1/admin/jobs", get(jobs::list))
+        .route("/v1/admin/jobs/{id}", get(jobs::show))
+        .route("/v1/admin/jobs/{id}/cancel", post(jobs::cancel))
         .route("/v1/admin/tenants/{tenant}/keys/rotate", post(keys::rotate))
         .route("/v1/admin/tenants/{tenant}/keys/rewrap", post(keys::rewrap))
         .route(

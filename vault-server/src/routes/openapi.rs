@@ -4,21 +4,21 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, audit, backups, documents, health, keys, search};
+use super::{admin, audit, backups, documents, health, jobs, keys, search};
 
 /// The API description.
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Billing records vault", description = "Encrypted storage, blind-indexed search and audit for healthcare billing documents."),
     paths(health::healthz, health::readyz, health::metrics, admin::create_tenant, admin::list_tenants, admin::get_tenant, admin::disable_tenant, admin::issue_api_key, admin::list_api_keys, admin::revoke_api_key, admin::rotate_operator,
-        documents::upload, documents::download, documents::metadata, documents::delete, documents::list, search::search, search::rebuild, audit::events, audit::checkpoint, audit::proof,
+        documents::upload, documents::download, documents::metadata, documents::delete, documents::list, search::search, search::rebuild, audit::events, audit::checkpoint, audit::proof, jobs::list, jobs::show, jobs::cancel,
         backups::list, backups::public_key, backups::start, backups::prune, backups::hold, backups::release, backups::record_drill,
         keys::rotate, keys::rewrap, keys::rotate_index, keys::offboard, keys::set_retention, keys::hold, keys::release),
     components(schemas(crate::error::ErrorBody, vault_core::tenants::TenantRecord, admin::CreateTenant, admin::IssueApiKey, admin::IssuedApiKey, admin::ListedApiKey, admin::RotatedOperator,
         documents::UploadResponse, documents::MetadataResponse, documents::ListedDocument, documents::ListResponse, vault_core::documents::DocumentKind,
         search::SearchHit, search::SearchResponse, vault_core::search::ReconcileReport,
         keys::RewrapRequest, keys::RotateIndexRequest, keys::RetentionRequest, vault_core::key_lifecycle::RewrapReport, vault_core::key_lifecycle::OffboardReport,
-        backups::BackupPublicKey, audit::EventsResponse, audit::CheckpointResponse, vault_core::audit::read::ProofResponse, vault_core::audit::AuditEvent, vault_core::audit::Outcome)),
+        backups::BackupPublicKey, audit::EventsResponse, audit::CheckpointResponse, vault_core::audit::read::ProofResponse, vault_core::audit::AuditEvent, vault_core::audit::Outcome, vault_core::jobs::JobRecord, vault_core::jobs::JobList, vault_core::jobs::JobState, vault_core::jobs::JobProgress, vault_core::jobs::JobResult, vault_api::BackupSummary)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;

@@ -1,17 +1,21 @@
 //! Search: `GET /v1/search` for tenants, and the operator's index rebuild.
 
 use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Response;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{OperatorOnTenant, QueryParams};
+use super::jobs::Answer;
 use crate::audit_trail::NoteSlot;
 use crate::auth::{Caller, Role};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::state::SharedState;
 use vault_core::documents::DocumentKind;
+use vault_core::jobs::{JobRecord, JobResult};
 use vault_core::search::{self, ReconcileReport};
 
 /// Largest page of hits.
@@ -79,14 +83,11 @@ pub async fn search(
             .map(str::to_owned)
             .collect();
     });
-    let page = search::search(
-        &state.vault,
-        &tenant,
-        &query,
-        params.cursor.as_deref(),
-        limit,
-    )
-    .await?;
+    let page = state
+        .vault
+        .search
+        .search(&tenant, &query, params.cursor.as_deref(), limit)
+        .await?;
     tracing::info!(tenant = %tenant.id, fields = ?search::queried_fields(&query), total = page.total, "search");
     let hits = page
         .hits
@@ -113,15 +114,31 @@ pub async fn search(
 }
 
 /// Empties a tenant's blind index and fills it again from the stored documents.
+///
+/// Runs as a job: the answer is its report once it finished, or at once `202`
+/// with the job (`Prefer: respond-async`), followed at `GET /v1/admin/jobs/{id}`;
+/// a client that goes away does not stop it.
 #[utoipa::path(post, path = "/v1/admin/tenants/{tenant}/index/rebuild",
-    responses((status = 200, body = ReconcileReport), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)),
+    responses((status = 200, body = ReconcileReport), (status = 202, body = JobRecord, description = "with `Prefer: respond-async`: the job, to follow at `Location`"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn rebuild(
     State(state): State<SharedState>,
     OperatorOnTenant(id): OperatorOnTenant,
-) -> ApiResult<Json<ReconcileReport>> {
-    let tenant = state.vault.tenants.require(&id).await?;
-    let report = search::rebuild(&state.vault, &tenant).await?;
-    tracing::info!(tenant = %tenant.id, added = report.added, "index rebuilt on request");
-    Ok(Json(report))
+    note: NoteSlot,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let started = state
+        .vault
+        .maintenance
+        .rebuild_index(&id, &note.actor())
+        .await?;
+    let answer = super::jobs::answer(started, &headers, |result| match result {
+        JobResult::Reconcile(report) => Some(report),
+        _ => None,
+    })
+    .await?;
+    if let Answer::Finished(report) = &answer {
+        tracing::info!(tenant = %id, added = report.added, "index rebuilt on request");
+    }
+    Ok(answer.into_response())
 }

@@ -1,0 +1,172 @@
+//! The vault's long operations, each started as a job ([`crate::jobs`]): index
+//! rebuilds, index key rotations and re-plans, rewraps and backups.
+//!
+//! What can be refused at once (an unknown or offboarded tenant, a bad plan, no
+//! backup target, one already running) is refused before a job starts, so the
+//! caller gets the same answer it always did; the rest happens in the job.
+
+use tokio::sync::mpsc;
+use vault_crypto::TenantId;
+
+use crate::audit::{AuditService, Outcome};
+use crate::backup::schedule::BackupService;
+use crate::backup::BackupError;
+use crate::error::Error;
+use crate::jobs::{kind, JobResult, Jobs, Started};
+use crate::key_lifecycle::KeyLifecycle;
+use crate::search::{Replan, SearchService, REPLAN_GROWTH};
+use crate::tenants::TenantRegistry;
+
+pub use vault_api::BackupSummary;
+
+/// Starts the vault's long operations as jobs. Clones share them.
+#[derive(Clone)]
+pub struct Maintenance {
+    /// The jobs (follow, list, cancel).
+    pub jobs: Jobs,
+    audit: AuditService,
+    lifecycle: KeyLifecycle,
+    search: SearchService,
+    tenants: TenantRegistry,
+    backups: BackupService,
+}
+
+impl Maintenance {
+    /// Long operations over these services.
+    pub fn new(
+        jobs: Jobs,
+        audit: AuditService,
+        lifecycle: KeyLifecycle,
+        search: SearchService,
+        tenants: TenantRegistry,
+        backups: BackupService,
+    ) -> Self {
+        Maintenance {
+            jobs,
+            audit,
+            lifecycle,
+            search,
+            tenants,
+            backups,
+        }
+    }
+
+    /// Starts emptying a tenant's index and filling it again from the store.
+    pub async fn rebuild_index(&self, tenant: &TenantId, actor: &str) -> Result<Started, Error> {
+        let record = self.tenants.require(tenant).await?;
+        let search = self.search.clone();
+        self.jobs
+            .start(kind::INDEX_REBUILD, Some(tenant), actor, |job| async move {
+                search
+                    .rebuild(&record, job.as_ref())
+                    .await
+                    .map(JobResult::Reconcile)
+            })
+    }
+
+    /// Starts moving a tenant's index to its next index key (and, with
+    /// `planned_documents`, to a new token plan).
+    pub async fn rotate_index(
+        &self,
+        tenant: &TenantId,
+        planned_documents: Option<u64>,
+        actor: &str,
+    ) -> Result<Started, Error> {
+        self.lifecycle.active(tenant).await?;
+        let (lifecycle, id) = (self.lifecycle.clone(), tenant.clone());
+        self.jobs
+            .start(kind::INDEX_ROTATE, Some(tenant), actor, |job| async move {
+                lifecycle
+                    .rotate_index(&id, planned_documents, job.as_ref())
+                    .await
+                    .map(JobResult::Reconcile)
+            })
+    }
+
+    /// Starts re-wrapping a tenant's key records under its current branch key.
+    pub async fn rewrap(
+        &self,
+        tenant: &TenantId,
+        retire_old: bool,
+        actor: &str,
+    ) -> Result<Started, Error> {
+        self.lifecycle.active(tenant).await?;
+        let (lifecycle, id) = (self.lifecycle.clone(), tenant.clone());
+        self.jobs
+            .start(kind::KEY_REWRAP, Some(tenant), actor, |job| async move {
+                lifecycle
+                    .rewrap(&id, retire_old, job.as_ref())
+                    .await
+                    .map(JobResult::Rewrap)
+            })
+    }
+
+    /// Starts a backup (without the retention rules: those run after scheduled
+    /// backups and on `prune`). Refused when no target is configured or one runs.
+    pub fn backup(&self, actor: &str) -> Result<Started, BackupError> {
+        self.backups.check_can_start()?;
+        let (backups, trigger) = (self.backups.clone(), actor.to_owned());
+        self.jobs
+            .start(kind::BACKUP, None, actor, |_| async move {
+                let manifest = backups.run_backup(&trigger, false).await?;
+                Ok(JobResult::Backup(BackupSummary {
+                    snapshot: manifest.snapshot.clone(),
+                    objects: manifest.entries.len() as u64,
+                    bytes: manifest.total_bytes(),
+                    bytes_added: manifest.bytes_added,
+                }))
+            })
+            .map_err(|_| BackupError::Busy)
+    }
+
+    /// Runs the re-plans indexes ask for, for ever: each one that is still wanted
+    /// (the tenant's record may have been re-planned meanwhile) is recorded in the
+    /// tenant's audit log, then run as an `index.replan` job.
+    pub async fn run_replans(self, mut wanted: mpsc::UnboundedReceiver<Replan>) {
+        while let Some(replan) = wanted.recv().await {
+            if let Err(e) = self.replan(&replan).await {
+                tracing::error!(tenant = %replan.tenant, code = e.code(), error = %e.for_log(), "blind index re-plan not started");
+            }
+        }
+    }
+
+    async fn replan(&self, replan: &Replan) -> Result<(), Error> {
+        let Replan {
+            tenant,
+            held,
+            planned,
+            new_plan,
+        } = replan;
+        match self.tenants.get(tenant).await? {
+            Some(fresh)
+                if fresh.is_active()
+                    && *held
+                        > self
+                            .search
+                            .planned_documents(&fresh)
+                            .saturating_mul(REPLAN_GROWTH) => {}
+            _ => return Ok(()),
+        }
+        let mut event = crate::audit::new_event(
+            kind::INDEX_REPLAN,
+            "system".to_owned(),
+            Outcome::Allowed,
+            202,
+        );
+        event.detail = Some(format!(
+            "{held} documents outgrew the plan for {planned}; re-planning for {new_plan}"
+        ));
+        // Audited before it starts: a re-plan that cannot be recorded does not run.
+        self.audit.append(tenant, event).await?;
+        let (lifecycle, id, new_plan) = (self.lifecycle.clone(), tenant.clone(), *new_plan);
+        self.jobs
+            .start(kind::INDEX_REPLAN, Some(tenant), "system", |job| async move {
+                let report = lifecycle
+                    .rotate_index(&id, Some(new_plan), job.as_ref())
+                    .await?;
+                tracing::info!(tenant = %id, planned = new_plan, documents = report.documents, "blind index re-planned");
+                Ok(JobResult::Reconcile(report))
+            })?;
+        Ok(())
+    }
+}
