@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use vault_crypto::{DocumentId, TenantId};
 
 use super::extract::{JsonBody, OperatorOnTenant};
-use crate::audit_trail::NoteSlot;
+use crate::audit_note::NoteSlot;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::state::SharedState;
 use vault_core::key_lifecycle::{self, OffboardReport, RewrapReport};

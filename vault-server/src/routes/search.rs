@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{OperatorOnTenant, QueryParams};
-use crate::audit_trail::NoteSlot;
+use crate::audit_note::NoteSlot;
 use crate::auth::{Caller, Role};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::state::SharedState;
