@@ -1,12 +1,14 @@
 //! The one place audit events are written: a middleware around every API route.
 //!
-//! Before the handler runs it puts an empty [`AuditNote`] in the request; the
+//! Before the handler runs it puts an empty
+//! [`AuditNote`](crate::audit_note::AuditNote) in the request; the
 //! `Caller` extractor writes who is calling (or why it could not tell), handlers
 //! add what they acted on (a new document id, the search field names, an issued
 //! key id). After the handler answers, the middleware appends the event with the
 //! outcome taken from the status, waits until it is durable, and only then lets
 //! the answer (and any streamed body) go out. If the event cannot be written the
 //! answer is dropped and replaced by 503: nothing is returned that was not recorded.
+//! The event's action is its endpoint's (`endpoint.rs`).
 //!
 //! Only authenticated requests are recorded one by one, in the log of the
 //! credential's tenant (or of the tenant an operator acted on). A request without
@@ -22,85 +24,21 @@
 //! configured limits (the throttling itself is the `Caller`'s).
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use vault_crypto::{DocumentId, TenantId};
 
-use crate::auth::AuthFailure;
+use crate::audit_note::NoteSlot;
+use crate::endpoint::{audit_action_of, Endpoint};
 use crate::error::ApiError;
-use crate::routes::REQUEST_ID_HEADER;
+use crate::request_id::request_id_of;
 use crate::state::SharedState;
-use vault_core::audit::event::action_of;
 use vault_core::audit::{new_event, Outcome, SYSTEM_LOG};
+use vault_core::credentials::AuthFailure;
 use vault_core::metrics::ReasonLabels;
-
-/// What the caller and the handler tell the audit log about a request.
-#[derive(Debug, Default, Clone)]
-pub struct AuditNote {
-    /// The log to write to (the caller's tenant, or the tenant acted on). Set only
-    /// once the caller is authenticated.
-    pub tenant: Option<TenantId>,
-    /// `apikey:<id>` or `operator:<id>`: set only for an authenticated caller.
-    pub actor: Option<String>,
-    /// The authenticated API key's id (for bulk-read detection).
-    pub api_key: Option<String>,
-    /// Why the caller could not be authenticated.
-    pub auth_failure: Option<AuthFailure>,
-    /// Roles of the credential.
-    pub roles: Vec<String>,
-    /// The document acted on.
-    pub document: Option<String>,
-    /// Search field names (never values).
-    pub fields: Vec<String>,
-    /// Non-PHI detail, made only of validated values (never raw request text).
-    pub detail: Option<String>,
-}
-
-/// The note of a request, shared between the middleware, the extractor and the
-/// handler.
-#[derive(Clone, Debug, Default)]
-pub struct NoteSlot(Arc<Mutex<AuditNote>>);
-
-impl NoteSlot {
-    /// Changes the note.
-    pub fn update(&self, change: impl FnOnce(&mut AuditNote)) {
-        change(&mut self.0.lock().unwrap_or_else(PoisonError::into_inner));
-    }
-
-    /// Who is calling, once authenticated (`operator:<id>` or `apikey:<id>`): what
-    /// a job started by this request records as its actor.
-    pub fn actor(&self) -> String {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .actor
-            .clone()
-            .unwrap_or_default()
-    }
-
-    fn take(&self) -> AuditNote {
-        std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
-    }
-}
-
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for NoteSlot {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        _state: &S,
-    ) -> Result<Self, Self::Rejection> {
-        // Outside the middleware (unit tests) a detached note is harmless.
-        Ok(parts
-            .extensions
-            .get::<NoteSlot>()
-            .cloned()
-            .unwrap_or_default())
-    }
-}
 
 /// The value of a `{name}` parameter of the route template in the request path.
 fn path_param(route: &str, path: &str, name: &str) -> Option<String> {
@@ -134,18 +72,12 @@ pub async fn record(
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_owned())
         .unwrap_or_default();
-    let method = request.method().as_str().to_owned();
-    let Some(action) = action_of(&method, &route) else {
+    let endpoint = request.extensions().get::<Endpoint>().copied();
+    let Some(action) = audit_action_of(endpoint, &route) else {
         return next.run(request).await;
     };
     let path = request.uri().path().to_owned();
-    // Already checked or replaced by the request-id layer.
-    let request_id = request
-        .headers()
-        .get(REQUEST_ID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-")
-        .to_owned();
+    let request_id = request_id_of(&request).to_owned();
     let client = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -197,7 +129,10 @@ pub async fn record(
         return ApiError::from(vault_core::Error::audit_unavailable(None)).into_response();
     }
 
-    let is_read = matches!(action, "document.download" | "document.metadata");
+    let is_read = matches!(
+        endpoint,
+        Some(Endpoint::DownloadDocument | Endpoint::DocumentMetadata)
+    );
     if is_read && outcome == Outcome::Allowed {
         if let Some(anomaly) = note
             .api_key

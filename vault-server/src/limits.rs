@@ -1,5 +1,5 @@
-//! What one request, one credential or one client may hold: time budgets per
-//! route, per-credential request rates, concurrent uploads, and the stall and
+//! What one request, one credential or one client may hold: time budgets,
+//! per-credential request rates, concurrent uploads, and the stall and
 //! deadline guards of streamed bodies. The connection-level limits (header-read
 //! timeout, connection cap, write stalls) are in `http_server.rs`.
 
@@ -10,10 +10,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::extract::{MatchedPath, Request, State};
 use axum::http::StatusCode;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use futures::Stream;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -21,10 +18,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 
 use crate::error::ApiError;
-use crate::state::SharedState;
 use vault_core::config::LimitsConfig;
 
-/// How long a request may take, from the route it matched.
+/// How long a request may take: each endpoint names its budget
+/// (`endpoint.rs`); the middleware that applies it is `routes/mod.rs`'s.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Budget {
     /// JSON endpoints: `request_timeout_secs`.
@@ -36,18 +33,6 @@ pub enum Budget {
 }
 
 impl Budget {
-    /// The budget of a request by method and route template.
-    pub fn of(method: &str, route: &str) -> Budget {
-        match vault_core::audit::event::action_of(method, route) {
-            Some("document.upload" | "document.download") => Budget::Transfer,
-            Some(
-                "key.rotate" | "key.rewrap" | "index.rotate" | "index.rebuild" | "tenant.offboard"
-                | "backup.prune",
-            ) => Budget::Maintenance,
-            _ => Budget::Request,
-        }
-    }
-
     /// Its duration under `limits`.
     pub fn duration(self, limits: &LimitsConfig) -> Duration {
         Duration::from_secs(match self {
@@ -55,33 +40,6 @@ impl Budget {
             Budget::Transfer => limits.transfer_timeout_secs,
             Budget::Maintenance => limits.maintenance_timeout_secs,
         })
-    }
-}
-
-/// Middleware: answers 408 `request_timeout` when the handler (for an upload:
-/// reading the whole body) takes longer than its route's budget. A download's
-/// body, streamed after the handler returned, is bounded by [`deadline_stream`].
-pub async fn limit_time(
-    State(state): State<SharedState>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("", |m| m.as_str());
-    let budget = Budget::of(request.method().as_str(), route).duration(&state.vault.config.limits);
-    match tokio::time::timeout(budget, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "request_timeout",
-            format!(
-                "the request did not finish within {} seconds",
-                budget.as_secs()
-            ),
-        )
-        .into_response(),
     }
 }
 
@@ -331,24 +289,6 @@ where
 mod tests {
     use super::*;
     use futures::StreamExt;
-
-    #[test]
-    fn budgets_follow_the_route() {
-        assert_eq!(Budget::of("POST", "/v1/documents"), Budget::Transfer);
-        assert_eq!(Budget::of("GET", "/v1/documents/{id}"), Budget::Transfer);
-        assert_eq!(Budget::of("GET", "/v1/documents"), Budget::Request);
-        assert_eq!(Budget::of("GET", "/v1/search"), Budget::Request);
-        assert_eq!(
-            Budget::of("POST", "/v1/admin/tenants/{tenant}/keys/rewrap"),
-            Budget::Maintenance
-        );
-        assert_eq!(Budget::of("GET", "/healthz"), Budget::Request);
-        let limits = LimitsConfig::default();
-        assert_eq!(
-            Budget::Request.duration(&limits),
-            Duration::from_secs(limits.request_timeout_secs)
-        );
-    }
 
     #[test]
     fn a_credential_over_its_rate_waits_and_others_do_not() {

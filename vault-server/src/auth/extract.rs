@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 use vault_crypto::TenantId;
 
 use super::{CredentialKind, Role};
-use crate::audit_trail::NoteSlot;
+use crate::audit_note::NoteSlot;
 use crate::error::ApiError;
 use crate::state::SharedState;
 use vault_core::credentials::{authenticate, AuthFailure};

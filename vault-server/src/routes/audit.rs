@@ -10,7 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 use vault_crypto::TenantId;
 
 use super::extract::QueryParams;
-use crate::audit_trail::NoteSlot;
+use crate::audit_note::NoteSlot;
 use crate::auth::{Caller, CredentialKind, Role};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::state::SharedState;

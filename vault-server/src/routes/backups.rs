@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use utoipa::ToSchema;
 
 use super::extract::JsonBody;
-use crate::audit_trail::NoteSlot;
+use crate::audit_note::NoteSlot;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::state::SharedState;

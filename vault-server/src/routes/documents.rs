@@ -15,7 +15,7 @@ use vault_index::fields::{Field, BASE_FIELDS};
 use std::time::Duration;
 
 use super::extract::QueryParams;
-use crate::audit_trail::NoteSlot;
+use crate::audit_note::NoteSlot;
 use crate::auth::{Caller, Role};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::limits::Budget;

@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 use vault_crypto::TenantId;
 
-use crate::audit_trail::NoteSlot;
+use crate::audit_note::NoteSlot;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::state::SharedState;

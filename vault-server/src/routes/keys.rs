@@ -10,7 +10,7 @@ use vault_crypto::{DocumentId, TenantId};
 
 use super::extract::{JsonBody, OperatorOnTenant};
 use super::jobs::Answer;
-use crate::audit_trail::NoteSlot;
+use crate::audit_note::NoteSlot;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::state::SharedState;
 use axum::http::HeaderMap;

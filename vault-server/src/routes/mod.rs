@@ -1,4 +1,5 @@
-//! The HTTP router.
+//! The HTTP router, built from the endpoint table (`endpoint.rs`), and its
+//! middleware.
 
 mod admin;
 mod audit;
@@ -10,52 +11,27 @@ mod jobs;
 mod keys;
 pub mod openapi;
 mod search;
+#[cfg(test)]
+mod tests;
 
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::header::CACHE_CONTROL;
-use axum::http::HeaderValue;
+use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::Response;
-use axum::routing::{delete, get, post};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{on, MethodRouter};
 use axum::Router;
 use tower_http::request_id::PropagateRequestIdLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::endpoint::Endpoint;
+use crate::error::ApiError;
+use crate::limits::Budget;
+use crate::request_id::{checked_request_id, request_id_of, REQUEST_ID_HEADER};
 use crate::state::SharedState;
 use vault_core::metrics::RequestLabels;
-
-/// Header carrying the request id (set when absent or unacceptable, echoed in the
-/// response).
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
-
-/// Longest client request id accepted.
-const MAX_REQUEST_ID_LEN: usize = 64;
-
-/// Whether a client's request id may be kept: 1 to 64 of `A-Z a-z 0-9 . _ -`.
-/// Anything else is replaced before it is logged, audited or echoed.
-pub fn is_acceptable_request_id(id: &str) -> bool {
-    (1..=MAX_REQUEST_ID_LEN).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-}
-
-/// Keeps one acceptable `X-Request-Id`, else sets a new random one.
-async fn checked_request_id(mut request: Request) -> Request {
-    let mut ids = request.headers().get_all(REQUEST_ID_HEADER).iter();
-    let keep = match (ids.next(), ids.next()) {
-        (Some(id), None) => id.to_str().is_ok_and(is_acceptable_request_id),
-        _ => false,
-    };
-    if !keep {
-        if let Ok(id) = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
-            request.headers_mut().insert(REQUEST_ID_HEADER, id);
-        }
-    }
-    request
-}
 
 /// Every answer is `Cache-Control: no-store` unless its handler said otherwise:
 /// they hold tenant data or its metadata, which no cache may keep.
@@ -87,71 +63,74 @@ enum Audit {
     Skip,
 }
 
+/// The handler of each endpoint: the router is built from the table, and an
+/// endpoint without a handler does not compile.
+fn handler(endpoint: Endpoint) -> MethodRouter<SharedState> {
+    let method = endpoint.verb().filter();
+    match endpoint {
+        Endpoint::Healthz => on(method, health::healthz),
+        Endpoint::Readyz => on(method, health::readyz),
+        Endpoint::Metrics => on(method, health::metrics),
+        Endpoint::OpenApi => on(method, openapi::serve),
+        Endpoint::CreateTenant => on(method, admin::create_tenant),
+        Endpoint::ListTenants => on(method, admin::list_tenants),
+        Endpoint::GetTenant => on(method, admin::get_tenant),
+        Endpoint::DisableTenant => on(method, admin::disable_tenant),
+        Endpoint::IssueApiKey => on(method, admin::issue_api_key),
+        Endpoint::ListApiKeys => on(method, admin::list_api_keys),
+        Endpoint::RevokeApiKey => on(method, admin::revoke_api_key),
+        Endpoint::RotateOperator => on(method, admin::rotate_operator),
+        Endpoint::ListBackups => on(method, backups::list),
+        Endpoint::StartBackup => on(method, backups::start),
+        Endpoint::PruneBackups => on(method, backups::prune),
+        Endpoint::BackupPublicKey => on(method, backups::public_key),
+        Endpoint::HoldBackup => on(method, backups::hold),
+        Endpoint::ReleaseBackup => on(method, backups::release),
+        Endpoint::RecordDrill => on(method, backups::record_drill),
+        Endpoint::ListJobs => on(method, jobs::list),
+        Endpoint::ShowJob => on(method, jobs::show),
+        Endpoint::CancelJob => on(method, jobs::cancel),
+        Endpoint::RotateKeys => on(method, keys::rotate),
+        Endpoint::RewrapKeys => on(method, keys::rewrap),
+        Endpoint::RotateIndexKey => on(method, keys::rotate_index),
+        Endpoint::RebuildIndex => on(method, search::rebuild),
+        Endpoint::OffboardTenant => on(method, keys::offboard),
+        Endpoint::SetRetention => on(method, keys::set_retention),
+        Endpoint::HoldDocument => on(method, keys::hold),
+        Endpoint::ReleaseDocument => on(method, keys::release),
+        Endpoint::UploadDocument => on(method, documents::upload),
+        Endpoint::ListDocuments => on(method, documents::list),
+        Endpoint::DownloadDocument => on(method, documents::download),
+        Endpoint::DeleteDocument => on(method, documents::delete),
+        Endpoint::DocumentMetadata => on(method, documents::metadata),
+        Endpoint::Search => on(method, search::search),
+        Endpoint::AuditEvents => on(method, audit::events),
+        Endpoint::AuditCheckpoint => on(method, audit::checkpoint),
+        Endpoint::AuditProof => on(method, audit::proof),
+    }
+}
+
+/// Puts the endpoint a request matched in its extensions, for the middleware
+/// inside (time budget, audit). A request that matched none (no route, or a
+/// method its route does not take) has none.
+async fn identify_endpoint(mut request: Request) -> Request {
+    let endpoint = request
+        .extensions()
+        .get::<MatchedPath>()
+        .and_then(|route| Endpoint::find(request.method(), route.as_str()));
+    if let Some(endpoint) = endpoint {
+        request.extensions_mut().insert(endpoint);
+    }
+    request
+}
+
 fn build(state: SharedState, audit: Audit) -> Router {
     let request_id = axum::http::HeaderName::from_static(REQUEST_ID_HEADER);
-    let routes = Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
-        .route("/v1/openapi.json", get(openapi::serve))
-        .route(
-            "/v1/admin/tenants",
-            post(admin::create_tenant).get(admin::list_tenants),
-        )
-        .route("/v1/admin/tenants/{tenant}", get(admin::get_tenant))
-        .route(
-            "/v1/admin/tenants/{tenant}/disable",
-            post(admin::disable_tenant),
-        )
-        .route(
-            "/v1/admin/tenants/{tenant}/api-keys",
-            post(admin::issue_api_key).get(admin::list_api_keys),
-        )
-        .route("/v1/admin/api-keys/{id}", delete(admin::revoke_api_key))
-        .route("/v1/admin/operator/rotate", post(admin::rotate_operator))
-        .route("/v1/admin/backups", get(backups::list).post(backups::start))
-        .route("/v1/admin/backups/prune", post(backups::prune))
-        .route("/v1/admin/backups/public-key", get(backups::public_key))
-        .route(
-            "/v1/admin/backups/{id}/hold",
-            post(backups::hold).delete(backups::release),
-        )
-        .route("/v1/admin/drills", post(backups::record_drill))
-        .route("/v1/admin/jobs", get(jobs::list))
-        .route("/v1/admin/jobs/{id}", get(jobs::show))
-        .route("/v1/admin/jobs/{id}/cancel", post(jobs::cancel))
-        .route("/v1/admin/tenants/{tenant}/keys/rotate", post(keys::rotate))
-        .route("/v1/admin/tenants/{tenant}/keys/rewrap", post(keys::rewrap))
-        .route(
-            "/v1/admin/tenants/{tenant}/index/rotate",
-            post(keys::rotate_index),
-        )
-        .route("/v1/admin/tenants/{tenant}/offboard", post(keys::offboard))
-        .route(
-            "/v1/admin/tenants/{tenant}/retention",
-            axum::routing::put(keys::set_retention),
-        )
-        .route(
-            "/v1/admin/tenants/{tenant}/documents/{id}/hold",
-            post(keys::hold).delete(keys::release),
-        )
-        .route(
-            "/v1/documents",
-            post(documents::upload).get(documents::list),
-        )
-        .route(
-            "/v1/documents/{id}",
-            get(documents::download).delete(documents::delete),
-        )
-        .route("/v1/documents/{id}/metadata", get(documents::metadata))
-        .route("/v1/search", get(search::search))
-        .route("/v1/audit/events", get(audit::events))
-        .route("/v1/audit/checkpoint", get(audit::checkpoint))
-        .route("/v1/audit/proof", get(audit::proof))
-        .route(
-            "/v1/admin/tenants/{tenant}/index/rebuild",
-            post(search::rebuild),
-        );
+    let routes = Endpoint::ALL
+        .iter()
+        .fold(Router::new(), |routes, &endpoint| {
+            routes.route(endpoint.path(), handler(endpoint))
+        });
     let routes = if audit == Audit::Record {
         // Innermost: the audit event is durable before the answer leaves.
         routes.layer(middleware::from_fn_with_state(
@@ -164,10 +143,8 @@ fn build(state: SharedState, audit: Audit) -> Router {
     routes
         // Outside the audit middleware: a request over its budget is answered 408
         // without waiting further (for its audit event either).
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            crate::limits::limit_time,
-        ))
+        .layer(middleware::from_fn_with_state(state.clone(), limit_time))
+        .layer(middleware::map_request(identify_endpoint))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             record_metrics,
@@ -176,11 +153,7 @@ fn build(state: SharedState, audit: Audit) -> Router {
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             // Route templates and request ids only: paths hold no PHI, but query
             // strings (search) might, so they are never logged.
-            let id = req
-                .headers()
-                .get(REQUEST_ID_HEADER)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("-");
+            let id = request_id_of(req);
             let route = req
                 .extensions()
                 .get::<MatchedPath>()
@@ -191,6 +164,30 @@ fn build(state: SharedState, audit: Audit) -> Router {
         // Outermost: nothing sees a client's request id before it is checked.
         .layer(middleware::map_request(checked_request_id))
         .with_state(state)
+}
+
+/// Answers 408 `request_timeout` when the handler (for an upload: reading the
+/// whole body) takes longer than its endpoint's budget (a request that matched no
+/// endpoint has the JSON endpoints'). A download's body, streamed after the handler
+/// returned, is bounded by `limits::guard_stream`.
+async fn limit_time(State(state): State<SharedState>, request: Request, next: Next) -> Response {
+    let budget = request
+        .extensions()
+        .get::<Endpoint>()
+        .map_or(Budget::Request, |endpoint| endpoint.budget())
+        .duration(&state.vault.config.limits);
+    match tokio::time::timeout(budget, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!(
+                "the request did not finish within {} seconds",
+                budget.as_secs()
+            ),
+        )
+        .into_response(),
+    }
 }
 
 async fn record_metrics(State(state): State<SharedState>, req: Request, next: Next) -> Response {
@@ -212,66 +209,4 @@ async fn record_metrics(State(state): State<SharedState>, req: Request, next: Ne
         .get_or_create(&labels)
         .observe(started.elapsed().as_secs_f64());
     response
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn request_ids_are_short_and_plain() {
-        for good in [
-            "abc",
-            "req-42",
-            "a.b_c-D",
-            &"x".repeat(64),
-            "550e8400-e29b-41d4-a716-446655440000",
-        ] {
-            assert!(is_acceptable_request_id(good), "{good}");
-        }
-        for bad in [
-            "",
-            &"x".repeat(65),
-            "a b",
-            "a/b",
-            "<script>",
-            "id\u{e9}",
-            "a\"b",
-            "a;b",
-        ] {
-            assert!(!is_acceptable_request_id(bad), "{bad}");
-        }
-    }
-
-    #[tokio::test]
-    async fn an_unacceptable_or_repeated_request_id_is_replaced() {
-        let with = |ids: &[&str]| {
-            let mut request = Request::new(axum::body::Body::empty());
-            for id in ids {
-                request
-                    .headers_mut()
-                    .append(REQUEST_ID_HEADER, HeaderValue::from_str(id).unwrap());
-            }
-            request
-        };
-        let kept = checked_request_id(with(&["client-1"])).await;
-        assert_eq!(kept.headers()[REQUEST_ID_HEADER], "client-1");
-        for ids in [
-            &["x".repeat(100)][..],
-            &["a b".to_owned()],
-            &["a".to_owned(), "b".to_owned()],
-            &[],
-        ] {
-            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
-            let replaced = checked_request_id(with(&ids)).await;
-            let values: Vec<_> = replaced
-                .headers()
-                .get_all(REQUEST_ID_HEADER)
-                .iter()
-                .collect();
-            assert_eq!(values.len(), 1);
-            let id = values[0].to_str().unwrap();
-            assert!(is_acceptable_request_id(id) && !ids.contains(&id), "{id}");
-        }
-    }
 }

@@ -39,3 +39,59 @@ impl Modify for BearerAuth {
 pub async fn serve() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::endpoint::{Access, Endpoint};
+
+    #[test]
+    fn the_document_describes_exactly_the_documented_endpoints() {
+        let document = ApiDoc::openapi();
+        // (method, path, whether it asks for a bearer credential)
+        let mut described = BTreeSet::new();
+        for (path, item) in &document.paths.paths {
+            for (method, operation) in [
+                ("GET", &item.get),
+                ("POST", &item.post),
+                ("PUT", &item.put),
+                ("DELETE", &item.delete),
+                ("PATCH", &item.patch),
+                ("HEAD", &item.head),
+                ("OPTIONS", &item.options),
+                ("TRACE", &item.trace),
+            ] {
+                if let Some(operation) = operation {
+                    described.insert((
+                        method.to_owned(),
+                        path.clone(),
+                        operation.security.is_some(),
+                    ));
+                }
+            }
+        }
+        let table: BTreeSet<_> = Endpoint::ALL
+            .iter()
+            .filter(|e| e.is_documented())
+            .map(|e| {
+                (
+                    e.verb().method().to_string(),
+                    e.path().to_owned(),
+                    e.access() != Access::Public,
+                )
+            })
+            .collect();
+        assert_eq!(
+            described.difference(&table).collect::<Vec<_>>(),
+            Vec::<&(String, String, bool)>::new(),
+            "described, but not so in the endpoint table"
+        );
+        assert_eq!(
+            table.difference(&described).collect::<Vec<_>>(),
+            Vec::<&(String, String, bool)>::new(),
+            "in the endpoint table, but not so in the document"
+        );
+    }
+}

@@ -10,7 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{OperatorOnTenant, QueryParams};
 use super::jobs::Answer;
-use crate::audit_trail::NoteSlot;
+use crate::audit_note::NoteSlot;
 use crate::auth::{Caller, Role};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::state::SharedState;
