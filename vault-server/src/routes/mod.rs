@@ -144,6 +144,7 @@ fn build(state: SharedState, audit: Audit) -> Router {
         // Outside the audit middleware: a request over its budget is answered 408
         // without waiting further (for its audit event either).
         .layer(middleware::from_fn_with_state(state.clone(), limit_time))
+        // Outside the time budget and the audit: both read the matched endpoint.
         .layer(middleware::map_request(identify_endpoint))
         .layer(middleware::from_fn_with_state(
             state.clone(),
