@@ -172,8 +172,8 @@ async fn main() {
     let mean = |v: &Vec<f64>| v.iter().sum::<f64>() / v.len() as f64;
     let (up_a, down_a) = (mean(&rates[0].0), mean(&rates[0].1));
     let (up_u, down_u) = (mean(&rates[1].0), mean(&rates[1].1));
-    let segments = state.metrics.audit_segments.get();
-    let events = state.metrics.audit_events.get();
+    let segments = state.vault.metrics.audit_segments.get();
+    let events = state.vault.metrics.audit_events.get();
     println!(
         "\n### Cost of auditing ({} B documents, concurrency {}, fs store, in-process router)\n",
         run.body_bytes, run.concurrency
