@@ -103,6 +103,21 @@ fn line(job: &JobRecord) -> String {
     )
 }
 
+/// A job id as the server gives them (`job_` and 32 hex digits), so nothing else
+/// ever reaches a request path.
+fn job_id(raw: &str) -> Result<&str, CliError> {
+    let ok = raw.len() == 36
+        && raw.starts_with("job_")
+        && raw[4..].bytes().all(|b| b.is_ascii_hexdigit());
+    if ok {
+        Ok(raw)
+    } else {
+        Err(CliError::Usage(
+            "a job id is job_ and 32 hex digits (see `vault-cli job list`)".into(),
+        ))
+    }
+}
+
 /// Runs one `JobCommand`.
 pub async fn run(client: &Client, json_mode: bool, command: JobCommand) -> Result<(), CliError> {
     match command {
@@ -117,10 +132,12 @@ pub async fn run(client: &Client, json_mode: bool, command: JobCommand) -> Resul
             })?;
         }
         JobCommand::Show { id } => {
+            let id = job_id(&id)?;
             let job = client.get(&format!("/v1/admin/jobs/{id}")).await?;
             print_as(json_mode, &job, line)?;
         }
         JobCommand::Cancel { id } => {
+            let id = job_id(&id)?;
             let job = client
                 .post(&format!("/v1/admin/jobs/{id}/cancel"), &json!({}))
                 .await?;

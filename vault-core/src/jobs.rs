@@ -44,6 +44,17 @@ pub mod kind {
     pub const BACKUP: &str = "backup";
 }
 
+/// The jobs that may not run together for one tenant: every job on a tenant's
+/// index (a rebuild, a key rotation, a re-plan) is in one lane, each other kind in
+/// its own.
+fn lane(kind: &str) -> &str {
+    if kind.starts_with("index.") {
+        "index"
+    } else {
+        kind
+    }
+}
+
 /// The jobs of a server. Clones share them.
 #[derive(Clone, Default)]
 pub struct Jobs(Arc<JobTable>);
@@ -170,8 +181,8 @@ impl Started {
 
 impl Jobs {
     /// Starts `work` as a job of `kind` (on `tenant`, for `actor`) and returns its
-    /// record. Refused with `job_running` while a job of the same kind runs for the
-    /// same tenant.
+    /// record. Refused with `job_running` while a job of the same lane (for an
+    /// index, any index job) runs for the same tenant.
     pub fn start<W, F>(
         &self,
         kind: &'static str,
@@ -201,14 +212,15 @@ impl Jobs {
             let mut entries = self.entries();
             if let Some(running) = entries.by_id.values().find(|e| {
                 e.record.state == JobState::Running
-                    && e.record.kind == record.kind
+                    && lane(&e.record.kind) == lane(&record.kind)
                     && e.record.tenant == record.tenant
             }) {
                 return Err(Error::conflict(
                     "job_running",
                     format!(
-                        "job {} ({kind}) is already running for this {}; follow it or cancel it",
+                        "job {} ({}) is already running for this {}; follow it or cancel it",
                         running.record.id,
+                        running.record.kind,
                         if tenant.is_some() { "tenant" } else { "vault" }
                     ),
                 ));
@@ -449,14 +461,27 @@ mod tests {
             |_| async { Ok(report(0)) },
         );
         assert_eq!(again.err().map(|e| e.code()), Some("job_running"));
-        // Another kind, or another tenant, may run meanwhile.
+        // No other job on the same index either (a rotation would build beside a
+        // rebuild); another lane, or another tenant, may run meanwhile.
+        let rotation = jobs.start(kind::INDEX_ROTATE, Some(&tenant), "system", |_| async {
+            Ok(report(0))
+        });
+        assert_eq!(rotation.err().map(|e| e.code()), Some("job_running"));
         let other = jobs
-            .start(kind::INDEX_ROTATE, Some(&tenant), "operator:1", |_| async {
+            .start(kind::KEY_REWRAP, Some(&tenant), "operator:1", |_| async {
                 Ok(report(0))
             })
             .unwrap()
             .record;
         jobs.wait(&other.id).await.unwrap();
+        let elsewhere = TenantId::new("beta").unwrap();
+        let beta = jobs
+            .start(kind::INDEX_ROTATE, Some(&elsewhere), "system", |_| async {
+                Ok(report(0))
+            })
+            .unwrap()
+            .record;
+        jobs.wait(&beta.id).await.unwrap();
 
         let asked = jobs.cancel(&started.id).unwrap();
         assert!(asked.cancel_requested);
@@ -470,7 +495,7 @@ mod tests {
         assert_eq!(answer.code(), "job_cancelled");
         assert_eq!(jobs.cancel(&started.id).unwrap_err().code(), "job_finished");
         assert_eq!(jobs.get("job_nope").unwrap_err().code(), "job_not_found");
-        assert_eq!(jobs.list().jobs.len(), 2);
+        assert_eq!(jobs.list().jobs.len(), 3);
     }
 
     #[tokio::test]

@@ -53,7 +53,7 @@ impl Maintenance {
 
     /// Starts emptying a tenant's index and filling it again from the store.
     pub async fn rebuild_index(&self, tenant: &TenantId, actor: &str) -> Result<Started, Error> {
-        let record = self.tenants.require(tenant).await?;
+        let record = self.lifecycle.active(tenant).await?;
         let search = self.search.clone();
         self.jobs
             .start(kind::INDEX_REBUILD, Some(tenant), actor, |job| async move {

@@ -120,6 +120,8 @@ pub struct Indexes {
     indexes: Mutex<HashMap<TenantId, Arc<OnceCell<Arc<TenantIndex>>>>>,
     /// Indexes under a tenant's next index key version, while they are backfilled.
     next: Mutex<HashMap<TenantId, Arc<TenantIndex>>>,
+    /// Tenants whose index is being rotated (at most one rotation each).
+    rotating: Mutex<std::collections::HashSet<TenantId>>,
     /// Where an index that outgrew its plan asks for a re-plan (the jobs run it).
     replans: mpsc::UnboundedSender<Replan>,
 }
@@ -188,6 +190,7 @@ impl SearchService {
             config,
             indexes: Mutex::new(HashMap::new()),
             next: Mutex::new(HashMap::new()),
+            rotating: Mutex::default(),
             replans,
         }))
     }
@@ -476,6 +479,42 @@ impl Drop for ReconcileIfDropped {
     }
 }
 
+/// A tenant's one index rotation, released when the rotation ends however it ends.
+struct RotationSlot {
+    search: SearchService,
+    tenant: TenantId,
+}
+
+impl RotationSlot {
+    fn take(search: &SearchService, tenant: &TenantId) -> Result<Self, Error> {
+        let fresh = search
+            .rotating
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(tenant.clone());
+        if !fresh {
+            return Err(Error::conflict(
+                "index_rotation_in_progress",
+                "an index rotation or re-plan of this tenant is under way; retry when it has finished",
+            ));
+        }
+        Ok(RotationSlot {
+            search: search.clone(),
+            tenant: tenant.clone(),
+        })
+    }
+}
+
+impl Drop for RotationSlot {
+    fn drop(&mut self) {
+        self.search
+            .rotating
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.tenant);
+    }
+}
+
 /// Put back in order when an index rotation stops before its swap (an error, a
 /// cancelled job): the next index is unregistered, so writes stop going to it and
 /// another rotation may start, and its files are removed.
@@ -568,12 +607,10 @@ impl SearchService {
         make_current: impl std::future::Future<Output = Result<(), Error>>,
         progress: &dyn Progress,
     ) -> Result<ReconcileReport, Error> {
-        if self.next_index(&tenant.id).is_some() {
-            return Err(Error::conflict(
-                "index_rotation_in_progress",
-                "an index rotation or re-plan of this tenant is under way; retry when it has finished",
-            ));
-        }
+        // Taken before the first await and held to the end: two rotations that
+        // both passed a check would build the same next version in one directory,
+        // and the first swap would unregister the other's index under its uploads.
+        let _rotating = RotationSlot::take(self, &tenant.id)?;
         // The current index must be in step before writes are doubled.
         let current = self.tenant_index(tenant).await?;
         wait_until_reconciled(&current, false).await?;

@@ -587,3 +587,39 @@ async fn an_outgrown_index_is_replanned_as_a_job_audited_before_it_starts() {
         .any(|e| e.action == "index.replan" && e.actor == "system"));
     assert_eq!(claim_hits(&t, &record, "CLM4").await.unwrap(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_rotations_of_one_index_never_run_together() {
+    let t = TestVault::open().await;
+    let acme = t.tenant("acme").await;
+    for i in 0..4 {
+        upload_claim(&t, &acme, &format!("CLM{i}")).await;
+    }
+    // Slow reads keep the first rotation before its next index is registered
+    // while the second one asks.
+    t.store
+        .delay(Op::Get, std::time::Duration::from_millis(300));
+    let (first, second) = tokio::join!(
+        t.vault
+            .lifecycle
+            .rotate_index(&acme.id, None, &crate::progress::NoProgress),
+        async {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            t.vault
+                .lifecycle
+                .rotate_index(&acme.id, Some(100), &crate::progress::NoProgress)
+                .await
+        }
+    );
+    t.store.clear_faults();
+    assert_eq!(first.unwrap().added, 4);
+    assert_eq!(second.unwrap_err().code(), "index_rotation_in_progress");
+    let record = t.vault.tenants.require(&acme.id).await.unwrap();
+    assert_eq!(record.index_version, 2);
+    for i in 0..4 {
+        assert_eq!(
+            claim_hits(&t, &record, &format!("CLM{i}")).await.unwrap(),
+            1
+        );
+    }
+}

@@ -3,7 +3,8 @@
 //! recording drill reports.
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -77,14 +78,12 @@ pub async fn public_key(
     }))
 }
 
-/// Starts a backup now; poll `GET /v1/admin/backups` for its progress.
+/// Starts a backup now, as a job (its record is in the answer and at `Location`);
+/// poll `GET /v1/admin/backups` for its progress.
 #[utoipa::path(post, path = "/v1/admin/backups",
     responses((status = 202, description = "started"), (status = 409, description = "a backup is running")),
     security(("bearer" = [])))]
-pub async fn start(
-    State(state): State<SharedState>,
-    caller: Caller,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+pub async fn start(State(state): State<SharedState>, caller: Caller) -> ApiResult<Response> {
     caller.require_operator()?;
     let requested_at = time::OffsetDateTime::now_utc();
     let started = state
@@ -94,10 +93,16 @@ pub async fn start(
     let requested_at = requested_at
         .format(&time::format_description::well_known::Rfc3339)
         .map_err(|e| ApiError::internal("time", e))?;
-    Ok((
+    let location = format!("/v1/admin/jobs/{}", started.record.id);
+    let mut response = (
         StatusCode::ACCEPTED,
         Json(json!({ "started": true, "requested_at": requested_at, "job": started.record })),
-    ))
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(response)
 }
 
 /// Applies the configured retention rules.
