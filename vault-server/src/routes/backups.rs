@@ -78,8 +78,9 @@ pub async fn public_key(
     }))
 }
 
-/// Starts a backup now, as a job (its record is in the answer and at `Location`);
-/// poll `GET /v1/admin/backups` for its progress.
+/// Starts a backup now; poll `GET /v1/admin/backups` for its progress.
+///
+/// It runs as a job: its record is in the answer (`job`) and at `Location`.
 #[utoipa::path(post, path = "/v1/admin/backups",
     responses((status = 202, description = "started"), (status = 409, description = "a backup is running")),
     security(("bearer" = [])))]
