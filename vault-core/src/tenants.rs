@@ -5,7 +5,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use std::time::Duration;
+
 use tokio::sync::RwLock;
+use tokio::time::Instant;
 use vault_crypto::TenantId;
 use vault_keys::TenantKeySpec;
 
@@ -51,11 +54,16 @@ pub fn tenant_not_found(id: &TenantId) -> Error {
     Error::not_found("tenant_not_found", format!("no tenant {id}"))
 }
 
-/// Tenant records, cached. Clones share the cache.
+/// How long a cached tenant record is trusted before it is read again: a tenant
+/// disabled or offboarded through another server over the same store is refused
+/// here within this time.
+pub const TENANT_CACHE_TTL: Duration = Duration::from_secs(5);
+
+/// Tenant records, cached for [`TENANT_CACHE_TTL`]. Clones share the cache.
 #[derive(Clone)]
 pub struct TenantRegistry {
     store: Arc<dyn ObjectStore>,
-    cache: Arc<RwLock<HashMap<TenantId, TenantRecord>>>,
+    cache: Arc<RwLock<HashMap<TenantId, (TenantRecord, Instant)>>>,
 }
 
 impl TenantRegistry {
@@ -69,8 +77,10 @@ impl TenantRegistry {
 
     /// The tenant's record, if it exists.
     pub async fn get(&self, tenant: &TenantId) -> Result<Option<TenantRecord>, Error> {
-        if let Some(record) = self.cache.read().await.get(tenant) {
-            return Ok(Some(record.clone()));
+        if let Some((record, read_at)) = self.cache.read().await.get(tenant) {
+            if read_at.elapsed() < TENANT_CACHE_TTL {
+                return Ok(Some(record.clone()));
+            }
         }
         let Some(bytes) = self.store.get_bytes(&ObjectName::tenant(tenant)).await? else {
             return Ok(None);
@@ -80,7 +90,7 @@ impl TenantRegistry {
         self.cache
             .write()
             .await
-            .insert(tenant.clone(), record.clone());
+            .insert(tenant.clone(), (record.clone(), Instant::now()));
         Ok(Some(record))
     }
 
@@ -112,7 +122,10 @@ impl TenantRegistry {
             .await
         {
             Ok(()) => {
-                self.cache.write().await.insert(record.id.clone(), record);
+                self.cache
+                    .write()
+                    .await
+                    .insert(record.id.clone(), (record, Instant::now()));
                 Ok(())
             }
             Err(StorageError::AlreadyExists(_)) => Err(Error::conflict(
@@ -130,7 +143,10 @@ impl TenantRegistry {
         self.store
             .replace(&ObjectName::tenant(&record.id), Bytes::from(bytes))
             .await?;
-        self.cache.write().await.insert(record.id.clone(), record);
+        self.cache
+            .write()
+            .await
+            .insert(record.id.clone(), (record, Instant::now()));
         Ok(())
     }
 

@@ -623,3 +623,36 @@ async fn two_rotations_of_one_index_never_run_together() {
         );
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_tenant_disabled_through_another_server_is_seen_within_the_cache_time() {
+    // Two servers' registries over one store.
+    let store: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
+    let here = crate::tenants::TenantRegistry::new(store.clone());
+    let there = crate::tenants::TenantRegistry::new(store);
+    let record = TenantRecord {
+        format: 1,
+        id: TenantId::new("acme").unwrap(),
+        key_provider: "local".into(),
+        kek_id: "acme".into(),
+        branch_version: 1,
+        min_decryption_version: 1,
+        index_version: 1,
+        status: crate::tenants::TenantStatus::Active,
+        retired_kek_ids: Vec::new(),
+        retention_days: 0,
+        planned_documents: Some(10),
+        created_at: now(),
+    };
+    there.create(record.clone()).await.unwrap();
+    assert!(here.require_active(&record.id).await.is_ok());
+    let mut disabled = record.clone();
+    disabled.status = crate::tenants::TenantStatus::Disabled;
+    there.update(disabled).await.unwrap();
+    // Cached here for a moment, then read again.
+    tokio::time::advance(std::time::Duration::from_secs(1)).await;
+    assert!(here.require_active(&record.id).await.is_ok());
+    tokio::time::advance(crate::tenants::TENANT_CACHE_TTL).await;
+    let refused = here.require_active(&record.id).await.unwrap_err();
+    assert_eq!(refused.code(), "tenant_not_found");
+}
