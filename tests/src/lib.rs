@@ -411,6 +411,17 @@ impl TestApp {
             .bearer_auth(&self.operator_token)
     }
 
+    /// An operator GET that must succeed; its JSON answer.
+    pub async fn operator_get(&self, path: &str) -> Value {
+        let r = self
+            .operator(reqwest::Method::GET, path)
+            .send()
+            .await
+            .expect("operator GET");
+        assert!(r.status().is_success(), "GET {path}: {}", r.status());
+        r.json().await.expect("operator GET json")
+    }
+
     /// Creates a tenant with the local provider and returns its JSON.
     pub async fn create_tenant(&self, id: &str) -> Value {
         self.create_tenant_with(id, "local").await

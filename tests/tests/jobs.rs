@@ -12,14 +12,7 @@ use vault_e2e::TestApp;
 
 async fn follow(app: &TestApp, id: &str) -> Value {
     for _ in 0..400 {
-        let job: Value = app
-            .operator(Method::GET, &format!("/v1/admin/jobs/{id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let job = app.operator_get(&format!("/v1/admin/jobs/{id}")).await;
         if job["state"] != "running" {
             return job;
         }
@@ -71,14 +64,7 @@ async fn a_rebuild_started_async_is_followed_to_its_report() {
     assert_eq!(done["result"]["added"], 5, "{done}");
     assert!(done["finished_at"].is_string());
 
-    let list: Value = app
-        .operator(Method::GET, "/v1/admin/jobs")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = app.operator_get("/v1/admin/jobs").await;
     assert!(list["jobs"]
         .as_array()
         .unwrap()
@@ -158,13 +144,6 @@ async fn a_job_for_an_unknown_tenant_is_refused_before_it_starts() {
             .unwrap();
         assert_eq!(r.status(), StatusCode::NOT_FOUND, "{path}");
     }
-    let list: Value = app
-        .operator(Method::GET, "/v1/admin/jobs")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = app.operator_get("/v1/admin/jobs").await;
     assert_eq!(list["jobs"], json!([]));
 }

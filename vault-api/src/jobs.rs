@@ -7,6 +7,16 @@ use time::OffsetDateTime;
 use crate::error::ErrorBody;
 use crate::reports::{BackupSummary, ReconcileReport, RewrapReport};
 
+/// What every job id starts with; 32 lowercase hex digits follow.
+pub const JOB_ID_PREFIX: &str = "job_";
+
+/// Whether `raw` has the shape of a job id (`job_` and 32 hex digits): anything
+/// else names no job, and never reaches a request path or a lookup.
+pub fn is_job_id(raw: &str) -> bool {
+    raw.strip_prefix(JOB_ID_PREFIX)
+        .is_some_and(|hex| hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 /// Where a job is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -92,4 +102,26 @@ pub struct JobRecord {
 pub struct JobList {
     /// Running jobs and the most recent finished ones of this server.
     pub jobs: Vec<JobRecord>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_shape_the_server_gives_is_a_job_id() {
+        assert!(is_job_id("job_0123456789abcdef0123456789abcdef"));
+        for not in [
+            "",
+            "job_",
+            "job_0123456789abcdef0123456789abcde",
+            "job_0123456789abcdef0123456789abcdef0",
+            "job_0123456789abcdef0123456789abcdeg",
+            "JOB_0123456789abcdef0123456789abcdef",
+            "../tenants/acme/index/rebuild?x=",
+            "job_0123456789abcdef0123456789abcdé",
+        ] {
+            assert!(!is_job_id(not), "{not:?}");
+        }
+    }
 }

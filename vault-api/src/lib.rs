@@ -18,7 +18,7 @@ pub mod tenants;
 pub use audit::{AuditEvent, Outcome, ProofResponse};
 pub use documents::DocumentKind;
 pub use error::ErrorBody;
-pub use jobs::{JobList, JobProgress, JobRecord, JobResult, JobState};
+pub use jobs::{is_job_id, JobList, JobProgress, JobRecord, JobResult, JobState, JOB_ID_PREFIX};
 pub use reports::{BackupSummary, OffboardReport, ReconcileReport, RewrapReport};
 pub use roles::Role;
 pub use tenants::{TenantRecord, TenantStatus};

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
-use vault_api::{JobList, JobRecord, JobState};
+use vault_api::{is_job_id, JobList, JobRecord, JobState};
 
 use crate::client::{CliError, Client};
 use crate::{print_as, JobCommand};
@@ -106,10 +106,7 @@ fn line(job: &JobRecord) -> String {
 /// A job id as the server gives them (`job_` and 32 hex digits), so nothing else
 /// ever reaches a request path.
 fn job_id(raw: &str) -> Result<&str, CliError> {
-    let ok = raw.len() == 36
-        && raw.starts_with("job_")
-        && raw[4..].bytes().all(|b| b.is_ascii_hexdigit());
-    if ok {
+    if is_job_id(raw) {
         Ok(raw)
     } else {
         Err(CliError::Usage(

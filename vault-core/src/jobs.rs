@@ -25,7 +25,9 @@ use vault_crypto::TenantId;
 use crate::error::Error;
 use crate::progress::Progress;
 
-pub use vault_api::{ErrorBody, JobList, JobProgress, JobRecord, JobResult, JobState};
+pub use vault_api::{
+    is_job_id, ErrorBody, JobList, JobProgress, JobRecord, JobResult, JobState, JOB_ID_PREFIX,
+};
 
 /// Finished jobs kept for their status (the oldest are forgotten first).
 const FINISHED_KEPT: usize = 100;
@@ -194,7 +196,7 @@ impl Jobs {
         W: FnOnce(Arc<JobHandle>) -> F,
         F: Future<Output = Result<JobResult, Error>> + Send + 'static,
     {
-        let id = format!("job_{}", uuid::Uuid::new_v4().simple());
+        let id = format!("{JOB_ID_PREFIX}{}", uuid::Uuid::new_v4().simple());
         let record = JobRecord {
             id: id.clone(),
             kind: kind.to_owned(),

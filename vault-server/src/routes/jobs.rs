@@ -16,7 +16,7 @@ use axum::Json;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::state::SharedState;
-use vault_core::jobs::{JobList, JobRecord, JobResult, Started};
+use vault_core::jobs::{is_job_id, JobList, JobRecord, JobResult, Started};
 
 /// Whether the client asked for `202 Accepted` and a job to follow.
 pub fn prefers_async(headers: &HeaderMap) -> bool {
@@ -72,10 +72,7 @@ pub async fn answer<T>(
 }
 
 fn job_id(raw: &str) -> ApiResult<&str> {
-    let ok = raw.len() == 36
-        && raw.starts_with("job_")
-        && raw[4..].bytes().all(|b| b.is_ascii_hexdigit());
-    if ok {
+    if is_job_id(raw) {
         Ok(raw)
     } else {
         Err(ApiError::not_found(
