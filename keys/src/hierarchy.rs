@@ -363,8 +363,9 @@ mod tests {
         let local = Arc::new(
             LocalKeyProvider::open(
                 &dir.path().join("root.key"),
-                &dir.path().join("keystore.bin"),
+                Arc::new(crate::store::MemoryKeystoreObjects::default()),
             )
+            .await
             .expect("keystore"),
         );
         let tenant = TenantId::new("acme").expect("tenant id");
@@ -454,8 +455,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let local = LocalKeyProvider::open(
             &dir.path().join("root.key"),
-            &dir.path().join("keystore.bin"),
+            Arc::new(crate::store::MemoryKeystoreObjects::default()),
         )
+        .await
         .expect("keystore");
         let slow = TenantId::new("slow").expect("tenant id");
         let fast = TenantId::new("fast").expect("tenant id");

@@ -5,7 +5,7 @@
 //! through a [`TenantKeyStore`], cached with a time to live) → per-document DEK.
 //!
 //! The formats (tenant key records, the encryption context) are `vault-crypto`'s;
-//! this crate does the I/O: KMS calls, the keystore files, and
+//! this crate does the I/O: KMS calls, the root key file, and
 //! [`private_file`], the one atomic 0600 file writer of the vault.
 
 #[cfg(feature = "aws-kms")]
@@ -19,7 +19,7 @@ mod store;
 #[cfg(feature = "aws-kms")]
 pub use aws_kms::AwsKmsProvider;
 pub use hierarchy::{CachePolicy, KeyHierarchy, TenantKeySpec};
-pub use local::LocalKeyProvider;
+pub use local::{LocalKeyProvider, KEK_CACHE_TTL, SEALS_FILE_NAME};
 pub use provider::KeyProvider;
-pub use store::TenantKeyStore;
+pub use store::{KeystoreObject, KeystoreObjects, TenantKeyStore};
 pub use vault_crypto::keys::{EncryptionContext, Purpose, TenantKeyKind, TenantKeyRecord};

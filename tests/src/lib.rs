@@ -161,6 +161,7 @@ pub enum Backend {
 pub struct TestAppBuilder {
     backend: Backend,
     aws_kms: bool,
+    custody: Option<String>,
     extra_config: String,
     data_dir: Option<PathBuf>,
     tls_root: Option<Vec<u8>>,
@@ -189,6 +190,7 @@ impl TestApp {
         TestAppBuilder {
             backend: Backend::Fs,
             aws_kms: false,
+            custody: None,
             extra_config: String::new(),
             data_dir: None,
             tls_root: None,
@@ -203,7 +205,13 @@ impl TestAppBuilder {
         self
     }
 
-    /// Enables the aws-kms provider (on moto).
+    /// Keeps the key custody at `location` (`[keys] custody`).
+    pub fn custody(mut self, location: &str) -> Self {
+        self.custody = Some(location.to_owned());
+        self
+    }
+
+    /// Enables the `aws-kms` key provider (on moto).
     pub fn aws_kms(mut self) -> Self {
         self.aws_kms = true;
         self
@@ -246,8 +254,14 @@ impl TestAppBuilder {
         std::fs::create_dir_all(&data_dir).expect("data dir");
         let mut config = self.extra_config.clone();
         let mut bucket = None;
+        if self.aws_kms || self.custody.is_some() {
+            config.push_str("[keys]\n");
+        }
         if self.aws_kms {
-            config.push_str("[keys]\naws_kms = true\n");
+            config.push_str("aws_kms = true\n");
+        }
+        if let Some(custody) = &self.custody {
+            config.push_str(&format!("custody = {custody:?}\n"));
         }
         if self.backend == Backend::S3 {
             let name = format!("vault-test-{}", uuid_like());

@@ -409,41 +409,52 @@ async fn offboarding_shreds_the_tenant_in_the_live_store() {
 }
 
 #[tokio::test]
-async fn a_keystore_copy_from_before_an_offboarding_loses_the_offboarded_kek_at_start_up() {
+async fn key_objects_copied_back_after_an_offboarding_are_destroyed_at_start_up() {
     let mut app = TestApp::builder().start().await;
     app.create_tenant("acme").await;
     app.create_tenant("other").await;
-    let keys = app.data_dir.join("keys");
-    // A keystore (and seal file) as a restore from before the offboarding would
-    // bring them back: readable, acme's KEK inside.
-    let saved: Vec<(std::path::PathBuf, Vec<u8>)> = ["keystore.bin", "tenant-seals.bin"]
-        .iter()
-        .map(|name| {
-            let path = keys.join(name);
+    // The tenants' seal keys (in the key custody beside the root key file) and
+    // KEK versions (in the store), as a file-level restore from before the
+    // offboarding would bring them back.
+    let data_dir = app.data_dir.clone();
+    let key_objects = |tenant: &str| {
+        vec![
+            data_dir.join(format!("keys/custody/seals/{tenant}")),
+            data_dir.join(format!("objects/tenants/{tenant}/kek/0000000001")),
+        ]
+    };
+    let saved: Vec<(std::path::PathBuf, Vec<u8>)> = key_objects("acme")
+        .into_iter()
+        .map(|path| {
             let bytes = std::fs::read(&path).unwrap();
             (path, bytes)
         })
         .collect();
     app.cli_json(&["--json", "tenant", "offboard", "acme", "--yes"]);
+    for (path, _) in &saved {
+        assert!(
+            !path.exists(),
+            "{} outlived the offboarding",
+            path.display()
+        );
+    }
     app.kill();
     for (path, bytes) in &saved {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, bytes).unwrap();
     }
     let mut app = app.restart().await;
     app.kill();
-    let keystore =
-        vault_keys::LocalKeyProvider::open(&keys.join("root.key"), &keys.join("keystore.bin"))
-            .unwrap();
-    let acme = vault_crypto::TenantId::new("acme").unwrap();
-    let other = vault_crypto::TenantId::new("other").unwrap();
-    assert!(
-        !keystore.destroy_tenant_key(&acme).unwrap(),
-        "the offboarded tenant's KEK came back with the old keystore"
-    );
-    assert!(
-        keystore.destroy_tenant_key(&other).unwrap(),
-        "the other tenant keeps its KEK"
-    );
+    for path in key_objects("acme") {
+        assert!(
+            !path.exists(),
+            "the offboarded tenant's key object {} came back",
+            path.display()
+        );
+    }
+    for path in key_objects("other") {
+        assert!(path.exists(), "the other tenant keeps {}", path.display());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -137,6 +137,10 @@ enum Command {
         /// The live vault's root key file (unseals the snapshot's local keystore).
         #[arg(long, default_value = "./vault-data/keys/root.key")]
         root_key_file: PathBuf,
+        /// The live vault's key custody (its `[keys] custody`), when not the
+        /// directory of the root key file: read, never changed.
+        #[arg(long)]
+        custody: Option<String>,
         /// Reach AWS KMS for aws-kms tenants (AWS_* environment).
         #[arg(long)]
         aws_kms: bool,
@@ -524,6 +528,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             snapshot,
             random_within_days,
             root_key_file,
+            custody,
             aws_kms,
             scratch,
             scratch_store,
@@ -543,6 +548,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 scratch_dir: scratch.unwrap_or_else(backup::default_scratch),
                 scratch_store,
                 root_key_file: Some(root_key_file),
+                custody,
                 aws_kms,
                 samples_per_tenant: samples,
             };

@@ -166,7 +166,20 @@ fn default_multipart_threshold() -> u64 {
 #[serde(deny_unknown_fields, default)]
 pub struct KeysConfig {
     /// Root key of the local keystore; defaults to `<data_dir>/keys/root.key`.
+    /// Every replica needs a copy of the same file.
     pub root_key_file: Option<PathBuf>,
+    /// Where the key custody (the local keystore's root check and the tenants'
+    /// seal keys) lives: a directory or `s3://bucket/prefix`. Default: the
+    /// directory of the root key file on the fs backend; on S3 the vault's own
+    /// bucket and prefix, under `custody/` (which backups never copy). Every
+    /// replica must name the same one; keep a copy apart from the data, as of
+    /// the root key file.
+    pub custody: Option<String>,
+    /// Set by the restore drill, which opens a scratch vault with the live
+    /// vault's custody: a seal file of an earlier version beside the root key
+    /// file is then neither imported nor removed.
+    #[serde(skip)]
+    pub custody_read_only: bool,
     /// Enable the `aws-kms` provider (endpoint and credentials from the AWS environment).
     pub aws_kms: bool,
     /// Seconds an unwrapped branch key stays cached.
@@ -324,6 +337,8 @@ impl Default for KeysConfig {
     fn default() -> Self {
         KeysConfig {
             root_key_file: None,
+            custody: None,
+            custody_read_only: false,
             aws_kms: false,
             cache_ttl_secs: 300,
             cache_max_uses: 100_000,
@@ -508,7 +523,8 @@ impl Config {
             .unwrap_or_else(|| self.data_dir.join("keys/root.key"))
     }
 
-    /// The local keystore file.
+    /// The keystore file of earlier versions (imported into the store at start-up,
+    /// and where a restore puts the keystore of an older snapshot).
     pub fn keystore_file(&self) -> PathBuf {
         self.data_dir.join("keys/keystore.bin")
     }

@@ -17,7 +17,7 @@ use vault_crypto::TenantId;
 use zeroize::Zeroizing;
 
 use crate::error::Error;
-use crate::storage::{list_all, ObjectName, ObjectStore};
+use crate::storage::{list_all, ObjectName, ObjectStore, StorageError};
 
 pub use vault_api::Role;
 
@@ -272,6 +272,43 @@ pub async fn store_new(store: &dyn ObjectStore, record: &CredentialRecord) -> Re
         .put_new_bytes(&record_name(record.kind, &record.id), record_json(record)?)
         .await?;
     Ok(())
+}
+
+/// Who issues a new vault's first operator credential.
+pub enum FirstOperator {
+    /// This process: its record is the claim.
+    Ours,
+    /// Another replica claimed it first: its record (no secret in it).
+    Theirs(CredentialRecord),
+}
+
+/// Claims the issuing of a new vault's first operator credential, create-only:
+/// of replicas starting a new vault together, one issues it, once.
+pub async fn claim_first_operator(
+    store: &dyn ObjectStore,
+    record: &CredentialRecord,
+) -> Result<FirstOperator, Error> {
+    let name = ObjectName::operator_bootstrap();
+    match store.put_new_bytes(&name, record_json(record)?).await {
+        Ok(()) => Ok(FirstOperator::Ours),
+        Err(StorageError::AlreadyExists(_)) => read_record(store, &name)
+            .await?
+            .map(FirstOperator::Theirs)
+            .ok_or_else(|| Error::internal("first operator claim", "vanished")),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Stores a credential record unless it is there already (finishing a claim).
+pub async fn ensure_stored(
+    store: &dyn ObjectStore,
+    record: &CredentialRecord,
+) -> Result<(), Error> {
+    let name = record_name(record.kind, &record.id);
+    match store.put_new_bytes(&name, record_json(record)?).await {
+        Ok(()) | Err(StorageError::AlreadyExists(_)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn record_json(record: &CredentialRecord) -> Result<Bytes, Error> {

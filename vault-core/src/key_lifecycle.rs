@@ -84,7 +84,7 @@ impl KeyLifecycle {
         let mut record = self.active(id).await?;
         match record.key_provider.as_str() {
             "local" => {
-                self.local_keys.rotate_tenant_key(id)?;
+                self.local_keys.rotate_tenant_key(id).await?;
             }
             "aws-kms" => {
                 let kms = self.kms.as_ref().ok_or_else(|| {
@@ -325,7 +325,7 @@ impl KeyLifecycle {
         self.keys.evict_tenant(id).await;
         self.search.forget_tenant(id);
         match record.key_provider.as_str() {
-            "local" => report.local_kek_destroyed = self.local_keys.destroy_tenant_key(id)?,
+            "local" => report.local_kek_destroyed = self.local_keys.destroy_tenant_key(id).await?,
             _ => {
                 let kms = self.kms.as_ref().ok_or_else(|| {
                     Error::invalid("provider_unavailable", "aws-kms is not enabled")

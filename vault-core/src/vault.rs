@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use crate::audit::{AuditDeps, AuditService};
 use crate::backup::schedule::BackupService;
 use crate::config::{Config, StorageConfig};
-use crate::credentials::{CredentialKind, CredentialRecord};
+use crate::credentials::{CredentialKind, CredentialRecord, FirstOperator};
 use crate::documents::{DocumentSettings, Documents};
 use crate::jobs::Jobs;
 use crate::key_lifecycle::KeyLifecycle;
@@ -21,8 +21,8 @@ use crate::maintenance::Maintenance;
 use crate::metrics::Metrics;
 use crate::search::{Replan, SearchDeps, SearchService};
 use crate::storage::fs::FsStore;
-use crate::storage::keys::ObjectTenantKeyStore;
-use crate::storage::{ObjectName, ObjectStore};
+use crate::storage::keys::{ObjectKeystore, ObjectTenantKeyStore};
+use crate::storage::{ObjectName, ObjectStore, StoreLocation};
 use crate::tenant_documents::TenantDocuments;
 use crate::tenants::TenantRegistry;
 
@@ -145,10 +145,20 @@ impl Vault {
         std::fs::create_dir_all(&config.data_dir).map_err(io_err(&config.data_dir))?;
         std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
             .map_err(io_err(&config.data_dir))?;
-        let local_keys = Arc::new(LocalKeyProvider::open(
-            &config.root_key_file(),
-            &config.keystore_file(),
-        )?);
+        let custody = open_custody(&config, &store).await?;
+        let local_keys = Arc::new(
+            LocalKeyProvider::open(
+                &config.root_key_file(),
+                Arc::new(ObjectKeystore {
+                    store: store.clone(),
+                    custody,
+                    custody_read_only: config.keys.custody_read_only,
+                }),
+            )
+            .await?,
+        );
+        let tenants = TenantRegistry::new(store.clone());
+        import_legacy_keystore(&config, &local_keys, &tenants).await?;
         let mut providers: Vec<Arc<dyn KeyProvider>> = vec![local_keys.clone()];
         let kms = if config.keys.aws_kms {
             let kms = Arc::new(AwsKmsProvider::from_env().await);
@@ -169,7 +179,6 @@ impl Vault {
 
         let new_operator_token = bootstrap_operator(&config, store.as_ref()).await?;
         let metrics = Arc::new(Metrics::default());
-        let tenants = TenantRegistry::new(store.clone());
         let audit = AuditService::open(
             AuditDeps {
                 store: store.clone(),
@@ -282,19 +291,93 @@ impl Vault {
 }
 
 /// Destroys local KEKs of tenants recorded as offboarded. Offboarding destroyed
-/// them, but a keystore copy restored from before that (a v1 keystore, which has
-/// no per-tenant seal keys, is readable with the root key alone and gets new seal
-/// keys when migrated) would bring them back.
+/// them; this finishes an offboarding interrupted between its record and its
+/// keys, and removes KEK objects a restore from before it brought back (they no
+/// longer open: their seal key is gone).
 async fn purge_offboarded_keks(vault: &Vault) -> Result<(), OpenError> {
     let tenants = vault.tenants.list().await?;
     for tenant in tenants {
         if tenant.status == crate::tenants::TenantStatus::Offboarded
             && tenant.key_provider == "local"
-            && vault.local_keys.destroy_tenant_key(&tenant.id)?
+            && vault.local_keys.destroy_tenant_key(&tenant.id).await?
         {
             tracing::warn!(tenant = %tenant.id, "destroyed the local KEK of an offboarded tenant found in the keystore");
         }
     }
+    Ok(())
+}
+
+/// The key custody's store (see [`crate::config::KeysConfig::custody`]).
+async fn open_custody(
+    config: &Config,
+    store: &Arc<dyn ObjectStore>,
+) -> Result<Arc<dyn ObjectStore>, OpenError> {
+    let fs_custody = |dir: PathBuf| async move {
+        Ok::<_, OpenError>(Arc::new(FsStore::open(&dir).await?) as Arc<dyn ObjectStore>)
+    };
+    match (&config.keys.custody, &config.storage) {
+        (None, StorageConfig::S3 { .. }) => Ok(store.clone()),
+        (None, StorageConfig::Fs { .. }) => {
+            let root_key = config.root_key_file();
+            let dir = root_key
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .map_or_else(|| PathBuf::from("."), Path::to_owned);
+            fs_custody(dir).await
+        }
+        (Some(raw), storage) => match StoreLocation::parse(raw)? {
+            StoreLocation::Fs(dir) => fs_custody(dir).await,
+            StoreLocation::S3 { bucket, prefix } => {
+                let (endpoint, region) = match storage {
+                    StorageConfig::S3 {
+                        endpoint, region, ..
+                    } => (endpoint.as_deref(), region.as_deref()),
+                    StorageConfig::Fs { .. } => (None, None),
+                };
+                Ok(Arc::new(
+                    crate::storage::s3::S3Store::new(
+                        &bucket,
+                        &prefix,
+                        endpoint,
+                        region,
+                        16 * 1024 * 1024,
+                    )
+                    .await,
+                ))
+            }
+        },
+    }
+}
+
+/// Imports the keystore files of earlier versions (or of a restored older
+/// snapshot) into the store, leaving out offboarded tenants.
+async fn import_legacy_keystore(
+    config: &Config,
+    local_keys: &LocalKeyProvider,
+    tenants: &TenantRegistry,
+) -> Result<(), OpenError> {
+    let keystore = config.keystore_file();
+    let seal_file = config
+        .root_key_file()
+        .with_file_name(vault_keys::SEALS_FILE_NAME);
+    let seal_file = (!config.keys.custody_read_only).then_some(seal_file.as_path());
+    if !keystore.exists() && !seal_file.is_some_and(Path::exists) {
+        return Ok(());
+    }
+    let offboarded: Vec<_> = tenants
+        .list()
+        .await?
+        .into_iter()
+        .filter(|t| t.status == crate::tenants::TenantStatus::Offboarded)
+        .map(|t| t.id)
+        .collect();
+    let imported = local_keys
+        .import_legacy_files(&keystore, seal_file, &|t| offboarded.contains(t))
+        .await?;
+    tracing::info!(
+        tenants = imported,
+        "imported the local keystore file into the object store"
+    );
     Ok(())
 }
 
@@ -313,11 +396,21 @@ async fn bootstrap_operator(
     }
     let issued = CredentialRecord::issue(CredentialKind::Operator, None, Vec::new(), None);
     let path = config.data_dir.join("operator-token");
-    // The file first: a crash before the record is stored only means a new token is
-    // issued (and the file replaced) on the next start.
+    // The file first: a crash before the claim only means a new token is issued
+    // (and the file replaced) on the next start.
     let mut line = zeroize::Zeroizing::new(issued.token.as_bytes().to_vec());
     line.push(b'\n');
     vault_keys::private_file::write_atomically(&path, &line).map_err(io_err(&path))?;
-    crate::credentials::store_new(store, &issued.record).await?;
-    Ok(Some(path))
+    match crate::credentials::claim_first_operator(store, &issued.record).await? {
+        FirstOperator::Ours => {
+            crate::credentials::ensure_stored(store, &issued.record).await?;
+            Ok(Some(path))
+        }
+        FirstOperator::Theirs(record) => {
+            // Another replica issued it; its record is stored whoever crashed.
+            std::fs::remove_file(&path).map_err(io_err(&path))?;
+            crate::credentials::ensure_stored(store, &record).await?;
+            Ok(None)
+        }
+    }
 }

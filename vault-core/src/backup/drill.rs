@@ -12,8 +12,9 @@
 //!
 //! KMS keys are not in a backup: an `aws-kms` tenant's documents decrypt only
 //! while its KMS key exists, and the report says which provider each tenant uses.
-//! The local keystore is in the snapshot, sealed under the root key file, which
-//! is not: the drill takes the live vault's root key file.
+//! The local KEKs are in the snapshot, sealed under the tenants' seal keys, which
+//! are not (they are in the key custody, with the root key file): the drill takes
+//! the live vault's root key file and reads, never changes, its key custody.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -51,6 +52,9 @@ pub struct DrillOptions {
     pub scratch_store: Option<StoreLocation>,
     /// The live vault's root key file (unseals the restored local keystore).
     pub root_key_file: Option<PathBuf>,
+    /// The live vault's key custody, when not beside the root key file (see
+    /// [`crate::config::KeysConfig::custody`]).
+    pub custody: Option<String>,
     /// Reach AWS KMS for `aws-kms` tenants (standard AWS environment).
     pub aws_kms: bool,
     /// Documents decrypted and searched for per tenant.
@@ -234,7 +238,10 @@ pub async fn run(
         mismatches: Vec::new(),
         scratch: None,
     };
-    let has_keystore = manifest.entries.iter().any(|e| e.name == KEYSTORE_ENTRY);
+    let has_keystore = manifest
+        .entries
+        .iter()
+        .any(|e| e.name == KEYSTORE_ENTRY || e.name.contains("/kek/"));
     if has_keystore && options.root_key_file.as_ref().is_none_or(|p| !p.exists()) {
         return Err(BackupError::Invalid(
             "the snapshot's local keystore is sealed under the vault's root key file: give it with --root-key-file".into(),
@@ -307,6 +314,8 @@ pub async fn run(
         ..Config::default()
     };
     config.keys.root_key_file = options.root_key_file.clone();
+    config.keys.custody = options.custody.clone();
+    config.keys.custody_read_only = true;
     config.keys.aws_kms = options.aws_kms;
     let built = crate::vault::Vault::open(config)
         .await

@@ -7,7 +7,6 @@
 //! success survives restarts because it is read back from the repository's newest
 //! manifest at start-up.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
@@ -115,8 +114,6 @@ pub struct BackupJob {
     /// Manifests are signed with the audit key; runs are recorded in the system log.
     audit: AuditService,
     metrics: Arc<Metrics>,
-    /// The local keystore, copied into each snapshot.
-    keystore_file: PathBuf,
     /// Who holds the repository's lock: this server (its host and data directory).
     holder: String,
     /// What the manifest says was backed up (`fs` or `s3://bucket/prefix`).
@@ -217,7 +214,6 @@ impl BackupService {
             StorageConfig::S3 { bucket, prefix, .. } => format!("s3://{bucket}/{prefix}"),
         };
         let holder = holder_name(&config.data_dir);
-        let keystore_file = config.keystore_file();
         let config = config.backup.clone();
         let status = JobStatus {
             configured: config.target.is_some(),
@@ -230,7 +226,6 @@ impl BackupService {
             store,
             audit,
             metrics,
-            keystore_file,
             holder,
             source_label,
             lock: tokio::sync::Mutex::new(()),
@@ -427,7 +422,6 @@ impl BackupService {
         let service = self;
         let source = Source {
             store: self.store.as_ref(),
-            keystore_file: Some(self.keystore_file.clone()),
             label: self.source_label.clone(),
             signer: &self.audit.signer.key,
         };

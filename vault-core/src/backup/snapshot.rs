@@ -8,7 +8,6 @@
 //! (key records, which rewraps replace; tenant and credential records) is re-read.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
@@ -18,7 +17,7 @@ use time::OffsetDateTime;
 use vault_crypto::signing::SigningKey;
 use vault_crypto::TenantId;
 
-use super::manifest::{new_snapshot_id, Entry, LockInfo, Manifest, KEYSTORE_ENTRY};
+use super::manifest::{new_snapshot_id, Entry, LockInfo, Manifest};
 use super::repo::Repository;
 use super::{sha256_hex, BackupError, Progress};
 use crate::storage::{collect, list_all, ObjectInfo, ObjectName, ObjectStore, StorageError};
@@ -33,8 +32,6 @@ const CONCURRENCY: usize = 32;
 pub struct Source<'a> {
     /// The vault's store.
     pub store: &'a dyn ObjectStore,
-    /// The sealed local keystore file, when present.
-    pub keystore_file: Option<PathBuf>,
     /// Where the store is, for the manifest (`fs` or `s3://bucket/prefix`).
     pub label: String,
     /// The vault's signing key.
@@ -63,7 +60,10 @@ async fn list_source(
     selection: &Selection,
 ) -> Result<Vec<ObjectInfo>, BackupError> {
     if selection.tenants.is_empty() {
-        return Ok(list_all(store, "", None).await?);
+        let mut all = list_all(store, "", None).await?;
+        // The key custody is never in a backup (see `ObjectName::CUSTODY_PREFIX`).
+        all.retain(|info| !info.name.as_str().starts_with(ObjectName::CUSTODY_PREFIX));
+        return Ok(all);
     }
     let mut out = Vec::new();
     // Shared by every tenant: operators, the audit signing key, the system log.
@@ -345,21 +345,6 @@ pub async fn run(
         .try_collect()
         .await?;
 
-    if let Some(path) = &source.keystore_file {
-        match tokio::fs::read(path).await {
-            Ok(bytes) => {
-                let size = bytes.len() as u64;
-                let sha = run.put_bytes(Bytes::from(bytes)).await?;
-                entries.push(Entry {
-                    name: KEYSTORE_ENTRY.to_owned(),
-                    size,
-                    sha256: sha,
-                });
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(BackupError::Io(format!("{}: {e}", path.display()))),
-        }
-    }
     progress.finish();
     entries.sort_by(|a, b| a.name.cmp(&b.name));
     if repo.lock.is_some() {
@@ -441,7 +426,6 @@ mod tests {
         let manifest = run(
             Source {
                 store: &source,
-                keystore_file: None,
                 label: "fs".into(),
                 signer: &signer,
             },

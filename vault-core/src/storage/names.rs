@@ -3,9 +3,11 @@
 //!
 //! ```text
 //! system/operators/<key id>                  operator credential records
+//! system/operator-bootstrap                  claim of the first one (create-only)
 //! system/tenants/<tenant>                    tenant records
 //! system/api-keys/<key id>                   API key records
 //! tenants/<tenant>/keys/<kind>/<version>     wrapped branch / index root keys
+//! tenants/<tenant>/kek/<version>             local KEK versions (under the seal key)
 //! tenants/<tenant>/docs/<doc id>/body        envelope body
 //! tenants/<tenant>/docs/<doc id>/key         key record (wrapped DEK + metadata)
 //! tenants/<tenant>/docs/<doc id>/meta        public facts (kind, time, sizes)
@@ -16,7 +18,13 @@
 //! tenants/<tenant>/audit/checkpoints/<size>  signed tree heads of the audit log
 //! system/audit-signing/key                   wrapped Ed25519 seed (checkpoints)
 //! system/audit-signing/public                its public key, hex
+//! custody/root-check                         proves a root key file is the vault's
+//! custody/seals/<tenant>                     tenant seal keys (under the root key)
 //! ```
+//!
+//! `custody/` is the key custody: backups never copy it (see
+//! [`ObjectName::CUSTODY_PREFIX`]); on the fs backend it is a store of its own
+//! beside the root key file.
 //!
 //! A backup repository (its own store) uses the same type:
 //!
@@ -75,6 +83,30 @@ impl ObjectName {
     /// Prefix of the audit signing key's objects.
     pub const AUDIT_SIGNING_PREFIX: &'static str = "system/audit-signing/";
 
+    /// Prefix of the key custody (root check, tenant seal keys): never in a
+    /// backup, so destroying a seal key shreds the tenant's KEKs in every copy.
+    pub const CUSTODY_PREFIX: &'static str = "custody/";
+
+    /// The root check of the local keystore.
+    pub fn custody_root_check() -> Self {
+        Self::new("custody/root-check".to_owned())
+    }
+
+    /// A tenant's seal key.
+    pub fn custody_seal(tenant: &TenantId) -> Self {
+        Self::new(format!("custody/seals/{tenant}"))
+    }
+
+    /// Prefix of a tenant's local KEK versions.
+    pub fn tenant_keks_prefix(tenant: &TenantId) -> String {
+        format!("tenants/{tenant}/kek/")
+    }
+
+    /// One local KEK version (zero-padded so names sort by version).
+    pub fn tenant_kek(tenant: &TenantId, version: u32) -> Self {
+        Self::new(format!("tenants/{tenant}/kek/{version:010}"))
+    }
+
     /// Prefix of everything a tenant owns.
     pub fn tenant_prefix(tenant: &str) -> String {
         format!("tenants/{tenant}/")
@@ -88,6 +120,11 @@ impl ObjectName {
     /// Operator credential record.
     pub fn operator(key_id: &str) -> Self {
         Self::new(format!("system/operators/{key_id}"))
+    }
+
+    /// The claim of a new vault's first operator credential (its record).
+    pub fn operator_bootstrap() -> Self {
+        Self::new("system/operator-bootstrap".to_owned())
     }
 
     /// Tenant record.
