@@ -51,6 +51,8 @@ pub struct Metrics {
     pub audit_events: Counter,
     /// Audit segments written (one per group commit).
     pub audit_segments: Counter,
+    /// Audit segment writes lost to another replica (then retried as the next).
+    pub audit_segment_races: Counter,
     /// Requests failed because their audit event could not be written.
     pub audit_failures: Counter,
     /// Keys flagged for bulk document reads.
@@ -136,6 +138,7 @@ impl Default for Metrics {
         );
         let audit_events = Counter::default();
         let audit_segments = Counter::default();
+        let audit_segment_races = Counter::default();
         let audit_failures = Counter::default();
         let bulk_access_anomalies = Counter::default();
         registry.register("audit_events", "Audit events written", audit_events.clone());
@@ -143,6 +146,11 @@ impl Default for Metrics {
             "audit_segments",
             "Audit segments written (one per group commit)",
             audit_segments.clone(),
+        );
+        registry.register(
+            "audit_segment_races",
+            "Audit segment writes lost to another replica, then retried as the next segment",
+            audit_segment_races.clone(),
         );
         registry.register(
             "audit_failures",
@@ -243,6 +251,7 @@ impl Default for Metrics {
             backup_failures,
             audit_events,
             audit_segments,
+            audit_segment_races,
             audit_failures,
             bulk_access_anomalies,
             searches,

@@ -656,3 +656,219 @@ async fn a_tenant_disabled_through_another_server_is_seen_within_the_cache_time(
     let refused = here.require_active(&record.id).await.unwrap_err();
     assert_eq!(refused.code(), "tenant_not_found");
 }
+
+impl TestVault {
+    /// Another replica of this vault: its own data directory, the same store and
+    /// a copy of the root key file.
+    async fn replica(&self) -> (SharedVault, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let root_key = dir.path().join("root.key");
+        std::fs::copy(self._dir.path().join("keys/root.key"), &root_key).unwrap();
+        let mut config = Config {
+            data_dir: dir.path().join("data"),
+            ..Config::default()
+        };
+        config.keys.root_key_file = Some(root_key);
+        // The key custody is shared: on S3 it is the bucket itself.
+        config.keys.custody = Some(self._dir.path().join("keys").display().to_string());
+        let opened = Vault::open_with_store(config, self.store.clone())
+            .await
+            .unwrap();
+        assert!(
+            opened.new_operator_token.is_none(),
+            "a replica issued a second first operator"
+        );
+        (opened.vault, dir)
+    }
+}
+
+#[tokio::test]
+async fn a_replica_serves_tenants_and_documents_of_the_others_at_once() {
+    let t = TestVault::open().await;
+    let (replica, _dir) = t.replica().await;
+    let acme = t.tenant("acme").await;
+    let here = t.upload(&acme, b"%PDF-1.7 uploaded here").await.unwrap();
+    let opened = replica.documents.open(&acme, &here).await.unwrap();
+    assert_eq!(opened.metadata.size, 22);
+    let request = UploadRequest {
+        kind: DocumentKind::Scan,
+        content_type: "application/pdf".into(),
+        file_name: None,
+        fields: Fields::default(),
+        extraction: Extraction::Opaque,
+    };
+    let body = futures::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from_static(
+        b"%PDF-1.7 uploaded there",
+    ))]);
+    let there = replica
+        .documents
+        .store(&acme, request, body)
+        .await
+        .unwrap()
+        .id;
+    assert_eq!(
+        t.vault
+            .documents
+            .open(&acme, &there)
+            .await
+            .unwrap()
+            .metadata
+            .size,
+        23
+    );
+    // A rotation there is used here (a version this one has not seen yet).
+    replica.lifecycle.rotate(&acme.id).await.unwrap();
+    let acme = replica.tenants.require(&acme.id).await.unwrap();
+    let rotated = t.upload(&acme, b"%PDF-1.7 after rotation").await.unwrap();
+    replica.documents.open(&acme, &rotated).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_replica_with_another_root_key_refuses_to_start_and_writes_nothing() {
+    let t = TestVault::open().await;
+    t.tenant("acme").await;
+    let before = t.store.names();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config {
+        data_dir: dir.path().join("data"),
+        ..Config::default()
+    };
+    config.keys.custody = Some(t._dir.path().join("keys").display().to_string());
+    // No root key file: refused, and none is made up.
+    config.keys.root_key_file = Some(dir.path().join("root.key"));
+    let err = Vault::open_with_store(config.clone(), t.store.clone())
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        err.to_string().contains("every replica needs a copy"),
+        "{err}"
+    );
+    assert!(!dir.path().join("root.key").exists());
+    // Another root key: refused.
+    let other = dir.path().join("other.key");
+    std::fs::write(&other, [7u8; 32]).unwrap();
+    std::fs::set_permissions(&other, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    config.keys.root_key_file = Some(other);
+    let err = Vault::open_with_store(config, t.store.clone())
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        err.to_string().contains("not this vault's root key"),
+        "{err}"
+    );
+    assert_eq!(t.store.names(), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_starting_a_new_vault_together_issue_one_first_operator() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(MemoryStore::new());
+    let root_key = dir.path().join("root.key");
+    std::fs::write(&root_key, [3u8; 32]).unwrap();
+    std::fs::set_permissions(
+        &root_key,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let open = |n: usize| {
+        let mut config = Config {
+            data_dir: dir.path().join(format!("replica-{n}")),
+            ..Config::default()
+        };
+        config.keys.root_key_file = Some(root_key.clone());
+        let store = store.clone();
+        async move { Vault::open_with_store(config, store).await.unwrap() }
+    };
+    let opened = futures::future::join_all((0..4).map(open)).await;
+    let tokens: Vec<_> = opened
+        .iter()
+        .filter_map(|o| o.new_operator_token.clone())
+        .collect();
+    assert_eq!(tokens.len(), 1, "{tokens:?}");
+    let operators: Vec<_> = store
+        .names()
+        .into_iter()
+        .filter(|n| n.starts_with(ObjectName::OPERATORS_PREFIX))
+        .collect();
+    assert_eq!(operators.len(), 1);
+    let token = std::fs::read_to_string(&tokens[0]).unwrap();
+    let found = credentials::authenticate(opened[3].vault.store.as_ref(), token.trim(), now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.kind, CredentialKind::Operator);
+    for n in 0..4 {
+        let file = dir.path().join(format!("replica-{n}/operator-token"));
+        assert_eq!(file.exists(), tokens[0] == file, "{}", file.display());
+    }
+}
+
+/// Replicas append to one tenant's log at the same time: no append fails, the
+/// sequence numbers are all different, and the log verifies as one chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_append_to_one_audit_log_without_forking_it() {
+    let t = TestVault::open().await;
+    let acme = t.tenant("acme").await;
+    let (replica, _dir) = t.replica().await;
+    let event = |n: usize| {
+        crate::audit::new_event(
+            "document.download",
+            format!("operator:{n}"),
+            crate::audit::Outcome::Allowed,
+            200,
+        )
+    };
+    let appends = (0..60).map(|n| {
+        let audit = if n % 2 == 0 {
+            t.vault.audit.clone()
+        } else {
+            replica.audit.clone()
+        };
+        let (tenant, event) = (acme.id.clone(), event(n));
+        tokio::spawn(async move { audit.append(&tenant, event).await })
+    });
+    let mut seqs = Vec::new();
+    for handle in futures::future::join_all(appends).await {
+        seqs.push(
+            handle
+                .unwrap()
+                .expect("an append failed through contention"),
+        );
+    }
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(seqs.len(), 60, "two appends got the same sequence number");
+    t.vault.audit.checkpoint_now(&acme.id).await.unwrap();
+    replica.audit.checkpoint_now(&acme.id).await.unwrap();
+    let report = crate::audit::verify::verify_log(
+        t.store.as_ref(),
+        &acme.id,
+        &t.vault.audit.signer.public,
+        None,
+    )
+    .await
+    .unwrap();
+    assert!(report.is_intact(), "{:?}", report.problems);
+    assert!(report.events >= 60, "{}", report.events);
+
+    // One replica's tail is behind the other's: its next write loses the race for
+    // the segment, follows the other and lands as the next one.
+    let races = t.vault.metrics.audit_segment_races.get();
+    t.vault.audit.append(&acme.id, event(100)).await.unwrap();
+    replica.audit.append(&acme.id, event(101)).await.unwrap();
+    let seq = t.vault.audit.append(&acme.id, event(102)).await.unwrap();
+    assert_eq!(t.vault.metrics.audit_segment_races.get(), races + 1);
+    assert_eq!(seq, report.events + 2);
+    let report = crate::audit::verify::verify_log(
+        t.store.as_ref(),
+        &acme.id,
+        &t.vault.audit.signer.public,
+        None,
+    )
+    .await
+    .unwrap();
+    assert!(report.is_intact(), "{:?}", report.problems);
+    assert_eq!(report.events, seq + 1);
+}

@@ -10,6 +10,13 @@
 //! The task keeps the Merkle tree's right frontier (O(log n) hashes), and writes a
 //! signed checkpoint when asked (periodically and at shutdown). At start it loads
 //! the latest checkpoint and reads only the segments after it.
+//!
+//! Replicas share the log: each has such a task, and none owns the tail. A
+//! segment's name is its index and it is written create-only, so of two replicas
+//! writing segment n one wins; the other reads the segments it missed, extends
+//! its frontier with them and seals its batch again as the next segment (up to
+//! [`MAX_RACES`] times in a row). The log never forks, and contention is never
+//! an error.
 
 use bytes::Bytes;
 use time::OffsetDateTime;
@@ -28,6 +35,9 @@ use crate::storage::{list_all, ObjectName, StorageError};
 const MAX_BATCH: usize = 512;
 /// Requests that may wait for one log at a time (back-pressure beyond that).
 const QUEUE: usize = 4096;
+/// Segment races one batch may lose in a row before it fails (each loss means
+/// another replica appended: progress is made, only not by this one).
+const MAX_RACES: usize = 64;
 
 /// A message to a log's task.
 pub enum Command {
@@ -123,26 +133,42 @@ async fn write_segment(
     tail: &mut Tail,
     mut events: Vec<AuditEvent>,
 ) -> Result<u64, AuditError> {
-    let first_seq = tail.events;
-    for (i, event) in events.iter_mut().enumerate() {
-        event.seq = first_seq + i as u64;
-    }
     let spec = logs.key_spec(tenant).await?;
     let (key_ref, branch) = logs.keys.branch_key_for_upload(&spec).await?;
-    let bytes = segment::seal(tenant, tail.segments, &events, &branch, key_ref)?;
-    let parsed = Segment::parse(&bytes)?;
-    logs.store
-        .put_new_bytes(
-            &ObjectName::audit_segment(tenant, tail.segments),
-            Bytes::from(bytes),
-        )
-        .await?;
-    tail.frontier.push(parsed.leaf_hash());
-    tail.segments += 1;
-    tail.events += events.len() as u64;
-    logs.metrics.audit_events.inc_by(events.len() as u64);
-    logs.metrics.audit_segments.inc();
-    Ok(first_seq)
+    for _ in 0..MAX_RACES {
+        let first_seq = tail.events;
+        for (i, event) in events.iter_mut().enumerate() {
+            event.seq = first_seq + i as u64;
+        }
+        let bytes = segment::seal(tenant, tail.segments, &events, &branch, key_ref.clone())?;
+        let parsed = Segment::parse(&bytes)?;
+        match logs
+            .store
+            .put_new_bytes(
+                &ObjectName::audit_segment(tenant, tail.segments),
+                Bytes::from(bytes),
+            )
+            .await
+        {
+            Ok(()) => {
+                tail.frontier.push(parsed.leaf_hash());
+                tail.segments += 1;
+                tail.events += events.len() as u64;
+                logs.metrics.audit_events.inc_by(events.len() as u64);
+                logs.metrics.audit_segments.inc();
+                return Ok(first_seq);
+            }
+            Err(StorageError::AlreadyExists(_)) => {
+                // Another replica appended first: follow it, then try again.
+                logs.metrics.audit_segment_races.inc();
+                catch_up(logs, tenant, tail).await?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(AuditError::Corrupt(format!(
+        "lost {MAX_RACES} segment races in a row"
+    )))
 }
 
 async fn write_checkpoint(
@@ -199,6 +225,17 @@ async fn load(logs: &AuditService, tenant: &TenantId) -> Result<Tail, AuditError
         tail.frontier = verified.frontier;
         tail.checkpointed = tail.segments;
     }
+    catch_up(logs, tenant, &mut tail).await?;
+    Ok(tail)
+}
+
+/// Reads the segments after the tail (written by another replica, or since the
+/// checkpoint) and extends the tail with them, checking that each follows.
+async fn catch_up(
+    logs: &AuditService,
+    tenant: &TenantId,
+    tail: &mut Tail,
+) -> Result<(), AuditError> {
     let prefix = ObjectName::audit_segments_prefix(tenant);
     let after = (tail.segments > 0).then(|| {
         ObjectName::audit_segment(tenant, tail.segments - 1)
@@ -226,7 +263,7 @@ async fn load(logs: &AuditService, tenant: &TenantId) -> Result<Tail, AuditError
         tail.segments += 1;
         tail.events = segment.header.next_seq();
     }
-    Ok(tail)
+    Ok(())
 }
 
 /// Sends a command and waits for its answer.
