@@ -112,6 +112,16 @@ pub enum Presence {
     Absent,
 }
 
+/// Asked by [`Documents::store_gated`] after a document's body and key record are
+/// durable and before it becomes visible (an idempotency claim, an audit intent):
+/// an error refuses it, and it never becomes visible.
+#[async_trait::async_trait]
+pub trait BeforeVisible: Send + Sync {
+    /// Agrees to document `id`, whose metadata is `metadata`, becoming visible.
+    async fn before_visible(&self, id: &DocumentId, metadata: &SealedMetadata)
+        -> Result<(), Error>;
+}
+
 /// A document's objects, facts first (removing it makes the document disappear).
 fn document_objects(tenant: &TenantId, id: &DocumentId) -> [ObjectName; 3] {
     [
@@ -333,6 +343,24 @@ impl Documents {
         S: Stream<Item = Result<Bytes, E>> + Send + 'static,
         E: std::fmt::Display + Send + 'static,
     {
+        self.store_gated(tenant, request, body, None).await
+    }
+
+    /// [`Documents::store`], asking `gate` once the body and key record are durable
+    /// and before the facts object makes the document visible: the commit point.
+    /// A gate that refuses removes the document's objects, and its error is
+    /// returned; nothing was visible.
+    pub async fn store_gated<S, E>(
+        &self,
+        tenant: &TenantRecord,
+        request: UploadRequest,
+        body: S,
+        gate: Option<&dyn BeforeVisible>,
+    ) -> Result<Stored, Error>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + 'static,
+        E: std::fmt::Display + Send + 'static,
+    {
         let spec = crate::tenants::key_spec(tenant);
         let (key_ref, branch_key) = self.keys.branch_key_for_upload(&spec).await?;
         let id = DocumentId::random();
@@ -434,6 +462,9 @@ impl Documents {
             self.store
                 .put_new_bytes(&ObjectName::doc_key(&tenant.id, &id), Bytes::from(record))
                 .await?;
+            if let Some(gate) = gate {
+                gate.before_visible(&id, &metadata).await?;
+            }
             let facts = DocumentFacts {
                 format: 1,
                 id,

@@ -5,18 +5,20 @@
 //! [`crate::documents`]'; the index is [`crate::search`]'.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use vault_crypto::envelope::{self, BodyHeader, StreamError};
 use vault_crypto::{CryptoError, DocumentId};
 
 use crate::documents::{
-    DocumentFacts, DocumentKind, Documents, Fields, Opened, Presence, SealedMetadata, SearchTerms,
-    UploadRequest,
+    BeforeVisible, DocumentFacts, DocumentKind, Documents, Fields, Opened, Presence,
+    SealedMetadata, SearchTerms, UploadRequest,
 };
 use crate::error::Error;
 use crate::key_lifecycle::KeyLifecycle;
@@ -28,8 +30,16 @@ use crate::tenants::TenantRecord;
 /// Longest `Idempotency-Key` accepted.
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
-/// FORMAT CONSTANT: version of an idempotency record.
-const IDEMPOTENCY_FORMAT: u32 = 1;
+/// FORMAT CONSTANT: version of an idempotency record (see [`IdempotencyRecord`]).
+const IDEMPOTENCY_FORMAT: u32 = 2;
+/// A claim whose document is not visible after this long belongs to an upload
+/// that crashed (an upload claims its key only once its body is stored, just
+/// before making the document visible); a retry then takes the key over.
+const CLAIM_GRACE: Duration = Duration::from_secs(60);
+/// How long a retry waits for a concurrent upload with its key to finish.
+const CLAIM_WAIT: Duration = Duration::from_secs(3);
+/// Most claims one key may go through (each after a crashed upload).
+const MAX_CLAIMS: u32 = 16;
 
 /// Uploads, downloads, listings and deletes of tenants' documents. Clones share
 /// their services.
@@ -115,48 +125,58 @@ impl TenantDocuments {
         S: Stream<Item = Result<Bytes, E>> + Send + 'static,
         E: std::fmt::Display + Send + 'static,
     {
-        let idempotency = idempotency_key
-            .map(|key| idempotency_name(tenant, key))
-            .transpose()?;
-        if let Some(name) = &idempotency {
-            if let Some(first) = self.replayed_document(tenant, name).await? {
-                // Its answer goes only to the same request (IETF Idempotency-Key
-                // draft): the body is read and compared.
-                let body_sha256 =
-                    hash_body(body, self.documents.settings().max_upload_bytes).await?;
-                return Fingerprint::of(&request)
-                    .same_or_conflict(first, &body_sha256)
-                    .await;
-            }
-        }
-        let fingerprint = Fingerprint::of(&request);
-        let stored = self.documents.store(tenant, request, body).await?;
-        if let Some(name) = &idempotency {
-            let record = serde_json::json!({
-                "format": IDEMPOTENCY_FORMAT,
-                "document": stored.id.to_string(),
-            });
-            match self
-                .store
-                .put_new_bytes(name, Bytes::from(record.to_string()))
-                .await
-            {
-                Ok(()) => {}
-                Err(StorageError::AlreadyExists(_)) => {
-                    // A concurrent retry won the race: keep its document, drop ours.
-                    self.documents.remove_objects(&tenant.id, &stored.id).await;
-                    if let Some(first) = self.replayed_document(tenant, name).await? {
-                        return fingerprint
-                            .same_or_conflict(first, &stored.metadata.sha256)
+        let claim = match idempotency_key {
+            None => None,
+            Some(key) => {
+                let hash = idempotency_hash(tenant, key)?;
+                match self.await_claim(tenant, &hash).await? {
+                    Claim::Visible(first) => {
+                        // Its answer goes only to the same request (IETF
+                        // Idempotency-Key draft): the body is read and compared.
+                        let body_sha256 =
+                            hash_body(body, self.documents.settings().max_upload_bytes).await?;
+                        return Fingerprint::of(&request)
+                            .same_or_conflict(first, &body_sha256)
                             .await;
                     }
-                }
-                Err(e) => {
-                    self.documents.remove_objects(&tenant.id, &stored.id).await;
-                    return Err(e.into());
+                    Claim::Free(name) => Some((
+                        hash,
+                        ClaimGate {
+                            store: self.store.clone(),
+                            name,
+                            lost_with_sha256: std::sync::Mutex::new(None),
+                            claimed: std::sync::atomic::AtomicBool::new(false),
+                        },
+                    )),
                 }
             }
-        }
+        };
+        let fingerprint = Fingerprint::of(&request);
+        let gate = claim.as_ref().map(|(_, gate)| gate as &dyn BeforeVisible);
+        let stored = match self
+            .documents
+            .store_gated(tenant, request, body, gate)
+            .await
+        {
+            Ok(stored) => stored,
+            Err(e) => {
+                let Some((hash, gate)) = &claim else {
+                    return Err(e);
+                };
+                let Some(sha256) = gate.lost() else {
+                    // Refused after our claim (the facts could not be written):
+                    // the document is removed, so the claim goes too.
+                    gate.release().await;
+                    return Err(e);
+                };
+                // Another upload with this key claimed it first (ours is removed):
+                // this one is its retry.
+                return match self.await_claim(tenant, hash).await? {
+                    Claim::Visible(first) => fingerprint.same_or_conflict(first, &sha256).await,
+                    Claim::Free(_) => Err(e),
+                };
+            }
+        };
         // The document is durable; the index is derived data. A failure here is
         // logged and counted, and the next reconciliation (start-up or rebuild)
         // adds it.
@@ -182,29 +202,62 @@ impl TenantDocuments {
         })
     }
 
-    /// The document an Idempotency-Key was first used for, if the key was seen.
-    async fn replayed_document(
-        &self,
-        tenant: &TenantRecord,
-        name: &ObjectName,
-    ) -> Result<Option<(DocumentId, SealedMetadata)>, Error> {
-        let Some(bytes) = self.store.get_bytes(name).await? else {
-            return Ok(None);
-        };
-        let record: serde_json::Value =
-            serde_json::from_slice(&bytes).map_err(|e| Error::internal("idempotency record", e))?;
-        let id = record["document"]
-            .as_str()
-            .and_then(|s| s.parse::<DocumentId>().ok())
-            .ok_or_else(|| Error::internal("idempotency record", "no document id"))?;
-        match self.documents.open(tenant, &id).await {
-            Ok(opened) => Ok(Some((id, opened.metadata))),
-            Err(e) if e.is_not_found() => Err(Error::conflict(
-                "idempotency_key_reused",
-                "this Idempotency-Key belonged to a document that has since been deleted",
-            )),
-            Err(e) => Err(e),
+    /// Where an Idempotency-Key stands, waiting up to [`CLAIM_WAIT`] for an upload
+    /// with it that is finishing.
+    async fn await_claim(&self, tenant: &TenantRecord, hash: &str) -> Result<Claim, Error> {
+        let waited = tokio::time::Instant::now();
+        loop {
+            match self.look_up_claim(tenant, hash).await? {
+                Lookup::Settled(claim) => return Ok(claim),
+                Lookup::InFlight if waited.elapsed() < CLAIM_WAIT => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Lookup::InFlight => {
+                    return Err(Error::conflict(
+                        "idempotency_key_in_flight",
+                        "an upload with this Idempotency-Key is still in progress; retry it in a moment",
+                    )
+                    .retry_after(1))
+                }
+            }
         }
+    }
+
+    /// Follows a key's claims: the first, and after each whose upload crashed
+    /// (its document never became visible within [`CLAIM_GRACE`]) the next.
+    async fn look_up_claim(&self, tenant: &TenantRecord, hash: &str) -> Result<Lookup, Error> {
+        for generation in 1..=MAX_CLAIMS {
+            let name = claim_name(tenant, hash, generation);
+            let Some(bytes) = self.store.get_bytes(&name).await? else {
+                return Ok(Lookup::Settled(Claim::Free(name)));
+            };
+            let record: IdempotencyRecord = serde_json::from_slice(&bytes)
+                .map_err(|e| Error::internal("idempotency record", e))?;
+            let id = record
+                .document
+                .parse::<DocumentId>()
+                .map_err(|_| Error::internal("idempotency record", "no document id"))?;
+            match self.documents.presence(&tenant.id, &id).await? {
+                Presence::Visible => {
+                    let opened = self.documents.open(tenant, &id).await?;
+                    return Ok(Lookup::Settled(Claim::Visible((id, opened.metadata))));
+                }
+                Presence::Deleted => return Err(key_reused()),
+                Presence::Absent => match record.claimed_at {
+                    // Format 1 was written once the document was visible.
+                    None => return Err(key_reused()),
+                    Some(at) if now_unix() - at < CLAIM_GRACE.as_secs() as i64 => {
+                        return Ok(Lookup::InFlight)
+                    }
+                    // Its upload crashed before the document became visible.
+                    Some(_) => continue,
+                },
+            }
+        }
+        Err(Error::internal(
+            "idempotency record",
+            format!("{MAX_CLAIMS} uploads under one key crashed"),
+        ))
     }
 
     /// Opens a visible document (its key and metadata): 404 unless it is one of
@@ -347,18 +400,133 @@ impl TenantDocuments {
     }
 }
 
-/// Where a tenant's Idempotency-Key is recorded: named by a hash of the tenant
-/// and key, so the key (caller text) never appears in an object name.
-fn idempotency_name(tenant: &TenantRecord, key: &str) -> Result<ObjectName, Error> {
+/// What names a tenant's Idempotency-Key in the store: a hash of the tenant and
+/// the key (the key itself is the client's text and never reaches a name).
+fn idempotency_hash(tenant: &TenantRecord, key: &str) -> Result<String, Error> {
     check_idempotency_key(key)?;
-    let hash = hex::encode(
-        Sha256::new()
-            .chain_update(tenant.id.as_str())
-            .chain_update([0])
-            .chain_update(key)
-            .finalize(),
-    );
-    Ok(ObjectName::idempotency(&tenant.id, &hash))
+    let mut hasher = Sha256::new();
+    hasher.update(tenant.id.as_str().as_bytes());
+    hasher.update([0]);
+    hasher.update(key.as_bytes());
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// A key's claim record of one generation: the first is `idempotency/<hash>` (as
+/// format 1 named it), a later one `idempotency/<hash>.<generation>`.
+fn claim_name(tenant: &TenantRecord, hash: &str, generation: u32) -> ObjectName {
+    if generation == 1 {
+        ObjectName::idempotency(&tenant.id, hash)
+    } else {
+        ObjectName::idempotency(&tenant.id, &format!("{hash}.{generation}"))
+    }
+}
+
+fn key_reused() -> Error {
+    Error::conflict(
+        "idempotency_key_reused",
+        "this Idempotency-Key belonged to a document that has since been deleted",
+    )
+}
+
+fn now_unix() -> i64 {
+    OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// An idempotency record: which document a key was used for.
+///
+/// Format 1 was written after the document became visible; format 2 is the
+/// *claim*, written create-only before (the commit point of a keyed upload), with
+/// the time it was made, so a retry can tell an upload still finishing from one
+/// that crashed.
+#[derive(Serialize, Deserialize)]
+struct IdempotencyRecord {
+    format: u32,
+    document: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    claimed_at: Option<i64>,
+}
+
+/// Where a key stands.
+enum Claim {
+    /// Its document is visible: the first upload's answer.
+    Visible((DocumentId, SealedMetadata)),
+    /// Unused: an upload claims it at this name.
+    Free(ObjectName),
+}
+
+enum Lookup {
+    Settled(Claim),
+    /// An upload with this key is finishing (its claim is younger than the grace).
+    InFlight,
+}
+
+/// Claims a key for a document just before it becomes visible.
+struct ClaimGate {
+    store: Arc<dyn ObjectStore>,
+    name: ObjectName,
+    /// Set when another upload claimed the key first: this body's SHA-256.
+    lost_with_sha256: std::sync::Mutex<Option<String>>,
+    /// Set once the claim is stored.
+    claimed: std::sync::atomic::AtomicBool,
+}
+
+impl ClaimGate {
+    /// Removes the claim after its document was refused (best effort: a claim
+    /// left behind is taken over once [`CLAIM_GRACE`] has passed).
+    async fn release(&self) {
+        if self.claimed.load(std::sync::atomic::Ordering::Acquire) {
+            if let Err(e) = self.store.delete(&self.name).await {
+                tracing::warn!(error = %e, "could not remove the idempotency claim of a failed upload");
+            }
+        }
+    }
+
+    fn lost(&self) -> Option<String> {
+        self.lost_with_sha256
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+#[async_trait::async_trait]
+impl BeforeVisible for ClaimGate {
+    async fn before_visible(
+        &self,
+        id: &DocumentId,
+        metadata: &SealedMetadata,
+    ) -> Result<(), Error> {
+        let record = IdempotencyRecord {
+            format: IDEMPOTENCY_FORMAT,
+            document: id.to_string(),
+            claimed_at: Some(now_unix()),
+        };
+        let json =
+            serde_json::to_vec(&record).map_err(|e| Error::internal("idempotency record", e))?;
+        match self
+            .store
+            .put_new_bytes(&self.name, Bytes::from(json))
+            .await
+        {
+            Ok(()) => {
+                self.claimed
+                    .store(true, std::sync::atomic::Ordering::Release);
+                Ok(())
+            }
+            Err(StorageError::AlreadyExists(_)) => {
+                *self
+                    .lost_with_sha256
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                    Some(metadata.sha256.clone());
+                Err(Error::conflict(
+                    "idempotency_key_in_flight",
+                    "another upload with this Idempotency-Key was first",
+                ))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
 }
 
 /// Checks an `Idempotency-Key`: 1 to 255 characters.

@@ -872,3 +872,131 @@ async fn replicas_append_to_one_audit_log_without_forking_it() {
     assert!(report.is_intact(), "{:?}", report.problems);
     assert_eq!(report.events, seq + 1);
 }
+
+impl TestVault {
+    /// An opaque upload through the tenant's documents, with an Idempotency-Key.
+    async fn keyed_upload(
+        &self,
+        tenant: &TenantRecord,
+        key: &str,
+        body: &'static [u8],
+    ) -> Result<crate::tenant_documents::Filed, Error> {
+        let request = UploadRequest {
+            kind: DocumentKind::Scan,
+            content_type: "application/pdf".into(),
+            file_name: None,
+            fields: Fields::default(),
+            extraction: Extraction::Opaque,
+        };
+        let stream = futures::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from_static(body))]);
+        self.vault
+            .tenant_documents
+            .upload(tenant, request, Some(key), stream)
+            .await
+    }
+
+    fn visible_documents(&self) -> usize {
+        self.store
+            .names()
+            .iter()
+            .filter(|n| n.ends_with("/meta"))
+            .count()
+    }
+}
+
+/// A keyed upload claims its key before its document becomes visible: whatever
+/// step fails or crashes, a retry gets the same document or stores one, never a
+/// second.
+#[tokio::test]
+async fn a_keyed_upload_that_fails_at_any_step_is_retried_into_one_document() {
+    let t = TestVault::open().await;
+    let acme = t.tenant("acme").await;
+    let body: &[u8] = b"%PDF-1.7 claim 1";
+    // Body, key record, claim, facts: each write fails in turn; the retry (the
+    // same request, same key) then stores exactly one document.
+    for nth in 1..=4 {
+        let key = format!("retry-{nth}");
+        t.store.fail_nth(Op::Put, nth);
+        let before = t.visible_documents();
+        assert!(
+            t.keyed_upload(&acme, &key, body).await.is_err(),
+            "write {nth}"
+        );
+        t.store.clear_faults();
+        assert_eq!(t.visible_documents(), before);
+        let first = t.keyed_upload(&acme, &key, body).await.unwrap();
+        assert!(!first.replayed, "write {nth}");
+        let again = t.keyed_upload(&acme, &key, body).await.unwrap();
+        assert!(again.replayed);
+        assert_eq!(again.id, first.id);
+        assert_eq!(t.visible_documents(), before + 1, "write {nth}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_claim_left_by_a_crashed_upload_is_waited_for_then_taken_over() {
+    let t = TestVault::open().await;
+    let acme = t.tenant("acme").await;
+    let body: &[u8] = b"%PDF-1.7 claim 2";
+    // What a crash between the claim and the facts leaves: a claim naming a
+    // document that never became visible.
+    let key = "crashed";
+    let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"acme\0crashed"));
+    let claim = ObjectName::idempotency(&acme.id, &hash);
+    let crashed = DocumentId::random();
+    let record = |claimed_at: i64| {
+        Bytes::from(
+            serde_json::json!({"format": 2, "document": crashed.to_string(), "claimed_at": claimed_at})
+                .to_string(),
+        )
+    };
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    t.store.put_new_bytes(&claim, record(now)).await.unwrap();
+    // Young: the upload may still be finishing, so the retry is asked to wait.
+    let busy = t.keyed_upload(&acme, key, body).await.unwrap_err();
+    assert_eq!(busy.code(), "idempotency_key_in_flight");
+    assert_eq!(t.visible_documents(), 0);
+    // Old: it crashed. The retry takes the key over, once.
+    t.store.replace(&claim, record(now - 3600)).await.unwrap();
+    let taken = t.keyed_upload(&acme, key, body).await.unwrap();
+    assert!(!taken.replayed);
+    assert_ne!(taken.id, crashed);
+    let again = t.keyed_upload(&acme, key, body).await.unwrap();
+    assert!(again.replayed);
+    assert_eq!(again.id, taken.id);
+    assert_eq!(t.visible_documents(), 1);
+    // A record of format 1 (written after its document was visible) still answers.
+    let old_key_hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"acme\0format-1"));
+    t.store
+        .put_new_bytes(
+            &ObjectName::idempotency(&acme.id, &old_key_hash),
+            Bytes::from(
+                serde_json::json!({"format": 1, "document": taken.id.to_string()}).to_string(),
+            ),
+        )
+        .await
+        .unwrap();
+    let replayed = t.keyed_upload(&acme, "format-1", body).await.unwrap();
+    assert!(replayed.replayed);
+    assert_eq!(replayed.id, taken.id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_uploads_with_one_key_store_one_document() {
+    let t = Arc::new(TestVault::open().await);
+    let acme = t.tenant("acme").await;
+    let uploads = (0..6).map(|_| {
+        let (t, acme) = (t.clone(), acme.clone());
+        tokio::spawn(async move { t.keyed_upload(&acme, "same", b"%PDF-1.7 claim 3").await })
+    });
+    let mut ids = Vec::new();
+    for upload in futures::future::join_all(uploads).await {
+        match upload.unwrap() {
+            Ok(filed) => ids.push(filed.id),
+            Err(e) => assert_eq!(e.code(), "idempotency_key_in_flight"),
+        }
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert_eq!(t.visible_documents(), 1);
+}
