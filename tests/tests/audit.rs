@@ -100,6 +100,8 @@ async fn check_case(
                     .as_str()
                     .is_some_and(|a| a.starts_with("operator:")))
         })
+        // A change's intent, recorded before it (checked where it matters).
+        .filter(|e| e["outcome"] != "intent")
         .collect();
     assert_eq!(
         new.len(),
@@ -167,10 +169,21 @@ async fn every_endpoint_records_its_event(backend: Backend) {
         v["id"].as_str().unwrap().to_owned()
     };
     let upload_events = events_after(&app, "acme", before.0).await;
+    // The intent, durable before the document became visible, then the outcome.
+    let intent = upload_events
+        .iter()
+        .position(|e| e["action"] == "document.upload" && e["outcome"] == "intent")
+        .expect("an upload intent");
+    assert_eq!(
+        upload_events[intent]["document"].as_str(),
+        Some(id.as_str())
+    );
     let upload = upload_events
         .iter()
+        .skip(intent + 1)
         .find(|e| e["action"] == "document.upload")
         .unwrap();
+    assert_eq!(upload["request_id"], upload_events[intent]["request_id"]);
     assert_eq!(upload["document"].as_str(), Some(id.as_str()));
     assert_eq!(upload["outcome"], "allowed");
     assert_eq!(upload["actor"].as_str(), Some(actor.as_str()));
@@ -696,13 +709,24 @@ async fn tampering_is_found_offline(backend: Backend) {
     );
 
     // Each case: tamper, verify (exit 2 with the first bad position), restore.
-    let mid = segments[5].clone();
+    // The tampered segments lie after the first checkpoint, which pins what is
+    // before them.
+    let mut sizes: Vec<u64> = objects
+        .list("acme", "checkpoints")
+        .await
+        .iter()
+        .map(|n| n.parse().unwrap())
+        .collect();
+    sizes.sort_unstable();
+    let (at, cut) = (sizes[0] as usize, sizes[1] as usize);
+    assert!(at + 1 < cut && cut < segments.len(), "{sizes:?}");
+    let mid = segments[at].clone();
     let cases: Vec<(&str, u64)> = vec![
-        ("modified", 5),
-        ("deleted", 5),
-        ("inserted", 5),
-        ("reordered", 5),
-        ("truncated", 9),
+        ("modified", at as u64),
+        ("deleted", at as u64),
+        ("inserted", at as u64),
+        ("reordered", at as u64),
+        ("truncated", cut as u64),
     ];
     for (case, first_bad) in cases {
         match case {
@@ -714,8 +738,8 @@ async fn tampering_is_found_offline(backend: Backend) {
             }
             "deleted" => objects.delete("acme", "segments", &mid).await,
             "inserted" => {
-                // Shift segments 5.. up by one and put a copy of segment 2 at 5.
-                for name in segments[5..].iter().rev() {
+                // Shift segments `at..` up by one and put a copy of segment 2 there.
+                for name in segments[at..].iter().rev() {
                     let index: u64 = name.parse().unwrap();
                     let bytes = objects.get("acme", "segments", name).await;
                     objects
@@ -726,19 +750,19 @@ async fn tampering_is_found_offline(backend: Backend) {
                 objects.put("acme", "segments", &mid, copy).await;
             }
             "reordered" => {
-                let a = objects.get("acme", "segments", &segments[5]).await;
-                let b = objects.get("acme", "segments", &segments[6]).await;
-                objects.put("acme", "segments", &segments[5], b).await;
-                objects.put("acme", "segments", &segments[6], a).await;
+                let a = objects.get("acme", "segments", &segments[at]).await;
+                let b = objects.get("acme", "segments", &segments[at + 1]).await;
+                objects.put("acme", "segments", &segments[at], b).await;
+                objects.put("acme", "segments", &segments[at + 1], a).await;
             }
             "truncated" => {
                 // The tail and every checkpoint that covers it: only the saved
                 // checkpoint still knows.
-                for name in &segments[9..] {
+                for name in &segments[cut..] {
                     objects.delete("acme", "segments", name).await;
                 }
                 for name in objects.list("acme", "checkpoints").await {
-                    if name.parse::<u64>().unwrap() > 9 {
+                    if name.parse::<u64>().unwrap() > cut as u64 {
                         objects.delete("acme", "checkpoints", &name).await;
                     }
                 }
@@ -878,7 +902,9 @@ async fn events_hold_no_plaintext_and_a_request_fails_closed() {
     assert_eq!(r.bytes().await.unwrap().as_ref(), b"%PDF-1.7 ZYXWVUTS");
     let metrics = app.metrics_text().await;
     assert!(
-        metrics.contains("vault_audit_failures_total 2"),
+        // The download's event; the upload's intent (its document was not made
+        // visible) and its outcome event.
+        metrics.contains("vault_audit_failures_total 3"),
         "{metrics}"
     );
     let cp: Value = app
@@ -956,4 +982,147 @@ async fn a_bulk_reader_is_flagged_and_throttled() {
         metrics.contains("vault_bulk_access_anomalies_total 1"),
         "{metrics}"
     );
+}
+
+/// With a tenant's audit log unwritable, no change to it is made: every
+/// state-changing request answers 503 and the stores are as before; once the log
+/// is back the changes go through and the log verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_its_audit_log_unwritable_a_tenant_changes_nothing() {
+    let app = TestApp::builder().start().await;
+    app.create_tenant_with("acme", "local").await;
+    let key = app
+        .api_key("acme", &["uploader", "reader", "tenant-admin"])
+        .await;
+    let r = app
+        .upload(
+            &key,
+            "scan",
+            "application/pdf",
+            b"%PDF-1.7 kept".to_vec(),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let objects = app.data_dir.join("objects");
+    let tenant_dir = objects.join("tenants/acme");
+    let snapshot = || {
+        let mut names: Vec<String> = walk(&objects)
+            .into_iter()
+            .filter(|p| !p.contains("/audit/") && !p.contains("/.tmp/"))
+            .collect();
+        names.sort();
+        let record = std::fs::read(objects.join("system/tenants/acme")).unwrap();
+        (names, record)
+    };
+    // Unwritable: the segments directory becomes a file.
+    let segments = tenant_dir.join("audit/segments");
+    let saved = tenant_dir.join("audit/segments.saved");
+    std::fs::rename(&segments, &saved).unwrap();
+    std::fs::write(&segments, b"").unwrap();
+    let before = snapshot();
+
+    let r = app
+        .upload(
+            &key,
+            "scan",
+            "application/pdf",
+            b"%PDF-1.7 lost".to_vec(),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE, "upload");
+    let r = app
+        .http
+        .delete(app.at(&format!("/v1/documents/{id}")))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE, "delete");
+    for (method, path, body) in [
+        (
+            Method::POST,
+            "/v1/admin/tenants/acme/keys/rotate".to_owned(),
+            None,
+        ),
+        (
+            Method::POST,
+            format!("/v1/admin/tenants/acme/documents/{id}/hold"),
+            None,
+        ),
+        (
+            Method::PUT,
+            "/v1/admin/tenants/acme/retention".to_owned(),
+            Some(json!({"days": 30})),
+        ),
+        (
+            Method::POST,
+            "/v1/admin/tenants/acme/disable".to_owned(),
+            None,
+        ),
+        (
+            Method::POST,
+            "/v1/admin/tenants/acme/offboard".to_owned(),
+            None,
+        ),
+    ] {
+        let mut request = app.operator(method.clone(), &path);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let r = request.send().await.unwrap();
+        assert_eq!(
+            r.status(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{method} {path}"
+        );
+    }
+    assert_eq!(
+        snapshot(),
+        before,
+        "a change was made without its audit event"
+    );
+
+    // The log is back: the document is there, changes go through, it verifies.
+    std::fs::remove_file(&segments).unwrap();
+    std::fs::rename(&saved, &segments).unwrap();
+    let r = app.get_as(&key, &format!("/v1/documents/{id}")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = app
+        .http
+        .delete(app.at(&format!("/v1/documents/{id}")))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let cp: Value = app.operator_get("/v1/audit/checkpoint?tenant=acme").await;
+    let out = verify(&app, "acme", cp["public_key"].as_str().unwrap(), None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// Every file under `dir`, as a path relative to it.
+fn walk(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.push(path.strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    out
 }

@@ -15,6 +15,11 @@ pub enum Outcome {
     Denied,
     /// Could not be done (any other error).
     Failed,
+    /// Recorded before a change was made, so no change is ever unrecorded: the
+    /// request's outcome event (same `request_id`) follows. An intent without one
+    /// is a change whose outcome is unknown (the server stopped, or its outcome
+    /// could not be recorded): the store says whether it was made.
+    Intent,
 }
 
 impl Outcome {
@@ -50,7 +55,7 @@ pub struct AuditEvent {
     pub document: Option<String>,
     /// How it ended.
     pub outcome: Outcome,
-    /// HTTP status of the answer.
+    /// HTTP status of the answer (102, Processing, for an intent).
     pub status: u16,
     /// Request id (`x-request-id`).
     pub request_id: String,

@@ -120,6 +120,7 @@ impl TenantDocuments {
         request: UploadRequest,
         idempotency_key: Option<&str>,
         body: S,
+        intent: Option<&dyn BeforeVisible>,
     ) -> Result<Filed, Error>
     where
         S: Stream<Item = Result<Bytes, E>> + Send + 'static,
@@ -152,10 +153,13 @@ impl TenantDocuments {
             }
         };
         let fingerprint = Fingerprint::of(&request);
-        let gate = claim.as_ref().map(|(_, gate)| gate as &dyn BeforeVisible);
+        let gates = Gates {
+            intent,
+            claim: claim.as_ref().map(|(_, gate)| gate),
+        };
         let stored = match self
             .documents
-            .store_gated(tenant, request, body, gate)
+            .store_gated(tenant, request, body, Some(&gates))
             .await
         {
             Ok(stored) => stored,
@@ -458,6 +462,30 @@ enum Lookup {
     Settled(Claim),
     /// An upload with this key is finishing (its claim is younger than the grace).
     InFlight,
+}
+
+/// What an upload's commit point asks, in order: the audit intent (a change is
+/// never made unrecorded), then the idempotency claim.
+struct Gates<'a> {
+    intent: Option<&'a dyn BeforeVisible>,
+    claim: Option<&'a ClaimGate>,
+}
+
+#[async_trait::async_trait]
+impl BeforeVisible for Gates<'_> {
+    async fn before_visible(
+        &self,
+        id: &DocumentId,
+        metadata: &SealedMetadata,
+    ) -> Result<(), Error> {
+        if let Some(intent) = self.intent {
+            intent.before_visible(id, metadata).await?;
+        }
+        if let Some(claim) = self.claim {
+            claim.before_visible(id, metadata).await?;
+        }
+        Ok(())
+    }
 }
 
 /// Claims a key for a document just before it becomes visible.

@@ -423,7 +423,7 @@ async fn upload_claim(t: &TestVault, tenant: &TenantRecord, claim: &str) -> Docu
     let body = futures::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from_static(b"%PDF"))]);
     t.vault
         .tenant_documents
-        .upload(tenant, request, None, body)
+        .upload(tenant, request, None, body, None)
         .await
         .unwrap()
         .id
@@ -891,7 +891,7 @@ impl TestVault {
         let stream = futures::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from_static(body))]);
         self.vault
             .tenant_documents
-            .upload(tenant, request, Some(key), stream)
+            .upload(tenant, request, Some(key), stream, None)
             .await
     }
 

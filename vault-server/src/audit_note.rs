@@ -27,6 +27,12 @@ pub struct AuditNote {
     pub fields: Vec<String>,
     /// Non-PHI detail, made only of validated values (never raw request text).
     pub detail: Option<String>,
+    /// The endpoint's audit action (set by the middleware).
+    pub action: Option<&'static str>,
+    /// The request id (set by the middleware).
+    pub request_id: String,
+    /// The client address (set by the middleware).
+    pub client: Option<String>,
 }
 
 /// The note of a request, shared between the middleware, the extractor and the
@@ -49,6 +55,14 @@ impl NoteSlot {
             .actor
             .clone()
             .unwrap_or_default()
+    }
+
+    /// A copy of the note as it stands.
+    pub fn snapshot(&self) -> AuditNote {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Takes the note out, once the handler has answered.

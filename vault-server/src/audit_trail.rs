@@ -61,6 +61,72 @@ fn document_in_path(route: &str, path: &str) -> Option<String> {
         .map(|id| id.to_string())
 }
 
+/// The log a request's events go to: its tenant's, or the system log for events
+/// about a tenant that does not exist (a typo in an admin path, a failed
+/// creation) or whose keys are destroyed (offboarded), and for requests about
+/// no tenant.
+async fn log_of(state: &SharedState, tenant: Option<TenantId>) -> Option<TenantId> {
+    let system = TenantId::new(SYSTEM_LOG).ok();
+    let Some(tenant) = tenant else {
+        return system;
+    };
+    if tenant.as_str() == SYSTEM_LOG {
+        return Some(tenant);
+    }
+    match state.vault.tenants.get(&tenant).await {
+        Ok(Some(r)) if r.status != vault_core::tenants::TenantStatus::Offboarded => Some(tenant),
+        _ => system,
+    }
+}
+
+/// Records durably, before a handler commits its change, that the request is
+/// making it: an `intent` event with what the note says so far (who, which
+/// tenant, the document when known). The middleware's event with the outcome
+/// follows it. When the intent cannot be written the change must not be made:
+/// the error (503 `audit_unavailable`) is the request's answer.
+pub async fn record_intent(state: &SharedState, note: &NoteSlot) -> Result<(), vault_core::Error> {
+    let note = note.snapshot();
+    let (Some(action), Some(actor)) = (note.action, note.actor) else {
+        // Outside the middleware (unit tests): nothing to record against.
+        return Ok(());
+    };
+    let Some(tenant) = log_of(state, note.tenant).await else {
+        return Ok(());
+    };
+    let mut event = new_event(action, actor, Outcome::Intent, 102);
+    event.roles = note.roles;
+    event.document = note.document;
+    event.request_id = note.request_id;
+    event.client = note.client;
+    event.detail = note.detail;
+    if state.vault.audit.append(&tenant, event).await.is_err() {
+        state.vault.metrics.audit_failures.inc();
+        return Err(vault_core::Error::audit_unavailable(None));
+    }
+    Ok(())
+}
+
+/// The intent of an upload, recorded at its commit point: once its document has
+/// an id and its body is stored, before it becomes visible.
+pub struct UploadIntent<'a> {
+    /// The server.
+    pub state: &'a SharedState,
+    /// The request's note.
+    pub note: &'a NoteSlot,
+}
+
+#[async_trait::async_trait]
+impl vault_core::documents::BeforeVisible for UploadIntent<'_> {
+    async fn before_visible(
+        &self,
+        id: &DocumentId,
+        _metadata: &vault_core::documents::SealedMetadata,
+    ) -> Result<(), vault_core::Error> {
+        self.note.update(|n| n.document = Some(id.to_string()));
+        record_intent(self.state, self.note).await
+    }
+}
+
 /// The middleware.
 pub async fn record(
     State(state): State<SharedState>,
@@ -83,6 +149,11 @@ pub async fn record(
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip().to_string());
     let slot = NoteSlot::default();
+    slot.update(|n| {
+        n.action = Some(action);
+        n.request_id.clone_from(&request_id);
+        n.client.clone_from(&client);
+    });
     request.extensions_mut().insert(slot.clone());
     let response = next.run(request).await;
 
@@ -98,25 +169,9 @@ pub async fn record(
         sample_unauthenticated(&state, action, reason, status, request_id, client);
         return response;
     };
-    let Some(mut tenant) = note
-        .tenant
-        .clone()
-        .or_else(|| TenantId::new(SYSTEM_LOG).ok())
-    else {
+    let Some(tenant) = log_of(&state, note.tenant.clone()).await else {
         return response;
     };
-    // Events about a tenant that does not exist (a typo in an admin path, a
-    // failed creation) or whose keys are destroyed (offboarded) go to the system log.
-    let has_log = |r: &vault_core::tenants::TenantRecord| {
-        r.status != vault_core::tenants::TenantStatus::Offboarded
-    };
-    if tenant.as_str() != SYSTEM_LOG
-        && !matches!(state.vault.tenants.get(&tenant).await, Ok(Some(ref r)) if has_log(r))
-    {
-        if let Ok(system) = TenantId::new(SYSTEM_LOG) {
-            tenant = system;
-        }
-    }
     let mut event = new_event(action, actor.clone(), outcome, status);
     event.roles = note.roles;
     event.document = note.document.or_else(|| document_in_path(&route, &path));

@@ -9,6 +9,7 @@ use utoipa::ToSchema;
 
 use super::extract::{JsonBody, OperatorOnTenant};
 use crate::audit_note::NoteSlot;
+use crate::audit_trail::record_intent;
 use crate::auth::{Caller, CredentialRecord, Role};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::state::SharedState;
@@ -56,6 +57,7 @@ pub async fn create_tenant(
     caller.require_operator()?;
     let id = parse_tenant_id(body.id)?;
     note.update(|n| n.tenant = Some(id.clone()));
+    record_intent(&state, &note).await?;
     let record = state
         .vault
         .lifecycle
@@ -97,9 +99,11 @@ pub async fn get_tenant(
 pub async fn disable_tenant(
     State(state): State<SharedState>,
     OperatorOnTenant(id): OperatorOnTenant,
+    note: NoteSlot,
 ) -> ApiResult<Json<TenantRecord>> {
     let mut record = state.vault.tenants.require(&id).await?;
     if record.status == TenantStatus::Active {
+        record_intent(&state, &note).await?;
         record.status = TenantStatus::Disabled;
         state.vault.tenants.update(record.clone()).await?;
         tracing::info!(tenant = %id, "tenant disabled");
@@ -146,6 +150,7 @@ pub async fn issue_api_key(
     JsonBody(body): JsonBody<IssueApiKey>,
 ) -> ApiResult<(StatusCode, Json<IssuedApiKey>)> {
     state.vault.tenants.require_active(&tenant).await?;
+    record_intent(&state, &note).await?;
     let issued = credentials::issue_api_key(
         state.vault.store.as_ref(),
         &tenant,
@@ -231,6 +236,7 @@ pub async fn revoke_api_key(
     note.update(|n| n.detail = Some(format!("api_key={id}")));
     let mut record = credentials::find_api_key(state.vault.store.as_ref(), &id).await?;
     note.update(|n| n.tenant.clone_from(&record.tenant));
+    record_intent(&state, &note).await?;
     if credentials::revoke(
         state.vault.store.as_ref(),
         &mut record,
@@ -266,6 +272,7 @@ pub async fn rotate_operator(
     note: NoteSlot,
 ) -> ApiResult<(StatusCode, Json<RotatedOperator>)> {
     caller.require_operator()?;
+    record_intent(&state, &note).await?;
     let issued = credentials::rotate_operator(
         state.vault.store.as_ref(),
         &caller.key_id,

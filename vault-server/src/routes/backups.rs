@@ -12,6 +12,7 @@ use utoipa::ToSchema;
 
 use super::extract::JsonBody;
 use crate::audit_note::NoteSlot;
+use crate::audit_trail::record_intent;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::state::SharedState;
@@ -84,8 +85,14 @@ pub async fn public_key(
 #[utoipa::path(post, path = "/v1/admin/backups",
     responses((status = 202, description = "started"), (status = 409, description = "a backup is running")),
     security(("bearer" = [])))]
-pub async fn start(State(state): State<SharedState>, caller: Caller) -> ApiResult<Response> {
+pub async fn start(
+    State(state): State<SharedState>,
+    caller: Caller,
+    note: NoteSlot,
+) -> ApiResult<Response> {
     caller.require_operator()?;
+    state.vault.backups.check_can_start()?;
+    record_intent(&state, &note).await?;
     let requested_at = time::OffsetDateTime::now_utc();
     let started = state
         .vault
@@ -116,6 +123,7 @@ pub async fn prune(
     note: NoteSlot,
 ) -> ApiResult<Json<Value>> {
     caller.require_operator()?;
+    record_intent(&state, &note).await?;
     let report = state
         .vault
         .backups
@@ -138,6 +146,7 @@ pub async fn hold(
     let id = snapshot_id(&id)?;
     note.update(|n| n.detail = Some(format!("snapshot={id}")));
     let repo = state.vault.backups.repository().await?;
+    record_intent(&state, &note).await?;
     repo.hold(id, &state.vault.audit.signer.public).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -155,6 +164,7 @@ pub async fn release(
     let id = snapshot_id(&id)?;
     note.update(|n| n.detail = Some(format!("snapshot={id}")));
     let repo = state.vault.backups.repository().await?;
+    record_intent(&state, &note).await?;
     repo.release(id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -287,10 +287,14 @@ pub async fn upload(
         Duration::from_secs(limits.stall_timeout_secs),
         Budget::Transfer.duration(limits),
     );
+    let intent = crate::audit_trail::UploadIntent {
+        state: &state,
+        note: &note,
+    };
     let filed = state
         .vault
         .tenant_documents
-        .upload(&tenant, request, idempotency_key, body)
+        .upload(&tenant, request, idempotency_key, body, Some(&intent))
         .await?;
     note.update(|n| n.document = Some(filed.id.to_string()));
     Ok((
@@ -551,11 +555,14 @@ fn rfc3339(t: OffsetDateTime) -> String {
 pub async fn delete(
     State(state): State<SharedState>,
     caller: Caller,
+    note: NoteSlot,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     let tenant_id = caller.require_role(Role::TenantAdmin)?;
     let tenant = state.vault.tenants.require_active(tenant_id).await?;
     let id = parse_document_id(&id)?;
+    note.update(|n| n.document = Some(id.to_string()));
+    crate::audit_trail::record_intent(&state, &note).await?;
     state.vault.tenant_documents.delete(&tenant, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -113,9 +113,12 @@ pub async fn show(
 pub async fn cancel(
     State(state): State<SharedState>,
     caller: Caller,
+    note: crate::audit_note::NoteSlot,
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<JobRecord>)> {
     caller.require_operator()?;
-    let record = state.vault.maintenance.jobs.cancel(job_id(&id)?)?;
+    let id = job_id(&id)?;
+    crate::audit_trail::record_intent(&state, &note).await?;
+    let record = state.vault.maintenance.jobs.cancel(id)?;
     Ok((StatusCode::ACCEPTED, Json(record)))
 }

@@ -11,6 +11,7 @@ use vault_crypto::{DocumentId, TenantId};
 use super::extract::{JsonBody, OperatorOnTenant};
 use super::jobs::Answer;
 use crate::audit_note::NoteSlot;
+use crate::audit_trail::record_intent;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::state::SharedState;
 use axum::http::HeaderMap;
@@ -28,6 +29,7 @@ pub async fn rotate(
     OperatorOnTenant(id): OperatorOnTenant,
     note: NoteSlot,
 ) -> ApiResult<Json<TenantRecord>> {
+    record_intent(&state, &note).await?;
     let record = state.vault.lifecycle.rotate(&id).await?;
     note.update(|n| n.detail = Some(format!("branch_version={}", record.branch_version)));
     Ok(Json(record))
@@ -57,6 +59,7 @@ pub async fn rewrap(
     body: Option<JsonBody<RewrapRequest>>,
 ) -> ApiResult<Response> {
     let request = body.map(|JsonBody(b)| b).unwrap_or_default();
+    record_intent(&state, &note).await?;
     let started = state
         .vault
         .maintenance
@@ -111,6 +114,7 @@ pub async fn rotate_index(
         .expected_documents
         .map(vault_core::tenants::check_planned_documents)
         .transpose()?;
+    record_intent(&state, &note).await?;
     let started = state
         .vault
         .maintenance
@@ -133,7 +137,9 @@ pub async fn rotate_index(
 pub async fn offboard(
     State(state): State<SharedState>,
     OperatorOnTenant(id): OperatorOnTenant,
+    note: NoteSlot,
 ) -> ApiResult<Json<OffboardReport>> {
+    record_intent(&state, &note).await?;
     let report = state.vault.lifecycle.offboard(&id, 7).await?;
     Ok(Json(report))
 }
@@ -156,6 +162,7 @@ pub async fn set_retention(
     JsonBody(body): JsonBody<RetentionRequest>,
 ) -> ApiResult<Json<TenantRecord>> {
     note.update(|n| n.detail = Some(format!("retention_days={}", body.days)));
+    record_intent(&state, &note).await?;
     Ok(Json(
         state.vault.lifecycle.set_retention(&id, body.days).await?,
     ))
@@ -173,6 +180,7 @@ async fn hold_or_release(
         .map_err(|_| ApiError::document_not_found())?;
     note.update(|n| n.document = Some(doc.to_string()));
     let record = state.vault.tenants.require(id).await?;
+    record_intent(state, note).await?;
     state.vault.lifecycle.set_hold(&record, &doc, on).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -127,6 +127,7 @@ pub async fn rebuild(
     note: NoteSlot,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
+    crate::audit_trail::record_intent(&state, &note).await?;
     let started = state
         .vault
         .maintenance
