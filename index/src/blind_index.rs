@@ -225,6 +225,14 @@ impl BlindIndex {
         self.len() == 0
     }
 
+    /// Whether a document is searchable (committed).
+    pub fn contains(&self, id: &str) -> bool {
+        self.reader
+            .searcher()
+            .doc_freq(&Term::from_field_text(self.fields.id, id))
+            .is_ok_and(|n| n > 0)
+    }
+
     /// Every searchable document id.
     pub fn ids(&self) -> Result<HashSet<String>, IndexError> {
         Ok(self

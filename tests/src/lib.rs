@@ -406,6 +406,30 @@ impl TestApp {
         }
     }
 
+    /// Another replica of this vault: a server with its own data directory over
+    /// the same bucket (S3 only), the same configuration and a copy of the root
+    /// key file, as an operator adds one. Its operator token is this one's.
+    pub async fn replica(&self) -> TestApp {
+        assert!(self.bucket.is_some(), "replicas share an S3 bucket");
+        let tempdir = tempfile::tempdir().expect("tempdir");
+        let data_dir = tempdir.path().join("vault");
+        let keys = data_dir.join("keys");
+        std::fs::create_dir_all(&keys).expect("keys dir");
+        std::fs::copy(self.data_dir.join("keys/root.key"), keys.join("root.key"))
+            .expect("copy the root key file");
+        std::fs::set_permissions(
+            keys.join("root.key"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .expect("root key mode");
+        // Kept beside it for restarts (the replica itself issued none).
+        std::fs::write(data_dir.join("operator-token"), &self.operator_token)
+            .expect("operator token");
+        let mut launch = self.launch.clone();
+        launch.data_dir = data_dir;
+        launch.spawn(Some(tempdir)).await
+    }
+
     /// Restarts on the same data directory and configuration.
     pub async fn restart(mut self) -> TestApp {
         self.kill();

@@ -10,6 +10,7 @@
 
 pub mod audit;
 pub mod backup;
+pub mod catch_up;
 pub mod config;
 pub mod credentials;
 pub mod documents;

@@ -124,6 +124,9 @@ pub struct Indexes {
     rotating: Mutex<std::collections::HashSet<TenantId>>,
     /// Where an index that outgrew its plan asks for a re-plan (the jobs run it).
     replans: mpsc::UnboundedSender<Replan>,
+    /// Per tenant with an open index, the first segment of its audit log not yet
+    /// read for changes made by other replicas ([`crate::catch_up`]).
+    followed: Mutex<HashMap<TenantId, u64>>,
 }
 
 impl std::ops::Deref for SearchService {
@@ -192,7 +195,49 @@ impl SearchService {
             next: Mutex::new(HashMap::new()),
             rotating: Mutex::default(),
             replans,
+            followed: Mutex::default(),
         }))
+    }
+
+    /// Tenants whose index is open here, followed for other replicas' changes.
+    pub fn followed_tenants(&self) -> Vec<TenantId> {
+        self.followed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// The first segment of the tenant's log not yet read for changes.
+    pub fn followed_from(&self, tenant: &TenantId) -> Option<u64> {
+        self.followed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(tenant)
+            .copied()
+    }
+
+    /// Records that the tenant's log was read (and applied) up to segment `next`.
+    pub fn followed_to(&self, tenant: &TenantId, next: u64) {
+        if let Some(at) = self
+            .followed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_mut(tenant)
+        {
+            *at = (*at).max(next);
+        }
+    }
+
+    /// Whether the tenant's current index holds a document (committing its
+    /// pending changes first, so a document just added counts).
+    pub async fn holds(&self, tenant: &TenantRecord, id: &DocumentId) -> Result<bool, Error> {
+        let index = self.tenant_index(tenant).await?;
+        if index.index.pending() > 0 {
+            commit(&index).await?;
+        }
+        Ok(index.index.contains(&id.to_string()))
     }
 
     /// The settings in force.
@@ -215,6 +260,10 @@ impl SearchService {
     /// Closes a tenant's indexes and removes their directories (offboarding):
     /// its token keys leave memory with the last holder, its index files with it.
     pub fn forget_tenant(&self, tenant: &TenantId) {
+        self.followed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(tenant);
         let mut dropped: Vec<Arc<TenantIndex>> = Vec::new();
         if let Some(cell) = self
             .indexes
@@ -575,6 +624,16 @@ impl SearchService {
             if created {
                 tracing::info!(tenant = %tenant.id, "blind index created; filling it from the store");
             }
+            // Where the log ends before the index is reconciled with the store:
+            // changes from here on, made by any replica, are followed.
+            let log_end = crate::audit::log_size(self.store.as_ref(), &tenant.id)
+                .await
+                .map_err(Error::from)?;
+            self.followed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(tenant.id.clone())
+                .or_insert(log_end);
             let (sync, _) = watch::channel(IndexSync::Reconciling);
             let opened = Arc::new(TenantIndex {
                 tokenizer,

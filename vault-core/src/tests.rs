@@ -1000,3 +1000,75 @@ async fn concurrent_uploads_with_one_key_store_one_document() {
     assert_eq!(ids.len(), 1, "{ids:?}");
     assert_eq!(t.visible_documents(), 1);
 }
+
+/// What the server's audit middleware records for a document change.
+async fn record_change(vault: &SharedVault, tenant: &TenantRecord, action: &str, id: &DocumentId) {
+    let mut event = crate::audit::new_event(
+        action,
+        "apikey:0000000000000000".into(),
+        crate::audit::Outcome::Allowed,
+        200,
+    );
+    event.document = Some(id.to_string());
+    vault.audit.append(&tenant.id, event).await.unwrap();
+}
+
+async fn hits_on(vault: &SharedVault, tenant: &TenantRecord, claim: &str) -> u64 {
+    let query = vault_index::query::Query::parse(&format!("claim_id:{claim}")).unwrap();
+    vault
+        .search
+        .search(tenant, &query, None, 10)
+        .await
+        .unwrap()
+        .total
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_follows_the_uploads_and_deletes_of_another() {
+    let t = TestVault::open().await;
+    let acme = t.tenant("acme").await;
+    let (replica, _dir) = t.replica().await;
+    // The replica's index is open (and reconciled) before the other's upload.
+    assert_eq!(hits_on(&replica, &acme, "C-1").await, 0);
+    let id = upload_claim(&t, &acme, "C-1").await;
+    record_change(&t.vault, &acme, "document.upload", &id).await;
+    assert_eq!(hits_on(&replica, &acme, "C-1").await, 0, "not followed yet");
+    let followed = replica.catch_up.follow(&acme.id).await.unwrap();
+    assert_eq!((followed.added, followed.removed), (1, 0));
+    assert_eq!(hits_on(&replica, &acme, "C-1").await, 1);
+    // Nothing new: nothing done.
+    let again = replica.catch_up.follow(&acme.id).await.unwrap();
+    assert_eq!(again, crate::catch_up::Followed::default());
+
+    // Deleted there: dropped here.
+    t.vault.tenant_documents.delete(&acme, &id).await.unwrap();
+    record_change(&t.vault, &acme, "document.delete", &id).await;
+    let followed = replica.catch_up.follow(&acme.id).await.unwrap();
+    assert_eq!((followed.added, followed.removed), (0, 1));
+    assert_eq!(hits_on(&replica, &acme, "C-1").await, 0);
+
+    // Its own uploads are in its index already: not opened again.
+    let mut fields = Fields::default();
+    fields.insert("claim_id".into(), vec!["C-2".to_owned()]);
+    let request = UploadRequest {
+        kind: DocumentKind::Claim,
+        content_type: "application/pdf".into(),
+        file_name: None,
+        fields,
+        extraction: Extraction::Opaque,
+    };
+    let body = futures::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from_static(b"%PDF"))]);
+    let own = replica
+        .tenant_documents
+        .upload(&acme, request, None, body, None)
+        .await
+        .unwrap()
+        .id;
+    record_change(&replica, &acme, "document.upload", &own).await;
+    let followed = replica.catch_up.follow(&acme.id).await.unwrap();
+    assert_eq!(followed.added, 0);
+    // And the first one follows it.
+    assert_eq!(hits_on(&t.vault, &acme, "C-2").await, 0);
+    assert_eq!(t.vault.catch_up.follow(&acme.id).await.unwrap().added, 1);
+    assert_eq!(hits_on(&t.vault, &acme, "C-2").await, 1);
+}

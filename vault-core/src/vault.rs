@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 
 use crate::audit::{AuditDeps, AuditService};
 use crate::backup::schedule::BackupService;
+use crate::catch_up::CatchUp;
 use crate::config::{Config, StorageConfig};
 use crate::credentials::{CredentialKind, CredentialRecord, FirstOperator};
 use crate::documents::{DocumentSettings, Documents};
@@ -53,6 +54,8 @@ pub struct Vault {
     pub maintenance: Maintenance,
     /// Tenants' documents as their users see them (upload, download, list, delete).
     pub tenant_documents: TenantDocuments,
+    /// Applies other replicas' uploads and deletes to this replica's indexes.
+    pub catch_up: CatchUp,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
     /// Re-plans asked for by indexes, until [`Vault::run_maintenance`] takes them.
@@ -236,6 +239,13 @@ impl Vault {
             lifecycle.clone(),
             metrics.clone(),
         );
+        let catch_up = CatchUp::new(
+            audit.clone(),
+            search.clone(),
+            documents.clone(),
+            tenants.clone(),
+            metrics.clone(),
+        );
         let vault = Arc::new(Vault {
             config,
             store,
@@ -249,6 +259,7 @@ impl Vault {
             backups,
             maintenance,
             tenant_documents,
+            catch_up,
             metrics,
             replans: std::sync::Mutex::new(Some(replans)),
         });

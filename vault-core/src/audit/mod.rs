@@ -169,6 +169,25 @@ pub async fn latest_checkpoint(
         .map_err(|_| AuditError::Corrupt(format!("checkpoint {name} does not decode")))
 }
 
+/// How many segments a tenant's log holds now: the latest checkpoint's size (by
+/// its name: a position to follow the log from, not a proof) and the segments
+/// written after it.
+pub async fn log_size(store: &dyn ObjectStore, tenant: &TenantId) -> Result<u64, AuditError> {
+    let checkpointed = list_all(store, &ObjectName::audit_checkpoints_prefix(tenant), None)
+        .await?
+        .last()
+        .and_then(|info| info.name.as_str().rsplit('/').next()?.parse::<u64>().ok())
+        .unwrap_or(0);
+    let after = (checkpointed > 0).then(|| {
+        ObjectName::audit_segment(tenant, checkpointed - 1)
+            .as_str()
+            .to_owned()
+    });
+    let prefix = ObjectName::audit_segments_prefix(tenant);
+    let later = list_all(store, &prefix, after.as_deref()).await?.len() as u64;
+    Ok(checkpointed + later)
+}
+
 /// Every segment of a tenant's log, in order, parsed (still sealed).
 pub async fn read_segments(
     store: &dyn ObjectStore,

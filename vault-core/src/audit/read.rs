@@ -5,8 +5,10 @@ use time::OffsetDateTime;
 use vault_crypto::merkle;
 use vault_crypto::TenantId;
 
+use super::segment::Segment;
 use super::{read_segments, AuditError, AuditEvent, AuditService};
 use crate::error::Error;
+use crate::storage::{list_all, ObjectName};
 
 pub use vault_api::ProofResponse;
 
@@ -70,6 +72,45 @@ impl AuditService {
             events,
             next_cursor: None,
         })
+    }
+
+    /// The events of the segments from index `first` on, decrypted, and the index
+    /// after the last segment read (`first` when there is none yet).
+    pub async fn events_from_segment(
+        &self,
+        tenant: &TenantId,
+        first: u64,
+    ) -> Result<(Vec<AuditEvent>, u64), AuditError> {
+        let prefix = ObjectName::audit_segments_prefix(tenant);
+        let after = (first > 0).then(|| {
+            ObjectName::audit_segment(tenant, first - 1)
+                .as_str()
+                .to_owned()
+        });
+        let mut next = first;
+        let mut events = Vec::new();
+        let listed = list_all(self.store.as_ref(), &prefix, after.as_deref()).await?;
+        if listed.is_empty() {
+            return Ok((events, next));
+        }
+        let spec = self.key_spec(tenant).await?;
+        for info in listed {
+            if info.name.audit_segment_index() != Some(next) {
+                return Err(AuditError::Corrupt(format!(
+                    "segment {next} is missing from the log"
+                )));
+            }
+            let bytes = self
+                .store
+                .get_bytes(&info.name)
+                .await?
+                .ok_or(AuditError::Unavailable)?;
+            let segment = Segment::parse(&bytes)?;
+            let branch = self.keys.branch_key(&spec, &segment.record.key_ref).await?;
+            events.extend(segment.open(tenant, &branch)?);
+            next += 1;
+        }
+        Ok((events, next))
     }
 
     /// An inclusion proof for the segment holding `seq`, against `tree_size` (default:
