@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+pub mod fault_proxy;
+
 /// Region used against moto.
 pub const TEST_REGION: &str = "us-east-1";
 
@@ -162,6 +164,8 @@ pub struct TestAppBuilder {
     backend: Backend,
     aws_kms: bool,
     custody: Option<String>,
+    s3_endpoint: Option<String>,
+    s3_settings: String,
     extra_config: String,
     data_dir: Option<PathBuf>,
     tls_root: Option<Vec<u8>>,
@@ -191,6 +195,8 @@ impl TestApp {
             backend: Backend::Fs,
             aws_kms: false,
             custody: None,
+            s3_endpoint: None,
+            s3_settings: String::new(),
             extra_config: String::new(),
             data_dir: None,
             tls_root: None,
@@ -202,6 +208,20 @@ impl TestAppBuilder {
     /// Storage backend.
     pub fn backend(mut self, backend: Backend) -> Self {
         self.backend = backend;
+        self
+    }
+
+    /// Reaches S3 through `url` (a [`fault_proxy::FaultProxy`]) instead of moto
+    /// directly.
+    pub fn s3_endpoint(mut self, url: &str) -> Self {
+        self.s3_endpoint = Some(url.to_owned());
+        self
+    }
+
+    /// Adds a `key = value` line to the `[storage]` section of an S3 vault.
+    pub fn s3_setting(mut self, line: &str) -> Self {
+        self.s3_settings.push_str(line);
+        self.s3_settings.push('\n');
         self
     }
 
@@ -274,6 +294,10 @@ impl TestAppBuilder {
             config.push_str(&format!(
                 "[storage]\nbackend = \"s3\"\nbucket = \"{name}\"\nprefix = \"vault\"\n"
             ));
+            if let Some(endpoint) = &self.s3_endpoint {
+                config.push_str(&format!("endpoint = {endpoint:?}\n"));
+            }
+            config.push_str(&self.s3_settings);
             bucket = Some(name);
         }
         Launch {

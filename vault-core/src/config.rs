@@ -154,6 +154,10 @@ pub enum StorageConfig {
         /// Bodies larger than this use multipart upload.
         #[serde(default = "default_multipart_threshold")]
         multipart_threshold: u64,
+        /// Seconds an S3 operation may take, retries included (each attempt a
+        /// third of it); default 90. A stalled S3 fails a request with 503 after it.
+        #[serde(default)]
+        operation_timeout_secs: Option<u64>,
     },
 }
 

@@ -81,6 +81,12 @@ pub enum Error {
         /// What the provider said, for the log.
         cause: String,
     },
+    /// The object store is out of space: nothing is written until space is freed.
+    #[error("the vault's storage is full")]
+    InsufficientStorage {
+        /// What the store said, for the log.
+        cause: String,
+    },
     /// A stored object failed its integrity check.
     #[error("the stored document failed its integrity check")]
     Integrity {
@@ -181,6 +187,7 @@ impl Error {
             Self::UploadAborted(_) => "upload_aborted",
             Self::KeyUnavailable { .. } => "key_unavailable",
             Self::KeyProvider { .. } => "key_provider_unavailable",
+            Self::InsufficientStorage { .. } => "insufficient_storage",
             Self::Integrity { .. } => "integrity_error",
             Self::Internal { .. } => "internal",
         }
@@ -195,6 +202,7 @@ impl Error {
             } => format!("{self}: {cause}"),
             Self::KeyUnavailable { cause }
             | Self::KeyProvider { cause }
+            | Self::InsufficientStorage { cause }
             | Self::Integrity { cause }
             | Self::Internal { cause, .. } => format!("{self}: {cause}"),
             _ => self.to_string(),
@@ -219,6 +227,13 @@ impl From<StorageError> for Error {
             StorageError::TooLarge(limit) => Self::TooLarge { limit },
             StorageError::SourceFailed(reason) => Self::UploadAborted(reason),
             StorageError::NotFound(_) => Self::document_not_found(),
+            StorageError::Full(cause) => Self::InsufficientStorage { cause },
+            StorageError::Backend(cause) => Self::Unavailable {
+                code: "storage_unavailable",
+                message: "the object store did not answer; retry shortly".into(),
+                retry_after: Some(1),
+                cause: Some(cause),
+            },
             other => Self::internal("storage", other),
         }
     }

@@ -855,8 +855,8 @@ async fn replicas_append_to_one_audit_log_without_forking_it() {
 
     // One replica's tail is behind the other's: its next write loses the race for
     // the segment, follows the other and lands as the next one.
-    let races = t.vault.metrics.audit_segment_races.get();
     t.vault.audit.append(&acme.id, event(100)).await.unwrap();
+    let races = t.vault.metrics.audit_segment_races.get();
     replica.audit.append(&acme.id, event(101)).await.unwrap();
     let seq = t.vault.audit.append(&acme.id, event(102)).await.unwrap();
     assert_eq!(t.vault.metrics.audit_segment_races.get(), races + 1);

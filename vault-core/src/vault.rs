@@ -124,16 +124,21 @@ impl Vault {
                 endpoint,
                 region,
                 multipart_threshold,
-            } => Arc::new(
-                crate::storage::s3::S3Store::new(
+                operation_timeout_secs,
+            } => {
+                let store = crate::storage::s3::S3Store::new(
                     bucket,
                     prefix,
                     endpoint.as_deref(),
                     region.as_deref(),
                     *multipart_threshold,
                 )
-                .await,
-            ),
+                .await;
+                Arc::new(match operation_timeout_secs {
+                    Some(secs) => store.with_operation_timeout(Duration::from_secs(*secs)),
+                    None => store,
+                })
+            }
         };
         Self::open_with_store(config, store).await
     }

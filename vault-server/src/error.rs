@@ -130,6 +130,7 @@ impl From<vault_core::Error> for ApiError {
             E::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             E::Unavailable { .. } | E::KeyProvider { .. } => StatusCode::SERVICE_UNAVAILABLE,
             E::KeyUnavailable { .. } => StatusCode::GONE,
+            E::InsufficientStorage { .. } => StatusCode::INSUFFICIENT_STORAGE,
             E::Integrity { .. } | E::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         };
         match &e {

@@ -275,6 +275,7 @@ pub async fn run(
             endpoint: None,
             region: None,
             multipart_threshold: 16 << 20,
+            operation_timeout_secs: None,
         },
     };
     let location = options

@@ -29,6 +29,10 @@ pub struct FsStore {
 }
 
 fn backend(e: std::io::Error) -> StorageError {
+    // ENOSPC, EDQUOT: nothing a retry fixes until someone frees space.
+    if matches!(e.raw_os_error(), Some(28 | 122)) {
+        return StorageError::Full(e.to_string());
+    }
     StorageError::Backend(e.to_string())
 }
 

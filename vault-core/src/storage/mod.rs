@@ -124,9 +124,12 @@ pub enum StorageError {
     /// The body exceeded the allowed size.
     #[error("body exceeds the limit of {0} bytes")]
     TooLarge(u64),
-    /// The backend failed.
+    /// The backend failed (unreachable, timed out, refused): a retry may succeed.
     #[error("storage backend: {0}")]
     Backend(String),
+    /// The backend is out of space (a full disk or quota).
+    #[error("storage full: {0}")]
+    Full(String),
 }
 
 /// An object store.

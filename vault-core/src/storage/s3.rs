@@ -2,8 +2,15 @@
 //!
 //! Create-only writes send `If-None-Match: *` (S3 answers 412 when the key exists);
 //! bodies above the multipart threshold go up in 8 MiB parts and become visible
-//! only when the multipart upload completes, itself conditional. Throttling and 5xx
-//! answers are retried with exponential backoff by the SDK's standard retry mode.
+//! only when the multipart upload completes, itself conditional. Throttling, 5xx
+//! answers and timed-out attempts are retried with exponential backoff and jitter
+//! by the SDK's standard retry mode; every attempt and every operation has a time
+//! limit, so a stalled S3 fails a request (503) instead of holding it.
+//!
+//! A create-only write whose first attempt succeeded but whose answer was lost is
+//! retried by the SDK and meets 412: each write carries a random id in its
+//! metadata (`x-amz-meta-vault-write`), and a 412 on an object carrying the
+//! write's own id is its success, not a conflict.
 
 use std::ops::Range;
 
@@ -20,6 +27,15 @@ use super::{ByteStream, ObjectInfo, ObjectName, ObjectStore, StorageError};
 
 /// Size of one multipart part (S3's minimum is 5 MiB).
 const PART_SIZE: usize = 8 * 1024 * 1024;
+/// Metadata key of a write's random id.
+const WRITE_ID: &str = "vault-write";
+/// Time to open a connection.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+/// Time for one attempt of an operation (a part of at most 8 MiB, or a single put
+/// below the multipart threshold, must go up within it).
+const ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// Time for an operation with all its retries.
+const OPERATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(90);
 
 /// Objects in an S3 bucket under a prefix.
 #[derive(Debug, Clone)]
@@ -104,7 +120,14 @@ impl S3Store {
         multipart_threshold: u64,
     ) -> Self {
         let mut loader = aws_config::from_env()
-            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(5));
+            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(5))
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+                    .operation_timeout(OPERATION_TIMEOUT)
+                    .build(),
+            );
         if let Some(endpoint) = endpoint {
             loader = loader.endpoint_url(endpoint);
         }
@@ -130,6 +153,26 @@ impl S3Store {
                 .max(PART_SIZE),
             object_lock: None,
         }
+    }
+
+    /// Bounds each operation, retries included, to `operation` (each attempt to a
+    /// third of it) instead of the default 90 s.
+    pub fn with_operation_timeout(mut self, operation: std::time::Duration) -> Self {
+        let attempt = (operation / 3).max(std::time::Duration::from_millis(500));
+        let config = self
+            .client
+            .config()
+            .to_builder()
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(CONNECT_TIMEOUT.min(attempt))
+                    .operation_attempt_timeout(attempt)
+                    .operation_timeout(operation)
+                    .build(),
+            )
+            .build();
+        self.client = Client::from_conf(config);
+        self
     }
 
     /// Puts Object Lock retention on every object written from now on.
@@ -160,13 +203,44 @@ impl S3Store {
         format!("{}{}", self.prefix, name.as_str())
     }
 
+    /// Whether the object under `name` is the one the write `write_id` stored (its
+    /// 412 met an earlier attempt of itself).
+    async fn written_by(&self, name: &ObjectName, write_id: &str) -> Result<bool, StorageError> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(self.key(name))
+            .send()
+            .await
+        {
+            Ok(head) => Ok(head
+                .metadata()
+                .and_then(|m| m.get(WRITE_ID))
+                .is_some_and(|id| id == write_id)),
+            Err(e) if status_of(&e) == Some(404) => Ok(false),
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    /// The answer to a create-only write that met 412 or 409: its own earlier
+    /// attempt (success), or another writer's object.
+    async fn taken(&self, name: &ObjectName, write_id: &str) -> Result<(), StorageError> {
+        if self.written_by(name, write_id).await? {
+            return Ok(());
+        }
+        Err(StorageError::AlreadyExists(name.to_string()))
+    }
+
     async fn put_single(&self, name: &ObjectName, body: Bytes) -> Result<(), StorageError> {
+        let write_id = hex::encode(rand::random::<[u8; 16]>());
         let result = self
             .client
             .put_object()
             .bucket(&self.bucket)
             .key(self.key(name))
             .if_none_match("*")
+            .metadata(WRITE_ID, &write_id)
             .set_object_lock_mode(self.object_lock.map(|l| l.mode()))
             .set_object_lock_retain_until_date(self.object_lock.map(|l| l.retain_until()))
             .body(S3Body::from(body))
@@ -174,9 +248,7 @@ impl S3Store {
             .await;
         match result {
             Ok(_) => Ok(()),
-            Err(e) if matches!(status_of(&e), Some(412 | 409)) => {
-                Err(StorageError::AlreadyExists(name.to_string()))
-            }
+            Err(e) if matches!(status_of(&e), Some(412 | 409)) => self.taken(name, &write_id).await,
             Err(e) => Err(backend(e)),
         }
     }
@@ -192,11 +264,13 @@ impl S3Store {
         if self.head(name).await?.is_some() {
             return Err(StorageError::AlreadyExists(name.to_string()));
         }
+        let write_id = hex::encode(rand::random::<[u8; 16]>());
         let created = self
             .client
             .create_multipart_upload()
             .bucket(&self.bucket)
             .key(&key)
+            .metadata(WRITE_ID, &write_id)
             .set_object_lock_mode(self.object_lock.map(|l| l.mode()))
             .set_object_lock_retain_until_date(self.object_lock.map(|l| l.retain_until()))
             .send()
@@ -261,7 +335,7 @@ impl S3Store {
             match completed {
                 Ok(_) => Ok(size),
                 Err(e) if matches!(status_of(&e), Some(412 | 409)) => {
-                    Err(StorageError::AlreadyExists(name.to_string()))
+                    self.taken(name, &write_id).await.map(|()| size)
                 }
                 Err(e) => Err(backend(e)),
             }
