@@ -4,6 +4,16 @@
 //! What can be refused at once (an unknown or offboarded tenant, a bad plan, no
 //! backup target, one already running) is refused before a job starts, so the
 //! caller gets the same answer it always did; the rest happens in the job.
+//!
+//! Work on a tenant's shared keys (KEK rotation and rewrap; index key rotation
+//! and re-plan) runs on one replica at a time: it holds the tenant's lease of that
+//! scope in the store ([`crate::storage::lease`]) for as long as it runs, and a
+//! replica that finds it held elsewhere answers 409 `running_elsewhere`. A crashed
+//! holder's lease is stale after a minute. Index rebuilds touch only this
+//! replica's own index and take none.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use vault_crypto::TenantId;
@@ -15,7 +25,20 @@ use crate::error::Error;
 use crate::jobs::{kind, JobResult, Jobs, Started};
 use crate::key_lifecycle::KeyLifecycle;
 use crate::search::{Replan, SearchService, REPLAN_GROWTH};
-use crate::tenants::TenantRegistry;
+use crate::storage::lease::{Lease, LeaseError, LeaseTiming};
+use crate::storage::{ObjectName, ObjectStore};
+use crate::tenants::{TenantRecord, TenantRegistry};
+
+/// Leases on a tenant's key work: refreshed every 10 s, a crashed holder's stale
+/// after a minute (well above the clock skew replicas may have).
+const TENANT_WORK: LeaseTiming = LeaseTiming {
+    refresh: Duration::from_secs(10),
+    stale: Duration::from_secs(60),
+};
+/// Lease scope of KEK rotation and rewrap.
+const KEYS: &str = "keys";
+/// Lease scope of index key rotation and re-plan.
+const INDEX_KEY: &str = "index-key";
 
 pub use vault_api::BackupSummary;
 
@@ -29,18 +52,44 @@ pub struct Maintenance {
     search: SearchService,
     tenants: TenantRegistry,
     backups: BackupService,
+    store: Arc<dyn ObjectStore>,
+    /// This replica, as leases name it.
+    holder: String,
+}
+
+/// What [`Maintenance`] works with.
+pub struct MaintenanceDeps {
+    /// The job table.
+    pub jobs: Jobs,
+    /// The audit logs (a re-plan is recorded before it starts).
+    pub audit: AuditService,
+    /// Key work.
+    pub lifecycle: KeyLifecycle,
+    /// The indexes.
+    pub search: SearchService,
+    /// Tenant records.
+    pub tenants: TenantRegistry,
+    /// Backups.
+    pub backups: BackupService,
+    /// Where leases are kept.
+    pub store: Arc<dyn ObjectStore>,
+    /// This replica, as leases name it.
+    pub holder: String,
 }
 
 impl Maintenance {
     /// Long operations over these services.
-    pub fn new(
-        jobs: Jobs,
-        audit: AuditService,
-        lifecycle: KeyLifecycle,
-        search: SearchService,
-        tenants: TenantRegistry,
-        backups: BackupService,
-    ) -> Self {
+    pub fn new(deps: MaintenanceDeps) -> Self {
+        let MaintenanceDeps {
+            jobs,
+            audit,
+            lifecycle,
+            search,
+            tenants,
+            backups,
+            store,
+            holder,
+        } = deps;
         Maintenance {
             jobs,
             audit,
@@ -48,7 +97,43 @@ impl Maintenance {
             search,
             tenants,
             backups,
+            store,
+            holder,
         }
+    }
+
+    /// Takes the tenant's lease of `scope` for `operation`.
+    async fn lease(&self, tenant: &TenantId, scope: &str, operation: &str) -> Result<Lease, Error> {
+        Lease::acquire(
+            self.store.clone(),
+            &ObjectName::tenant_lease_prefix(tenant, scope),
+            &self.holder,
+            operation,
+            TENANT_WORK,
+        )
+        .await
+        .map_err(|e| match e {
+            LeaseError::Held {
+                holder,
+                operation,
+                since,
+            } => Error::conflict(
+                "running_elsewhere",
+                format!(
+                    "{operation} of this tenant runs on another replica ({holder}, since {since}); retry when it has finished"
+                ),
+            ),
+            LeaseError::Storage(e) => e.into(),
+        })
+    }
+
+    /// Rotates the tenant's KEK (see [`KeyLifecycle::rotate`]), on one replica at
+    /// a time.
+    pub async fn rotate_keys(&self, tenant: &TenantId) -> Result<TenantRecord, Error> {
+        let lease = self.lease(tenant, KEYS, "key.rotate").await?;
+        let rotated = self.lifecycle.rotate(tenant).await;
+        lease.release().await;
+        rotated
     }
 
     /// Starts emptying a tenant's index and filling it again from the store.
@@ -73,13 +158,16 @@ impl Maintenance {
         actor: &str,
     ) -> Result<Started, Error> {
         self.lifecycle.active(tenant).await?;
+        let lease = self.lease(tenant, INDEX_KEY, kind::INDEX_ROTATE).await?;
         let (lifecycle, id) = (self.lifecycle.clone(), tenant.clone());
         self.jobs
             .start(kind::INDEX_ROTATE, Some(tenant), actor, |job| async move {
-                lifecycle
+                let report = lifecycle
                     .rotate_index(&id, planned_documents, job.as_ref())
                     .await
-                    .map(JobResult::Reconcile)
+                    .map(JobResult::Reconcile);
+                lease.release().await;
+                report
             })
     }
 
@@ -91,13 +179,16 @@ impl Maintenance {
         actor: &str,
     ) -> Result<Started, Error> {
         self.lifecycle.active(tenant).await?;
+        let lease = self.lease(tenant, KEYS, kind::KEY_REWRAP).await?;
         let (lifecycle, id) = (self.lifecycle.clone(), tenant.clone());
         self.jobs
             .start(kind::KEY_REWRAP, Some(tenant), actor, |job| async move {
-                lifecycle
+                let report = lifecycle
                     .rewrap(&id, retire_old, job.as_ref())
                     .await
-                    .map(JobResult::Rewrap)
+                    .map(JobResult::Rewrap);
+                lease.release().await;
+                report
             })
     }
 
@@ -124,8 +215,15 @@ impl Maintenance {
     /// tenant's audit log, then run as an `index.replan` job.
     pub async fn run_replans(self, mut wanted: mpsc::UnboundedReceiver<Replan>) {
         while let Some(replan) = wanted.recv().await {
-            if let Err(e) = self.replan(&replan).await {
-                tracing::error!(tenant = %replan.tenant, code = e.code(), error = %e.for_log(), "blind index re-plan not started");
+            match self.replan(&replan).await {
+                Ok(()) => {}
+                // Another replica re-plans this tenant's index.
+                Err(e) if e.code() == "running_elsewhere" => {
+                    tracing::debug!(tenant = %replan.tenant, "blind index re-plan runs on another replica");
+                }
+                Err(e) => {
+                    tracing::error!(tenant = %replan.tenant, code = e.code(), error = %e.for_log(), "blind index re-plan not started");
+                }
             }
         }
     }
@@ -147,6 +245,7 @@ impl Maintenance {
                             .saturating_mul(REPLAN_GROWTH) => {}
             _ => return Ok(()),
         }
+        let lease = self.lease(tenant, INDEX_KEY, kind::INDEX_REPLAN).await?;
         let mut event = crate::audit::new_event(
             kind::INDEX_REPLAN,
             "system".to_owned(),
@@ -163,7 +262,9 @@ impl Maintenance {
             .start(kind::INDEX_REPLAN, Some(tenant), "system", |job| async move {
                 let report = lifecycle
                     .rotate_index(&id, Some(new_plan), job.as_ref())
-                    .await?;
+                    .await;
+                lease.release().await;
+                let report = report?;
                 tracing::info!(tenant = %id, planned = new_plan, documents = report.documents, "blind index re-planned");
                 Ok(JobResult::Reconcile(report))
             })?;

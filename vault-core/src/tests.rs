@@ -122,7 +122,7 @@ async fn a_tenant_whose_record_cannot_be_stored_is_not_created() {
     let t = TestVault::open().await;
     t.store.fail_prefix(Op::Put, ObjectName::TENANTS_PREFIX);
     let refused = t.create_tenant("acme", "local").await.unwrap_err();
-    assert!(matches!(refused, Error::Internal { .. }), "{refused:?}");
+    assert_eq!(refused.code(), "storage_unavailable", "{refused:?}");
     t.store.clear_faults();
     assert!(t.vault.tenants.list().await.unwrap().is_empty());
     // A retry after the fault succeeds (the branch key made before is reused).
@@ -1071,4 +1071,58 @@ async fn a_replica_follows_the_uploads_and_deletes_of_another() {
     assert_eq!(hits_on(&t.vault, &acme, "C-2").await, 0);
     assert_eq!(t.vault.catch_up.follow(&acme.id).await.unwrap().added, 1);
     assert_eq!(hits_on(&t.vault, &acme, "C-2").await, 1);
+}
+
+/// A tenant's key work runs on one replica at a time: a rewrap or rotation asked
+/// of one while another holds the tenant's lease is refused, and goes once the
+/// lease is released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_work_runs_on_one_replica_at_a_time() {
+    use crate::storage::lease::{Lease, LeaseTiming};
+    let t = TestVault::open().await;
+    let acme = t.tenant("acme").await;
+    let (replica, _dir) = t.replica().await;
+    let held = Lease::acquire(
+        t.vault.store.clone(),
+        &ObjectName::tenant_lease_prefix(&acme.id, "keys"),
+        "another-host:/data",
+        "key.rewrap",
+        LeaseTiming {
+            refresh: std::time::Duration::from_secs(10),
+            stale: std::time::Duration::from_secs(60),
+        },
+    )
+    .await
+    .unwrap();
+    let refused = replica
+        .maintenance
+        .rewrap(&acme.id, false, "operator:test")
+        .await
+        .err()
+        .expect("refused while held elsewhere");
+    assert_eq!(refused.code(), "running_elsewhere");
+    let refused = replica.maintenance.rotate_keys(&acme.id).await.unwrap_err();
+    assert_eq!(refused.code(), "running_elsewhere");
+    held.release().await;
+    replica.maintenance.rotate_keys(&acme.id).await.unwrap();
+    let started = replica
+        .maintenance
+        .rewrap(&acme.id, false, "operator:test")
+        .await
+        .unwrap();
+    replica
+        .maintenance
+        .jobs
+        .wait(&started.record.id)
+        .await
+        .unwrap();
+    // Released when the job ended: nothing left under the prefix.
+    let left = crate::storage::list_all(
+        t.store.as_ref(),
+        &ObjectName::tenant_lease_prefix(&acme.id, "keys"),
+        None,
+    )
+    .await
+    .unwrap();
+    assert!(left.is_empty(), "{left:?}");
 }

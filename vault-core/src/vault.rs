@@ -18,7 +18,7 @@ use crate::credentials::{CredentialKind, CredentialRecord, FirstOperator};
 use crate::documents::{DocumentSettings, Documents};
 use crate::jobs::Jobs;
 use crate::key_lifecycle::KeyLifecycle;
-use crate::maintenance::Maintenance;
+use crate::maintenance::{Maintenance, MaintenanceDeps};
 use crate::metrics::Metrics;
 use crate::search::{Replan, SearchDeps, SearchService};
 use crate::storage::fs::FsStore;
@@ -229,14 +229,16 @@ impl Vault {
             initial_expected_documents: config.search.initial_expected_documents,
         };
         let backups = BackupService::new(&config, store.clone(), audit.clone(), metrics.clone());
-        let maintenance = Maintenance::new(
-            Jobs::default(),
-            audit.clone(),
-            lifecycle.clone(),
-            search.clone(),
-            tenants.clone(),
-            backups.clone(),
-        );
+        let maintenance = Maintenance::new(MaintenanceDeps {
+            jobs: Jobs::default(),
+            audit: audit.clone(),
+            lifecycle: lifecycle.clone(),
+            search: search.clone(),
+            tenants: tenants.clone(),
+            backups: backups.clone(),
+            store: store.clone(),
+            holder: crate::storage::lease::holder_name(&config.data_dir),
+        });
         let tenant_documents = TenantDocuments::new(
             store.clone(),
             documents.clone(),
@@ -329,7 +331,7 @@ async fn open_custody(
     store: &Arc<dyn ObjectStore>,
 ) -> Result<Arc<dyn ObjectStore>, OpenError> {
     let fs_custody = |dir: PathBuf| async move {
-        Ok::<_, OpenError>(Arc::new(FsStore::open(&dir).await?) as Arc<dyn ObjectStore>)
+        Ok::<_, OpenError>(Arc::new(FsStore::open_shared(&dir).await?) as Arc<dyn ObjectStore>)
     };
     match (&config.keys.custody, &config.storage) {
         (None, StorageConfig::S3 { .. }) => Ok(store.clone()),

@@ -62,7 +62,12 @@ async fn list_source(
     if selection.tenants.is_empty() {
         let mut all = list_all(store, "", None).await?;
         // The key custody is never in a backup (see `ObjectName::CUSTODY_PREFIX`).
-        all.retain(|info| !info.name.as_str().starts_with(ObjectName::CUSTODY_PREFIX));
+        // Nor are leases: they are about the running replicas.
+        all.retain(|info| {
+            let name = info.name.as_str();
+            !name.starts_with(ObjectName::CUSTODY_PREFIX)
+                && !name.starts_with(ObjectName::LEASES_PREFIX)
+        });
         return Ok(all);
     }
     let mut out = Vec::new();

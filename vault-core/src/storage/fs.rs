@@ -19,6 +19,8 @@ use tokio_util::io::ReaderStream;
 use super::{ByteStream, ObjectInfo, ObjectName, ObjectStore, StorageError};
 
 const TMP_DIR: &str = ".tmp";
+/// Age after which a temporary file is a crash's leftover, not a write in progress.
+const TMP_LEFTOVER_AGE: std::time::Duration = std::time::Duration::from_secs(600);
 const READ_CHUNK: usize = 64 * 1024;
 
 /// Objects as files under a root directory.
@@ -82,16 +84,43 @@ fn create_dirs_durably(root: &Path, dir: &Path) -> std::io::Result<Vec<PathBuf>>
 }
 
 impl FsStore {
-    /// Opens (creating) a store rooted at `root`, removing temporary files left by a
-    /// crash.
+    /// Opens (creating) a store rooted at `root` that this process alone writes,
+    /// removing temporary files left by a crash.
     pub async fn open(root: &Path) -> Result<Self, StorageError> {
+        Self::open_with(root, std::time::Duration::ZERO).await
+    }
+
+    /// Opens (creating) a store rooted at `root` that other processes write too
+    /// (the key custody of replicas on one machine): only temporary files older
+    /// than [`TMP_LEFTOVER_AGE`] are a crash's leftovers; a younger one may be
+    /// another process's write in progress.
+    pub async fn open_shared(root: &Path) -> Result<Self, StorageError> {
+        Self::open_with(root, TMP_LEFTOVER_AGE).await
+    }
+
+    async fn open_with(
+        root: &Path,
+        leftover_age: std::time::Duration,
+    ) -> Result<Self, StorageError> {
         let tmp = root.join(TMP_DIR);
         tokio::fs::create_dir_all(&tmp).await.map_err(backend)?;
         let mut leftovers = tokio::fs::read_dir(&tmp).await.map_err(backend)?;
         while let Some(entry) = leftovers.next_entry().await.map_err(backend)? {
-            tokio::fs::remove_file(entry.path())
+            let old = entry
+                .metadata()
                 .await
-                .map_err(backend)?;
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|at| at.elapsed().ok())
+                .is_none_or(|age| age >= leftover_age);
+            if !old {
+                continue;
+            }
+            match tokio::fs::remove_file(entry.path()).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(backend(e)),
+            }
         }
         Ok(FsStore {
             root: root.to_owned(),

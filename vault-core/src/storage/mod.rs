@@ -5,6 +5,7 @@
 
 pub mod fs;
 pub mod keys;
+pub mod lease;
 pub mod memory;
 pub mod names;
 pub mod s3;

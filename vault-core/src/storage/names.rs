@@ -20,6 +20,7 @@
 //! system/audit-signing/public                its public key, hex
 //! custody/root-check                         proves a root key file is the vault's
 //! custody/seals/<tenant>                     tenant seal keys (under the root key)
+//! system/leases/<tenant>/<scope>/<run>-<n>   which replica does a tenant's key work
 //! ```
 //!
 //! `custody/` is the key custody: backups never copy it (see
@@ -280,6 +281,21 @@ impl ObjectName {
 
     /// Prefix of a backup repository's locks.
     pub const BACKUP_LOCKS_PREFIX: &'static str = "locks/";
+
+    /// Prefix of the leases on a tenant's shared work of one scope (`keys`,
+    /// `index-key`): which replica rotates or rewraps its keys. Never in a backup.
+    pub fn tenant_lease_prefix(tenant: &TenantId, scope: &str) -> String {
+        format!("system/leases/{tenant}/{scope}/")
+    }
+
+    /// Prefix of every lease of the vault (left out of backups).
+    pub const LEASES_PREFIX: &'static str = "system/leases/";
+
+    /// A lease object under `prefix` (one of the lease prefixes above; `id`:
+    /// lowercase hex and `-`, made by the lease).
+    pub fn lease(prefix: &str, id: &str) -> Self {
+        Self::new(format!("{prefix}{id}"))
+    }
 
     /// A lock on a backup repository (`id`: lowercase hex and `-`, made by the lock).
     pub fn backup_lock(id: &str) -> Self {

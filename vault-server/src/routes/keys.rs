@@ -30,7 +30,7 @@ pub async fn rotate(
     note: NoteSlot,
 ) -> ApiResult<Json<TenantRecord>> {
     record_intent(&state, &note).await?;
-    let record = state.vault.lifecycle.rotate(&id).await?;
+    let record = state.vault.maintenance.rotate_keys(&id).await?;
     note.update(|n| n.detail = Some(format!("branch_version={}", record.branch_version)));
     Ok(Json(record))
 }
