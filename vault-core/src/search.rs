@@ -68,6 +68,9 @@ pub struct TenantIndex {
     sync: watch::Sender<IndexSync>,
     /// A re-plan of this index was started (`replan_if_grown`).
     replanning: std::sync::atomic::AtomicBool,
+    /// Documents added since the last commit (not yet searchable): what this
+    /// replica indexed itself, so following the log does not open them again.
+    uncommitted: Mutex<std::collections::HashSet<String>>,
     /// Set when a key rotation swapped this index out. Declared last: fields drop
     /// in order, so the directory goes only after the index has closed.
     retired: RemoveWhenDropped,
@@ -82,11 +85,30 @@ struct RemoveWhenDropped(std::sync::OnceLock<PathBuf>);
 
 impl Drop for RemoveWhenDropped {
     fn drop(&mut self) {
-        if let Some(dir) = self.0.get() {
-            if let Err(e) = std::fs::remove_dir_all(dir) {
-                // Derived data: the next start-up removes what is left.
-                tracing::warn!(dir = %dir.display(), error = %e, "could not remove a retired index");
+        let Some(dir) = self.0.take() else {
+            return;
+        };
+        // Tantivy's merge threads may still be finishing a write into the
+        // directory as the index closes: a few tries, off the async workers.
+        let remove = move || {
+            let mut tries = 0;
+            loop {
+                tries += 1;
+                match std::fs::remove_dir_all(&dir) {
+                    Ok(()) => return,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+                    Err(_) if tries < 20 => std::thread::sleep(Duration::from_millis(50)),
+                    Err(e) => {
+                        // Derived data: the next start-up removes what is left.
+                        tracing::warn!(dir = %dir.display(), error = %e, "could not remove a retired index");
+                        return;
+                    }
+                }
             }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(remove)),
+            Err(_) => remove(),
         }
     }
 }
@@ -230,14 +252,17 @@ impl SearchService {
         }
     }
 
-    /// Whether the tenant's current index holds a document (committing its
-    /// pending changes first, so a document just added counts).
+    /// Whether the tenant's current index holds a document, committed or added
+    /// since the last commit.
     pub async fn holds(&self, tenant: &TenantRecord, id: &DocumentId) -> Result<bool, Error> {
         let index = self.tenant_index(tenant).await?;
-        if index.index.pending() > 0 {
-            commit(&index).await?;
-        }
-        Ok(index.index.contains(&id.to_string()))
+        let id = id.to_string();
+        let added = index
+            .uncommitted
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(&id);
+        Ok(added || index.index.contains(&id))
     }
 
     /// The settings in force.
@@ -338,8 +363,22 @@ impl SearchService {
 }
 
 async fn commit(tenant: &Arc<TenantIndex>) -> Result<(), Error> {
-    let tenant = Arc::clone(tenant);
-    blocking(move || tenant.index.commit()).await
+    let added = std::mem::take(
+        &mut *tenant
+            .uncommitted
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner),
+    );
+    let index = Arc::clone(tenant);
+    let committed = blocking(move || index.index.commit()).await;
+    if committed.is_err() {
+        tenant
+            .uncommitted
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(added);
+    }
+    committed
 }
 
 async fn blocking<T: Send + 'static>(
@@ -449,7 +488,13 @@ async fn add_to_index(
             .tokenizer
             .terms(&terms)
             .map_err(|e| Error::internal("blind tokens", e))?;
-        index.index.add(&document, &tokens).map_err(index_error)
+        index.index.add(&document, &tokens).map_err(index_error)?;
+        index
+            .uncommitted
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(document.id);
+        Ok(())
     })
     .await
     .map_err(|e| Error::internal("index task", e))?
@@ -640,6 +685,7 @@ impl SearchService {
                 index,
                 sync,
                 replanning: Default::default(),
+                uncommitted: Mutex::default(),
                 retired: RemoveWhenDropped::default(),
             });
             let (this, tenant_record, task_index) =
@@ -688,6 +734,7 @@ impl SearchService {
             index,
             sync,
             replanning: Default::default(),
+            uncommitted: Mutex::default(),
             retired: RemoveWhenDropped::default(),
         });
         self.next
@@ -1088,6 +1135,7 @@ mod tests {
             index,
             sync: watch::channel(IndexSync::Current).0,
             replanning: Default::default(),
+            uncommitted: Mutex::default(),
             retired: RemoveWhenDropped::default(),
         }
     }
