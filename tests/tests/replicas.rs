@@ -334,3 +334,117 @@ async fn bucket_keys(app: &TestApp) -> Vec<String> {
     keys.sort();
     keys
 }
+
+/// A rolling restart under load: each replica in turn gets SIGTERM (its
+/// `/readyz` turns unready while it still serves, then it stops accepting and
+/// finishes what is in flight), exits, and is started again. A client that, like
+/// a load balancer, retries a refused connection on the other replica sees no
+/// request fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_under_load_fails_no_request() {
+    let first = TestApp::builder()
+        .backend(Backend::S3)
+        .config("[limits]\nshutdown_delay_secs = 1\n")
+        .start()
+        .await;
+    let second = first.replica().await;
+    first.create_tenant_with("acme", "local").await;
+    let key = first
+        .api_key("acme", &["uploader", "reader", "tenant-admin"])
+        .await;
+    let urls = std::sync::Arc::new(std::sync::Mutex::new(vec![
+        first.url.clone(),
+        second.url.clone(),
+    ]));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // A fresh connection per request, as a load balancer's health-checked pool
+    // would route it: refused means "try the other one".
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let load = {
+        let (urls, stop, key, client) = (urls.clone(), stop.clone(), key.clone(), client.clone());
+        tokio::spawn(async move {
+            let mut acked = Vec::new();
+            let mut failures = Vec::new();
+            let mut n = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                n += 1;
+                let body = format!("%PDF-1.7 rolling {n}").into_bytes();
+                let mut answered = false;
+                for attempt in 0..4 {
+                    let url = {
+                        let urls = urls.lock().unwrap();
+                        urls[(n + attempt) % urls.len()].clone()
+                    };
+                    let sent = client
+                        .post(format!("{url}/v1/documents"))
+                        .bearer_auth(&key)
+                        .header("X-Vault-Kind", "scan")
+                        .header("Content-Type", "application/pdf")
+                        .body(body.clone())
+                        .send()
+                        .await;
+                    match sent {
+                        Ok(r) if r.status() == StatusCode::CREATED => {
+                            let v: Value = r.json().await.unwrap();
+                            acked.push((v["id"].as_str().unwrap().to_owned(), body.clone()));
+                            answered = true;
+                            break;
+                        }
+                        Ok(r) => {
+                            failures.push(format!("{url}: {}", r.status()));
+                            answered = true;
+                            break;
+                        }
+                        // Refused (or the replica is between its exit and its restart):
+                        // what a load balancer retries elsewhere.
+                        Err(e) if e.is_connect() => continue,
+                        Err(e) => {
+                            failures.push(format!("{url}: {e}"));
+                            answered = true;
+                            break;
+                        }
+                    }
+                }
+                if !answered {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+            (acked, failures)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut replicas = vec![first, second];
+    for i in 0..2 {
+        let app = replicas.remove(i);
+        app.terminate();
+        // While it drains, it says so.
+        let r = client.get(app.at("/readyz")).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let mut app = app;
+        assert!(
+            app.wait_for_exit(Duration::from_secs(30)).is_some(),
+            "a replica did not exit after SIGTERM"
+        );
+        let app = app.restart().await;
+        urls.lock().unwrap()[i] = app.url.clone();
+        replicas.insert(i, app);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (acked, failures) = load.await.unwrap();
+    assert!(failures.is_empty(), "requests failed: {failures:?}");
+    assert!(acked.len() > 10, "only {} uploads made", acked.len());
+    for (id, body) in &acked {
+        for app in &replicas {
+            let r = app.get_as(&key, &format!("/v1/documents/{id}")).await;
+            assert_eq!(r.bytes().await.unwrap().as_ref(), body.as_slice());
+        }
+    }
+    println!(
+        "rolling restart: {} uploads acknowledged, none failed",
+        acked.len()
+    );
+}

@@ -88,6 +88,10 @@ pub struct LimitsConfig {
     pub requests_per_second: u32,
     /// Requests a credential may make in a burst above that rate.
     pub burst: u32,
+    /// Seconds a replica keeps serving after SIGTERM with `/readyz` unready, so a
+    /// load balancer stops sending it requests before it stops accepting them
+    /// (0: stop accepting at once). In-flight requests finish either way.
+    pub shutdown_delay_secs: u64,
 }
 
 impl Default for LimitsConfig {
@@ -105,6 +109,7 @@ impl Default for LimitsConfig {
             max_connections_per_address: 256,
             requests_per_second: 500,
             burst: 1000,
+            shutdown_delay_secs: 0,
         }
     }
 }

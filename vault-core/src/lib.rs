@@ -18,6 +18,7 @@ pub mod error;
 pub mod extraction;
 pub mod jobs;
 pub mod key_lifecycle;
+pub mod leftovers;
 pub mod maintenance;
 pub mod metrics;
 pub mod progress;

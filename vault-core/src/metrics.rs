@@ -53,6 +53,8 @@ pub struct Metrics {
     pub audit_segments: Counter,
     /// Audit segment writes lost to another replica (then retried as the next).
     pub audit_segment_races: Counter,
+    /// Objects of crashed uploads removed (`leftovers.rs`).
+    pub leftovers_removed: Counter,
     /// Requests failed because their audit event could not be written.
     pub audit_failures: Counter,
     /// Keys flagged for bulk document reads.
@@ -139,6 +141,12 @@ impl Default for Metrics {
         let audit_events = Counter::default();
         let audit_segments = Counter::default();
         let audit_segment_races = Counter::default();
+        let leftovers_removed = Counter::default();
+        registry.register(
+            "leftovers_removed",
+            "Objects of uploads that never became visible (a crash), removed after the grace period",
+            leftovers_removed.clone(),
+        );
         let audit_failures = Counter::default();
         let bulk_access_anomalies = Counter::default();
         registry.register("audit_events", "Audit events written", audit_events.clone());
@@ -252,6 +260,7 @@ impl Default for Metrics {
             audit_events,
             audit_segments,
             audit_segment_races,
+            leftovers_removed,
             audit_failures,
             bulk_access_anomalies,
             searches,

@@ -1126,3 +1126,43 @@ async fn key_work_runs_on_one_replica_at_a_time() {
     .unwrap();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// What a crash between an upload's body and its facts leaves is removed once it
+/// is older than any upload may take; an upload in flight, or a visible
+/// document, is never touched.
+#[tokio::test]
+async fn the_leftovers_of_crashed_uploads_are_collected_after_the_grace_period() {
+    let t = TestVault::open().await;
+    let acme = t.tenant("acme").await;
+    let kept = t.upload(&acme, b"%PDF-1.7 kept").await.unwrap();
+    let crashed = DocumentId::random();
+    for name in [
+        ObjectName::doc_body(&acme.id, &crashed),
+        ObjectName::doc_key(&acme.id, &crashed),
+    ] {
+        t.store
+            .put_new_bytes(&name, Bytes::from_static(b"sealed bytes"))
+            .await
+            .unwrap();
+    }
+    // Young: it may be an upload in flight.
+    let first = t.vault.leftovers.collect().await.unwrap().unwrap();
+    assert_eq!((first.documents, first.young), (0, 1));
+    // Older than the grace period (the transfer limit plus ten minutes).
+    let grace = t.vault.config.limits.transfer_timeout_secs + 600;
+    t.store.age(
+        &ObjectName::docs_prefix(&acme.id),
+        std::time::Duration::from_secs(grace + 60),
+    );
+    let second = t.vault.leftovers.collect().await.unwrap().unwrap();
+    assert_eq!((second.documents, second.objects, second.young), (1, 2, 0));
+    assert_eq!(t.vault.metrics.leftovers_removed.get(), 2);
+    let left: Vec<String> = t
+        .store
+        .names()
+        .into_iter()
+        .filter(|n| n.contains(&crashed.to_string()))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    t.vault.documents.open(&acme, &kept).await.unwrap();
+}

@@ -18,6 +18,7 @@ use crate::credentials::{CredentialKind, CredentialRecord, FirstOperator};
 use crate::documents::{DocumentSettings, Documents};
 use crate::jobs::Jobs;
 use crate::key_lifecycle::KeyLifecycle;
+use crate::leftovers::Leftovers;
 use crate::maintenance::{Maintenance, MaintenanceDeps};
 use crate::metrics::Metrics;
 use crate::search::{Replan, SearchDeps, SearchService};
@@ -56,6 +57,8 @@ pub struct Vault {
     pub tenant_documents: TenantDocuments,
     /// Applies other replicas' uploads and deletes to this replica's indexes.
     pub catch_up: CatchUp,
+    /// Collects the leftovers of crashed uploads.
+    pub leftovers: Leftovers,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
     /// Re-plans asked for by indexes, until [`Vault::run_maintenance`] takes them.
@@ -253,6 +256,14 @@ impl Vault {
             tenants.clone(),
             metrics.clone(),
         );
+        let leftovers = Leftovers::new(
+            store.clone(),
+            tenants.clone(),
+            metrics.clone(),
+            crate::storage::lease::holder_name(&config.data_dir),
+            // Longer than any upload may take: one in flight is never touched.
+            Duration::from_secs(config.limits.transfer_timeout_secs + 600),
+        );
         let vault = Arc::new(Vault {
             config,
             store,
@@ -267,6 +278,7 @@ impl Vault {
             maintenance,
             tenant_documents,
             catch_up,
+            leftovers,
             metrics,
             replans: std::sync::Mutex::new(Some(replans)),
         });

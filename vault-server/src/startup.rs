@@ -76,6 +76,7 @@ pub async fn build(config: Config) -> Result<Built, StartupError> {
         ),
         metrics_token,
         vault,
+        draining: Default::default(),
     });
     Ok(Built {
         state,
@@ -113,6 +114,7 @@ pub async fn serve(
     // serving (a search waits for its tenant's reconciliation).
     tokio::spawn(state.vault.search.clone().run_committer());
     tokio::spawn(state.vault.catch_up.clone().run());
+    tokio::spawn(state.vault.leftovers.clone().run());
     tokio::spawn(state.vault.audit.clone().run_checkpointer());
     tokio::spawn(state.vault.backups.clone().run_scheduler());
     tokio::spawn(state.vault.clone().sweep_key_cache());
@@ -160,6 +162,24 @@ pub async fn serve(
         source,
     };
     let listener = tokio::net::TcpListener::from_std(listener).map_err(serve_err)?;
+    // On the signal, /readyz turns unready first; requests are still served for
+    // the shutdown delay (a load balancer's health checks see it), then new
+    // connections are refused and in-flight requests finish.
+    let shutdown = {
+        let state = state.clone();
+        async move {
+            shutdown.await;
+            state
+                .draining
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            let delay = state.vault.config.limits.shutdown_delay_secs;
+            tracing::info!(
+                delay_secs = delay,
+                "draining: /readyz answers 503; in-flight requests finish"
+            );
+            tokio::time::sleep(Duration::from_secs(delay)).await;
+        }
+    };
     let served = crate::http_server::serve(&state, listener, tls, app, shutdown)
         .await
         .map_err(serve_err);

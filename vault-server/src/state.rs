@@ -15,6 +15,8 @@ pub struct AppState {
     pub uploads: crate::limits::UploadSlots,
     /// The bearer token `/metrics` requires.
     pub metrics_token: crate::metrics_token::MetricsToken,
+    /// Set on SIGTERM: `/readyz` answers 503 while in-flight work finishes.
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 /// State as axum holds it.

@@ -316,6 +316,7 @@ impl ObjectStore for FsStore {
             Ok(meta) => Ok(Some(ObjectInfo {
                 name: name.clone(),
                 size: meta.len(),
+                modified: meta.modified().ok().map(time::OffsetDateTime::from),
             })),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(backend(e)),
@@ -400,8 +401,12 @@ fn list_blocking(
                 }
             } else if name.starts_with(prefix) && start_after.is_none_or(|after| name > after) {
                 if let Some(object) = ObjectName::parse(name) {
-                    let size = entry.metadata().map_err(backend)?.len();
-                    found.push(ObjectInfo { name: object, size });
+                    let meta = entry.metadata().map_err(backend)?;
+                    found.push(ObjectInfo {
+                        name: object,
+                        size: meta.len(),
+                        modified: meta.modified().ok().map(time::OffsetDateTime::from),
+                    });
                 }
             }
         }

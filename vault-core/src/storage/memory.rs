@@ -45,6 +45,8 @@ enum Fault {
 #[derive(Default)]
 struct State {
     objects: BTreeMap<String, Bytes>,
+    /// When each object was written.
+    modified: BTreeMap<String, time::OffsetDateTime>,
     calls: HashMap<Op, u64>,
     faults: HashMap<Op, Vec<Fault>>,
     delays: HashMap<Op, Duration>,
@@ -117,6 +119,21 @@ impl MemoryStore {
         self.lock().objects.keys().cloned().collect()
     }
 
+    /// Makes every object under `prefix` look written `age` ago.
+    pub fn age(&self, prefix: &str, age: Duration) {
+        let at = time::OffsetDateTime::now_utc() - age;
+        let mut state = self.lock();
+        let names: Vec<String> = state
+            .objects
+            .keys()
+            .filter(|n| n.starts_with(prefix))
+            .cloned()
+            .collect();
+        for name in names {
+            state.modified.insert(name, at);
+        }
+    }
+
     /// Counts the call and applies its delay and faults.
     async fn enter(&self, op: Op, name: &str) -> Result<(), StorageError> {
         let (delay, failed) = {
@@ -165,12 +182,18 @@ impl MemoryStore {
         if std::mem::take(&mut state.tear_next_write) {
             let torn = bytes.slice(..bytes.len() / 2);
             state.objects.insert(name.as_str().to_owned(), torn);
+            state
+                .modified
+                .insert(name.as_str().to_owned(), time::OffsetDateTime::now_utc());
             return Err(StorageError::Backend(format!(
                 "injected torn write: {}",
                 name.as_str()
             )));
         }
         state.objects.insert(name.as_str().to_owned(), bytes);
+        state
+            .modified
+            .insert(name.as_str().to_owned(), time::OffsetDateTime::now_utc());
         Ok(())
     }
 
@@ -233,9 +256,11 @@ impl ObjectStore for MemoryStore {
 
     async fn head(&self, name: &ObjectName) -> Result<Option<ObjectInfo>, StorageError> {
         self.enter(Op::Head, name.as_str()).await?;
+        let modified = self.lock().modified.get(name.as_str()).copied();
         Ok(self.read(name).map(|bytes| ObjectInfo {
             name: name.clone(),
             size: bytes.len() as u64,
+            modified,
         }))
     }
 
@@ -257,6 +282,7 @@ impl ObjectStore for MemoryStore {
                 Some(ObjectInfo {
                     name: ObjectName::parse(name)?,
                     size: bytes.len() as u64,
+                    modified: state.modified.get(name).copied(),
                 })
             })
             .collect())

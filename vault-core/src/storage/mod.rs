@@ -108,6 +108,8 @@ pub struct ObjectInfo {
     pub name: ObjectName,
     /// Size in bytes.
     pub size: u64,
+    /// When it was written, where the backend says.
+    pub modified: Option<time::OffsetDateTime>,
 }
 
 /// Storage failures. Messages name objects (which carry no PHI), never contents.

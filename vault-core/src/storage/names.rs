@@ -288,6 +288,12 @@ impl ObjectName {
         format!("system/leases/{tenant}/{scope}/")
     }
 
+    /// Prefix of the leases on the vault's own shared work of one scope
+    /// (`leftovers`).
+    pub fn vault_lease_prefix(scope: &str) -> String {
+        format!("system/leases/_vault/{scope}/")
+    }
+
     /// Prefix of every lease of the vault (left out of backups).
     pub const LEASES_PREFIX: &'static str = "system/leases/";
 

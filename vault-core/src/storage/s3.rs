@@ -376,6 +376,10 @@ impl S3Store {
     }
 }
 
+fn to_time(at: &aws_sdk_s3::primitives::DateTime) -> Option<time::OffsetDateTime> {
+    time::OffsetDateTime::from_unix_timestamp(at.secs()).ok()
+}
+
 fn body_stream(body: S3Body) -> ByteStream {
     Box::pin(futures::stream::unfold(body, |mut body| async move {
         match body.try_next().await {
@@ -486,6 +490,7 @@ impl ObjectStore for S3Store {
             Ok(out) => Ok(Some(ObjectInfo {
                 name: name.clone(),
                 size: out.content_length().unwrap_or(0).max(0) as u64,
+                modified: out.last_modified().and_then(to_time),
             })),
             Err(e) if status_of(&e) == Some(404) => Ok(None),
             Err(e) => Err(backend(e)),
@@ -522,6 +527,7 @@ impl ObjectStore for S3Store {
                     found.push(ObjectInfo {
                         name,
                         size: object.size().unwrap_or(0).max(0) as u64,
+                        modified: object.last_modified().and_then(to_time),
                     });
                 }
             }

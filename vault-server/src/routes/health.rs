@@ -19,6 +19,12 @@ pub async fn healthz() -> impl IntoResponse {
 /// takes events (its latest write did not fail, or failed over a minute ago).
 #[utoipa::path(get, path = "/readyz", responses((status = 200, description = "ready: `{\"status\": \"ready\", \"checks\": {...}}`"), (status = 503, description = "not ready, with the failing checks")))]
 pub async fn readyz(State(state): State<SharedState>) -> impl IntoResponse {
+    if state.draining.load(std::sync::atomic::Ordering::SeqCst) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "draining", "checks": {}})),
+        );
+    }
     let storage = state.vault.store.check().await;
     let keys = state.vault.keys.provider("local").map(|_| ());
     let audit_failing = state.vault.audit.health.failing();

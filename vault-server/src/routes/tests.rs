@@ -170,6 +170,7 @@ async fn vault() -> Vault {
         uploads: UploadSlots::new(4, 0),
         metrics_token,
         vault,
+        draining: Default::default(),
     });
     Vault {
         state,

@@ -1,0 +1,157 @@
+//! Collecting what crashes leave behind: the body and key record of an upload
+//! that never became visible (the process died before its facts object was
+//! written). They are invisible and harmless, but they hold storage and
+//! ciphertext of data that was never acknowledged.
+//!
+//! A document's objects without its facts object are a leftover once the newest
+//! of them is older than the grace period, which is longer than any upload may
+//! take (the transfer time limit plus ten minutes): an upload in flight is never
+//! touched. One replica collects at a time (a vault-wide lease); each runs a pass
+//! at start-up and every hour, counted in `vault_leftovers_removed_total`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use vault_crypto::DocumentId;
+
+use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::storage::lease::{Lease, LeaseError, LeaseTiming};
+use crate::storage::{list_all, ObjectName, ObjectStore};
+use crate::tenants::{TenantRegistry, TenantStatus};
+
+/// Between two passes.
+const PERIOD: Duration = Duration::from_secs(3600);
+/// Before the first pass after start-up (let the replica settle first).
+const FIRST_PASS_AFTER: Duration = Duration::from_secs(60);
+/// The collection lease: refreshed every 10 s, stale after a minute.
+const TIMING: LeaseTiming = LeaseTiming {
+    refresh: Duration::from_secs(10),
+    stale: Duration::from_secs(60),
+};
+
+/// What one pass did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Collected {
+    /// Documents whose leftover objects were removed.
+    pub documents: u64,
+    /// Objects removed.
+    pub objects: u64,
+    /// Documents without facts still inside the grace period (uploads in flight,
+    /// or leftovers too young to tell).
+    pub young: u64,
+}
+
+/// The collector. Clones share their services.
+#[derive(Clone)]
+pub struct Leftovers {
+    store: Arc<dyn ObjectStore>,
+    tenants: TenantRegistry,
+    metrics: Arc<Metrics>,
+    holder: String,
+    grace: Duration,
+}
+
+impl Leftovers {
+    /// A collector over `store` that leaves alone anything younger than `grace`.
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        tenants: TenantRegistry,
+        metrics: Arc<Metrics>,
+        holder: String,
+        grace: Duration,
+    ) -> Self {
+        Leftovers {
+            store,
+            tenants,
+            metrics,
+            holder,
+            grace,
+        }
+    }
+
+    /// Collects at start-up and every hour, until dropped.
+    pub async fn run(self) {
+        tokio::time::sleep(FIRST_PASS_AFTER).await;
+        loop {
+            match self.collect().await {
+                Ok(Some(done)) if done.objects > 0 => {
+                    tracing::info!(
+                        documents = done.documents,
+                        objects = done.objects,
+                        "removed the leftovers of crashed uploads"
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(code = e.code(), error = %e.for_log(), "collecting crash leftovers failed; retrying later");
+                }
+            }
+            tokio::time::sleep(PERIOD).await;
+        }
+    }
+
+    /// One pass over every tenant; `None` when another replica is collecting.
+    pub async fn collect(&self) -> Result<Option<Collected>, Error> {
+        let lease = match Lease::acquire(
+            self.store.clone(),
+            &ObjectName::vault_lease_prefix("leftovers"),
+            &self.holder,
+            "leftovers",
+            TIMING,
+        )
+        .await
+        {
+            Ok(lease) => lease,
+            Err(LeaseError::Held { .. }) => return Ok(None),
+            Err(LeaseError::Storage(e)) => return Err(e.into()),
+        };
+        let collected = self.pass().await;
+        lease.release().await;
+        collected.map(Some)
+    }
+
+    async fn pass(&self) -> Result<Collected, Error> {
+        let mut collected = Collected::default();
+        let now = OffsetDateTime::now_utc();
+        for tenant in self.tenants.list().await? {
+            if tenant.status == TenantStatus::Offboarded {
+                continue;
+            }
+            // Per document: whether its facts exist, and its newest object's time.
+            let mut documents: BTreeMap<
+                DocumentId,
+                (bool, Option<OffsetDateTime>, Vec<ObjectName>),
+            > = BTreeMap::new();
+            let prefix = ObjectName::docs_prefix(&tenant.id);
+            for info in list_all(self.store.as_ref(), &prefix, None).await? {
+                let Some((_, id)) = ObjectName::document_object_of(info.name.as_str()) else {
+                    continue;
+                };
+                let entry = documents.entry(id).or_default();
+                entry.0 |= info.name.meta_document().is_some();
+                entry.1 = entry.1.max(info.modified);
+                entry.2.push(info.name);
+            }
+            for (_, (visible, newest, names)) in documents {
+                if visible {
+                    continue;
+                }
+                let old = newest.is_some_and(|at| now - at > self.grace);
+                if !old {
+                    collected.young += 1;
+                    continue;
+                }
+                for name in &names {
+                    self.store.delete_all_versions(name).await?;
+                }
+                collected.documents += 1;
+                collected.objects += names.len() as u64;
+                self.metrics.leftovers_removed.inc_by(names.len() as u64);
+            }
+        }
+        Ok(collected)
+    }
+}
