@@ -118,6 +118,11 @@ impl CatchUp {
                 self.search.followed_to(tenant, next);
                 return Ok(followed);
             };
+            if record.status == crate::tenants::TenantStatus::Offboarded {
+                // Offboarded through another replica: its index goes here too.
+                self.search.forget_tenant(tenant);
+                return Ok(followed);
+            }
             if !record.is_active() {
                 self.search.followed_to(tenant, next);
                 return Ok(followed);

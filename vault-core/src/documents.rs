@@ -112,6 +112,11 @@ pub enum Presence {
     Absent,
 }
 
+/// Time from a gate's agreement to the document becoming visible; past it the
+/// upload fails instead (an idempotency claim older than its grace may have been
+/// taken over by a retry).
+pub const COMMIT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Asked by [`Documents::store_gated`] after a document's body and key record are
 /// durable and before it becomes visible (an idempotency claim, an audit intent):
 /// an error refuses it, and it never becomes visible.
@@ -465,6 +470,7 @@ impl Documents {
             if let Some(gate) = gate {
                 gate.before_visible(&id, &metadata).await?;
             }
+            let agreed = tokio::time::Instant::now();
             let facts = DocumentFacts {
                 format: 1,
                 id,
@@ -473,12 +479,23 @@ impl Documents {
                 stored_bytes,
             };
             let facts_json = serde_json::to_vec(&facts).map_err(|e| Error::internal("facts", e))?;
-            self.store
-                .put_new_bytes(
+            // What the gate agreed to (an idempotency claim) holds only so long:
+            // past the deadline the document must not become visible.
+            let left = COMMIT_DEADLINE.saturating_sub(agreed.elapsed());
+            tokio::time::timeout(
+                left,
+                self.store.put_new_bytes(
                     &ObjectName::doc_meta(&tenant.id, &id),
                     Bytes::from(facts_json),
+                ),
+            )
+            .await
+            .map_err(|_| {
+                Error::unavailable(
+                    "storage_unavailable",
+                    "the object store did not take the upload in time; retry",
                 )
-                .await?;
+            })??;
             Ok::<(), Error>(())
         };
         if let Err(e) = finish.await {

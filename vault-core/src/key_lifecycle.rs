@@ -68,7 +68,9 @@ type RecordOutcome = Result<Option<(u64, u64)>, Error>;
 impl KeyLifecycle {
     /// The tenant's record, if it is not offboarded (its keys still exist).
     pub async fn active(&self, id: &TenantId) -> Result<TenantRecord, Error> {
-        let record = self.tenants.require(id).await?;
+        // Read from the store, not the cache: a change made from this record
+        // must not undo one another replica made in the last seconds.
+        let record = self.tenants.require_fresh(id).await?;
         if record.status == TenantStatus::Offboarded {
             return Err(Error::conflict(
                 "tenant_offboarded",
@@ -233,7 +235,7 @@ impl KeyLifecycle {
         }
         if retire_old && report.failed == 0 && record.min_decryption_version < record.branch_version
         {
-            let mut updated = self.tenants.require(id).await?;
+            let mut updated = self.tenants.require_fresh(id).await?;
             updated.min_decryption_version = updated.branch_version.min(current_ref.version);
             self.tenants.update(updated.clone()).await?;
             self.keys.evict_tenant(id).await;
@@ -271,7 +273,7 @@ impl KeyLifecycle {
                 &next,
                 async {
                     // Re-read: only the index version and plan change here.
-                    let mut record = self.tenants.require(id).await?;
+                    let mut record = self.tenants.require_fresh(id).await?;
                     record.index_version = persisted.index_version;
                     record.planned_documents = persisted.planned_documents;
                     self.tenants.update(record).await
@@ -290,7 +292,7 @@ impl KeyLifecycle {
         id: &TenantId,
         kms_pending_days: i32,
     ) -> Result<OffboardReport, Error> {
-        let mut record = self.tenants.require(id).await?;
+        let mut record = self.tenants.require_fresh(id).await?;
         let mut report = OffboardReport::default();
         record.status = TenantStatus::Offboarded;
         self.tenants.update(record.clone()).await?;

@@ -34,8 +34,9 @@ pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 const IDEMPOTENCY_FORMAT: u32 = 2;
 /// A claim whose document is not visible after this long belongs to an upload
 /// that crashed (an upload claims its key only once its body is stored, just
-/// before making the document visible); a retry then takes the key over.
-const CLAIM_GRACE: Duration = Duration::from_secs(60);
+/// before making the document visible, which must then happen within
+/// [`crate::documents::COMMIT_DEADLINE`]); a retry then takes the key over.
+const CLAIM_GRACE: Duration = Duration::from_secs(300);
 /// How long a retry waits for a concurrent upload with its key to finish.
 const CLAIM_WAIT: Duration = Duration::from_secs(3);
 /// Most claims one key may go through (each after a crashed upload).
@@ -153,7 +154,12 @@ impl TenantDocuments {
             }
         };
         let fingerprint = Fingerprint::of(&request);
+        let current = CurrentTenant {
+            tenants: &self.lifecycle.tenants,
+            used: tenant,
+        };
         let gates = Gates {
+            current: &current,
             intent,
             claim: claim.as_ref().map(|(_, gate)| gate),
         };
@@ -464,11 +470,48 @@ enum Lookup {
     InFlight,
 }
 
-/// What an upload's commit point asks, in order: the audit intent (a change is
-/// never made unrecorded), then the idempotency claim.
+/// What an upload's commit point asks, in order: that the tenant is still as the
+/// upload found it, the audit intent (a change is never made unrecorded), then
+/// the idempotency claim.
 struct Gates<'a> {
+    current: &'a CurrentTenant<'a>,
     intent: Option<&'a dyn BeforeVisible>,
     claim: Option<&'a ClaimGate>,
+}
+
+/// The tenant at an upload's commit point, read from the store (not the cache):
+/// still active, and its branch key still the one the upload sealed under.
+/// Another replica may have disabled or offboarded it, or rotated its keys (a
+/// document sealed under a version a rewrap has already passed could be retired
+/// unreadable), in the seconds the cache trusts. Such an upload is refused before
+/// it becomes visible; a retry uses the tenant as it is now.
+struct CurrentTenant<'a> {
+    tenants: &'a crate::tenants::TenantRegistry,
+    used: &'a TenantRecord,
+}
+
+impl CurrentTenant<'_> {
+    async fn check(&self) -> Result<(), Error> {
+        match self.tenants.get_fresh(&self.used.id).await? {
+            Some(now) if !now.is_active() => Err(Error::not_found(
+                "tenant_not_found",
+                format!("no active tenant {}", self.used.id),
+            )),
+            Some(now)
+                if now.branch_version == self.used.branch_version
+                    && now.kek_id == self.used.kek_id =>
+            {
+                Ok(())
+            }
+            Some(_) => Err(Error::Unavailable {
+                code: "tenant_keys_rotated",
+                message: "the tenant's keys were rotated during the upload; retry it".into(),
+                retry_after: Some(1),
+                cause: None,
+            }),
+            None => Err(crate::tenants::tenant_not_found(&self.used.id)),
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -478,6 +521,7 @@ impl BeforeVisible for Gates<'_> {
         id: &DocumentId,
         metadata: &SealedMetadata,
     ) -> Result<(), Error> {
+        self.current.check().await?;
         if let Some(intent) = self.intent {
             intent.before_visible(id, metadata).await?;
         }

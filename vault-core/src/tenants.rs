@@ -94,6 +94,30 @@ impl TenantRegistry {
         Ok(Some(record))
     }
 
+    /// The tenant's record as the store has it now (bypassing the cache, which is
+    /// refreshed): for changes to it, and for checks another replica's change
+    /// must not slip past.
+    pub async fn get_fresh(&self, tenant: &TenantId) -> Result<Option<TenantRecord>, Error> {
+        let Some(bytes) = self.store.get_bytes(&ObjectName::tenant(tenant)).await? else {
+            self.cache.write().await.remove(tenant);
+            return Ok(None);
+        };
+        let record: TenantRecord =
+            serde_json::from_slice(&bytes).map_err(|e| Error::internal("tenant record", e))?;
+        self.cache
+            .write()
+            .await
+            .insert(tenant.clone(), (record.clone(), Instant::now()));
+        Ok(Some(record))
+    }
+
+    /// [`TenantRegistry::get_fresh`], or 404.
+    pub async fn require_fresh(&self, tenant: &TenantId) -> Result<TenantRecord, Error> {
+        self.get_fresh(tenant)
+            .await?
+            .ok_or_else(|| tenant_not_found(tenant))
+    }
+
     /// The tenant's record, whatever its status, or 404.
     pub async fn require(&self, tenant: &TenantId) -> Result<TenantRecord, Error> {
         self.get(tenant)

@@ -1166,3 +1166,63 @@ async fn the_leftovers_of_crashed_uploads_are_collected_after_the_grace_period()
     assert!(left.is_empty(), "{left:?}");
     t.vault.documents.open(&acme, &kept).await.unwrap();
 }
+
+/// A lease this process holds is as live for its other work as another
+/// replica's: two rotations on one server do not both run.
+#[tokio::test(start_paused = true)]
+async fn a_lease_held_here_keeps_out_this_servers_other_work_too() {
+    use crate::storage::lease::{Lease, LeaseError, LeaseTiming};
+    let store: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
+    let prefix = ObjectName::vault_lease_prefix("test");
+    let timing = LeaseTiming {
+        refresh: std::time::Duration::from_secs(10),
+        stale: std::time::Duration::from_secs(60),
+    };
+    let first = Lease::acquire(store.clone(), &prefix, "me:/data", "one", timing)
+        .await
+        .unwrap();
+    let second = Lease::acquire(store.clone(), &prefix, "me:/data", "two", timing).await;
+    assert!(
+        matches!(second, Err(LeaseError::Held { ref operation, .. }) if operation == "one"),
+        "a second holder in this process"
+    );
+    first.release().await;
+    Lease::acquire(store, &prefix, "me:/data", "two", timing)
+        .await
+        .unwrap()
+        .release()
+        .await;
+}
+
+/// An upload that began with a tenant record another replica has since changed
+/// (its keys rotated) is refused at its commit point, before it is visible:
+/// never sealed under a version a rewrap may retire.
+#[tokio::test]
+async fn an_upload_under_keys_rotated_elsewhere_is_refused_before_it_is_visible() {
+    let t = TestVault::open().await;
+    let acme = t.tenant("acme").await;
+    let (replica, _dir) = t.replica().await;
+    let stale = replica.tenants.require(&acme.id).await.unwrap();
+    t.vault.maintenance.rotate_keys(&acme.id).await.unwrap();
+    let before = t.visible_documents();
+    let request = UploadRequest {
+        kind: DocumentKind::Scan,
+        content_type: "application/pdf".into(),
+        file_name: None,
+        fields: Fields::default(),
+        extraction: Extraction::Opaque,
+    };
+    let body = futures::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from_static(
+        b"%PDF-1.7 stale",
+    ))]);
+    let refused = replica
+        .tenant_documents
+        .upload(&stale, request, None, body, None)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), "tenant_keys_rotated");
+    assert_eq!(t.visible_documents(), before);
+    // The retry, with the record as it is now, lands.
+    let fresh = replica.tenants.require(&acme.id).await.unwrap();
+    assert_eq!(fresh.branch_version, stale.branch_version + 1);
+}

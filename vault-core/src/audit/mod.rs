@@ -351,6 +351,18 @@ impl AuditService {
         }
     }
 
+    /// The keys a new segment is sealed under: the tenant's as the store has them
+    /// now (another replica may have rotated and retired the cached version).
+    async fn current_key_spec(&self, tenant: &TenantId) -> Result<TenantKeySpec, AuditError> {
+        if tenant.as_str() == SYSTEM_LOG {
+            return Ok(self.system.clone());
+        }
+        match self.tenants.get_fresh(tenant).await {
+            Ok(Some(record)) => Ok(crate::tenants::key_spec(&record)),
+            _ => Err(AuditError::Unavailable),
+        }
+    }
+
     /// Appends an event (its `seq` is assigned by the log) and waits until it is
     /// durable; returns its seq.
     pub async fn append(&self, tenant: &TenantId, event: AuditEvent) -> Result<u64, AuditError> {

@@ -133,7 +133,7 @@ async fn write_segment(
     tail: &mut Tail,
     mut events: Vec<AuditEvent>,
 ) -> Result<u64, AuditError> {
-    let spec = logs.key_spec(tenant).await?;
+    let spec = logs.current_key_spec(tenant).await?;
     let (key_ref, branch) = logs.keys.branch_key_for_upload(&spec).await?;
     for _ in 0..MAX_RACES {
         let first_seq = tail.events;

@@ -29,6 +29,30 @@ const LEASE_FORMAT: u32 = 1;
 /// Attempts when other holders' leases are in the way.
 const ATTEMPTS: u32 = 3;
 
+/// The runs of the leases this process holds now: a lease of this holder that is
+/// not among them was left by an earlier run (a crash), one that is belongs to
+/// concurrent work here and is as live as another replica's.
+static HELD_HERE: std::sync::LazyLock<std::sync::Mutex<std::collections::HashSet<String>>> =
+    std::sync::LazyLock::new(Default::default);
+
+fn held_here(run: &str) -> bool {
+    HELD_HERE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .contains(run)
+}
+
+fn set_held_here(run: &str, held: bool) {
+    let mut runs = HELD_HERE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if held {
+        runs.insert(run.to_owned());
+    } else {
+        runs.remove(run);
+    }
+}
+
 /// How often a held lease is refreshed, and when an unrefreshed one is stale.
 #[derive(Clone, Copy, Debug)]
 pub struct LeaseTiming {
@@ -132,7 +156,9 @@ async fn others(
         };
         let dead = match &record {
             None => Some("unreadable"),
-            Some(r) if r.holder == me.holder => Some("left by an earlier run of this server"),
+            Some(r) if r.holder == me.holder && !held_here(&r.run) => {
+                Some("left by an earlier run of this server")
+            }
             Some(r) if now - r.refreshed_at > stale => Some("stale"),
             Some(_) => None,
         };
@@ -179,6 +205,7 @@ impl Lease {
                 }
             };
             let Some(first) = live.into_iter().min_by_key(|r| r.acquired_at) else {
+                set_held_here(&record.run, true);
                 let refresher = tokio::spawn(refresh(
                     Arc::clone(&store),
                     prefix.to_owned(),
@@ -212,7 +239,8 @@ impl Lease {
         self.refresher.abort();
         let _ = (&mut self.refresher).await;
         let run = std::mem::take(&mut self.run);
-        remove(self.store.clone(), self.prefix.clone(), run).await;
+        remove(self.store.clone(), self.prefix.clone(), run.clone()).await;
+        set_held_here(&run, false);
     }
 }
 
@@ -241,8 +269,9 @@ impl Drop for Lease {
         if self.run.is_empty() {
             return;
         }
+        let run = std::mem::take(&mut self.run);
+        set_held_here(&run, false);
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let run = std::mem::take(&mut self.run);
             runtime.spawn(remove(self.store.clone(), self.prefix.clone(), run));
         }
     }

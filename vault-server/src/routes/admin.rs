@@ -101,7 +101,7 @@ pub async fn disable_tenant(
     OperatorOnTenant(id): OperatorOnTenant,
     note: NoteSlot,
 ) -> ApiResult<Json<TenantRecord>> {
-    let mut record = state.vault.tenants.require(&id).await?;
+    let mut record = state.vault.tenants.require_fresh(&id).await?;
     if record.status == TenantStatus::Active {
         record_intent(&state, &note).await?;
         record.status = TenantStatus::Disabled;
@@ -149,7 +149,10 @@ pub async fn issue_api_key(
     note: NoteSlot,
     JsonBody(body): JsonBody<IssueApiKey>,
 ) -> ApiResult<(StatusCode, Json<IssuedApiKey>)> {
-    state.vault.tenants.require_active(&tenant).await?;
+    match state.vault.tenants.get_fresh(&tenant).await? {
+        Some(record) if record.is_active() => {}
+        _ => return Err(vault_core::tenants::tenant_not_found(&tenant).into()),
+    }
     record_intent(&state, &note).await?;
     let issued = credentials::issue_api_key(
         state.vault.store.as_ref(),

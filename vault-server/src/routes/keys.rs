@@ -179,7 +179,7 @@ async fn hold_or_release(
         .parse()
         .map_err(|_| ApiError::document_not_found())?;
     note.update(|n| n.document = Some(doc.to_string()));
-    let record = state.vault.tenants.require(id).await?;
+    let record = state.vault.tenants.require_fresh(id).await?;
     record_intent(state, note).await?;
     state.vault.lifecycle.set_hold(&record, &doc, on).await?;
     Ok(StatusCode::NO_CONTENT)
