@@ -64,15 +64,26 @@ async fn rotation_and_rewrap(backend: Backend, provider: &str) {
             let mut out = Vec::new();
             for i in 20..50 {
                 let bytes = body(i, 50_000);
-                let r = http
-                    .post(format!("{app_url}/v1/documents"))
-                    .bearer_auth(&key)
-                    .header("X-Vault-Kind", "scan")
-                    .header("Content-Type", "application/pdf")
-                    .body(bytes.clone())
-                    .send()
-                    .await
-                    .unwrap();
+                // An upload sealed under the keys the rotation replaced is refused
+                // at its commit point (503 tenant_keys_rotated): a client retries.
+                let mut tries = 0;
+                let r = loop {
+                    tries += 1;
+                    let r = http
+                        .post(format!("{app_url}/v1/documents"))
+                        .bearer_auth(&key)
+                        .header("X-Vault-Kind", "scan")
+                        .header("Content-Type", "application/pdf")
+                        .body(bytes.clone())
+                        .send()
+                        .await
+                        .unwrap();
+                    if r.status() != 503 || tries == 5 {
+                        break r;
+                    }
+                    let v: Value = r.json().await.unwrap();
+                    assert_eq!(v["code"], "tenant_keys_rotated", "{v}");
+                };
                 assert_eq!(r.status(), 201);
                 let v: Value = r.json().await.unwrap();
                 out.push((v["id"].as_str().unwrap().to_owned(), bytes));

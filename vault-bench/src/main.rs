@@ -21,6 +21,7 @@ mod client;
 mod corpus;
 mod metrics;
 mod procfs;
+mod replicas;
 mod report;
 mod server;
 mod stats;
@@ -70,6 +71,12 @@ struct Options {
     /// Size of the single streamed upload, MiB (default 1024; quick 64).
     #[arg(long)]
     large_mib: Option<u64>,
+    /// Instead of the full run: N replicas over one bucket (needs --backend s3),
+    /// uploads and downloads spread over them beside one replica, per-replica
+    /// CPU, and the time a new and a restarted replica take to serve complete
+    /// searches of a tenant holding --docs documents (default 100,000; quick 400).
+    #[arg(long)]
+    replicas: Option<usize>,
     /// The shared test data (X12 and FHIR files uploaded with the synthetic ones).
     #[arg(long, env = "VAULT_SHARED_DATA")]
     shared_data: Option<PathBuf>,
@@ -145,6 +152,31 @@ async fn measure(
         .clone()
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"));
     let shared_data = shared_data.is_dir().then_some(shared_data);
+    if let Some(replicas) = options.replicas {
+        anyhow::ensure!(
+            options.backend == server::Backend::S3,
+            "--replicas needs --backend s3: replicas share a bucket"
+        );
+        let launch = server::Launch {
+            binary,
+            backend: options.backend,
+            moto_url: options.moto_url.clone(),
+            work_dir: work.to_owned(),
+        };
+        let documents = options
+            .docs
+            .unwrap_or(if options.quick { 400 } else { 100_000 });
+        let ops = if options.quick { 150 } else { 2000 };
+        let report = replicas::run(&launch, replicas, documents, ops, 16).await?;
+        std::fs::write(&options.out, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("write {}", options.out.display()))?;
+        eprintln!(
+            "results: {} ({:.0} s)",
+            options.out.display(),
+            started.elapsed().as_secs_f64()
+        );
+        return Ok(());
+    }
     let mut settings = bench::Settings::new(options.quick, options.backend);
     if let Some(docs) = options.docs {
         settings.second_search_documents = (docs > settings.first_search_documents.unwrap_or(0))

@@ -112,6 +112,17 @@ pub struct Server {
     pub metrics_token: String,
     /// HTTP client.
     pub http: reqwest::Client,
+    /// Where it runs (to start replicas of it, or itself again).
+    place: Place,
+}
+
+/// Where a server runs: its configuration, data directory, log and S3 endpoint.
+#[derive(Clone)]
+struct Place {
+    config: PathBuf,
+    data_dir: PathBuf,
+    log: PathBuf,
+    moto_url: Option<String>,
 }
 
 /// An HTTP client for many concurrent connections to one host.
@@ -191,23 +202,51 @@ impl Server {
         ));
         let config_path = launch.work_dir.join("vault.toml");
         std::fs::write(&config_path, &config)?;
+        let mut server = Server::spawn(
+            &launch.binary,
+            Place {
+                config: config_path,
+                data_dir,
+                log: launch.work_dir.join("vault-server.log"),
+                moto_url,
+            },
+            http,
+        )
+        .await?;
+        server._moto = moto;
+        server.operator_token = std::fs::read_to_string(server.data_dir.join("operator-token"))
+            .context("read the operator token of the new vault")?
+            .trim()
+            .to_owned();
+        server.metrics_token = std::fs::read_to_string(server.data_dir.join("metrics-token"))
+            .context("read the metrics token of the new vault")?
+            .trim()
+            .to_owned();
+        Ok(server)
+    }
+
+    /// Spawns the server at `place` and waits until it answers `/healthz`.
+    async fn spawn(
+        binary: &std::path::Path,
+        place: Place,
+        http: reqwest::Client,
+    ) -> anyhow::Result<Server> {
         let port = free_port()?;
         let url = format!("http://127.0.0.1:{port}");
-        let log = launch.work_dir.join("vault-server.log");
-        let log_file = std::fs::File::create(&log)?;
-        let mut command = Command::new(&launch.binary);
+        let log_file = std::fs::File::create(&place.log)?;
+        let mut command = Command::new(binary);
         command
             .arg("--config")
-            .arg(&config_path)
+            .arg(&place.config)
             .arg("--data-dir")
-            .arg(&data_dir)
+            .arg(&place.data_dir)
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             .env("VAULT_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
             .stderr(log_file);
-        if let Some(endpoint) = &moto_url {
+        if let Some(endpoint) = &place.moto_url {
             command.envs([
                 ("AWS_ENDPOINT_URL", endpoint.as_str()),
                 ("AWS_REGION", "us-east-1"),
@@ -218,18 +257,19 @@ impl Server {
         }
         let child = command
             .spawn()
-            .with_context(|| format!("spawn {}", launch.binary.display()))?;
+            .with_context(|| format!("spawn {}", binary.display()))?;
         let pid = child.id();
         let mut server = Server {
             child,
-            _moto: moto,
+            _moto: None,
             url,
             pid,
-            data_dir,
-            log,
+            data_dir: place.data_dir.clone(),
+            log: place.log.clone(),
             operator_token: String::new(),
             metrics_token: String::new(),
             http,
+            place,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -252,15 +292,50 @@ impl Server {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        server.operator_token = std::fs::read_to_string(server.data_dir.join("operator-token"))
-            .context("read the operator token of the new vault")?
-            .trim()
-            .to_owned();
-        server.metrics_token = std::fs::read_to_string(server.data_dir.join("metrics-token"))
-            .context("read the metrics token of the new vault")?
-            .trim()
-            .to_owned();
         Ok(server)
+    }
+
+    /// Another replica of this server's vault (S3 only): its own data directory
+    /// under the run's, the same configuration, a copy of the root key file.
+    pub async fn start_replica(&self, launch: &Launch, n: usize) -> anyhow::Result<Server> {
+        if self.place.moto_url.is_none() {
+            bail!("--replicas needs --backend s3: replicas share a bucket");
+        }
+        let data_dir = launch
+            .work_dir
+            .join(format!("replica-{n}"))
+            .join("vault-data");
+        std::fs::create_dir_all(data_dir.join("keys"))?;
+        let root_key = data_dir.join("keys/root.key");
+        std::fs::copy(self.data_dir.join("keys/root.key"), &root_key)
+            .context("copy the root key file to a replica")?;
+        std::fs::set_permissions(
+            &root_key,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )?;
+        let place = Place {
+            config: self.place.config.clone(),
+            data_dir,
+            log: launch.work_dir.join(format!("replica-{n}.log")),
+            moto_url: self.place.moto_url.clone(),
+        };
+        let mut replica = Server::spawn(&launch.binary, place, http_client()?).await?;
+        replica.operator_token.clone_from(&self.operator_token);
+        replica.metrics_token = std::fs::read_to_string(replica.data_dir.join("metrics-token"))
+            .context("read a replica's metrics token")?
+            .trim()
+            .to_owned();
+        Ok(replica)
+    }
+
+    /// Starts this (stopped) server again on its data directory.
+    pub async fn restart(mut self, launch: &Launch) -> anyhow::Result<Server> {
+        self.stop();
+        let mut again =
+            Server::spawn(&launch.binary, self.place.clone(), self.http.clone()).await?;
+        again.operator_token = std::mem::take(&mut self.operator_token);
+        again.metrics_token = std::mem::take(&mut self.metrics_token);
+        Ok(again)
     }
 
     /// Full URL of a path.
