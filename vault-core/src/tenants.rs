@@ -82,16 +82,7 @@ impl TenantRegistry {
                 return Ok(Some(record.clone()));
             }
         }
-        let Some(bytes) = self.store.get_bytes(&ObjectName::tenant(tenant)).await? else {
-            return Ok(None);
-        };
-        let record: TenantRecord =
-            serde_json::from_slice(&bytes).map_err(|e| Error::internal("tenant record", e))?;
-        self.cache
-            .write()
-            .await
-            .insert(tenant.clone(), (record.clone(), Instant::now()));
-        Ok(Some(record))
+        self.get_fresh(tenant).await
     }
 
     /// The tenant's record as the store has it now (bypassing the cache, which is

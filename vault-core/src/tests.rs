@@ -79,20 +79,32 @@ impl TestVault {
         tenant: &TenantRecord,
         body: &'static [u8],
     ) -> Result<DocumentId, Error> {
-        let request = UploadRequest {
-            kind: DocumentKind::Scan,
-            content_type: "application/pdf".into(),
-            file_name: None,
-            fields: Fields::default(),
-            extraction: Extraction::Opaque,
-        };
-        let stream = futures::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from_static(body))]);
+        let request = opaque_request(DocumentKind::Scan, Fields::default());
+        let stream = one_chunk(body);
         self.vault
             .documents
             .store(tenant, request, stream)
             .await
             .map(|stored| stored.id)
     }
+}
+
+/// An opaque upload request of `kind` with these caller fields.
+fn opaque_request(kind: DocumentKind, fields: Fields) -> UploadRequest {
+    UploadRequest {
+        kind,
+        content_type: "application/pdf".into(),
+        file_name: None,
+        fields,
+        extraction: Extraction::Opaque,
+    }
+}
+
+/// A request body of one chunk.
+fn one_chunk(
+    body: &'static [u8],
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+    futures::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from_static(body))])
 }
 
 fn now() -> OffsetDateTime {
@@ -413,14 +425,8 @@ fn audit_and_backup_failures_keep_their_causes_for_the_log_only() {
 async fn upload_claim(t: &TestVault, tenant: &TenantRecord, claim: &str) -> DocumentId {
     let mut fields = Fields::default();
     fields.insert("claim_id".into(), vec![claim.to_owned()]);
-    let request = UploadRequest {
-        kind: DocumentKind::Claim,
-        content_type: "application/pdf".into(),
-        file_name: None,
-        fields,
-        extraction: Extraction::Opaque,
-    };
-    let body = futures::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from_static(b"%PDF"))]);
+    let request = opaque_request(DocumentKind::Claim, fields);
+    let body = one_chunk(b"%PDF");
     t.vault
         .tenant_documents
         .upload(tenant, request, None, body, None)
@@ -690,16 +696,8 @@ async fn a_replica_serves_tenants_and_documents_of_the_others_at_once() {
     let here = t.upload(&acme, b"%PDF-1.7 uploaded here").await.unwrap();
     let opened = replica.documents.open(&acme, &here).await.unwrap();
     assert_eq!(opened.metadata.size, 22);
-    let request = UploadRequest {
-        kind: DocumentKind::Scan,
-        content_type: "application/pdf".into(),
-        file_name: None,
-        fields: Fields::default(),
-        extraction: Extraction::Opaque,
-    };
-    let body = futures::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from_static(
-        b"%PDF-1.7 uploaded there",
-    ))]);
+    let request = opaque_request(DocumentKind::Scan, Fields::default());
+    let body = one_chunk(b"%PDF-1.7 uploaded there");
     let there = replica
         .documents
         .store(&acme, request, body)
@@ -881,14 +879,8 @@ impl TestVault {
         key: &str,
         body: &'static [u8],
     ) -> Result<crate::tenant_documents::Filed, Error> {
-        let request = UploadRequest {
-            kind: DocumentKind::Scan,
-            content_type: "application/pdf".into(),
-            file_name: None,
-            fields: Fields::default(),
-            extraction: Extraction::Opaque,
-        };
-        let stream = futures::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from_static(body))]);
+        let request = opaque_request(DocumentKind::Scan, Fields::default());
+        let stream = one_chunk(body);
         self.vault
             .tenant_documents
             .upload(tenant, request, Some(key), stream, None)
@@ -1050,14 +1042,8 @@ async fn a_replica_follows_the_uploads_and_deletes_of_another() {
     // Its own uploads are in its index already: not opened again.
     let mut fields = Fields::default();
     fields.insert("claim_id".into(), vec!["C-2".to_owned()]);
-    let request = UploadRequest {
-        kind: DocumentKind::Claim,
-        content_type: "application/pdf".into(),
-        file_name: None,
-        fields,
-        extraction: Extraction::Opaque,
-    };
-    let body = futures::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from_static(b"%PDF"))]);
+    let request = opaque_request(DocumentKind::Claim, fields);
+    let body = one_chunk(b"%PDF");
     let own = replica
         .tenant_documents
         .upload(&acme, request, None, body, None)
@@ -1205,16 +1191,8 @@ async fn an_upload_under_keys_rotated_elsewhere_is_refused_before_it_is_visible(
     let stale = replica.tenants.require(&acme.id).await.unwrap();
     t.vault.maintenance.rotate_keys(&acme.id).await.unwrap();
     let before = t.visible_documents();
-    let request = UploadRequest {
-        kind: DocumentKind::Scan,
-        content_type: "application/pdf".into(),
-        file_name: None,
-        fields: Fields::default(),
-        extraction: Extraction::Opaque,
-    };
-    let body = futures::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from_static(
-        b"%PDF-1.7 stale",
-    ))]);
+    let request = opaque_request(DocumentKind::Scan, Fields::default());
+    let body = one_chunk(b"%PDF-1.7 stale");
     let refused = replica
         .tenant_documents
         .upload(&stale, request, None, body, None)
