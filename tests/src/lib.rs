@@ -169,6 +169,7 @@ pub struct TestAppBuilder {
     extra_config: String,
     data_dir: Option<PathBuf>,
     tls_root: Option<Vec<u8>>,
+    env: Vec<(String, String)>,
 }
 
 /// A running `vault-server` with isolated storage, stopped on drop.
@@ -200,6 +201,7 @@ impl TestApp {
             extra_config: String::new(),
             data_dir: None,
             tls_root: None,
+            env: Vec::new(),
         }
     }
 }
@@ -255,6 +257,13 @@ impl TestAppBuilder {
         self
     }
 
+    /// Sets an environment variable of the server process (crash points:
+    /// `vault_core::failpoints::ENV`). [`TestApp::restart_plain`] drops them.
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
     /// Reuses a data directory (restarts).
     pub fn data_dir(mut self, dir: &Path) -> Self {
         self.data_dir = Some(dir.to_owned());
@@ -306,6 +315,7 @@ impl TestAppBuilder {
             bucket,
             needs_aws: self.backend == Backend::S3 || self.aws_kms,
             tls_root: self.tls_root,
+            env: self.env,
         }
         .spawn(tempdir)
         .await
@@ -320,6 +330,7 @@ struct Launch {
     bucket: Option<String>,
     needs_aws: bool,
     tls_root: Option<Vec<u8>>,
+    env: Vec<(String, String)>,
 }
 
 fn uuid_like() -> String {
@@ -338,6 +349,7 @@ impl Launch {
             bucket,
             needs_aws,
             tls_root,
+            env,
         } = self.clone();
         let config_path = data_dir.with_extension("toml");
         std::fs::write(&config_path, &config).expect("write config");
@@ -361,6 +373,7 @@ impl Launch {
         if needs_aws {
             command.envs(aws_env());
         }
+        command.envs(env);
         let child = command.spawn().expect("spawn vault-server");
         let http = match &tls_root {
             Some(pem) => reqwest::Client::builder()
@@ -461,6 +474,15 @@ impl TestApp {
         self.launch.clone().spawn(tempdir).await
     }
 
+    /// Restarts on the same data directory and configuration without the
+    /// environment variables the builder set (after a crash point fired).
+    pub async fn restart_plain(mut self) -> TestApp {
+        self.kill();
+        self.launch.env.clear();
+        let tempdir = self._tempdir.take();
+        self.launch.clone().spawn(tempdir).await
+    }
+
     /// Full URL of a path.
     pub fn at(&self, path: &str) -> String {
         format!("{}{path}", self.url)
@@ -543,10 +565,16 @@ impl TestApp {
     /// Runs `vault-cli` against this server with its operator token file (and the
     /// AWS environment of moto, for offline commands on an S3 store).
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        self.cli_with_env(&[], args)
+    }
+
+    /// [`TestApp::cli`] with more environment variables (crash points).
+    pub fn cli_with_env(&self, env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
         let mut command = Command::new(cli_binary());
         if self.launch.needs_aws {
             command.envs(aws_env());
         }
+        command.envs(env.iter().copied());
         command
             .arg("--server")
             .arg(&self.url)

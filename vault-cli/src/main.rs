@@ -583,6 +583,16 @@ async fn run(cli: Cli) -> Result<(), CliError> {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let json_mode = cli.json;
+    match vault_core::failpoints::arm_from_env() {
+        Ok(None) => {}
+        Ok(Some(armed)) => {
+            eprintln!("warning: crash points armed ({armed}): for fault-injection tests only");
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    }
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

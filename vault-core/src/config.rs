@@ -92,6 +92,23 @@ pub struct LimitsConfig {
     /// load balancer stops sending it requests before it stops accepting them
     /// (0: stop accepting at once). In-flight requests finish either way.
     pub shutdown_delay_secs: u64,
+    /// Seconds after which the objects of an upload that never became visible (a
+    /// crash's leftovers) are removed; unset: `transfer_timeout_secs` plus ten
+    /// minutes. It must exceed `transfer_timeout_secs`, which bounds every upload,
+    /// so an upload in flight is never touched; the margin above it absorbs clock
+    /// differences between replicas and the object store. Collection runs at
+    /// start-up and then at least as often as this, and at most every hour.
+    pub leftovers_grace_secs: Option<u64>,
+}
+
+impl LimitsConfig {
+    /// How old a crash leftover must be before it is removed.
+    pub fn leftovers_grace(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(
+            self.leftovers_grace_secs
+                .unwrap_or(self.transfer_timeout_secs + 600),
+        )
+    }
 }
 
 impl Default for LimitsConfig {
@@ -110,6 +127,7 @@ impl Default for LimitsConfig {
             requests_per_second: 500,
             burst: 1000,
             shutdown_delay_secs: 0,
+            leftovers_grace_secs: None,
         }
     }
 }
@@ -485,6 +503,11 @@ impl Config {
         {
             return Err(ConfigError::Invalid(
                 "limits: timeouts, max_connections and max_concurrent_uploads must be positive and max_header_bytes at least 8192".into(),
+            ));
+        }
+        if l.leftovers_grace().as_secs() <= l.transfer_timeout_secs {
+            return Err(ConfigError::Invalid(
+                "limits.leftovers_grace_secs must exceed limits.transfer_timeout_secs: an upload in flight must never look like a leftover".into(),
             ));
         }
         if l.requests_per_second > 0 && l.burst == 0 {

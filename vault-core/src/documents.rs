@@ -18,6 +18,7 @@ use vault_keys::KeyHierarchy;
 use crate::config::{Config, SearchConfig};
 use crate::error::Error;
 use crate::extraction::{self, Capture, Extraction};
+use crate::failpoints;
 use crate::metrics::Metrics;
 use crate::storage::{ByteStream, ObjectName, ObjectStore, StorageError};
 use crate::tenants::TenantRecord;
@@ -330,9 +331,14 @@ impl Documents {
             Ok(()) | Err(StorageError::AlreadyExists(_)) => {}
             Err(e) => return Err(e.into()),
         }
-        for name in document_objects(tenant, id) {
+        failpoints::crash_point(failpoints::DELETE_AFTER_TOMBSTONE);
+        for (n, name) in document_objects(tenant, id).into_iter().enumerate() {
             self.store.delete_all_versions(&name).await?;
+            if n == 0 {
+                failpoints::crash_point(failpoints::DELETE_AFTER_FACTS_REMOVED);
+            }
         }
+        failpoints::crash_point(failpoints::DELETE_AFTER_OBJECTS_REMOVED);
         Ok(())
     }
 
@@ -407,6 +413,7 @@ impl Documents {
 
         let body_name = ObjectName::doc_body(&tenant.id, &id);
         let stored_bytes = self.store.put_new(&body_name, sealed).await?;
+        failpoints::crash_point(failpoints::UPLOAD_AFTER_BODY);
         let (size, sha256, capture) = {
             let mut tap = tap.lock().unwrap_or_else(PoisonError::into_inner);
             let capture = std::mem::replace(&mut tap.capture, Capture::start(false));
@@ -467,9 +474,11 @@ impl Documents {
             self.store
                 .put_new_bytes(&ObjectName::doc_key(&tenant.id, &id), Bytes::from(record))
                 .await?;
+            failpoints::crash_point(failpoints::UPLOAD_AFTER_KEY_RECORD);
             if let Some(gate) = gate {
                 gate.before_visible(&id, &metadata).await?;
             }
+            failpoints::crash_point(failpoints::UPLOAD_AFTER_GATE);
             let agreed = tokio::time::Instant::now();
             let facts = DocumentFacts {
                 format: 1,
@@ -496,6 +505,7 @@ impl Documents {
                     "the object store did not take the upload in time; retry",
                 )
             })??;
+            failpoints::crash_point(failpoints::UPLOAD_AFTER_FACTS);
             Ok::<(), Error>(())
         };
         if let Err(e) = finish.await {

@@ -183,6 +183,7 @@ impl KeyLifecycle {
                             };
                             let written = encoded.len() as u64;
                             self.store.replace(&name, Bytes::from(encoded)).await?;
+                            crate::failpoints::crash_point(crate::failpoints::REWRAP_AFTER_RECORD);
                             // A document deleted while we re-wrapped must stay deleted (no
                             // version of its key record left either). Only a tombstone
                             // says so: a key record without facts may be an upload in

@@ -22,9 +22,9 @@ use crate::storage::lease::{Lease, LeaseError, LeaseTiming};
 use crate::storage::{list_all, ObjectName, ObjectStore};
 use crate::tenants::{TenantRegistry, TenantStatus};
 
-/// Between two passes.
+/// Longest time between two passes (shorter when the grace period is).
 const PERIOD: Duration = Duration::from_secs(3600);
-/// Before the first pass after start-up (let the replica settle first).
+/// Longest wait for the first pass after start-up (let the replica settle first).
 const FIRST_PASS_AFTER: Duration = Duration::from_secs(60);
 /// The collection lease: refreshed every 10 s, stale after a minute.
 const TIMING: LeaseTiming = LeaseTiming {
@@ -72,9 +72,10 @@ impl Leftovers {
         }
     }
 
-    /// Collects at start-up and every hour, until dropped.
+    /// Collects soon after start-up and then every hour, or every grace period
+    /// when that is shorter, until dropped.
     pub async fn run(self) {
-        tokio::time::sleep(FIRST_PASS_AFTER).await;
+        tokio::time::sleep(FIRST_PASS_AFTER.min(self.grace)).await;
         loop {
             match self.collect().await {
                 Ok(Some(done)) if done.objects > 0 => {
@@ -89,7 +90,7 @@ impl Leftovers {
                     tracing::warn!(code = e.code(), error = %e.for_log(), "collecting crash leftovers failed; retrying later");
                 }
             }
-            tokio::time::sleep(PERIOD).await;
+            tokio::time::sleep(PERIOD.min(self.grace)).await;
         }
     }
 

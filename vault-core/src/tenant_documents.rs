@@ -16,6 +16,7 @@ use time::OffsetDateTime;
 use vault_crypto::envelope::{self, BodyHeader, StreamError};
 use vault_crypto::{CryptoError, DocumentId};
 
+use crate::data_dir_lock::Run;
 use crate::documents::{
     BeforeVisible, DocumentFacts, DocumentKind, Documents, Fields, Opened, Presence,
     SealedMetadata, SearchTerms, UploadRequest,
@@ -51,6 +52,9 @@ pub struct TenantDocuments {
     search: SearchService,
     lifecycle: KeyLifecycle,
     metrics: Arc<Metrics>,
+    /// This run of the replica, when it holds its data directory's lock: claims
+    /// name it, and a claim of an earlier run of this replica is known dead.
+    run: Option<Run>,
 }
 
 /// A document as an upload answers it: stored now, or the first upload of a retry.
@@ -108,7 +112,15 @@ impl TenantDocuments {
             search,
             lifecycle,
             metrics,
+            run: None,
         }
+    }
+
+    /// Names `run` in the idempotency claims this replica makes, and takes over at
+    /// once the claims of its earlier runs (see [`crate::data_dir_lock`]).
+    pub fn in_run(mut self, run: Option<Run>) -> Self {
+        self.run = run;
+        self
     }
 
     /// Stores a document and indexes it. With an `Idempotency-Key`, a retry of the
@@ -146,6 +158,7 @@ impl TenantDocuments {
                         ClaimGate {
                             store: self.store.clone(),
                             name,
+                            run: self.run.as_ref().map(Run::tag),
                             lost_with_sha256: std::sync::Mutex::new(None),
                             claimed: std::sync::atomic::AtomicBool::new(false),
                         },
@@ -256,6 +269,8 @@ impl TenantDocuments {
                 Presence::Absent => match record.claimed_at {
                     // Format 1 was written once the document was visible.
                     None => return Err(key_reused()),
+                    // Made by an earlier run of this replica: its process is gone.
+                    Some(_) if self.made_by_earlier_run(&record) => continue,
                     Some(at) if now_unix() - at < CLAIM_GRACE.as_secs() as i64 => {
                         return Ok(Lookup::InFlight)
                     }
@@ -268,6 +283,13 @@ impl TenantDocuments {
             "idempotency record",
             format!("{MAX_CLAIMS} uploads under one key crashed"),
         ))
+    }
+
+    fn made_by_earlier_run(&self, record: &IdempotencyRecord) -> bool {
+        match (&self.run, &record.claimed_by) {
+            (Some(run), Some(tag)) => run.is_earlier_run_of_this_replica(tag),
+            _ => false,
+        }
     }
 
     /// Opens a visible document (its key and metadata): 404 unless it is one of
@@ -454,6 +476,9 @@ struct IdempotencyRecord {
     document: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     claimed_at: Option<i64>,
+    /// The replica run that claimed it (`<holder>#<run id>`), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    claimed_by: Option<String>,
 }
 
 /// Where a key stands.
@@ -536,6 +561,8 @@ impl BeforeVisible for Gates<'_> {
 struct ClaimGate {
     store: Arc<dyn ObjectStore>,
     name: ObjectName,
+    /// This replica's run, named in the claim.
+    run: Option<String>,
     /// Set when another upload claimed the key first: this body's SHA-256.
     lost_with_sha256: std::sync::Mutex<Option<String>>,
     /// Set once the claim is stored.
@@ -572,6 +599,7 @@ impl BeforeVisible for ClaimGate {
             format: IDEMPOTENCY_FORMAT,
             document: id.to_string(),
             claimed_at: Some(now_unix()),
+            claimed_by: self.run.clone(),
         };
         let json =
             serde_json::to_vec(&record).map_err(|e| Error::internal("idempotency record", e))?;

@@ -15,6 +15,7 @@ use crate::backup::schedule::BackupService;
 use crate::catch_up::CatchUp;
 use crate::config::{Config, StorageConfig};
 use crate::credentials::{CredentialKind, CredentialRecord, FirstOperator};
+use crate::data_dir_lock::DataDirLock;
 use crate::documents::{DocumentSettings, Documents};
 use crate::jobs::Jobs;
 use crate::key_lifecycle::KeyLifecycle;
@@ -61,6 +62,9 @@ pub struct Vault {
     pub leftovers: Leftovers,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
+    /// This process's hold on its data directory (a vault opened with
+    /// [`Vault::open`]; the in-memory test vaults have none).
+    _data_dir_lock: Option<DataDirLock>,
     /// Re-plans asked for by indexes, until [`Vault::run_maintenance`] takes them.
     replans: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Replan>>>,
 }
@@ -119,6 +123,7 @@ impl Vault {
     pub async fn open(config: Config) -> Result<Opened, OpenError> {
         config.validate()?;
         std::fs::create_dir_all(&config.data_dir).map_err(io_err(&config.data_dir))?;
+        let lock = DataDirLock::acquire(&config.data_dir).map_err(io_err(&config.data_dir))?;
         let store: Arc<dyn ObjectStore> = match &config.storage {
             StorageConfig::Fs { .. } => Arc::new(FsStore::open(&config.fs_root()).await?),
             StorageConfig::S3 {
@@ -143,7 +148,7 @@ impl Vault {
                 })
             }
         };
-        Self::open_with_store(config, store).await
+        Self::open_parts(config, store, Some(lock)).await
     }
 
     /// Opens a vault over `store` instead of the one `config` names (the unit
@@ -151,6 +156,14 @@ impl Vault {
     pub async fn open_with_store(
         config: Config,
         store: Arc<dyn ObjectStore>,
+    ) -> Result<Opened, OpenError> {
+        Self::open_parts(config, store, None).await
+    }
+
+    async fn open_parts(
+        config: Config,
+        store: Arc<dyn ObjectStore>,
+        lock: Option<DataDirLock>,
     ) -> Result<Opened, OpenError> {
         config.validate()?;
         std::fs::create_dir_all(&config.data_dir).map_err(io_err(&config.data_dir))?;
@@ -248,7 +261,8 @@ impl Vault {
             search.clone(),
             lifecycle.clone(),
             metrics.clone(),
-        );
+        )
+        .in_run(lock.as_ref().map(|l| l.run().clone()));
         let catch_up = CatchUp::new(
             audit.clone(),
             search.clone(),
@@ -262,7 +276,7 @@ impl Vault {
             metrics.clone(),
             crate::storage::lease::holder_name(&config.data_dir),
             // Longer than any upload may take: one in flight is never touched.
-            Duration::from_secs(config.limits.transfer_timeout_secs + 600),
+            config.limits.leftovers_grace(),
         );
         let vault = Arc::new(Vault {
             config,
@@ -280,6 +294,7 @@ impl Vault {
             catch_up,
             leftovers,
             metrics,
+            _data_dir_lock: lock,
             replans: std::sync::Mutex::new(Some(replans)),
         });
         purge_offboarded_keks(&vault).await?;

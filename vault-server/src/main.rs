@@ -96,6 +96,9 @@ async fn run() -> anyhow::Result<()> {
         config.data_dir = data_dir;
     }
     init_logging(config.log.format);
+    if let Some(armed) = vault_core::failpoints::arm_from_env().map_err(|e| anyhow::anyhow!(e))? {
+        tracing::warn!(crash_points = %armed, "crash points armed: this process is for fault-injection tests only");
+    }
     let built = vault_server::startup::build(config)
         .await
         .context("starting the vault")?;

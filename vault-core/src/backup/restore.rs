@@ -139,7 +139,10 @@ async fn restore_object(
         )
         .await
     {
-        Ok(_) => Ok(false),
+        Ok(_) => {
+            crate::failpoints::crash_point(crate::failpoints::RESTORE_AFTER_OBJECT);
+            Ok(false)
+        }
         Err(StorageError::AlreadyExists(_)) if target.allow_non_empty => {
             let (sha, _) = hash_stream(target.store.get(&name).await?).await?;
             if sha == entry.sha256 {

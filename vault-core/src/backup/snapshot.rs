@@ -190,7 +190,10 @@ impl Run<'_> {
                 .put_new_deferred(&ObjectName::backup_data(&sha), body)
                 .await
             {
-                Ok(_) => self.mark_written(&sha, size),
+                Ok(_) => {
+                    crate::failpoints::crash_point(crate::failpoints::BACKUP_AFTER_DATA);
+                    self.mark_written(&sha, size);
+                }
                 Err(StorageError::AlreadyExists(_)) => self.mark_present(&sha, 0),
                 Err(e) => return Err(e.into()),
             }
@@ -268,6 +271,7 @@ impl Run<'_> {
                             problem: "changed while being backed up".into(),
                         });
                     }
+                    crate::failpoints::crash_point(crate::failpoints::BACKUP_AFTER_DATA);
                     self.mark_written(&sha, size);
                 }
                 Err(StorageError::AlreadyExists(_)) => self.mark_present(&sha, 0),
@@ -398,6 +402,7 @@ pub async fn run(
             Bytes::from(signed),
         )
         .await?;
+    crate::failpoints::crash_point(crate::failpoints::BACKUP_AFTER_MANIFEST);
     Ok(manifest)
 }
 

@@ -563,6 +563,7 @@ pub async fn delete(
     let id = parse_document_id(&id)?;
     note.update(|n| n.document = Some(id.to_string()));
     crate::audit_trail::record_intent(&state, &note).await?;
+    vault_core::failpoints::crash_point(vault_core::failpoints::DELETE_AFTER_INTENT);
     state.vault.tenant_documents.delete(&tenant, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
