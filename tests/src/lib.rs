@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-pub mod fault_proxy;
+/// The fault-injecting S3 proxy (its own crate: `vault-bench --chaos` uses it too).
+pub use fault_proxy;
 
 /// Region used against moto.
 pub const TEST_REGION: &str = "us-east-1";

@@ -17,6 +17,7 @@
 
 mod baseline;
 mod bench;
+mod chaos;
 mod client;
 mod corpus;
 mod metrics;
@@ -77,6 +78,16 @@ struct Options {
     /// searches of a tenant holding --docs documents (default 100,000; quick 400).
     #[arg(long)]
     replicas: Option<usize>,
+    /// Instead of the full run: the chaos soak (issue 17). Mixed keyed load while
+    /// the server is killed at random and, with --backend s3, S3 answers fail
+    /// through a fault-injecting proxy; then every acknowledged document is
+    /// checked (lost, wrong bytes, duplicates, unaudited changes, orphans after
+    /// collection). Ten minutes, or 40 s with --quick. Fails if a promise broke.
+    #[arg(long)]
+    chaos: bool,
+    /// Seconds of chaos load (overrides the default of --chaos).
+    #[arg(long)]
+    chaos_seconds: Option<u64>,
     /// The shared test data (X12 and FHIR files uploaded with the synthetic ones).
     #[arg(long, env = "VAULT_SHARED_DATA")]
     shared_data: Option<PathBuf>,
@@ -152,6 +163,36 @@ async fn measure(
         .clone()
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"));
     let shared_data = shared_data.is_dir().then_some(shared_data);
+    if options.chaos {
+        let launch = server::Launch {
+            binary,
+            backend: options.backend,
+            moto_url: options.moto_url.clone(),
+            work_dir: work.to_owned(),
+            limits: String::new(),
+            s3_storage: String::new(),
+        };
+        let mut settings = chaos::ChaosSettings::new(options.backend, options.quick);
+        if let Some(seconds) = options.chaos_seconds {
+            settings.seconds = seconds;
+        }
+        let report = chaos::run(&launch, &settings).await?;
+        println!("{}", chaos::markdown(&settings, &report));
+        std::fs::write(
+            &options.out,
+            serde_json::to_vec_pretty(
+                &serde_json::json!({"settings": settings, "report": report}),
+            )?,
+        )
+        .with_context(|| format!("write {}", options.out.display()))?;
+        let broken = chaos::failures(&report);
+        anyhow::ensure!(
+            broken.is_empty(),
+            "the chaos run broke promises: {}",
+            broken.join(", ")
+        );
+        return Ok(());
+    }
     if let Some(replicas) = options.replicas {
         anyhow::ensure!(
             options.backend == server::Backend::S3,
@@ -162,6 +203,8 @@ async fn measure(
             backend: options.backend,
             moto_url: options.moto_url.clone(),
             work_dir: work.to_owned(),
+            limits: String::new(),
+            s3_storage: String::new(),
         };
         let documents = options
             .docs
@@ -211,6 +254,8 @@ async fn measure(
         backend: options.backend,
         moto_url: options.moto_url.clone(),
         work_dir: work.to_owned(),
+        limits: String::new(),
+        s3_storage: String::new(),
     })
     .await?;
     let results = bench::Bench::new(settings.clone(), server, work, shared_data)

@@ -43,8 +43,32 @@ pub fn default_server_binary() -> anyhow::Result<PathBuf> {
 }
 
 /// A running moto this program started.
-struct Moto {
+pub struct Moto {
     child: Child,
+}
+
+impl Moto {
+    /// Starts `moto_server` on a free port, logging to `<work_dir>/moto.log`;
+    /// the handle (it stops on drop) and its URL.
+    pub fn start(work_dir: &std::path::Path) -> anyhow::Result<(Moto, String)> {
+        let Some(binary) = moto_binary() else {
+            bail!("--backend s3 needs moto: pass --moto-url or set VAULT_TEST_MOTO_URL, or install it (infra/test.sh installs the pinned version into ~/.cache/vault-moto-venv)");
+        };
+        let port = free_port()?;
+        let log = std::fs::File::create(work_dir.join("moto.log"))?;
+        let child = Command::new(binary)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("spawn moto_server")?;
+        let moto = Moto { child };
+        if !wait_for_port(port, Duration::from_secs(30)) {
+            bail!("moto_server did not start on port {port}");
+        }
+        Ok((moto, format!("http://127.0.0.1:{port}")))
+    }
 }
 
 impl Drop for Moto {
@@ -92,6 +116,11 @@ pub struct Launch {
     pub moto_url: Option<String>,
     /// Directory for the data directory, the configuration and the logs.
     pub work_dir: PathBuf,
+    /// More `key = value` lines for the `[limits]` table.
+    pub limits: String,
+    /// More `key = value` lines for the `[storage]` table of an S3 vault (the
+    /// chaos run's fault proxy as `endpoint`, its timeouts).
+    pub s3_storage: String,
 }
 
 /// The running server.
@@ -112,6 +141,8 @@ pub struct Server {
     pub metrics_token: String,
     /// HTTP client.
     pub http: reqwest::Client,
+    /// Its bucket on moto (`Backend::S3`).
+    pub bucket: Option<String>,
     /// Where it runs (to start replicas of it, or itself again).
     place: Place,
 }
@@ -148,29 +179,17 @@ impl Server {
         config.push_str(
             "[limits]\nrequests_per_second = 0\nmax_concurrent_uploads = 256\nmax_concurrent_uploads_per_tenant = 0\n",
         );
+        config.push_str(&launch.limits);
         let mut moto = None;
         let mut moto_url = None;
+        let mut bucket_name = None;
         if launch.backend == Backend::S3 {
             let url = match &launch.moto_url {
                 Some(url) => url.trim_end_matches('/').to_owned(),
                 None => {
-                    let Some(binary) = moto_binary() else {
-                        bail!("--backend s3 needs moto: pass --moto-url or set VAULT_TEST_MOTO_URL, or install it (infra/test.sh installs the pinned version into ~/.cache/vault-moto-venv)");
-                    };
-                    let port = free_port()?;
-                    let log = std::fs::File::create(launch.work_dir.join("moto.log"))?;
-                    let child = Command::new(binary)
-                        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-                        .stdin(Stdio::null())
-                        .stdout(log.try_clone()?)
-                        .stderr(log)
-                        .spawn()
-                        .context("spawn moto_server")?;
-                    moto = Some(Moto { child });
-                    if !wait_for_port(port, Duration::from_secs(30)) {
-                        bail!("moto_server did not start on port {port}");
-                    }
-                    format!("http://127.0.0.1:{port}")
+                    let (started, url) = Moto::start(&launch.work_dir)?;
+                    moto = Some(started);
+                    url
                 }
             };
             let bucket = format!(
@@ -191,9 +210,11 @@ impl Server {
                 bail!("moto refused to create bucket {bucket}: {}", r.status());
             }
             config.push_str(&format!(
-                "[storage]\nbackend = \"s3\"\nbucket = \"{bucket}\"\nprefix = \"vault\"\n[keys]\naws_kms = true\n"
+                "[storage]\nbackend = \"s3\"\nbucket = \"{bucket}\"\nprefix = \"vault\"\n{}[keys]\naws_kms = true\n",
+                launch.s3_storage
             ));
             moto_url = Some(url);
+            bucket_name = Some(bucket);
         }
         // The vault's own backups go to a directory of the run (vault_backup.rs).
         config.push_str(&format!(
@@ -214,6 +235,7 @@ impl Server {
         )
         .await?;
         server._moto = moto;
+        server.bucket = bucket_name;
         server.operator_token = std::fs::read_to_string(server.data_dir.join("operator-token"))
             .context("read the operator token of the new vault")?
             .trim()
@@ -269,6 +291,7 @@ impl Server {
             operator_token: String::new(),
             metrics_token: String::new(),
             http,
+            bucket: None,
             place,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -335,7 +358,14 @@ impl Server {
             Server::spawn(&launch.binary, self.place.clone(), self.http.clone()).await?;
         again.operator_token = std::mem::take(&mut self.operator_token);
         again.metrics_token = std::mem::take(&mut self.metrics_token);
+        again.bucket = self.bucket.take();
+        again._moto = self._moto.take();
         Ok(again)
+    }
+
+    /// moto's URL (`Backend::S3`).
+    pub fn moto_url(&self) -> Option<&str> {
+        self.place.moto_url.as_deref()
     }
 
     /// Full URL of a path.
