@@ -28,6 +28,9 @@ pub struct Faults {
     pub delay: Duration,
     /// The answer is never forwarded (the connection stays open, silent).
     pub stall: f64,
+    /// An answer longer than 64 KiB is cut off somewhere after its first 64 KiB
+    /// (its head and part of its body arrive: a GET body cut mid-way).
+    pub cut_long_answer: f64,
 }
 
 /// Faults injected so far, by kind.
@@ -43,6 +46,8 @@ pub struct Injected {
     pub delayed: AtomicU64,
     /// Answers never sent.
     pub stalled: AtomicU64,
+    /// Long answers cut off mid-body.
+    pub cut: AtomicU64,
 }
 
 impl Injected {
@@ -54,6 +59,7 @@ impl Injected {
             &self.truncated,
             &self.delayed,
             &self.stalled,
+            &self.cut,
         ]
         .iter()
         .map(|c| c.load(Ordering::Relaxed))
@@ -138,6 +144,9 @@ async fn carry(
         }
     });
     let mut buffer = vec![0u8; 64 * 1024];
+    // Where the current answer is to be cut off, and how much of it went out.
+    let mut cut_at: Option<usize> = None;
+    let mut forwarded = 0usize;
     loop {
         let n = match server_read.read(&mut buffer).await {
             Ok(0) | Err(_) => break,
@@ -145,6 +154,9 @@ async fn carry(
         };
         if asked.swap(false, Ordering::SeqCst) {
             let f = *faults.lock().unwrap_or_else(PoisonError::into_inner);
+            forwarded = 0;
+            cut_at = chance(f.cut_long_answer)
+                .then(|| LONG_ANSWER + rand::thread_rng().gen_range(0..4 * LONG_ANSWER));
             match draw(&f) {
                 Some(Fault::Drop) => {
                     injected.dropped.fetch_add(1, Ordering::Relaxed);
@@ -170,12 +182,23 @@ async fn carry(
                 None => {}
             }
         }
+        if let Some(at) = cut_at {
+            if forwarded + n > at {
+                injected.cut.fetch_add(1, Ordering::Relaxed);
+                let _ = client_write.write_all(&buffer[..at - forwarded]).await;
+                break;
+            }
+        }
+        forwarded += n;
         if client_write.write_all(&buffer[..n]).await.is_err() {
             break;
         }
     }
     up.abort();
 }
+
+/// Answers longer than this may be cut off (`Faults::cut_long_answer`).
+const LONG_ANSWER: usize = 64 * 1024;
 
 enum Fault {
     Drop,

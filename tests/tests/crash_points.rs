@@ -88,15 +88,26 @@ fn audited(events: &[Value], action: &str, document: &str) -> bool {
         .any(|e| e["action"] == action && e["document"].as_str() == Some(document))
 }
 
-/// The offline verifier finds the tenant's log intact.
-async fn log_verifies(app: &TestApp) {
+/// A signed checkpoint of the tenant's log, saved as an auditor keeps one:
+/// (its public key, the file).
+async fn save_checkpoint(app: &TestApp) -> (String, tempfile::NamedTempFile) {
     let r = app
         .operator(Method::GET, "/v1/audit/checkpoint?tenant=acme")
         .send()
         .await
         .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
     let checkpoint: Value = r.json().await.unwrap();
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), checkpoint["checkpoint"].as_str().unwrap()).unwrap();
+    (checkpoint["public_key"].as_str().unwrap().to_owned(), file)
+}
+
+/// The offline verifier finds the tenant's log intact, and consistent with the
+/// checkpoint saved before the crash (nothing written before it was lost).
+fn log_verifies(app: &TestApp, saved: &(String, tempfile::NamedTempFile)) {
     let store = app.store_arg();
+    let checkpoint = saved.1.path().display().to_string();
     let out = app.cli(&[
         "--json",
         "audit",
@@ -106,7 +117,9 @@ async fn log_verifies(app: &TestApp) {
         "--tenant",
         "acme",
         "--public-key",
-        checkpoint["public_key"].as_str().unwrap(),
+        &saved.0,
+        "--checkpoint",
+        &checkpoint,
     ]);
     assert!(
         out.status.success(),
@@ -160,6 +173,7 @@ async fn upload_crash(point: &'static str) {
     let app = armed(point, "return", "").await;
     app.create_tenant("acme").await;
     let key = app.api_key("acme", ROLES).await;
+    let saved = save_checkpoint(&app).await;
     let body = format!("%PDF-1.7 crash at {point}").into_bytes();
     let first = keyed_upload(&app, &key, "claim-77", &body).await;
     assert!(
@@ -180,6 +194,11 @@ async fn upload_crash(point: &'static str) {
         let r = app.get_as(&key, &format!("/v1/documents/{id}")).await;
         assert_eq!(r.status(), StatusCode::OK, "{point}");
         assert_eq!(r.bytes().await.unwrap().as_ref(), body.as_slice());
+        // Visible, so audited before it became visible: by the crashed request.
+        assert!(
+            audited(&audit_events(&app).await, "document.upload", id),
+            "{point}: a document became visible without an upload event"
+        );
     }
 
     // The client's retry: one document, the first one if it became visible.
@@ -195,13 +214,7 @@ async fn upload_crash(point: &'static str) {
     let r = app.get_as(&key, &format!("/v1/documents/{id}")).await;
     assert_eq!(r.bytes().await.unwrap().as_ref(), body.as_slice());
 
-    // Audited: the document that exists has its upload in the log.
-    let events = audit_events(&app).await;
-    assert!(
-        audited(&events, "document.upload", &id),
-        "{point}: no upload event for {id}"
-    );
-    log_verifies(&app).await;
+    log_verifies(&app, &saved);
     leftovers_collected(&app).await;
 }
 
@@ -213,6 +226,11 @@ async fn a_crash_after_the_body_is_stored() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_after_the_key_record_is_stored() {
     upload_crash(failpoints::UPLOAD_AFTER_KEY_RECORD).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_the_audit_intent() {
+    upload_crash(failpoints::UPLOAD_AFTER_INTENT).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -241,6 +259,7 @@ async fn delete_crash(point: &'static str) {
         ids.push(v["id"].as_str().unwrap().to_owned());
     }
     let (kept_id, doomed_id) = (ids[0].clone(), ids[1].clone());
+    let saved = save_checkpoint(&app).await;
     let first = app
         .http
         .delete(app.at(&format!("/v1/documents/{doomed_id}")))
@@ -250,12 +269,21 @@ async fn delete_crash(point: &'static str) {
     assert!(first.is_err(), "{point}: the server answered");
     let app = after_crash(app).await;
 
+    // The crashed request's intent is in the log before anything was removed.
+    assert!(
+        audited(&audit_events(&app).await, "document.delete", &doomed_id),
+        "{point}: the delete is not in the log"
+    );
     // Whole or gone: visible with its bytes, or not found.
     let path = format!("/v1/documents/{doomed_id}");
     let r = app.get_as(&key, &path).await;
     match r.status() {
         StatusCode::OK => assert_eq!(r.bytes().await.unwrap().as_ref(), doomed.as_slice()),
-        StatusCode::NOT_FOUND => {}
+        StatusCode::NOT_FOUND => {
+            // What the interrupted delete left (key record, body) is collected
+            // without any retry.
+            leftovers_collected(&app).await;
+        }
         other => panic!("{point}: {other}"),
     }
     // The client's retry finishes it.
@@ -279,12 +307,7 @@ async fn delete_crash(point: &'static str) {
     let r = app.get_as(&key, &format!("/v1/documents/{kept_id}")).await;
     assert_eq!(r.bytes().await.unwrap().as_ref(), kept.as_slice());
 
-    let events = audit_events(&app).await;
-    assert!(
-        audited(&events, "document.delete", &doomed_id),
-        "{point}: the delete is not in the log"
-    );
-    log_verifies(&app).await;
+    log_verifies(&app, &saved);
     leftovers_collected(&app).await;
 }
 
@@ -338,6 +361,7 @@ async fn a_rewrap_interrupted_by_a_crash_finishes_when_run_again() {
     app.create_tenant("acme").await;
     let key = app.api_key("acme", ROLES).await;
     let docs = corpus(&app, &key, 24).await;
+    let saved = save_checkpoint(&app).await;
     app.cli_json(&["--json", "key", "rotate", "acme"]);
     let (code, _) = app.cli_exit(&["--json", "key", "rewrap", "acme", "--retire-old"]);
     assert_ne!(code, 0, "the rewrap survived its crash point");
@@ -353,7 +377,7 @@ async fn a_rewrap_interrupted_by_a_crash_finishes_when_run_again() {
     let again = app.cli_json(&["--json", "key", "rewrap", "acme"]);
     assert_eq!(again["documents_rewrapped"], 0, "{again}");
     all_read_back(&app, &key, &docs).await;
-    log_verifies(&app).await;
+    log_verifies(&app, &saved);
 }
 
 fn backup_config(repo: &Path) -> String {
@@ -450,6 +474,8 @@ async fn a_restore_interrupted_by_a_crash_resumes() {
     app.create_tenant("acme").await;
     let key = app.api_key("acme", ROLES).await;
     let docs = corpus(&app, &key, 6).await;
+    // Saved before the backup: the restored log must extend it.
+    let saved = save_checkpoint(&app).await;
     let r = app
         .operator(Method::POST, "/v1/admin/backups")
         .send()
@@ -502,5 +528,5 @@ async fn a_restore_interrupted_by_a_crash_resumes() {
     );
     let app = app.restart_plain().await;
     all_read_back(&app, &key, &docs).await;
-    log_verifies(&app).await;
+    log_verifies(&app, &saved);
 }

@@ -99,6 +99,7 @@ async fn keyed_uploads_land_once_each_through_injected_s3_faults() {
         delay_answer: 0.05,
         delay: Duration::from_millis(300),
         stall: 0.0,
+        cut_long_answer: 0.0,
     });
     let mut first_try = 0;
     let mut docs = Vec::new();
@@ -160,4 +161,82 @@ async fn a_stalled_s3_answers_503_in_bounded_time_and_the_vault_recovers() {
     proxy.set(Faults::default());
     let body = download_retrying(&app, &key, &id).await;
     assert_eq!(body, b"%PDF-1.7 faulty document 0".to_vec());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_whose_s3_body_is_cut_off_is_resumed_from_the_last_byte() {
+    let proxy = proxy().await;
+    let app = start(&proxy, 20).await;
+    app.create_tenant_with("acme", "local").await;
+    let key = app.api_key("acme", &["uploader", "reader"]).await;
+    let body: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let r = app
+        .upload(&key, "scan", "application/pdf", body.clone(), &[])
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Every S3 answer over 64 KiB is cut off somewhere in its body.
+    proxy.set(Faults {
+        cut_long_answer: 1.0,
+        ..Faults::default()
+    });
+    let r = app.get_as(&key, &format!("/v1/documents/{id}")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let got = r.bytes().await.unwrap();
+    let cut = proxy
+        .injected
+        .cut
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        cut >= 2,
+        "only {cut} answers were cut: the test proved nothing"
+    );
+    assert_eq!(got.len(), body.len());
+    assert!(got.as_ref() == body.as_slice(), "the resumed bytes differ");
+    println!("a 3 MB download read through {cut} cut-off S3 answers");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_s3_is_answered_503_at_once_behind_the_circuit_breaker() {
+    let proxy = proxy().await;
+    let app = start(&proxy, 6).await;
+    app.create_tenant_with("acme", "local").await;
+    let key = app.api_key("acme", &["uploader", "reader"]).await;
+    let (id, _) = upload_retrying(&app, &key, 0).await;
+    let path = format!("/v1/documents/{id}");
+    // S3 is gone: every connection refused.
+    proxy.set(Faults {
+        refuse: 1.0,
+        ..Faults::default()
+    });
+    let mut took = Vec::new();
+    for _ in 0..8 {
+        let started = Instant::now();
+        let r = app.get_as(&key, &path).await;
+        took.push(started.elapsed());
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["code"], "storage_unavailable", "{v}");
+    }
+    // The first requests spent their retries; once the breaker opened, the
+    // answer comes without going to S3.
+    let last = *took.last().unwrap();
+    assert!(
+        last < Duration::from_millis(250),
+        "still slow behind an open breaker: {took:?}"
+    );
+    assert!(
+        took[0] > last * 4,
+        "the first request did not retry: {took:?}"
+    );
+    let ready = app.http.get(app.at("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // S3 is back: after the breaker's period requests go through again.
+    proxy.set(Faults::default());
+    let body = download_retrying(&app, &key, &id).await;
+    assert_eq!(body, b"%PDF-1.7 faulty document 0".to_vec());
+    println!("dead S3: answers took {took:?}");
 }

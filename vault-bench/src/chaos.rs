@@ -150,6 +150,7 @@ pub struct ChaosReport {
 
 /// One acknowledged upload.
 struct Acked {
+    key: String,
     body: Vec<u8>,
     deleted: bool,
 }
@@ -166,6 +167,8 @@ struct Ledger {
     retried: u64,
     downloads: u64,
     wrong_bytes: u64,
+    /// Acknowledged documents a delete's first try found missing.
+    missing_at_delete: u64,
 }
 
 struct Shared {
@@ -173,8 +176,11 @@ struct Shared {
     key: String,
     http: reqwest::Client,
     ledger: Mutex<Ledger>,
-    /// Incremented at every kill: an upload that saw it change spanned one.
+    /// Kills so far.
     kills: AtomicU64,
+    /// Incremented when a kill starts and when the restart is done: an upload
+    /// that saw it change overlapped a kill or the restart.
+    epoch: AtomicU64,
 }
 
 impl Shared {
@@ -233,6 +239,7 @@ pub async fn run(launch: &Launch, settings: &ChaosSettings) -> anyhow::Result<Ch
         http: crate::server::http_client()?,
         ledger: Mutex::default(),
         kills: AtomicU64::new(0),
+        epoch: AtomicU64::new(0),
     });
     if let Some(proxy) = &proxy {
         let f = settings.faults;
@@ -243,6 +250,8 @@ pub async fn run(launch: &Launch, settings: &ChaosSettings) -> anyhow::Result<Ch
             delay_answer: f.delay_answer,
             delay: Duration::from_millis(300),
             stall: f.stall,
+            // The chaos documents are small: their answers are never long.
+            cut_long_answer: 0.0,
         });
     }
 
@@ -261,10 +270,12 @@ pub async fn run(launch: &Launch, settings: &ChaosSettings) -> anyhow::Result<Ch
             break;
         }
         tokio::time::sleep(wait).await;
+        shared.epoch.fetch_add(1, Ordering::SeqCst);
         server.stop();
         shared.kills.fetch_add(1, Ordering::SeqCst);
         server = server.restart(&launch).await?;
         *shared.url.write().unwrap_or_else(PoisonError::into_inner) = server.url.clone();
+        shared.epoch.fetch_add(1, Ordering::SeqCst);
         eprintln!(
             "chaos: kill {} at {:.0} s",
             shared.kills.load(Ordering::SeqCst),
@@ -350,7 +361,7 @@ async fn upload(shared: &Shared, key: &str, rng: &mut impl Rng) {
     body.extend((body.len()..size).map(|_| rng.gen::<u8>()));
     shared.ledger().uploads += 1;
     let started = Instant::now();
-    let kills_before = shared.kills.load(Ordering::SeqCst);
+    let epoch_before = shared.epoch.load(Ordering::SeqCst);
     let mut backoff = Duration::from_millis(100);
     while started.elapsed() < OPERATION_BUDGET {
         let answer = shared
@@ -373,7 +384,7 @@ async fn upload(shared: &Shared, key: &str, rng: &mut impl Rng) {
                 };
                 let Some(id) = v["id"].as_str() else { continue };
                 let ms = started.elapsed().as_secs_f64() * 1000.0;
-                let spanned_kill = shared.kills.load(Ordering::SeqCst) != kills_before;
+                let spanned_kill = shared.epoch.load(Ordering::SeqCst) != epoch_before;
                 let mut ledger = shared.ledger();
                 ledger.latencies_ms.push(ms);
                 if !spanned_kill {
@@ -382,6 +393,7 @@ async fn upload(shared: &Shared, key: &str, rng: &mut impl Rng) {
                 ledger.acked.insert(
                     id.to_owned(),
                     Acked {
+                        key: key.to_owned(),
                         body,
                         deleted: false,
                     },
@@ -422,6 +434,7 @@ async fn download(shared: &Shared, id: &str, body: &[u8]) {
 async fn delete(shared: &Shared, id: &str) {
     let started = Instant::now();
     let mut backoff = Duration::from_millis(100);
+    let mut first_try = true;
     while started.elapsed() < OPERATION_BUDGET {
         let r = shared
             .http
@@ -431,10 +444,15 @@ async fn delete(shared: &Shared, id: &str) {
             .await;
         let status = r.as_ref().map_or(0, |r| r.status().as_u16());
         shared.count(status);
-        // 404 after an earlier try: that try deleted it.
+        // 404 after an earlier try: that try deleted it. At the first try, an
+        // acknowledged document was missing.
+        if status == 404 && first_try {
+            shared.ledger().missing_at_delete += 1;
+        }
         if status == 204 || status == 404 {
             return;
         }
+        first_try = false;
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(2));
     }
@@ -467,31 +485,49 @@ async fn check(shared: &Shared, server: &Server) -> anyhow::Result<ChaosReport> 
 
     // Every visible document, read whole: its key is in its first line.
     let visible = list_all(shared).await?;
-    let mut per_key: BTreeMap<String, u64> = BTreeMap::new();
+    let mut per_key: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut bodies: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     for id in &visible {
-        let bytes = get(shared, id)
-            .await?
-            .with_context(|| format!("document {id} is listed but does not read"))?;
-        let key = String::from_utf8_lossy(bytes.split(|b| *b == b'\n').next().unwrap_or(&[]))
-            .trim_start_matches("chaos-key=")
-            .to_owned();
-        *per_key.entry(key).or_default() += 1;
-        bodies.insert(id.clone(), bytes);
+        match get(shared, id).await {
+            Read::Bytes(bytes) => {
+                let key =
+                    String::from_utf8_lossy(bytes.split(|b| *b == b'\n').next().unwrap_or(&[]))
+                        .trim_start_matches("chaos-key=")
+                        .to_owned();
+                per_key.entry(key).or_default().push(id.clone());
+                bodies.insert(id.clone(), bytes);
+            }
+            // Listed but unreadable: if it was acknowledged, it is lost below.
+            Read::Missing | Read::Failed => {}
+        }
     }
-    report.duplicates = per_key.values().map(|n| n - 1).sum();
+    report.lost += ledger.missing_at_delete;
     for (id, acked) in &ledger.acked {
+        let twins = per_key.get(&acked.key).map_or(0, Vec::len) as u64;
         match (acked.deleted, bodies.get(id)) {
-            (false, None) => match get(shared, id).await? {
-                Some(bytes) if bytes == acked.body => {}
-                Some(_) => report.wrong_bytes += 1,
-                None => report.lost += 1,
+            (false, None) => match get(shared, id).await {
+                Read::Bytes(bytes) if bytes == acked.body => {}
+                Read::Bytes(_) => report.wrong_bytes += 1,
+                Read::Missing | Read::Failed => report.lost += 1,
             },
             (false, Some(bytes)) if *bytes != acked.body => report.wrong_bytes += 1,
             (true, Some(_)) => report.undeleted += 1,
             _ => {}
         }
+        // Other documents of its key: any beside it, or any after it was deleted.
+        report.duplicates += if acked.deleted {
+            twins
+        } else {
+            twins.saturating_sub(u64::from(bodies.contains_key(id)))
+        };
     }
+    // Keys never acknowledged (the client gave up) may have one document at most.
+    let acked_keys: BTreeSet<&String> = ledger.acked.values().map(|a| &a.key).collect();
+    report.duplicates += per_key
+        .iter()
+        .filter(|(key, _)| !acked_keys.contains(key))
+        .map(|(_, ids)| ids.len().saturating_sub(1) as u64)
+        .sum::<u64>();
 
     // The audit log names every visible document's upload and every
     // acknowledged delete.
@@ -543,18 +579,35 @@ async fn list_all(shared: &Shared) -> anyhow::Result<Vec<String>> {
     }
 }
 
-/// A document's bytes; `None` when it is not found.
-async fn get(shared: &Shared, id: &str) -> anyhow::Result<Option<Vec<u8>>> {
-    let r = shared
+/// A read at the check.
+enum Read {
+    Bytes(Vec<u8>),
+    Missing,
+    /// Any other answer (a document whose objects are damaged answers 5xx).
+    Failed,
+}
+
+async fn get(shared: &Shared, id: &str) -> Read {
+    let r = match shared
         .http
         .get(shared.url(&format!("/v1/documents/{id}")))
         .bearer_auth(&shared.key)
         .send()
-        .await?;
+        .await
+    {
+        Ok(r) => r,
+        Err(_) => return Read::Failed,
+    };
     match r.status().as_u16() {
-        200 => Ok(Some(r.bytes().await?.to_vec())),
-        404 => Ok(None),
-        other => bail!("reading {id}: {other}"),
+        200 => match r.bytes().await {
+            Ok(bytes) => Read::Bytes(bytes.to_vec()),
+            Err(_) => Read::Failed,
+        },
+        404 => Read::Missing,
+        other => {
+            eprintln!("chaos check: reading {id} answered {other}");
+            Read::Failed
+        }
     }
 }
 
@@ -585,6 +638,11 @@ async fn audited_documents(
             let Some(doc) = e["document"].as_str() else {
                 continue;
             };
+            // The intent before the change, or the event of its success; a
+            // refused or failed request's event does not vouch for a change.
+            if !matches!(e["outcome"].as_str(), Some("intent" | "allowed")) {
+                continue;
+            }
             match e["action"].as_str() {
                 Some("document.upload") => {
                     uploaded.insert(doc.to_owned());

@@ -255,7 +255,11 @@ impl Server {
     ) -> anyhow::Result<Server> {
         let port = free_port()?;
         let url = format!("http://127.0.0.1:{port}");
-        let log_file = std::fs::File::create(&place.log)?;
+        // Appended to: the log of a killed run stays for the post-mortem.
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&place.log)?;
         let mut command = Command::new(binary);
         command
             .arg("--config")

@@ -15,6 +15,9 @@ use std::path::Path;
 
 use rustix::fs::{flock, FlockOperation};
 
+/// The lock file in the data directory.
+pub const LOCK_FILE: &str = "server.lock";
+
 /// Who made a claim: a replica (its [`crate::storage::lease::holder_name`]) in
 /// one run of its process.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,7 +53,7 @@ pub struct DataDirLock {
 impl DataDirLock {
     /// Takes the lock of `data_dir`, or fails when another process holds it.
     pub fn acquire(data_dir: &Path) -> std::io::Result<DataDirLock> {
-        let path = data_dir.join("server.lock");
+        let path = data_dir.join(LOCK_FILE);
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)

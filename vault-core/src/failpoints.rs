@@ -19,6 +19,7 @@ pub const ENV: &str = "BILLVAULT_FAILPOINTS";
 pub const ALL: &[&str] = &[
     UPLOAD_AFTER_BODY,
     UPLOAD_AFTER_KEY_RECORD,
+    UPLOAD_AFTER_INTENT,
     UPLOAD_AFTER_GATE,
     UPLOAD_AFTER_FACTS,
     DELETE_AFTER_INTENT,
@@ -35,6 +36,8 @@ pub const ALL: &[&str] = &[
 pub const UPLOAD_AFTER_BODY: &str = "upload.after_body";
 /// Body and key record are durable; the commit gates have not run.
 pub const UPLOAD_AFTER_KEY_RECORD: &str = "upload.after_key_record";
+/// The audit intent is durable; the idempotency claim is not written.
+pub const UPLOAD_AFTER_INTENT: &str = "upload.after_intent";
 /// The audit intent and the idempotency claim are durable; the document is not
 /// visible yet.
 pub const UPLOAD_AFTER_GATE: &str = "upload.after_gate";

@@ -109,14 +109,19 @@ impl Leftovers {
             Err(LeaseError::Held { .. }) => return Ok(None),
             Err(LeaseError::Storage(e)) => return Err(e.into()),
         };
-        let collected = self.pass().await;
+        // Ages are measured on the store's clock (the lease object was written
+        // just now), so a replica whose clock runs ahead cannot take an upload
+        // in flight for an old leftover.
+        let collected = match lease.store_time().await {
+            Ok(now) => self.pass(now.unwrap_or_else(OffsetDateTime::now_utc)).await,
+            Err(e) => Err(e.into()),
+        };
         lease.release().await;
         collected.map(Some)
     }
 
-    async fn pass(&self) -> Result<Collected, Error> {
+    async fn pass(&self, now: OffsetDateTime) -> Result<Collected, Error> {
         let mut collected = Collected::default();
-        let now = OffsetDateTime::now_utc();
         for tenant in self.tenants.list().await? {
             if tenant.status == TenantStatus::Offboarded {
                 continue;

@@ -269,8 +269,15 @@ impl TenantDocuments {
                 Presence::Absent => match record.claimed_at {
                     // Format 1 was written once the document was visible.
                     None => return Err(key_reused()),
-                    // Made by an earlier run of this replica: its process is gone.
-                    Some(_) if self.made_by_earlier_run(&record) => continue,
+                    // Made by an earlier run of this replica: its process is gone,
+                    // and whatever it sent has landed or never will.
+                    Some(at)
+                        if self.made_by_earlier_run(&record)
+                            && now_unix() - at
+                                >= self.store.write_settle_time().as_secs_f64().ceil() as i64 =>
+                    {
+                        continue
+                    }
                     Some(at) if now_unix() - at < CLAIM_GRACE.as_secs() as i64 => {
                         return Ok(Lookup::InFlight)
                     }
@@ -550,6 +557,7 @@ impl BeforeVisible for Gates<'_> {
         if let Some(intent) = self.intent {
             intent.before_visible(id, metadata).await?;
         }
+        crate::failpoints::crash_point(crate::failpoints::UPLOAD_AFTER_INTENT);
         if let Some(claim) = self.claim {
             claim.before_visible(id, metadata).await?;
         }

@@ -108,13 +108,26 @@ pub struct Lease {
     refresher: JoinHandle<()>,
 }
 
-/// Who this process is, for leases: host name and data directory.
+/// Who this process is, for leases and idempotency claims: host name and data
+/// directory, made unique by the kernel's boot id and the device and inode of
+/// the data directory's lock file (`data_dir_lock.rs`). Two containers with the
+/// same host name and path on one bucket differ in these, so one never takes
+/// the other for an earlier run of itself; after a reboot, or with the lock file
+/// gone, the earlier runs are no longer recognised and their leases and claims
+/// wait to go stale instead.
 pub fn holder_name(data_dir: &std::path::Path) -> String {
+    use std::os::unix::fs::MetadataExt;
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "unknown-host".to_owned());
     let dir = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_owned());
-    format!("{host}:{}", dir.display())
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|b| b.trim().chars().take(8).collect::<String>())
+        .unwrap_or_else(|_| "unknown".to_owned());
+    let lock = std::fs::metadata(data_dir.join(crate::data_dir_lock::LOCK_FILE))
+        .map(|m| format!("{}:{}", m.dev(), m.ino()))
+        .unwrap_or_else(|_| "none".to_owned());
+    format!("{host}:{} [boot {boot}, lock {lock}]", dir.display())
 }
 
 fn lease_name(prefix: &str, run: &str, n: u64) -> ObjectName {
@@ -231,6 +244,19 @@ impl Lease {
             let pause = rand::thread_rng().gen_range(200..1500);
             tokio::time::sleep(Duration::from_millis(pause)).await;
         }
+    }
+
+    /// The store's clock now, as the time it gives the lease's newest object
+    /// (written moments ago): for comparing with other objects' times without
+    /// trusting this machine's clock.
+    pub async fn store_time(&self) -> Result<Option<OffsetDateTime>, StorageError> {
+        let mine = format!("{}-", self.run);
+        Ok(list_all(self.store.as_ref(), &self.prefix, None)
+            .await?
+            .into_iter()
+            .filter(|info| info.name.file_name().starts_with(&mine))
+            .filter_map(|info| info.modified)
+            .max())
     }
 
     /// Releases the lease (its refresher stops and its objects are removed). A

@@ -3,6 +3,7 @@
 //! [`s3::S3Store`] and, for unit tests with injected faults, [`memory::MemoryStore`].
 //! Object names carry tenant ids and opaque document ids only.
 
+pub mod circuit_breaker;
 pub mod fs;
 pub mod keys;
 pub mod lease;
@@ -222,6 +223,14 @@ pub trait ObjectStore: Send + Sync + 'static {
 
     /// Answers whether the backend is reachable and writable (readiness).
     async fn check(&self) -> Result<(), StorageError>;
+
+    /// How long a write may still land after the process that sent it died: none
+    /// for stores the process writes itself (a file is renamed into place or
+    /// not), the time limit of one request attempt for a remote store, which may
+    /// carry out a request whose sender is gone.
+    fn write_settle_time(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
 }
 
 /// Reads a whole stream into memory (for small objects only).

@@ -11,18 +11,30 @@
 //! retried by the SDK and meets 412: each write carries a random id in its
 //! metadata (`x-amz-meta-vault-write`), and a 412 on an object carrying the
 //! write's own id is its success, not a conflict.
+//!
+//! A GET body cut off mid-way (the SDK retries only until the answer's head) is
+//! resumed with a ranged GET from the last byte received, `If-Match` the first
+//! answer's ETag so the rest is of the same object. A circuit breaker
+//! (`circuit_breaker.rs`) fails every operation at once while S3 keeps failing.
 
 use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
+use aws_sdk_s3::config::interceptors::FinalizerInterceptorContextRef;
+use aws_sdk_s3::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_s3::error::BoxError;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::get_object::GetObjectOutput;
+use aws_sdk_s3::operation::head_object::HeadObjectOutput;
 use aws_sdk_s3::primitives::ByteStream as S3Body;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 
+use super::circuit_breaker::CircuitBreaker;
 use super::{ByteStream, ObjectInfo, ObjectName, ObjectStore, StorageError};
 
 /// Size of one multipart part (S3's minimum is 5 MiB).
@@ -30,12 +42,28 @@ const PART_SIZE: usize = 8 * 1024 * 1024;
 /// Metadata key of a write's random id.
 const WRITE_ID: &str = "vault-write";
 /// Time to open a connection.
-const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
-/// Time for one attempt of an operation (a part of at most 8 MiB, or a single put
-/// below the multipart threshold, must go up within it).
-const ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-/// Time for an operation with all its retries.
-const OPERATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(90);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Time for an operation with all its retries; each attempt gets a third of it
+/// (a part of at most 8 MiB, or a single put below the multipart threshold, must
+/// go up within it).
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(90);
+/// Ranged GETs in a row that may resume a cut-off body without receiving a byte.
+const RESUMES_WITHOUT_PROGRESS: u32 = 3;
+
+/// An attempt's share of an operation's time limit.
+fn attempt_timeout(operation: Duration) -> Duration {
+    (operation / 3).max(Duration::from_millis(500))
+}
+
+/// Time limits of S3 operations: `operation` in all, a third of it per attempt.
+fn timeouts(operation: Duration) -> aws_config::timeout::TimeoutConfig {
+    let attempt = attempt_timeout(operation);
+    aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(CONNECT_TIMEOUT.min(attempt))
+        .operation_attempt_timeout(attempt)
+        .operation_timeout(operation)
+        .build()
+}
 
 /// Objects in an S3 bucket under a prefix.
 #[derive(Debug, Clone)]
@@ -45,6 +73,34 @@ pub struct S3Store {
     prefix: String,
     multipart_threshold: usize,
     object_lock: Option<ObjectLock>,
+    breaker: Arc<CircuitBreaker>,
+    /// The time limit of one attempt (see [`timeouts`]).
+    attempt_timeout: Duration,
+}
+
+/// Feeds the store's circuit breaker with the outcome of every S3 operation
+/// (after the SDK's retries): an answer below 500 (and not 429) shows S3 alive.
+#[derive(Debug)]
+struct BreakerFeed(Arc<CircuitBreaker>);
+
+impl Intercept for BreakerFeed {
+    fn name(&self) -> &'static str {
+        "vault-circuit-breaker"
+    }
+
+    fn read_after_execution(
+        &self,
+        context: &FinalizerInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let alive = context.response().is_some_and(|r| {
+            let status = r.status().as_u16();
+            status < 500 && status != 429
+        });
+        self.0.record(alive);
+        Ok(())
+    }
 }
 
 /// S3 Object Lock retention put on every object this store writes (backup
@@ -121,13 +177,7 @@ impl S3Store {
     ) -> Self {
         let mut loader = aws_config::from_env()
             .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(5))
-            .timeout_config(
-                aws_config::timeout::TimeoutConfig::builder()
-                    .connect_timeout(CONNECT_TIMEOUT)
-                    .operation_attempt_timeout(ATTEMPT_TIMEOUT)
-                    .operation_timeout(OPERATION_TIMEOUT)
-                    .build(),
-            );
+            .timeout_config(timeouts(OPERATION_TIMEOUT));
         if let Some(endpoint) = endpoint {
             loader = loader.endpoint_url(endpoint);
         }
@@ -136,8 +186,10 @@ impl S3Store {
         }
         let shared = loader.load().await;
         let custom_endpoint = endpoint.is_some() || std::env::var_os("AWS_ENDPOINT_URL").is_some();
+        let breaker = Arc::new(CircuitBreaker::default());
         let config = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(custom_endpoint)
+            .interceptor(BreakerFeed(breaker.clone()))
             .build();
         let prefix = prefix.trim_matches('/');
         S3Store {
@@ -152,25 +204,21 @@ impl S3Store {
                 .unwrap_or(usize::MAX)
                 .max(PART_SIZE),
             object_lock: None,
+            breaker,
+            attempt_timeout: attempt_timeout(OPERATION_TIMEOUT),
         }
     }
 
     /// Bounds each operation, retries included, to `operation` (each attempt to a
     /// third of it) instead of the default 90 s.
-    pub fn with_operation_timeout(mut self, operation: std::time::Duration) -> Self {
-        let attempt = (operation / 3).max(std::time::Duration::from_millis(500));
+    pub fn with_operation_timeout(mut self, operation: Duration) -> Self {
         let config = self
             .client
             .config()
             .to_builder()
-            .timeout_config(
-                aws_config::timeout::TimeoutConfig::builder()
-                    .connect_timeout(CONNECT_TIMEOUT.min(attempt))
-                    .operation_attempt_timeout(attempt)
-                    .operation_timeout(operation)
-                    .build(),
-            )
+            .timeout_config(timeouts(operation))
             .build();
+        self.attempt_timeout = attempt_timeout(operation);
         self.client = Client::from_conf(config);
         self
     }
@@ -183,6 +231,7 @@ impl S3Store {
 
     /// Whether the bucket was created with Object Lock enabled.
     pub async fn object_lock_enabled(&self) -> Result<bool, StorageError> {
+        self.admit()?;
         match self
             .client
             .get_object_lock_configuration()
@@ -206,6 +255,19 @@ impl S3Store {
     /// Whether the object under `name` is the one the write `write_id` stored (its
     /// 412 met an earlier attempt of itself).
     async fn written_by(&self, name: &ObjectName, write_id: &str) -> Result<bool, StorageError> {
+        Ok(self.head_output(name).await?.is_some_and(|head| {
+            head.metadata()
+                .and_then(|m| m.get(WRITE_ID))
+                .is_some_and(|id| id == write_id)
+        }))
+    }
+
+    /// HeadObject; `None` when the key does not exist.
+    async fn head_output(
+        &self,
+        name: &ObjectName,
+    ) -> Result<Option<HeadObjectOutput>, StorageError> {
+        self.admit()?;
         match self
             .client
             .head_object()
@@ -214,13 +276,20 @@ impl S3Store {
             .send()
             .await
         {
-            Ok(head) => Ok(head
-                .metadata()
-                .and_then(|m| m.get(WRITE_ID))
-                .is_some_and(|id| id == write_id)),
-            Err(e) if status_of(&e) == Some(404) => Ok(false),
+            Ok(head) => Ok(Some(head)),
+            Err(e) if status_of(&e) == Some(404) => Ok(None),
             Err(e) => Err(backend(e)),
         }
+    }
+
+    /// Refuses at once while the circuit breaker is open.
+    fn admit(&self) -> Result<(), StorageError> {
+        self.breaker.admit().map_err(|left| {
+            StorageError::Backend(format!(
+                "S3 keeps failing: requests refused for {:.1} s more (circuit breaker)",
+                left.as_secs_f64()
+            ))
+        })
     }
 
     /// The answer to a create-only write that met 412 or 409: its own earlier
@@ -233,6 +302,7 @@ impl S3Store {
     }
 
     async fn put_single(&self, name: &ObjectName, body: Bytes) -> Result<(), StorageError> {
+        self.admit()?;
         let write_id = hex::encode(rand::random::<[u8; 16]>());
         let result = self
             .client
@@ -259,6 +329,7 @@ impl S3Store {
         first: Bytes,
         mut body: ByteStream,
     ) -> Result<u64, StorageError> {
+        self.admit()?;
         let key = self.key(name);
         // Fail early when the name is taken, before sending gigabytes.
         if self.head(name).await?.is_some() {
@@ -361,13 +432,16 @@ impl S3Store {
         &self,
         name: &ObjectName,
         range: Option<String>,
+        if_match: Option<String>,
     ) -> Result<Option<GetObjectOutput>, StorageError> {
+        self.admit()?;
         let request = self
             .client
             .get_object()
             .bucket(&self.bucket)
             .key(self.key(name))
-            .set_range(range);
+            .set_range(range)
+            .set_if_match(if_match);
         match request.send().await {
             Ok(out) => Ok(Some(out)),
             Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
@@ -380,12 +454,68 @@ fn to_time(at: &aws_sdk_s3::primitives::DateTime) -> Option<time::OffsetDateTime
     time::OffsetDateTime::from_unix_timestamp(at.secs()).ok()
 }
 
-fn body_stream(body: S3Body) -> ByteStream {
-    Box::pin(futures::stream::unfold(body, |mut body| async move {
-        match body.try_next().await {
-            Ok(Some(chunk)) => Some((Ok(chunk), body)),
-            Ok(None) => None,
-            Err(e) => Some((Err(StorageError::Backend(e.to_string())), body)),
+/// A GET body being read, and what it takes to ask again for the rest.
+struct Resuming {
+    store: S3Store,
+    name: ObjectName,
+    /// Offset of the next byte expected.
+    next: u64,
+    /// Offset just past the last byte wanted.
+    end: u64,
+    etag: Option<String>,
+    body: S3Body,
+    /// Resumes in a row that brought no byte.
+    fruitless: u32,
+}
+
+/// The body of `out` (bytes `start..` of `name`) as a stream that resumes a
+/// cut-off body with ranged GETs of the same object version.
+fn resuming_body(
+    store: &S3Store,
+    name: &ObjectName,
+    start: u64,
+    out: GetObjectOutput,
+) -> ByteStream {
+    let length = out.content_length().unwrap_or(0).max(0) as u64;
+    let state = Resuming {
+        store: store.clone(),
+        name: name.clone(),
+        next: start,
+        end: start + length,
+        etag: out.e_tag().map(str::to_owned),
+        body: out.body,
+        fruitless: 0,
+    };
+    Box::pin(futures::stream::unfold(Some(state), |state| async move {
+        let mut s = state?;
+        loop {
+            let cut = match s.body.try_next().await {
+                Ok(Some(chunk)) => {
+                    s.next += chunk.len() as u64;
+                    s.fruitless = 0;
+                    return Some((Ok(chunk), Some(s)));
+                }
+                Ok(None) => return None,
+                Err(e) => e,
+            };
+            if s.next >= s.end {
+                // Every byte arrived before the connection broke.
+                return None;
+            }
+            if s.fruitless >= RESUMES_WITHOUT_PROGRESS || s.etag.is_none() {
+                return Some((
+                    Err(StorageError::Backend(format!("reading {}: {cut}", s.name))),
+                    None,
+                ));
+            }
+            s.fruitless += 1;
+            tracing::debug!(object = %s.name, from = s.next, "S3 body cut off; resuming with a ranged GET");
+            let range = format!("bytes={}-{}", s.next, s.end - 1);
+            match s.store.fetch(&s.name, Some(range), s.etag.clone()).await {
+                Ok(Some(out)) => s.body = out.body,
+                Ok(None) => return Some((Err(StorageError::NotFound(s.name.to_string())), None)),
+                Err(e) => return Some((Err(e), None)),
+            }
         }
     }))
 }
@@ -393,6 +523,7 @@ fn body_stream(body: S3Body) -> ByteStream {
 #[async_trait]
 impl ObjectStore for S3Store {
     async fn extend_lock(&self, name: &ObjectName) -> Result<(), StorageError> {
+        self.admit()?;
         let Some(lock) = self.object_lock else {
             return Ok(());
         };
@@ -431,6 +562,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn replace(&self, name: &ObjectName, bytes: Bytes) -> Result<(), StorageError> {
+        self.admit()?;
         self.client
             .put_object()
             .bucket(&self.bucket)
@@ -444,10 +576,10 @@ impl ObjectStore for S3Store {
 
     async fn get(&self, name: &ObjectName) -> Result<ByteStream, StorageError> {
         let out = self
-            .fetch(name, None)
+            .fetch(name, None, None)
             .await?
             .ok_or_else(|| StorageError::NotFound(name.to_string()))?;
-        Ok(body_stream(out.body))
+        Ok(resuming_body(self, name, 0, out))
     }
 
     async fn get_range(
@@ -460,41 +592,30 @@ impl ObjectStore for S3Store {
         }
         let header = format!("bytes={}-{}", range.start, range.end - 1);
         let out = self
-            .fetch(name, Some(header))
+            .fetch(name, Some(header), None)
             .await?
             .ok_or_else(|| StorageError::NotFound(name.to_string()))?;
-        Ok(body_stream(out.body))
+        Ok(resuming_body(self, name, range.start, out))
     }
 
     async fn get_bytes(&self, name: &ObjectName) -> Result<Option<Bytes>, StorageError> {
-        let Some(out) = self.fetch(name, None).await? else {
+        let Some(out) = self.fetch(name, None, None).await? else {
             return Ok(None);
         };
-        let body = out
-            .body
-            .collect()
-            .await
-            .map_err(|e| StorageError::Backend(e.to_string()))?;
-        Ok(Some(body.into_bytes()))
+        let mut body = resuming_body(self, name, 0, out);
+        let mut bytes = BytesMut::new();
+        while let Some(chunk) = body.next().await {
+            bytes.extend_from_slice(&chunk?);
+        }
+        Ok(Some(bytes.freeze()))
     }
 
     async fn head(&self, name: &ObjectName) -> Result<Option<ObjectInfo>, StorageError> {
-        match self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(self.key(name))
-            .send()
-            .await
-        {
-            Ok(out) => Ok(Some(ObjectInfo {
-                name: name.clone(),
-                size: out.content_length().unwrap_or(0).max(0) as u64,
-                modified: out.last_modified().and_then(to_time),
-            })),
-            Err(e) if status_of(&e) == Some(404) => Ok(None),
-            Err(e) => Err(backend(e)),
-        }
+        Ok(self.head_output(name).await?.map(|out| ObjectInfo {
+            name: name.clone(),
+            size: out.content_length().unwrap_or(0).max(0) as u64,
+            modified: out.last_modified().and_then(to_time),
+        }))
     }
 
     async fn list(
@@ -503,6 +624,7 @@ impl ObjectStore for S3Store {
         start_after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<ObjectInfo>, StorageError> {
+        self.admit()?;
         let mut found = Vec::new();
         let mut token: Option<String> = None;
         loop {
@@ -541,6 +663,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn delete(&self, name: &ObjectName) -> Result<(), StorageError> {
+        self.admit()?;
         self.client
             .delete_object()
             .bucket(&self.bucket)
@@ -555,6 +678,7 @@ impl ObjectStore for S3Store {
     /// VersionId (versions and delete markers alike). On a bucket without
     /// versioning the listing holds the one `null` version.
     async fn delete_all_versions(&self, name: &ObjectName) -> Result<(), StorageError> {
+        self.admit()?;
         let key = self.key(name);
         let mut key_marker: Option<String> = None;
         let mut version_marker: Option<String> = None;
@@ -603,7 +727,12 @@ impl ObjectStore for S3Store {
         }
     }
 
+    fn write_settle_time(&self) -> Duration {
+        self.attempt_timeout
+    }
+
     async fn check(&self) -> Result<(), StorageError> {
+        self.admit()?;
         self.client
             .head_bucket()
             .bucket(&self.bucket)
