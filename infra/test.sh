@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs the whole test suite. Installs moto[server] (the local S3/KMS server) into a
-# virtualenv on first use, starts it on a free loopback port, builds the binaries
-# the end-to-end tests drive, and runs every test of the workspace, including the
-# corpus tests that read ../shared/data. Extra arguments go to `cargo test`.
+# virtualenv on first use, and strace (Debian) when missing; starts moto on a free
+# loopback port, builds the binaries the end-to-end tests drive, and runs every
+# test of the workspace, including the corpus tests that read ../shared/data.
+# Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +13,16 @@ if ! "$VENV/bin/python" -c "import moto, sys; sys.exit(moto.__version__ != '$MOT
   echo "== installing moto[server]==$MOTO_VERSION into $VENV"
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+fi
+
+# strace: the durability test traces the server's fsyncs (a Debian package).
+if ! command -v strace >/dev/null; then
+  echo "== installing strace"
+  if command -v apt-get >/dev/null; then
+    timeout 300 apt-get install -y -qq strace >/dev/null 2>&1 ||
+      { timeout 300 apt-get update -qq >/dev/null 2>&1 && timeout 300 apt-get install -y -qq strace >/dev/null 2>&1; } ||
+      echo "strace could not be installed: the durability test will fail and say so"
+  fi
 fi
 
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')

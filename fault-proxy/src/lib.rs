@@ -74,6 +74,8 @@ pub struct FaultProxy {
     faults: Arc<Mutex<Faults>>,
     /// What it injected.
     pub injected: Arc<Injected>,
+    /// Answers it began to carry (one per request): the vault's S3 requests.
+    pub answers: Arc<AtomicU64>,
 }
 
 impl FaultProxy {
@@ -85,8 +87,9 @@ impl FaultProxy {
         let url = format!("http://{}", listener.local_addr().expect("proxy address"));
         let faults = Arc::new(Mutex::new(Faults::default()));
         let injected = Arc::new(Injected::default());
+        let answers = Arc::new(AtomicU64::new(0));
         let upstream = upstream.to_owned();
-        let (f, i) = (faults.clone(), injected.clone());
+        let (f, i, a) = (faults.clone(), injected.clone(), answers.clone());
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let faults = *f.lock().unwrap_or_else(PoisonError::into_inner);
@@ -95,10 +98,10 @@ impl FaultProxy {
                     drop(client);
                     continue;
                 }
-                let (upstream, f, i) = (upstream.clone(), f.clone(), i.clone());
+                let (upstream, f, i, a) = (upstream.clone(), f.clone(), i.clone(), a.clone());
                 tokio::spawn(async move {
                     if let Ok(server) = TcpStream::connect(&upstream).await {
-                        carry(client, server, f, i).await;
+                        carry(client, server, f, i, a).await;
                     }
                 });
             }
@@ -107,6 +110,7 @@ impl FaultProxy {
             url,
             faults,
             injected,
+            answers,
         }
     }
 
@@ -122,6 +126,7 @@ async fn carry(
     server: TcpStream,
     faults: Arc<Mutex<Faults>>,
     injected: Arc<Injected>,
+    answers: Arc<AtomicU64>,
 ) {
     let (mut client_read, mut client_write) = client.into_split();
     let (mut server_read, mut server_write) = server.into_split();
@@ -153,6 +158,7 @@ async fn carry(
             Ok(n) => n,
         };
         if asked.swap(false, Ordering::SeqCst) {
+            answers.fetch_add(1, Ordering::Relaxed);
             let f = *faults.lock().unwrap_or_else(PoisonError::into_inner);
             forwarded = 0;
             cut_at = chance(f.cut_long_answer)

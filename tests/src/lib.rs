@@ -171,6 +171,7 @@ pub struct TestAppBuilder {
     data_dir: Option<PathBuf>,
     tls_root: Option<Vec<u8>>,
     env: Vec<(String, String)>,
+    wrapper: Vec<String>,
 }
 
 /// A running `vault-server` with isolated storage, stopped on drop.
@@ -203,6 +204,7 @@ impl TestApp {
             data_dir: None,
             tls_root: None,
             env: Vec::new(),
+            wrapper: Vec::new(),
         }
     }
 }
@@ -265,6 +267,14 @@ impl TestAppBuilder {
         self
     }
 
+    /// Runs the server under `command` (its arguments, then the server's path
+    /// and options follow), in a process group of its own that `kill` ends
+    /// whole: `strace` in the durability test.
+    pub fn wrapped_in(mut self, command: &[&str]) -> Self {
+        self.wrapper = command.iter().map(|s| (*s).to_owned()).collect();
+        self
+    }
+
     /// Reuses a data directory (restarts).
     pub fn data_dir(mut self, dir: &Path) -> Self {
         self.data_dir = Some(dir.to_owned());
@@ -317,6 +327,7 @@ impl TestAppBuilder {
             needs_aws: self.backend == Backend::S3 || self.aws_kms,
             tls_root: self.tls_root,
             env: self.env,
+            wrapper: self.wrapper,
         }
         .spawn(tempdir)
         .await
@@ -332,6 +343,7 @@ struct Launch {
     needs_aws: bool,
     tls_root: Option<Vec<u8>>,
     env: Vec<(String, String)>,
+    wrapper: Vec<String>,
 }
 
 fn uuid_like() -> String {
@@ -351,6 +363,7 @@ impl Launch {
             needs_aws,
             tls_root,
             env,
+            wrapper,
         } = self.clone();
         let config_path = data_dir.with_extension("toml");
         std::fs::write(&config_path, &config).expect("write config");
@@ -359,7 +372,15 @@ impl Launch {
         let scheme = if tls_root.is_some() { "https" } else { "http" };
         let url = format!("{scheme}://localhost:{port}");
         let log = std::fs::File::create(data_dir.with_extension("log")).expect("log file");
-        let mut command = Command::new(server_binary());
+        let mut command = match wrapper.split_first() {
+            None => Command::new(server_binary()),
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(server_binary());
+                std::os::unix::process::CommandExt::process_group(&mut command, 0);
+                command
+            }
+        };
         command
             .arg("--config")
             .arg(&config_path)
@@ -416,6 +437,12 @@ impl Launch {
 impl TestApp {
     /// Stops the server with SIGKILL (crash) and waits for it.
     pub fn kill(&mut self) {
+        if !self.launch.wrapper.is_empty() {
+            // The wrapper and the server under it: the whole process group.
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", self.child.id())])
+                .status();
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

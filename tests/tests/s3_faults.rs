@@ -240,3 +240,84 @@ async fn a_dead_s3_is_answered_503_at_once_behind_the_circuit_breaker() {
     assert_eq!(body, b"%PDF-1.7 faulty document 0".to_vec());
     println!("dead S3: answers took {took:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_through_s3_faults_completes_and_verifies() {
+    let proxy = proxy().await;
+    let repo = tempfile::tempdir().unwrap();
+    let repo_dir = repo.path().join("repo");
+    let app = TestApp::builder()
+        .backend(Backend::S3)
+        .s3_endpoint(&proxy.url)
+        .s3_setting("operation_timeout_secs = 6")
+        .config(&format!(
+            "[backup]\ntarget = {:?}\n",
+            repo_dir.display().to_string()
+        ))
+        .start()
+        .await;
+    app.create_tenant_with("acme", "local").await;
+    let key = app.api_key("acme", &["uploader", "reader"]).await;
+    let mut docs = Vec::new();
+    for n in 0..12u32 {
+        // Some large enough for their S3 answers to be cut off mid-body.
+        let size = if n % 4 == 0 { 400_000 } else { 2_000 };
+        let body: Vec<u8> = (0..size).map(|i| (i as u32 ^ n) as u8).collect();
+        let r = app
+            .upload(&key, "scan", "application/pdf", body.clone(), &[])
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let id = r.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        docs.push((id, body));
+    }
+    // While the backup reads the vault's store: connections refused, answers
+    // lost, bodies cut off.
+    proxy.set(Faults {
+        refuse: 0.05,
+        drop_answer: 0.05,
+        cut_long_answer: 0.5,
+        ..Faults::default()
+    });
+    let r = app
+        .operator(reqwest::Method::POST, "/v1/admin/backups")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let last = loop {
+        let status = app.operator_get("/v1/admin/backups").await;
+        if status["status"]["running"].is_null() && status["status"]["last"].is_object() {
+            break status["status"]["last"].clone();
+        }
+        assert!(Instant::now() < deadline, "the backup did not finish");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    proxy.set(Faults::default());
+    assert_eq!(last["ok"], true, "{last}");
+    assert!(
+        proxy.injected.total() > 0,
+        "no fault was injected: the test proved nothing"
+    );
+    let store = repo_dir.display().to_string();
+    let verified = app.cli_json(&[
+        "--json",
+        "backup",
+        "verify",
+        "--store",
+        &store,
+        "--read-data",
+    ]);
+    assert_eq!(
+        verified["problems"].as_array().unwrap().len(),
+        0,
+        "{verified}"
+    );
+    for (id, body) in &docs {
+        assert_eq!(&download_retrying(&app, &key, id).await, body);
+    }
+    println!("backup through faults: {:?}", proxy.injected);
+}

@@ -5,16 +5,22 @@
 //!
 //! On one machine the replicas share its cores: the table says what spreading
 //! costs or gains here and how the CPU divides, not what N machines would do.
+//! The replicas reach moto through a fault proxy with no faults set, which
+//! counts their S3 requests: per upload and per download, with one replica and
+//! with N (each replica also reads what the others upload, to index it).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::sync::atomic::Ordering;
+
 use anyhow::{bail, Context};
+use fault_proxy::FaultProxy;
 use serde::Serialize;
 
 use crate::client::Vault;
 use crate::corpus::{Doc, Generator};
-use crate::server::{Launch, Server, ALL_ROLES};
+use crate::server::{Launch, Moto, Server, ALL_ROLES};
 use crate::stats::{run_tasks, Summary};
 
 /// What `--replicas` measured.
@@ -42,6 +48,14 @@ pub struct ReplicaReport {
     /// Seconds from restarting that replica (its indexes kept) to its first
     /// complete search.
     pub warm_ready_s: f64,
+    /// S3 requests per upload through one replica (all replicas running).
+    pub s3_requests_per_upload_one: f64,
+    /// S3 requests per upload spread over every replica.
+    pub s3_requests_per_upload_spread: f64,
+    /// S3 requests per download.
+    pub s3_requests_per_download: f64,
+    /// S3 requests per second of all replicas while idle (following the log).
+    pub s3_requests_per_second_idle: f64,
 }
 
 /// Runs the measurement and prints its table.
@@ -55,6 +69,23 @@ pub async fn run(
     if replicas < 2 {
         bail!("--replicas needs at least 2");
     }
+    let mut launch = launch.clone();
+    let mut _moto = None;
+    let moto_url = match &launch.moto_url {
+        Some(url) => url.clone(),
+        None => {
+            let (moto, url) = Moto::start(&launch.work_dir)?;
+            _moto = Some(moto);
+            url
+        }
+    };
+    let proxy = FaultProxy::start(moto_url.trim_start_matches("http://")).await;
+    launch.s3_storage = format!("endpoint = {:?}\n", proxy.url);
+    launch.moto_url = Some(moto_url);
+    let launch = &launch;
+    // S3 requests during `phase`, per operation, once the followers settled.
+    let requests = || proxy.answers.load(Ordering::Relaxed);
+    let per_op = |before: u64, after: u64| (after - before) as f64 / ops as f64;
     let first = Server::start(launch).await?;
     first.create_tenant("acme", "local").await?;
     let key = first.api_key("acme", ALL_ROLES).await?;
@@ -88,12 +119,23 @@ pub async fn run(
             }
         }
     };
+    // Let every replica catch up with the tenant's creation first; then what
+    // idle replicas ask S3 (their polls of the tenant's log).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle_from = requests();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let s3_requests_per_second_idle = (requests() - idle_from) as f64 / 2.0;
+    let before = requests();
     let one = run_tasks(ops, concurrency, upload(1)).await?.summary();
+    // The followers read what was uploaded within their next few polls.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let s3_requests_per_upload_one = per_op(before, requests());
     let cpu_before: Vec<f64> = all
         .iter()
         .map(|s| crate::procfs::cpu_seconds(s.pid))
         .collect();
     let started = Instant::now();
+    let before = requests();
     let spread = run_tasks(ops, concurrency, upload(replicas))
         .await?
         .summary();
@@ -103,6 +145,8 @@ pub async fn run(
         .zip(&cpu_before)
         .map(|(s, before)| (crate::procfs::cpu_seconds(s.pid) - before) / wall)
         .collect();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let s3_requests_per_upload_spread = per_op(before, requests());
 
     // Downloads of what was stored, through one and through all.
     let ids: Arc<Vec<String>> = Arc::new(
@@ -121,7 +165,9 @@ pub async fn run(
             }
         }
     };
+    let before = requests();
     let one_replica_downloads = run_tasks(ops, concurrency, download(1)).await?.summary();
+    let s3_requests_per_download = per_op(before, requests());
     let spread_downloads = run_tasks(ops, concurrency, download(replicas))
         .await?
         .summary();
@@ -180,6 +226,10 @@ pub async fn run(
         documents: total,
         cold_ready_s,
         warm_ready_s,
+        s3_requests_per_upload_one,
+        s3_requests_per_upload_spread,
+        s3_requests_per_download,
+        s3_requests_per_second_idle,
     };
     println!("{}", markdown(&report));
     Ok(report)
@@ -233,6 +283,14 @@ fn markdown(r: &ReplicaReport) -> String {
         r.documents,
         r.cold_ready_s,
         r.warm_ready_s
+    ));
+    out.push_str(&format!(
+        "\nS3 requests (all replicas, their polls included): {:.1} per upload through one replica, {:.1} per upload spread over {}, {:.1} per download; {:.1} per second while idle\n",
+        r.s3_requests_per_upload_one,
+        r.s3_requests_per_upload_spread,
+        r.replicas,
+        r.s3_requests_per_download,
+        r.s3_requests_per_second_idle
     ));
     out
 }

@@ -107,6 +107,7 @@ fn wait_for_port(port: u16, timeout: Duration) -> bool {
 }
 
 /// How to start the server.
+#[derive(Clone)]
 pub struct Launch {
     /// The `vault-server` binary.
     pub binary: PathBuf,

@@ -196,13 +196,22 @@ pub async fn read_segments(
     let prefix = ObjectName::audit_segments_prefix(tenant);
     let mut out = Vec::new();
     for info in list_all(store, &prefix, None).await? {
-        let bytes = store
-            .get_bytes(&info.name)
-            .await?
-            .ok_or(AuditError::Unavailable)?;
-        out.push((info.name, Segment::parse(&bytes)?));
+        let segment = fetch_segment(store, &info.name).await?;
+        out.push((info.name, segment));
     }
     Ok(out)
+}
+
+/// One segment of a log, parsed (still sealed).
+pub async fn fetch_segment(
+    store: &dyn ObjectStore,
+    name: &ObjectName,
+) -> Result<Segment, AuditError> {
+    let bytes = store
+        .get_bytes(name)
+        .await?
+        .ok_or(AuditError::Unavailable)?;
+    Ok(Segment::parse(&bytes)?)
 }
 
 /// The audit logs of a server: one writer task per log, the checkpoint signer,

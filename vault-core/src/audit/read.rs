@@ -6,7 +6,7 @@ use vault_crypto::merkle;
 use vault_crypto::TenantId;
 
 use super::segment::Segment;
-use super::{read_segments, AuditError, AuditEvent, AuditService};
+use super::{fetch_segment, read_segments, AuditError, AuditEvent, AuditService};
 use crate::error::Error;
 use crate::storage::{list_all, ObjectName};
 
@@ -42,8 +42,39 @@ impl AuditService {
         limit: usize,
     ) -> Result<EventsPage, AuditError> {
         let spec = self.key_spec(tenant).await?;
+        let store = self.store.as_ref();
+        let names: Vec<ObjectName> =
+            list_all(store, &ObjectName::audit_segments_prefix(tenant), None)
+                .await?
+                .into_iter()
+                .map(|info| info.name)
+                .collect();
+        // The first segment with an event after the cursor, found by bisection
+        // (segments are in log order): a page reads O(log n) segments to find
+        // its place instead of every segment before it.
+        let start = match filter.after_seq {
+            None => 0,
+            Some(after) => {
+                let (mut low, mut high) = (0, names.len());
+                while low < high {
+                    let middle = low + (high - low) / 2;
+                    if fetch_segment(store, &names[middle])
+                        .await?
+                        .header
+                        .next_seq()
+                        <= after + 1
+                    {
+                        low = middle + 1;
+                    } else {
+                        high = middle;
+                    }
+                }
+                low
+            }
+        };
         let mut events = Vec::new();
-        for (_, segment) in read_segments(self.store.as_ref(), tenant).await? {
+        for name in &names[start..] {
+            let segment = fetch_segment(store, name).await?;
             if filter
                 .after_seq
                 .is_some_and(|after| segment.header.next_seq() <= after + 1)

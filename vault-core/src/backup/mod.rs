@@ -95,6 +95,13 @@ pub enum BackupError {
     Internal(String),
 }
 
+impl BackupError {
+    /// Whether trying again may succeed (a store that failed or timed out).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, BackupError::Storage(StorageError::Backend(_)))
+    }
+}
+
 impl From<BackupError> for crate::Error {
     fn from(e: BackupError) -> Self {
         match e {

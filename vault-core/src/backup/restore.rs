@@ -25,6 +25,7 @@ use super::repo::Repository;
 use super::snapshot::hash_stream;
 use super::tombstones::{self, Tombstones};
 use super::{sha256_hex, BackupError, Progress};
+use crate::storage::retry::retry_transient;
 use crate::storage::{ByteStream, ObjectName, ObjectStore, StorageError};
 
 /// Objects restored at once.
@@ -96,10 +97,13 @@ fn verified(stream: ByteStream, expected: String, name: String) -> ByteStream {
     Box::pin(body.chain(check))
 }
 
+/// Restores one object; `retrying` lets a copy already in the target (an
+/// earlier try's, whose answer was lost) count when its hash is right.
 async fn restore_object(
     repo: &Repository,
     target: &Target<'_>,
     entry: &Entry,
+    retrying: bool,
 ) -> Result<bool, BackupError> {
     let mismatch = |problem: String| BackupError::Mismatch {
         name: entry.name.clone(),
@@ -143,7 +147,7 @@ async fn restore_object(
             crate::failpoints::crash_point(crate::failpoints::RESTORE_AFTER_OBJECT);
             Ok(false)
         }
-        Err(StorageError::AlreadyExists(_)) if target.allow_non_empty => {
+        Err(StorageError::AlreadyExists(_)) if target.allow_non_empty || retrying => {
             let (sha, _) = hash_stream(target.store.get(&name).await?).await?;
             if sha == entry.sha256 {
                 Ok(true)
@@ -269,7 +273,11 @@ pub async fn restore(
         .count() as u64;
     let results: Vec<(String, u64, Result<bool, BackupError>)> = futures::stream::iter(entries)
         .map(|entry| async move {
-            let result = restore_object(repo, target, &entry).await;
+            // A retry may find what its earlier try wrote: checked by hash.
+            let result = retry_transient(&entry.name, BackupError::is_transient, |n| {
+                restore_object(repo, target, &entry, n > 1)
+            })
+            .await;
             progress.advance(entry.size);
             (entry.name.clone(), entry.size, result)
         })

@@ -20,6 +20,7 @@ use vault_crypto::TenantId;
 use super::manifest::{new_snapshot_id, Entry, LockInfo, Manifest};
 use super::repo::Repository;
 use super::{sha256_hex, BackupError, Progress};
+use crate::storage::retry::retry_transient;
 use crate::storage::{collect, list_all, ObjectInfo, ObjectName, ObjectStore, StorageError};
 
 /// Objects up to this size are read once into memory, hashed and written; larger
@@ -344,7 +345,10 @@ pub async fn run(
         .map(|info| {
             let run = &run;
             async move {
-                let entry = run.object(&info).await;
+                let entry = retry_transient(info.name.as_str(), BackupError::is_transient, |_| {
+                    run.object(&info)
+                })
+                .await;
                 run.progress.advance(info.size);
                 entry
             }

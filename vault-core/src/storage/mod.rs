@@ -9,6 +9,7 @@ pub mod keys;
 pub mod lease;
 pub mod memory;
 pub mod names;
+pub mod retry;
 pub mod s3;
 
 use std::ops::Range;

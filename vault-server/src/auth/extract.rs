@@ -125,17 +125,21 @@ impl FromRequestParts<SharedState> for Caller {
             });
         }
         if let Some(tenant) = &record.tenant {
-            let active = state
-                .vault
-                .tenants
-                .get(tenant)
-                .await?
-                .is_some_and(|t| t.is_active());
-            if !active {
-                return Err(ApiError::unauthorized(
-                    "tenant_disabled",
-                    "the credential's tenant is disabled",
-                ));
+            use vault_api::tenants::TenantStatus;
+            match state.vault.tenants.get(tenant).await?.map(|t| t.status) {
+                Some(TenantStatus::Active) => {}
+                Some(TenantStatus::Disabled) => {
+                    return Err(ApiError::unauthorized(
+                        "tenant_disabled",
+                        "the credential's tenant is disabled",
+                    ));
+                }
+                Some(TenantStatus::Offboarded) | None => {
+                    return Err(ApiError::unauthorized(
+                        "tenant_offboarded",
+                        "the credential's tenant was offboarded",
+                    ));
+                }
             }
         }
         if kind == CredentialKind::ApiKey && state.vault.audit.bulk.throttled(&record.id).is_some()

@@ -102,7 +102,15 @@ pub struct ListQuery {
 
 const MAX_FIELDS_HEADER: usize = 16 * 1024;
 
+/// A single-valued request header as text; given twice it is ambiguous (which
+/// Idempotency-Key, which kind?) and refused.
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError> {
+    if headers.get_all(name).iter().nth(1).is_some() {
+        return Err(ApiError::bad_request(
+            "invalid_header",
+            format!("{name} must be given once"),
+        ));
+    }
     headers
         .get(name)
         .map(|v| {
