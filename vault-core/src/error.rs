@@ -234,6 +234,10 @@ impl From<StorageError> for Error {
                 retry_after: Some(1),
                 cause: Some(cause),
             },
+            StorageError::Changed(_) => Self::conflict(
+                "changed_concurrently",
+                "another request changed this record meanwhile; retry",
+            ),
             other => Self::internal("storage", other),
         }
     }

@@ -72,10 +72,7 @@ impl KeyLifecycle {
         // must not undo one another replica made in the last seconds.
         let record = self.tenants.require_fresh(id).await?;
         if record.status == TenantStatus::Offboarded {
-            return Err(Error::conflict(
-                "tenant_offboarded",
-                format!("tenant {id} is offboarded: its keys are destroyed"),
-            ));
+            return Err(offboarded(id));
         }
         Ok(record)
     }
@@ -108,7 +105,18 @@ impl KeyLifecycle {
         self.keys
             .branch_key_for_upload(&crate::tenants::key_spec(&record))
             .await?;
-        self.tenants.update(record.clone()).await?;
+        // Only the key fields change (the keys lease keeps other rotations out);
+        // a concurrent disable or retention change is kept.
+        let rotated = record.clone();
+        let record = self
+            .tenants
+            .modify(id, |r| {
+                r.kek_id.clone_from(&rotated.kek_id);
+                r.retired_kek_ids.clone_from(&rotated.retired_kek_ids);
+                r.branch_version = rotated.branch_version;
+                Ok(true)
+            })
+            .await?;
         tracing::info!(tenant = %id, branch_version = record.branch_version, "tenant KEK rotated");
         Ok(record)
     }
@@ -236,9 +244,13 @@ impl KeyLifecycle {
         }
         if retire_old && report.failed == 0 && record.min_decryption_version < record.branch_version
         {
-            let mut updated = self.tenants.require_fresh(id).await?;
-            updated.min_decryption_version = updated.branch_version.min(current_ref.version);
-            self.tenants.update(updated.clone()).await?;
+            let updated = self
+                .tenants
+                .modify(id, |r| {
+                    r.min_decryption_version = r.branch_version.min(current_ref.version);
+                    Ok(true)
+                })
+                .await?;
             self.keys.evict_tenant(id).await;
             report.min_decryption_version = updated.min_decryption_version;
         }
@@ -273,11 +285,15 @@ impl KeyLifecycle {
                 &current,
                 &next,
                 async {
-                    // Re-read: only the index version and plan change here.
-                    let mut record = self.tenants.require_fresh(id).await?;
-                    record.index_version = persisted.index_version;
-                    record.planned_documents = persisted.planned_documents;
-                    self.tenants.update(record).await
+                    // Only the index version and plan change here.
+                    self.tenants
+                        .modify(id, |r| {
+                            r.index_version = persisted.index_version;
+                            r.planned_documents = persisted.planned_documents;
+                            Ok(true)
+                        })
+                        .await
+                        .map(drop)
                 },
                 progress,
             )
@@ -293,10 +309,14 @@ impl KeyLifecycle {
         id: &TenantId,
         kms_pending_days: i32,
     ) -> Result<OffboardReport, Error> {
-        let mut record = self.tenants.require_fresh(id).await?;
+        let record = self
+            .tenants
+            .modify(id, |r| {
+                r.status = TenantStatus::Offboarded;
+                Ok(true)
+            })
+            .await?;
         let mut report = OffboardReport::default();
-        record.status = TenantStatus::Offboarded;
-        self.tenants.update(record.clone()).await?;
         for key in list_all(self.store.as_ref(), ObjectName::API_KEYS_PREFIX, None).await? {
             let Some(bytes) = self.store.get_bytes(&key.name).await? else {
                 continue;
@@ -419,10 +439,16 @@ impl KeyLifecycle {
 
     /// Sets a tenant's retention period.
     pub async fn set_retention(&self, id: &TenantId, days: u32) -> Result<TenantRecord, Error> {
-        let mut record = self.active(id).await?;
-        record.retention_days = days;
-        self.tenants.update(record.clone()).await?;
-        Ok(record)
+        self.active(id).await?;
+        self.tenants
+            .modify(id, |r| {
+                if r.status == TenantStatus::Offboarded {
+                    return Err(offboarded(id));
+                }
+                r.retention_days = days;
+                Ok(true)
+            })
+            .await
     }
 
     /// Creates a tenant: its KEK (with the provider), its first branch key, its record
@@ -489,4 +515,12 @@ impl KeyLifecycle {
         self.search.tenant_index(&record).await?;
         Ok(record)
     }
+}
+
+/// The answer to a change of an offboarded tenant.
+fn offboarded(id: &TenantId) -> Error {
+    Error::conflict(
+        "tenant_offboarded",
+        format!("tenant {id} is offboarded: its keys are destroyed"),
+    )
 }

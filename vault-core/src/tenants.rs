@@ -58,6 +58,8 @@ pub fn tenant_not_found(id: &TenantId) -> Error {
 /// disabled or offboarded through another server over the same store is refused
 /// here within this time.
 pub const TENANT_CACHE_TTL: Duration = Duration::from_secs(5);
+/// Reads and conditional writes one change of a tenant record may take.
+const MODIFY_ATTEMPTS: u32 = 8;
 
 /// Tenant records, cached for [`TENANT_CACHE_TTL`]. Clones share the cache.
 #[derive(Clone)]
@@ -151,18 +153,51 @@ impl TenantRegistry {
         }
     }
 
-    /// Replaces a tenant record (rotation, offboarding).
-    pub async fn update(&self, record: TenantRecord) -> Result<(), Error> {
-        let bytes =
-            serde_json::to_vec_pretty(&record).map_err(|e| Error::internal("tenant record", e))?;
-        self.store
-            .replace(&ObjectName::tenant(&record.id), Bytes::from(bytes))
-            .await?;
-        self.cache
-            .write()
-            .await
-            .insert(record.id.clone(), (record, Instant::now()));
-        Ok(())
+    /// Changes a tenant record with a conditional write: reads it from the
+    /// store, lets `change` edit it (returning whether there is anything to
+    /// write), and writes it only if no one replaced it meanwhile (`If-Match` on
+    /// S3). If someone did, it reads and applies `change` again, so two replicas
+    /// changing one tenant at once both land, in some order, and neither undoes
+    /// the other (a disable racing a rotation keeps both).
+    pub async fn modify(
+        &self,
+        tenant: &TenantId,
+        mut change: impl FnMut(&mut TenantRecord) -> Result<bool, Error>,
+    ) -> Result<TenantRecord, Error> {
+        let name = ObjectName::tenant(tenant);
+        for _ in 0..MODIFY_ATTEMPTS {
+            let Some((bytes, version)) = self.store.get_versioned(&name).await? else {
+                self.cache.write().await.remove(tenant);
+                return Err(tenant_not_found(tenant));
+            };
+            let mut record: TenantRecord =
+                serde_json::from_slice(&bytes).map_err(|e| Error::internal("tenant record", e))?;
+            let written = if change(&mut record)? {
+                let bytes = serde_json::to_vec_pretty(&record)
+                    .map_err(|e| Error::internal("tenant record", e))?;
+                match self
+                    .store
+                    .replace_if(&name, Bytes::from(bytes), &version)
+                    .await
+                {
+                    Ok(()) => true,
+                    Err(StorageError::Changed(_)) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            } else {
+                false
+            };
+            tracing::debug!(tenant = %tenant, written, "tenant record changed");
+            self.cache
+                .write()
+                .await
+                .insert(tenant.clone(), (record.clone(), Instant::now()));
+            return Ok(record);
+        }
+        Err(Error::conflict(
+            "changed_concurrently",
+            format!("tenant {tenant} kept changing under this request; retry"),
+        ))
     }
 
     /// Every tenant, in id order.

@@ -652,9 +652,13 @@ async fn a_tenant_disabled_through_another_server_is_seen_within_the_cache_time(
     };
     there.create(record.clone()).await.unwrap();
     assert!(here.require_active(&record.id).await.is_ok());
-    let mut disabled = record.clone();
-    disabled.status = crate::tenants::TenantStatus::Disabled;
-    there.update(disabled).await.unwrap();
+    there
+        .modify(&record.id, |r| {
+            r.status = crate::tenants::TenantStatus::Disabled;
+            Ok(true)
+        })
+        .await
+        .unwrap();
     // Cached here for a moment, then read again.
     tokio::time::advance(std::time::Duration::from_secs(1)).await;
     assert!(here.require_active(&record.id).await.is_ok());
@@ -1203,4 +1207,61 @@ async fn an_upload_under_keys_rotated_elsewhere_is_refused_before_it_is_visible(
     // The retry, with the record as it is now, lands.
     let fresh = replica.tenants.require(&acme.id).await.unwrap();
     assert_eq!(fresh.branch_version, stale.branch_version + 1);
+}
+
+/// A tenant record changed by another replica between this one's read and its
+/// write: the conditional write notices, reads again and applies its change to
+/// the new record, so both changes land and neither is undone.
+#[tokio::test]
+async fn a_tenant_change_racing_another_keeps_both() {
+    let t = TestVault::open().await;
+    let acme = t.tenant("acme").await;
+    let name = ObjectName::tenant(&acme.id);
+    let (_, stale_version) = t.store.get_versioned(&name).await.unwrap().unwrap();
+    let mut calls = 0;
+    let store = t.store.clone();
+    let changed = t
+        .vault
+        .tenants
+        .modify(&acme.id, |record| {
+            calls += 1;
+            if calls == 1 {
+                // Meanwhile, another replica disables the tenant (a write this
+                // closure's first read did not see).
+                let mut other = record.clone();
+                other.status = crate::tenants::TenantStatus::Disabled;
+                let bytes = serde_json::to_vec(&other).unwrap();
+                let store = store.clone();
+                let name = name.clone();
+                std::thread::spawn(move || {
+                    tokio::runtime::Builder::new_current_thread()
+                        .build()
+                        .unwrap()
+                        .block_on(store.replace(&name, Bytes::from(bytes)))
+                })
+                .join()
+                .unwrap()
+                .unwrap();
+            }
+            record.retention_days = 30;
+            Ok(true)
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        calls, 2,
+        "the change was not applied again after the conflict"
+    );
+    assert_eq!(changed.retention_days, 30);
+    assert_eq!(changed.status, crate::tenants::TenantStatus::Disabled);
+    let stored = t.vault.tenants.require_fresh(&acme.id).await.unwrap();
+    assert_eq!(stored.status, crate::tenants::TenantStatus::Disabled);
+    assert_eq!(stored.retention_days, 30);
+    // A write from a stale version is refused outright.
+    let refused = t
+        .store
+        .replace_if(&name, Bytes::from_static(b"{}"), &stale_version)
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, crate::storage::StorageError::Changed(_)));
 }

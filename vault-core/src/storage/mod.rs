@@ -17,6 +17,7 @@ use std::ops::Range;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
+use sha2::Digest;
 
 pub use names::ObjectName;
 
@@ -135,6 +136,9 @@ pub enum StorageError {
     /// The backend is out of space (a full disk or quota).
     #[error("storage full: {0}")]
     Full(String),
+    /// A conditional replace found the object changed since it was read.
+    #[error("object {0} changed since it was read")]
+    Changed(String),
 }
 
 /// An object store.
@@ -224,6 +228,39 @@ pub trait ObjectStore: Send + Sync + 'static {
 
     /// Answers whether the backend is reachable and writable (readiness).
     async fn check(&self) -> Result<(), StorageError>;
+
+    /// The object's bytes and a version that changes whenever it is replaced;
+    /// `None` when it does not exist. (Here: the bytes' SHA-256. S3 gives its ETag.)
+    async fn get_versioned(
+        &self,
+        name: &ObjectName,
+    ) -> Result<Option<(Bytes, String)>, StorageError> {
+        Ok(self.get_bytes(name).await?.map(|bytes| {
+            let version = hex::encode(sha2::Sha256::digest(&bytes));
+            (bytes, version)
+        }))
+    }
+
+    /// Replaces the object only if its version is still `expected` (from
+    /// [`ObjectStore::get_versioned`]); [`StorageError::Changed`] otherwise. This
+    /// default compares and replaces under one lock of this process: right for
+    /// stores only this process writes (a filesystem store belongs to one server,
+    /// `data_dir_lock.rs`); a store shared between processes must override it
+    /// with a conditional write of its own (S3: `If-Match`).
+    async fn replace_if(
+        &self,
+        name: &ObjectName,
+        bytes: Bytes,
+        expected: &str,
+    ) -> Result<(), StorageError> {
+        static LOCAL_REPLACE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        let _held = LOCAL_REPLACE.lock().await;
+        match self.get_versioned(name).await? {
+            Some((_, version)) if version == expected => self.replace(name, bytes).await,
+            Some(_) => Err(StorageError::Changed(name.to_string())),
+            None => Err(StorageError::NotFound(name.to_string())),
+        }
+    }
 
     /// How long a write may still land after the process that sent it died: none
     /// for stores the process writes itself (a file is renamed into place or

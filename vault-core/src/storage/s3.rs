@@ -727,6 +727,59 @@ impl ObjectStore for S3Store {
         }
     }
 
+    async fn get_versioned(
+        &self,
+        name: &ObjectName,
+    ) -> Result<Option<(Bytes, String)>, StorageError> {
+        let Some(out) = self.fetch(name, None, None).await? else {
+            return Ok(None);
+        };
+        let etag = out
+            .e_tag()
+            .map(str::to_owned)
+            .ok_or_else(|| StorageError::Backend(format!("{name}: S3 gave no ETag")))?;
+        let mut body = resuming_body(self, name, 0, out);
+        let mut bytes = BytesMut::new();
+        while let Some(chunk) = body.next().await {
+            bytes.extend_from_slice(&chunk?);
+        }
+        Ok(Some((bytes.freeze(), etag)))
+    }
+
+    /// PutObject `If-Match` the ETag read. A 412 that meets this write's own
+    /// earlier attempt (its answer lost, the SDK retried) is its success.
+    async fn replace_if(
+        &self,
+        name: &ObjectName,
+        bytes: Bytes,
+        expected: &str,
+    ) -> Result<(), StorageError> {
+        self.admit()?;
+        let write_id = hex::encode(rand::random::<[u8; 16]>());
+        let result = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.key(name))
+            .if_match(expected)
+            .metadata(WRITE_ID, &write_id)
+            .body(S3Body::from(bytes))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if matches!(status_of(&e), Some(412 | 409)) => {
+                if self.written_by(name, &write_id).await? {
+                    Ok(())
+                } else {
+                    Err(StorageError::Changed(name.to_string()))
+                }
+            }
+            Err(e) if status_of(&e) == Some(404) => Err(StorageError::NotFound(name.to_string())),
+            Err(e) => Err(backend(e)),
+        }
+    }
+
     fn write_settle_time(&self) -> Duration {
         self.attempt_timeout
     }

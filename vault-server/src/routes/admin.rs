@@ -101,13 +101,24 @@ pub async fn disable_tenant(
     OperatorOnTenant(id): OperatorOnTenant,
     note: NoteSlot,
 ) -> ApiResult<Json<TenantRecord>> {
-    let mut record = state.vault.tenants.require_fresh(&id).await?;
-    if record.status == TenantStatus::Active {
-        record_intent(&state, &note).await?;
-        record.status = TenantStatus::Disabled;
-        state.vault.tenants.update(record.clone()).await?;
-        tracing::info!(tenant = %id, "tenant disabled");
+    let record = state.vault.tenants.require_fresh(&id).await?;
+    if record.status != TenantStatus::Active {
+        return Ok(Json(record));
     }
+    record_intent(&state, &note).await?;
+    let record = state
+        .vault
+        .tenants
+        .modify(&id, |r| {
+            // Offboarded meanwhile: stays offboarded.
+            let active = r.status == TenantStatus::Active;
+            if active {
+                r.status = TenantStatus::Disabled;
+            }
+            Ok(active)
+        })
+        .await?;
+    tracing::info!(tenant = %id, "tenant disabled");
     Ok(Json(record))
 }
 
