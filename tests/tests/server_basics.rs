@@ -297,3 +297,40 @@ async fn a_disabled_tenant_is_refused_and_others_are_not() {
     let out = app.cli(&["tenant", "disable", "nosuch"]);
     assert_eq!(out.status.code(), Some(4));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_valued_header_given_twice_is_refused() {
+    let app = TestApp::builder().start().await;
+    app.create_tenant("acme").await;
+    let key = app.api_key("acme", &["uploader", "reader"]).await;
+    // Two credentials: whichever a proxy reads, the vault would see another.
+    let r = app
+        .http
+        .get(app.at("/v1/documents"))
+        .header("Authorization", "Bearer vlt_ak_0000000000000000_xx")
+        .header("Authorization", format!("Bearer {key}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], "invalid_header");
+    // Two idempotency keys: which upload would a retry be?
+    let r = app
+        .upload(
+            &key,
+            "scan",
+            "application/pdf",
+            b"%PDF-1.7".to_vec(),
+            &[("Idempotency-Key", "a"), ("Idempotency-Key", "b")],
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], "invalid_header");
+    let listed: Value = app
+        .get_as(&key, "/v1/documents")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(listed["documents"].as_array().unwrap().is_empty());
+}

@@ -53,6 +53,9 @@ pub struct Config {
     pub metrics: MetricsConfig,
 }
 
+/// The longest any `[limits]` time may be, in seconds (a year).
+const MAX_LIMIT_SECS: u64 = 365 * 24 * 3600;
+
 /// Limits of the HTTP edge: what one client (or one credential) can hold.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -505,6 +508,22 @@ impl Config {
                 "limits: timeouts, max_connections and max_concurrent_uploads must be positive and max_header_bytes at least 8192".into(),
             ));
         }
+        // Deadlines are instants now + the limit: a limit past a year is a typo,
+        // and one near u64::MAX would overflow the clock on the first request.
+        let longest = [
+            l.header_read_timeout_secs,
+            l.request_timeout_secs,
+            l.transfer_timeout_secs,
+            l.maintenance_timeout_secs,
+            l.stall_timeout_secs,
+            l.shutdown_delay_secs,
+            l.leftovers_grace().as_secs(),
+        ];
+        if longest.iter().any(|secs| *secs > MAX_LIMIT_SECS) {
+            return Err(ConfigError::Invalid(format!(
+                "limits: timeouts, shutdown_delay_secs and leftovers_grace_secs must be at most {MAX_LIMIT_SECS} (a year)"
+            )));
+        }
         if l.leftovers_grace().as_secs() <= l.transfer_timeout_secs {
             return Err(ConfigError::Invalid(
                 "limits.leftovers_grace_secs must exceed limits.transfer_timeout_secs: an upload in flight must never look like a leftover".into(),
@@ -685,6 +704,10 @@ mod tests {
             "[limits]\nstall_timeout_secs = 0\n",
             "[limits]\nburst = 0\n",
             "[limits]\nmax_header_bytes = 100\n",
+            "[limits]\nheader_read_timeout_secs = 9223372036854775807\n",
+            "[limits]\ntransfer_timeout_secs = 40000000\n",
+            "[limits]\nshutdown_delay_secs = 40000000\n",
+            "[limits]\ntransfer_timeout_secs = 60\nleftovers_grace_secs = 60\n",
         ] {
             assert!(Config::parse(bad).unwrap().validate().is_err(), "{bad}");
         }

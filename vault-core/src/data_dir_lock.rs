@@ -1,7 +1,10 @@
 //! One process per data directory. A replica's data directory (its index cache,
 //! the root key file) belongs to one running `vault-server`: [`DataDirLock`]
-//! holds an exclusive `flock` on `<data dir>/server.lock` for the life of the
-//! process, so a second server on the same directory refuses to start.
+//! holds an exclusive `flock` on the data directory itself for the life of the
+//! process, so a second server on the same directory refuses to start. (A lock
+//! file inside it could be deleted and made anew by a second server, which
+//! would then lock the new file: the directory cannot be replaced under a
+//! running server.)
 //!
 //! With the lock held, a replica also knows which of its own earlier runs are
 //! dead: every run gets a random id, and an idempotency claim names the run that
@@ -14,9 +17,6 @@ use std::fs::File;
 use std::path::Path;
 
 use rustix::fs::{flock, FlockOperation};
-
-/// The lock file in the data directory.
-pub const LOCK_FILE: &str = "server.lock";
 
 /// Who made a claim: a replica (its [`crate::storage::lease::holder_name`]) in
 /// one run of its process.
@@ -53,12 +53,7 @@ pub struct DataDirLock {
 impl DataDirLock {
     /// Takes the lock of `data_dir`, or fails when another process holds it.
     pub fn acquire(data_dir: &Path) -> std::io::Result<DataDirLock> {
-        let path = data_dir.join(LOCK_FILE);
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)?;
+        let file = File::open(data_dir)?;
         flock(&file, FlockOperation::NonBlockingLockExclusive).map_err(|e| {
             if e == rustix::io::Errno::WOULDBLOCK {
                 std::io::Error::new(

@@ -80,7 +80,39 @@ pub fn arm_from_env() -> Result<Option<String>, String> {
     let Ok(spec) = std::env::var(ENV) else {
         return Ok(None);
     };
+    if spec.split(';').all(|entry| entry.trim().is_empty()) {
+        return Ok(None);
+    }
     arm(&spec).map(|()| Some(spec))
+}
+
+/// Whether `actions` (the `fail` crate's `[p%][n*]task[->...]`) uses only the
+/// tasks that mean something here: `return` (crash), `off`, `sleep(ms)`,
+/// `delay(ms)`, `pause`, `yield`. A `panic` would only fail one request, and
+/// `return(x)` carries a value no crash point reads.
+#[cfg(feature = "failpoints")]
+fn only_known_tasks(actions: &str) -> bool {
+    actions.split("->").all(|task| {
+        let mut task = task.trim();
+        if let Some((chance, rest)) = task.split_once('%') {
+            if chance.parse::<f32>().is_err() {
+                return false;
+            }
+            task = rest;
+        }
+        if let Some((count, rest)) = task.split_once('*') {
+            if count.parse::<usize>().is_err() {
+                return false;
+            }
+            task = rest;
+        }
+        matches!(task, "return" | "off" | "pause" | "yield")
+            || ["sleep(", "delay("].iter().any(|p| {
+                task.strip_prefix(p)
+                    .and_then(|t| t.strip_suffix(')'))
+                    .is_some_and(|ms| ms.parse::<u64>().is_ok())
+            })
+    })
 }
 
 /// Arms crash points from `name=actions;name=actions`.
@@ -107,6 +139,11 @@ fn arm(spec: &str) -> Result<(), String> {
                     ALL.join(", ")
                 ));
             }
+            if !only_known_tasks(actions) {
+                return Err(format!(
+                    "{ENV}: `{entry}`: use return (crash), off, sleep(ms), delay(ms), pause or yield, each with an optional n* or p% before it"
+                ));
+            }
             fail::cfg(name, actions.trim()).map_err(|e| format!("{ENV}: `{entry}`: {e}"))?;
         }
         Ok(())
@@ -122,6 +159,11 @@ mod tests {
         assert!(arm("no.such.point=return").is_err());
         assert!(arm("upload.after_body").is_err());
         assert!(arm("upload.after_body=explode").is_err());
+        assert!(arm("upload.after_body=panic").is_err());
+        assert!(arm("upload.after_body=return(x)").is_err());
+        assert!(arm("upload.after_body=2*off->return").is_ok());
+        assert!(arm("upload.after_body=50%sleep(10)").is_ok());
+        assert!(arm("upload.after_body=off").is_ok());
         assert!(arm("").is_ok());
     }
 }

@@ -109,12 +109,12 @@ pub struct Lease {
 }
 
 /// Who this process is, for leases and idempotency claims: host name and data
-/// directory, made unique by the kernel's boot id and the device and inode of
-/// the data directory's lock file (`data_dir_lock.rs`). Two containers with the
-/// same host name and path on one bucket differ in these, so one never takes
-/// the other for an earlier run of itself; after a reboot, or with the lock file
-/// gone, the earlier runs are no longer recognised and their leases and claims
-/// wait to go stale instead.
+/// directory, made unique by the kernel's boot id and the data directory's
+/// device and inode (it is what `data_dir_lock.rs` locks). Two containers with
+/// the same host name and path on one bucket differ in these, so one never takes
+/// the other for an earlier run of itself; after a reboot, or with the directory
+/// made anew, the earlier runs are no longer recognised and their leases and
+/// claims wait to go stale instead.
 pub fn holder_name(data_dir: &std::path::Path) -> String {
     use std::os::unix::fs::MetadataExt;
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -124,10 +124,10 @@ pub fn holder_name(data_dir: &std::path::Path) -> String {
     let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
         .map(|b| b.trim().chars().take(8).collect::<String>())
         .unwrap_or_else(|_| "unknown".to_owned());
-    let lock = std::fs::metadata(data_dir.join(crate::data_dir_lock::LOCK_FILE))
+    let directory = std::fs::metadata(data_dir)
         .map(|m| format!("{}:{}", m.dev(), m.ino()))
         .unwrap_or_else(|_| "none".to_owned());
-    format!("{host}:{} [boot {boot}, lock {lock}]", dir.display())
+    format!("{host}:{} [boot {boot}, dir {directory}]", dir.display())
 }
 
 fn lease_name(prefix: &str, run: &str, n: u64) -> ObjectName {

@@ -72,6 +72,14 @@ impl FromRequestParts<SharedState> for Caller {
         parts: &mut Parts,
         state: &SharedState,
     ) -> Result<Self, Self::Rejection> {
+        if parts.headers.get_all(AUTHORIZATION).iter().nth(1).is_some() {
+            // Which one counts would depend on who reads it: a proxy that reads
+            // the last one would see another caller than this server.
+            return Err(ApiError::bad_request(
+                "invalid_header",
+                "Authorization must be given once",
+            ));
+        }
         let Some(header) = parts.headers.get(AUTHORIZATION) else {
             return Err(failed(
                 parts,
