@@ -126,6 +126,8 @@ pub struct ChaosReport {
     pub wrong_bytes: u64,
     /// Deleted (acknowledged) but still readable at the end.
     pub undeleted: u64,
+    /// Listed as visible but unreadable: half-written and visible.
+    pub unreadable_listed: u64,
     /// Extra visible documents for one Idempotency-Key.
     pub duplicates: u64,
     /// Visible documents without an upload event, acknowledged deletes without
@@ -447,6 +449,7 @@ async fn delete(shared: &Shared, id: &str) {
         // 404 after an earlier try: that try deleted it. At the first try, an
         // acknowledged document was missing.
         if status == 404 && first_try {
+            eprintln!("chaos: acknowledged document {id} was missing at its delete");
             shared.ledger().missing_at_delete += 1;
         }
         if status == 204 || status == 404 {
@@ -497,8 +500,12 @@ async fn check(shared: &Shared, server: &Server) -> anyhow::Result<ChaosReport> 
                 per_key.entry(key).or_default().push(id.clone());
                 bodies.insert(id.clone(), bytes);
             }
-            // Listed but unreadable: if it was acknowledged, it is lost below.
-            Read::Missing | Read::Failed => {}
+            // Listed but unreadable: half-written and visible (if it was
+            // acknowledged, it is also lost below).
+            Read::Missing | Read::Failed => {
+                eprintln!("chaos check: document {id} is listed but does not read");
+                report.unreadable_listed += 1;
+            }
         }
     }
     report.lost += ledger.missing_at_delete;
@@ -508,7 +515,10 @@ async fn check(shared: &Shared, server: &Server) -> anyhow::Result<ChaosReport> 
             (false, None) => match get(shared, id).await {
                 Read::Bytes(bytes) if bytes == acked.body => {}
                 Read::Bytes(_) => report.wrong_bytes += 1,
-                Read::Missing | Read::Failed => report.lost += 1,
+                Read::Missing | Read::Failed => {
+                    eprintln!("chaos check: acknowledged document {id} does not read");
+                    report.lost += 1;
+                }
             },
             (false, Some(bytes)) if *bytes != acked.body => report.wrong_bytes += 1,
             (true, Some(_)) => report.undeleted += 1,
@@ -769,6 +779,7 @@ pub fn markdown(settings: &ChaosSettings, r: &ChaosReport) -> String {
         ("lost", r.lost.to_string()),
         ("wrong bytes", r.wrong_bytes.to_string()),
         ("deleted but readable", r.undeleted.to_string()),
+        ("listed but unreadable", r.unreadable_listed.to_string()),
         ("duplicates from keyed retries", r.duplicates.to_string()),
         ("unaudited changes", r.unaudited.to_string()),
         ("orphans left after GC", r.orphans_after_gc.to_string()),
@@ -804,6 +815,7 @@ pub fn failures(r: &ChaosReport) -> Vec<String> {
         ("lost", r.lost),
         ("wrong bytes", r.wrong_bytes),
         ("deleted but readable", r.undeleted),
+        ("listed but unreadable", r.unreadable_listed),
         ("duplicates", r.duplicates),
         ("unaudited", r.unaudited),
         ("orphans after GC", r.orphans_after_gc),

@@ -852,6 +852,48 @@ impl SearchService {
         Ok(())
     }
 
+    /// [`SearchService::index_document`] for an upload just committed here, if the
+    /// tenant's index is open. While it is being opened (after a restart, or at
+    /// its first use on this replica) the upload does not wait for it: the
+    /// document is durable and audited, and the opening's reconciliation with the
+    /// store, or the catch-up from the log position the opening remembered, adds
+    /// it. Returns whether it was indexed now.
+    pub async fn index_if_open(
+        &self,
+        tenant: &TenantRecord,
+        document: IndexedDocument,
+        terms: Arc<SearchTerms>,
+    ) -> Result<bool, Error> {
+        if !self.is_open(&tenant.id) {
+            return Ok(false);
+        }
+        self.index_document(tenant, document, terms)
+            .await
+            .map(|()| true)
+    }
+
+    /// [`SearchService::remove_document`] if the tenant's index is open (else
+    /// its opening or the catch-up drops it, as for [`SearchService::index_if_open`]).
+    pub async fn remove_if_open(
+        &self,
+        tenant: &TenantRecord,
+        id: &DocumentId,
+    ) -> Result<(), Error> {
+        if !self.is_open(&tenant.id) {
+            return Ok(());
+        }
+        self.remove_document(tenant, id).await
+    }
+
+    /// Whether the tenant's index is open here (neither absent nor being opened).
+    fn is_open(&self, tenant: &TenantId) -> bool {
+        self.indexes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(tenant)
+            .is_some_and(|cell| cell.initialized())
+    }
+
     /// Starts a re-plan when the tenant has outgrown its plan: its tokens, sized for
     /// fewer documents, now match too many candidates each. The new plan is made for
     /// `REPLAN_GROWTH` times today's count and built as an index key rotation (a new

@@ -200,9 +200,11 @@ impl TenantDocuments {
                 };
             }
         };
-        // The document is durable; the index is derived data. A failure here is
-        // logged and counted, and the next reconciliation (start-up or rebuild)
-        // adds it.
+        // The document is durable; the index is derived data. It is indexed now
+        // when the tenant's index is open; while the index is being opened, its
+        // reconciliation or the catch-up adds it (the upload does not wait for
+        // an index to open). A failure here is logged and counted, and the next
+        // reconciliation (start-up or rebuild) adds it.
         let indexed = indexed_document(
             &stored.id,
             stored.metadata.kind,
@@ -210,7 +212,7 @@ impl TenantDocuments {
         );
         if let Err(e) = self
             .search
-            .index_document(tenant, indexed, Arc::clone(&stored.terms))
+            .index_if_open(tenant, indexed, Arc::clone(&stored.terms))
             .await
         {
             self.metrics.index_failures.inc();
@@ -367,7 +369,7 @@ impl TenantDocuments {
         self.documents.delete(&tenant.id, id).await?;
         // A search between the delete above and this skips the entry: its metadata
         // no longer opens.
-        if let Err(e) = self.search.remove_document(tenant, id).await {
+        if let Err(e) = self.search.remove_if_open(tenant, id).await {
             self.metrics.index_failures.inc();
             tracing::error!(tenant = %tenant.id, document = %id, code = e.code(), "document deleted but still in the index until the next reconciliation");
         }
