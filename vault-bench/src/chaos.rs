@@ -34,10 +34,10 @@ use crate::server::{Backend, Launch, Moto, Server};
 
 const ALL_ROLES: &[&str] = &["uploader", "reader", "tenant-admin", "auditor"];
 /// Every upload is bounded by this (and so is the leftovers grace below it).
-const TRANSFER_TIMEOUT_SECS: u64 = 15;
-const LEFTOVERS_GRACE_SECS: u64 = 20;
+const TRANSFER_TIMEOUT_SECS: u64 = 45;
+const LEFTOVERS_GRACE_SECS: u64 = 50;
 /// How long a client keeps retrying one upload or delete.
-const OPERATION_BUDGET: Duration = Duration::from_secs(60);
+const OPERATION_BUDGET: Duration = Duration::from_secs(120);
 
 /// What a chaos run does.
 #[derive(Clone, Debug, Serialize)]
@@ -155,6 +155,8 @@ struct Acked {
     key: String,
     body: Vec<u8>,
     deleted: bool,
+    /// A delete was sent and never answered: the document may be either way.
+    delete_unanswered: bool,
 }
 
 /// What the clients were told, shared by them.
@@ -398,6 +400,7 @@ async fn upload(shared: &Shared, key: &str, rng: &mut impl Rng) {
                         key: key.to_owned(),
                         body,
                         deleted: false,
+                        delete_unanswered: false,
                     },
                 );
                 return;
@@ -459,9 +462,10 @@ async fn delete(shared: &Shared, id: &str) {
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(2));
     }
-    // Never acknowledged: it may still be there; count it readable again.
+    // Never answered: it may be deleted or not. Not picked again; the check
+    // accepts either.
     if let Some(acked) = shared.ledger().acked.get_mut(id) {
-        acked.deleted = false;
+        acked.delete_unanswered = true;
     }
 }
 
@@ -509,9 +513,14 @@ async fn check(shared: &Shared, server: &Server) -> anyhow::Result<ChaosReport> 
         }
     }
     report.lost += ledger.missing_at_delete;
+    // Whether a document is deleted, as far as its client knows: a delete
+    // never answered counts as done when the document is gone, else as not.
+    let deleted_now = |id: &String, acked: &Acked| {
+        acked.deleted && (!acked.delete_unanswered || !bodies.contains_key(id))
+    };
     for (id, acked) in &ledger.acked {
         let twins = per_key.get(&acked.key).map_or(0, Vec::len) as u64;
-        match (acked.deleted, bodies.get(id)) {
+        match (deleted_now(id, acked), bodies.get(id)) {
             (false, None) => match get(shared, id).await {
                 Read::Bytes(bytes) if bytes == acked.body => {}
                 Read::Bytes(_) => report.wrong_bytes += 1,
@@ -525,7 +534,7 @@ async fn check(shared: &Shared, server: &Server) -> anyhow::Result<ChaosReport> 
             _ => {}
         }
         // Other documents of its key: any beside it, or any after it was deleted.
-        report.duplicates += if acked.deleted {
+        report.duplicates += if deleted_now(id, acked) {
             twins
         } else {
             twins.saturating_sub(u64::from(bodies.contains_key(id)))
@@ -546,7 +555,7 @@ async fn check(shared: &Shared, server: &Server) -> anyhow::Result<ChaosReport> 
         + ledger
             .acked
             .iter()
-            .filter(|(id, a)| a.deleted && !deleted.contains(*id))
+            .filter(|(id, a)| deleted_now(id, a) && !deleted.contains(*id))
             .count() as u64;
 
     // Crash leftovers: collected once older than the grace period (passes run
