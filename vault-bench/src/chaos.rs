@@ -118,6 +118,9 @@ pub struct ChaosReport {
     pub retried_attempts: u64,
     /// Deletes acknowledged.
     pub deletes: u64,
+    /// Deletes never answered within the client's budget (their documents may
+    /// be either way).
+    pub deletes_unanswered: u64,
     /// Downloads during the load (each compared with the acknowledged bytes).
     pub downloads: u64,
     /// Acknowledged, not deleted, and not readable at the end.
@@ -480,7 +483,16 @@ async fn check(shared: &Shared, server: &Server) -> anyhow::Result<ChaosReport> 
     report.downloads = ledger.downloads;
     report.wrong_bytes = ledger.wrong_bytes;
     report.statuses = ledger.statuses.clone();
-    report.deletes = ledger.acked.values().filter(|a| a.deleted).count() as u64;
+    report.deletes = ledger
+        .acked
+        .values()
+        .filter(|a| a.deleted && !a.delete_unanswered)
+        .count() as u64;
+    report.deletes_unanswered = ledger
+        .acked
+        .values()
+        .filter(|a| a.delete_unanswered)
+        .count() as u64;
     report.upload_success_rate = if ledger.uploads == 0 {
         0.0
     } else {
@@ -784,6 +796,7 @@ pub fn markdown(settings: &ChaosSettings, r: &ChaosReport) -> String {
         ("acknowledged", r.acknowledged.to_string()),
         ("gave up (budget spent)", r.gave_up.to_string()),
         ("deletes acknowledged", r.deletes.to_string()),
+        ("deletes never answered", r.deletes_unanswered.to_string()),
         ("downloads checked", r.downloads.to_string()),
         ("lost", r.lost.to_string()),
         ("wrong bytes", r.wrong_bytes.to_string()),
