@@ -25,12 +25,12 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use fault_proxy::{FaultProxy, Faults};
+use fault_proxy::Faults;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::server::{Backend, Launch, Moto, Server};
+use crate::server::{moto_behind_proxy, Backend, Launch, Server};
 
 const ALL_ROLES: &[&str] = &["uploader", "reader", "tenant-admin", "auditor"];
 /// Every upload is bounded by this (and so is the leftovers grace below it).
@@ -222,19 +222,11 @@ pub async fn run(launch: &Launch, settings: &ChaosSettings) -> anyhow::Result<Ch
     let mut _moto = None;
     let mut proxy = None;
     if settings.backend == Backend::S3 {
-        let moto_url = match &launch.moto_url {
-            Some(url) => url.clone(),
-            None => {
-                let (moto, url) = Moto::start(&launch.work_dir)?;
-                _moto = Some(moto);
-                url
-            }
-        };
-        let started = FaultProxy::start(moto_url.trim_start_matches("http://")).await;
+        let (moto, started) = moto_behind_proxy(&mut launch).await?;
         // Attempts bounded to 2 s and operations to 6 s: a stalled S3 answer is
         // retried quickly (the defaults, 30 s and 90 s, suit slow large parts).
         launch.s3_storage = format!("endpoint = {:?}\noperation_timeout_secs = 6\n", started.url);
-        launch.moto_url = Some(moto_url);
+        _moto = moto;
         proxy = Some(started);
     }
     let server = Server::start(&launch).await?;

@@ -15,12 +15,11 @@ use std::time::{Duration, Instant};
 use std::sync::atomic::Ordering;
 
 use anyhow::{bail, Context};
-use fault_proxy::FaultProxy;
 use serde::Serialize;
 
 use crate::client::Vault;
 use crate::corpus::{Doc, Generator};
-use crate::server::{Launch, Moto, Server, ALL_ROLES};
+use crate::server::{moto_behind_proxy, Launch, Server, ALL_ROLES};
 use crate::stats::{run_tasks, Summary};
 
 /// What `--replicas` measured.
@@ -70,18 +69,8 @@ pub async fn run(
         bail!("--replicas needs at least 2");
     }
     let mut launch = launch.clone();
-    let mut _moto = None;
-    let moto_url = match &launch.moto_url {
-        Some(url) => url.clone(),
-        None => {
-            let (moto, url) = Moto::start(&launch.work_dir)?;
-            _moto = Some(moto);
-            url
-        }
-    };
-    let proxy = FaultProxy::start(moto_url.trim_start_matches("http://")).await;
+    let (_moto, proxy) = moto_behind_proxy(&mut launch).await?;
     launch.s3_storage = format!("endpoint = {:?}\n", proxy.url);
-    launch.moto_url = Some(moto_url);
     let launch = &launch;
     // S3 requests during `phase`, per operation, once the followers settled.
     let requests = || proxy.answers.load(Ordering::Relaxed);

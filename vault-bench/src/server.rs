@@ -78,6 +78,25 @@ impl Drop for Moto {
     }
 }
 
+/// moto (the one at `launch.moto_url`, or one started in the run's directory)
+/// and a fault proxy in front of it, with no faults set. `launch.moto_url` is
+/// set to moto's own URL (bucket creation and KMS go there); the caller puts the
+/// proxy's URL in `[storage] endpoint`. Keep the moto handle alive for the run.
+pub async fn moto_behind_proxy(
+    launch: &mut Launch,
+) -> anyhow::Result<(Option<Moto>, fault_proxy::FaultProxy)> {
+    let (moto, url) = match &launch.moto_url {
+        Some(url) => (None, url.clone()),
+        None => {
+            let (moto, url) = Moto::start(&launch.work_dir)?;
+            (Some(moto), url)
+        }
+    };
+    let proxy = fault_proxy::FaultProxy::start(url.trim_start_matches("http://")).await;
+    launch.moto_url = Some(url);
+    Ok((moto, proxy))
+}
+
 /// `moto_server` from the virtualenv infra/test.sh installs (the pinned version
 /// the e2e tests run against), else from the PATH.
 fn moto_binary() -> Option<PathBuf> {
