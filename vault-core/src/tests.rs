@@ -875,6 +875,46 @@ async fn replicas_append_to_one_audit_log_without_forking_it() {
     assert_eq!(report.events, seq + 1);
 }
 
+/// A log that grew by many segments is checkpointed at once, without waiting
+/// for the interval: a replica restarted more often than the interval would
+/// otherwise read the whole log each time it opens it.
+#[tokio::test]
+async fn a_log_is_checkpointed_every_few_dozen_segments_whatever_the_interval() {
+    let t = TestVault::open().await;
+    let acme = t.tenant("acme").await;
+    let checkpoints = |t: &TestVault| {
+        t.store
+            .names()
+            .iter()
+            .filter(|n| n.contains("/audit/checkpoints/"))
+            .count()
+    };
+    let before = checkpoints(&t);
+    // One append at a time: one segment each.
+    for n in 0..70 {
+        let event = crate::audit::new_event(
+            "document.download",
+            format!("operator:{n}"),
+            crate::audit::Outcome::Allowed,
+            200,
+        );
+        t.vault.audit.append(&acme.id, event).await.unwrap();
+    }
+    assert!(
+        checkpoints(&t) > before,
+        "no checkpoint after 70 segments: {:?}",
+        t.store.names()
+    );
+    let latest = crate::audit::latest_checkpoint(t.store.as_ref(), &acme.id)
+        .await
+        .unwrap()
+        .expect("a checkpoint");
+    let verified = latest
+        .verify(&t.vault.audit.signer.public, &acme.id)
+        .unwrap();
+    assert!(verified.checkpoint.tree_size >= 64);
+}
+
 impl TestVault {
     /// An opaque upload through the tenant's documents, with an Idempotency-Key.
     async fn keyed_upload(

@@ -19,6 +19,7 @@
 //! an error.
 
 use bytes::Bytes;
+use futures::StreamExt;
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 use vault_crypto::merkle::Frontier;
@@ -38,6 +39,13 @@ const QUEUE: usize = 4096;
 /// Segment races one batch may lose in a row before it fails (each loss means
 /// another replica appended: progress is made, only not by this one).
 const MAX_RACES: usize = 64;
+/// Segments after which a checkpoint is written at once, whatever the interval:
+/// a replica opening the log reads only the segments after the latest
+/// checkpoint, so this bounds that read even when replicas are restarted more
+/// often than the interval (a crash loop, a rolling upgrade).
+const CHECKPOINT_EVERY_SEGMENTS: u64 = 64;
+/// Segments fetched at once when catching up.
+const CATCH_UP_FETCHES: usize = 8;
 
 /// A message to a log's task.
 pub enum Command {
@@ -82,7 +90,10 @@ async fn run(logs: AuditService, tenant: TenantId, mut rx: mpsc::Receiver<Comman
         }
         if tail.is_none() {
             match load(&logs, &tenant).await {
-                Ok(loaded) => tail = Some(loaded),
+                Ok(mut loaded) => {
+                    checkpoint_if_far_behind(&logs, &tenant, &mut loaded).await;
+                    tail = Some(loaded);
+                }
                 Err(e) => {
                     tracing::error!(tenant = %tenant, error = %e, "audit log could not be opened");
                     for (_, done) in appends {
@@ -105,6 +116,7 @@ async fn run(logs: AuditService, tenant: TenantId, mut rx: mpsc::Receiver<Comman
                     for (i, done) in waiters.into_iter().enumerate() {
                         let _ = done.send(Ok(first_seq + i as u64));
                     }
+                    checkpoint_if_far_behind(&logs, &tenant, current).await;
                 }
                 Err(e) => {
                     tracing::error!(tenant = %tenant, error = %e, "audit segment could not be written; requests fail closed");
@@ -209,6 +221,18 @@ async fn write_checkpoint(
     Ok(Some(tail.segments))
 }
 
+/// Writes a checkpoint when [`CHECKPOINT_EVERY_SEGMENTS`] segments followed the
+/// last one. The events are durable already, so a failure here is only logged:
+/// the periodic checkpointer tries again.
+async fn checkpoint_if_far_behind(logs: &AuditService, tenant: &TenantId, tail: &mut Tail) {
+    if tail.segments - tail.checkpointed < CHECKPOINT_EVERY_SEGMENTS {
+        return;
+    }
+    if let Err(e) = write_checkpoint(logs, tenant, tail).await {
+        tracing::warn!(tenant = %tenant, error = %e, "audit checkpoint failed; the periodic checkpointer retries");
+    }
+}
+
 /// Loads the tail: the latest checkpoint (checked against the signing key), then
 /// every segment after it.
 async fn load(logs: &AuditService, tenant: &TenantId) -> Result<Tail, AuditError> {
@@ -242,12 +266,16 @@ async fn catch_up(
             .as_str()
             .to_owned()
     });
-    for info in list_all(logs.store.as_ref(), &prefix, after.as_deref()).await? {
-        let bytes = logs
-            .store
-            .get_bytes(&info.name)
-            .await?
-            .ok_or(AuditError::Unavailable)?;
+    let names = list_all(logs.store.as_ref(), &prefix, after.as_deref()).await?;
+    // Fetched a few at a time, taken in order.
+    let mut fetches = futures::stream::iter(names.into_iter().map(|info| async move {
+        let bytes = logs.store.get_bytes(&info.name).await?;
+        Ok::<_, StorageError>((info, bytes))
+    }))
+    .buffered(CATCH_UP_FETCHES);
+    while let Some(fetched) = fetches.next().await {
+        let (info, bytes) = fetched?;
+        let bytes = bytes.ok_or(AuditError::Unavailable)?;
         let segment = Segment::parse(&bytes)?;
         if info.name.audit_segment_index() != Some(tail.segments)
             || segment.header.index != tail.segments

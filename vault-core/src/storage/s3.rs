@@ -49,6 +49,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(90);
 /// Ranged GETs in a row that may resume a cut-off body without receiving a byte.
 const RESUMES_WITHOUT_PROGRESS: u32 = 3;
+/// Upper bound of the first retry's jittered backoff (doubling per attempt).
+const INITIAL_BACKOFF: Duration = Duration::from_millis(50);
+/// Upper bound of any retry's backoff.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// An attempt's share of an operation's time limit.
 fn attempt_timeout(operation: Duration) -> Duration {
@@ -176,7 +180,15 @@ impl S3Store {
         multipart_threshold: u64,
     ) -> Self {
         let mut loader = aws_config::from_env()
-            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(5))
+            .retry_config(
+                aws_config::retry::RetryConfig::standard()
+                    .with_max_attempts(5)
+                    // The SDK's default first backoff (up to 1 s, doubling) is
+                    // for batch clients; a request path waits at most
+                    // 50 + 100 + 200 + 400 ms between its five attempts.
+                    .with_initial_backoff(INITIAL_BACKOFF)
+                    .with_max_backoff(MAX_BACKOFF),
+            )
             .timeout_config(timeouts(OPERATION_TIMEOUT));
         if let Some(endpoint) = endpoint {
             loader = loader.endpoint_url(endpoint);
