@@ -25,6 +25,10 @@ use crate::tokens::Tokenizer;
 
 /// Name of the descriptor file in an index directory.
 const DESCRIPTOR_FILE: &str = "blind-index.json";
+/// Tantivy's list of committed segments.
+const META_FILE: &str = "meta.json";
+/// Tantivy's list of the files it manages (and may remove).
+const MANAGED_FILE: &str = ".managed.json";
 /// Descriptor format. FORMAT CONSTANT.
 const DESCRIPTOR_FORMAT: u32 = 1;
 /// Tantivy writer heap (its minimum); one indexing thread per tenant.
@@ -95,6 +99,8 @@ pub struct BlindIndex {
     writer: Mutex<IndexWriter>,
     reader: IndexReader,
     pending: AtomicU64,
+    /// Changes ever made through this handle (adds, removes, clears).
+    changes: AtomicU64,
 }
 
 impl std::fmt::Debug for BlindIndex {
@@ -154,6 +160,7 @@ impl BlindIndex {
                 writer: Mutex::new(writer),
                 reader,
                 pending: AtomicU64::new(0),
+                changes: AtomicU64::new(0),
             },
             !reusable,
         ))
@@ -173,6 +180,7 @@ impl BlindIndex {
         writer.delete_term(Term::from_field_text(self.fields.id, &document.id));
         writer.add_document(doc)?;
         self.pending.fetch_add(1, Ordering::SeqCst);
+        self.changes.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
 
@@ -181,6 +189,7 @@ impl BlindIndex {
         let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         writer.delete_term(Term::from_field_text(self.fields.id, id));
         self.pending.fetch_add(1, Ordering::SeqCst);
+        self.changes.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Removes every document (before a rebuild).
@@ -188,7 +197,14 @@ impl BlindIndex {
         let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         writer.delete_all_documents()?;
         self.pending.fetch_add(1, Ordering::SeqCst);
+        self.changes.fetch_add(1, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// Changes made since the index was opened (a snapshot is worth writing
+    /// when this moved).
+    pub fn changes(&self) -> u64 {
+        self.changes.load(Ordering::SeqCst)
     }
 
     /// Changes waiting for a commit.
@@ -207,6 +223,80 @@ impl BlindIndex {
         writer.commit()?;
         self.reader.reload()?;
         self.pending.fetch_sub(before, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// The committed index as files (name, bytes): its descriptor, `meta.json`
+    /// and every file of its searchable segments, enough for [`import`] to make
+    /// the same index elsewhere. Commits pending changes first. Blocking: call it
+    /// off the async runtime.
+    ///
+    /// The segment files are read while the loaded metas are alive: Tantivy's
+    /// garbage collection keeps every file a live segment meta names, so a merge
+    /// finishing meanwhile cannot remove them.
+    ///
+    /// [`import`]: BlindIndex::import
+    pub fn export(&self) -> Result<Vec<(String, Vec<u8>)>, IndexError> {
+        let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let metas = writer.index().load_metas()?;
+        drop(writer);
+        let mut files = vec![(
+            DESCRIPTOR_FILE.to_owned(),
+            std::fs::read(self.dir.join(DESCRIPTOR_FILE))?,
+        )];
+        let mut meta_json = serde_json::to_vec_pretty(&metas)
+            .map_err(|e| IndexError::Io(std::io::Error::other(e)))?;
+        meta_json.push(b'\n');
+        files.push((META_FILE.to_owned(), meta_json));
+        let mut names: Vec<String> = metas
+            .segments
+            .iter()
+            .flat_map(|segment| segment.list_files())
+            .filter_map(|path| path.to_str().map(str::to_owned))
+            .collect();
+        names.sort();
+        for name in names {
+            match std::fs::read(self.dir.join(&name)) {
+                Ok(bytes) => files.push((name, bytes)),
+                // Not every component exists for every segment (no deletes, no
+                // positions).
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(files)
+    }
+
+    /// Writes files made by [`export`](Self::export) into `dir` (emptied first),
+    /// so that [`open`](Self::open) finds the exported index there. Names must be
+    /// plain file names. Tantivy is told the segment files are its own, so it
+    /// removes them once merged away.
+    pub fn import(dir: &Path, files: &[(String, Vec<u8>)]) -> Result<(), IndexError> {
+        if dir.exists() {
+            std::fs::remove_dir_all(dir)?;
+        }
+        std::fs::create_dir_all(dir)?;
+        let mut managed = Vec::new();
+        for (name, bytes) in files {
+            let plain = !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+                && !name.starts_with('.');
+            if !plain {
+                return Err(IndexError::Io(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "an index file name that is not a plain file name",
+                )));
+            }
+            vault_keys::private_file::write_atomically(&dir.join(name), bytes)?;
+            if name != DESCRIPTOR_FILE {
+                managed.push(name.as_str());
+            }
+        }
+        let listing =
+            serde_json::to_vec(&managed).map_err(|e| IndexError::Io(std::io::Error::other(e)))?;
+        vault_keys::private_file::write_atomically(&dir.join(MANAGED_FILE), &listing)?;
         Ok(())
     }
 
@@ -370,6 +460,66 @@ mod tests {
             .collect();
         ids.sort();
         ids
+    }
+
+    #[test]
+    fn an_exported_index_imported_elsewhere_opens_as_the_same_index() {
+        let tokenizer = tokenizer(1, 1_000);
+        let here = tempfile::tempdir().unwrap();
+        let (index, _) = BlindIndex::open(here.path(), &tokenizer).unwrap();
+        for n in 0..40 {
+            let name = format!("Zyxwer{}, Anna", n % 4);
+            add(
+                &index,
+                &tokenizer,
+                &format!("d{n}"),
+                &[(Field::PatientName, &name)],
+            );
+            // Several commits: several segments.
+            if n % 10 == 9 {
+                index.commit().unwrap();
+            }
+        }
+        index.remove("d3");
+        index.commit().unwrap();
+        let files = index.export().unwrap();
+        assert!(files.iter().any(|(name, _)| name == "meta.json"));
+
+        let there = tempfile::tempdir().unwrap();
+        let target = there.path().join("index");
+        BlindIndex::import(&target, &files).unwrap();
+        let (copy, created) = BlindIndex::open(&target, &tokenizer).unwrap();
+        assert!(!created, "the imported index was not taken as built");
+        assert_eq!(copy.ids().unwrap(), index.ids().unwrap());
+        assert_eq!(copy.len(), 39);
+        let q = "patient_last_name:zyxwer1";
+        assert_eq!(ids(&copy, &tokenizer, q), ids(&index, &tokenizer, q));
+        // It goes on as an index of its own.
+        add(
+            &copy,
+            &tokenizer,
+            "new",
+            &[(Field::PatientName, "Zyxwer1, Bo")],
+        );
+        copy.commit().unwrap();
+        assert!(ids(&copy, &tokenizer, q).contains(&"new".to_owned()));
+        // Under another key version it is not taken.
+        drop(copy);
+        let (_, created) = BlindIndex::open(&target, &super::tests::tokenizer(2, 1_000)).unwrap();
+        assert!(created);
+    }
+
+    #[test]
+    fn an_import_refuses_file_names_that_leave_the_directory() {
+        let there = tempfile::tempdir().unwrap();
+        for name in ["../escape", "a/b", "", ".managed.json", "/etc/x"] {
+            let files = vec![(name.to_owned(), b"x".to_vec())];
+            assert!(
+                BlindIndex::import(&there.path().join("index"), &files).is_err(),
+                "{name:?} was written"
+            );
+        }
+        assert!(!there.path().join("escape").exists());
     }
 
     #[test]

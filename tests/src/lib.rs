@@ -671,6 +671,18 @@ impl TestApp {
             .expect("metrics text")
     }
 
+    /// One metric's value from `/metrics` (the first sample named so).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self.metrics_text().await;
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(name)
+                    .filter(|rest| rest.starts_with(' '))
+                    .and_then(|rest| rest.trim().parse().ok())
+            })
+            .unwrap_or_else(|| panic!("metric {name} not found in {text}"))
+    }
+
     /// Issues an API key and returns its secret.
     pub async fn api_key(&self, tenant: &str, roles: &[&str]) -> String {
         let r = self

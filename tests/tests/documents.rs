@@ -810,22 +810,11 @@ fn tokio_stream_from(
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
-/// Reads one metric's value from `/metrics`.
-async fn metric(app: &TestApp, name: &str) -> f64 {
-    let text = app.metrics_text().await;
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(name)
-                .and_then(|rest| rest.trim().parse().ok())
-        })
-        .unwrap_or_else(|| panic!("metric {name} not found in {text}"))
-}
-
 #[tokio::test]
 async fn a_thousand_uploads_cost_at_most_one_kms_call() {
     let app = start(Backend::S3).await;
     let key = app.api_key("acme", ALL_ROLES).await;
-    let before = metric(&app, "vault_key_provider_calls").await;
+    let before = app.metric("vault_key_provider_calls").await;
     let uploads = futures::stream::iter(0..1000).map(|i| {
         let (app, key) = (&app, &key);
         async move {
@@ -842,7 +831,7 @@ async fn a_thousand_uploads_cost_at_most_one_kms_call() {
     });
     let statuses: Vec<StatusCode> = uploads.buffer_unordered(8).collect().await;
     assert!(statuses.iter().all(|s| *s == StatusCode::CREATED));
-    let calls = metric(&app, "vault_key_provider_calls").await - before;
+    let calls = app.metric("vault_key_provider_calls").await - before;
     assert!(calls <= 1.0, "1,000 uploads made {calls} KMS calls");
 }
 

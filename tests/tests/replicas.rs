@@ -328,6 +328,88 @@ async fn a_replica_with_another_root_key_refuses_to_start() {
     assert_eq!(bucket_keys(&first).await, before);
 }
 
+/// A replica with an empty data directory starts from the tenant's index
+/// snapshot in the bucket and the log after it: it decrypts no document the
+/// snapshot holds, and once `/readyz` says ready its searches are complete at
+/// once, including what changed after the snapshot. Offboarding removes the
+/// snapshots with the tenant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_replica_is_ready_from_the_index_snapshot_and_the_log_after_it() {
+    let first = TestApp::builder()
+        .backend(Backend::S3)
+        .config("[search]\nsnapshot_interval_secs = 2\n")
+        .start()
+        .await;
+    first.create_tenant("acme").await;
+    let key = first
+        .api_key("acme", &["uploader", "reader", "tenant-admin"])
+        .await;
+    let mut docs = Vec::new();
+    for n in 0..30 {
+        docs.push(upload(&first, &key, n).await.unwrap());
+    }
+    assert_eq!(hits(&first, &key, "C-00003").await, 1);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while first.metric("vault_index_snapshots_written_total").await < 1.0 {
+        assert!(Instant::now() < deadline, "no index snapshot written");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let keys = bucket_keys(&first).await;
+    let snapshots: Vec<&String> = keys
+        .iter()
+        .filter(|k| k.contains("/caches/index/acme/"))
+        .collect();
+    assert!(!snapshots.is_empty(), "{keys:?}");
+    // After the snapshot: more uploads and a delete.
+    for n in 30..35 {
+        docs.push(upload(&first, &key, n).await.unwrap());
+    }
+    let r = first
+        .http
+        .delete(first.at(&format!("/v1/documents/{}", docs[0].id)))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+
+    let fresh = first.replica().await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = fresh.http.get(fresh.at("/readyz")).send().await.unwrap();
+        if r.status() == StatusCode::OK {
+            break;
+        }
+        let body: Value = r.json().await.unwrap();
+        assert!(
+            Instant::now() < deadline,
+            "the new replica never became ready: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        fresh.metric("vault_index_snapshots_restored_total").await,
+        1.0
+    );
+    // Ready means complete: no waiting.
+    assert_eq!(hits(&fresh, &key, docs[0].claim.as_str()).await, 0);
+    for doc in &docs[1..] {
+        assert_eq!(hits(&fresh, &key, &doc.claim).await, 1, "{}", doc.claim);
+    }
+
+    let r = first
+        .operator(Method::POST, "/v1/admin/tenants/acme/offboard")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let keys = bucket_keys(&first).await;
+    assert!(
+        !keys.iter().any(|k| k.contains("/caches/index/acme/")),
+        "snapshots left after offboarding: {keys:?}"
+    );
+}
+
 async fn bucket_keys(app: &TestApp) -> Vec<String> {
     let s3 = aws_sdk_s3::Client::new(&vault_e2e::aws_config().await);
     let mut keys = Vec::new();

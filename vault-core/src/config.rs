@@ -253,6 +253,12 @@ pub struct SearchConfig {
     pub max_concurrent_extractions: usize,
     /// How often pending index changes are committed, in milliseconds.
     pub commit_interval_ms: u64,
+    /// How often a tenant's index, when it changed, is sealed into a snapshot in
+    /// the store (one replica does it; the others skip while it is fresh). A
+    /// replica with an empty data directory starts from the latest snapshot and
+    /// the audit log after it instead of opening every document. 0: never
+    /// (replicas then build their indexes from the store).
+    pub snapshot_interval_secs: u64,
 }
 
 impl SearchConfig {
@@ -285,6 +291,7 @@ impl Default for SearchConfig {
             max_claims_per_document: 20_000,
             max_concurrent_extractions: 0,
             commit_interval_ms: 250,
+            snapshot_interval_secs: 300,
         }
     }
 }

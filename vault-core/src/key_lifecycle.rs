@@ -347,6 +347,11 @@ impl KeyLifecycle {
         }
         self.keys.evict_tenant(id).await;
         self.search.forget_tenant(id);
+        // Sealed under the destroyed keys already; removed as well, as caches
+        // of a tenant that is gone.
+        if let Err(e) = self.search.delete_snapshots(id).await {
+            tracing::warn!(tenant = %id, code = e.code(), error = %e.for_log(), "index snapshots of an offboarded tenant not removed");
+        }
         match record.key_provider.as_str() {
             "local" => report.local_kek_destroyed = self.local_keys.destroy_tenant_key(id).await?,
             _ => {

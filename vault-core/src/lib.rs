@@ -18,6 +18,7 @@ pub mod documents;
 pub mod error;
 pub mod extraction;
 pub mod failpoints;
+pub mod index_snapshot;
 pub mod jobs;
 pub mod key_lifecycle;
 pub mod leftovers;

@@ -47,6 +47,10 @@ pub struct Metrics {
     pub search_results: Counter,
     /// Index updates, reconciliations or openings that failed.
     pub index_failures: Counter,
+    /// Index snapshots written to the store.
+    pub index_snapshots_written: Counter,
+    /// Indexes opened from a snapshot in the store instead of built.
+    pub index_snapshots_restored: Counter,
     /// Audit events written.
     pub audit_events: Counter,
     /// Audit segments written (one per group commit).
@@ -137,6 +141,18 @@ impl Default for Metrics {
             "index_failures",
             "Blind index updates, reconciliations or openings that failed",
             index_failures.clone(),
+        );
+        let index_snapshots_written = Counter::default();
+        let index_snapshots_restored = Counter::default();
+        registry.register(
+            "index_snapshots_written",
+            "Blind index snapshots sealed into the store",
+            index_snapshots_written.clone(),
+        );
+        registry.register(
+            "index_snapshots_restored",
+            "Blind indexes opened from a snapshot in the store instead of built from the documents",
+            index_snapshots_restored.clone(),
         );
         let audit_events = Counter::default();
         let audit_segments = Counter::default();
@@ -267,6 +283,8 @@ impl Default for Metrics {
             search_candidates,
             search_results,
             index_failures,
+            index_snapshots_written,
+            index_snapshots_restored,
             requests,
             latency,
             uploads,

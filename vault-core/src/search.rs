@@ -45,6 +45,8 @@ use crate::tenants::TenantRecord;
 use crate::tenants::TenantRegistry;
 use vault_keys::KeyHierarchy;
 
+mod snapshots;
+
 /// Candidates whose metadata are decrypted at the same time.
 const FILTER_CONCURRENCY: usize = 16;
 /// How long a search waits for a tenant's index to finish reconciling.
@@ -71,9 +73,30 @@ pub struct TenantIndex {
     /// Documents added since the last commit (not yet searchable): what this
     /// replica indexed itself, so following the log does not open them again.
     uncommitted: Mutex<std::collections::HashSet<String>>,
+    /// `index.changes()` when a snapshot of it was last written or restored
+    /// (`u64::MAX`: never).
+    snapshotted: std::sync::atomic::AtomicU64,
+    /// Opened from a snapshot: the log segment the catch-up must reach before
+    /// the index is current (`u64::MAX`: not opened from a snapshot).
+    current_once_followed_to: std::sync::atomic::AtomicU64,
     /// Set when a key rotation swapped this index out. Declared last: fields drop
     /// in order, so the directory goes only after the index has closed.
     retired: RemoveWhenDropped,
+}
+
+impl TenantIndex {
+    fn new(tokenizer: Tokenizer, index: BlindIndex, sync: IndexSync) -> Self {
+        TenantIndex {
+            tokenizer,
+            index,
+            sync: watch::channel(sync).0,
+            replanning: Default::default(),
+            uncommitted: Mutex::default(),
+            snapshotted: std::sync::atomic::AtomicU64::new(u64::MAX),
+            current_once_followed_to: std::sync::atomic::AtomicU64::new(u64::MAX),
+            retired: RemoveWhenDropped::default(),
+        }
+    }
 }
 
 /// Removes a retired index's directory when the last holder lets go of the index.
@@ -149,6 +172,9 @@ pub struct Indexes {
     /// Per tenant with an open index, the first segment of its audit log not yet
     /// read for changes made by other replicas ([`crate::catch_up`]).
     followed: Mutex<HashMap<TenantId, u64>>,
+    /// Set once every index opened at start-up is current (or failed): the
+    /// replica's searches are then complete (`/readyz`).
+    opened_at_start: std::sync::atomic::AtomicBool,
 }
 
 impl std::ops::Deref for SearchService {
@@ -218,6 +244,7 @@ impl SearchService {
             rotating: Mutex::default(),
             replans,
             followed: Mutex::default(),
+            opened_at_start: Default::default(),
         }))
     }
 
@@ -249,6 +276,32 @@ impl SearchService {
             .get_mut(tenant)
         {
             *at = (*at).max(next);
+        }
+        // An index opened from a snapshot is current once the log is followed to
+        // where it ended at the opening.
+        let open = self
+            .indexes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(tenant)
+            .and_then(|cell| cell.get().cloned());
+        if let Some(index) = open {
+            let wanted = index
+                .current_once_followed_to
+                .load(std::sync::atomic::Ordering::SeqCst);
+            if next >= wanted
+                && index
+                    .current_once_followed_to
+                    .compare_exchange(
+                        wanted,
+                        u64::MAX,
+                        std::sync::atomic::Ordering::SeqCst,
+                        std::sync::atomic::Ordering::SeqCst,
+                    )
+                    .is_ok()
+            {
+                index.sync.send_replace(IndexSync::Current);
+            }
         }
     }
 
@@ -666,7 +719,14 @@ impl SearchService {
             .await
             .map_err(|e| Error::internal("index task", e))?
             .map_err(index_error)?;
-            if created {
+            // An index this replica does not have is taken from the latest
+            // snapshot in the store when there is one.
+            let (index, tokenizer, follow_from) = if created {
+                self.open_from_snapshot(tenant, index, tokenizer).await?
+            } else {
+                (index, tokenizer, None)
+            };
+            if created && follow_from.is_none() {
                 tracing::info!(tenant = %tenant.id, "blind index created; filling it from the store");
             }
             // Where the log ends before the index is reconciled with the store:
@@ -678,22 +738,43 @@ impl SearchService {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .entry(tenant.id.clone())
-                .or_insert(log_end);
-            let (sync, _) = watch::channel(IndexSync::Reconciling);
-            let opened = Arc::new(TenantIndex {
-                tokenizer,
-                index,
-                sync,
-                replanning: Default::default(),
-                uncommitted: Mutex::default(),
-                retired: RemoveWhenDropped::default(),
-            });
+                .or_insert(follow_from.unwrap_or(log_end).min(log_end));
+            let opened = Arc::new(TenantIndex::new(tokenizer, index, IndexSync::Reconciling));
             let (this, tenant_record, task_index) =
                 (self.clone(), tenant.clone(), Arc::clone(&opened));
-            tokio::spawn(async move {
-                let outcome = this.reconcile(&tenant_record, &task_index, &NoProgress).await;
-                this.finish_reconcile(&tenant_record, &task_index, &outcome);
-            });
+            match follow_from {
+                // From a snapshot: current once the catch-up has followed the log
+                // to where it ends now; the store is compared with it meanwhile,
+                // in the background, for what the log cannot show (an upload
+                // whose outcome a crash kept out of the log).
+                Some(from) => {
+                    opened
+                        .snapshotted
+                        .store(opened.index.changes(), std::sync::atomic::Ordering::SeqCst);
+                    if from >= log_end {
+                        opened.sync.send_replace(IndexSync::Current);
+                    } else {
+                        opened
+                            .current_once_followed_to
+                            .store(log_end, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    tokio::spawn(async move {
+                        match this.reconcile(&tenant_record, &task_index, &NoProgress).await {
+                            Ok(report) => tracing::info!(tenant = %tenant_record.id, documents = report.documents, added = report.added, removed = report.removed, failed = report.failed, duration_ms = report.duration_ms, "blind index from a snapshot compared with the store"),
+                            Err(e) => {
+                                this.metrics.index_failures.inc();
+                                tracing::warn!(tenant = %tenant_record.id, code = e.code(), error = %e.for_log(), "blind index from a snapshot could not be compared with the store; the log keeps it current");
+                            }
+                        }
+                    });
+                }
+                None => {
+                    tokio::spawn(async move {
+                        let outcome = this.reconcile(&tenant_record, &task_index, &NoProgress).await;
+                        this.finish_reconcile(&tenant_record, &task_index, &outcome);
+                    });
+                }
+            }
             Ok(opened)
         })
         .await
@@ -728,15 +809,7 @@ impl SearchService {
         .await
         .map_err(|e| Error::internal("index task", e))?
         .map_err(index_error)?;
-        let (sync, _) = watch::channel(IndexSync::Reconciling);
-        let next = Arc::new(TenantIndex {
-            tokenizer,
-            index,
-            sync,
-            replanning: Default::default(),
-            uncommitted: Mutex::default(),
-            retired: RemoveWhenDropped::default(),
-        });
+        let next = Arc::new(TenantIndex::new(tokenizer, index, IndexSync::Reconciling));
         self.next
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -805,13 +878,19 @@ impl SearchService {
     }
 
     /// Opens (and reconciles) the index of every tenant: called at start-up.
+    /// Once each is current (or failed), [`SearchService::opened_at_start`]
+    /// says so.
     pub async fn open_all(&self) {
+        let mut opened = Vec::new();
         match self.tenants.list().await {
             Ok(tenants) => {
                 for tenant in tenants.iter().filter(|t| t.is_active()) {
-                    if let Err(e) = self.tenant_index(tenant).await {
-                        self.metrics.index_failures.inc();
-                        tracing::error!(tenant = %tenant.id, code = e.code(), error = %e.for_log(), "could not open the blind index");
+                    match self.tenant_index(tenant).await {
+                        Ok(index) => opened.push(index),
+                        Err(e) => {
+                            self.metrics.index_failures.inc();
+                            tracing::error!(tenant = %tenant.id, code = e.code(), error = %e.for_log(), "could not open the blind index");
+                        }
                     }
                 }
             }
@@ -820,6 +899,22 @@ impl SearchService {
                 "could not list tenants to open their indexes"
             ),
         }
+        for index in opened {
+            let mut sync = index.sync.subscribe();
+            // Only an index dropped meanwhile (offboarded) ends the wait early.
+            let _ = sync
+                .wait_for(|state| *state != IndexSync::Reconciling)
+                .await;
+        }
+        self.opened_at_start
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether every index opened at start-up is current (or failed), so that
+    /// this replica's searches are complete.
+    pub fn opened_at_start(&self) -> bool {
+        self.opened_at_start
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Commits pending index changes every `search.commit_interval_ms`, for ever.
@@ -1172,14 +1267,7 @@ mod tests {
             vault_crypto::blind::IndexRootKey::new(vault_crypto::Key256::from_bytes([7; 32]), 1);
         let tokenizer = Tokenizer::new(&root, TokenPlan::new(1_000, &Default::default()));
         let (index, _) = BlindIndex::open(dir, &tokenizer).unwrap();
-        TenantIndex {
-            tokenizer,
-            index,
-            sync: watch::channel(IndexSync::Current).0,
-            replanning: Default::default(),
-            uncommitted: Mutex::default(),
-            retired: RemoveWhenDropped::default(),
-        }
+        TenantIndex::new(tokenizer, index, IndexSync::Current)
     }
 
     #[test]

@@ -1103,6 +1103,83 @@ async fn a_replica_follows_the_uploads_and_deletes_of_another() {
     assert_eq!(hits_on(&t.vault, &acme, "C-2").await, 1);
 }
 
+/// A replica with an empty data directory opens a tenant's index from the
+/// latest snapshot in the store and follows the log from the snapshot's
+/// position: it answers as the replica that wrote the snapshot, including what
+/// changed after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_replica_opens_its_index_from_the_snapshot_and_the_log_after_it() {
+    let t = TestVault::open().await;
+    let acme = t.tenant("acme").await;
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        let id = upload_claim(&t, &acme, &format!("S-{n}")).await;
+        record_change(&t.vault, &acme, "document.upload", &id).await;
+        ids.push(id);
+    }
+    assert_eq!(hits_on(&t.vault, &acme, "S-1").await, 1);
+    t.vault.catch_up.follow(&acme.id).await.unwrap();
+    assert_eq!(t.vault.search.snapshot_all().await, 1);
+    assert_eq!(
+        t.vault.search.snapshot_all().await,
+        0,
+        "an unchanged index was snapshotted again"
+    );
+    // After the snapshot: one upload, one delete.
+    let later = upload_claim(&t, &acme, "S-9").await;
+    record_change(&t.vault, &acme, "document.upload", &later).await;
+    t.vault
+        .tenant_documents
+        .delete(&acme, &ids[0])
+        .await
+        .unwrap();
+    record_change(&t.vault, &acme, "document.delete", &ids[0]).await;
+    assert_eq!(
+        t.vault.search.snapshot_all().await,
+        0,
+        "a snapshot younger than half the interval was replaced"
+    );
+
+    let (replica, _dir) = t.replica().await;
+    replica.search.tenant_index(&acme).await.unwrap();
+    assert_eq!(replica.metrics.index_snapshots_restored.get(), 1);
+    replica.catch_up.follow(&acme.id).await.unwrap();
+    for (claim, hits) in [("S-0", 0), ("S-1", 1), ("S-4", 1), ("S-9", 1)] {
+        assert_eq!(hits_on(&replica, &acme, claim).await, hits, "{claim}");
+    }
+}
+
+/// A snapshot that does not open (damaged, or sealed for another tenant) is
+/// passed over: the index is built from the store, complete all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_snapshot_is_passed_over_and_the_index_built_from_the_store() {
+    let t = TestVault::open().await;
+    let acme = t.tenant("acme").await;
+    let id = upload_claim(&t, &acme, "D-1").await;
+    record_change(&t.vault, &acme, "document.upload", &id).await;
+    assert_eq!(hits_on(&t.vault, &acme, "D-1").await, 1);
+    assert_eq!(t.vault.search.snapshot_all().await, 1);
+    let name = t
+        .store
+        .names()
+        .into_iter()
+        .find(|n| n.starts_with(ObjectName::INDEX_SNAPSHOTS_PREFIX))
+        .unwrap();
+    let name = ObjectName::parse(&name).unwrap();
+    let mut bytes = t.store.get_bytes(&name).await.unwrap().unwrap().to_vec();
+    let at = bytes.len() - 40;
+    bytes[at] ^= 0x55;
+    t.store.delete(&name).await.unwrap();
+    t.store
+        .put_new_bytes(&name, Bytes::from(bytes))
+        .await
+        .unwrap();
+
+    let (replica, _dir) = t.replica().await;
+    assert_eq!(hits_on(&replica, &acme, "D-1").await, 1);
+    assert_eq!(replica.metrics.index_snapshots_restored.get(), 0);
+}
+
 /// A tenant's key work runs on one replica at a time: a rewrap or rotation asked
 /// of one while another holds the tenant's lease is refused, and goes once the
 /// lease is released.

@@ -113,6 +113,7 @@ pub async fn serve(
     // Indexes are derived data: open and reconcile them in the background while
     // serving (a search waits for its tenant's reconciliation).
     tokio::spawn(state.vault.search.clone().run_committer());
+    tokio::spawn(state.vault.search.clone().run_snapshotter());
     tokio::spawn(state.vault.catch_up.clone().run());
     tokio::spawn(state.vault.leftovers.clone().run());
     tokio::spawn(state.vault.audit.clone().run_checkpointer());

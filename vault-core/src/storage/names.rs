@@ -238,6 +238,28 @@ impl ObjectName {
         (index.len() == 20).then(|| index.parse().ok()).flatten()
     }
 
+    /// Prefix of every index snapshot: a cache of derived data, never in a
+    /// backup ([`crate::index_snapshot`]).
+    pub const INDEX_SNAPSHOTS_PREFIX: &'static str = "caches/index/";
+
+    /// Prefix of a tenant's index snapshots (all index key versions).
+    pub fn index_snapshots_prefix(tenant: &TenantId) -> String {
+        format!("{}{tenant}/", Self::INDEX_SNAPSHOTS_PREFIX)
+    }
+
+    /// Prefix of a tenant's index snapshots under one index key version.
+    pub fn index_snapshots_of_version(tenant: &TenantId, version: u32) -> String {
+        format!("{}{tenant}/v{version:010}/", Self::INDEX_SNAPSHOTS_PREFIX)
+    }
+
+    /// An index snapshot; `name` sorts by time (`<unix ms, 20 digits>-<random>`).
+    pub fn index_snapshot(tenant: &TenantId, version: u32, name: &str) -> Self {
+        Self::new(format!(
+            "{}{name}",
+            Self::index_snapshots_of_version(tenant, version)
+        ))
+    }
+
     /// Prefix of a tenant's audit checkpoints.
     pub fn audit_checkpoints_prefix(tenant: &TenantId) -> String {
         format!("tenants/{tenant}/audit/checkpoints/")

@@ -15,8 +15,9 @@ pub async fn healthz() -> impl IntoResponse {
     Json(json!({"status": "ok"}))
 }
 
-/// Readiness: storage is writable, the key providers answer and the audit log
-/// takes events (its latest write did not fail, or failed over a minute ago).
+/// Readiness: storage is writable, the key providers answer, the audit log
+/// takes events (its latest write did not fail, or failed over a minute ago) and
+/// the blind indexes opened at start-up are complete (searches answer in full).
 #[utoipa::path(get, path = "/readyz", responses((status = 200, description = "ready: `{\"status\": \"ready\", \"checks\": {...}}`"), (status = 503, description = "not ready, with the failing checks")))]
 pub async fn readyz(State(state): State<SharedState>) -> impl IntoResponse {
     if state.draining.load(std::sync::atomic::Ordering::SeqCst) {
@@ -28,16 +29,25 @@ pub async fn readyz(State(state): State<SharedState>) -> impl IntoResponse {
     let storage = state.vault.store.check().await;
     let keys = state.vault.keys.provider("local").map(|_| ());
     let audit_failing = state.vault.audit.health.failing();
+    let indexes_ready = state.vault.search.opened_at_start();
     let word = |ok: bool| if ok { "ok" } else { "failing" };
     let checks = json!({
         "storage": word(storage.is_ok()),
         "keys": word(keys.is_ok()),
         "audit": word(!audit_failing),
+        "search": if indexes_ready { "ok" } else { "opening" },
     });
-    if storage.is_ok() && keys.is_ok() && !audit_failing {
+    if storage.is_ok() && keys.is_ok() && !audit_failing && indexes_ready {
         return (
             StatusCode::OK,
             Json(json!({"status": "ready", "checks": checks})),
+        );
+    }
+    if !indexes_ready && storage.is_ok() && keys.is_ok() && !audit_failing {
+        // Opening indexes after a start is expected: not worth a warning.
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "not ready", "checks": checks})),
         );
     }
     tracing::warn!(storage = ?storage.err().map(|e| e.to_string()), keys = ?keys.err().map(|e| e.to_string()), audit_failing, "not ready");
