@@ -218,6 +218,7 @@ pub async fn run(launch: &Launch, settings: &ChaosSettings) -> anyhow::Result<Ch
             "transfer_timeout_secs = {TRANSFER_TIMEOUT_SECS}\nleftovers_grace_secs = {LEFTOVERS_GRACE_SECS}\n"
         ),
         s3_storage: String::new(),
+        search: String::new(),
     };
     let mut _moto = None;
     let mut proxy = None;
@@ -272,13 +273,15 @@ pub async fn run(launch: &Launch, settings: &ChaosSettings) -> anyhow::Result<Ch
         shared.epoch.fetch_add(1, Ordering::SeqCst);
         server.stop();
         shared.kills.fetch_add(1, Ordering::SeqCst);
+        let killed_at = Instant::now();
         server = server.restart(&launch).await?;
         *shared.url.write().unwrap_or_else(PoisonError::into_inner) = server.url.clone();
         shared.epoch.fetch_add(1, Ordering::SeqCst);
         eprintln!(
-            "chaos: kill {} at {:.0} s",
+            "chaos: kill {} at {:.0} s, serving again after {:.1} s",
             shared.kills.load(Ordering::SeqCst),
-            started.elapsed().as_secs_f64()
+            started.elapsed().as_secs_f64(),
+            killed_at.elapsed().as_secs_f64()
         );
     }
     for c in clients {

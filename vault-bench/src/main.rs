@@ -171,6 +171,7 @@ async fn measure(
             work_dir: work.to_owned(),
             limits: String::new(),
             s3_storage: String::new(),
+            search: String::new(),
         };
         let mut settings = chaos::ChaosSettings::new(options.backend, options.quick);
         if let Some(seconds) = options.chaos_seconds {
@@ -205,6 +206,7 @@ async fn measure(
             work_dir: work.to_owned(),
             limits: String::new(),
             s3_storage: String::new(),
+            search: String::new(),
         };
         let documents = options
             .docs
@@ -256,6 +258,7 @@ async fn measure(
         work_dir: work.to_owned(),
         limits: String::new(),
         s3_storage: String::new(),
+        search: String::new(),
     })
     .await?;
     let results = bench::Bench::new(settings.clone(), server, work, shared_data)

@@ -22,6 +22,10 @@ use crate::corpus::{Doc, Generator};
 use crate::server::{moto_behind_proxy, Launch, Server, ALL_ROLES};
 use crate::stats::{run_tasks, Summary};
 
+/// `[search] snapshot_interval_secs` of the replicas: short, so the snapshot
+/// after the fill comes soon.
+pub const SNAPSHOT_INTERVAL_SECS: u64 = 10;
+
 /// What `--replicas` measured.
 #[derive(Debug, Serialize)]
 pub struct ReplicaReport {
@@ -41,12 +45,16 @@ pub struct ReplicaReport {
     pub cpu_cores_per_replica: Vec<f64>,
     /// Documents the tenant held when a replica was (re)started.
     pub documents: usize,
-    /// Seconds from starting a replica with an empty data directory to its
-    /// first complete search.
-    pub cold_ready_s: f64,
-    /// Seconds from restarting that replica (its indexes kept) to its first
-    /// complete search.
-    pub warm_ready_s: f64,
+    /// A new replica (empty data directory) starting from the index snapshot
+    /// in the store and the log after it.
+    pub cold: TimeToReady,
+    /// That replica restarted (its indexes kept).
+    pub warm: TimeToReady,
+    /// A new replica with index snapshots off: its index built from the
+    /// documents (what every new replica did before snapshots).
+    pub cold_without_snapshot: TimeToReady,
+    /// S3 requests per search through one replica.
+    pub s3_requests_per_search: f64,
     /// S3 requests per upload through one replica (all replicas running).
     pub s3_requests_per_upload_one: f64,
     /// S3 requests per upload spread over every replica.
@@ -55,6 +63,15 @@ pub struct ReplicaReport {
     pub s3_requests_per_download: f64,
     /// S3 requests per second of all replicas while idle (following the log).
     pub s3_requests_per_second_idle: f64,
+}
+
+/// How long a (re)started replica took to be ready.
+#[derive(Debug, Default, Serialize)]
+pub struct TimeToReady {
+    /// Seconds from the start to `/readyz` answering 200.
+    pub readyz_s: f64,
+    /// Seconds from the start to its first complete search.
+    pub complete_search_s: f64,
 }
 
 /// Runs the measurement and prints its table.
@@ -71,6 +88,7 @@ pub async fn run(
     let mut launch = launch.clone();
     let (_moto, proxy) = moto_behind_proxy(&mut launch).await?;
     launch.s3_storage = format!("endpoint = {:?}\n", proxy.url);
+    launch.search = format!("snapshot_interval_secs = {SNAPSHOT_INTERVAL_SECS}\n");
     let launch = &launch;
     // S3 requests during `phase`, per operation, once the followers settled.
     let requests = || proxy.answers.load(Ordering::Relaxed);
@@ -161,7 +179,23 @@ pub async fn run(
         .await?
         .summary();
 
-    // Fill the tenant, then time a new replica and a restarted one.
+    let probe = docs
+        .iter()
+        .find_map(|d| d.query.as_ref().map(|(_, q)| q.clone()))
+        .context("a document with a query")?;
+    let searches = (ops / 10).max(10);
+    let before = requests();
+    for _ in 0..searches {
+        clients[0].search(&probe).await?;
+    }
+    let s3_requests_per_search = (requests() - before) as f64 / searches as f64;
+
+    // Fill the tenant through the first replica alone (the others would only
+    // follow it), then time a new replica, the same one restarted, and a new
+    // one with snapshots off.
+    for other in &mut others {
+        other.stop();
+    }
     let held = 2 * ops;
     if documents > held {
         let mut generator = Generator::new(11, documents - held);
@@ -170,13 +204,14 @@ pub async fn run(
                 .map(|_| generator.small())
                 .collect(),
         );
+        let through = clients[0].clone();
         run_tasks(documents - held, concurrency.max(16), {
-            let (clients, fill) = (clients.clone(), fill.clone());
+            let fill = fill.clone();
             move |i: usize| {
-                let (clients, fill) = (clients.clone(), fill.clone());
+                let (through, fill) = (through.clone(), fill.clone());
                 async move {
                     let doc = &fill[i % fill.len()];
-                    clients[i % clients.len()].upload(doc).await?;
+                    through.upload(doc).await?;
                     Ok(doc.body.len() as u64)
                 }
             }
@@ -184,25 +219,38 @@ pub async fn run(
         .await?;
     }
     let total = documents.max(held);
-    let probe = docs
-        .iter()
-        .find_map(|d| d.query.as_ref().map(|(_, q)| q.clone()))
-        .context("a document with a query")?;
+    // A snapshot of the whole tenant: the one the first replica writes after
+    // the fill.
+    let written = first.metric("vault_index_snapshots_written_total").await?;
+    let deadline = Instant::now() + Duration::from_secs(4 * SNAPSHOT_INTERVAL_SECS + 600);
+    while first.metric("vault_index_snapshots_written_total").await? <= written {
+        if Instant::now() > deadline {
+            bail!("no index snapshot was written after the fill");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let expected = clients[0].search(&probe).await?.0;
+
     let started = Instant::now();
-    let mut fresh = first.start_replica(launch, replicas).await?;
-    let expected = Vault::new(first.http.clone(), &first.url, &key)
-        .search(&probe)
-        .await?
-        .0;
-    let client = Vault::new(fresh.http.clone(), &fresh.url, &key);
-    until_complete(&client, &probe, expected).await?;
-    let cold_ready_s = started.elapsed().as_secs_f64();
+    let fresh = first.start_replica(launch, replicas).await?;
+    let cold = time_to_ready(&fresh, &key, &probe, expected, started).await?;
+    let mut fresh = fresh;
     fresh.stop();
     let started = Instant::now();
     let restarted = fresh.restart(launch).await?;
-    let client = Vault::new(restarted.http.clone(), &restarted.url, &key);
-    until_complete(&client, &probe, expected).await?;
-    let warm_ready_s = started.elapsed().as_secs_f64();
+    let warm = time_to_ready(&restarted, &key, &probe, expected, started).await?;
+    drop(restarted);
+
+    let started = Instant::now();
+    let without = first
+        .start_replica_with(launch, replicas + 1, |config| {
+            config.replace(
+                &format!("snapshot_interval_secs = {SNAPSHOT_INTERVAL_SECS}"),
+                "snapshot_interval_secs = 0",
+            )
+        })
+        .await?;
+    let cold_without_snapshot = time_to_ready(&without, &key, &probe, expected, started).await?;
 
     let report = ReplicaReport {
         replicas,
@@ -213,8 +261,10 @@ pub async fn run(
         spread_downloads,
         cpu_cores_per_replica,
         documents: total,
-        cold_ready_s,
-        warm_ready_s,
+        cold,
+        warm,
+        cold_without_snapshot,
+        s3_requests_per_search,
         s3_requests_per_upload_one,
         s3_requests_per_upload_spread,
         s3_requests_per_download,
@@ -224,18 +274,43 @@ pub async fn run(
     Ok(report)
 }
 
-/// Waits until a search on `client` gives `expected` hits (its replica is
-/// ready and its index complete).
-async fn until_complete(client: &Vault, query: &str, expected: u64) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(3600);
+/// Times a replica started at `started`: until `/readyz` answers 200, and
+/// until a search gives `expected` hits.
+async fn time_to_ready(
+    server: &Server,
+    key: &str,
+    query: &str,
+    expected: u64,
+    started: Instant,
+) -> anyhow::Result<TimeToReady> {
+    let deadline = started + Duration::from_secs(3 * 3600);
+    let mut out = TimeToReady::default();
+    loop {
+        let ready = server
+            .http
+            .get(server.at("/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if ready {
+            out.readyz_s = started.elapsed().as_secs_f64();
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("a replica was not ready within three hours");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let client = Vault::new(server.http.clone(), &server.url, key);
     loop {
         if let Ok((total, _)) = client.search(query).await {
             if total == expected {
-                return Ok(());
+                out.complete_search_s = started.elapsed().as_secs_f64();
+                return Ok(out);
             }
         }
         if Instant::now() > deadline {
-            bail!("a replica did not serve complete searches within an hour");
+            bail!("a replica did not serve complete searches within three hours");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -263,22 +338,37 @@ fn markdown(r: &ReplicaReport) -> String {
         &r.spread_downloads,
     ));
     out.push_str(&format!(
-        "\nCPU cores per replica during the spread uploads: {}\n\nTime to complete searches at {} documents: new replica (empty data directory) {:.1} s, restarted replica {:.1} s\n",
+        "\nCPU cores per replica during the spread uploads: {}\n\n#### Time to ready at {} documents\n\n| replica | `/readyz` s | complete searches s |\n|---|---|---|\n",
         r.cpu_cores_per_replica
             .iter()
             .map(|c| format!("{c:.2}"))
             .collect::<Vec<_>>()
             .join(", "),
         r.documents,
-        r.cold_ready_s,
-        r.warm_ready_s
     ));
+    for (what, t) in [
+        (
+            "new (empty data directory), from the index snapshot",
+            &r.cold,
+        ),
+        ("restarted (index kept)", &r.warm),
+        (
+            "new, snapshots off (index built from the documents)",
+            &r.cold_without_snapshot,
+        ),
+    ] {
+        out.push_str(&format!(
+            "| {what} | {:.1} | {:.1} |\n",
+            t.readyz_s, t.complete_search_s
+        ));
+    }
     out.push_str(&format!(
-        "\nS3 requests (all replicas, their polls included): {:.1} per upload through one replica, {:.1} per upload spread over {}, {:.1} per download; {:.1} per second while idle\n",
+        "\nS3 requests (all replicas, their polls included): {:.1} per upload through one replica, {:.1} per upload spread over {}, {:.1} per download, {:.1} per search; {:.1} per second while idle\n",
         r.s3_requests_per_upload_one,
         r.s3_requests_per_upload_spread,
         r.replicas,
         r.s3_requests_per_download,
+        r.s3_requests_per_search,
         r.s3_requests_per_second_idle
     ));
     out

@@ -141,6 +141,8 @@ pub struct Launch {
     /// More `key = value` lines for the `[storage]` table of an S3 vault (the
     /// chaos run's fault proxy as `endpoint`, its timeouts).
     pub s3_storage: String,
+    /// `key = value` lines for the `[search]` table.
+    pub search: String,
 }
 
 /// The running server.
@@ -200,6 +202,9 @@ impl Server {
             "[limits]\nrequests_per_second = 0\nmax_concurrent_uploads = 256\nmax_concurrent_uploads_per_tenant = 0\n",
         );
         config.push_str(&launch.limits);
+        if !launch.search.is_empty() {
+            config.push_str(&format!("[search]\n{}", launch.search));
+        }
         let mut moto = None;
         let mut moto_url = None;
         let mut bucket_name = None;
@@ -345,6 +350,16 @@ impl Server {
     /// Another replica of this server's vault (S3 only): its own data directory
     /// under the run's, the same configuration, a copy of the root key file.
     pub async fn start_replica(&self, launch: &Launch, n: usize) -> anyhow::Result<Server> {
+        self.start_replica_with(launch, n, str::to_owned).await
+    }
+
+    /// [`Server::start_replica`] with its configuration changed by `edit`.
+    pub async fn start_replica_with(
+        &self,
+        launch: &Launch,
+        n: usize,
+        edit: impl FnOnce(&str) -> String,
+    ) -> anyhow::Result<Server> {
         if self.place.moto_url.is_none() {
             bail!("--replicas needs --backend s3: replicas share a bucket");
         }
@@ -360,8 +375,11 @@ impl Server {
             &root_key,
             std::os::unix::fs::PermissionsExt::from_mode(0o600),
         )?;
+        let config = std::fs::read_to_string(&self.place.config)?;
+        let config_path = launch.work_dir.join(format!("replica-{n}.toml"));
+        std::fs::write(&config_path, edit(&config))?;
         let place = Place {
-            config: self.place.config.clone(),
+            config: config_path,
             data_dir,
             log: launch.work_dir.join(format!("replica-{n}.log")),
             moto_url: self.place.moto_url.clone(),
