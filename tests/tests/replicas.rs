@@ -410,6 +410,84 @@ async fn a_new_replica_is_ready_from_the_index_snapshot_and_the_log_after_it() {
     );
 }
 
+/// A job runs on the replica that started it and is followed, listed and
+/// cancelled through any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_started_on_one_replica_is_followed_and_cancelled_on_another() {
+    let first = TestApp::builder().backend(Backend::S3).start().await;
+    first.create_tenant("acme").await;
+    let key = first.api_key("acme", &["uploader"]).await;
+    for n in 0..20 {
+        upload(&first, &key, n).await.unwrap();
+    }
+    let other = first.replica().await;
+    let r = first
+        .operator(Method::POST, "/v1/admin/tenants/acme/keys/rewrap")
+        .header("Prefer", "respond-async")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let job: Value = r.json().await.unwrap();
+    let id = job["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/admin/jobs/{id}");
+    // Published within a second or so.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let seen = loop {
+        let r = other.operator(Method::GET, &path).send().await.unwrap();
+        if r.status() == StatusCode::OK {
+            break r.json::<Value>().await.unwrap();
+        }
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        assert!(
+            Instant::now() < deadline,
+            "the job never showed on the other replica"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(seen["kind"], "key.rewrap");
+    let listed = other.operator_get("/v1/admin/jobs").await;
+    assert!(
+        listed["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|j| j["id"] == id.as_str()),
+        "{listed}"
+    );
+    // Cancelled there (unless it finished first): the record says how it ended.
+    let r = other
+        .operator(Method::POST, &format!("{path}/cancel"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.status() == StatusCode::ACCEPTED || r.status() == StatusCode::CONFLICT,
+        "{}",
+        r.status()
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let record: Value = other
+            .operator(Method::GET, &path)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if record["state"] != "running" {
+            assert!(
+                record["state"] == "cancelled" || record["state"] == "succeeded",
+                "{record}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "the job never stopped: {record}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn bucket_keys(app: &TestApp) -> Vec<String> {
     let s3 = aws_sdk_s3::Client::new(&vault_e2e::aws_config().await);
     let mut keys = Vec::new();

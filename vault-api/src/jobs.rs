@@ -100,7 +100,7 @@ pub struct JobRecord {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobList {
-    /// Running jobs and the most recent finished ones of this server.
+    /// Running jobs and the most recent finished ones of every replica.
     pub jobs: Vec<JobRecord>,
 }
 

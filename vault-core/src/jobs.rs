@@ -11,7 +11,8 @@
 //! removed, a backup's status is cleared) before the job is marked cancelled.
 //!
 //! At most one job of a kind runs per tenant at a time. The table is this
-//! process's: a job is followed on the server that runs it.
+//! process's; [`JobBoard`] publishes it in the store, so that every replica can
+//! show, list and cancel every replica's jobs.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -24,6 +25,9 @@ use vault_crypto::TenantId;
 
 use crate::error::Error;
 use crate::progress::Progress;
+
+mod board;
+pub use board::JobBoard;
 
 pub use vault_api::{
     is_job_id, ErrorBody, JobList, JobProgress, JobRecord, JobResult, JobState, JOB_ID_PREFIX,
@@ -359,7 +363,7 @@ impl Jobs {
 }
 
 fn not_found() -> Error {
-    Error::not_found("job_not_found", "no such job on this server")
+    Error::not_found("job_not_found", "no such job")
 }
 
 #[cfg(test)]

@@ -45,8 +45,10 @@ pub use vault_api::BackupSummary;
 /// Starts the vault's long operations as jobs. Clones share them.
 #[derive(Clone)]
 pub struct Maintenance {
-    /// The jobs (follow, list, cancel).
+    /// The jobs this replica runs.
     pub jobs: Jobs,
+    /// Every replica's jobs (follow, list, cancel from any replica).
+    pub board: crate::jobs::JobBoard,
     audit: AuditService,
     lifecycle: KeyLifecycle,
     search: SearchService,
@@ -91,6 +93,7 @@ impl Maintenance {
             holder,
         } = deps;
         Maintenance {
+            board: crate::jobs::JobBoard::new(jobs.clone(), store.clone(), holder.clone()),
             jobs,
             audit,
             lifecycle,

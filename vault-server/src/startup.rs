@@ -114,6 +114,7 @@ pub async fn serve(
     // serving (a search waits for its tenant's reconciliation).
     tokio::spawn(state.vault.search.clone().run_committer());
     tokio::spawn(state.vault.search.clone().run_snapshotter());
+    tokio::spawn(state.vault.maintenance.board.clone().run());
     tokio::spawn(state.vault.catch_up.clone().run());
     tokio::spawn(state.vault.leftovers.clone().run());
     tokio::spawn(state.vault.audit.clone().run_checkpointer());

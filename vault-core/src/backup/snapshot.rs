@@ -63,12 +63,14 @@ async fn list_source(
     if selection.tenants.is_empty() {
         let mut all = list_all(store, "", None).await?;
         // The key custody is never in a backup (see `ObjectName::CUSTODY_PREFIX`).
-        // Nor are leases: they are about the running replicas. Nor index
+        // Nor are leases and published jobs: they are about the running
+        // replicas. Nor index
         // snapshots: a cache, rebuilt from what is backed up.
         all.retain(|info| {
             let name = info.name.as_str();
             !name.starts_with(ObjectName::CUSTODY_PREFIX)
                 && !name.starts_with(ObjectName::LEASES_PREFIX)
+                && !name.starts_with(ObjectName::JOBS_PREFIX)
                 && !name.starts_with(ObjectName::INDEX_SNAPSHOTS_PREFIX)
         });
         return Ok(all);

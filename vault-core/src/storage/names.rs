@@ -319,6 +319,22 @@ impl ObjectName {
     /// Prefix of every lease of the vault (left out of backups).
     pub const LEASES_PREFIX: &'static str = "system/leases/";
 
+    /// Prefix of the jobs every replica publishes for the others
+    /// ([`crate::jobs::JobBoard`]): about the running replicas, never in a
+    /// backup.
+    pub const JOBS_PREFIX: &'static str = "system/jobs/";
+
+    /// A published job record (`id`: `job_` and 32 hex digits, checked by the
+    /// caller).
+    pub fn job(id: &str) -> Self {
+        Self::new(format!("{}{id}", Self::JOBS_PREFIX))
+    }
+
+    /// An operator's request to cancel a job that runs on another replica.
+    pub fn job_cancel(id: &str) -> Self {
+        Self::new(format!("{}{id}.cancel", Self::JOBS_PREFIX))
+    }
+
     /// A lease object under `prefix` (one of the lease prefixes above; `id`:
     /// lowercase hex and `-`, made by the lease).
     pub fn lease(prefix: &str, id: &str) -> Self {

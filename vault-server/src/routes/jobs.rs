@@ -75,20 +75,17 @@ fn job_id(raw: &str) -> ApiResult<&str> {
     if is_job_id(raw) {
         Ok(raw)
     } else {
-        Err(ApiError::not_found(
-            "job_not_found",
-            "no such job on this server",
-        ))
+        Err(ApiError::not_found("job_not_found", "no such job"))
     }
 }
 
-/// Running jobs and the most recent finished ones of this server, newest first.
+/// Running jobs and the most recent finished ones of every replica, newest first.
 #[utoipa::path(get, path = "/v1/admin/jobs",
     responses((status = 200, body = JobList), (status = 403, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn list(State(state): State<SharedState>, caller: Caller) -> ApiResult<Json<JobList>> {
     caller.require_operator()?;
-    Ok(Json(state.vault.maintenance.jobs.list()))
+    Ok(Json(state.vault.maintenance.board.list().await?))
 }
 
 /// A job: where it is, and its report or error once it stopped.
@@ -101,10 +98,10 @@ pub async fn show(
     Path(id): Path<String>,
 ) -> ApiResult<Json<JobRecord>> {
     caller.require_operator()?;
-    Ok(Json(state.vault.maintenance.jobs.get(job_id(&id)?)?))
+    Ok(Json(state.vault.maintenance.board.get(job_id(&id)?).await?))
 }
 
-/// Cancels a running job. It stops at its next step, puts the tenant's state
+/// Cancels a running job (on whichever replica runs it). It stops at its next step, puts the tenant's state
 /// back in order (an index is reconciled again, a half-built index removed), and
 /// then reads `cancelled`.
 #[utoipa::path(post, path = "/v1/admin/jobs/{id}/cancel",
@@ -119,6 +116,6 @@ pub async fn cancel(
     caller.require_operator()?;
     let id = job_id(&id)?;
     crate::audit_trail::record_intent(&state, &note).await?;
-    let record = state.vault.maintenance.jobs.cancel(id)?;
+    let record = state.vault.maintenance.board.cancel(id).await?;
     Ok((StatusCode::ACCEPTED, Json(record)))
 }
