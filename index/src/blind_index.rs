@@ -135,9 +135,20 @@ impl BlindIndex {
         } else {
             None
         };
-        let reusable = existing.is_some();
-        let index = match existing {
-            Some(index) => index,
+        // An existing index whose files do not all open (a copy cut short) is
+        // made anew as well.
+        let opened = existing.and_then(|index| {
+            let writer = index.writer_with_num_threads(1, WRITER_HEAP_BYTES).ok()?;
+            let reader: IndexReader = index
+                .reader_builder()
+                .reload_policy(ReloadPolicy::Manual)
+                .try_into()
+                .ok()?;
+            Some((writer, reader))
+        });
+        let reusable = opened.is_some();
+        let (writer, reader) = match opened {
+            Some(opened) => opened,
             None => {
                 if dir.exists() {
                     std::fs::remove_dir_all(dir)?;
@@ -145,14 +156,14 @@ impl BlindIndex {
                 std::fs::create_dir_all(dir)?;
                 let index = Index::create_in_dir(dir, schema)?;
                 write_descriptor(&descriptor_path, &wanted)?;
-                index
+                let writer = index.writer_with_num_threads(1, WRITER_HEAP_BYTES)?;
+                let reader = index
+                    .reader_builder()
+                    .reload_policy(ReloadPolicy::Manual)
+                    .try_into()?;
+                (writer, reader)
             }
         };
-        let writer = index.writer_with_num_threads(1, WRITER_HEAP_BYTES)?;
-        let reader = index
-            .reader_builder()
-            .reload_policy(ReloadPolicy::Manual)
-            .try_into()?;
         Ok((
             BlindIndex {
                 dir: dir.to_owned(),
@@ -228,18 +239,26 @@ impl BlindIndex {
 
     /// The committed index as files (name, bytes): its descriptor, `meta.json`
     /// and every file of its searchable segments, enough for [`import`] to make
-    /// the same index elsewhere. Commits pending changes first. Blocking: call it
-    /// off the async runtime.
+    /// the same index elsewhere. Commit first for pending changes to be in it.
+    /// Blocking: call it off the async runtime.
     ///
-    /// The segment files are read while the loaded metas are alive: Tantivy's
-    /// garbage collection keeps every file a live segment meta names, so a merge
+    /// The segment list is read under Tantivy's meta lock (as its own readers
+    /// do), and the files while the loaded metas are alive: its garbage
+    /// collection keeps every file a live segment meta names, so a merge
     /// finishing meanwhile cannot remove them.
     ///
     /// [`import`]: BlindIndex::import
     pub fn export(&self) -> Result<Vec<(String, Vec<u8>)>, IndexError> {
-        let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        let metas = writer.index().load_metas()?;
-        drop(writer);
+        let metas = {
+            use tantivy::Directory as _;
+            let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+            let index = writer.index();
+            let _meta_lock = index
+                .directory()
+                .acquire_lock(&tantivy::directory::META_LOCK)
+                .map_err(|e| IndexError::Io(std::io::Error::other(e.to_string())))?;
+            index.load_metas()?
+        };
         let mut files = vec![(
             DESCRIPTOR_FILE.to_owned(),
             std::fs::read(self.dir.join(DESCRIPTOR_FILE))?,
@@ -248,56 +267,90 @@ impl BlindIndex {
             .map_err(|e| IndexError::Io(std::io::Error::other(e)))?;
         meta_json.push(b'\n');
         files.push((META_FILE.to_owned(), meta_json));
-        let mut names: Vec<String> = metas
-            .segments
-            .iter()
-            .flat_map(|segment| segment.list_files())
-            .filter_map(|path| path.to_str().map(str::to_owned))
-            .collect();
+        let mut names: Vec<String> = Vec::new();
+        for segment in &metas.segments {
+            for component in tantivy::index::SegmentComponent::iterator() {
+                let absent = match component {
+                    tantivy::index::SegmentComponent::TempStore => true,
+                    tantivy::index::SegmentComponent::Delete => !segment.has_deletes(),
+                    _ => false,
+                };
+                if !absent {
+                    if let Some(name) = segment.relative_path(*component).to_str() {
+                        names.push(name.to_owned());
+                    }
+                }
+            }
+        }
         names.sort();
         for name in names {
-            match std::fs::read(self.dir.join(&name)) {
-                Ok(bytes) => files.push((name, bytes)),
-                // Not every component exists for every segment (no deletes, no
-                // positions).
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e.into()),
-            }
+            let bytes = std::fs::read(self.dir.join(&name))?;
+            files.push((name, bytes));
         }
         Ok(files)
     }
 
-    /// Writes files made by [`export`](Self::export) into `dir` (emptied first),
-    /// so that [`open`](Self::open) finds the exported index there. Names must be
-    /// plain file names. Tantivy is told the segment files are its own, so it
-    /// removes them once merged away.
+    /// Makes `dir` the index whose files [`export`](Self::export) made. Names
+    /// must be plain file names. The files are written to a directory beside it
+    /// and renamed into place, the descriptor last: a copy cut short (a crash,
+    /// a full disk) leaves `dir` as it was, or absent, never half an index.
+    /// Tantivy is told the segment files are its own, so it removes them once
+    /// merged away.
     pub fn import(dir: &Path, files: &[(String, Vec<u8>)]) -> Result<(), IndexError> {
-        if dir.exists() {
-            std::fs::remove_dir_all(dir)?;
-        }
-        std::fs::create_dir_all(dir)?;
-        let mut managed = Vec::new();
-        for (name, bytes) in files {
-            let plain = !name.is_empty()
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
-                && !name.starts_with('.');
-            if !plain {
-                return Err(IndexError::Io(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    "an index file name that is not a plain file name",
-                )));
+        let invalid = |what: &str| {
+            IndexError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                what.to_owned(),
+            ))
+        };
+        let parent = dir
+            .parent()
+            .ok_or_else(|| invalid("an index directory has a parent"))?;
+        let name = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| invalid("an index directory has a name"))?;
+        let staging = parent.join(format!(
+            ".{name}.importing-{}",
+            hex::encode(vault_crypto::random_bytes::<4>())
+        ));
+        let result = (|| {
+            std::fs::create_dir_all(&staging)?;
+            let mut managed = Vec::new();
+            let mut descriptor = None;
+            for (file, bytes) in files {
+                let plain = !file.is_empty()
+                    && file
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+                    && !file.starts_with('.');
+                if !plain {
+                    return Err(invalid("an index file name that is not a plain file name"));
+                }
+                if file == DESCRIPTOR_FILE {
+                    descriptor = Some(bytes);
+                    continue;
+                }
+                vault_keys::private_file::write_atomically(&staging.join(file), bytes)?;
+                managed.push(file.as_str());
             }
-            vault_keys::private_file::write_atomically(&dir.join(name), bytes)?;
-            if name != DESCRIPTOR_FILE {
-                managed.push(name.as_str());
+            let descriptor =
+                descriptor.ok_or_else(|| invalid("an index without its descriptor"))?;
+            let listing = serde_json::to_vec(&managed)
+                .map_err(|e| IndexError::Io(std::io::Error::other(e)))?;
+            vault_keys::private_file::write_atomically(&staging.join(MANAGED_FILE), &listing)?;
+            vault_keys::private_file::write_atomically(&staging.join(DESCRIPTOR_FILE), descriptor)?;
+            if dir.exists() {
+                std::fs::remove_dir_all(dir)?;
             }
+            std::fs::rename(&staging, dir)?;
+            std::fs::File::open(parent)?.sync_all()?;
+            Ok(())
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_dir_all(&staging);
         }
-        let listing =
-            serde_json::to_vec(&managed).map_err(|e| IndexError::Io(std::io::Error::other(e)))?;
-        vault_keys::private_file::write_atomically(&dir.join(MANAGED_FILE), &listing)?;
-        Ok(())
+        result
     }
 
     /// The directory the index lives in.
@@ -520,6 +573,40 @@ mod tests {
             );
         }
         assert!(!there.path().join("escape").exists());
+        // Without its descriptor nothing is put in place, and no staging
+        // directory stays behind.
+        let files = vec![("meta.json".to_owned(), b"{}".to_vec())];
+        assert!(BlindIndex::import(&there.path().join("index"), &files).is_err());
+        assert_eq!(std::fs::read_dir(there.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn an_index_whose_files_are_missing_is_made_anew_not_refused() {
+        let tokenizer = tokenizer(1, 1_000);
+        let here = tempfile::tempdir().unwrap();
+        let (index, _) = BlindIndex::open(here.path(), &tokenizer).unwrap();
+        add(
+            &index,
+            &tokenizer,
+            "a",
+            &[(Field::PatientName, "Zyxwer, Anna")],
+        );
+        index.commit().unwrap();
+        let files = index.export().unwrap();
+        drop(index);
+        // A copy that lost a segment file (made by hand: import never leaves one).
+        let there = tempfile::tempdir().unwrap();
+        let target = there.path().join("index");
+        BlindIndex::import(&target, &files).unwrap();
+        let segment_file = files
+            .iter()
+            .find(|(name, _)| name.ends_with(".idx"))
+            .map(|(name, _)| name.clone())
+            .unwrap();
+        std::fs::remove_file(target.join(segment_file)).unwrap();
+        let (copy, created) = BlindIndex::open(&target, &tokenizer).unwrap();
+        assert!(created, "a broken index was kept");
+        assert!(copy.is_empty());
     }
 
     #[test]

@@ -329,12 +329,11 @@ async fn a_replica_with_another_root_key_refuses_to_start() {
 }
 
 /// A replica with an empty data directory starts from the tenant's index
-/// snapshot in the bucket and the log after it: it decrypts no document the
-/// snapshot holds, and once `/readyz` says ready its searches are complete at
-/// once, including what changed after the snapshot. Offboarding removes the
-/// snapshots with the tenant.
+/// snapshot in the bucket, reconciled with the store: once `/readyz` says ready
+/// its searches are complete at once, including what changed after the
+/// snapshot. Offboarding removes the snapshots with the tenant.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_new_replica_is_ready_from_the_index_snapshot_and_the_log_after_it() {
+async fn a_new_replica_is_ready_from_the_index_snapshot() {
     let first = TestApp::builder()
         .backend(Backend::S3)
         .config("[search]\nsnapshot_interval_secs = 2\n")

@@ -123,10 +123,9 @@ impl CatchUp {
                 self.search.forget_tenant(tenant);
                 return Ok(followed);
             }
-            if !record.is_active() {
-                self.search.followed_to(tenant, next);
-                return Ok(followed);
-            }
+            // A disabled tenant's changes are applied all the same: skipping
+            // them would leave this replica's index without the uploads made
+            // just before the disable once the tenant is enabled again.
             for id in touched {
                 self.apply(&record, &id, &mut followed).await?;
             }

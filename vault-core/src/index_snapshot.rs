@@ -52,17 +52,12 @@ pub enum SnapshotError {
 struct Contents {
     /// The files, in body order: name and length.
     files: Vec<(String, u64)>,
-    /// The first audit log segment whose document changes the index may lack:
-    /// a replica starting from this snapshot follows the log from there.
-    follow_from: u64,
 }
 
 /// An opened snapshot.
 pub struct OpenedSnapshot {
     /// The index's files (name, bytes).
     pub files: Vec<(String, Vec<u8>)>,
-    /// The first log segment to follow after importing the files.
-    pub follow_from: u64,
 }
 
 /// The document id a snapshot's key record and body are bound to.
@@ -86,7 +81,6 @@ pub fn seal(
     index_version: u32,
     name: &str,
     files: &[(String, Vec<u8>)],
-    follow_from: u64,
     branch: &Key256,
     key_ref: KeyRef,
 ) -> Result<Vec<u8>, SnapshotError> {
@@ -95,7 +89,6 @@ pub fn seal(
             .iter()
             .map(|(name, bytes)| (name.clone(), bytes.len() as u64))
             .collect(),
-        follow_from,
     };
     let listing = serde_json::to_vec(&contents)
         .map_err(|_| SnapshotError::Malformed("the file list does not encode"))?;
@@ -187,8 +180,11 @@ pub fn open(
     decryptor.update(&body[header_len..], &mut chunks)?;
     decryptor.finish(&mut chunks)?;
     let plain: Vec<u8> = chunks.concat();
-    let total: u64 = contents.files.iter().map(|(_, len)| *len).sum();
-    if total != plain.len() as u64 {
+    let total = contents
+        .files
+        .iter()
+        .try_fold(0u64, |sum, (_, len)| sum.checked_add(*len));
+    if total != Some(plain.len() as u64) {
         return Err(SnapshotError::Malformed(
             "the files do not add up to the body",
         ));
@@ -200,10 +196,7 @@ pub fn open(
         files.push((name, plain[at..at + len].to_vec()));
         at += len;
     }
-    Ok(OpenedSnapshot {
-        files,
-        follow_from: contents.follow_from,
-    })
+    Ok(OpenedSnapshot { files })
 }
 
 #[cfg(test)]
@@ -236,10 +229,9 @@ mod tests {
             "big.store".into(),
             (0..200_000u32).map(|n| n as u8).collect(),
         ));
-        let sealed = seal(&tenant, 2, "s1", &files, 41, &branch, key_ref()).unwrap();
+        let sealed = seal(&tenant, 2, "s1", &files, &branch, key_ref()).unwrap();
         let opened = open(&sealed, &tenant, 2, "s1", &branch).unwrap();
         assert_eq!(opened.files, files);
-        assert_eq!(opened.follow_from, 41);
         // Nothing of the files in the clear.
         assert!(!sealed.windows(9).any(|w| w == b"meta.json"));
 
@@ -270,14 +262,13 @@ mod tests {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fixtures/index-snapshot-v1/snapshot");
         if std::env::var_os("VAULT_WRITE_FIXTURES").is_some() {
-            let sealed = seal(&tenant, 2, "fixture", &files(), 41, &key, key_ref()).unwrap();
+            let sealed = seal(&tenant, 2, "fixture", &files(), &key, key_ref()).unwrap();
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(&path, sealed).unwrap();
         }
         let bytes = std::fs::read(&path).unwrap();
         let opened = open(&bytes, &tenant, 2, "fixture", &key).unwrap();
         assert_eq!(opened.files, files());
-        assert_eq!(opened.follow_from, 41);
     }
 
     proptest::proptest! {

@@ -76,9 +76,6 @@ pub struct TenantIndex {
     /// `index.changes()` when a snapshot of it was last written or restored
     /// (`u64::MAX`: never).
     snapshotted: std::sync::atomic::AtomicU64,
-    /// Opened from a snapshot: the log segment the catch-up must reach before
-    /// the index is current (`u64::MAX`: not opened from a snapshot).
-    current_once_followed_to: std::sync::atomic::AtomicU64,
     /// Set when a key rotation swapped this index out. Declared last: fields drop
     /// in order, so the directory goes only after the index has closed.
     retired: RemoveWhenDropped,
@@ -93,7 +90,6 @@ impl TenantIndex {
             replanning: Default::default(),
             uncommitted: Mutex::default(),
             snapshotted: std::sync::atomic::AtomicU64::new(u64::MAX),
-            current_once_followed_to: std::sync::atomic::AtomicU64::new(u64::MAX),
             retired: RemoveWhenDropped::default(),
         }
     }
@@ -277,32 +273,6 @@ impl SearchService {
         {
             *at = (*at).max(next);
         }
-        // An index opened from a snapshot is current once the log is followed to
-        // where it ended at the opening.
-        let open = self
-            .indexes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(tenant)
-            .and_then(|cell| cell.get().cloned());
-        if let Some(index) = open {
-            let wanted = index
-                .current_once_followed_to
-                .load(std::sync::atomic::Ordering::SeqCst);
-            if next >= wanted
-                && index
-                    .current_once_followed_to
-                    .compare_exchange(
-                        wanted,
-                        u64::MAX,
-                        std::sync::atomic::Ordering::SeqCst,
-                        std::sync::atomic::Ordering::SeqCst,
-                    )
-                    .is_ok()
-            {
-                index.sync.send_replace(IndexSync::Current);
-            }
-        }
     }
 
     /// Whether the tenant's current index holds a document, committed or added
@@ -362,6 +332,10 @@ impl SearchService {
         let open: Vec<PathBuf> = dropped.iter().map(|i| i.index.dir().to_owned()).collect();
         for index in dropped {
             let _ = index.retired.0.set(index.index.dir().to_owned());
+            // Whoever waits for it to be reconciled stops waiting.
+            if *index.sync.borrow() == IndexSync::Reconciling {
+                index.sync.send_replace(IndexSync::Failed);
+            }
         }
         remove_tenant_dirs(&self.dir, tenant, |name| {
             open.iter()
@@ -720,13 +694,14 @@ impl SearchService {
             .map_err(|e| Error::internal("index task", e))?
             .map_err(index_error)?;
             // An index this replica does not have is taken from the latest
-            // snapshot in the store when there is one.
-            let (index, tokenizer, follow_from) = if created {
+            // snapshot in the store when there is one: the reconciliation below
+            // then opens only the documents the snapshot lacks.
+            let (index, tokenizer, from_snapshot) = if created {
                 self.open_from_snapshot(tenant, index, tokenizer).await?
             } else {
-                (index, tokenizer, None)
+                (index, tokenizer, false)
             };
-            if created && follow_from.is_none() {
+            if created && !from_snapshot {
                 tracing::info!(tenant = %tenant.id, "blind index created; filling it from the store");
             }
             // Where the log ends before the index is reconciled with the store:
@@ -738,43 +713,19 @@ impl SearchService {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .entry(tenant.id.clone())
-                .or_insert(follow_from.unwrap_or(log_end).min(log_end));
+                .or_insert(log_end);
             let opened = Arc::new(TenantIndex::new(tokenizer, index, IndexSync::Reconciling));
+            if from_snapshot {
+                opened
+                    .snapshotted
+                    .store(opened.index.changes(), std::sync::atomic::Ordering::SeqCst);
+            }
             let (this, tenant_record, task_index) =
                 (self.clone(), tenant.clone(), Arc::clone(&opened));
-            match follow_from {
-                // From a snapshot: current once the catch-up has followed the log
-                // to where it ends now; the store is compared with it meanwhile,
-                // in the background, for what the log cannot show (an upload
-                // whose outcome a crash kept out of the log).
-                Some(from) => {
-                    opened
-                        .snapshotted
-                        .store(opened.index.changes(), std::sync::atomic::Ordering::SeqCst);
-                    if from >= log_end {
-                        opened.sync.send_replace(IndexSync::Current);
-                    } else {
-                        opened
-                            .current_once_followed_to
-                            .store(log_end, std::sync::atomic::Ordering::SeqCst);
-                    }
-                    tokio::spawn(async move {
-                        match this.reconcile(&tenant_record, &task_index, &NoProgress).await {
-                            Ok(report) => tracing::info!(tenant = %tenant_record.id, documents = report.documents, added = report.added, removed = report.removed, failed = report.failed, duration_ms = report.duration_ms, "blind index from a snapshot compared with the store"),
-                            Err(e) => {
-                                this.metrics.index_failures.inc();
-                                tracing::warn!(tenant = %tenant_record.id, code = e.code(), error = %e.for_log(), "blind index from a snapshot could not be compared with the store; the log keeps it current");
-                            }
-                        }
-                    });
-                }
-                None => {
-                    tokio::spawn(async move {
-                        let outcome = this.reconcile(&tenant_record, &task_index, &NoProgress).await;
-                        this.finish_reconcile(&tenant_record, &task_index, &outcome);
-                    });
-                }
-            }
+            tokio::spawn(async move {
+                let outcome = this.reconcile(&tenant_record, &task_index, &NoProgress).await;
+                this.finish_reconcile(&tenant_record, &task_index, &outcome);
+            });
             Ok(opened)
         })
         .await
@@ -901,7 +852,8 @@ impl SearchService {
         }
         for index in opened {
             let mut sync = index.sync.subscribe();
-            // Only an index dropped meanwhile (offboarded) ends the wait early.
+            // Reconciled, failed, or forgotten meanwhile (offboarded): each
+            // leaves `Reconciling`.
             let _ = sync
                 .wait_for(|state| *state != IndexSync::Reconciling)
                 .await;

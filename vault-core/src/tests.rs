@@ -1104,11 +1104,10 @@ async fn a_replica_follows_the_uploads_and_deletes_of_another() {
 }
 
 /// A replica with an empty data directory opens a tenant's index from the
-/// latest snapshot in the store and follows the log from the snapshot's
-/// position: it answers as the replica that wrote the snapshot, including what
-/// changed after it.
+/// latest snapshot in the store and reconciles it with the store: it answers
+/// as the replica that wrote the snapshot, including what changed after it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_new_replica_opens_its_index_from_the_snapshot_and_the_log_after_it() {
+async fn a_new_replica_opens_its_index_from_the_snapshot_and_reconciles_it() {
     let t = TestVault::open().await;
     let acme = t.tenant("acme").await;
     let mut ids = Vec::new();

@@ -6,11 +6,11 @@
 //! it), is sealed and written, and older snapshots are removed (the newest two
 //! stay, so a replica reading one while it is replaced still finds it).
 //!
-//! A snapshot records the first audit log segment whose changes it may lack,
-//! read before the index is committed and exported: the catch-up has applied
-//! every upload and delete of the segments before it, so a replica opening the
-//! snapshot follows the log from there and is complete once it reaches the
-//! end the log had at the opening.
+//! A replica without a tenant's index opens the newest snapshot that opens
+//! and reconciles it with the store as any opened index is (listing the
+//! documents, opening only those the snapshot lacks), then follows the log
+//! from where it ended before that listing: it is complete once reconciled,
+//! having decrypted the metadata of what changed since the snapshot alone.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -24,7 +24,7 @@ use vault_index::tokens::Tokenizer;
 
 use super::{blocking, commit, IndexSync, SearchService, TenantIndex};
 use crate::error::Error;
-use crate::index_snapshot::{self, OpenedSnapshot};
+use crate::index_snapshot;
 use crate::storage::{list_all, ObjectName};
 use crate::tenants::TenantRecord;
 
@@ -75,7 +75,10 @@ impl SearchService {
 
     async fn snapshot(&self, tenant: &TenantId, index: &Arc<TenantIndex>) -> Result<bool, Error> {
         let changes = index.index.changes();
-        if *index.sync.borrow() != IndexSync::Current
+        // Any change of state from here on (a rebuild emptying the index, a
+        // failure) makes what is exported unfit: it is dropped.
+        let state = index.sync.subscribe();
+        if *state.borrow() != IndexSync::Current
             || index.snapshotted.load(Ordering::SeqCst) == changes
         {
             return Ok(false);
@@ -89,59 +92,61 @@ impl SearchService {
         }
         let prefix = ObjectName::index_snapshots_of_version(tenant, version);
         let existing = list_all(self.store.as_ref(), &prefix, None).await?;
-        let now_ms = unix_ms(OffsetDateTime::now_utc());
-        let fresh_ms = self.config.snapshot_interval_secs * 1000 / 2;
-        if existing
-            .last()
-            .and_then(|info| snapshot_time_ms(info.name.as_str()))
-            .is_some_and(|at| now_ms.saturating_sub(at) < fresh_ms)
-        {
+        let now = OffsetDateTime::now_utc();
+        // The store's clock, where it gives one: a replica whose clock runs
+        // ahead does not keep the others from writing.
+        let fresh = time::Duration::seconds((self.config.snapshot_interval_secs / 2) as i64);
+        if existing.iter().any(|info| {
+            info.modified
+                .or_else(|| snapshot_time(info.name.as_str()))
+                .is_some_and(|at| now - at < fresh)
+        }) {
             return Ok(false);
         }
-        // Read before the export: every change of the segments before it is
-        // applied, so it is in what is exported.
-        let Some(follow_from) = self.followed_from(tenant) else {
-            return Ok(false);
-        };
         commit(index).await?;
         let files = {
             let index = Arc::clone(index);
             blocking(move || index.index.export()).await?
         };
+        if state.has_changed().unwrap_or(true) {
+            return Ok(false);
+        }
         let spec = crate::tenants::key_spec(&record);
         let (key_ref, branch) = self.keys.branch_key_for_upload(&spec).await?;
         let name = format!(
-            "{now_ms:020}-{}",
+            "{:020}-{}",
+            unix_ms(now),
             hex::encode(vault_crypto::random_bytes::<4>())
         );
         let sealed = {
             let tenant = tenant.clone();
             let name = name.clone();
             tokio::task::spawn_blocking(move || {
-                index_snapshot::seal(
-                    &tenant,
-                    version,
-                    &name,
-                    &files,
-                    follow_from,
-                    &branch,
-                    key_ref,
-                )
+                index_snapshot::seal(&tenant, version, &name, &files, &branch, key_ref)
             })
             .await
             .map_err(|e| Error::internal("index snapshot task", e))?
             .map_err(|e| Error::internal("index snapshot", e))?
         };
         let size = sealed.len();
+        let object = ObjectName::index_snapshot(tenant, version, &name);
         self.store
-            .put_new_bytes(
-                &ObjectName::index_snapshot(tenant, version, &name),
-                Bytes::from(sealed),
-            )
+            .put_new_bytes(&object, Bytes::from(sealed))
             .await?;
+        // Offboarded meanwhile (through another replica, whose removal of the
+        // snapshots may have run before this write): not left behind.
+        if !self
+            .tenants
+            .get_fresh(tenant)
+            .await?
+            .is_some_and(|r| r.is_active())
+        {
+            let _ = self.store.delete(&object).await;
+            return Ok(false);
+        }
         index.snapshotted.store(changes, Ordering::SeqCst);
         self.metrics.index_snapshots_written.inc();
-        tracing::info!(tenant = %tenant, bytes = size, documents = index.index.len(), follow_from, "index snapshot written");
+        tracing::info!(tenant = %tenant, bytes = size, documents = index.index.len(), "index snapshot written");
         // Older snapshots of this version (the newest ones stay), and every
         // snapshot of other versions (their keys are rotated away).
         for old in existing.iter().rev().skip(KEPT - 1) {
@@ -164,7 +169,7 @@ impl SearchService {
     /// The latest readable snapshot of the tenant's current index version,
     /// newest first; `None` when there is none or none opens (then the index is
     /// built from the store, as without snapshots).
-    async fn latest_snapshot(&self, tenant: &TenantRecord) -> Option<OpenedSnapshot> {
+    async fn latest_snapshot(&self, tenant: &TenantRecord) -> Option<Vec<(String, Vec<u8>)>> {
         if self.config.snapshot_interval_secs == 0 {
             return None;
         }
@@ -194,6 +199,7 @@ impl SearchService {
                 let (tenant_id, name) = (tenant.id.clone(), short.to_owned());
                 tokio::task::spawn_blocking(move || {
                     index_snapshot::open(&bytes, &tenant_id, version, &name, &branch)
+                        .map(|opened| opened.files)
                 })
                 .await
                 .map_err(|e| Error::internal("index snapshot task", e))?
@@ -211,22 +217,22 @@ impl SearchService {
     }
 
     /// Replaces a newly created (empty) index with the latest snapshot's, when
-    /// one opens; returns the index to use and, when it came from a snapshot,
-    /// the log segment to follow from.
+    /// one opens; returns the index to use and whether it came from a
+    /// snapshot.
     pub(super) async fn open_from_snapshot(
         &self,
         tenant: &TenantRecord,
         empty: BlindIndex,
         tokenizer: Tokenizer,
-    ) -> Result<(BlindIndex, Tokenizer, Option<u64>), Error> {
-        let Some(snapshot) = self.latest_snapshot(tenant).await else {
-            return Ok((empty, tokenizer, None));
+    ) -> Result<(BlindIndex, Tokenizer, bool), Error> {
+        let Some(files) = self.latest_snapshot(tenant).await else {
+            return Ok((empty, tokenizer, false));
         };
         let dir = empty.dir().to_owned();
         // Closed first: the import replaces its directory.
         drop(empty);
         let (imported, reopened, tokenizer) = tokio::task::spawn_blocking(move || {
-            let imported = BlindIndex::import(&dir, &snapshot.files);
+            let imported = BlindIndex::import(&dir, &files);
             // Whatever the import did, the directory opens: as the snapshot's
             // index, or empty again (files missing, or another token plan).
             let reopened = BlindIndex::open(&dir, &tokenizer);
@@ -237,15 +243,15 @@ impl SearchService {
         let (index, created) = reopened.map_err(super::index_error)?;
         if let Err(e) = imported {
             tracing::warn!(tenant = %tenant.id, error = %e, "index snapshot could not be written here; building the index from the store");
-            return Ok((index, tokenizer, None));
+            return Ok((index, tokenizer, false));
         }
         if created {
             tracing::info!(tenant = %tenant.id, "index snapshot made under another token plan; building the index from the store");
-            return Ok((index, tokenizer, None));
+            return Ok((index, tokenizer, false));
         }
         self.metrics.index_snapshots_restored.inc();
-        tracing::info!(tenant = %tenant.id, documents = index.len(), follow_from = snapshot.follow_from, "blind index opened from a snapshot");
-        Ok((index, tokenizer, Some(snapshot.follow_from)))
+        tracing::info!(tenant = %tenant.id, documents = index.len(), "blind index opened from a snapshot; reconciling it with the store");
+        Ok((index, tokenizer, true))
     }
 
     /// Removes a tenant's snapshots (offboarding).
@@ -269,7 +275,8 @@ fn unix_ms(at: OffsetDateTime) -> u64 {
     u64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
 }
 
-/// When a snapshot was written, from its name.
-fn snapshot_time_ms(name: &str) -> Option<u64> {
-    name.rsplit('/').next()?.get(..20)?.parse().ok()
+/// When a snapshot was written, from its name (where the store gives no time).
+fn snapshot_time(name: &str) -> Option<OffsetDateTime> {
+    let ms: i128 = name.rsplit('/').next()?.get(..20)?.parse().ok()?;
+    OffsetDateTime::from_unix_timestamp_nanos(ms * 1_000_000).ok()
 }
