@@ -44,6 +44,8 @@ const MAX_RACES: usize = 64;
 /// checkpoint, so this bounds that read even when replicas are restarted more
 /// often than the interval (a crash loop, a rolling upgrade).
 const CHECKPOINT_EVERY_SEGMENTS: u64 = 64;
+/// How long after a failed inline checkpoint the next is tried.
+const CHECKPOINT_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
 /// Segments fetched at once when catching up.
 const CATCH_UP_FETCHES: usize = 8;
 
@@ -64,6 +66,9 @@ struct Tail {
     frontier: Frontier,
     /// Tree size of the latest checkpoint.
     checkpointed: u64,
+    /// When an inline checkpoint last failed: the next is not tried before
+    /// [`CHECKPOINT_RETRY`] (the appends go on meanwhile).
+    checkpoint_failed_at: Option<std::time::Instant>,
 }
 
 /// Starts a tenant's log task; returns its queue.
@@ -222,14 +227,23 @@ async fn write_checkpoint(
 }
 
 /// Writes a checkpoint when [`CHECKPOINT_EVERY_SEGMENTS`] segments followed the
-/// last one. The events are durable already, so a failure here is only logged:
-/// the periodic checkpointer tries again.
+/// last one. The events are durable already, so a failure here is only logged,
+/// and not tried again inline for [`CHECKPOINT_RETRY`] (under S3 faults each
+/// try would hold up the tenant's appends).
 async fn checkpoint_if_far_behind(logs: &AuditService, tenant: &TenantId, tail: &mut Tail) {
-    if tail.segments - tail.checkpointed < CHECKPOINT_EVERY_SEGMENTS {
+    if tail.segments - tail.checkpointed < CHECKPOINT_EVERY_SEGMENTS
+        || tail
+            .checkpoint_failed_at
+            .is_some_and(|at| at.elapsed() < CHECKPOINT_RETRY)
+    {
         return;
     }
-    if let Err(e) = write_checkpoint(logs, tenant, tail).await {
-        tracing::warn!(tenant = %tenant, error = %e, "audit checkpoint failed; the periodic checkpointer retries");
+    match write_checkpoint(logs, tenant, tail).await {
+        Ok(_) => tail.checkpoint_failed_at = None,
+        Err(e) => {
+            tail.checkpoint_failed_at = Some(std::time::Instant::now());
+            tracing::warn!(tenant = %tenant, error = %e, "audit checkpoint failed; tried again in 30 s or by the periodic checkpointer");
+        }
     }
 }
 
@@ -241,6 +255,7 @@ async fn load(logs: &AuditService, tenant: &TenantId) -> Result<Tail, AuditError
         events: 0,
         frontier: Frontier::new(),
         checkpointed: 0,
+        checkpoint_failed_at: None,
     };
     if let Some(stored) = super::latest_checkpoint(logs.store.as_ref(), tenant).await? {
         let verified = stored.verify(&logs.signer.public, tenant)?;
