@@ -239,6 +239,18 @@ async fn a_dead_s3_is_answered_503_at_once_behind_the_circuit_breaker() {
     let body = download_retrying(&app, &key, &id).await;
     assert_eq!(body, b"%PDF-1.7 faulty document 0".to_vec());
     println!("dead S3: answers took {took:?}");
+
+    // A replica restarted while S3 is gone waits for it instead of exiting.
+    proxy.set(Faults {
+        refuse: 1.0,
+        ..Faults::default()
+    });
+    let restarting = tokio::spawn(app.restart());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    proxy.set(Faults::default());
+    let app = restarting.await.unwrap();
+    let body = download_retrying(&app, &key, &id).await;
+    assert_eq!(body, b"%PDF-1.7 faulty document 0".to_vec());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -102,6 +102,29 @@ pub enum OpenError {
     },
 }
 
+impl OpenError {
+    /// Whether the object store (or the key records in it) did not answer: the
+    /// same start may succeed once it does. Anything else (configuration, a root
+    /// key that is not the vault's, local files) will not get better by waiting.
+    pub fn is_storage_unavailable(&self) -> bool {
+        fn backend(e: &crate::storage::StorageError) -> bool {
+            matches!(e, crate::storage::StorageError::Backend(_))
+        }
+        match self {
+            OpenError::Storage(e) => backend(e),
+            // The key record store reports storage failures by their message
+            // (`StorageError`'s own display, through `storage/keys.rs`).
+            OpenError::Keys(vault_crypto::CryptoError::RecordStore(message)) => {
+                message.starts_with("storage backend:")
+            }
+            OpenError::Records(e) => e.code() == "storage_unavailable",
+            OpenError::Audit(crate::audit::AuditError::Storage(e)) => backend(e),
+            OpenError::Audit(crate::audit::AuditError::Unavailable) => true,
+            _ => false,
+        }
+    }
+}
+
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> OpenError + '_ {
     move |source| OpenError::Io {
         path: path.to_owned(),

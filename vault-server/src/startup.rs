@@ -52,10 +52,33 @@ pub struct Built {
     pub new_metrics_token: Option<PathBuf>,
 }
 
+/// How long a start waits for an object store that does not answer before it
+/// gives up (a replica restarted during an S3 blip comes up when S3 does).
+const STORAGE_WAIT_AT_START: Duration = Duration::from_secs(120);
+
+/// Opens the vault, trying again while the object store does not answer (for
+/// up to [`STORAGE_WAIT_AT_START`]); any other failure ends the start at once.
+async fn open_waiting_for_storage(
+    config: Config,
+) -> Result<vault_core::vault::Opened, StartupError> {
+    let started = std::time::Instant::now();
+    let mut pause = Duration::from_millis(250);
+    loop {
+        match Vault::open(config.clone()).await {
+            Err(e) if e.is_storage_unavailable() && started.elapsed() < STORAGE_WAIT_AT_START => {
+                tracing::warn!(error = %e, retry_in_ms = pause.as_millis() as u64, "the object store did not answer at start-up; trying again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            opened => return Ok(opened?),
+        }
+    }
+}
+
 /// Opens the vault and adds what the edge needs: rate limits, upload slots and
 /// the metrics token.
 pub async fn build(config: Config) -> Result<Built, StartupError> {
-    let opened = Vault::open(config).await?;
+    let opened = open_waiting_for_storage(config).await?;
     let vault = opened.vault;
     let config = &vault.config;
     let metrics_token_file = config.metrics_token_file();
