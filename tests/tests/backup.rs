@@ -824,6 +824,33 @@ async fn the_schedule_runs_backups_and_its_status_survives_a_restart() {
     assert!(gauge("vault_backup_last_success_timestamp_seconds") > 1_700_000_000);
     assert!(gauge("vault_backup_age_seconds") >= 0);
     assert!(gauge("vault_backup_last_size_bytes") > 0);
+    // Each scheduled run is audited before it writes anything: its intent
+    // comes first, then its outcome.
+    let events: Value = app
+        .operator(Method::GET, "/v1/audit/events?tenant=system&limit=1000")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let runs: Vec<(&str, u64)> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "backup.run" && e["actor"] == "schedule")
+        .filter_map(|e| Some((e["outcome"].as_str()?, e["seq"].as_u64()?)))
+        .collect();
+    let first = |outcome: &str| {
+        runs.iter()
+            .filter(|(o, _)| *o == outcome)
+            .map(|(_, seq)| *seq)
+            .min()
+    };
+    assert!(
+        matches!((first("intent"), first("allowed")), (Some(i), Some(d)) if i < d),
+        "{runs:?}"
+    );
     let app = app.restart().await;
     let status = backup_status(&app).await;
     assert!(status["status"]["last_success_at"].is_string(), "{status}");

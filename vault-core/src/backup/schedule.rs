@@ -27,6 +27,9 @@ use crate::metrics::Metrics;
 use crate::storage::ObjectStore;
 use crate::storage::StoreLocation;
 
+/// The trigger (and audit actor) of scheduled runs.
+const SCHEDULE: &str = "schedule";
+
 /// Where the configured repository is.
 fn location(config: &BackupConfig) -> Result<StoreLocation, BackupError> {
     let target = config.target.as_deref().ok_or_else(|| {
@@ -321,6 +324,18 @@ impl BackupService {
     pub async fn run_backup(&self, trigger: &str, prune: bool) -> Result<Manifest, BackupError> {
         let service = self;
         let _guard = service.lock.try_lock().map_err(|_| BackupError::Busy)?;
+        if trigger == SCHEDULE {
+            // Audited before it writes anything, as every change is; an
+            // operator's run is recorded so by its request.
+            self.record_event_with_status(
+                "backup.run",
+                trigger,
+                Outcome::Intent,
+                102,
+                "scheduled run starting".to_owned(),
+            )
+            .await?;
+        }
         service.update(|s| {
             s.running = Some(Running {
                 trigger: trigger.to_owned(),
@@ -474,12 +489,24 @@ impl BackupService {
         outcome: Outcome,
         detail: String,
     ) -> Result<(), BackupError> {
-        let system = TenantId::new(SYSTEM_LOG).map_err(|e| BackupError::Internal(e.to_string()))?;
         let status = if outcome == Outcome::Allowed {
             200
         } else {
             500
         };
+        self.record_event_with_status(action, actor, outcome, status, detail)
+            .await
+    }
+
+    async fn record_event_with_status(
+        &self,
+        action: &str,
+        actor: &str,
+        outcome: Outcome,
+        status: u16,
+        detail: String,
+    ) -> Result<(), BackupError> {
+        let system = TenantId::new(SYSTEM_LOG).map_err(|e| BackupError::Internal(e.to_string()))?;
         let mut event = audit::new_event(action, actor.to_owned(), outcome, status);
         event.detail = Some(detail);
         self.audit
@@ -543,7 +570,7 @@ impl BackupService {
             });
             let wait = (next - chrono::Utc::now()).to_std().unwrap_or_default();
             tokio::time::sleep(wait).await;
-            match self.run_backup("schedule", true).await {
+            match self.run_backup(SCHEDULE, true).await {
                 Ok(manifest) => {
                     tracing::info!(snapshot = %manifest.snapshot, "scheduled backup done")
                 }
