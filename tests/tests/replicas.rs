@@ -467,14 +467,7 @@ async fn a_job_started_on_one_replica_is_followed_and_cancelled_on_another() {
     );
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let record: Value = other
-            .operator(Method::GET, &path)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let record = other.operator_get(&path).await;
         if record["state"] != "running" {
             assert!(
                 record["state"] == "cancelled" || record["state"] == "succeeded",

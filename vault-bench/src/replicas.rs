@@ -24,7 +24,7 @@ use crate::stats::{run_tasks, Summary};
 
 /// `[search] snapshot_interval_secs` of the replicas: short, so the snapshot
 /// after the fill comes soon.
-pub const SNAPSHOT_INTERVAL_SECS: u64 = 10;
+pub const SNAPSHOT_INTERVAL_SECS: u64 = 30;
 
 /// What `--replicas` measured.
 #[derive(Debug, Serialize)]
