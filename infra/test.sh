@@ -1,18 +1,25 @@
 #!/usr/bin/env bash
-# Runs the whole test suite. Installs moto[server] (the local S3/KMS server) into a
-# virtualenv on first use, and strace (Debian) when missing; starts moto on a free
-# loopback port, builds the binaries the end-to-end tests drive, and runs every
-# test of the workspace, including the corpus tests that read ../shared/data.
+# Runs the whole test suite. Installs moto[server] (the local S3/KMS server) and
+# openapi-spec-validator into a virtualenv on first use, and strace (Debian) when
+# missing; starts moto on a free loopback port, builds the binaries the
+# end-to-end tests drive, and runs every test of the workspace, including the
+# corpus tests that read ../shared/data.
 # Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 MOTO_VERSION="5.2.5"
-VENV="${VAULT_MOTO_VENV:-$HOME/.cache/vault-moto-venv}"
+# The API contract test validates the served OpenAPI document with it.
+VALIDATOR_VERSION="0.9.0"
+VENV="${BILLVAULT_MOTO_VENV:-$HOME/.cache/vault-moto-venv}"
 if ! "$VENV/bin/python" -c "import moto, sys; sys.exit(moto.__version__ != '$MOTO_VERSION')" 2>/dev/null; then
   echo "== installing moto[server]==$MOTO_VERSION into $VENV"
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+fi
+if ! "$VENV/bin/pip" show openapi-spec-validator 2>/dev/null | grep -qx "Version: $VALIDATOR_VERSION"; then
+  echo "== installing openapi-spec-validator==$VALIDATOR_VERSION into $VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "openapi-spec-validator==$VALIDATOR_VERSION"
 fi
 
 # strace: the durability test traces the server's fsyncs (a Debian package).
@@ -36,7 +43,7 @@ for _ in $(seq 1 100); do
 done
 python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 1)" || { echo "moto_server did not start:"; cat "$log"; exit 1; }
 echo "== moto_server on 127.0.0.1:$port"
-export VAULT_TEST_MOTO_URL="http://127.0.0.1:$port"
+export BILLVAULT_TEST_MOTO_URL="http://127.0.0.1:$port"
 export PATH="$VENV/bin:$PATH"
 
 echo "== building"

@@ -2,7 +2,7 @@
 //!
 //! `fixtures/envelope-v1/` holds a body and key record sealed with the fixed test
 //! keys below. Regenerate (only when adding a new version!) with
-//! `VAULT_WRITE_FIXTURES=1 cargo test -p vault-crypto --test format_fixtures`.
+//! `BILLVAULT_WRITE_FIXTURES=1 cargo test -p vault-crypto --test format_fixtures`.
 
 #![allow(clippy::unwrap_used)] // a failing test should panic with the error
 
@@ -64,7 +64,7 @@ fn write_fixtures() {
 
 #[test]
 fn envelope_v1_fixtures_still_open() {
-    if std::env::var_os("VAULT_WRITE_FIXTURES").is_some() {
+    if std::env::var_os("BILLVAULT_WRITE_FIXTURES").is_some() {
         write_fixtures();
     }
     let body = std::fs::read(dir().join("body.bin")).expect("fixture body.bin is checked in");

@@ -2,7 +2,7 @@
 //! AES-GCM-SIV vector (which include RFC 8452 Appendix C), RFC 4231 and Wycheproof
 //! HMAC-SHA256, Wycheproof HKDF-SHA256. A few RFC 8452 vectors are embedded so the
 //! primitive is checked even without the shared corpus; the full files are read from
-//! `../shared/data/vectors` (or `$VAULT_SHARED_DATA/vectors`) and their absence is a
+//! `../shared/data/vectors` (or `$BILLVAULT_SHARED_DATA/vectors`) and their absence is a
 //! failure, not a skip.
 
 #![allow(clippy::unwrap_used)] // a failing test should panic with the error
@@ -14,7 +14,7 @@ use serde_json::Value;
 use sha2::Sha256;
 
 fn shared_vectors() -> std::path::PathBuf {
-    let base = std::env::var_os("VAULT_SHARED_DATA")
+    let base = std::env::var_os("BILLVAULT_SHARED_DATA")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| {
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data")
@@ -22,7 +22,7 @@ fn shared_vectors() -> std::path::PathBuf {
     let dir = base.join("vectors");
     assert!(
         dir.is_dir(),
-        "test vectors not found at {}: check out the project beside its shared/ folder or set VAULT_SHARED_DATA",
+        "test vectors not found at {}: check out the project beside its shared/ folder or set BILLVAULT_SHARED_DATA",
         dir.display()
     );
     dir

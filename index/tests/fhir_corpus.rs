@@ -7,16 +7,16 @@ use std::path::{Path, PathBuf};
 use vault_index::extract::{fhir, Format};
 use vault_index::fields::Fields;
 
-/// `shared/data`, beside the project checkout (or `$VAULT_SHARED_DATA`).
+/// `shared/data`, beside the project checkout (or `$BILLVAULT_SHARED_DATA`).
 fn data_dir() -> PathBuf {
-    let dir = match std::env::var_os("VAULT_SHARED_DATA") {
+    let dir = match std::env::var_os("BILLVAULT_SHARED_DATA") {
         Some(dir) => PathBuf::from(dir),
         None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"),
     };
     assert!(
         dir.join("fhir").is_dir(),
         "the shared test data is missing at {}: check out the project beside shared/ \
-         (…/main and …/shared/data) or set VAULT_SHARED_DATA",
+         (…/main and …/shared/data) or set BILLVAULT_SHARED_DATA",
         dir.display()
     );
     dir

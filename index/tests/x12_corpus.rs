@@ -7,12 +7,12 @@ use std::path::{Path, PathBuf};
 use vault_index::extract::{detect, extract, Format};
 
 fn corpus() -> PathBuf {
-    let dir = std::env::var_os("VAULT_SHARED_DATA")
+    let dir = std::env::var_os("BILLVAULT_SHARED_DATA")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"));
     assert!(
         dir.is_dir(),
-        "shared test data not found at {}: check the project out beside shared/ or set VAULT_SHARED_DATA",
+        "shared test data not found at {}: check the project out beside shared/ or set BILLVAULT_SHARED_DATA",
         dir.display()
     );
     dir.join("x12")

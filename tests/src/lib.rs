@@ -29,9 +29,9 @@ fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// The `vault-server` binary built beside this test (or `$VAULT_SERVER_BIN`).
+/// The `vault-server` binary built beside this test (or `$BILLVAULT_SERVER_BIN`).
 pub fn server_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("VAULT_SERVER_BIN") {
+    if let Some(path) = std::env::var_os("BILLVAULT_SERVER_BIN") {
         return PathBuf::from(path);
     }
     let exe = std::env::current_exe().expect("current exe");
@@ -43,34 +43,34 @@ pub fn server_binary() -> PathBuf {
     match candidate {
         Some(path) if path.exists() => path,
         _ => panic!(
-            "vault-server binary not found next to {}: run `cargo build -p vault-server` first (infra/test.sh does), or set VAULT_SERVER_BIN",
+            "vault-server binary not found next to {}: run `cargo build -p vault-server` first (infra/test.sh does), or set BILLVAULT_SERVER_BIN",
             exe.display()
         ),
     }
 }
 
-/// The `vault-cli` binary built beside this test (or `$VAULT_CLI_BIN`).
+/// The `vault-cli` binary built beside this test (or `$BILLVAULT_CLI_BIN`).
 pub fn cli_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("VAULT_CLI_BIN") {
+    if let Some(path) = std::env::var_os("BILLVAULT_CLI_BIN") {
         return PathBuf::from(path);
     }
     let server = server_binary();
     let candidate = server.with_file_name("vault-cli");
     assert!(
         candidate.exists(),
-        "vault-cli binary not found at {}: run `cargo build -p vault-cli` first (infra/test.sh does), or set VAULT_CLI_BIN",
+        "vault-cli binary not found at {}: run `cargo build -p vault-cli` first (infra/test.sh does), or set BILLVAULT_CLI_BIN",
         candidate.display()
     );
     candidate
 }
 
-/// The shared test data folder (`../shared/data` or `$VAULT_SHARED_DATA`); its
+/// The shared test data folder (`../shared/data` or `$BILLVAULT_SHARED_DATA`); its
 /// absence is a failure, not a skip.
 pub fn shared_data() -> PathBuf {
-    let dir = std::env::var_os("VAULT_SHARED_DATA")
+    let dir = std::env::var_os("BILLVAULT_SHARED_DATA")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("../shared/data"));
-    assert!(dir.is_dir(), "shared test data not found at {}: check the project out beside shared/ or set VAULT_SHARED_DATA", dir.display());
+    assert!(dir.is_dir(), "shared test data not found at {}: check the project out beside shared/ or set BILLVAULT_SHARED_DATA", dir.display());
     dir
 }
 
@@ -81,25 +81,19 @@ struct Moto {
 
 static MOTO: OnceLock<Moto> = OnceLock::new();
 
-/// URL of a running `moto_server`: `$VAULT_TEST_MOTO_URL` (infra/test.sh starts one)
+/// URL of a running `moto_server`: `$BILLVAULT_TEST_MOTO_URL` (infra/test.sh starts one)
 /// or one started here from `moto_server` on the PATH, which stops when this test
 /// process exits.
 pub fn moto_endpoint() -> String {
     MOTO.get_or_init(|| {
-        if let Ok(url) = std::env::var("VAULT_TEST_MOTO_URL") {
+        if let Ok(url) = std::env::var("BILLVAULT_TEST_MOTO_URL") {
             return Moto { url, _child: None };
         }
         let port = free_port();
         let pid = std::process::id();
         // A watchdog shell stops moto when this process goes away, so no test run
         // leaves a server behind.
-        // The version infra/test.sh pins, when installed; else the one on the PATH.
-        let pinned = std::env::var_os("VAULT_MOTO_VENV")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/vault-moto-venv")))
-            .map(|venv| venv.join("bin/moto_server"))
-            .filter(|p| p.exists());
-        let moto = pinned.map_or_else(|| "moto_server".to_owned(), |p| p.display().to_string());
+        let moto = python_tool("moto_server");
         let script = format!("'{moto}' -H 127.0.0.1 -p {port} >/dev/null 2>&1 & m=$!; while kill -0 {pid} 2>/dev/null; do sleep 1; done; kill $m");
         let child = Command::new("sh")
             .arg("-c")
@@ -115,6 +109,20 @@ pub fn moto_endpoint() -> String {
     })
     .url
     .clone()
+}
+
+/// A Python tool the tests run (`moto_server`, `openapi-spec-validator`): the
+/// version infra/test.sh pins in its virtualenv when installed there, else the
+/// one on the PATH.
+pub fn python_tool(name: &str) -> String {
+    std::env::var_os("BILLVAULT_MOTO_VENV")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/vault-moto-venv"))
+        })
+        .map(|venv| venv.join("bin").join(name))
+        .filter(|p| p.exists())
+        .map_or_else(|| name.to_owned(), |p| p.display().to_string())
 }
 
 fn wait_for_port(port: u16, timeout: Duration) -> bool {
@@ -388,7 +396,7 @@ impl Launch {
             .arg(&data_dir)
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
-            .env("VAULT_LOG", "info")
+            .env("BILLVAULT_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log);

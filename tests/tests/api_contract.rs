@@ -30,6 +30,35 @@ async fn the_openapi_document_is_pinned() {
 }
 
 #[tokio::test]
+async fn the_openapi_document_is_valid() {
+    let app = TestApp::builder().start().await;
+    let spec = app
+        .http
+        .get(app.at("/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let file = tempfile::Builder::new().suffix(".json").tempfile().unwrap();
+    std::fs::write(file.path(), &spec).unwrap();
+    let validator = vault_e2e::python_tool("openapi-spec-validator");
+    let output = std::process::Command::new(&validator)
+        .arg(file.path())
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run {validator} ({e}): install it with `pip install openapi-spec-validator` or run the tests with infra/test.sh, which installs it")
+        });
+    assert!(
+        output.status.success(),
+        "openapi-spec-validator found errors:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[tokio::test]
 async fn answers_and_error_envelopes_keep_their_shape() {
     let app = TestApp::builder().start().await;
     // With the defaults (the harness's create_tenant sets no retention).
@@ -127,6 +156,29 @@ async fn answers_and_error_envelopes_keep_their_shape() {
     errors.push((
         "malformed query string",
         json_of(app.get_as(&key, "/v1/documents?limit=many").await).await,
+    ));
+    errors.push((
+        "no such endpoint",
+        json_of(app.get_as(&key, "/v1/no-such-endpoint").await).await,
+    ));
+    let wrong_method = app
+        .http
+        .put(app.at("/v1/search"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        wrong_method
+            .headers()
+            .get("allow")
+            .and_then(|v| v.to_str().ok()),
+        Some("GET,HEAD"),
+        "a 405 names the methods the endpoint takes"
+    );
+    errors.push((
+        "method the endpoint does not take",
+        json_of(wrong_method).await,
     ));
     let errors: Vec<Value> = errors
         .into_iter()

@@ -826,14 +826,9 @@ async fn the_schedule_runs_backups_and_its_status_survives_a_restart() {
     assert!(gauge("vault_backup_last_size_bytes") > 0);
     // Each scheduled run is audited before it writes anything: its intent
     // comes first, then its outcome.
-    let events: Value = app
-        .operator(Method::GET, "/v1/audit/events?tenant=system&limit=1000")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let events = app
+        .operator_get("/v1/audit/events?tenant=system&limit=1000")
+        .await;
     let runs: Vec<(&str, u64)> = events["events"]
         .as_array()
         .unwrap()
@@ -1221,7 +1216,7 @@ async fn a_repository_re_pinned_to_another_key_is_refused() {
         let (code, text) = app.cli_exit(&json);
         assert_eq!(code, 2, "{text}");
         let error: Value = serde_json::from_str(text.trim()).unwrap();
-        assert_eq!(error["error"], "usage", "{text}");
+        assert_eq!(error["code"], "usage", "{text}");
     }
     assert!(!std::path::Path::new("unused").exists());
     // With the saved key the offline commands still run, and still refuse the forgery.

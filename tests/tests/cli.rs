@@ -35,19 +35,19 @@ async fn human_and_json_output_token_from_env_and_completions() {
     let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(shown["id"], "acme");
 
-    // The token from VAULT_TOKEN (never an argument), when no token file is named.
+    // The token from BILLVAULT_TOKEN (never an argument), when no token file is named.
     let out = Command::new(cli_binary())
         .args(["--server", &app.url, "--json", "tenant", "list"])
-        .env("VAULT_TOKEN", &app.operator_token)
-        .env_remove("VAULT_TOKEN_FILE")
+        .env("BILLVAULT_TOKEN", &app.operator_token)
+        .env_remove("BILLVAULT_TOKEN_FILE")
         .stdin(Stdio::null())
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let out = Command::new(cli_binary())
         .args(["--server", &app.url, "tenant", "list"])
-        .env("VAULT_TOKEN", "vault_op_wrong_token")
-        .env_remove("VAULT_TOKEN_FILE")
+        .env("BILLVAULT_TOKEN", "vault_op_wrong_token")
+        .env_remove("BILLVAULT_TOKEN_FILE")
         .output()
         .unwrap();
     assert_eq!(
@@ -57,12 +57,48 @@ async fn human_and_json_output_token_from_env_and_completions() {
         text(&out)
     );
 
+    // HashiCorp Vault's variables are never read: a shell holding a Vault
+    // session does not hand its token to this CLI (which, run where no
+    // ./vault-data/operator-token is, then has no token at all).
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = Command::new(cli_binary())
+        .args(["--server", &app.url, "tenant", "list"])
+        .env("VAULT_TOKEN", &app.operator_token)
+        .env_remove("BILLVAULT_TOKEN")
+        .env_remove("BILLVAULT_TOKEN_FILE")
+        .current_dir(elsewhere.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("operator token file"), "{}", text(&out));
+
     // Completions for bash name the subcommands.
     let out = app.cli(&["completions", "bash"]);
     assert!(out.status.success());
     let script = String::from_utf8_lossy(&out.stdout);
     for word in ["vault-cli", "backup", "drill", "rewrap", "offboard"] {
         assert!(script.contains(word), "completion lacks {word}");
+    }
+
+    // A reader that went away (`| head -1`) ends it quietly, never a panic:
+    // the pipe's read end is closed before the CLI starts.
+    for args in [
+        vec!["completions", "bash"],
+        vec!["--server", app.url.as_str(), "--json", "tenant", "list"],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(cli_binary())
+            .args(&args)
+            .env("BILLVAULT_TOKEN", &app.operator_token)
+            .env_remove("BILLVAULT_TOKEN_FILE")
+            .stdin(Stdio::null())
+            .stdout(writer)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", text(&out));
+        assert!(!text(&out).contains("panicked"), "{args:?}: {}", text(&out));
     }
 
     // Usage errors: exit 2 with a message, never a panic.

@@ -255,6 +255,42 @@ async fn round_trip_real_samples(backend: Backend) {
 }
 
 #[tokio::test]
+async fn an_empty_body_is_refused_and_nothing_is_kept() {
+    let app = start(Backend::Fs).await;
+    let key = app.api_key("acme", ALL_ROLES).await;
+    let empty = upload(&app, &key, "scan", "application/pdf", Vec::new()).await;
+    assert_eq!(
+        code_of(empty).await,
+        (StatusCode::BAD_REQUEST, "empty_body".to_owned())
+    );
+    // Sent chunked, without a Content-Length, it is known empty only at its end.
+    let chunked = app
+        .http
+        .post(app.at("/v1/documents"))
+        .bearer_auth(&key)
+        .header("X-Vault-Kind", "scan")
+        .body(reqwest::Body::wrap_stream(futures::stream::empty::<
+            Result<Vec<u8>, std::io::Error>,
+        >()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        code_of(chunked).await,
+        (StatusCode::BAD_REQUEST, "empty_body".to_owned())
+    );
+    let listed: Value = get(&app, &key, "/v1/documents").await.json().await.unwrap();
+    assert_eq!(listed["documents"], serde_json::json!([]));
+    let kept: Vec<String> = stored_bytes(&app)
+        .await
+        .into_iter()
+        .map(|(name, _)| name)
+        .filter(|name| name.contains("/docs/"))
+        .collect();
+    assert!(kept.is_empty(), "objects of a refused upload: {kept:?}");
+}
+
+#[tokio::test]
 async fn real_samples_round_trip_on_fs() {
     round_trip_real_samples(Backend::Fs).await;
 }

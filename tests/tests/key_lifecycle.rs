@@ -541,7 +541,7 @@ async fn searches_stay_complete_during_an_index_key_rotation() {
             .args([
                 "--server", &url, "--json", "index", "rotate", "--tenant", "acme",
             ])
-            .env("VAULT_TOKEN_FILE", token)
+            .env("BILLVAULT_TOKEN_FILE", token)
             .output()
             .unwrap()
     });

@@ -61,9 +61,9 @@ async fn the_readme_operator_workflow_runs_as_written() {
         .arg(&script)
         .current_dir(work.path())
         .env("PATH", path)
-        .env("VAULT_ADDR", &app.url)
-        .env("VAULT_TOKEN_FILE", app.data_dir.join("operator-token"))
-        .env("VAULT_DATA_DIR", &app.data_dir)
+        .env("BILLVAULT_ADDR", &app.url)
+        .env("BILLVAULT_TOKEN_FILE", app.data_dir.join("operator-token"))
+        .env("BILLVAULT_DATA_DIR", &app.data_dir)
         .env("BACKUP_DIR", &backup_dir)
         .output()
         .unwrap();

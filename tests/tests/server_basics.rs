@@ -296,6 +296,41 @@ async fn a_disabled_tenant_is_refused_and_others_are_not() {
         .any(|e| e["action"] == "tenant.disable" && e["outcome"] == "allowed"));
     let out = app.cli(&["tenant", "disable", "nosuch"]);
     assert_eq!(out.status.code(), Some(4));
+
+    // Enabled again, its keys work as before; that too is in its log.
+    let out = app.cli(&["--json", "tenant", "enable", "acme"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let record: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(record["status"], "active");
+    assert_eq!(app.get_as(&acme, "/v1/documents").await.status(), 200);
+    let events = app.operator_get("/v1/audit/events?tenant=acme").await;
+    assert!(events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["action"] == "tenant.enable" && e["outcome"] == "allowed"));
+    // An offboarded tenant stays offboarded.
+    app.create_tenant("initech").await;
+    let r = app
+        .operator(Method::POST, "/v1/admin/tenants/initech/offboard")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = app
+        .operator(Method::POST, "/v1/admin/tenants/initech/enable")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["code"],
+        "tenant_offboarded"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

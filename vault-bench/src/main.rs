@@ -56,7 +56,7 @@ struct Options {
     #[arg(long, value_enum, default_value = "fs")]
     backend: Backend,
     /// moto's URL for --backend s3 (default: start moto_server from the PATH).
-    #[arg(long, env = "VAULT_TEST_MOTO_URL")]
+    #[arg(long, env = "BILLVAULT_TEST_MOTO_URL")]
     moto_url: Option<String>,
     /// Directory under which the run's temporary directory is made (the vault's
     /// data directory and the baseline files share its filesystem).
@@ -89,7 +89,7 @@ struct Options {
     #[arg(long)]
     chaos_seconds: Option<u64>,
     /// The shared test data (X12 and FHIR files uploaded with the synthetic ones).
-    #[arg(long, env = "VAULT_SHARED_DATA")]
+    #[arg(long, env = "BILLVAULT_SHARED_DATA")]
     shared_data: Option<PathBuf>,
 }
 

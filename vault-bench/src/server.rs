@@ -52,7 +52,7 @@ impl Moto {
     /// the handle (it stops on drop) and its URL.
     pub fn start(work_dir: &std::path::Path) -> anyhow::Result<(Moto, String)> {
         let Some(binary) = moto_binary() else {
-            bail!("--backend s3 needs moto: pass --moto-url or set VAULT_TEST_MOTO_URL, or install it (infra/test.sh installs the pinned version into ~/.cache/vault-moto-venv)");
+            bail!("--backend s3 needs moto: pass --moto-url or set BILLVAULT_TEST_MOTO_URL, or install it (infra/test.sh installs the pinned version into ~/.cache/vault-moto-venv)");
         };
         let port = free_port()?;
         let log = std::fs::File::create(work_dir.join("moto.log"))?;
@@ -100,7 +100,7 @@ pub async fn moto_behind_proxy(
 /// `moto_server` from the virtualenv infra/test.sh installs (the pinned version
 /// the e2e tests run against), else from the PATH.
 fn moto_binary() -> Option<PathBuf> {
-    let venv = std::env::var_os("VAULT_MOTO_VENV")
+    let venv = std::env::var_os("BILLVAULT_MOTO_VENV")
         .map(PathBuf::from)
         .or_else(|| {
             std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/vault-moto-venv"))
@@ -293,7 +293,7 @@ impl Server {
             .arg(&place.data_dir)
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
-            .env("VAULT_LOG", "warn")
+            .env("BILLVAULT_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
             .stderr(log_file);

@@ -85,14 +85,14 @@ pub async fn backup_now(server: &Server) -> anyhow::Result<(f64, Value)> {
 }
 
 fn cli_binary() -> anyhow::Result<PathBuf> {
-    if let Some(path) = std::env::var_os("VAULT_CLI_BIN") {
+    if let Some(path) = std::env::var_os("BILLVAULT_CLI_BIN") {
         return Ok(PathBuf::from(path));
     }
     let exe = std::env::current_exe()?;
     let cli = exe.with_file_name("vault-cli");
     if !cli.exists() {
         bail!(
-            "vault-cli not found at {} (build it: cargo build -p vault-cli, or set VAULT_CLI_BIN)",
+            "vault-cli not found at {} (build it: cargo build -p vault-cli, or set BILLVAULT_CLI_BIN)",
             cli.display()
         );
     }

@@ -37,12 +37,12 @@ pub async fn verify(
         .await
         .map_err(|e| CliError::Failed(format!("verification could not run: {e}")))?;
     if json_mode {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&report).unwrap_or_default()
         );
     } else {
-        println!(
+        outln!(
             "audit log of {}: {} segments, {} events, {} checkpoints, verified up to {} segments",
             report.tenant,
             report.segments,
@@ -51,9 +51,11 @@ pub async fn verify(
             report.verified_tree_size
         );
         for problem in &report.problems {
-            println!(
+            outln!(
                 "  {} at segment {}: {}",
-                problem.kind, problem.segment, problem.message
+                problem.kind,
+                problem.segment,
+                problem.message
             );
         }
     }
@@ -89,7 +91,7 @@ pub async fn export(
         }
         let page = client.get_with("/v1/audit/events", &query).await?;
         for event in page["events"].as_array().into_iter().flatten() {
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string(event).unwrap_or_else(|_| json!({}).to_string())
             );
@@ -123,7 +125,7 @@ pub async fn run_command(
                 crate::print(true, &latest, |_| String::new());
             } else {
                 match latest["checkpoint"].as_str() {
-                    Some(text) => print!("{text}"),
+                    Some(text) => out!("{text}"),
                     None => eprintln!("the log of {tenant} is empty"),
                 }
                 eprintln!(

@@ -85,7 +85,7 @@ fn failed(e: BackupError) -> CliError {
 }
 
 fn print_json(value: &impl serde::Serialize) {
-    println!(
+    outln!(
         "{}",
         serde_json::to_string_pretty(value).unwrap_or_default()
     );
@@ -156,7 +156,7 @@ pub async fn public_key(client: &Client, json_mode: bool) -> Result<(), CliError
     if json_mode {
         print_json(&answer);
     } else {
-        println!("{}", answer["public_key"].as_str().unwrap_or("?"));
+        outln!("{}", answer["public_key"].as_str().unwrap_or("?"));
     }
     Ok(())
 }
@@ -212,7 +212,7 @@ pub async fn run(client: &Client, json_mode: bool) -> Result<(), CliError> {
             }));
         }
         if !json_mode {
-            println!(
+            outln!(
                 "snapshot {}: {} objects, {} bytes, {} bytes copied, in {:.1} s",
                 last["snapshot"].as_str().unwrap_or("?"),
                 last["objects"],
@@ -234,10 +234,10 @@ pub async fn list(client: &Client, json_mode: bool) -> Result<(), CliError> {
     }
     let status = &listed["status"];
     if status["configured"].as_bool() != Some(true) {
-        println!("no backup target is configured ([backup] target in the server's config)");
+        outln!("no backup target is configured ([backup] target in the server's config)");
         return Ok(());
     }
-    println!(
+    outln!(
         "repository {}  schedule {}  next {}  last success {} (age {} s)",
         status["target"].as_str().unwrap_or("?"),
         status["schedule"].as_str().unwrap_or("none"),
@@ -246,7 +246,7 @@ pub async fn list(client: &Client, json_mode: bool) -> Result<(), CliError> {
         status["age_seconds"]
     );
     for s in listed["snapshots"].as_array().into_iter().flatten() {
-        println!(
+        outln!(
             "{}  {}  {:>8} objects {:>12} bytes  +{:<12}{}{}",
             s["id"].as_str().unwrap_or("?"),
             s["created_at"].as_str().unwrap_or("?"),
@@ -274,7 +274,7 @@ pub async fn prune(client: &Client, json_mode: bool) -> Result<(), CliError> {
         print_json(&report);
     } else {
         let count = |k: &str| report[k].as_array().map_or(0, Vec::len);
-        println!(
+        outln!(
             "kept {} snapshots ({} only by a hold or lock), removed {}, deleted {} objects ({} bytes)",
             count("kept"),
             count("protected"),
@@ -304,7 +304,7 @@ pub async fn verify(
     if json_mode {
         print_json(&report);
     } else {
-        println!(
+        outln!(
             "{}: {} snapshots, {} objects, {} read ({} bytes) in {:.1} s",
             repo.location,
             report.snapshots,
@@ -314,7 +314,7 @@ pub async fn verify(
             report.seconds
         );
         for p in &report.problems {
-            println!("  PROBLEM: {p}");
+            outln!("  PROBLEM: {p}");
         }
     }
     if report.ok() {
@@ -403,7 +403,7 @@ pub async fn restore(
     if json_mode {
         print_json(&report);
     } else {
-        println!(
+        outln!(
             "restored snapshot {} into {}: {} objects, {} bytes ({} already there) in {:.1} s, {:.1} MB/s",
             report.snapshot,
             args.to,
@@ -414,14 +414,14 @@ pub async fn restore(
             report.bytes as f64 / 1e6 / report.seconds.max(1e-9)
         );
         if report.deleted_documents_left_out > 0 {
-            println!(
+            outln!(
                 "left out {} deleted documents ({} objects): their tombstones are in this or a newer snapshot",
                 report.deleted_documents_left_out, report.deleted_objects_left_out
             );
         }
-        println!("start the vault on it (with the vault's root key file); its indexes are rebuilt at start-up");
+        outln!("start the vault on it (with the vault's root key file); its indexes are rebuilt at start-up");
         for m in &report.mismatches {
-            println!("  MISMATCH: {m}");
+            outln!("  MISMATCH: {m}");
         }
     }
     if report.mismatches.is_empty() {
@@ -479,9 +479,9 @@ pub async fn drill(client: &Client, json_mode: bool, args: DrillArgs) -> Result<
     if json_mode {
         print_json(&report);
     } else {
-        print!("{}", report.human());
+        out!("{}", report.human());
         if !args.no_record {
-            println!("  recorded in the vault's audit log");
+            outln!("  recorded in the vault's audit log");
         }
     }
     if report.passed() {
@@ -539,9 +539,9 @@ pub async fn hold(
     if json_mode {
         print_json(&value);
     } else if release {
-        println!("released the legal hold on snapshot {id}");
+        outln!("released the legal hold on snapshot {id}");
     } else {
-        println!("snapshot {id} is under legal hold: no retention rule removes it");
+        outln!("snapshot {id} is under legal hold: no retention rule removes it");
     }
     Ok(())
 }

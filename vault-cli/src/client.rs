@@ -69,7 +69,7 @@ pub struct Client {
 }
 
 /// Where the operator token comes from when neither `--token-file` nor
-/// `VAULT_TOKEN_FILE` is given and `VAULT_TOKEN` is unset.
+/// `BILLVAULT_TOKEN_FILE` is given and `BILLVAULT_TOKEN` is unset.
 const DEFAULT_TOKEN_FILE: &str = "./vault-data/operator-token";
 
 impl Client {
@@ -88,23 +88,23 @@ impl Client {
     }
 
     /// The file the operator token is read from, for commands that replace it
-    /// (`operator rotate`): `--token-file` / `VAULT_TOKEN_FILE`, else
-    /// `./vault-data/operator-token`; none when the token comes from `VAULT_TOKEN`.
+    /// (`operator rotate`): `--token-file` / `BILLVAULT_TOKEN_FILE`, else
+    /// `./vault-data/operator-token`; none when the token comes from `BILLVAULT_TOKEN`.
     pub fn token_file(&self) -> Result<PathBuf, CliError> {
         match &self.token_file {
             Some(path) => Ok(path.clone()),
-            None if std::env::var_os("VAULT_TOKEN").is_some() => Err(CliError::Usage(
-                "the operator token comes from VAULT_TOKEN: pass --token-file FILE for the new token to be written to".into(),
+            None if std::env::var_os("BILLVAULT_TOKEN").is_some() => Err(CliError::Usage(
+                "the operator token comes from BILLVAULT_TOKEN: pass --token-file FILE for the new token to be written to".into(),
             )),
             None => Ok(PathBuf::from(DEFAULT_TOKEN_FILE)),
         }
     }
 
-    /// The operator token: from `--token-file` / `VAULT_TOKEN_FILE`, else from
-    /// `VAULT_TOKEN`, else from `./vault-data/operator-token`. Never an argument.
+    /// The operator token: from `--token-file` / `BILLVAULT_TOKEN_FILE`, else from
+    /// `BILLVAULT_TOKEN`, else from `./vault-data/operator-token`. Never an argument.
     fn token(&self) -> Result<String, CliError> {
         if self.token_file.is_none() {
-            if let Ok(token) = std::env::var("VAULT_TOKEN") {
+            if let Ok(token) = std::env::var("BILLVAULT_TOKEN") {
                 return Ok(token.trim().to_owned());
             }
         }
@@ -112,7 +112,7 @@ impl Client {
         let path = self.token_file.as_ref().unwrap_or(&default);
         if !path.exists() {
             return Err(CliError::Usage(format!(
-                "cannot read the operator token file {}: it does not exist (use --token-file or VAULT_TOKEN_FILE)",
+                "cannot read the operator token file {}: it does not exist (use --token-file or BILLVAULT_TOKEN_FILE)",
                 path.display()
             )));
         }

@@ -2,6 +2,8 @@
 //! credential read from a file (never from a command-line argument, which would
 //! land in shell history).
 
+#[macro_use]
+mod output;
 mod apikey;
 mod audit;
 mod backup;
@@ -46,13 +48,13 @@ struct Cli {
     #[arg(
         long,
         global = true,
-        env = "VAULT_ADDR",
+        env = "BILLVAULT_ADDR",
         default_value = "http://127.0.0.1:8200"
     )]
     server: String,
-    /// File holding the operator credential [default: $VAULT_TOKEN if set, else
+    /// File holding the operator credential [default: $BILLVAULT_TOKEN if set, else
     /// ./vault-data/operator-token].
-    #[arg(long, global = true, env = "VAULT_TOKEN_FILE")]
+    #[arg(long, global = true, env = "BILLVAULT_TOKEN_FILE")]
     token_file: Option<PathBuf>,
     /// Print JSON instead of text.
     #[arg(long, global = true)]
@@ -381,6 +383,11 @@ enum TenantCommand {
         /// Tenant id.
         id: String,
     },
+    /// Enable a disabled tenant again: its API keys are accepted as before.
+    Enable {
+        /// Tenant id.
+        id: String,
+    },
     /// Offboard a tenant: revoke its API keys and destroy its keys
     /// (crypto-shredding). Irreversible; needs --yes.
     Offboard {
@@ -432,12 +439,12 @@ enum ApikeyCommand {
 
 fn print(json_mode: bool, value: &Value, human: impl FnOnce(&Value) -> String) {
     if json_mode {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(value).unwrap_or_default()
         );
     } else {
-        println!("{}", human(value));
+        outln!("{}", human(value));
     }
 }
 
@@ -459,7 +466,7 @@ fn print_as<T: serde::de::DeserializeOwned>(
             std::any::type_name::<T>()
         ))
     })?;
-    println!("{}", human(&typed));
+    outln!("{}", human(&typed));
     Ok(())
 }
 
@@ -482,12 +489,9 @@ async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Completions { shell } => {
             use clap::CommandFactory;
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
-                "vault-cli",
-                &mut std::io::stdout(),
-            );
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "vault-cli", &mut script);
+            out!("{}", String::from_utf8_lossy(&script));
         }
         Command::Status => {
             let health = client.get_public("/healthz").await?;
@@ -597,7 +601,7 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             if json_mode {
-                eprintln!("{}", json!({"error": e.code(), "message": e.to_string()}));
+                eprintln!("{}", json!({"code": e.code(), "message": e.to_string()}));
             } else {
                 eprintln!("error: {e}");
             }

@@ -1,4 +1,4 @@
-//! `vault-cli tenant ...`: create, list, show, disable and offboard tenants.
+//! `vault-cli tenant ...`: create, list, show, disable, enable and offboard tenants.
 
 use serde_json::json;
 
@@ -52,6 +52,14 @@ pub async fn run(client: &Client, json_mode: bool, command: TenantCommand) -> Re
                 .await?;
             print(json_mode, &tenant, |t| {
                 format!("disabled tenant {}", tenant_line(t))
+            });
+        }
+        TenantCommand::Enable { id } => {
+            let tenant = client
+                .post(&format!("/v1/admin/tenants/{id}/enable"), &json!({}))
+                .await?;
+            print(json_mode, &tenant, |t| {
+                format!("enabled tenant {}", tenant_line(t))
             });
         }
         TenantCommand::Show { id } => {

@@ -420,6 +420,15 @@ impl Documents {
             let sha256 = std::mem::take(&mut tap.sha256);
             (tap.size, hex::encode(sha256.finalize()), capture)
         };
+        if size == 0 {
+            // Nothing to keep: an empty body is a client's mistake (a file
+            // path that named nothing), not a document.
+            self.remove_objects(&tenant.id, &id).await;
+            return Err(Error::invalid(
+                "empty_body",
+                "the request body is empty: send the document's bytes",
+            ));
+        }
         let captured = capture.finish(&request.content_type);
         // Extraction, merging, the metadata JSON, its encryption and the search terms
         // are CPU work that grows with the document: off the async workers, and only

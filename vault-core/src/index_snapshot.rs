@@ -253,7 +253,7 @@ mod tests {
     }
 
     /// The checked-in v1 snapshot still opens. It was sealed with the key below
-    /// (public, test-only); `VAULT_WRITE_FIXTURES=1` writes it anew, as for the
+    /// (public, test-only); `BILLVAULT_WRITE_FIXTURES=1` writes it anew, as for the
     /// envelope fixtures.
     #[test]
     fn the_v1_fixture_still_opens() {
@@ -261,7 +261,7 @@ mod tests {
         let key = Key256::from_bytes([3; 32]);
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fixtures/index-snapshot-v1/snapshot");
-        if std::env::var_os("VAULT_WRITE_FIXTURES").is_some() {
+        if std::env::var_os("BILLVAULT_WRITE_FIXTURES").is_some() {
             let sealed = seal(&tenant, 2, "fixture", &files(), &key, key_ref()).unwrap();
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(&path, sealed).unwrap();

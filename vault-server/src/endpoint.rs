@@ -48,6 +48,8 @@ endpoints! {
     GetTenant,
     /// `POST /v1/admin/tenants/{tenant}/disable`.
     DisableTenant,
+    /// `POST /v1/admin/tenants/{tenant}/enable`.
+    EnableTenant,
     /// `POST /v1/admin/tenants/{tenant}/api-keys`.
     IssueApiKey,
     /// `GET /v1/admin/tenants/{tenant}/api-keys`.
@@ -220,6 +222,13 @@ impl Endpoint {
                 Post,
                 "/v1/admin/tenants/{tenant}/disable",
                 Some("tenant.disable"),
+                Operator,
+                Request,
+            ),
+            Endpoint::EnableTenant => row(
+                Post,
+                "/v1/admin/tenants/{tenant}/enable",
+                Some("tenant.enable"),
                 Operator,
                 Request,
             ),
@@ -523,6 +532,11 @@ mod tests {
             "POST",
             "/v1/admin/tenants/{tenant}/disable",
             Some("tenant.disable"),
+        ),
+        (
+            "POST",
+            "/v1/admin/tenants/{tenant}/enable",
+            Some("tenant.enable"),
         ),
         (
             "POST",

@@ -15,19 +15,19 @@ use vault_core::config::{Config, LogFormat};
 #[command(version, about, long_about)]
 struct Options {
     /// TOML configuration file (see README.md, "Configuration").
-    #[arg(long, env = "VAULT_CONFIG")]
+    #[arg(long, env = "BILLVAULT_CONFIG")]
     config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:8200].
-    #[arg(long, env = "VAULT_LISTEN")]
+    #[arg(long, env = "BILLVAULT_LISTEN")]
     listen: Option<std::net::SocketAddr>,
     /// Data directory [default: ./vault-data].
-    #[arg(long, env = "VAULT_DATA_DIR")]
+    #[arg(long, env = "BILLVAULT_DATA_DIR")]
     data_dir: Option<PathBuf>,
 }
 
 fn init_logging(format: LogFormat) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_env("VAULT_LOG").unwrap_or_else(|_| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BILLVAULT_LOG")
+        .unwrap_or_else(|_| "info".into());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

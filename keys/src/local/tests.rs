@@ -376,7 +376,7 @@ fn wrapped_fixture(kek: [u8; 32]) -> Vec<u8> {
 /// checked in).
 #[test]
 fn write_file_fixtures_when_asked() {
-    if std::env::var_os("VAULT_WRITE_FIXTURES").is_none() {
+    if std::env::var_os("BILLVAULT_WRITE_FIXTURES").is_none() {
         return;
     }
     for version in ["v1", "v2"] {
@@ -409,7 +409,7 @@ fn write_file_fixtures_when_asked() {
 /// then checked in).
 #[test]
 fn write_object_fixtures_when_asked() {
-    if std::env::var_os("VAULT_WRITE_FIXTURES").is_none() {
+    if std::env::var_os("BILLVAULT_WRITE_FIXTURES").is_none() {
         return;
     }
     let dir = fixture("keystore-objects-v1", "x")

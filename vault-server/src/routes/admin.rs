@@ -122,6 +122,47 @@ pub async fn disable_tenant(
     Ok(Json(record))
 }
 
+/// Enables a disabled tenant again: its API keys are accepted as before (by
+/// every replica within the tenant cache's 5 s). An offboarded tenant's keys are
+/// destroyed: it stays offboarded (409 `tenant_offboarded`).
+#[utoipa::path(post, path = "/v1/admin/tenants/{tenant}/enable", responses((status = 200, body = TenantRecord), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn enable_tenant(
+    State(state): State<SharedState>,
+    OperatorOnTenant(id): OperatorOnTenant,
+    note: NoteSlot,
+) -> ApiResult<Json<TenantRecord>> {
+    let offboarded = || {
+        ApiError::conflict(
+            "tenant_offboarded",
+            "the tenant is offboarded: its keys are destroyed and it cannot be enabled",
+        )
+    };
+    let record = state.vault.tenants.require_fresh(&id).await?;
+    match record.status {
+        TenantStatus::Active => return Ok(Json(record)),
+        TenantStatus::Offboarded => return Err(offboarded()),
+        TenantStatus::Disabled => {}
+    }
+    record_intent(&state, &note).await?;
+    let record = state
+        .vault
+        .tenants
+        .modify(&id, |r| {
+            let disabled = r.status == TenantStatus::Disabled;
+            if disabled {
+                r.status = TenantStatus::Active;
+            }
+            Ok(disabled)
+        })
+        .await?;
+    if record.status == TenantStatus::Offboarded {
+        // Offboarded after the check, before the write.
+        return Err(offboarded());
+    }
+    tracing::info!(tenant = %id, "tenant enabled");
+    Ok(Json(record))
+}
+
 /// Body of `POST /v1/admin/tenants/{tenant}/api-keys`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

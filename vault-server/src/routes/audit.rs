@@ -23,6 +23,7 @@ const MAX_LIMIT: usize = 1000;
 
 /// Query of `GET /v1/audit/events`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct EventsQuery {
     /// Only events at or after this RFC 3339 time.
@@ -34,6 +35,7 @@ pub struct EventsQuery {
     /// From a previous page's `next_cursor`.
     pub cursor: Option<String>,
     /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
     /// The tenant (operators only; `system` for the system log).
     pub tenant: Option<String>,
@@ -50,6 +52,7 @@ pub struct EventsResponse {
 
 /// Query naming a tenant (operators only).
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct TenantQuery {
     /// The tenant (operators only).
@@ -71,6 +74,7 @@ pub struct CheckpointResponse {
 
 /// Query of `GET /v1/audit/proof`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ProofQuery {
     /// The event to prove.

@@ -83,7 +83,7 @@ pub async fn public_key(
 ///
 /// It runs as a job: its record is in the answer (`job`) and at `Location`.
 #[utoipa::path(post, path = "/v1/admin/backups",
-    responses((status = 202, description = "started"), (status = 409, description = "a backup is running")),
+    responses((status = 202, description = "started"), (status = 409, body = crate::error::ErrorBody, description = "a backup is running")),
     security(("bearer" = [])))]
 pub async fn start(
     State(state): State<SharedState>,
@@ -171,6 +171,7 @@ pub async fn release(
 
 /// Records a drill's report in the audit log (`vault-cli drill` sends it).
 #[utoipa::path(post, path = "/v1/admin/drills",
+    request_body(content = Object, content_type = "application/json", description = "the JSON report `vault-cli drill --json` prints"),
     responses((status = 201, description = "recorded")), security(("bearer" = [])))]
 pub async fn record_drill(
     caller: Caller,

@@ -25,6 +25,14 @@ use vault_core::extraction::Extraction;
 use vault_core::storage::StorageError;
 use vault_core::tenant_documents::ListFilter;
 
+/// A document's bytes as sent: described as binary in the OpenAPI document (a
+/// `Vec<u8>` would be described as an array of numbers). The handler streams
+/// the body; nothing builds this type.
+#[derive(ToSchema)]
+#[schema(value_type = String, format = Binary)]
+#[allow(dead_code)] // only described
+pub struct DocumentBytes(Vec<u8>);
+
 /// Answer of an upload.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct UploadResponse {
@@ -86,13 +94,16 @@ pub struct ListResponse {
 
 /// Query of a listing.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Only this kind.
+    #[param(value_type = Option<DocumentKind>)]
     pub kind: Option<String>,
     /// From a previous page's `next_cursor`.
     pub cursor: Option<String>,
     /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
     /// Only documents uploaded at or after this RFC 3339 time.
     pub uploaded_after: Option<String>,
@@ -203,9 +214,9 @@ fn upload_response(
 }
 
 /// Uploads a document (streamed; any size up to the configured limit).
-#[utoipa::path(post, path = "/v1/documents", request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+#[utoipa::path(post, path = "/v1/documents", request_body(content = DocumentBytes, content_type = "application/octet-stream"),
     params(
-        ("X-Vault-Kind" = String, Header, description = "eob, claim, scan or other"),
+        ("X-Vault-Kind" = DocumentKind, Header, description = "eob, claim, scan or other"),
         ("X-Vault-Fields" = Option<String>, Header, description = "JSON object of searchable fields"),
         ("X-Vault-File-Name" = Option<String>, Header, description = "original file name (stored encrypted)"),
         ("Idempotency-Key" = Option<String>, Header, description = "a retry of the same request with the same key returns the first result; the key reused for a different request gets 422 `idempotency_key_mismatch`"),
@@ -272,6 +283,12 @@ pub async fn upload(
     {
         if length > state.vault.config.max_upload_bytes {
             return Err(StorageError::TooLarge(state.vault.config.max_upload_bytes).into());
+        }
+        if length == 0 {
+            return Err(ApiError::bad_request(
+                "empty_body",
+                "the request body is empty: send the document's bytes",
+            ));
         }
     }
     let idempotency_key = header_str(&headers, "idempotency-key")?;

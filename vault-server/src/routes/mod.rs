@@ -17,7 +17,7 @@ mod tests;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::header::CACHE_CONTROL;
+use axum::http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -41,6 +41,34 @@ async fn no_store(mut response: Response) -> Response {
         .entry(CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
     response
+}
+
+/// Gives the JSON error envelope to the error answers axum makes itself, which
+/// have no body: 404 for a path no endpoint has, 405 for a method its endpoints
+/// do not take (keeping its `Allow` header).
+async fn envelope_bare_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_error = status.is_client_error() || status.is_server_error();
+    if !is_error || response.headers().contains_key(CONTENT_TYPE) {
+        return response;
+    }
+    let (code, message) = match status {
+        StatusCode::NOT_FOUND => (
+            "not_found",
+            "no endpoint has this path (see /v1/openapi.json)",
+        ),
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "method_not_allowed",
+            "this endpoint does not take this method (see the Allow header)",
+        ),
+        _ => ("error", status.canonical_reason().unwrap_or("error")),
+    };
+    let allow = response.headers().get(ALLOW).cloned();
+    let mut answer = ApiError::new(status, code, message).into_response();
+    if let Some(allow) = allow {
+        answer.headers_mut().insert(ALLOW, allow);
+    }
+    answer
 }
 
 /// Builds the router with its middleware.
@@ -76,6 +104,7 @@ fn handler(endpoint: Endpoint) -> MethodRouter<SharedState> {
         Endpoint::ListTenants => on(method, admin::list_tenants),
         Endpoint::GetTenant => on(method, admin::get_tenant),
         Endpoint::DisableTenant => on(method, admin::disable_tenant),
+        Endpoint::EnableTenant => on(method, admin::enable_tenant),
         Endpoint::IssueApiKey => on(method, admin::issue_api_key),
         Endpoint::ListApiKeys => on(method, admin::list_api_keys),
         Endpoint::RevokeApiKey => on(method, admin::revoke_api_key),
@@ -151,6 +180,7 @@ fn build(state: SharedState, audit: Audit) -> Router {
             record_metrics,
         ))
         .layer(middleware::map_response(no_store))
+        .layer(middleware::map_response(envelope_bare_errors))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             // Route templates and request ids only: paths hold no PHI, but query
             // strings (search) might, so they are never logged.

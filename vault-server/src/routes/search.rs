@@ -23,6 +23,7 @@ const MAX_LIMIT: usize = 1000;
 
 /// Query string of a search.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct SearchQuery {
     /// The query: `field:value`, quoted values, `AND`, `OR`, `NOT`, parentheses,
@@ -31,6 +32,7 @@ pub struct SearchQuery {
     /// From a previous page's `next_cursor`.
     pub cursor: Option<String>,
     /// Page size, 1 to 1000 (default 50).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
 }
 
