@@ -297,9 +297,15 @@ async fn catch_up(
             || segment.header.first_seq != tail.events
             || !segment.is_bound_to(tenant)
         {
+            // What was found, for the one who investigates (indexes and
+            // sequence numbers only).
             return Err(AuditError::Corrupt(format!(
-                "segment {} does not follow the log",
-                tail.segments
+                "segment {} does not follow the log: listed as {:?}, its header says index {} from seq {}, the log had {} events",
+                tail.segments,
+                info.name.audit_segment_index(),
+                segment.header.index,
+                segment.header.first_seq,
+                tail.events
             )));
         }
         tail.frontier.push(segment.leaf_hash());
