@@ -15,6 +15,7 @@ use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::state::SharedState;
 use vault_core::credentials;
 use vault_core::tenants::{parse_tenant_id, NewTenant, TenantRecord, TenantStatus};
+use vault_crypto::TenantId;
 
 /// Body of `POST /v1/admin/tenants`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -101,24 +102,15 @@ pub async fn disable_tenant(
     OperatorOnTenant(id): OperatorOnTenant,
     note: NoteSlot,
 ) -> ApiResult<Json<TenantRecord>> {
-    let record = state.vault.tenants.require_fresh(&id).await?;
-    if record.status != TenantStatus::Active {
-        return Ok(Json(record));
-    }
-    record_intent(&state, &note).await?;
-    let record = state
-        .vault
-        .tenants
-        .modify(&id, |r| {
-            // Offboarded meanwhile: stays offboarded.
-            let active = r.status == TenantStatus::Active;
-            if active {
-                r.status = TenantStatus::Disabled;
-            }
-            Ok(active)
-        })
-        .await?;
-    tracing::info!(tenant = %id, "tenant disabled");
+    // Offboarded (or disabled already): stays as it is.
+    let record = change_status(
+        &state,
+        &id,
+        &note,
+        TenantStatus::Active,
+        TenantStatus::Disabled,
+    )
+    .await?;
     Ok(Json(record))
 }
 
@@ -131,36 +123,54 @@ pub async fn enable_tenant(
     OperatorOnTenant(id): OperatorOnTenant,
     note: NoteSlot,
 ) -> ApiResult<Json<TenantRecord>> {
-    let offboarded = || {
-        ApiError::conflict(
+    let record = change_status(
+        &state,
+        &id,
+        &note,
+        TenantStatus::Disabled,
+        TenantStatus::Active,
+    )
+    .await?;
+    if record.status == TenantStatus::Offboarded {
+        return Err(ApiError::conflict(
             "tenant_offboarded",
             "the tenant is offboarded: its keys are destroyed and it cannot be enabled",
-        )
-    };
-    let record = state.vault.tenants.require_fresh(&id).await?;
-    match record.status {
-        TenantStatus::Active => return Ok(Json(record)),
-        TenantStatus::Offboarded => return Err(offboarded()),
-        TenantStatus::Disabled => {}
+        ));
     }
-    record_intent(&state, &note).await?;
+    Ok(Json(record))
+}
+
+/// Moves a tenant from `from` to `to`, its intent audited before the write
+/// (a conditional write, so a change through another replica meanwhile is
+/// seen); a tenant in any other state is left as it is. Answers the record as
+/// it ends.
+async fn change_status(
+    state: &SharedState,
+    id: &TenantId,
+    note: &NoteSlot,
+    from: TenantStatus,
+    to: TenantStatus,
+) -> ApiResult<TenantRecord> {
+    let record = state.vault.tenants.require_fresh(id).await?;
+    if record.status != from {
+        return Ok(record);
+    }
+    record_intent(state, note).await?;
     let record = state
         .vault
         .tenants
-        .modify(&id, |r| {
-            let disabled = r.status == TenantStatus::Disabled;
-            if disabled {
-                r.status = TenantStatus::Active;
+        .modify(id, |r| {
+            let moving = r.status == from;
+            if moving {
+                r.status = to;
             }
-            Ok(disabled)
+            Ok(moving)
         })
         .await?;
-    if record.status == TenantStatus::Offboarded {
-        // Offboarded after the check, before the write.
-        return Err(offboarded());
+    if record.status == to {
+        tracing::info!(tenant = %id, status = ?to, "tenant status changed");
     }
-    tracing::info!(tenant = %id, "tenant enabled");
-    Ok(Json(record))
+    Ok(record)
 }
 
 /// Body of `POST /v1/admin/tenants/{tenant}/api-keys`.
