@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs the whole test suite. Installs moto[server] (the local S3/KMS server) and
-# openapi-spec-validator into a virtualenv on first use, and strace (Debian) when
+# Runs the whole test suite. Installs moto[server] (the local S3/KMS server),
+# openapi-spec-validator and schemathesis into a virtualenv on first use, and strace (Debian) when
 # missing; starts moto on a free loopback port, builds the binaries the
 # end-to-end tests drive, and runs every test of the workspace, including the
 # corpus tests that read ../shared/data.
@@ -11,6 +11,8 @@ cd "$(dirname "$0")/.."
 MOTO_VERSION="5.2.5"
 # The API contract test validates the served OpenAPI document with it.
 VALIDATOR_VERSION="0.9.0"
+# The API fuzz test runs it against the real server.
+SCHEMATHESIS_VERSION="4.32.5"
 VENV="${BILLVAULT_MOTO_VENV:-$HOME/.cache/vault-moto-venv}"
 if ! "$VENV/bin/python" -c "import moto, sys; sys.exit(moto.__version__ != '$MOTO_VERSION')" 2>/dev/null; then
   echo "== installing moto[server]==$MOTO_VERSION into $VENV"
@@ -20,6 +22,10 @@ fi
 if ! "$VENV/bin/pip" show openapi-spec-validator 2>/dev/null | grep -qx "Version: $VALIDATOR_VERSION"; then
   echo "== installing openapi-spec-validator==$VALIDATOR_VERSION into $VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "openapi-spec-validator==$VALIDATOR_VERSION"
+fi
+if ! "$VENV/bin/pip" show schemathesis 2>/dev/null | grep -qx "Version: $SCHEMATHESIS_VERSION"; then
+  echo "== installing schemathesis==$SCHEMATHESIS_VERSION into $VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
 fi
 
 # strace: the durability test traces the server's fsyncs (a Debian package).
@@ -34,7 +40,8 @@ fi
 
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 log="$(mktemp -t vault-moto.XXXXXX.log)"
-"$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
+# moto_server with S3's atomic conditional writes (see the script for why).
+"$VENV/bin/python" infra/moto_atomic.py -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
 moto_pid=$!
 trap 'kill "$moto_pid" 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do

@@ -81,9 +81,12 @@ struct Moto {
 
 static MOTO: OnceLock<Moto> = OnceLock::new();
 
-/// URL of a running `moto_server`: `$BILLVAULT_TEST_MOTO_URL` (infra/test.sh starts one)
-/// or one started here from `moto_server` on the PATH, which stops when this test
-/// process exits.
+/// moto_server with S3's atomic conditional writes; see the file for why.
+pub const MOTO_ATOMIC: &str = include_str!("../../infra/moto_atomic.py");
+
+/// URL of a running moto: `$BILLVAULT_TEST_MOTO_URL` (infra/test.sh starts one)
+/// or one started here ([`MOTO_ATOMIC`], by the Python of the moto virtualenv
+/// or on the PATH), which stops when this test process exits.
 pub fn moto_endpoint() -> String {
     MOTO.get_or_init(|| {
         if let Ok(url) = std::env::var("BILLVAULT_TEST_MOTO_URL") {
@@ -93,17 +96,21 @@ pub fn moto_endpoint() -> String {
         let pid = std::process::id();
         // A watchdog shell stops moto when this process goes away, so no test run
         // leaves a server behind.
-        let moto = python_tool("moto_server");
-        let script = format!("'{moto}' -H 127.0.0.1 -p {port} >/dev/null 2>&1 & m=$!; while kill -0 {pid} 2>/dev/null; do sleep 1; done; kill $m");
+        // moto_server with atomic conditional writes (infra/moto_atomic.py),
+        // run by the Python that has moto.
+        let python = python_tool("python3");
+        let script = format!("\"$0\" -c \"$1\" -H 127.0.0.1 -p {port} >/dev/null 2>&1 & m=$!; while kill -0 {pid} 2>/dev/null; do sleep 1; done; kill $m");
         let child = Command::new("sh")
             .arg("-c")
             .arg(script)
+            .arg(python)
+            .arg(MOTO_ATOMIC)
             .stdin(Stdio::null())
             .spawn()
             .expect("cannot spawn sh");
         let url = format!("http://127.0.0.1:{port}");
         if !wait_for_port(port, Duration::from_secs(30)) {
-            panic!("moto_server did not start on port {port}: install it with `pip install 'moto[server]'` or run the tests with infra/test.sh, which installs and starts it");
+            panic!("moto did not start on port {port}: install it with `pip install 'moto[server]'` or run the tests with infra/test.sh, which installs and starts it");
         }
         Moto { url, _child: Some(child) }
     })

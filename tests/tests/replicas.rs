@@ -591,9 +591,18 @@ async fn a_rolling_restart_under_load_fails_no_request() {
     for i in 0..2 {
         let app = replicas.remove(i);
         app.terminate();
-        // While it drains, it says so.
-        let r = client.get(app.at("/readyz")).send().await.unwrap();
-        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        // While it drains, it says so: the signal is handled asynchronously, so
+        // /readyz turns 503 shortly after `kill` returns, not at once.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let r = client.get(app.at("/readyz")).send().await.unwrap();
+            if r.status() == StatusCode::SERVICE_UNAVAILABLE {
+                break;
+            }
+            assert_eq!(r.status(), StatusCode::OK, "/readyz while draining");
+            assert!(Instant::now() < deadline, "/readyz still 200 5 s after SIGTERM");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let mut app = app;
         assert!(
             app.wait_for_exit(Duration::from_secs(30)).is_some(),

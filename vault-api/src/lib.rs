@@ -11,6 +11,7 @@ pub mod audit;
 pub mod documents;
 pub mod error;
 pub mod jobs;
+pub mod json;
 pub mod reports;
 pub mod roles;
 pub mod tenants;
@@ -19,6 +20,8 @@ pub use audit::{AuditEvent, Outcome, ProofResponse};
 pub use documents::DocumentKind;
 pub use error::ErrorBody;
 pub use jobs::{is_job_id, JobList, JobProgress, JobRecord, JobResult, JobState, JOB_ID_PREFIX};
-pub use reports::{BackupSummary, OffboardReport, ReconcileReport, RewrapReport};
+pub use reports::{
+    BackupSummary, DrillReport, OffboardReport, ReconcileReport, RewrapReport, TenantDrill,
+};
 pub use roles::Role;
 pub use tenants::{TenantRecord, TenantStatus};

@@ -42,6 +42,10 @@ pub fn default_server_binary() -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// moto_server with atomic conditional writes, as S3's are: plain moto lets two
+/// create-only writes of one key both succeed now and then.
+const MOTO_ATOMIC: &str = include_str!("../../infra/moto_atomic.py");
+
 /// A running moto this program started.
 pub struct Moto {
     child: Child,
@@ -56,7 +60,16 @@ impl Moto {
         };
         let port = free_port()?;
         let log = std::fs::File::create(work_dir.join("moto.log"))?;
-        let child = Command::new(binary)
+        // moto_server with S3's atomic conditional writes (see the script),
+        // run by the Python that has moto.
+        let python = binary
+            .parent()
+            .map(|bin| bin.join("python3"))
+            .filter(|p| p.is_file())
+            .unwrap_or_else(|| PathBuf::from("python3"));
+        let child = Command::new(python)
+            .arg("-c")
+            .arg(MOTO_ATOMIC)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

@@ -34,6 +34,20 @@ use crate::tenants::{TenantRecord, TenantStatus};
 
 /// Default document retention: the HIPAA documentation rule's six years.
 pub const DEFAULT_RETENTION_DAYS: u32 = 6 * 365;
+/// Longest retention period a tenant may set: a century (records of minors and
+/// some state rules run past the six HIPAA years, none past this).
+pub const MAX_RETENTION_DAYS: u32 = 36_500;
+
+/// 400 `invalid_retention` unless `days` is 0 to [`MAX_RETENTION_DAYS`].
+fn check_retention_days(days: u32) -> Result<u32, Error> {
+    if days > MAX_RETENTION_DAYS {
+        return Err(Error::invalid(
+            "invalid_retention",
+            format!("retention days must be 0 to {MAX_RETENTION_DAYS}"),
+        ));
+    }
+    Ok(days)
+}
 
 /// Key records re-wrapped at once.
 const REWRAP_CONCURRENCY: usize = 16;
@@ -399,7 +413,11 @@ impl KeyLifecycle {
                 .ok_or_else(Error::document_not_found)?;
             let facts: DocumentFacts =
                 serde_json::from_slice(&facts).map_err(|e| Error::internal("document facts", e))?;
-            let until = facts.uploaded_at + time::Duration::days(i64::from(tenant.retention_days));
+            // Saturating: a record written before the bound existed may hold
+            // any u32, and a panic here would refuse every delete.
+            let until = facts
+                .uploaded_at
+                .saturating_add(time::Duration::days(i64::from(tenant.retention_days)));
             if until > OffsetDateTime::now_utc() {
                 let until = until
                     .format(&time::format_description::well_known::Rfc3339)
@@ -444,6 +462,7 @@ impl KeyLifecycle {
 
     /// Sets a tenant's retention period.
     pub async fn set_retention(&self, id: &TenantId, days: u32) -> Result<TenantRecord, Error> {
+        let days = check_retention_days(days)?;
         self.active(id).await?;
         self.tenants
             .modify(id, |r| {
@@ -494,6 +513,8 @@ impl KeyLifecycle {
                 ))
             }
         };
+        let retention_days =
+            check_retention_days(new.retention_days.unwrap_or(DEFAULT_RETENTION_DAYS))?;
         let planned_documents = check_planned_documents(
             new.expected_documents
                 .unwrap_or(self.initial_expected_documents),
@@ -511,7 +532,7 @@ impl KeyLifecycle {
             index_version: 1,
             status: TenantStatus::Active,
             retired_kek_ids: Vec::new(),
-            retention_days: new.retention_days.unwrap_or(DEFAULT_RETENTION_DAYS),
+            retention_days,
             planned_documents: Some(planned_documents),
             created_at: OffsetDateTime::now_utc(),
         };

@@ -169,8 +169,19 @@ impl AuditService {
         };
         let bad = |m: &str| Error::invalid("invalid_query", m.to_owned());
         let size_usize = usize::try_from(size).map_err(|_| bad("tree_size too large"))?;
-        if size_usize > leaves.len() || size == 0 {
-            return Err(bad("tree_size must be between 1 and the log's size"));
+        if size == 0 {
+            return Err(match tree_size {
+                Some(_) => bad("tree_size must be at least 1"),
+                // Nothing written yet: no event to prove.
+                None => Error::not_found("event_not_found", "the log holds no events yet"),
+            });
+        }
+        if size_usize > leaves.len() {
+            // A tree the log has not grown to: nothing to prove against yet.
+            return Err(Error::not_found(
+                "tree_not_found",
+                "the log is smaller than tree_size",
+            ));
         }
         let index = segments[..size_usize]
             .iter()

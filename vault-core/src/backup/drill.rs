@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use futures::StreamExt;
 use rand::seq::SliceRandom;
-use serde::{Deserialize, Serialize};
+
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use vault_crypto::signing::PublicKey;
@@ -61,123 +61,7 @@ pub struct DrillOptions {
     pub samples_per_tenant: usize,
 }
 
-/// One tenant's part of the drill.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct TenantDrill {
-    /// Tenant id.
-    pub tenant: String,
-    /// Key provider (`local` keys come from the snapshot, `aws-kms` from KMS).
-    pub provider: String,
-    /// Whether the tenant is active (disabled tenants are counted, not opened).
-    pub active: bool,
-    /// Documents the manifest lists, less those left out as deleted.
-    pub documents_in_manifest: u64,
-    /// Documents of the snapshot left out as deleted (a tombstone in it or in a
-    /// newer snapshot).
-    #[serde(default)]
-    pub documents_deleted: u64,
-    /// Documents visible in the restored vault.
-    pub documents_restored: u64,
-    /// Documents in the rebuilt index.
-    pub documents_indexed: u64,
-    /// Sampled documents decrypted whole, with the SHA-256 of their plaintext checked.
-    pub samples_decrypted: u64,
-    /// Probe searches run (one per sampled document with a searchable field).
-    pub probes_run: u64,
-    /// Probe searches that found their document.
-    pub probes_passed: u64,
-}
-
-/// The drill's report (no PHI: ids, counts, times).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct DrillReport {
-    /// `passed` or `failed`.
-    pub status: String,
-    /// The snapshot restored.
-    pub snapshot: String,
-    /// When it was taken.
-    #[serde(with = "time::serde::rfc3339")]
-    pub snapshot_created_at: OffsetDateTime,
-    /// When the drill ran.
-    #[serde(with = "time::serde::rfc3339")]
-    pub drilled_at: OffsetDateTime,
-    /// The repository.
-    pub repository: String,
-    /// RPO achieved: the snapshot's age when the drill started.
-    pub rpo_seconds: i64,
-    /// Restoring (and hash-checking) every object.
-    pub restore_seconds: f64,
-    /// Opening the vault and decrypting the samples.
-    pub open_seconds: f64,
-    /// Rebuilding every tenant's index.
-    pub index_seconds: f64,
-    /// RTO achieved: restore + verify + open + index.
-    pub rto_seconds: f64,
-    /// Objects verified against the manifest.
-    pub objects_verified: u64,
-    /// Their bytes.
-    pub bytes_verified: u64,
-    /// Restore throughput.
-    pub restore_mb_per_s: f64,
-    /// Per tenant.
-    pub tenants: Vec<TenantDrill>,
-    /// Where the keys came from.
-    pub keys: Vec<String>,
-    /// Everything that did not match.
-    pub mismatches: Vec<String>,
-    /// The scratch vault, when kept.
-    pub scratch: Option<String>,
-}
-
-impl DrillReport {
-    /// Whether the drill passed.
-    pub fn passed(&self) -> bool {
-        self.mismatches.is_empty()
-    }
-
-    /// A human summary.
-    pub fn human(&self) -> String {
-        let mut out = format!(
-            "drill {}: snapshot {} taken {}\n  RPO {} s, RTO {:.1} s (restore {:.1} s, open {:.1} s, index {:.1} s)\n  {} objects, {} bytes verified ({:.1} MB/s)\n",
-            self.status.to_uppercase(),
-            self.snapshot,
-            self.snapshot_created_at,
-            self.rpo_seconds,
-            self.rto_seconds,
-            self.restore_seconds,
-            self.open_seconds,
-            self.index_seconds,
-            self.objects_verified,
-            self.bytes_verified,
-            self.restore_mb_per_s,
-        );
-        for t in &self.tenants {
-            out.push_str(&format!(
-                "  tenant {} ({}{}): {} in manifest ({} deleted left out), {} restored, {} indexed, {} decrypted, {}/{} probes\n",
-                t.tenant,
-                t.provider,
-                if t.active { "" } else { ", disabled" },
-                t.documents_in_manifest,
-                t.documents_deleted,
-                t.documents_restored,
-                t.documents_indexed,
-                t.samples_decrypted,
-                t.probes_passed,
-                t.probes_run
-            ));
-        }
-        for k in &self.keys {
-            out.push_str(&format!("  keys: {k}\n"));
-        }
-        for m in &self.mismatches {
-            out.push_str(&format!("  MISMATCH: {m}\n"));
-        }
-        if let Some(s) = &self.scratch {
-            out.push_str(&format!("  scratch vault kept at {s}\n"));
-        }
-        out
-    }
-}
+pub use vault_api::reports::{DrillReport, TenantDrill};
 
 /// Chooses the snapshot to drill.
 async fn choose(

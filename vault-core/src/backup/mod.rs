@@ -84,6 +84,9 @@ pub enum BackupError {
         /// Since when.
         since: time::OffsetDateTime,
     },
+    /// This server has no backup repository (`[backup] target`).
+    #[error("no backup target is configured ([backup] target)")]
+    NotConfigured,
     /// Bad settings or arguments.
     #[error("{0}")]
     Invalid(String),
@@ -113,6 +116,9 @@ impl From<BackupError> for crate::Error {
             }
             BackupError::UnknownSnapshot(id) => {
                 crate::Error::not_found("snapshot_not_found", format!("snapshot {id} not found"))
+            }
+            not_configured @ BackupError::NotConfigured => {
+                crate::Error::conflict("backup_not_configured", not_configured.to_string())
             }
             BackupError::Invalid(message) => {
                 crate::Error::invalid("invalid_backup_request", message)

@@ -32,9 +32,10 @@ const SCHEDULE: &str = "schedule";
 
 /// Where the configured repository is.
 fn location(config: &BackupConfig) -> Result<StoreLocation, BackupError> {
-    let target = config.target.as_deref().ok_or_else(|| {
-        BackupError::Invalid("no backup target is configured ([backup] target)".into())
-    })?;
+    let target = config
+        .target
+        .as_deref()
+        .ok_or(BackupError::NotConfigured)?;
     StoreLocation::parse(target).map_err(BackupError::from)
 }
 
@@ -586,9 +587,7 @@ impl BackupService {
     /// Whether a backup may start now: a target is configured and none runs.
     pub fn check_can_start(&self) -> Result<(), BackupError> {
         if self.config.target.is_none() {
-            return Err(BackupError::Invalid(
-                "no backup target is configured ([backup] target)".into(),
-            ));
+            return Err(BackupError::NotConfigured);
         }
         if self.is_running() {
             return Err(BackupError::Busy);

@@ -8,6 +8,7 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use super::extract::{JsonBody, OperatorOnTenant};
+use vault_api::json::optional_whole_number;
 use crate::audit_note::NoteSlot;
 use crate::audit_trail::record_intent;
 use crate::auth::{Caller, CredentialRecord, Role};
@@ -21,23 +22,27 @@ use vault_crypto::TenantId;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTenant {
-    /// Tenant id: 1-63 of `a-z 0-9 - _`.
+    /// Tenant id: 1-63 of `a-z 0-9 - _`, starting with a letter or digit.
+    #[schema(pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")]
     pub id: String,
     /// `local` (default) or `aws-kms`.
     #[serde(default = "default_provider")]
+    #[schema(pattern = "^(local|aws-kms)$")]
     pub key_provider: String,
     /// For `aws-kms`: an existing key ARN or alias; without it the vault creates a
     /// key with alias `alias/vault/<tenant>`.
     #[serde(default)]
     pub kms_key_id: Option<String>,
     /// Days a document must be kept before it can be deleted (default 2190: the
-    /// HIPAA documentation rule's six years).
-    #[serde(default)]
+    /// HIPAA documentation rule's six years; at most 36,500).
+    #[serde(default, deserialize_with = "optional_whole_number")]
+    #[schema(minimum = 0, maximum = 36_500)]
     pub retention_days: Option<u32>,
     /// Documents the tenant is expected to hold (1 to 10^10): sizes its blind
     /// tokens. Default `search.initial_expected_documents` (10,000); the plan grows
     /// with the tenant. A plan far above the real count makes tokens nearly unique.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "optional_whole_number")]
+    #[schema(minimum = 1, maximum = 10_000_000_000_u64)]
     pub expected_documents: Option<u64>,
 }
 
@@ -178,9 +183,11 @@ async fn change_status(
 #[serde(deny_unknown_fields)]
 pub struct IssueApiKey {
     /// Any non-empty subset of `uploader`, `reader`, `auditor`, `tenant-admin`.
+    #[schema(min_items = 1)]
     pub roles: Vec<Role>,
     /// Days until expiry (1 to 3650); none means no expiry.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "optional_whole_number")]
+    #[schema(minimum = 1, maximum = 3650)]
     pub expires_in_days: Option<u32>,
 }
 

@@ -5,18 +5,18 @@
 use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 use vault_crypto::TenantId;
 
-use super::extract::QueryParams;
+use super::extract::{rfc3339_param, QueryParams};
 use crate::audit_note::NoteSlot;
 use crate::auth::{Caller, CredentialKind, Role};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::state::SharedState;
 use vault_core::audit::read::{EventFilter, ProofResponse};
 use vault_core::audit::AuditEvent;
-use vault_core::tenants::parse_tenant_id;
+use vault_core::audit::SYSTEM_LOG;
+use vault_core::tenants::{parse_tenant_id, tenant_not_found};
 
 /// Largest page of events.
 const MAX_LIMIT: usize = 1000;
@@ -27,17 +27,22 @@ const MAX_LIMIT: usize = 1000;
 #[serde(deny_unknown_fields)]
 pub struct EventsQuery {
     /// Only events at or after this RFC 3339 time.
+    #[param(format = DateTime)]
     pub since: Option<String>,
     /// Only events before this RFC 3339 time.
+    #[param(format = DateTime)]
     pub until: Option<String>,
     /// Only events of this actor (`apikey:<id>`, `operator:<id>`).
+    #[param(min_length = 1)]
     pub actor: Option<String>,
     /// From a previous page's `next_cursor`.
+    #[param(pattern = "^[0-9]{1,19}$")]
     pub cursor: Option<String>,
     /// Page size, 1 to 1000 (default 100).
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
-    /// The tenant (operators only; `system` for the system log).
+    /// The tenant (operators; default `system`, the system log).
+    #[param(pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")]
     pub tenant: Option<String>,
 }
 
@@ -55,7 +60,8 @@ pub struct EventsResponse {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct TenantQuery {
-    /// The tenant (operators only).
+    /// The tenant (operators; default `system`, the system log).
+    #[param(pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")]
     pub tenant: Option<String>,
 }
 
@@ -80,40 +86,50 @@ pub struct ProofQuery {
     /// The event to prove.
     pub seq: u64,
     /// Tree size to prove against (default: the latest checkpoint).
+    #[param(minimum = 1)]
     pub tree_size: Option<u64>,
     /// Also prove the tree at `tree_size` extends the tree at this size.
+    #[param(minimum = 1)]
     pub old_size: Option<u64>,
-    /// The tenant (operators only).
+    /// The tenant (operators; default `system`, the system log).
+    #[param(pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")]
     pub tenant: Option<String>,
 }
 
 /// The tenant whose log the caller may read.
-fn audited_tenant(
+async fn audited_tenant(
+    state: &SharedState,
     caller: &Caller,
     note: &NoteSlot,
     requested: Option<&str>,
 ) -> ApiResult<TenantId> {
     let tenant = match caller.kind {
         CredentialKind::Operator => {
-            let raw = requested.ok_or_else(|| {
-                ApiError::bad_request("missing_tenant", "operators name the tenant: ?tenant=")
-            })?;
-            parse_tenant_id(raw)
+            // Operators read the system log unless they name a tenant.
+            let tenant = parse_tenant_id(requested.unwrap_or(SYSTEM_LOG))?;
+            if tenant.as_str() != SYSTEM_LOG && state.vault.tenants.get(&tenant).await?.is_none()
+            {
+                return Err(tenant_not_found(&tenant).into());
+            }
+            tenant
         }
-        CredentialKind::ApiKey => Ok(caller.require_role(Role::Auditor)?.clone()),
-    }?;
+        CredentialKind::ApiKey => {
+            let own = caller.require_role(Role::Auditor)?;
+            // A key reads its own tenant's log; naming it is allowed, naming
+            // another is not (and a malformed name is malformed either way).
+            if let Some(raw) = requested {
+                if parse_tenant_id(raw)? != *own {
+                    return Err(ApiError::forbidden(
+                        "an API key reads only its own tenant's audit log",
+                    ));
+                }
+            }
+            own.clone()
+        }
+    };
     // Reading a log is recorded in that log.
     note.update(|n| n.tenant = Some(tenant.clone()));
     Ok(tenant)
-}
-
-fn parse_time(raw: Option<&str>, name: &str) -> ApiResult<Option<OffsetDateTime>> {
-    raw.map(|s| {
-        OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).map_err(|_| {
-            ApiError::bad_request("invalid_query", format!("{name} must be an RFC 3339 time"))
-        })
-    })
-    .transpose()
 }
 
 /// Reads a tenant's audit events.
@@ -126,14 +142,20 @@ pub async fn events(
     note: NoteSlot,
     QueryParams(query): QueryParams<EventsQuery>,
 ) -> ApiResult<Json<EventsResponse>> {
-    let tenant = audited_tenant(&caller, &note, query.tenant.as_deref())?;
-    let since = parse_time(query.since.as_deref(), "since")?;
-    let until = parse_time(query.until.as_deref(), "until")?;
+    let tenant = audited_tenant(&state, &caller, &note, query.tenant.as_deref()).await?;
+    let since = rfc3339_param(query.since.as_deref(), "since")?;
+    let until = rfc3339_param(query.until.as_deref(), "until")?;
     let limit = query.limit.unwrap_or(100);
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(ApiError::bad_request(
             "invalid_query",
             format!("limit must be 1 to {MAX_LIMIT}"),
+        ));
+    }
+    if query.actor.as_deref() == Some("") {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "actor must not be empty",
         ));
     }
     let after_seq = match &query.cursor {
@@ -172,7 +194,7 @@ pub async fn checkpoint(
     note: NoteSlot,
     QueryParams(query): QueryParams<TenantQuery>,
 ) -> ApiResult<Json<CheckpointResponse>> {
-    let tenant = audited_tenant(&caller, &note, query.tenant.as_deref())?;
+    let tenant = audited_tenant(&state, &caller, &note, query.tenant.as_deref()).await?;
     let latest = state.vault.audit.checkpoint_now(&tenant).await?;
     let tree_size = match &latest {
         Some(stored) => {
@@ -201,7 +223,7 @@ pub async fn proof(
     note: NoteSlot,
     QueryParams(query): QueryParams<ProofQuery>,
 ) -> ApiResult<Json<ProofResponse>> {
-    let tenant = audited_tenant(&caller, &note, query.tenant.as_deref())?;
+    let tenant = audited_tenant(&state, &caller, &note, query.tenant.as_deref()).await?;
     let proof = state
         .vault
         .audit

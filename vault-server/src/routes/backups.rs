@@ -171,7 +171,7 @@ pub async fn release(
 
 /// Records a drill's report in the audit log (`vault-cli drill` sends it).
 #[utoipa::path(post, path = "/v1/admin/drills",
-    request_body(content = Object, content_type = "application/json", description = "the JSON report `vault-cli drill --json` prints"),
+    request_body(content = DrillReport, content_type = "application/json", description = "the JSON report `vault-cli drill --json` prints"),
     responses((status = 201, description = "recorded")), security(("bearer" = [])))]
 pub async fn record_drill(
     caller: Caller,

@@ -14,7 +14,7 @@ use vault_index::fields::{Field, BASE_FIELDS};
 
 use std::time::Duration;
 
-use super::extract::QueryParams;
+use super::extract::{rfc3339_param, QueryParams};
 use crate::audit_note::NoteSlot;
 use crate::auth::{Caller, Role};
 use crate::error::{ApiError, ApiResult, ErrorBody};
@@ -32,6 +32,38 @@ use vault_core::tenant_documents::ListFilter;
 #[schema(value_type = String, format = Binary)]
 #[allow(dead_code)] // only described
 pub struct DocumentBytes(Vec<u8>);
+
+/// `X-Vault-Extraction`: what the server does with the body's fields.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum ExtractionMode {
+    /// Extract fields from X12 and FHIR bodies; refuse what cannot be read.
+    Auto,
+    /// Store as given, with the caller's fields only.
+    Opaque,
+}
+
+impl ExtractionMode {
+    fn from_header(raw: Option<&str>) -> Result<Self, ApiError> {
+        match raw {
+            None | Some("auto") => Ok(Self::Auto),
+            Some("opaque") => Ok(Self::Opaque),
+            Some(_) => Err(ApiError::bad_request(
+                "invalid_header",
+                "X-Vault-Extraction must be auto or opaque",
+            )),
+        }
+    }
+}
+
+impl From<ExtractionMode> for Extraction {
+    fn from(mode: ExtractionMode) -> Self {
+        match mode {
+            ExtractionMode::Auto => Extraction::Auto,
+            ExtractionMode::Opaque => Extraction::Opaque,
+        }
+    }
+}
 
 /// Answer of an upload.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -101,13 +133,16 @@ pub struct ListQuery {
     #[param(value_type = Option<DocumentKind>)]
     pub kind: Option<String>,
     /// From a previous page's `next_cursor`.
+    #[param(pattern = "^[0-9a-f]{32}$")]
     pub cursor: Option<String>,
     /// Page size, 1 to 1000 (default 100).
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
     /// Only documents uploaded at or after this RFC 3339 time.
+    #[param(format = DateTime)]
     pub uploaded_after: Option<String>,
     /// Only documents uploaded before this RFC 3339 time.
+    #[param(format = DateTime)]
     pub uploaded_before: Option<String>,
 }
 
@@ -220,9 +255,9 @@ fn upload_response(
         ("X-Vault-Fields" = Option<String>, Header, description = "JSON object of searchable fields"),
         ("X-Vault-File-Name" = Option<String>, Header, description = "original file name (stored encrypted)"),
         ("Idempotency-Key" = Option<String>, Header, description = "a retry of the same request with the same key returns the first result; the key reused for a different request gets 422 `idempotency_key_mismatch`"),
-        ("X-Vault-Extraction" = Option<String>, Header, description = "`auto` (default): extract fields from X12 and FHIR bodies, 422 when unreadable; `opaque`: store without extraction"),
+        ("X-Vault-Extraction" = Option<ExtractionMode>, Header, description = "`auto` (default): extract fields from X12 and FHIR bodies, 422 when unreadable; `opaque`: store without extraction"),
     ),
-    responses((status = 201, body = UploadResponse), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)),
+    responses((status = 201, body = UploadResponse), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, description = "Another upload with this Idempotency-Key is in flight, or its document was deleted", body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn upload(
     State(state): State<SharedState>,
@@ -258,16 +293,7 @@ pub async fn upload(
         Some(raw) => parse_fields(raw)?,
         None => Fields::new(),
     };
-    let extraction = match header_str(&headers, "x-vault-extraction")? {
-        None | Some("auto") => Extraction::Auto,
-        Some("opaque") => Extraction::Opaque,
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                "invalid_header",
-                "X-Vault-Extraction must be auto or opaque",
-            ))
-        }
-    };
+    let extraction = ExtractionMode::from_header(header_str(&headers, "x-vault-extraction")?)?.into();
     let file_name = header_str(&headers, "x-vault-file-name")?.map(str::to_owned);
     if file_name
         .as_ref()
@@ -576,7 +602,7 @@ fn rfc3339(t: OffsetDateTime) -> String {
 /// before the delete (backup snapshots) still hold its ciphertext and key record
 /// until they are pruned; a restore leaves the document out when the repository
 /// holds a snapshot with its tombstone. Needs the tenant-admin role.
-#[utoipa::path(delete, path = "/v1/documents/{id}", responses((status = 204), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/v1/documents/{id}", responses((status = 204), (status = 404, body = ErrorBody), (status = 409, description = "Under retention or a legal hold: not deleted", body = ErrorBody)), security(("bearer" = [])))]
 pub async fn delete(
     State(state): State<SharedState>,
     caller: Caller,
@@ -591,16 +617,6 @@ pub async fn delete(
     vault_core::failpoints::crash_point(vault_core::failpoints::DELETE_AFTER_INTENT);
     state.vault.tenant_documents.delete(&tenant, &id).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-fn parse_time(raw: &Option<String>, name: &str) -> ApiResult<Option<OffsetDateTime>> {
-    raw.as_deref()
-        .map(|s| {
-            OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).map_err(|_| {
-                ApiError::bad_request("invalid_query", format!("{name} must be an RFC 3339 time"))
-            })
-        })
-        .transpose()
 }
 
 /// Lists documents in id order, with cursor pagination.
@@ -629,8 +645,8 @@ pub async fn list(
             "limit must be 1 to 1000",
         ));
     }
-    let after = parse_time(&query.uploaded_after, "uploaded_after")?;
-    let before = parse_time(&query.uploaded_before, "uploaded_before")?;
+    let after = rfc3339_param(query.uploaded_after.as_deref(), "uploaded_after")?;
+    let before = rfc3339_param(query.uploaded_before.as_deref(), "uploaded_before")?;
     let cursor = query
         .cursor
         .as_deref()

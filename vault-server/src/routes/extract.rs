@@ -91,6 +91,19 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T>
     }
 }
 
+/// An optional RFC 3339 time given as the query parameter `name`.
+pub fn rfc3339_param(
+    raw: Option<&str>,
+    name: &str,
+) -> Result<Option<time::OffsetDateTime>, ApiError> {
+    raw.map(|s| {
+        time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).map_err(
+            |_| ApiError::bad_request("invalid_query", format!("{name} must be an RFC 3339 time")),
+        )
+    })
+    .transpose()
+}
+
 fn rejected(rejection: &JsonRejection) -> ApiError {
     match rejection {
         JsonRejection::MissingJsonContentType(_) => ApiError::new(

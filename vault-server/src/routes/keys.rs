@@ -9,6 +9,7 @@ use utoipa::ToSchema;
 use vault_crypto::{DocumentId, TenantId};
 
 use super::extract::{JsonBody, OperatorOnTenant};
+use vault_api::json::{optional_whole_number, whole_number};
 use super::jobs::Answer;
 use crate::audit_note::NoteSlot;
 use crate::audit_trail::record_intent;
@@ -49,16 +50,17 @@ pub struct RewrapRequest {
 /// Runs as a job: the answer is its report once it finished, or at once `202`
 /// with the job (`Prefer: respond-async`), followed at `GET /v1/admin/jobs/{id}`;
 /// a client that goes away does not stop it.
-#[utoipa::path(post, path = "/v1/admin/tenants/{tenant}/keys/rewrap", request_body = RewrapRequest,
+#[utoipa::path(post, path = "/v1/admin/tenants/{tenant}/keys/rewrap", request_body = Option<RewrapRequest>,
     responses((status = 200, body = RewrapReport), (status = 202, body = JobRecord, description = "with `Prefer: respond-async`: the job, to follow at `Location`"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn rewrap(
     State(state): State<SharedState>,
     OperatorOnTenant(id): OperatorOnTenant,
     note: NoteSlot,
     headers: HeaderMap,
-    body: Option<JsonBody<RewrapRequest>>,
+    // No body, or `null` (the document's `Option`), is the default.
+    body: Option<JsonBody<Option<RewrapRequest>>>,
 ) -> ApiResult<Response> {
-    let request = body.map(|JsonBody(b)| b).unwrap_or_default();
+    let request = body.and_then(|JsonBody(b)| b).unwrap_or_default();
     record_intent(&state, &note).await?;
     let started = state
         .vault
@@ -91,7 +93,8 @@ pub async fn rewrap(
 pub struct RotateIndexRequest {
     /// Re-plan the new index's token lengths for this many documents (1 to 10^10);
     /// without it the tenant's plan stays.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "optional_whole_number")]
+    #[schema(minimum = 1, maximum = 10_000_000_000_u64)]
     pub expected_documents: Option<u64>,
 }
 
@@ -100,16 +103,17 @@ pub struct RotateIndexRequest {
 /// Runs as a job: the answer is its report once it finished, or at once `202`
 /// with the job (`Prefer: respond-async`), followed at `GET /v1/admin/jobs/{id}`;
 /// a client that goes away does not stop it.
-#[utoipa::path(post, path = "/v1/admin/tenants/{tenant}/index/rotate", request_body = RotateIndexRequest,
+#[utoipa::path(post, path = "/v1/admin/tenants/{tenant}/index/rotate", request_body = Option<RotateIndexRequest>,
     responses((status = 200, body = ReconcileReport), (status = 202, body = JobRecord, description = "with `Prefer: respond-async`: the job, to follow at `Location`"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn rotate_index(
     State(state): State<SharedState>,
     OperatorOnTenant(id): OperatorOnTenant,
     note: NoteSlot,
     headers: HeaderMap,
-    body: Option<JsonBody<RotateIndexRequest>>,
+    // No body, or `null` (the document's `Option`), is the default.
+    body: Option<JsonBody<Option<RotateIndexRequest>>>,
 ) -> ApiResult<Response> {
-    let request = body.map(|JsonBody(b)| b).unwrap_or_default();
+    let request = body.and_then(|JsonBody(b)| b).unwrap_or_default();
     let planned = request
         .expected_documents
         .map(vault_core::tenants::check_planned_documents)
@@ -148,7 +152,9 @@ pub async fn offboard(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetentionRequest {
-    /// Days after upload during which a document cannot be deleted.
+    /// Days after upload during which a document cannot be deleted (0 to 36,500).
+    #[serde(deserialize_with = "whole_number")]
+    #[schema(minimum = 0, maximum = 36_500)]
     pub days: u32,
 }
 

@@ -7,9 +7,9 @@
 use axum::http::StatusCode;
 use axum::Json;
 use utoipa::openapi::path::{Operation, ParameterBuilder, ParameterIn};
-use utoipa::openapi::schema::{ObjectBuilder, Type};
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, Ref, Required, ResponseBuilder};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, Required, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use super::{admin, audit, backups, documents, health, jobs, keys, search};
@@ -24,10 +24,10 @@ use crate::endpoint::{Access, Endpoint, Verb};
         backups::list, backups::public_key, backups::start, backups::prune, backups::hold, backups::release, backups::record_drill,
         keys::rotate, keys::rewrap, keys::rotate_index, keys::offboard, keys::set_retention, keys::hold, keys::release),
     components(schemas(crate::error::ErrorBody, vault_core::tenants::TenantRecord, admin::CreateTenant, admin::IssueApiKey, admin::IssuedApiKey, admin::ListedApiKey, admin::RotatedOperator,
-        documents::DocumentBytes, documents::UploadResponse, documents::MetadataResponse, documents::ListedDocument, documents::ListResponse, vault_core::documents::DocumentKind,
+        documents::DocumentBytes, documents::ExtractionMode, documents::UploadResponse, documents::MetadataResponse, documents::ListedDocument, documents::ListResponse, vault_core::documents::DocumentKind,
         search::SearchHit, search::SearchResponse, vault_core::search::ReconcileReport,
         keys::RewrapRequest, keys::RotateIndexRequest, keys::RetentionRequest, vault_core::key_lifecycle::RewrapReport, vault_core::key_lifecycle::OffboardReport,
-        backups::BackupPublicKey, audit::EventsResponse, audit::CheckpointResponse, vault_core::audit::read::ProofResponse, vault_core::audit::AuditEvent, vault_core::audit::Outcome, vault_core::jobs::JobRecord, vault_core::jobs::JobList, vault_core::jobs::JobState, vault_core::jobs::JobProgress, vault_core::jobs::JobResult, vault_api::BackupSummary)),
+        backups::BackupPublicKey, audit::EventsResponse, audit::CheckpointResponse, vault_core::audit::read::ProofResponse, vault_core::audit::AuditEvent, vault_core::audit::Outcome, vault_core::jobs::JobRecord, vault_core::jobs::JobList, vault_core::jobs::JobState, vault_core::jobs::JobProgress, vault_core::jobs::JobResult, vault_api::BackupSummary, vault_api::DrillReport, vault_api::TenantDrill)),
     modifiers(&BearerAuth, &FromEndpointTable)
 )]
 pub struct ApiDoc;
@@ -38,6 +38,10 @@ const TENANT_ID_PATTERN: &str = "^[a-z0-9][a-z0-9_-]{0,62}$";
 const DOCUMENT_ID_PATTERN: &str = "^[0-9a-f]{32}$";
 /// A job id (`vault_api::is_job_id`).
 const JOB_ID_PATTERN: &str = "^job_[0-9a-fA-F]{32}$";
+/// An API key id: 16 lowercase hex digits.
+const API_KEY_ID_PATTERN: &str = "^[0-9a-f]{16}$";
+/// A backup snapshot id (`vault_core::backup::manifest::is_snapshot_id`).
+const SNAPSHOT_ID_PATTERN: &str = "^[0-9]{8}-[0-9]{6}-[0-9a-f]{8}$";
 
 /// Completes each operation from its row of the endpoint table.
 struct FromEndpointTable;
@@ -77,40 +81,53 @@ fn operation_id(endpoint: Endpoint) -> String {
     })
 }
 
-/// Declares each `{name}` of the path that the annotation did not.
+/// Declares each `{name}` of the path, with the pattern of its ids; one the
+/// annotation declared gets the pattern when it has none.
 fn add_path_parameters(path: &str, operation: &mut Operation) {
     let names = path
         .split('/')
         .filter_map(|segment| segment.strip_prefix('{')?.strip_suffix('}'));
     for name in names {
-        let parameters = operation.parameters.get_or_insert_with(Vec::new);
-        let declared = parameters
-            .iter()
-            .any(|p| p.name == name && p.parameter_in == ParameterIn::Path);
-        if declared {
-            continue;
-        }
         let (pattern, description) = match name {
             "tenant" => (Some(TENANT_ID_PATTERN), "Tenant id."),
             "id" if path.contains("/documents/{id}") => (Some(DOCUMENT_ID_PATTERN), "Document id."),
             "id" if path.starts_with("/v1/admin/jobs") => (Some(JOB_ID_PATTERN), "Job id."),
-            "id" if path.starts_with("/v1/admin/api-keys") => (None, "API key id."),
-            "id" if path.starts_with("/v1/admin/backups") => (None, "Backup snapshot id."),
+            "id" if path.starts_with("/v1/admin/api-keys") => {
+                (Some(API_KEY_ID_PATTERN), "API key id.")
+            }
+            "id" if path.starts_with("/v1/admin/backups") => {
+                (Some(SNAPSHOT_ID_PATTERN), "Backup snapshot id.")
+            }
             _ => (None, "Identifier."),
         };
-        let schema = ObjectBuilder::new()
-            .schema_type(Type::String)
-            .pattern(pattern)
-            .build();
-        parameters.push(
-            ParameterBuilder::new()
-                .name(name)
-                .parameter_in(ParameterIn::Path)
-                .required(Required::True)
-                .description(Some(description))
-                .schema(Some(schema))
-                .build(),
-        );
+        let schema = || {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(pattern)
+                .build()
+        };
+        let parameters = operation.parameters.get_or_insert_with(Vec::new);
+        match parameters
+            .iter_mut()
+            .find(|p| p.name == name && p.parameter_in == ParameterIn::Path)
+        {
+            Some(declared) => {
+                let has_pattern = matches!(&declared.schema,
+                    Some(RefOr::T(Schema::Object(o))) if o.pattern.is_some());
+                if !has_pattern && pattern.is_some() {
+                    declared.schema = Some(schema().into());
+                }
+            }
+            None => parameters.push(
+                ParameterBuilder::new()
+                    .name(name)
+                    .parameter_in(ParameterIn::Path)
+                    .required(Required::True)
+                    .description(Some(description))
+                    .schema(Some(schema()))
+                    .build(),
+            ),
+        }
     }
 }
 
@@ -131,11 +148,19 @@ fn add_edge_errors(endpoint: Endpoint, operation: &mut Operation) {
         .request_body
         .as_ref()
         .is_some_and(|body| body.content.contains_key("application/json"));
-    let errors: [(bool, StatusCode, &str); 11] = [
+    let path = endpoint.path();
+    // Operators name the tenant in the query of the audit reads.
+    let names_something = path.contains('{') || path.starts_with("/v1/audit/");
+    // A tenant's state (offboarded, disabled) or the backup repository's
+    // (none configured, a run in progress) can refuse an operator's change.
+    let stateful_admin = writes
+        && (path.starts_with("/v1/admin/tenants/{tenant}") || path.starts_with("/v1/admin/backups"));
+    let errors: [(bool, StatusCode, &str); 12] = [
         (true, StatusCode::BAD_REQUEST, "The request is malformed (`code` says how): a parameter, a header given twice, or the body."),
         (credentialed, StatusCode::UNAUTHORIZED, "No credential, or one that is not valid."),
         (with_role, StatusCode::FORBIDDEN, "The credential lacks the role this operation needs."),
-        (endpoint.path().contains('{'), StatusCode::NOT_FOUND, "Nothing by that id."),
+        (names_something, StatusCode::NOT_FOUND, "Nothing by that id."),
+        (stateful_admin, StatusCode::CONFLICT, "The tenant's state (offboarded) or the backup repository's (none configured, a run in progress) does not allow it now."),
         (true, StatusCode::REQUEST_TIMEOUT, "The request ran past its time limit."),
         (on_tenant_data, StatusCode::GONE, "The tenant's keys are gone (offboarded)."),
         (has_json_body, StatusCode::UNSUPPORTED_MEDIA_TYPE, "The body is not sent as `application/json`."),
@@ -189,7 +214,6 @@ mod tests {
     use std::collections::BTreeSet;
 
     use proptest::prelude::*;
-    use utoipa::openapi::RefOr;
 
     use super::*;
 
@@ -254,6 +278,24 @@ mod tests {
         fn the_job_id_pattern_takes_exactly_what_job_ids_take(raw in "(job_)?([0-9a-fA-F]{32}|[0-9a-fA-Fg]{30,34})") {
             let pattern = regex::Regex::new(JOB_ID_PATTERN).unwrap();
             prop_assert_eq!(pattern.is_match(&raw), vault_api::is_job_id(&raw));
+        }
+
+        #[test]
+        fn the_api_key_id_pattern_takes_exactly_what_api_key_ids_take(raw in "[0-9a-fA-G]{14,18}") {
+            let pattern = regex::Regex::new(API_KEY_ID_PATTERN).unwrap();
+            prop_assert_eq!(
+                pattern.is_match(&raw),
+                vault_core::credentials::CredentialRecord::is_id(&raw)
+            );
+        }
+
+        #[test]
+        fn the_snapshot_id_pattern_takes_exactly_what_snapshot_ids_take(raw in "[0-9]{7,9}-[0-9a-f]{5,7}-[0-9a-gA]{7,9}") {
+            let pattern = regex::Regex::new(SNAPSHOT_ID_PATTERN).unwrap();
+            prop_assert_eq!(
+                pattern.is_match(&raw),
+                vault_core::backup::manifest::is_snapshot_id(&raw)
+            );
         }
     }
 

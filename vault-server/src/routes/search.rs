@@ -28,8 +28,10 @@ const MAX_LIMIT: usize = 1000;
 pub struct SearchQuery {
     /// The query: `field:value`, quoted values, `AND`, `OR`, `NOT`, parentheses,
     /// `service_month:[2024-01 TO 2024-03]`.
+    #[param(min_length = 1)]
     pub q: String,
     /// From a previous page's `next_cursor`.
+    #[param(pattern = "^-?[0-9]{1,18}\\.[0-9a-f]{32}$")]
     pub cursor: Option<String>,
     /// Page size, 1 to 1000 (default 50).
     #[param(minimum = 1, maximum = 1000)]
