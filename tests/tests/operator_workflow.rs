@@ -49,6 +49,13 @@ async fn the_readme_operator_workflow_runs_as_written() {
         ))
         .start()
         .await;
+    // The repository's examples/, as beside a newcomer's shell.
+    std::fs::create_dir(work.path().join("examples")).unwrap();
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/scan.pdf"),
+        work.path().join("examples/scan.pdf"),
+    )
+    .unwrap();
     let script = work.path().join("workflow.sh");
     std::fs::write(&script, readme_workflow()).unwrap();
     let cli_dir = cli_binary().parent().unwrap().to_owned();

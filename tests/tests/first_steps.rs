@@ -1,0 +1,84 @@
+//! The README's first steps, run as written: the shell block between the
+//! `first-steps` markers of README.md, with bash, from a directory holding the
+//! project's `examples/`, against a fresh server (tenant, API keys, uploads of
+//! the example files with curl, searches, downloads, a delete, the audit log).
+//! What the README says those commands answer is checked here too.
+
+#![allow(clippy::unwrap_used)] // a failing test should panic with the error
+
+use std::process::Command;
+
+use vault_e2e::{cli_binary, TestApp};
+
+fn readme_block(name: &str) -> String {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md");
+    let block = readme
+        .split(&format!("<!-- {name}:begin -->"))
+        .nth(1)
+        .and_then(|rest| rest.split(&format!("<!-- {name}:end -->")).next())
+        .unwrap_or_else(|| panic!("README.md has the {name} markers"));
+    block
+        .trim()
+        .strip_prefix("```sh")
+        .and_then(|s| s.strip_suffix("```"))
+        .unwrap_or_else(|| panic!("the {name} block is one ```sh block"))
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_first_steps_run_as_written() {
+    for tool in ["bash", "curl", "python3", "cmp"] {
+        assert!(
+            Command::new("sh")
+                .arg("-c")
+                .arg(format!("command -v {tool}"))
+                .status()
+                .unwrap()
+                .success(),
+            "{tool} is needed by the README's first steps; install it"
+        );
+    }
+    let app = TestApp::builder().start().await;
+    // A newcomer's directory: the repository's examples/ beside the script.
+    let work = tempfile::tempdir().unwrap();
+    let examples = work.path().join("examples");
+    std::fs::create_dir(&examples).unwrap();
+    for name in ["remittance-835.x12", "scan.pdf"] {
+        std::fs::copy(
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/").to_owned() + name,
+            examples.join(name),
+        )
+        .unwrap();
+    }
+    let script = work.path().join("first-steps.sh");
+    std::fs::write(&script, readme_block("first-steps")).unwrap();
+    let cli_dir = cli_binary().parent().unwrap().to_owned();
+    let path = format!(
+        "{}:{}",
+        cli_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new("bash")
+        .arg(&script)
+        .current_dir(work.path())
+        .env("PATH", path)
+        .env("BILLVAULT_ADDR", &app.url)
+        .env("BILLVAULT_TOKEN_FILE", app.data_dir.join("operator-token"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the README's first steps failed ({:?}):\n{stdout}\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // What the README's `# ->` lines show (cargo test -- --nocapture).
+    println!("{stdout}");
+    // Both searches find their document, as the README says.
+    assert_eq!(stdout.matches("\"total\":1,").count(), 2, "{stdout}");
+    // The delete is answered 204, and the auditor's proof is a proof.
+    assert!(stdout.lines().any(|l| l == "204"), "{stdout}");
+    assert!(stdout.contains("\"inclusion\":"), "{stdout}");
+}
