@@ -1043,3 +1043,49 @@ async fn an_interrupted_delete_never_shows_the_document_again() {
     app.cli_json(&["--json", "index", "rebuild", "--tenant", "acme"]);
     assert!(gone(&ids[0]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x12_in_utf16_is_searchable_and_kept_as_sent() {
+    use vault_index::synth::x12::{remittance_835, X12Version};
+    use vault_index::synth::SynthClaim;
+
+    let app = TestApp::builder().start().await;
+    app.create_tenant("acme").await;
+    let key = app.api_key("acme", &["uploader", "reader"]).await;
+    let claims = SynthClaim::batch(1616, 1);
+    let text = remittance_835(&claims, X12Version::V5010);
+    // As Windows tools save it: little-endian with a byte-order mark.
+    let mut body = vec![0xFF, 0xFE];
+    for unit in text.encode_utf16() {
+        body.extend_from_slice(&unit.to_le_bytes());
+    }
+    let r = app
+        .upload(&key, "eob", "application/octet-stream", body.clone(), &[])
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let stored: Value = r.json().await.unwrap();
+    let id = stored["id"].as_str().unwrap();
+    assert!(
+        stored["indexed_fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f == "patient_name"),
+        "{stored}"
+    );
+    let query = format!("member_id:{}", claims[0].member_id);
+    let found: Value = app
+        .http
+        .get(app.at("/v1/search"))
+        .bearer_auth(&key)
+        .query(&[("q", query.as_str())])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(found["total"], 1, "{found}");
+    let back = app.get_as(&key, &format!("/v1/documents/{id}")).await;
+    assert_eq!(back.bytes().await.unwrap().as_ref(), body.as_slice());
+}

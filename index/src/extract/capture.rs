@@ -44,6 +44,24 @@ enum State {
 
 /// Content bytes that tell the format (`ISA`, or `{`).
 const DECIDING_BYTES: usize = 3;
+/// The same for UTF-16 text: `ISA` after a byte-order mark.
+const UTF16_DECIDING_BYTES: usize = 8;
+
+/// Whether the content seen so far (`content`, the end of `head`) tells the
+/// format: 3 bytes, or 8 when they look like UTF-16 (a byte-order mark, or a
+/// NUL among the first two).
+fn can_decide(head: &[u8], content: usize) -> bool {
+    let seen = &head[head.len().saturating_sub(content)..];
+    let utf16 = seen.starts_with(&[0xFF, 0xFE])
+        || seen.starts_with(&[0xFE, 0xFF])
+        || seen.iter().take(2).any(|&b| b == 0);
+    content
+        >= if utf16 {
+            UTF16_DECIDING_BYTES
+        } else {
+            DECIDING_BYTES
+        }
+}
 
 /// Where a capture is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,11 +144,11 @@ impl Capture {
                 }
                 let taken = rest
                     .len()
-                    .min(DECIDING_BYTES - (*content).min(DECIDING_BYTES));
+                    .min(UTF16_DECIDING_BYTES - (*content).min(UTF16_DECIDING_BYTES));
                 append(head, &rest[..taken], limit);
                 *content += taken;
                 rest = &rest[taken..];
-                if *content >= DECIDING_BYTES || over {
+                if can_decide(head, *content) || over {
                     Some(match detect(head, content_type) {
                         Some(format) if over => State::Overflow(format),
                         Some(format) => {

@@ -8,6 +8,7 @@
 
 pub mod capture;
 pub mod fhir;
+pub mod utf16;
 pub mod x12;
 
 use std::fmt;
@@ -48,6 +49,14 @@ pub struct ExtractError {
 /// The format of a document, from its first bytes or else its content type; `None`
 /// for anything fields cannot be extracted from (a PDF, an image).
 pub fn detect(bytes: &[u8], content_type: &str) -> Option<Format> {
+    if let Some(order) = utf16::byte_order(bytes) {
+        if utf16::head(bytes, order, 64)
+            .trim_start()
+            .starts_with("ISA")
+        {
+            return Some(Format::X12);
+        }
+    }
     let start = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     let first = start.iter().position(|b| !b.is_ascii_whitespace());
     if let Some(first) = first {
@@ -113,7 +122,11 @@ pub fn extract_within(
 
 fn read_into(format: Format, bytes: &[u8], out: &mut FieldsBuilder) -> Result<(), ExtractError> {
     match format {
-        Format::X12 => x12::read_into(bytes, out),
+        Format::X12 => match utf16::byte_order(bytes) {
+            // Read as UTF-8; the stored document stays as it was sent.
+            Some(order) => x12::read_into(&utf16::to_utf8(bytes, order)?, out),
+            None => x12::read_into(bytes, out),
+        },
         Format::Fhir => fhir::read_into(bytes, out),
     }
 }
@@ -136,6 +149,11 @@ mod tests {
             Some(Format::Fhir)
         );
         assert_eq!(detect(b"%PDF-1.7", "application/pdf"), None);
+        assert_eq!(
+            detect(b"\xFF\xFE \0\r\0\n\0I\0S\0A\0", ""),
+            Some(Format::X12)
+        );
+        assert_eq!(detect(b"\0I\0S\0A\0*", ""), Some(Format::X12));
         assert_eq!(detect(b"", ""), None);
     }
 
@@ -228,5 +246,51 @@ mod tests {
             extract_within(Format::Fhir, bundle(3).as_bytes(), limits).unwrap_err(),
             ExtractFailure::TooMany(LimitExceeded::Claims { limit: 2 })
         );
+    }
+
+    #[test]
+    fn x12_in_utf16_is_read_as_in_utf8_and_captured_as_sent() {
+        use crate::synth::x12::{remittance_835, X12Version};
+        use crate::synth::SynthClaim;
+
+        let text = remittance_835(&SynthClaim::batch(16, 3), X12Version::V5010);
+        let expected = extract(Format::X12, text.as_bytes()).unwrap();
+        let mut utf8_with_mark = b"\xEF\xBB\xBF".to_vec();
+        utf8_with_mark.extend_from_slice(text.as_bytes());
+        assert_eq!(extract(Format::X12, &utf8_with_mark).unwrap(), expected);
+        for (little, mark) in [(true, true), (true, false), (false, true), (false, false)] {
+            let mut bytes = Vec::new();
+            let units = mark
+                .then_some(0xFEFF_u16)
+                .into_iter()
+                .chain(text.encode_utf16());
+            for unit in units {
+                bytes.extend_from_slice(&if little {
+                    unit.to_le_bytes()
+                } else {
+                    unit.to_be_bytes()
+                });
+            }
+            assert_eq!(
+                detect(&bytes, "application/octet-stream"),
+                Some(Format::X12)
+            );
+            assert_eq!(
+                extract(Format::X12, &bytes).unwrap(),
+                expected,
+                "{little} {mark}"
+            );
+            // Through the upload's capture, in small chunks: the bytes as sent.
+            let mut capture = capture::Capture::start(true);
+            for chunk in bytes.chunks(7) {
+                capture.feed(chunk, "application/octet-stream", 1 << 20);
+            }
+            match capture.finish("application/octet-stream") {
+                capture::Captured::Document(Format::X12, captured) => {
+                    assert_eq!(captured.as_slice(), bytes.as_slice());
+                }
+                _ => panic!("UTF-16 X12 ({little} {mark}) was not captured"),
+            }
+        }
     }
 }
