@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use std::str::FromStr;
 
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
 use serde::Deserialize;
 use vault_crypto::TenantId;
 
@@ -410,25 +412,71 @@ pub enum ConfigError {
         /// What is wrong (from the TOML parser, with line and column).
         message: String,
     },
+    /// The file and the `BILLVAULT_*` variables together are not valid
+    /// configuration (a variable of the wrong type, or naming no setting).
+    #[error("invalid configuration (file and {ENV_PREFIX}* variables): {0}")]
+    Layered(String),
     /// A combination of settings is refused.
     #[error("invalid configuration: {0}")]
     Invalid(String),
 }
 
+/// Prefix of the environment variables that set configuration keys: the key's
+/// path in upper case with `__` between a section and its key
+/// (`BILLVAULT_STORAGE__BUCKET`, `BILLVAULT_BACKUP__SCHEDULE`,
+/// `BILLVAULT_MAX_UPLOAD_BYTES`). They override the file.
+pub const ENV_PREFIX: &str = "BILLVAULT_";
+
+/// Top-level keys, which have no section to name.
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "listen",
+    "data_dir",
+    "max_upload_bytes",
+    "segment_size",
+    "allow_insecure_non_loopback",
+];
+
 impl Config {
-    /// Loads `file` when given, else the embedded default.
+    /// Loads the configuration: the embedded default, under `file` when given,
+    /// under every `BILLVAULT_*` variable that names a setting ([`ENV_PREFIX`]).
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
-        let Some(path) = file else {
-            return Ok(Config::default());
-        };
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::parse(&text).map_err(|message| ConfigError::Parse {
-            path: path.to_owned(),
-            message,
-        })
+        let text = file
+            .map(|path| {
+                std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })
+            })
+            .transpose()?;
+        if let (Some(path), Some(text)) = (file, &text) {
+            // The file's syntax first, so that its errors keep line and column.
+            text.parse::<toml::Table>()
+                .map_err(|e| ConfigError::Parse {
+                    path: path.to_owned(),
+                    message: e.to_string(),
+                })?;
+        }
+        Self::layered(text.as_deref(), Env::prefixed(ENV_PREFIX)).map_err(ConfigError::Layered)
+    }
+
+    /// The default, under the TOML `text`, under the settings in `env`.
+    fn layered(text: Option<&str>, env: Env) -> Result<Config, String> {
+        let mut figment = Figment::new();
+        if let Some(text) = text {
+            figment = figment.merge(Toml::string(text));
+        }
+        // Only variables that name a setting: a section's key (`__` between
+        // them) or one of the top-level keys; the others (BILLVAULT_LOG, the
+        // CLI's, the tests') are not settings.
+        let settings = env
+            .filter(|key| {
+                key.as_str().contains("__") || TOP_LEVEL_KEYS.iter().any(|top| key == *top)
+            })
+            .split("__");
+        figment
+            .merge(settings)
+            .extract::<Config>()
+            .map_err(|e| e.to_string())
     }
 
     /// Parses TOML text.
@@ -648,6 +696,54 @@ pub fn parse_schedule(expr: &str) -> Result<cron::Schedule, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure returns its (large) error type
+    fn variables_set_keys_over_the_file_and_others_are_left_alone() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("BILLVAULT_STORAGE__BACKEND", "s3");
+            jail.set_env("BILLVAULT_STORAGE__BUCKET", "claims");
+            jail.set_env("BILLVAULT_BACKUP__TARGET", "/backups/vault");
+            jail.set_env("BILLVAULT_LIMITS__MAX_CONNECTIONS", 64);
+            jail.set_env("BILLVAULT_MAX_UPLOAD_BYTES", 1000);
+            // Not settings: the log filter, the CLI's, the tests'.
+            jail.set_env("BILLVAULT_LOG", "debug");
+            jail.set_env("BILLVAULT_TOKEN", "vlt_op_x");
+            jail.set_env("BILLVAULT_TEST_MOTO_URL", "http://127.0.0.1:1");
+            let file = "max_upload_bytes = 5\n[backup]\ntarget = \"/elsewhere\"\n[limits]\nrequest_timeout_secs = 7\n";
+            let config = Config::layered(Some(file), Env::prefixed(ENV_PREFIX))?;
+            assert!(
+                matches!(&config.storage, StorageConfig::S3 { bucket, .. } if bucket == "claims")
+            );
+            assert_eq!(config.backup.target.as_deref(), Some("/backups/vault"));
+            assert_eq!(config.max_upload_bytes, 1000);
+            assert_eq!(config.limits.max_connections, 64);
+            // What no variable names stays as the file has it.
+            assert_eq!(config.limits.request_timeout_secs, 7);
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure returns its (large) error type
+    fn a_variable_naming_no_setting_or_of_the_wrong_type_is_refused() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("BILLVAULT_LIMITS__MAX_CONECTIONS", 8);
+            let refused = Config::layered(None, Env::prefixed(ENV_PREFIX)).unwrap_err();
+            assert!(
+                refused.to_lowercase().contains("max_conections"),
+                "{refused}"
+            );
+            jail.clear_env();
+            jail.set_env("BILLVAULT_LIMITS__MAX_CONNECTIONS", "many");
+            let refused = Config::layered(None, Env::prefixed(ENV_PREFIX)).unwrap_err();
+            assert!(
+                refused.to_lowercase().contains("max_connections"),
+                "{refused}"
+            );
+            Ok(())
+        });
+    }
 
     #[test]
     fn empty_file_is_the_embedded_default() {
