@@ -772,7 +772,7 @@ async fn tampering_is_found_offline(backend: Backend) {
         let out = verify(&app, "acme", &public_key, Some(&saved));
         assert_eq!(
             out.status.code(),
-            Some(2),
+            Some(5),
             "{case}: {}",
             String::from_utf8_lossy(&out.stdout)
         );

@@ -521,9 +521,9 @@ async fn tampering(backend: Backend) {
                 verify.push("--read-data");
             }
             let (code, text) = app.cli_exit(&verify);
-            assert_eq!(code, 2, "{what}: verify must find it: {text}");
+            assert_eq!(code, 5, "{what}: verify must find it: {text}");
             let (code, text) = app.cli_exit(&drill_args(&store, &root, &scratch_arg));
-            assert_eq!(code, 2, "{what}: the drill must fail: {text}");
+            assert_eq!(code, 5, "{what}: the drill must fail: {text}");
         }
     };
 
@@ -573,14 +573,14 @@ async fn tampering(backend: Backend) {
     repo.write(&other_manifest, other_repo.read(&other_manifest).await)
         .await;
     let (code, text) = app.cli_exit(&["--json", "backup", "verify", "--store", &store]);
-    assert_eq!(code, 2, "{text}");
+    assert_eq!(code, 5, "{text}");
     assert!(text.contains("another vault"), "{text}");
     let id = other_manifest.trim_start_matches("snapshots/");
     let scratch_arg = scratch.path().join("foreign").display().to_string();
     let mut args = drill_args(&store, &root, &scratch_arg);
     args.extend(["--snapshot", id]);
     let (code, text) = app.cli_exit(&args);
-    assert_eq!(code, 2, "{text}");
+    assert_eq!(code, 5, "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -907,7 +907,7 @@ async fn an_interrupted_restore_resumes_and_refuses_foreign_bytes() {
         .join("meta");
     std::fs::write(&victim, b"{}").unwrap();
     let (code, text) = app.cli_exit(&resume);
-    assert_eq!(code, 2, "{text}");
+    assert_eq!(code, 5, "{text}");
     assert!(text.contains("different bytes"), "{text}");
 }
 
@@ -1151,7 +1151,7 @@ async fn a_repository_re_pinned_to_another_key_is_refused() {
         let mut verify = vec!["--json", "backup", "verify", "--store", &forged_arg];
         verify.extend_from_slice(key_args);
         let (code, text) = app.cli_exit(&verify);
-        assert_eq!(code, 2, "verify {key_args:?}: {text}");
+        assert_eq!(code, 5, "verify {key_args:?}: {text}");
         assert!(
             text.contains("another vault"),
             "verify {key_args:?}: {text}"
@@ -1172,7 +1172,7 @@ async fn a_repository_re_pinned_to_another_key_is_refused() {
             ];
             restore.extend_from_slice(key_args);
             let (code, text) = app.cli_exit(&restore);
-            assert_eq!(code, 2, "restore {snapshot} {key_args:?}: {text}");
+            assert_eq!(code, 5, "restore {snapshot} {key_args:?}: {text}");
             assert!(text.contains("another vault"), "{text}");
             assert!(!target.exists(), "restore {key_args:?} wrote {to}");
         }
@@ -1182,7 +1182,7 @@ async fn a_repository_re_pinned_to_another_key_is_refused() {
         let mut drill = drill_args(&forged_arg, &root, &scratch_arg);
         drill.extend_from_slice(key_args);
         let (code, text) = app.cli_exit(&drill);
-        assert_eq!(code, 2, "drill {key_args:?}: {text}");
+        assert_eq!(code, 5, "drill {key_args:?}: {text}");
         assert!(text.contains("another vault"), "{text}");
         assert!(!scratch.join("objects/system").exists());
     }
@@ -1237,7 +1237,7 @@ async fn a_repository_re_pinned_to_another_key_is_refused() {
         "--public-key-file",
         &key_file,
     ]);
-    assert_eq!(code, 2, "{text}");
+    assert_eq!(code, 5, "{text}");
 }
 
 /// Issue 14, finding 5: a deleted document does not come back from a snapshot

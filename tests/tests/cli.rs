@@ -161,3 +161,22 @@ async fn offboarding_a_kms_tenant_schedules_its_keys_for_deletion() {
         assert_eq!(state, "PendingDeletion");
     }
 }
+
+#[test]
+fn a_silent_server_times_out_with_its_cause() {
+    // Accepts connections and never answers.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let held = std::thread::spawn(move || listener.accept().map(|(stream, _)| stream));
+    let started = std::time::Instant::now();
+    let out = Command::new(cli_binary())
+        .args(["--server", &url, "--read-timeout", "1", "status"])
+        .env_remove("BILLVAULT_ADDR")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("timed out"), "{}", text(&out));
+    drop(held.join());
+}

@@ -507,7 +507,7 @@ async fn offboarding_shreds_the_tenant_in_backups_taken_before() {
     ]);
     assert_eq!(
         out.status.code(),
-        Some(2),
+        Some(5),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

@@ -10,7 +10,7 @@ use vault_crypto::TenantId;
 
 use crate::client::{CliError, Client};
 
-/// Verifies a tenant's log in a store, offline. `Integrity` (exit 2) when anything
+/// Verifies a tenant's log in a store, offline. `Integrity` (exit 5) when anything
 /// is wrong, with the first bad position.
 pub async fn verify(
     json_mode: bool,

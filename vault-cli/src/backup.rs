@@ -77,9 +77,10 @@ fn failed(e: BackupError) -> CliError {
         | BackupError::ForeignManifest(_)
         | BackupError::ForeignRepository { .. }
         | BackupError::Mismatch { .. } => CliError::Integrity(e.to_string()),
-        BackupError::Invalid(_) | BackupError::TargetNotEmpty | BackupError::UnknownSnapshot(_) => {
-            CliError::Usage(e.to_string())
-        }
+        BackupError::Invalid(_)
+        | BackupError::NotConfigured
+        | BackupError::TargetNotEmpty
+        | BackupError::UnknownSnapshot(_) => CliError::Usage(e.to_string()),
         other => CliError::Failed(other.to_string()),
     }
 }

@@ -1,6 +1,7 @@
 //! HTTP client for the vault API, with the operator credential from a private file.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -48,12 +49,13 @@ impl CliError {
         }
     }
 
-    /// Process exit code: 1 local failure, 2 usage or integrity problem found,
-    /// 3 unreachable, 4 refused by the server.
+    /// Process exit code: 1 local failure, 2 usage, 3 unreachable, 4 refused by
+    /// the server, 5 an integrity problem found (a check ran and failed: a
+    /// script must tell that from a check that could not run).
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Failed(_) => 1,
-            CliError::Integrity(_) => 2,
+            CliError::Integrity(_) => 5,
             CliError::Usage(_) => 2,
             CliError::Unreachable { .. } => 3,
             CliError::Api { .. } => 4,
@@ -72,17 +74,53 @@ pub struct Client {
 /// `BILLVAULT_TOKEN_FILE` is given and `BILLVAULT_TOKEN` is unset.
 const DEFAULT_TOKEN_FILE: &str = "./vault-data/operator-token";
 
+/// How to reach the server.
+pub struct Connection {
+    /// Extra CA certificates (PEM) to trust, besides the system's store.
+    pub ca_cert: Option<PathBuf>,
+    /// Limit on making a connection.
+    pub connect_timeout: Duration,
+    /// Limit on the server's silence while it answers.
+    pub read_timeout: Duration,
+}
+
 impl Client {
     /// A client for `server`, reading the token from `token_file` when needed.
-    pub fn new(server: &str, token_file: Option<PathBuf>) -> Result<Self, CliError> {
+    pub fn new(
+        server: &str,
+        token_file: Option<PathBuf>,
+        connection: &Connection,
+    ) -> Result<Self, CliError> {
         if !server.starts_with("http://") && !server.starts_with("https://") {
             return Err(CliError::Usage(format!(
                 "--server must be an http:// or https:// URL, got {server:?}"
             )));
         }
+        let mut http = reqwest::Client::builder()
+            .connect_timeout(connection.connect_timeout)
+            .read_timeout(connection.read_timeout);
+        if let Some(path) = &connection.ca_cert {
+            let pem = std::fs::read(path)
+                .map_err(|e| CliError::Usage(format!("--ca-cert {}: {e}", path.display())))?;
+            let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+                .ok()
+                .filter(|c| !c.is_empty())
+                .ok_or_else(|| {
+                    CliError::Usage(format!(
+                        "--ca-cert {}: no PEM certificate in it",
+                        path.display()
+                    ))
+                })?;
+            for certificate in certificates {
+                http = http.add_root_certificate(certificate);
+            }
+        }
+        let http = http
+            .build()
+            .map_err(|e| CliError::Usage(format!("HTTP client: {}", with_causes(&e))))?;
         Ok(Client {
             base: server.trim_end_matches('/').to_owned(),
-            http: reqwest::Client::new(),
+            http,
             token_file,
         })
     }
@@ -135,12 +173,12 @@ impl Client {
         };
         let response = request.send().await.map_err(|e| CliError::Unreachable {
             url: self.base.clone(),
-            message: e.to_string(),
+            message: with_causes(&e),
         })?;
         let status = response.status();
         let text = response.text().await.map_err(|e| CliError::Unreachable {
             url: self.base.clone(),
-            message: e.to_string(),
+            message: with_causes(&e),
         })?;
         let value: Value = if text.is_empty() {
             Value::Null
@@ -218,4 +256,20 @@ impl Client {
         self.send(self.http.delete(format!("{}{path}", self.base)), true)
             .await
     }
+}
+
+/// An error with its causes (`error sending request: ...: connection refused`):
+/// reqwest's own message stops at the first.
+pub fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
 }

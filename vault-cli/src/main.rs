@@ -16,12 +16,13 @@ mod tenant;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use client::{CliError, Client};
+use client::{CliError, Client, Connection};
 use vault_core::backup::drill::DrillOptions;
 use vault_core::storage::StoreLocation;
 
@@ -56,6 +57,27 @@ struct Cli {
     /// ./vault-data/operator-token].
     #[arg(long, global = true, env = "BILLVAULT_TOKEN_FILE")]
     token_file: Option<PathBuf>,
+    /// PEM file of CA certificates to trust for an https:// server (a private
+    /// CA), besides the system's trust store.
+    #[arg(long, global = true, env = "BILLVAULT_CA_CERT")]
+    ca_cert: Option<PathBuf>,
+    /// Seconds to wait for the server to accept a connection.
+    #[arg(
+        long,
+        global = true,
+        env = "BILLVAULT_CONNECT_TIMEOUT",
+        default_value_t = 10
+    )]
+    connect_timeout: u64,
+    /// Seconds the server may stay silent while answering (a backup or a
+    /// rewrap is answered when it ends, unless it runs as a job).
+    #[arg(
+        long,
+        global = true,
+        env = "BILLVAULT_READ_TIMEOUT",
+        default_value_t = 3600
+    )]
+    read_timeout: u64,
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
@@ -102,8 +124,8 @@ enum Command {
     Job(JobCommand),
     /// Restore a snapshot into an empty store (offline; every object hash-checked),
     /// only when its manifest verifies under the vault's backup public key; leaves
-    /// out documents deleted in it or a newer snapshot. Exit 0 when restored, 2 when
-    /// objects or signatures did not match (or usage), 1 on error.
+    /// out documents deleted in it or a newer snapshot. Exit 0 when restored, 5 when
+    /// objects or signatures did not match, 2 on usage, 1 on error.
     Restore {
         /// The backup repository: a directory or s3://bucket/prefix.
         #[arg(long)]
@@ -125,7 +147,7 @@ enum Command {
     },
     /// Disaster-recovery drill: restore a snapshot into a scratch vault, verify every
     /// object, decrypt samples, rebuild indexes, run probe searches, report RPO/RTO
-    /// and record the report in the audit log. Exit 0 passed, 2 mismatch, 1 error.
+    /// and record the report in the audit log. Exit 0 passed, 5 mismatch, 1 error, 2 usage.
     Drill {
         /// The backup repository: a directory or s3://bucket/prefix.
         #[arg(long)]
@@ -200,7 +222,7 @@ enum BackupCommand {
     List,
     /// Check a repository offline against the vault's backup public key: record,
     /// manifests, signatures, objects present; with --read-data every object's
-    /// hash. Exit 0 intact, 2 problems (or usage), 1 error.
+    /// hash. Exit 0 intact, 5 problems, 1 error, 2 usage.
     Verify {
         /// The backup repository: a directory or s3://bucket/prefix.
         #[arg(long)]
@@ -237,7 +259,7 @@ enum BackupCommand {
 #[derive(Debug, Subcommand)]
 enum AuditCommand {
     /// Check a tenant's audit log offline, against the store and the vault's public
-    /// key only. Exit 0 when intact, 2 when tampering is found, 1 on error.
+    /// key only. Exit 0 when intact, 5 when tampering is found, 1 on error.
     Verify {
         /// The store: a vault data directory, an objects directory, or
         /// s3://bucket/prefix (AWS_* environment for S3).
@@ -485,7 +507,15 @@ fn tenant_line(t: &Value) -> String {
 }
 
 async fn run(cli: Cli) -> Result<(), CliError> {
-    let client = Client::new(&cli.server, cli.token_file.clone())?;
+    let client = Client::new(
+        &cli.server,
+        cli.token_file.clone(),
+        &Connection {
+            ca_cert: cli.ca_cert.clone(),
+            connect_timeout: Duration::from_secs(cli.connect_timeout),
+            read_timeout: Duration::from_secs(cli.read_timeout),
+        },
+    )?;
     match cli.command {
         Command::Completions { shell } => {
             use clap::CommandFactory;

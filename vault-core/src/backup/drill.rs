@@ -202,9 +202,20 @@ pub async fn run(
     config.keys.custody = options.custody.clone();
     config.keys.custody_read_only = true;
     config.keys.aws_kms = options.aws_kms;
-    let built = crate::vault::Vault::open(config)
-        .await
-        .map_err(|e| BackupError::Invalid(format!("the restored vault does not open: {e}")))?;
+    let built = crate::vault::Vault::open(config).await.map_err(|e| {
+        // Objects that did not match are the finding; a vault restored
+        // without them may well not open, which says nothing more.
+        match report.mismatches.first() {
+            Some(first) => BackupError::Mismatch {
+                name: first.clone(),
+                problem: format!(
+                    "{} objects of the snapshot did not match, and the restored vault does not open: {e}",
+                    report.mismatches.len()
+                ),
+            },
+            None => BackupError::Invalid(format!("the restored vault does not open: {e}")),
+        }
+    })?;
     let state = built.vault;
     if has_keystore {
         report.keys.push(
