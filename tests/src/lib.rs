@@ -82,7 +82,7 @@ struct Moto {
 static MOTO: OnceLock<Moto> = OnceLock::new();
 
 /// moto_server with S3's atomic conditional writes; see the file for why.
-pub const MOTO_ATOMIC: &str = include_str!("../../infra/moto_atomic.py");
+pub const MOTO_ATOMIC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/moto_atomic.py");
 
 /// URL of a running moto: `$BILLVAULT_TEST_MOTO_URL` (infra/test.sh starts one)
 /// or one started here ([`MOTO_ATOMIC`], by the Python of the moto virtualenv
@@ -99,7 +99,7 @@ pub fn moto_endpoint() -> String {
         // moto_server with atomic conditional writes (infra/moto_atomic.py),
         // run by the Python that has moto.
         let python = python_tool("python3");
-        let script = format!("\"$0\" -c \"$1\" -H 127.0.0.1 -p {port} >/dev/null 2>&1 & m=$!; while kill -0 {pid} 2>/dev/null; do sleep 1; done; kill $m");
+        let script = format!("\"$0\" \"$1\" -H 127.0.0.1 -p {port} >/dev/null 2>&1 & m=$!; while kill -0 {pid} 2>/dev/null; do sleep 1; done; kill $m");
         let child = Command::new("sh")
             .arg("-c")
             .arg(script)

@@ -600,7 +600,10 @@ async fn a_rolling_restart_under_load_fails_no_request() {
                 break;
             }
             assert_eq!(r.status(), StatusCode::OK, "/readyz while draining");
-            assert!(Instant::now() < deadline, "/readyz still 200 5 s after SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "/readyz still 200 5 s after SIGTERM"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let mut app = app;

@@ -209,6 +209,16 @@ async fn tls_is_served_with_rustls_when_configured() {
             .status(),
         200
     );
+    // The CLI trusts the vault's private CA when told to (--ca-cert), and
+    // otherwise says why it does not.
+    let out = app.cli(&["tenant", "list"]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.to_lowercase().contains("certificate"), "{said}");
+    let out = app.cli(&["--ca-cert", cert.to_str().unwrap(), "tenant", "list"]);
+    assert!(out.status.success(), "{out:?}");
+    let out = app.cli(&["--ca-cert", key.to_str().unwrap(), "tenant", "list"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
     // Plain HTTP on the TLS port gets no answer.
     let plain = app.url.replace("https://", "http://");
     let r = reqwest::Client::new()
@@ -368,4 +378,66 @@ async fn a_single_valued_header_given_twice_is_refused() {
         .await
         .unwrap();
     assert!(listed["documents"].as_array().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_docs_are_served_at_docs_from_the_binary() {
+    let app = TestApp::builder().start().await;
+    let page = app.http.get(app.at("/docs/")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    assert!(page.text().await.unwrap().contains("swagger-ui"));
+    // The UI's code is served from the binary (no CDN) and reads our document.
+    let bundle = app
+        .http
+        .get(app.at("/docs/swagger-ui-bundle.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bundle.status(), 200);
+    assert!(bundle.bytes().await.unwrap().len() > 100_000);
+    let initializer = app
+        .http
+        .get(app.at("/docs/swagger-initializer.js"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(initializer.contains("/v1/openapi.json"), "{initializer}");
+    // Nothing of the request is written into the page.
+    let probe = app
+        .http
+        .get(app.at("/docs/?q=%22%3E%3Cscript%3Ealert(1)%3C/script%3E"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!probe.contains("alert(1)"), "{probe}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_setting_can_come_from_the_environment() {
+    // No file names it: the variable alone sets the upload limit.
+    let app = TestApp::builder()
+        .env("BILLVAULT_MAX_UPLOAD_BYTES", "1000")
+        .start()
+        .await;
+    app.create_tenant("acme").await;
+    let key = app.api_key("acme", &["uploader"]).await;
+    let headers = [("X-Vault-Extraction", "opaque")];
+    let small = app
+        .upload(&key, "scan", "application/pdf", vec![b'x'; 900], &headers)
+        .await;
+    assert_eq!(small.status(), 201);
+    let large = app
+        .upload(&key, "scan", "application/pdf", vec![b'x'; 2000], &headers)
+        .await;
+    assert_eq!(large.status(), 413);
 }

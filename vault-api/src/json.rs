@@ -58,19 +58,27 @@ mod tests {
     }
 
     fn days(json: &str) -> Option<(u32, Option<u64>)> {
-        serde_json::from_str::<Days>(json).ok().map(|d| (d.days, d.limit))
+        serde_json::from_str::<Days>(json)
+            .ok()
+            .map(|d| (d.days, d.limit))
     }
 
     #[test]
     fn whole_numbers_are_taken_in_either_spelling_and_others_are_not() {
         assert_eq!(days(r#"{"days": 30}"#), Some((30, None)));
-        assert_eq!(days(r#"{"days": 30.0, "limit": 2e3}"#), Some((30, Some(2000))));
+        assert_eq!(
+            days(r#"{"days": 30.0, "limit": 2e3}"#),
+            Some((30, Some(2000)))
+        );
         assert_eq!(days(r#"{"days": 30, "limit": null}"#), Some((30, None)));
         assert_eq!(days(r#"{"days": 30.5}"#), None);
         assert_eq!(days(r#"{"days": -1}"#), None);
         assert_eq!(days(r#"{"days": 4294967296}"#), None);
         assert_eq!(days(r#"{"days": "30"}"#), None);
-        assert_eq!(days(r#"{"days": 1, "limit": 9223372036854775807}"#), Some((1, Some(i64::MAX as u64))));
+        assert_eq!(
+            days(r#"{"days": 1, "limit": 9223372036854775807}"#),
+            Some((1, Some(i64::MAX as u64)))
+        );
         assert_eq!(days(r#"{"days": 1, "limit": 9223372036854775808}"#), None);
         assert_eq!(days(r#"{"days": 1e300}"#), None);
     }

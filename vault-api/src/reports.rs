@@ -120,7 +120,10 @@ pub struct DrillReport {
     #[cfg_attr(feature = "openapi", schema(pattern = "^(passed|failed)$"))]
     pub status: String,
     /// The snapshot restored (its id).
-    #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9]{8}-[0-9]{6}-[0-9a-f]{8}$"))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^[0-9]{8}-[0-9]{6}-[0-9a-f]{8}$")
+    )]
     pub snapshot: String,
     /// When it was taken.
     #[serde(with = "time::serde::rfc3339")]

@@ -67,9 +67,10 @@ impl Moto {
             .map(|bin| bin.join("python3"))
             .filter(|p| p.is_file())
             .unwrap_or_else(|| PathBuf::from("python3"));
+        let script = work_dir.join("moto_atomic.py");
+        std::fs::write(&script, MOTO_ATOMIC)?;
         let child = Command::new(python)
-            .arg("-c")
-            .arg(MOTO_ATOMIC)
+            .arg(&script)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -447,12 +448,24 @@ impl Server {
     /// Creates a tenant with this key provider (`local` or `aws-kms`) and no
     /// retention period (the benchmark deletes its large upload).
     pub async fn create_tenant(&self, id: &str, key_provider: &str) -> anyhow::Result<()> {
-        self.operator_post(
-            "/v1/admin/tenants",
-            json!({"id": id, "key_provider": key_provider, "retention_days": 0}),
-        )
-        .await
-        .map(drop)
+        self.create_tenant_for(id, key_provider, None).await
+    }
+
+    /// [`Server::create_tenant`], planned for `expected_documents` (its blind
+    /// tokens sized for them, so that filling it starts no re-plan).
+    pub async fn create_tenant_for(
+        &self,
+        id: &str,
+        key_provider: &str,
+        expected_documents: Option<usize>,
+    ) -> anyhow::Result<()> {
+        let mut body = json!({"id": id, "key_provider": key_provider, "retention_days": 0});
+        if let Some(documents) = expected_documents {
+            body["expected_documents"] = json!(documents);
+        }
+        self.operator_post("/v1/admin/tenants", body)
+            .await
+            .map(drop)
     }
 
     /// Issues an API key with these roles and returns its secret.

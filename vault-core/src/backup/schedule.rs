@@ -32,10 +32,7 @@ const SCHEDULE: &str = "schedule";
 
 /// Where the configured repository is.
 fn location(config: &BackupConfig) -> Result<StoreLocation, BackupError> {
-    let target = config
-        .target
-        .as_deref()
-        .ok_or(BackupError::NotConfigured)?;
+    let target = config.target.as_deref().ok_or(BackupError::NotConfigured)?;
     StoreLocation::parse(target).map_err(BackupError::from)
 }
 

@@ -8,12 +8,12 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use super::extract::{JsonBody, OperatorOnTenant};
-use vault_api::json::optional_whole_number;
 use crate::audit_note::NoteSlot;
 use crate::audit_trail::record_intent;
 use crate::auth::{Caller, CredentialRecord, Role};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::state::SharedState;
+use vault_api::json::optional_whole_number;
 use vault_core::credentials;
 use vault_core::tenants::{parse_tenant_id, NewTenant, TenantRecord, TenantStatus};
 use vault_crypto::TenantId;

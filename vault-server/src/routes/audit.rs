@@ -107,8 +107,7 @@ async fn audited_tenant(
         CredentialKind::Operator => {
             // Operators read the system log unless they name a tenant.
             let tenant = parse_tenant_id(requested.unwrap_or(SYSTEM_LOG))?;
-            if tenant.as_str() != SYSTEM_LOG && state.vault.tenants.get(&tenant).await?.is_none()
-            {
+            if tenant.as_str() != SYSTEM_LOG && state.vault.tenants.get(&tenant).await?.is_none() {
                 return Err(tenant_not_found(&tenant).into());
             }
             tenant

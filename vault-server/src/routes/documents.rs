@@ -293,7 +293,8 @@ pub async fn upload(
         Some(raw) => parse_fields(raw)?,
         None => Fields::new(),
     };
-    let extraction = ExtractionMode::from_header(header_str(&headers, "x-vault-extraction")?)?.into();
+    let extraction =
+        ExtractionMode::from_header(header_str(&headers, "x-vault-extraction")?)?.into();
     let file_name = header_str(&headers, "x-vault-file-name")?.map(str::to_owned);
     if file_name
         .as_ref()

@@ -9,7 +9,6 @@ use utoipa::ToSchema;
 use vault_crypto::{DocumentId, TenantId};
 
 use super::extract::{JsonBody, OperatorOnTenant};
-use vault_api::json::{optional_whole_number, whole_number};
 use super::jobs::Answer;
 use crate::audit_note::NoteSlot;
 use crate::audit_trail::record_intent;
@@ -17,6 +16,7 @@ use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::state::SharedState;
 use axum::http::HeaderMap;
 use axum::response::Response;
+use vault_api::json::{optional_whole_number, whole_number};
 use vault_core::jobs::{JobRecord, JobResult};
 use vault_core::key_lifecycle::{OffboardReport, RewrapReport};
 use vault_core::search::ReconcileReport;

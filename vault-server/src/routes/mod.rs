@@ -170,6 +170,7 @@ fn build(state: SharedState, audit: Audit) -> Router {
         routes
     };
     routes
+        .merge(api_docs())
         // Outside the audit middleware: a request over its budget is answered 408
         // without waiting further (for its audit event either).
         .layer(middleware::from_fn_with_state(state.clone(), limit_time))
@@ -195,6 +196,15 @@ fn build(state: SharedState, audit: Audit) -> Router {
         // Outermost: nothing sees a client's request id before it is checked.
         .layer(middleware::map_request(checked_request_id))
         .with_state(state)
+}
+
+/// Swagger UI at `/docs`, reading `/v1/openapi.json`: public, like the document
+/// it shows; its files come from the vendored release inside the crate, and no
+/// part of a request is written into the page.
+fn api_docs() -> Router<SharedState> {
+    utoipa_swagger_ui::SwaggerUi::new("/docs")
+        .config(utoipa_swagger_ui::Config::from("/v1/openapi.json"))
+        .into()
 }
 
 /// Answers 408 `request_timeout` when the handler (for an upload: reading the

@@ -154,7 +154,8 @@ fn add_edge_errors(endpoint: Endpoint, operation: &mut Operation) {
     // A tenant's state (offboarded, disabled) or the backup repository's
     // (none configured, a run in progress) can refuse an operator's change.
     let stateful_admin = writes
-        && (path.starts_with("/v1/admin/tenants/{tenant}") || path.starts_with("/v1/admin/backups"));
+        && (path.starts_with("/v1/admin/tenants/{tenant}")
+            || path.starts_with("/v1/admin/backups"));
     let errors: [(bool, StatusCode, &str); 12] = [
         (true, StatusCode::BAD_REQUEST, "The request is malformed (`code` says how): a parameter, a header given twice, or the body."),
         (credentialed, StatusCode::UNAUTHORIZED, "No credential, or one that is not valid."),
