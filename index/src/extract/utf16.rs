@@ -82,7 +82,8 @@ fn invalid(at: usize, problem: &str) -> ExtractError {
     ExtractError {
         format: Format::X12,
         location: format!("byte {at}"),
-        problem: format!("{problem}; send UTF-8, UTF-16 or X-Vault-Extraction: opaque"),
+        // The caller adds how to store it anyway (X-Vault-Extraction: opaque).
+        problem: format!("{problem} (X12 is read as UTF-8 or UTF-16)"),
     }
 }
 
