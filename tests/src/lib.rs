@@ -725,3 +725,35 @@ impl Drop for TestApp {
         self.kill();
     }
 }
+
+/// The shell block of README.md between `<!-- {name}:begin -->` and
+/// `<!-- {name}:end -->` (one ```sh block), for the tests that run the README
+/// as written.
+pub fn readme_block(name: &str) -> String {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md");
+    let block = readme
+        .split(&format!("<!-- {name}:begin -->"))
+        .nth(1)
+        .and_then(|rest| rest.split(&format!("<!-- {name}:end -->")).next())
+        .unwrap_or_else(|| panic!("README.md has the {name} markers"));
+    block
+        .trim()
+        .strip_prefix("```sh")
+        .and_then(|s| s.strip_suffix("```"))
+        .unwrap_or_else(|| panic!("the {name} block is one ```sh block"))
+        .to_owned()
+}
+
+/// Fails, naming what needs it, unless every tool is on the PATH.
+pub fn require_tools(tools: &[&str], needed_by: &str) {
+    for tool in tools {
+        let found = Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {tool}"))
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(found, "{tool} is needed by {needed_by}; install it");
+    }
+}

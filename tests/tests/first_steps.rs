@@ -10,35 +10,12 @@ use std::process::Command;
 
 use vault_e2e::{cli_binary, TestApp};
 
-fn readme_block(name: &str) -> String {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
-        .expect("README.md");
-    let block = readme
-        .split(&format!("<!-- {name}:begin -->"))
-        .nth(1)
-        .and_then(|rest| rest.split(&format!("<!-- {name}:end -->")).next())
-        .unwrap_or_else(|| panic!("README.md has the {name} markers"));
-    block
-        .trim()
-        .strip_prefix("```sh")
-        .and_then(|s| s.strip_suffix("```"))
-        .unwrap_or_else(|| panic!("the {name} block is one ```sh block"))
-        .to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readme_first_steps_run_as_written() {
-    for tool in ["bash", "curl", "python3", "cmp"] {
-        assert!(
-            Command::new("sh")
-                .arg("-c")
-                .arg(format!("command -v {tool}"))
-                .status()
-                .unwrap()
-                .success(),
-            "{tool} is needed by the README's first steps; install it"
-        );
-    }
+    vault_e2e::require_tools(
+        &["bash", "curl", "python3", "cmp"],
+        "the README's first steps",
+    );
     let app = TestApp::builder().start().await;
     // A newcomer's directory: the repository's examples/ beside the script.
     let work = tempfile::tempdir().unwrap();
@@ -52,7 +29,7 @@ async fn the_readme_first_steps_run_as_written() {
         .unwrap();
     }
     let script = work.path().join("first-steps.sh");
-    std::fs::write(&script, readme_block("first-steps")).unwrap();
+    std::fs::write(&script, vault_e2e::readme_block("first-steps")).unwrap();
     let cli_dir = cli_binary().parent().unwrap().to_owned();
     let path = format!(
         "{}:{}",

@@ -11,35 +11,12 @@ use reqwest::Method;
 use serde_json::Value;
 use vault_e2e::{cli_binary, TestApp};
 
-fn readme_workflow() -> String {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
-        .expect("README.md");
-    let block = readme
-        .split("<!-- operator-workflow:begin -->")
-        .nth(1)
-        .and_then(|rest| rest.split("<!-- operator-workflow:end -->").next())
-        .expect("README.md has the operator-workflow markers");
-    let script = block
-        .trim()
-        .strip_prefix("```sh")
-        .and_then(|s| s.strip_suffix("```"))
-        .expect("the operator workflow is one ```sh block");
-    script.to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readme_operator_workflow_runs_as_written() {
-    for tool in ["bash", "curl", "python3"] {
-        assert!(
-            Command::new("sh")
-                .arg("-c")
-                .arg(format!("command -v {tool}"))
-                .status()
-                .unwrap()
-                .success(),
-            "{tool} is needed by the README's operator workflow; install it"
-        );
-    }
+    vault_e2e::require_tools(
+        &["bash", "curl", "python3"],
+        "the README's operator workflow",
+    );
     let work = tempfile::tempdir().unwrap();
     let backup_dir = work.path().join("backups");
     let app = TestApp::builder()
@@ -57,7 +34,7 @@ async fn the_readme_operator_workflow_runs_as_written() {
     )
     .unwrap();
     let script = work.path().join("workflow.sh");
-    std::fs::write(&script, readme_workflow()).unwrap();
+    std::fs::write(&script, vault_e2e::readme_block("operator-workflow")).unwrap();
     let cli_dir = cli_binary().parent().unwrap().to_owned();
     let path = format!(
         "{}:{}",
