@@ -150,6 +150,39 @@ async fn admin_endpoints_need_the_operator_credential() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
+    // Authorisation comes before the body is read: a malformed or non-JSON body
+    // to an operator route, sent with an API key, is refused as forbidden.
+    for (method, path) in [
+        (Method::POST, "/v1/admin/tenants"),
+        (Method::POST, "/v1/admin/tenants/acme/api-keys"),
+        (Method::POST, "/v1/admin/tenants/acme/disable"),
+        (Method::POST, "/v1/admin/tenants/acme/keys/rewrap"),
+        (Method::POST, "/v1/admin/tenants/acme/index/rotate"),
+        (Method::PUT, "/v1/admin/tenants/acme/retention"),
+        (Method::POST, "/v1/admin/drills"),
+        (
+            Method::POST,
+            "/v1/admin/backups/20261203-000000-0123abcd/hold",
+        ),
+    ] {
+        for (content_type, body) in [
+            ("application/json", "{\"id\": ".to_owned()),
+            ("text/plain", "x".repeat(64 << 10)),
+        ] {
+            let r = app
+                .http
+                .request(method.clone(), app.at(path))
+                .bearer_auth(&key)
+                .header("content-type", content_type)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 403, "{method} {path} {content_type}");
+            let body: Value = r.json().await.unwrap();
+            assert_eq!(body["code"], "forbidden", "{method} {path}");
+        }
+    }
     let id = key.split('_').nth(2).unwrap();
     let r = app
         .operator(Method::DELETE, &format!("/v1/admin/api-keys/{id}"))

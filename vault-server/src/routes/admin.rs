@@ -7,10 +7,10 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
-use super::extract::{JsonBody, OperatorOnTenant};
+use super::extract::{JsonBody, Operator, OperatorOnTenant};
 use crate::audit_note::NoteSlot;
 use crate::audit_trail::record_intent;
-use crate::auth::{Caller, CredentialRecord, Role};
+use crate::auth::{CredentialRecord, Role};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::state::SharedState;
 use vault_api::json::optional_whole_number;
@@ -56,11 +56,10 @@ fn default_provider() -> String {
     security(("bearer" = [])))]
 pub async fn create_tenant(
     State(state): State<SharedState>,
-    caller: Caller,
+    _operator: Operator,
     note: NoteSlot,
     JsonBody(body): JsonBody<CreateTenant>,
 ) -> ApiResult<(StatusCode, Json<TenantRecord>)> {
-    caller.require_operator()?;
     let id = parse_tenant_id(body.id)?;
     note.update(|n| n.tenant = Some(id.clone()));
     record_intent(&state, &note).await?;
@@ -83,9 +82,8 @@ pub async fn create_tenant(
 #[utoipa::path(get, path = "/v1/admin/tenants", responses((status = 200, body = [TenantRecord])), security(("bearer" = [])))]
 pub async fn list_tenants(
     State(state): State<SharedState>,
-    caller: Caller,
+    _operator: Operator,
 ) -> ApiResult<Json<Vec<TenantRecord>>> {
-    caller.require_operator()?;
     Ok(Json(state.vault.tenants.list().await?))
 }
 
@@ -293,11 +291,10 @@ pub async fn list_api_keys(
 #[utoipa::path(delete, path = "/v1/admin/api-keys/{id}", responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn revoke_api_key(
     State(state): State<SharedState>,
-    caller: Caller,
+    _operator: Operator,
     note: NoteSlot,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    caller.require_operator()?;
     // Checked before anything records it: a raw path value never reaches the log.
     if !CredentialRecord::is_id(&id) {
         return Err(ApiError::bad_request(
@@ -340,10 +337,9 @@ pub struct RotatedOperator {
     security(("bearer" = [])))]
 pub async fn rotate_operator(
     State(state): State<SharedState>,
-    caller: Caller,
+    Operator(caller): Operator,
     note: NoteSlot,
 ) -> ApiResult<(StatusCode, Json<RotatedOperator>)> {
-    caller.require_operator()?;
     record_intent(&state, &note).await?;
     let issued = credentials::rotate_operator(
         state.vault.store.as_ref(),

@@ -10,10 +10,9 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
 
-use super::extract::JsonBody;
+use super::extract::{JsonBody, Operator};
 use crate::audit_note::NoteSlot;
 use crate::audit_trail::record_intent;
-use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::state::SharedState;
 use vault_core::backup::drill::DrillReport;
@@ -34,8 +33,7 @@ fn snapshot_id(raw: &str) -> Result<&str, ApiError> {
 #[utoipa::path(get, path = "/v1/admin/backups",
     responses((status = 200, description = "`{\"status\": {...}, \"snapshots\": [...]}`")),
     security(("bearer" = [])))]
-pub async fn list(State(state): State<SharedState>, caller: Caller) -> ApiResult<Json<Value>> {
-    caller.require_operator()?;
+pub async fn list(State(state): State<SharedState>, _operator: Operator) -> ApiResult<Json<Value>> {
     let status = state.vault.backups.status();
     let snapshots = if status.configured {
         let repo = state.vault.backups.repository().await?;
@@ -70,9 +68,8 @@ pub struct BackupPublicKey {
     security(("bearer" = [])))]
 pub async fn public_key(
     State(state): State<SharedState>,
-    caller: Caller,
+    _operator: Operator,
 ) -> ApiResult<Json<BackupPublicKey>> {
-    caller.require_operator()?;
     Ok(Json(BackupPublicKey {
         algorithm: "ed25519",
         public_key: state.vault.audit.signer.public.to_hex(),
@@ -87,10 +84,9 @@ pub async fn public_key(
     security(("bearer" = [])))]
 pub async fn start(
     State(state): State<SharedState>,
-    caller: Caller,
+    Operator(caller): Operator,
     note: NoteSlot,
 ) -> ApiResult<Response> {
-    caller.require_operator()?;
     state.vault.backups.check_can_start()?;
     record_intent(&state, &note).await?;
     let requested_at = time::OffsetDateTime::now_utc();
@@ -119,10 +115,9 @@ pub async fn start(
     security(("bearer" = [])))]
 pub async fn prune(
     State(state): State<SharedState>,
-    caller: Caller,
+    Operator(caller): Operator,
     note: NoteSlot,
 ) -> ApiResult<Json<Value>> {
-    caller.require_operator()?;
     record_intent(&state, &note).await?;
     let report = state
         .vault
@@ -138,11 +133,10 @@ pub async fn prune(
     responses((status = 204, description = "held")), security(("bearer" = [])))]
 pub async fn hold(
     State(state): State<SharedState>,
-    caller: Caller,
+    _operator: Operator,
     note: NoteSlot,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    caller.require_operator()?;
     let id = snapshot_id(&id)?;
     note.update(|n| n.detail = Some(format!("snapshot={id}")));
     let repo = state.vault.backups.repository().await?;
@@ -156,11 +150,10 @@ pub async fn hold(
     responses((status = 204, description = "released")), security(("bearer" = [])))]
 pub async fn release(
     State(state): State<SharedState>,
-    caller: Caller,
+    _operator: Operator,
     note: NoteSlot,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    caller.require_operator()?;
     let id = snapshot_id(&id)?;
     note.update(|n| n.detail = Some(format!("snapshot={id}")));
     let repo = state.vault.backups.repository().await?;
@@ -174,11 +167,10 @@ pub async fn release(
     request_body(content = DrillReport, content_type = "application/json", description = "the JSON report `vault-cli drill --json` prints"),
     responses((status = 201, description = "recorded")), security(("bearer" = [])))]
 pub async fn record_drill(
-    caller: Caller,
+    _operator: Operator,
     note: NoteSlot,
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    caller.require_operator()?;
     // serde's message would quote the body: say what is expected instead.
     let report: DrillReport = serde_json::from_value(body).map_err(|_| {
         ApiError::bad_request(

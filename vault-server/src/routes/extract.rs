@@ -18,6 +18,21 @@ use crate::error::ApiError;
 use crate::state::SharedState;
 use vault_core::tenants::parse_tenant_id;
 
+/// The operator credential, checked from the request's head, before any body is
+/// read: a handler that takes `Operator` ahead of its body extractor answers an
+/// API key with 403 whatever the body holds (authorisation before parsing).
+pub struct Operator(pub Caller);
+
+impl FromRequestParts<SharedState> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &SharedState) -> Result<Self, ApiError> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        caller.require_operator()?;
+        Ok(Operator(caller))
+    }
+}
+
 /// An operator acting on the tenant its route names (`/v1/admin/tenants/{tenant}/...`):
 /// the credential is checked to be an operator's and the id is parsed; only then is
 /// the event filed under that tenant (a tenant named in the path of a request that
@@ -28,9 +43,7 @@ impl FromRequestParts<SharedState> for OperatorOnTenant {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &SharedState) -> Result<Self, ApiError> {
-        Caller::from_request_parts(parts, state)
-            .await?
-            .require_operator()?;
+        Operator::from_request_parts(parts, state).await?;
         let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
             .await
             .map_err(|_| {

@@ -13,7 +13,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use crate::auth::Caller;
+use super::extract::Operator;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::state::SharedState;
 use vault_core::jobs::{is_job_id, JobList, JobRecord, JobResult, Started};
@@ -83,8 +83,10 @@ fn job_id(raw: &str) -> ApiResult<&str> {
 #[utoipa::path(get, path = "/v1/admin/jobs",
     responses((status = 200, body = JobList), (status = 403, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn list(State(state): State<SharedState>, caller: Caller) -> ApiResult<Json<JobList>> {
-    caller.require_operator()?;
+pub async fn list(
+    State(state): State<SharedState>,
+    _operator: Operator,
+) -> ApiResult<Json<JobList>> {
     Ok(Json(state.vault.maintenance.board.list().await?))
 }
 
@@ -94,10 +96,9 @@ pub async fn list(State(state): State<SharedState>, caller: Caller) -> ApiResult
     security(("bearer" = [])))]
 pub async fn show(
     State(state): State<SharedState>,
-    caller: Caller,
+    _operator: Operator,
     Path(id): Path<String>,
 ) -> ApiResult<Json<JobRecord>> {
-    caller.require_operator()?;
     Ok(Json(state.vault.maintenance.board.get(job_id(&id)?).await?))
 }
 
@@ -109,11 +110,10 @@ pub async fn show(
     security(("bearer" = [])))]
 pub async fn cancel(
     State(state): State<SharedState>,
-    caller: Caller,
+    _operator: Operator,
     note: crate::audit_note::NoteSlot,
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<JobRecord>)> {
-    caller.require_operator()?;
     let id = job_id(&id)?;
     crate::audit_trail::record_intent(&state, &note).await?;
     let record = state.vault.maintenance.board.cancel(id).await?;
