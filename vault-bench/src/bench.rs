@@ -266,7 +266,7 @@ pub struct MemoryRow {
     pub peak_run_kib: u64,
 }
 
-/// Key-service calls (`vault_key_provider_calls`).
+/// Key-service calls (`vault_key_provider_calls_total`).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct KeyCalls {
     /// The tenant's key provider.
@@ -494,7 +494,7 @@ impl Bench {
     pub async fn run(mut self) -> anyhow::Result<Results> {
         let pid = self.server.pid;
         let run_sampler = Sampler::start(pid, Duration::from_millis(100));
-        let run_calls_before = self.server.metric("vault_key_provider_calls").await?;
+        let run_calls_before = self.server.metric("vault_key_provider_calls_total").await?;
 
         self.timed_phase("key-service calls", Bench::key_calls)
             .await?;
@@ -530,7 +530,7 @@ impl Bench {
         self.timed_phase("vault backup", Bench::vault_backup)
             .await?;
 
-        let run_calls_after = self.server.metric("vault_key_provider_calls").await?;
+        let run_calls_after = self.server.metric("vault_key_provider_calls_total").await?;
         let kc = &mut self.results.key_calls;
         kc.run_uploads = self.uploads;
         kc.run_calls = run_calls_after - run_calls_before;
@@ -674,11 +674,11 @@ impl Bench {
     async fn key_calls(&mut self) -> anyhow::Result<()> {
         let n = self.settings.key_call_uploads;
         let docs: Vec<Doc> = (0..n).map(|_| self.generator.small()).collect();
-        let before = self.server.metric("vault_key_provider_calls").await?;
+        let before = self.server.metric("vault_key_provider_calls_total").await?;
         let (_, docs, stored) = self
             .upload(docs, self.settings.key_call_concurrency)
             .await?;
-        let after = self.server.metric("vault_key_provider_calls").await?;
+        let after = self.server.metric("vault_key_provider_calls_total").await?;
         self.keep(docs, stored, "keycalls", None).await?;
         let kc = &mut self.results.key_calls;
         kc.provider.clone_from(&self.settings.key_provider);

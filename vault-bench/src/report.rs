@@ -423,7 +423,10 @@ pub fn markdown(report: &Report) -> String {
             .join(", ")
     );
     let kc = &r.key_calls;
-    let _ = writeln!(o, "\n### Key-service calls (`vault_key_provider_calls`)\n");
+    let _ = writeln!(
+        o,
+        "\n### Key-service calls (`vault_key_provider_calls_total`)\n"
+    );
     let _ = writeln!(
         o,
         "| provider | uploads | calls | per 1,000 | whole run: uploads | calls | per 1,000 |"

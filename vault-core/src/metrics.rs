@@ -7,6 +7,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 /// Labels of per-request metrics: route template and status class; never ids or PHI.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -37,8 +38,9 @@ pub struct Metrics {
     pub upload_bytes: Counter,
     /// Documents read (downloads and ranged reads).
     pub downloads: Counter,
-    /// Calls made to key services (KMS or the local keystore).
-    pub key_provider_calls: Gauge,
+    /// Calls made to key services (KMS or the local keystore): the key provider
+    /// counts them, and each scrape raises this counter to its count.
+    pub key_provider_calls: Counter,
     /// Searches answered.
     pub searches: Counter,
     /// Candidates the blind index returned (before the exact filter).
@@ -68,7 +70,7 @@ pub struct Metrics {
     /// Seconds since the last successful backup (set when scraped; -1: none yet).
     pub backup_age: Gauge,
     /// Wall time of the last successful backup, in milliseconds.
-    pub backup_last_duration_ms: Gauge,
+    pub backup_last_duration_seconds: Gauge<f64, AtomicU64>,
     /// Total size of the last successful snapshot, in bytes.
     pub backup_last_size: Gauge,
     /// Bytes the last successful backup copied.
@@ -99,7 +101,7 @@ impl Default for Metrics {
         let uploads = Counter::default();
         let upload_bytes = Counter::default();
         let downloads = Counter::default();
-        let key_provider_calls = Gauge::default();
+        let key_provider_calls = Counter::default();
         registry.register(
             "http_requests",
             "HTTP requests by route and status",
@@ -188,7 +190,7 @@ impl Default for Metrics {
         );
         let backup_last_success = Gauge::default();
         let backup_age = Gauge::default();
-        let backup_last_duration_ms = Gauge::default();
+        let backup_last_duration_seconds = Gauge::<f64, AtomicU64>::default();
         let backup_last_size = Gauge::default();
         let backup_last_added = Gauge::default();
         let backup_failures = Counter::default();
@@ -204,9 +206,9 @@ impl Default for Metrics {
             backup_age.clone(),
         );
         registry.register(
-            "backup_last_duration_milliseconds",
+            "backup_last_duration_seconds",
             "Wall time of the last successful backup",
-            backup_last_duration_ms.clone(),
+            backup_last_duration_seconds.clone(),
         );
         registry.register(
             "backup_last_size_bytes",
@@ -269,7 +271,7 @@ impl Default for Metrics {
             uploads_refused,
             backup_last_success,
             backup_age,
-            backup_last_duration_ms,
+            backup_last_duration_seconds,
             backup_last_size,
             backup_last_added,
             backup_failures,
@@ -301,5 +303,67 @@ impl Metrics {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Prometheus naming: a counter's samples end in `_total`, units are base
+    /// units (seconds, bytes) named as a suffix, every family has help text.
+    #[test]
+    fn metric_names_follow_the_prometheus_conventions() {
+        let metrics = Metrics::default();
+        metrics.uploads.inc();
+        let text = metrics.render().unwrap();
+        let mut families = 0;
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                families += 1;
+                let (name, kind) = rest.split_once(' ').unwrap();
+                assert!(name.starts_with("vault_"), "{name}");
+                assert!(
+                    ![
+                        "millis",
+                        "milliseconds",
+                        "_ms",
+                        "kilobytes",
+                        "_kb",
+                        "minutes"
+                    ]
+                    .iter()
+                    .any(|unit| name.contains(unit)),
+                    "{name}: use base units (seconds, bytes)"
+                );
+                assert!(
+                    text.contains(&format!("# HELP {name} ")),
+                    "{name} has no help"
+                );
+                if kind == "counter" {
+                    assert!(
+                        !name.ends_with("_total"),
+                        "{name}: _total is added to samples"
+                    );
+                    let samples = text
+                        .lines()
+                        .filter(|l| !l.starts_with('#'))
+                        .map(|l| l.split(['{', ' ']).next().unwrap_or(""))
+                        .filter(|sample| sample.starts_with(name));
+                    for sample in samples {
+                        assert_eq!(sample, format!("{name}_total"), "a counter's sample");
+                    }
+                }
+                if kind == "gauge" {
+                    assert!(!name.ends_with("_total"), "{name}: a gauge is not a total");
+                }
+            }
+        }
+        assert!(families > 20, "{text}");
+        assert!(text.contains("vault_key_provider_calls_total 0"), "{text}");
+        assert!(
+            text.contains("vault_backup_last_duration_seconds"),
+            "{text}"
+        );
     }
 }

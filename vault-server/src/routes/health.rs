@@ -5,6 +5,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
+use std::sync::atomic::Ordering;
 
 use crate::error::ApiError;
 use crate::state::SharedState;
@@ -75,11 +76,13 @@ pub async fn metrics(State(state): State<SharedState>, headers: HeaderMap) -> Re
         )
         .into_response();
     }
+    // Raised to the provider's count, never lowered: concurrent scrapes agree.
     state
         .vault
         .metrics
         .key_provider_calls
-        .set(i64::try_from(state.vault.keys.provider_calls()).unwrap_or(i64::MAX));
+        .inner()
+        .fetch_max(state.vault.keys.provider_calls(), Ordering::Relaxed);
     let last_backup = state.vault.metrics.backup_last_success.get();
     if last_backup > 0 {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
