@@ -535,7 +535,6 @@ async fn metrics_need_the_metrics_token() {
             dir.path(),
             &format!("[metrics]\ntoken_file = {token_file:?}\n"),
         ))
-        .env("MALLOC_ARENA_MAX", "2")
         .output()
         .unwrap();
     assert!(!status.status.success());

@@ -5,8 +5,6 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use std::str::FromStr;
-
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 use serde::Deserialize;
@@ -688,14 +686,64 @@ impl BackupConfig {
     }
 }
 
-/// A backup schedule: a cron expression with seconds, UTC.
-pub fn parse_schedule(expr: &str) -> Result<cron::Schedule, String> {
-    cron::Schedule::from_str(expr).map_err(|e| format!("backup.schedule {expr:?}: {e}"))
+/// A backup schedule: a cron expression in UTC, with 5 fields (minute hour
+/// day-of-month month day-of-week, as in crontab) or 6 (seconds first).
+pub fn parse_schedule(expr: &str) -> Result<croner::Cron, String> {
+    let fields = expr.split_whitespace().count();
+    if !(5..=6).contains(&fields) {
+        return Err(format!(
+            "backup.schedule {expr:?}: a cron expression has 5 fields (minute hour \
+             day-of-month month day-of-week, e.g. \"0 2 * * *\" for 02:00 UTC daily) or 6 \
+             (seconds first, e.g. \"0 0 2 * * *\"), not {fields}"
+        ));
+    }
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Optional)
+        .build()
+        .parse(expr)
+        .map_err(|e| format!("backup.schedule {expr:?}: {e}"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn schedules_take_five_or_six_fields_and_say_what_they_expect() {
+        use chrono::{TimeZone, Utc};
+        let from = Utc.with_ymd_and_hms(2026, 12, 3, 1, 0, 30).unwrap();
+        let next = |expr: &str| {
+            parse_schedule(expr)
+                .unwrap()
+                .find_next_occurrence(&from, false)
+                .unwrap()
+        };
+        // crontab's five fields: minute first.
+        assert_eq!(
+            next("0 2 * * *"),
+            Utc.with_ymd_and_hms(2026, 12, 3, 2, 0, 0).unwrap()
+        );
+        // Six: seconds first.
+        assert_eq!(
+            next("0 0 2 * * *"),
+            Utc.with_ymd_and_hms(2026, 12, 3, 2, 0, 0).unwrap()
+        );
+        assert_eq!(
+            next("*/2 * * * * *"),
+            Utc.with_ymd_and_hms(2026, 12, 3, 1, 0, 32).unwrap()
+        );
+        for bad in [
+            "",
+            "* * * *",
+            "0 0 2 * * * 2027 1",
+            "61 * * * *",
+            "0 2 * * nosuchday",
+        ] {
+            let error = parse_schedule(bad).unwrap_err();
+            assert!(error.starts_with("backup.schedule"), "{bad:?}: {error}");
+        }
+        assert!(parse_schedule("* * * *").unwrap_err().contains("5 fields"));
+    }
 
     #[test]
     #[allow(clippy::result_large_err)] // figment::Jail's closure returns its (large) error type

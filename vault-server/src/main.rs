@@ -56,34 +56,21 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: finishing in-flight requests");
 }
 
+/// jemalloc instead of glibc's malloc: glibc gives each thread that allocates
+/// its own arena (up to 8 per core) and the blocking pool has many threads, so
+/// the server's resident memory doubled under load (BENCHMARKS.md, "Server
+/// memory"); jemalloc's few arenas and its decay of unused pages keep it flat
+/// with no tuning and no restart.
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> anyhow::Result<()> {
-    bound_malloc_arenas();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?
         .block_on(run())
-}
-
-/// glibc gives threads that allocate their own malloc arenas (up to 8 per core),
-/// and the blocking pool has many threads: the server's resident memory doubled
-/// under load (BENCHMARKS.md, "Load benchmark"). glibc reads `MALLOC_ARENA_MAX`
-/// only when a process starts, so the server starts itself again once with it set
-/// to 2, unless the environment already sets it (the operator's choice wins).
-fn bound_malloc_arenas() {
-    use std::os::unix::process::CommandExt;
-    if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
-        return;
-    }
-    let Ok(exe) = std::env::current_exe() else {
-        return;
-    };
-    let error = std::process::Command::new(exe)
-        .args(std::env::args_os().skip(1))
-        .env("MALLOC_ARENA_MAX", "2")
-        .exec();
-    // Only reached when the exec failed: run as we are.
-    eprintln!("note: could not restart with MALLOC_ARENA_MAX=2 ({error}); continuing");
 }
 
 async fn run() -> anyhow::Result<()> {

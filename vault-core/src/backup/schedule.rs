@@ -290,9 +290,7 @@ impl BackupService {
             .backup_last_success
             .set(manifest.finished_at.unix_timestamp());
         metrics.backup_age.set(0);
-        metrics
-            .backup_last_duration_ms
-            .set((seconds * 1000.0) as i64);
+        metrics.backup_last_duration_seconds.set(seconds);
         metrics
             .backup_last_size
             .set(i64::try_from(manifest.total_bytes()).unwrap_or(i64::MAX));
@@ -534,8 +532,8 @@ impl BackupService {
                 m.backup_last_added
                     .set(i64::try_from(manifest.bytes_added).unwrap_or(i64::MAX));
                 let duration = manifest.finished_at - manifest.created_at;
-                m.backup_last_duration_ms
-                    .set(i64::try_from(duration.whole_milliseconds()).unwrap_or(0));
+                m.backup_last_duration_seconds
+                    .set(duration.as_seconds_f64().max(0.0));
                 self.update(|s| s.last_success_at = Some(manifest.finished_at));
             }
             Ok(None) => {}
@@ -559,7 +557,8 @@ impl BackupService {
             }
         };
         loop {
-            let Some(next) = schedule.upcoming(chrono::Utc).next() else {
+            let Ok(next) = schedule.find_next_occurrence(&chrono::Utc::now(), false) else {
+                tracing::error!(%expr, "backup schedule has no next run; no scheduled backups");
                 return;
             };
             let next_unix = next.timestamp();
