@@ -115,6 +115,24 @@ async fn human_and_json_output_token_from_env_and_completions() {
         "5/3",
     ]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    // A role or key provider the server does not know is a usage error that
+    // lists the choices, before any request is sent.
+    for (args, choices) in [
+        (
+            vec!["apikey", "issue", "acme", "--role", "admin"],
+            "uploader, reader, auditor, tenant-admin",
+        ),
+        (
+            vec!["tenant", "create", "beta", "--key-provider", "vault"],
+            "local, aws-kms",
+        ),
+    ] {
+        let out = app.cli(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        assert!(text(&out).contains(choices), "{args:?}: {}", text(&out));
+    }
+    let out = app.cli(&["--json", "tenant", "show", "beta"]);
+    assert_eq!(out.status.code(), Some(4), "no tenant beta: {}", text(&out));
 
     // audit export writes JSON lines.
     let out = app.cli(&["audit", "export", "--tenant", "acme"]);

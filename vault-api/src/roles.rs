@@ -18,6 +18,14 @@ pub enum Role {
 }
 
 impl Role {
+    /// Every role, in the order the documentation lists them.
+    pub const ALL: [Role; 4] = [
+        Role::Uploader,
+        Role::Reader,
+        Role::Auditor,
+        Role::TenantAdmin,
+    ];
+
     /// Name as used in the API.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -4,6 +4,9 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use vault_crypto::TenantId;
 
+/// The key providers a tenant can be created with (`key_provider`).
+pub const KEY_PROVIDERS: [&str; 2] = ["local", "aws-kms"];
+
 /// Whether a tenant can be used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -18,9 +18,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use clap::builder::PossibleValuesParser;
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use vault_api::roles::Role;
 
 use client::{CliError, Client, Connection};
 use vault_core::backup::drill::DrillOptions;
@@ -384,8 +386,9 @@ enum TenantCommand {
     Create {
         /// Tenant id (a-z, 0-9, '-', '_').
         id: String,
-        /// Key provider: local or aws-kms.
-        #[arg(long, default_value = "local")]
+        /// Key provider.
+        #[arg(long, default_value = "local",
+              value_parser = PossibleValuesParser::new(vault_api::tenants::KEY_PROVIDERS))]
         key_provider: String,
         /// Existing KMS key ARN or alias (aws-kms only; default: create alias/vault/<tenant>).
         #[arg(long)]
@@ -440,8 +443,9 @@ enum ApikeyCommand {
     Issue {
         /// Tenant id.
         tenant: String,
-        /// Role (repeat): uploader, reader, auditor, tenant-admin.
-        #[arg(long = "role", required = true)]
+        /// Role (repeat).
+        #[arg(long = "role", required = true,
+              value_parser = PossibleValuesParser::new(Role::ALL.map(Role::as_str)))]
         roles: Vec<String>,
         /// Days until expiry.
         #[arg(long)]
