@@ -6,8 +6,12 @@
 //! A document's objects without its facts object are a leftover once the newest
 //! of them is older than the grace period, which is longer than any upload may
 //! take (the transfer time limit plus ten minutes): an upload in flight is never
-//! touched. One replica collects at a time (a vault-wide lease); each runs a pass
-//! at start-up and every hour, counted in `vault_leftovers_removed_total`.
+//! touched. One replica collects at a time (a vault-wide lease), and a pass is
+//! due once an hour for the whole vault, not per replica: each replica checks
+//! soon after start-up and then every hour, and passes only when the record of
+//! the last finished pass (its time on the store's clock) is older than that.
+//! A pass lists every document object, so a replica added to a large vault does
+//! not start with one. Removals are counted in `vault_leftovers_removed_total`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -72,12 +76,18 @@ impl Leftovers {
         }
     }
 
-    /// Collects soon after start-up and then every hour, or every grace period
-    /// when that is shorter, until dropped.
+    /// Between two passes over the vault: an hour, or the grace period when
+    /// that is shorter.
+    fn period(&self) -> Duration {
+        PERIOD.min(self.grace)
+    }
+
+    /// Collects when a pass is due, checked soon after start-up and then every
+    /// period, until dropped.
     pub async fn run(self) {
         tokio::time::sleep(FIRST_PASS_AFTER.min(self.grace)).await;
         loop {
-            match self.collect().await {
+            match self.collect_when_due().await {
                 Ok(Some(done)) if done.objects > 0 => {
                     tracing::info!(
                         documents = done.documents,
@@ -90,12 +100,22 @@ impl Leftovers {
                     tracing::warn!(code = e.code(), error = %e.for_log(), "collecting crash leftovers failed; retrying later");
                 }
             }
-            tokio::time::sleep(PERIOD.min(self.grace)).await;
+            tokio::time::sleep(self.period()).await;
         }
     }
 
     /// One pass over every tenant; `None` when another replica is collecting.
     pub async fn collect(&self) -> Result<Option<Collected>, Error> {
+        self.collect_if(false).await
+    }
+
+    /// A pass, unless one finished less than a period ago (on any replica) or
+    /// another replica is collecting (`None` then).
+    pub async fn collect_when_due(&self) -> Result<Option<Collected>, Error> {
+        self.collect_if(true).await
+    }
+
+    async fn collect_if(&self, only_when_due: bool) -> Result<Option<Collected>, Error> {
         let lease = match Lease::acquire(
             self.store.clone(),
             &ObjectName::vault_lease_prefix("leftovers"),
@@ -113,11 +133,39 @@ impl Leftovers {
         // just now), so a replica whose clock runs ahead cannot take an upload
         // in flight for an old leftover.
         let collected = match lease.store_time().await {
-            Ok(now) => self.pass(now.unwrap_or_else(OffsetDateTime::now_utc)).await,
+            Ok(now) => {
+                let now = now.unwrap_or_else(OffsetDateTime::now_utc);
+                self.pass_unless_recent(now, only_when_due).await
+            }
             Err(e) => Err(e.into()),
         };
         lease.release().await;
         collected.map(Some)
+    }
+
+    /// The pass, and its record; nothing when `only_when_due` and the last
+    /// recorded pass finished within the period before `now`.
+    async fn pass_unless_recent(
+        &self,
+        now: OffsetDateTime,
+        only_when_due: bool,
+    ) -> Result<Collected, Error> {
+        let record = ObjectName::leftovers_last_pass();
+        if only_when_due {
+            let last = self
+                .store
+                .head(&record)
+                .await?
+                .and_then(|info| info.modified);
+            if last.is_some_and(|at| now - at < self.period()) {
+                return Ok(Collected::default());
+            }
+        }
+        let collected = self.pass(now).await?;
+        self.store
+            .replace(&record, bytes::Bytes::from_static(b"{\"format\":1}"))
+            .await?;
+        Ok(collected)
     }
 
     async fn pass(&self, now: OffsetDateTime) -> Result<Collected, Error> {

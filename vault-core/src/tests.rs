@@ -1273,6 +1273,37 @@ async fn the_leftovers_of_crashed_uploads_are_collected_after_the_grace_period()
     t.vault.documents.open(&acme, &kept).await.unwrap();
 }
 
+/// A pass over every document is due once a period for the whole vault: a
+/// replica that starts (or wakes) just after another one's pass does not list
+/// every document again; once the record of that pass is old, it does.
+#[tokio::test]
+async fn a_leftovers_pass_is_due_once_a_period_for_every_replica() {
+    let t = TestVault::open().await;
+    let acme = t.tenant("acme").await;
+    let crashed = DocumentId::random();
+    let body = ObjectName::doc_body(&acme.id, &crashed);
+    let grace = t.vault.config.limits.transfer_timeout_secs + 600;
+    // A pass (another replica's, say) just finished.
+    t.vault.leftovers.collect().await.unwrap().unwrap();
+    t.store
+        .put_new_bytes(&body, Bytes::from_static(b"sealed bytes"))
+        .await
+        .unwrap();
+    t.store.age(
+        &ObjectName::docs_prefix(&acme.id),
+        std::time::Duration::from_secs(grace + 60),
+    );
+    let skipped = t.vault.leftovers.collect_when_due().await.unwrap().unwrap();
+    assert_eq!(skipped.documents + skipped.young, 0, "{skipped:?}");
+    assert!(t.store.head(&body).await.unwrap().is_some());
+    // An hour (the period, at most) later it is due.
+    t.store
+        .age("system/leftovers/", std::time::Duration::from_secs(3600));
+    let due = t.vault.leftovers.collect_when_due().await.unwrap().unwrap();
+    assert_eq!((due.documents, due.objects), (1, 1), "{due:?}");
+    assert!(t.store.head(&body).await.unwrap().is_none());
+}
+
 /// A lease this process holds is as live for its other work as another
 /// replica's: two rotations on one server do not both run.
 #[tokio::test(start_paused = true)]

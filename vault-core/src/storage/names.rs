@@ -316,6 +316,13 @@ impl ObjectName {
         format!("system/leases/_vault/{scope}/")
     }
 
+    /// The leftovers collector's record of its last finished pass: its time in
+    /// the store says when, so replicas started one after another do not each
+    /// list every document again ([`crate::leftovers`]).
+    pub fn leftovers_last_pass() -> Self {
+        Self::new("system/leftovers/last-pass".to_owned())
+    }
+
     /// Prefix of every lease of the vault (left out of backups).
     pub const LEASES_PREFIX: &'static str = "system/leases/";
 
