@@ -1,7 +1,8 @@
 //! The operator workflow of the README, run as written: the shell block between
 //! the `operator-workflow` markers of README.md, with bash, against a running
 //! server (create a tenant, issue a key, upload with curl, search, rotate,
-//! rewrap, back up, verify, drill, offboard).
+//! rewrap, back up, verify, drill, restore and start a vault on the restore,
+//! offboard).
 
 #![allow(clippy::unwrap_used)] // a failing test should panic with the error
 
@@ -49,6 +50,7 @@ async fn the_readme_operator_workflow_runs_as_written() {
         .env("BILLVAULT_TOKEN_FILE", app.data_dir.join("operator-token"))
         .env("BILLVAULT_DATA_DIR", &app.data_dir)
         .env("BACKUP_DIR", &backup_dir)
+        .env("RESTORED", format!("127.0.0.1:{}", vault_e2e::free_port()))
         .output()
         .unwrap();
     assert!(
