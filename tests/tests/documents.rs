@@ -850,7 +850,7 @@ fn tokio_stream_from(
 async fn a_thousand_uploads_cost_at_most_one_kms_call() {
     let app = start(Backend::S3).await;
     let key = app.api_key("acme", ALL_ROLES).await;
-    let before = app.metric("vault_key_provider_calls").await;
+    let before = app.metric("vault_key_provider_calls_total").await;
     let uploads = futures::stream::iter(0..1000).map(|i| {
         let (app, key) = (&app, &key);
         async move {
@@ -867,7 +867,7 @@ async fn a_thousand_uploads_cost_at_most_one_kms_call() {
     });
     let statuses: Vec<StatusCode> = uploads.buffer_unordered(8).collect().await;
     assert!(statuses.iter().all(|s| *s == StatusCode::CREATED));
-    let calls = app.metric("vault_key_provider_calls").await - before;
+    let calls = app.metric("vault_key_provider_calls_total").await - before;
     assert!(calls <= 1.0, "1,000 uploads made {calls} KMS calls");
 }
 
