@@ -1075,13 +1075,8 @@ async fn x12_in_utf16_is_searchable_and_kept_as_sent() {
     );
     let query = format!("member_id:{}", claims[0].member_id);
     let found: Value = app
-        .http
-        .get(app.at("/v1/search"))
-        .bearer_auth(&key)
-        .query(&[("q", query.as_str())])
-        .send()
+        .get_as(&key, &format!("/v1/search?q={query}"))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
