@@ -34,6 +34,16 @@ async fn human_and_json_output_token_from_env_and_completions() {
     let out = app.cli(&["--json", "tenant", "show", "acme"]);
     let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(shown["id"], "acme");
+    // `--output json` and BILLVAULT_OUTPUT=json are `--json` by other names.
+    let out = app.cli(&["--output", "json", "tenant", "show", "acme"]);
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["id"], "acme");
+    let out = app.cli_with_env(&[("BILLVAULT_OUTPUT", "json")], &["tenant", "show", "acme"]);
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["id"], "acme");
+    let out = app.cli(&["--output", "yaml", "tenant", "list"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("json"), "{}", text(&out));
 
     // The token from BILLVAULT_TOKEN (never an argument), when no token file is named.
     let out = Command::new(cli_binary())

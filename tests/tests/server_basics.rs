@@ -183,6 +183,40 @@ async fn admin_endpoints_need_the_operator_credential() {
             assert_eq!(body["code"], "forbidden", "{method} {path}");
         }
     }
+    // The same for query strings: a key without the route's role is refused
+    // as forbidden before its query string is parsed; one with the role gets
+    // the parse error.
+    let uploader = app.api_key("acme", &["uploader"]).await;
+    for path in [
+        "/v1/documents?limit=DOE",
+        "/v1/search?limit=DOE",
+        "/v1/audit/events?limit=DOE",
+        "/v1/audit/checkpoint?tenant=DOE&tenant=DOE",
+        "/v1/audit/proof?seq=DOE",
+    ] {
+        let r = app
+            .http
+            .get(app.at(path))
+            .bearer_auth(&uploader)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{path}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["code"], "forbidden", "{path}");
+    }
+    for path in ["/v1/documents?limit=DOE", "/v1/search?limit=DOE"] {
+        let r = app
+            .http
+            .get(app.at(path))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{path}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["code"], "invalid_parameters", "{path}");
+    }
     let id = key.split('_').nth(2).unwrap();
     let r = app
         .operator(Method::DELETE, &format!("/v1/admin/api-keys/{id}"))

@@ -36,3 +36,26 @@ impl Role {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `ALL` names every role once, and each name is the one the API reads
+    /// and writes (the CLI offers `ALL`'s names; the server parses them).
+    #[test]
+    fn every_role_is_listed_once_under_its_api_name() {
+        for role in Role::ALL {
+            // A new variant stops this match compiling: add it here and to ALL.
+            match role {
+                Role::Uploader | Role::Reader | Role::Auditor | Role::TenantAdmin => {}
+            }
+            let json = serde_json::to_string(&role).unwrap();
+            assert_eq!(json, format!("\"{}\"", role.as_str()));
+            assert_eq!(serde_json::from_str::<Role>(&json).unwrap(), role);
+        }
+        let mut names = Role::ALL.map(Role::as_str).to_vec();
+        names.dedup();
+        assert_eq!(names.len(), 4);
+    }
+}

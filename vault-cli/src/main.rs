@@ -80,11 +80,30 @@ struct Cli {
         default_value_t = 3600
     )]
     read_timeout: u64,
-    /// Print JSON instead of text.
+    /// Print JSON instead of text (the same as `--output json`).
     #[arg(long, global = true)]
     json: bool,
+    /// Output format: `text` for people, `json` for scripts (the server's
+    /// answers as they came, errors on stderr as `{"code","message"}`).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "BILLVAULT_OUTPUT",
+        default_value_t = OutputFormat::Text
+    )]
+    output: OutputFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// What `--output` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum OutputFormat {
+    /// Lines for people.
+    Text,
+    /// JSON for scripts.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -619,7 +638,8 @@ async fn run(cli: Cli) -> Result<(), CliError> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    cli.json |= cli.output == OutputFormat::Json;
     let json_mode = cli.json;
     match vault_core::failpoints::arm_from_env() {
         Ok(None) => {}

@@ -648,8 +648,9 @@ impl Config {
 pub struct BackupConfig {
     /// The repository: a directory or `s3://bucket/prefix`. Unset: no backups.
     pub target: Option<String>,
-    /// When to back up, as a cron expression with seconds
-    /// (`sec min hour day-of-month month day-of-week`, UTC), e.g. `0 0 2 * * *`.
+    /// When to back up, as a cron expression in UTC: crontab's five fields
+    /// (`min hour day-of-month month day-of-week`, e.g. `0 2 * * *`) or six with
+    /// seconds first (`0 0 2 * * *`). See [`parse_schedule`] for the numbering.
     pub schedule: Option<String>,
     /// Tenants to back up; empty: the whole vault.
     pub tenants: Vec<String>,
@@ -688,6 +689,14 @@ impl BackupConfig {
 
 /// A backup schedule: a cron expression in UTC, with 5 fields (minute hour
 /// day-of-month month day-of-week, as in crontab) or 6 (seconds first).
+///
+/// Days of the week are numbered as crontab numbers them, 0 (or 7) for Sunday
+/// to 6 for Saturday, or named (`MON`), in both forms. (Before 2026-12 the
+/// six-field form followed the Quartz numbering, 1 for Sunday: a numeric
+/// day-of-week written then now means the day after; names are unchanged.)
+/// With both day-of-month and day-of-week restricted, a day matching either
+/// fires, as in crontab. An expression that never fires (`0 0 30 2 *`) is
+/// refused rather than scheduling nothing.
 pub fn parse_schedule(expr: &str) -> Result<croner::Cron, String> {
     let fields = expr.split_whitespace().count();
     if !(5..=6).contains(&fields) {
@@ -702,6 +711,14 @@ pub fn parse_schedule(expr: &str) -> Result<croner::Cron, String> {
         .build()
         .parse(expr)
         .map_err(|e| format!("backup.schedule {expr:?}: {e}"))
+        .and_then(
+            |schedule| match schedule.find_next_occurrence(&chrono::Utc::now(), false) {
+                Ok(_) => Ok(schedule),
+                Err(_) => Err(format!(
+                    "backup.schedule {expr:?} never fires (no such date): no backup would run"
+                )),
+            },
+        )
 }
 
 #[cfg(test)]
@@ -743,6 +760,28 @@ mod tests {
             assert!(error.starts_with("backup.schedule"), "{bad:?}: {error}");
         }
         assert!(parse_schedule("* * * *").unwrap_err().contains("5 fields"));
+        // Days of the week as crontab numbers them (2026-12-03 is a Thursday):
+        // 1 is Monday, 0 and 7 Sunday, in five fields and in six.
+        let monday = Utc.with_ymd_and_hms(2026, 12, 7, 2, 0, 0).unwrap();
+        let sunday = Utc.with_ymd_and_hms(2026, 12, 6, 2, 0, 0).unwrap();
+        assert_eq!(next("0 2 * * 1"), monday);
+        assert_eq!(next("0 0 2 * * 1"), monday);
+        assert_eq!(next("0 0 2 * * MON"), monday);
+        assert_eq!(next("0 2 * * 0"), sunday);
+        assert_eq!(next("0 2 * * 7"), sunday);
+        // Day of month or day of week, as in crontab: the 5th (a Saturday)
+        // comes before the next Monday.
+        assert_eq!(
+            next("0 2 5 * 1"),
+            Utc.with_ymd_and_hms(2026, 12, 5, 2, 0, 0).unwrap()
+        );
+        // A date that never comes is refused, not scheduled for ever after.
+        for never in ["0 0 30 2 *", "0 0 0 31 4 *"] {
+            assert!(
+                parse_schedule(never).unwrap_err().contains("never fires"),
+                "{never}"
+            );
+        }
     }
 
     #[test]

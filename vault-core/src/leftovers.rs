@@ -157,7 +157,9 @@ impl Leftovers {
                 .head(&record)
                 .await?
                 .and_then(|info| info.modified);
-            if last.is_some_and(|at| now - at < self.period()) {
+            // A record from the future (the store's clock stepped back) is no
+            // reason to wait: only a pass within the period before now is.
+            if last.is_some_and(|at| at <= now && now - at < self.period()) {
                 return Ok(Collected::default());
             }
         }

@@ -127,6 +127,14 @@ async fn a_tenant_is_created_once_and_the_system_id_is_reserved() {
         assert_eq!(refused.code(), code, "{id} with {provider}");
     }
     assert_eq!(t.vault.tenants.list().await.unwrap().len(), 1);
+    // Every provider the CLI offers (`vault_api::tenants::KEY_PROVIDERS`) is
+    // one the vault knows: enabled here, or refused as not enabled.
+    for provider in vault_api::tenants::KEY_PROVIDERS {
+        let id = format!("p-{provider}");
+        if let Err(refused) = t.create_tenant(&id, provider).await {
+            assert_eq!(refused.code(), "key_provider_disabled", "{provider}");
+        }
+    }
 }
 
 #[tokio::test]

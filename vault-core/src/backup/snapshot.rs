@@ -63,14 +63,15 @@ async fn list_source(
     if selection.tenants.is_empty() {
         let mut all = list_all(store, "", None).await?;
         // The key custody is never in a backup (see `ObjectName::CUSTODY_PREFIX`).
-        // Nor are leases and published jobs: they are about the running
-        // replicas. Nor index
-        // snapshots: a cache, rebuilt from what is backed up.
+        // Nor are leases, published jobs and the leftovers collector's
+        // record: they are about the running replicas. Nor index snapshots: a
+        // cache, rebuilt from what is backed up.
         all.retain(|info| {
             let name = info.name.as_str();
             !name.starts_with(ObjectName::CUSTODY_PREFIX)
                 && !name.starts_with(ObjectName::LEASES_PREFIX)
                 && !name.starts_with(ObjectName::JOBS_PREFIX)
+                && !name.starts_with(ObjectName::LEFTOVERS_PREFIX)
                 && !name.starts_with(ObjectName::INDEX_SNAPSHOTS_PREFIX)
         });
         return Ok(all);
@@ -421,6 +422,43 @@ mod tests {
     use crate::storage::fs::FsStore;
     use crate::storage::StoreLocation;
     use vault_crypto::Key256;
+
+    /// A whole-vault backup copies the vault's records and leaves out what is
+    /// about the running replicas (leases, jobs, the leftovers record), the
+    /// index snapshots (a cache) and the key custody (never backed up).
+    #[tokio::test]
+    async fn a_vault_backup_leaves_out_the_replicas_state_and_the_custody() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(&dir.path().join("vault")).await.unwrap();
+        let tenant = TenantId::new("acme").unwrap();
+        let kept = ObjectName::audit_segment(&tenant, 0);
+        let left_out = [
+            ObjectName::custody_seal(&tenant),
+            ObjectName::parse(&format!("{}x", ObjectName::vault_lease_prefix("leftovers")))
+                .unwrap(),
+            ObjectName::parse(&format!("{}j1", ObjectName::JOBS_PREFIX)).unwrap(),
+            ObjectName::leftovers_last_pass(),
+            ObjectName::index_snapshot(&tenant, 1, "00000000000000000001-00000000"),
+        ];
+        for name in left_out.iter().chain([&kept]) {
+            store
+                .put_new_bytes(name, Bytes::from_static(b"x"))
+                .await
+                .unwrap();
+        }
+        let listed: Vec<String> = list_source(
+            &store,
+            &Selection {
+                tenants: Vec::new(),
+            },
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|info| info.name.as_str().to_owned())
+        .collect();
+        assert_eq!(listed, [kept.as_str()]);
+    }
 
     /// A data object left torn by a crash (wrong bytes under its hash name) is
     /// found, replaced, and never named by a manifest as it was.

@@ -320,8 +320,12 @@ impl ObjectName {
     /// the store says when, so replicas started one after another do not each
     /// list every document again ([`crate::leftovers`]).
     pub fn leftovers_last_pass() -> Self {
-        Self::new("system/leftovers/last-pass".to_owned())
+        Self::new(format!("{}last-pass", Self::LEFTOVERS_PREFIX))
     }
+
+    /// Prefix of the leftovers collector's records (left out of backups: a
+    /// restored one would only delay the restored vault's first pass).
+    pub const LEFTOVERS_PREFIX: &'static str = "system/leftovers/";
 
     /// Prefix of every lease of the vault (left out of backups).
     pub const LEASES_PREFIX: &'static str = "system/leases/";

@@ -96,6 +96,16 @@ pub struct ProofQuery {
     pub tenant: Option<String>,
 }
 
+/// Whether the caller may read audit logs at all, checked before its query
+/// string is parsed: an API key without the auditor role gets 403 whatever the
+/// query holds (authorisation before parsing).
+fn may_read_audit(caller: &Caller) -> ApiResult<()> {
+    if caller.kind == CredentialKind::ApiKey {
+        caller.require_role(Role::Auditor)?;
+    }
+    Ok(())
+}
+
 /// The tenant whose log the caller may read.
 async fn audited_tenant(
     state: &SharedState,
@@ -139,8 +149,10 @@ pub async fn events(
     State(state): State<SharedState>,
     caller: Caller,
     note: NoteSlot,
-    QueryParams(query): QueryParams<EventsQuery>,
+    query: Result<QueryParams<EventsQuery>, ApiError>,
 ) -> ApiResult<Json<EventsResponse>> {
+    may_read_audit(&caller)?;
+    let QueryParams(query) = query?;
     let tenant = audited_tenant(&state, &caller, &note, query.tenant.as_deref()).await?;
     let since = rfc3339_param(query.since.as_deref(), "since")?;
     let until = rfc3339_param(query.until.as_deref(), "until")?;
@@ -191,8 +203,10 @@ pub async fn checkpoint(
     State(state): State<SharedState>,
     caller: Caller,
     note: NoteSlot,
-    QueryParams(query): QueryParams<TenantQuery>,
+    query: Result<QueryParams<TenantQuery>, ApiError>,
 ) -> ApiResult<Json<CheckpointResponse>> {
+    may_read_audit(&caller)?;
+    let QueryParams(query) = query?;
     let tenant = audited_tenant(&state, &caller, &note, query.tenant.as_deref()).await?;
     let latest = state.vault.audit.checkpoint_now(&tenant).await?;
     let tree_size = match &latest {
@@ -220,8 +234,10 @@ pub async fn proof(
     State(state): State<SharedState>,
     caller: Caller,
     note: NoteSlot,
-    QueryParams(query): QueryParams<ProofQuery>,
+    query: Result<QueryParams<ProofQuery>, ApiError>,
 ) -> ApiResult<Json<ProofResponse>> {
+    may_read_audit(&caller)?;
+    let QueryParams(query) = query?;
     let tenant = audited_tenant(&state, &caller, &note, query.tenant.as_deref()).await?;
     let proof = state
         .vault

@@ -626,9 +626,12 @@ pub async fn delete(
 pub async fn list(
     State(state): State<SharedState>,
     caller: Caller,
-    QueryParams(query): QueryParams<ListQuery>,
+    // Parsed after the role check: a key without the role gets 403 whatever
+    // its query string holds (authorisation before parsing).
+    query: Result<QueryParams<ListQuery>, ApiError>,
 ) -> ApiResult<Json<ListResponse>> {
     let tenant_id = caller.require_role(Role::Reader)?;
+    let QueryParams(query) = query?;
     let tenant = state.vault.tenants.require_active(tenant_id).await?;
     let kind = query
         .kind

@@ -68,9 +68,11 @@ pub async fn search(
     State(state): State<SharedState>,
     caller: Caller,
     note: NoteSlot,
-    QueryParams(params): QueryParams<SearchQuery>,
+    // Parsed after the role check (authorisation before parsing).
+    params: Result<QueryParams<SearchQuery>, ApiError>,
 ) -> ApiResult<Json<SearchResponse>> {
     let tenant_id = caller.require_role(Role::Reader)?;
+    let QueryParams(params) = params?;
     let tenant = state.vault.tenants.require_active(tenant_id).await?;
     let limit = params.limit.unwrap_or(50);
     if !(1..=MAX_LIMIT).contains(&limit) {
