@@ -5,9 +5,16 @@
 //!
 //! ```text
 //! "BVIX" | u16 version (1) | u32 index key version | u32 key record length
-//! key record (v1, see vault-crypto): wrapped DEK + the file list, encrypted
+//! key record (v1, see vault-crypto): wrapped DEK + the contents (JSON, encrypted)
 //! body (v1 envelope body): the files' bytes, one after another
 //! ```
+//!
+//! The contents list the files and, since 2026-12, where the tenant's audit log
+//! (the change feed) stood: `followed_to`, the first segment whose changes the
+//! index may lack. A replica starting from the snapshot follows the log from
+//! there instead of listing every document. The field is optional (older
+//! snapshots have none and are reconciled by a listing, as before); older
+//! readers ignore it, so the format version stays 1.
 //!
 //! The key record and the body are bound to a document id derived from the
 //! tenant, the index key version and the snapshot's name, so a snapshot moved to
@@ -52,12 +59,19 @@ pub enum SnapshotError {
 struct Contents {
     /// The files, in body order: name and length.
     files: Vec<(String, u64)>,
+    /// FORMAT FIELD (optional): the first segment of the tenant's audit log
+    /// whose changes the index may not reflect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    followed_to: Option<u64>,
 }
 
 /// An opened snapshot.
 pub struct OpenedSnapshot {
     /// The index's files (name, bytes).
     pub files: Vec<(String, Vec<u8>)>,
+    /// The first segment of the tenant's audit log whose changes the index may
+    /// lack (none in snapshots written before it was recorded).
+    pub followed_to: Option<u64>,
 }
 
 /// The document id a snapshot's key record and body are bound to.
@@ -75,12 +89,13 @@ fn snapshot_document_id(tenant: &TenantId, index_version: u32, name: &str) -> Do
     DocumentId::from_bytes(id)
 }
 
-/// Seals an index's files as the snapshot stored under `name`.
+/// Seals an index's files as the snapshot stored under `name`; `followed_to`
+/// is the first segment of the tenant's log whose changes they may lack.
 pub fn seal(
     tenant: &TenantId,
     index_version: u32,
     name: &str,
-    files: &[(String, Vec<u8>)],
+    (files, followed_to): (&[(String, Vec<u8>)], Option<u64>),
     branch: &Key256,
     key_ref: KeyRef,
 ) -> Result<Vec<u8>, SnapshotError> {
@@ -89,6 +104,7 @@ pub fn seal(
             .iter()
             .map(|(name, bytes)| (name.clone(), bytes.len() as u64))
             .collect(),
+        followed_to,
     };
     let listing = serde_json::to_vec(&contents)
         .map_err(|_| SnapshotError::Malformed("the file list does not encode"))?;
@@ -196,7 +212,10 @@ pub fn open(
         files.push((name, plain[at..at + len].to_vec()));
         at += len;
     }
-    Ok(OpenedSnapshot { files })
+    Ok(OpenedSnapshot {
+        files,
+        followed_to: contents.followed_to,
+    })
 }
 
 #[cfg(test)]
@@ -229,9 +248,10 @@ mod tests {
             "big.store".into(),
             (0..200_000u32).map(|n| n as u8).collect(),
         ));
-        let sealed = seal(&tenant, 2, "s1", &files, &branch, key_ref()).unwrap();
+        let sealed = seal(&tenant, 2, "s1", (&files, Some(42)), &branch, key_ref()).unwrap();
         let opened = open(&sealed, &tenant, 2, "s1", &branch).unwrap();
         assert_eq!(opened.files, files);
+        assert_eq!(opened.followed_to, Some(42));
         // Nothing of the files in the clear.
         assert!(!sealed.windows(9).any(|w| w == b"meta.json"));
 
@@ -252,7 +272,8 @@ mod tests {
         assert!(open(&flipped, &tenant, 2, "s1", &branch).is_err());
     }
 
-    /// The checked-in v1 snapshot still opens. It was sealed with the key below
+    /// The checked-in v1 snapshot still opens, as one without a log position
+    /// (written before positions were recorded). It was sealed with the key below
     /// (public, test-only); `BILLVAULT_WRITE_FIXTURES=1` writes it anew, as for the
     /// envelope fixtures.
     #[test]
@@ -262,13 +283,14 @@ mod tests {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fixtures/index-snapshot-v1/snapshot");
         if std::env::var_os("BILLVAULT_WRITE_FIXTURES").is_some() {
-            let sealed = seal(&tenant, 2, "fixture", &files(), &key, key_ref()).unwrap();
+            let sealed = seal(&tenant, 2, "fixture", (&files(), None), &key, key_ref()).unwrap();
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(&path, sealed).unwrap();
         }
         let bytes = std::fs::read(&path).unwrap();
         let opened = open(&bytes, &tenant, 2, "fixture", &key).unwrap();
         assert_eq!(opened.files, files());
+        assert_eq!(opened.followed_to, None);
     }
 
     proptest::proptest! {

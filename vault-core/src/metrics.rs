@@ -141,7 +141,7 @@ impl Default for Metrics {
         );
         registry.register(
             "index_failures",
-            "Blind index updates, reconciliations or openings that failed",
+            "Blind index updates, reconciliations or openings that failed, and indexes from a snapshot that a check against the store corrected",
             index_failures.clone(),
         );
         let index_snapshots_written = Counter::default();

@@ -2,10 +2,11 @@
 //! store, and the exact search over it.
 //!
 //! A tenant's index (`<data dir>/index/<tenant>-v<index key version>/`) is opened
-//! on first use, and for
-//! every tenant at start-up, then reconciled with the store: documents missing from
-//! it are added (from their decrypted metadata), entries of deleted documents are
-//! removed. Uploads add their tokens before answering; a background committer
+//! on first use, and for every tenant at start-up, then reconciled with the
+//! store: documents missing from it are added (from their decrypted metadata),
+//! entries of deleted documents are removed. An index this replica lacks is
+//! taken from the latest snapshot in the store and brought up to date from the
+//! tenant's log instead ([`snapshots`]). Uploads add their tokens before answering; a background committer
 //! makes changes searchable every `search.commit_interval_ms`, and a search commits
 //! pending changes first, so an upload is searchable as soon as it is answered.
 //!
@@ -46,6 +47,8 @@ use crate::tenants::TenantRegistry;
 use vault_keys::KeyHierarchy;
 
 mod snapshots;
+
+use snapshots::Started;
 
 /// Candidates whose metadata are decrypted at the same time.
 const FILTER_CONCURRENCY: usize = 16;
@@ -696,12 +699,12 @@ impl SearchService {
             // An index this replica does not have is taken from the latest
             // snapshot in the store when there is one: the reconciliation below
             // then opens only the documents the snapshot lacks.
-            let (index, tokenizer, from_snapshot) = if created {
+            let (index, tokenizer, started) = if created {
                 self.open_from_snapshot(tenant, index, tokenizer).await?
             } else {
-                (index, tokenizer, false)
+                (index, tokenizer, Started::Kept)
             };
-            if created && !from_snapshot {
+            if matches!(started, Started::Empty) {
                 tracing::info!(tenant = %tenant.id, "blind index created; filling it from the store");
             }
             // Where the log ends before the index is reconciled with the store:
@@ -709,13 +712,28 @@ impl SearchService {
             let log_end = crate::audit::log_size(self.store.as_ref(), &tenant.id)
                 .await
                 .map_err(Error::from)?;
-            self.followed
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .entry(tenant.id.clone())
-                .or_insert(log_end);
+            // A snapshot that says where the log stood is brought up to date by
+            // following the log from there (a position past the log's end is
+            // from another history: reconciled instead).
+            let snapshot_at = match started {
+                Started::FromSnapshot {
+                    followed_to: Some(at),
+                } if at <= log_end => Some(at),
+                _ => None,
+            };
+            {
+                let mut followed = self.followed.lock().unwrap_or_else(PoisonError::into_inner);
+                match snapshot_at {
+                    Some(at) => {
+                        followed.insert(tenant.id.clone(), at);
+                    }
+                    None => {
+                        followed.entry(tenant.id.clone()).or_insert(log_end);
+                    }
+                }
+            }
             let opened = Arc::new(TenantIndex::new(tokenizer, index, IndexSync::Reconciling));
-            if from_snapshot {
+            if matches!(started, Started::FromSnapshot { .. }) {
                 opened
                     .snapshotted
                     .store(opened.index.changes(), std::sync::atomic::Ordering::SeqCst);
@@ -723,8 +741,17 @@ impl SearchService {
             let (this, tenant_record, task_index) =
                 (self.clone(), tenant.clone(), Arc::clone(&opened));
             tokio::spawn(async move {
-                let outcome = this.reconcile(&tenant_record, &task_index, &NoProgress).await;
-                this.finish_reconcile(&tenant_record, &task_index, &outcome);
+                match snapshot_at {
+                    Some(at) => {
+                        this.catch_up_from_snapshot(&tenant_record, &task_index, at, log_end)
+                            .await;
+                    }
+                    None => {
+                        let outcome =
+                            this.reconcile(&tenant_record, &task_index, &NoProgress).await;
+                        this.finish_reconcile(&tenant_record, &task_index, &outcome);
+                    }
+                }
             });
             Ok(opened)
         })
@@ -807,6 +834,45 @@ impl SearchService {
             Err(_) => drop(unfinished),
         }
         outcome
+    }
+
+    /// Makes an index opened from a snapshot current once the log follower
+    /// ([`crate::catch_up`]) has applied every change from the snapshot's
+    /// position `from` up to `log_end`, where the log ended when the index was
+    /// opened: then the index holds whatever the store held then, as a
+    /// reconciled one does, at the cost of the changes since the snapshot. A
+    /// reconciliation with the store follows in the background as a check
+    /// (the index stays current; what it corrects is logged).
+    async fn catch_up_from_snapshot(
+        &self,
+        tenant: &TenantRecord,
+        index: &Arc<TenantIndex>,
+        from: u64,
+        log_end: u64,
+    ) {
+        let started = Instant::now();
+        loop {
+            match self.followed_from(&tenant.id) {
+                // Forgotten meanwhile (offboarded): nothing to make current.
+                None => return,
+                Some(at) if at >= log_end => break,
+                Some(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+        index.sync.send_replace(IndexSync::Current);
+        tracing::info!(tenant = %tenant.id, documents = index.index.len(), segments = log_end - from, duration_ms = started.elapsed().as_millis() as u64, "blind index current from its snapshot and the change feed");
+        match self.reconcile(tenant, index, &NoProgress).await {
+            Ok(report) if report.added + report.removed + report.failed > 0 => {
+                self.metrics.index_failures.inc();
+                tracing::warn!(tenant = %tenant.id, added = report.added, removed = report.removed, failed = report.failed, "the index from a snapshot and the change feed differed from the store; corrected");
+            }
+            Ok(report) => {
+                tracing::info!(tenant = %tenant.id, documents = report.documents, duration_ms = report.duration_ms, "index from a snapshot checked against the store: in step");
+            }
+            Err(e) => {
+                tracing::warn!(tenant = %tenant.id, code = e.code(), error = %e.for_log(), "index from a snapshot could not be checked against the store");
+            }
+        }
     }
 
     fn finish_reconcile(

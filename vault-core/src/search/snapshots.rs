@@ -6,11 +6,16 @@
 //! it), is sealed and written, and older snapshots are removed (the newest two
 //! stay, so a replica reading one while it is replaced still finds it).
 //!
-//! A replica without a tenant's index opens the newest snapshot that opens
-//! and reconciles it with the store as any opened index is (listing the
-//! documents, opening only those the snapshot lacks), then follows the log
-//! from where it ended before that listing: it is complete once reconciled,
-//! having decrypted the metadata of what changed since the snapshot alone.
+//! A replica without a tenant's index opens the newest snapshot that opens.
+//! The snapshot records where the tenant's audit log (the change feed) stood
+//! when it was taken; the replica follows the log from there, and the index is
+//! current (searches are served, `/readyz`) once it has caught up with where
+//! the log ended when the index was opened: the cost is the changes since the
+//! snapshot, not the tenant's size. A reconciliation with the store (a listing
+//! of the documents) then runs in the background as a check, changing what it
+//! finds wrong and saying so. A snapshot without a position (written before
+//! positions were recorded) is reconciled before it is current, as any index
+//! opened from the data directory is.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -24,12 +29,26 @@ use vault_index::tokens::Tokenizer;
 
 use super::{blocking, commit, IndexSync, SearchService, TenantIndex};
 use crate::error::Error;
-use crate::index_snapshot;
+use crate::index_snapshot::{self, OpenedSnapshot};
 use crate::storage::{list_all, ObjectName};
 use crate::tenants::TenantRecord;
 
 /// Snapshots kept per tenant and index key version.
 const KEPT: usize = 2;
+
+/// How a tenant's index was opened.
+pub(super) enum Started {
+    /// From this replica's data directory: reconciled with the store.
+    Kept,
+    /// Created empty: filled from the store by the reconciliation.
+    Empty,
+    /// From a snapshot; with the log position it recorded, it is brought up to
+    /// date by following the log from there, else by a reconciliation.
+    FromSnapshot {
+        /// The first segment of the log whose changes it may lack.
+        followed_to: Option<u64>,
+    },
+}
 
 impl SearchService {
     /// Writes snapshots every `search.snapshot_interval_secs`, for ever (never
@@ -103,6 +122,11 @@ impl SearchService {
         }) {
             return Ok(false);
         }
+        // Where the log stood before the commit: every change in the segments
+        // before it was applied to the index (by its upload, or by following
+        // the log) before the follower moved past it, so the commit below
+        // holds it. A replica starting from this snapshot follows from here.
+        let followed_to = self.followed_from(tenant);
         commit(index).await?;
         let files = {
             let index = Arc::clone(index);
@@ -122,7 +146,14 @@ impl SearchService {
             let tenant = tenant.clone();
             let name = name.clone();
             tokio::task::spawn_blocking(move || {
-                index_snapshot::seal(&tenant, version, &name, &files, &branch, key_ref)
+                index_snapshot::seal(
+                    &tenant,
+                    version,
+                    &name,
+                    (&files, followed_to),
+                    &branch,
+                    key_ref,
+                )
             })
             .await
             .map_err(|e| Error::internal("index snapshot task", e))?
@@ -169,7 +200,7 @@ impl SearchService {
     /// The latest readable snapshot of the tenant's current index version,
     /// newest first; `None` when there is none or none opens (then the index is
     /// built from the store, as without snapshots).
-    async fn latest_snapshot(&self, tenant: &TenantRecord) -> Option<Vec<(String, Vec<u8>)>> {
+    async fn latest_snapshot(&self, tenant: &TenantRecord) -> Option<OpenedSnapshot> {
         if self.config.snapshot_interval_secs == 0 {
             return None;
         }
@@ -199,7 +230,6 @@ impl SearchService {
                 let (tenant_id, name) = (tenant.id.clone(), short.to_owned());
                 tokio::task::spawn_blocking(move || {
                     index_snapshot::open(&bytes, &tenant_id, version, &name, &branch)
-                        .map(|opened| opened.files)
                 })
                 .await
                 .map_err(|e| Error::internal("index snapshot task", e))?
@@ -217,16 +247,15 @@ impl SearchService {
     }
 
     /// Replaces a newly created (empty) index with the latest snapshot's, when
-    /// one opens; returns the index to use and whether it came from a
-    /// snapshot.
+    /// one opens; returns the index to use and how it was started.
     pub(super) async fn open_from_snapshot(
         &self,
         tenant: &TenantRecord,
         empty: BlindIndex,
         tokenizer: Tokenizer,
-    ) -> Result<(BlindIndex, Tokenizer, bool), Error> {
-        let Some(files) = self.latest_snapshot(tenant).await else {
-            return Ok((empty, tokenizer, false));
+    ) -> Result<(BlindIndex, Tokenizer, Started), Error> {
+        let Some(OpenedSnapshot { files, followed_to }) = self.latest_snapshot(tenant).await else {
+            return Ok((empty, tokenizer, Started::Empty));
         };
         let dir = empty.dir().to_owned();
         // Closed first: the import replaces its directory.
@@ -243,15 +272,15 @@ impl SearchService {
         let (index, created) = reopened.map_err(super::index_error)?;
         if let Err(e) = imported {
             tracing::warn!(tenant = %tenant.id, error = %e, "index snapshot could not be written here; building the index from the store");
-            return Ok((index, tokenizer, false));
+            return Ok((index, tokenizer, Started::Empty));
         }
         if created {
             tracing::info!(tenant = %tenant.id, "index snapshot made under another token plan; building the index from the store");
-            return Ok((index, tokenizer, false));
+            return Ok((index, tokenizer, Started::Empty));
         }
         self.metrics.index_snapshots_restored.inc();
-        tracing::info!(tenant = %tenant.id, documents = index.len(), "blind index opened from a snapshot; reconciling it with the store");
-        Ok((index, tokenizer, true))
+        tracing::info!(tenant = %tenant.id, documents = index.len(), followed_to = ?followed_to, "blind index opened from a snapshot");
+        Ok((index, tokenizer, Started::FromSnapshot { followed_to }))
     }
 
     /// Removes a tenant's snapshots (offboarding).
