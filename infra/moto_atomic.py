@@ -14,7 +14,9 @@ Listing is indexed, as S3's is: moto 5.2.5 walks and sorts every key of the
 bucket for each page of ListObjectsV2 (3-6 s per 1,000-key page at 340,000
 objects), which made a replica's start-up at 100,000 documents measure moto
 rather than the vault. Here each bucket keeps its key names sorted, updated as
-keys are stored and removed, and a page is found by bisection. Listings also
+keys are stored and removed, and a page is found by bisection (ListObjectVersions,
+which moto answers by deep-copying every version in the bucket, looks only at the
+prefix's range). Listings also
 run under the lock: moto's walked keys that a concurrent delete removed and
 answered 500 (KeyError). Nothing else about moto changes.
 
@@ -164,8 +166,51 @@ def _list_objects_v2(
     return page, truncated, token
 
 
+def _list_object_versions(
+    self,
+    bucket_name,
+    delimiter=None,
+    key_marker=None,
+    max_keys=1000,
+    prefix="",
+    version_id_marker=None,
+):
+    """ListObjectVersions over the keys in the prefix's range only: moto's
+    deep-copies every version of every key in the bucket for each call, which
+    under the lock stalled every other request for seconds (the vault lists a
+    document's versions to delete them all). moto's own code then runs on that
+    range, so results and markers are the same."""
+    bucket = self.get_bucket(bucket_name)
+    store = bucket.keys
+    names = _sorted_names(store)
+    prefix = prefix or ""
+    start = bisect.bisect_left(names, prefix)
+    end = bisect.bisect_left(names, _past(prefix)) if prefix else len(names)
+    if key_marker:
+        # Names before the marker are skipped by moto's pagination anyway.
+        start = max(start, bisect.bisect_left(names, key_marker))
+    in_range = names[start:end]
+
+    def iterlists():
+        for name in in_range:
+            versions = store.getlist(name)
+            if versions:
+                yield name, versions
+
+    # Runs under the lock (the handler takes it), so no other call sees it.
+    store.__dict__["iterlists"] = iterlists
+    try:
+        return S3Backend._moto_list_object_versions(
+            self, bucket_name, delimiter, key_marker, max_keys, prefix, version_id_marker
+        )
+    finally:
+        store.__dict__.pop("iterlists", None)
+
+
 S3Backend._moto_list_objects_v2 = S3Backend.list_objects_v2
 S3Backend.list_objects_v2 = _list_objects_v2
+S3Backend._moto_list_object_versions = S3Backend.list_object_versions
+S3Backend.list_object_versions = _list_object_versions
 
 if __name__ == "__main__":
     main()

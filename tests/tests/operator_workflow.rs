@@ -42,7 +42,10 @@ async fn the_readme_operator_workflow_runs_as_written() {
         cli_dir.display(),
         std::env::var("PATH").unwrap_or_default()
     );
+    // Strict here, so a failing step fails the test; the README's block has
+    // no `set -e`, which would close a reader's terminal at a mistyped step.
     let out = Command::new("bash")
+        .args(["-e", "-u", "-o", "pipefail"])
         .arg(&script)
         .current_dir(work.path())
         .env("PATH", path)

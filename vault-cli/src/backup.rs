@@ -238,13 +238,19 @@ pub async fn list(client: &Client, json_mode: bool) -> Result<(), CliError> {
         outln!("no backup target is configured ([backup] target in the server's config)");
         return Ok(());
     }
+    let last_success = match (
+        status["last_success_at"].as_str(),
+        status["age_seconds"].as_u64(),
+    ) {
+        (Some(at), Some(age)) => format!("{at} (age {age} s)"),
+        (Some(at), None) => at.to_owned(),
+        (None, _) => "never".to_owned(),
+    };
     outln!(
-        "repository {}  schedule {}  next {}  last success {} (age {} s)",
+        "repository {}  schedule {}  next {}  last success {last_success}",
         status["target"].as_str().unwrap_or("?"),
         status["schedule"].as_str().unwrap_or("none"),
         status["next_run"].as_str().unwrap_or("-"),
-        status["last_success_at"].as_str().unwrap_or("never"),
-        status["age_seconds"]
     );
     for s in listed["snapshots"].as_array().into_iter().flatten() {
         outln!(

@@ -26,10 +26,13 @@ struct Options {
 }
 
 fn init_logging(format: LogFormat) {
+    // tantivy reports every segment merge at info: noise for an operator.
     let filter = tracing_subscriber::EnvFilter::try_from_env("BILLVAULT_LOG")
-        .unwrap_or_else(|_| "info".into());
+        .unwrap_or_else(|_| "info,tantivy=warn".into());
+    // Colours for a terminal only: a log file or a collector gets plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
