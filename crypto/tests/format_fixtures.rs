@@ -21,7 +21,10 @@ const FIXTURE_PLAINTEXT: &str =
 const FIXTURE_METADATA: &str = r#"{"content_type":"application/edi-x12"}"#;
 
 fn dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/envelope-v1")
+    PathBuf::from(
+        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("tests/fixtures/envelope-v1")
 }
 
 fn write_fixtures() {

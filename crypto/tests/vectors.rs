@@ -17,7 +17,11 @@ fn shared_vectors() -> std::path::PathBuf {
     let base = std::env::var_os("BILLVAULT_SHARED_DATA")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data")
+            std::path::PathBuf::from(
+                std::env::var("CARGO_MANIFEST_DIR")
+                    .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
+            )
+            .join("../../shared/data")
         });
     let dir = base.join("vectors");
     assert!(

@@ -11,7 +11,11 @@ use vault_index::fields::Fields;
 fn data_dir() -> PathBuf {
     let dir = match std::env::var_os("BILLVAULT_SHARED_DATA") {
         Some(dir) => PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"),
+        None => PathBuf::from(
+            std::env::var("CARGO_MANIFEST_DIR")
+                .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
+        )
+        .join("../../shared/data"),
     };
     assert!(
         dir.join("fhir").is_dir(),

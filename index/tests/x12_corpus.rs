@@ -9,7 +9,13 @@ use vault_index::extract::{detect, extract, Format};
 fn corpus() -> PathBuf {
     let dir = std::env::var_os("BILLVAULT_SHARED_DATA")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"));
+        .unwrap_or_else(|| {
+            PathBuf::from(
+                std::env::var("CARGO_MANIFEST_DIR")
+                    .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
+            )
+            .join("../../shared/data")
+        });
     assert!(
         dir.is_dir(),
         "shared test data not found at {}: check the project out beside shared/ or set BILLVAULT_SHARED_DATA",

@@ -25,8 +25,14 @@ pub fn free_port() -> u16 {
         .expect("no free loopback port")
 }
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+/// The project checkout (found at run time: cargo sets `CARGO_MANIFEST_DIR` for
+/// tests, and a test binary reused from a build in another checkout must not
+/// look in that one).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(
+        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("..")
 }
 
 /// The `vault-server` binary built beside this test (or `$BILLVAULT_SERVER_BIN`).
@@ -82,10 +88,12 @@ struct Moto {
 static MOTO: OnceLock<Moto> = OnceLock::new();
 
 /// moto_server with S3's atomic conditional writes; see the file for why.
-pub const MOTO_ATOMIC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/moto_atomic.py");
+pub fn moto_atomic_script() -> PathBuf {
+    workspace_root().join("infra/moto_atomic.py")
+}
 
 /// URL of a running moto: `$BILLVAULT_TEST_MOTO_URL` (infra/test.sh starts one)
-/// or one started here ([`MOTO_ATOMIC`], by the Python of the moto virtualenv
+/// or one started here ([`moto_atomic_script`], by the Python of the moto virtualenv
 /// or on the PATH), which stops when this test process exits.
 pub fn moto_endpoint() -> String {
     MOTO.get_or_init(|| {
@@ -104,7 +112,7 @@ pub fn moto_endpoint() -> String {
             .arg("-c")
             .arg(script)
             .arg(python)
-            .arg(MOTO_ATOMIC)
+            .arg(moto_atomic_script())
             .stdin(Stdio::null())
             .spawn()
             .expect("cannot spawn sh");
@@ -730,8 +738,7 @@ impl Drop for TestApp {
 /// `<!-- {name}:end -->` (one ```sh block), for the tests that run the README
 /// as written.
 pub fn readme_block(name: &str) -> String {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
-        .expect("README.md");
+    let readme = std::fs::read_to_string(workspace_root().join("README.md")).expect("README.md");
     let block = readme
         .split(&format!("<!-- {name}:begin -->"))
         .nth(1)

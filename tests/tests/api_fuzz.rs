@@ -9,7 +9,6 @@
 
 #![allow(clippy::unwrap_used)] // a failing test should panic with the error
 
-use std::path::Path;
 use std::process::Command;
 
 use vault_e2e::TestApp;
@@ -21,7 +20,7 @@ const ALL_ROLES: &[&str] = &["uploader", "reader", "auditor", "tenant-admin"];
 /// finding.
 fn schemathesis(app: &TestApp, credential: &str, who: &str, excluded: &str) {
     let tool = vault_e2e::python_tool("st");
-    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemathesis.toml");
+    let config = vault_e2e::workspace_root().join("tests/schemathesis.toml");
     // schemathesis keeps a cache in its working directory: not in the tree.
     let scratch = tempfile::tempdir().unwrap();
     let mut command = Command::new(&tool);

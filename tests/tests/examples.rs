@@ -15,7 +15,7 @@ const SEED: u64 = 835;
 const CLAIMS: usize = 2;
 
 fn example(name: &str) -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples")).join(name)
+    vault_e2e::workspace_root().join("examples").join(name)
 }
 
 #[test]
@@ -29,8 +29,7 @@ fn the_example_remittance_is_the_generators_and_the_readme_searches_its_patient(
     let stored = std::fs::read_to_string(&path).unwrap();
     assert_eq!(stored, expected, "examples/remittance-835.x12 is not the generator's output (BILLVAULT_WRITE_FIXTURES=1 writes it)");
     // The README searches for the first claim's patient and member id.
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let readme = std::fs::read_to_string(vault_e2e::workspace_root().join("README.md")).unwrap();
     let first = &claims[0];
     let patient = format!("patient_name:\"{}\"", first.patient_name());
     assert!(

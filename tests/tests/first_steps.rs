@@ -23,7 +23,7 @@ async fn the_readme_first_steps_run_as_written() {
     std::fs::create_dir(&examples).unwrap();
     for name in ["remittance-835.x12", "scan.pdf"] {
         std::fs::copy(
-            concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/").to_owned() + name,
+            vault_e2e::workspace_root().join("examples").join(name),
             examples.join(name),
         )
         .unwrap();

@@ -30,7 +30,7 @@ async fn the_readme_operator_workflow_runs_as_written() {
     // The repository's examples/, as beside a newcomer's shell.
     std::fs::create_dir(work.path().join("examples")).unwrap();
     std::fs::copy(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/scan.pdf"),
+        vault_e2e::workspace_root().join("examples/scan.pdf"),
         work.path().join("examples/scan.pdf"),
     )
     .unwrap();

@@ -230,10 +230,12 @@ async fn destroyed_tenants_are_shredded_in_copies_of_their_keks() {
 }
 
 fn fixture(dir: &str, name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(dir)
-        .join(name)
+    PathBuf::from(
+        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("tests/fixtures")
+    .join(dir)
+    .join(name)
 }
 
 /// Copies a checked-in fixture directory to a private temporary one.
