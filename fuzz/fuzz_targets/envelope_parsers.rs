@@ -1,8 +1,10 @@
 //! Fuzzes every parser of untrusted envelope bytes: body header, key record, tenant
-//! key record, and the streaming body decryptor fed arbitrary segments.
+//! key record, a blind-index entry's sealed exact tags, and the streaming body
+//! decryptor fed arbitrary segments.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use vault_crypto::blind::IndexRootKey;
 use vault_crypto::envelope::{begin_body, open_body, BodyDecryptor, BodyHeader, KeyRecord};
 use vault_crypto::keys::TenantKeyRecord;
 use vault_crypto::{DocumentId, Key256, TenantId};
@@ -12,6 +14,9 @@ fuzz_target!(|data: &[u8]| {
     let _ = BodyHeader::parse(data);
     let _ = KeyRecord::parse(data);
     let _ = TenantKeyRecord::parse(data);
+    let _ = IndexRootKey::new(Key256::from_bytes([5; 32]), 1)
+        .exact_terms_key()
+        .open(b"fuzz", data);
 
     // Arbitrary bytes as segments of a real body: must be rejected, never panic.
     let dek = Key256::from_bytes([7; 32]);

@@ -3,9 +3,10 @@
 //!
 //! Both indexes hold the same synthetic documents (one claim each, patients
 //! shared by about four documents). The blind side does what the server does for a
-//! search apart from HTTP: blind tokens for the query, candidates from Tantivy, and
-//! for every candidate its key record read from disk, the DEK unwrapped, the
-//! metadata decrypted and the query evaluated exactly. The plaintext side answers
+//! search apart from HTTP: blind tokens for the query, candidates from Tantivy,
+//! each candidate's sealed exact tags opened and the query evaluated over them,
+//! and, for a candidate without sealed tags (too many values), its key record read
+//! from disk, the DEK unwrapped, the metadata decrypted and the query evaluated. The plaintext side answers
 //! from `field:value` terms alone. Every query's two answers are checked equal.
 //!
 //! `cargo bench -p vault-index --bench search [-- --docs N --queries Q --json FILE]`
@@ -27,7 +28,7 @@ use vault_index::plaintext_baseline::PlainIndex;
 use vault_index::planner::TokenPlan;
 use vault_index::query::Query;
 use vault_index::synth::{expected_fields, SynthClaim};
-use vault_index::tokens::Tokenizer;
+use vault_index::tokens::{Exactness, Tokenizer};
 
 struct Options {
     docs: usize,
@@ -154,14 +155,17 @@ impl Blind {
         candidates
             .into_iter()
             .filter(|c| {
-                let bytes = std::fs::read(self.records.join(&c.id)).expect("key record");
+                if c.exactness == Exactness::Matches {
+                    return true;
+                }
+                let bytes = std::fs::read(self.records.join(&c.document.id)).expect("key record");
                 let record = KeyRecord::parse(&bytes).expect("parse");
                 let dek = record.unwrap_dek(&self.branch).expect("unwrap");
                 let metadata = record.open_metadata(&dek).expect("metadata");
                 let fields: Fields = serde_json::from_slice(&metadata).expect("json");
                 query.matches(&search_terms(&fields))
             })
-            .map(|c| c.id)
+            .map(|c| c.document.id)
             .collect()
     }
 }
@@ -198,15 +202,17 @@ fn build_blind(dir: &Path, docs: &[Fields]) -> (Blind, Vec<String>, f64, f64) {
     let sealing_s = sealing.elapsed().as_secs_f64();
     let started = Instant::now();
     for (i, (fields, id)) in docs.iter().zip(&ids).enumerate() {
-        let terms = tokenizer.terms(&search_terms(fields)).expect("terms");
+        let tokens = tokenizer
+            .document_tokens(id, &search_terms(fields))
+            .expect("terms");
         let doc = IndexedDocument {
             id: id.clone(),
             kind: "eob".into(),
             uploaded_at_micros: i as i64,
         };
-        index.add(&doc, &terms).expect("add");
+        index.add(&doc, &tokens).expect("add");
     }
-    index.commit().expect("commit");
+    index.commit(None).expect("commit");
     let rate = docs.len() as f64 / started.elapsed().as_secs_f64();
     (
         Blind {

@@ -1,5 +1,5 @@
-//! One tenant's blind index: a Tantivy index of document ids, kinds, upload times
-//! and blind-token terms, nothing else.
+//! One tenant's blind index: a Tantivy index of document ids, kinds, upload times,
+//! blind-token terms and each document's sealed exact tags, nothing else.
 //!
 //! The index is derived data. Its directory holds a small descriptor
 //! (`blind-index.json`) recording the token plan and index key version it was built
@@ -21,7 +21,7 @@ use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Te
 
 use crate::planner::TokenPlan;
 use crate::query::Query;
-use crate::tokens::Tokenizer;
+use crate::tokens::{DocumentTokens, Exactness, Tokenizer};
 
 /// Name of the descriptor file in an index directory.
 const DESCRIPTOR_FILE: &str = "blind-index.json";
@@ -29,8 +29,9 @@ const DESCRIPTOR_FILE: &str = "blind-index.json";
 const META_FILE: &str = "meta.json";
 /// Tantivy's list of the files it manages (and may remove).
 const MANAGED_FILE: &str = ".managed.json";
-/// Descriptor format. FORMAT CONSTANT.
-const DESCRIPTOR_FORMAT: u32 = 1;
+/// Descriptor format. FORMAT CONSTANT. 2: entries carry sealed exact tags (an
+/// index of format 1 is made anew and rebuilt from the documents).
+const DESCRIPTOR_FORMAT: u32 = 2;
 /// Tantivy writer heap (its minimum); one indexing thread per tenant.
 const WRITER_HEAP_BYTES: usize = 15_000_000;
 
@@ -65,6 +66,16 @@ pub struct IndexedDocument {
     pub uploaded_at_micros: i64,
 }
 
+/// A candidate of a query and whether its index entry answered exactly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    /// The document.
+    pub document: IndexedDocument,
+    /// [`Exactness::Matches`] or [`Exactness::Unknown`] (the document itself must
+    /// be checked); entries that do not match are left out.
+    pub exactness: Exactness,
+}
+
 /// The descriptor stored beside the index.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Descriptor {
@@ -79,6 +90,7 @@ struct SchemaFields {
     kind: SchemaField,
     uploaded_at: SchemaField,
     token: SchemaField,
+    sealed_exact: SchemaField,
 }
 
 fn schema() -> (Schema, SchemaFields) {
@@ -88,6 +100,7 @@ fn schema() -> (Schema, SchemaFields) {
         kind: builder.add_text_field("kind", STRING | STORED),
         uploaded_at: builder.add_i64_field("uploaded_at", INDEXED | STORED | FAST),
         token: builder.add_text_field("token", STRING),
+        sealed_exact: builder.add_bytes_field("sealed_exact", STORED),
     };
     (builder.build(), fields)
 }
@@ -101,6 +114,26 @@ pub struct BlindIndex {
     pending: AtomicU64,
     /// Changes ever made through this handle (adds, removes, clears).
     changes: AtomicU64,
+    /// The change-feed position recorded with the last commit.
+    committed_followed_to: Mutex<Option<u64>>,
+}
+
+/// What a commit records beside the index (Tantivy's commit payload, in
+/// `meta.json`): how far the tenant's change feed had been applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct CommitPayload {
+    /// FORMAT CONSTANT: 1.
+    format: u32,
+    followed_to: u64,
+}
+
+/// Format of [`CommitPayload`]. FORMAT CONSTANT.
+const COMMIT_PAYLOAD_FORMAT: u32 = 1;
+
+fn followed_to_of(index: &Index) -> Option<u64> {
+    let payload = index.load_metas().ok()?.payload?;
+    let payload: CommitPayload = serde_json::from_str(&payload).ok()?;
+    (payload.format == COMMIT_PAYLOAD_FORMAT).then_some(payload.followed_to)
 }
 
 impl std::fmt::Debug for BlindIndex {
@@ -147,6 +180,9 @@ impl BlindIndex {
             Some((writer, reader))
         });
         let reusable = opened.is_some();
+        let followed_to = opened
+            .as_ref()
+            .and_then(|(writer, _)| followed_to_of(writer.index()));
         let (writer, reader) = match opened {
             Some(opened) => opened,
             None => {
@@ -172,20 +208,28 @@ impl BlindIndex {
                 reader,
                 pending: AtomicU64::new(0),
                 changes: AtomicU64::new(0),
+                committed_followed_to: Mutex::new(followed_to),
             },
             !reusable,
         ))
     }
 
-    /// Adds (or replaces) a document with its index terms. Visible after the next
-    /// [`commit`](Self::commit).
-    pub fn add(&self, document: &IndexedDocument, terms: &[String]) -> Result<(), IndexError> {
+    /// Adds (or replaces) a document with its index terms and sealed exact tags.
+    /// Visible after the next [`commit`](Self::commit).
+    pub fn add(
+        &self,
+        document: &IndexedDocument,
+        tokens: &DocumentTokens,
+    ) -> Result<(), IndexError> {
         let mut doc = TantivyDocument::default();
         doc.add_text(self.fields.id, &document.id);
         doc.add_text(self.fields.kind, &document.kind);
         doc.add_i64(self.fields.uploaded_at, document.uploaded_at_micros);
-        for term in terms {
+        for term in &tokens.terms {
             doc.add_text(self.fields.token, term);
+        }
+        if let Some(sealed) = &tokens.sealed_exact {
+            doc.add_bytes(self.fields.sealed_exact, sealed);
         }
         let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         writer.delete_term(Term::from_field_text(self.fields.id, &document.id));
@@ -223,18 +267,42 @@ impl BlindIndex {
         self.pending.load(Ordering::SeqCst)
     }
 
-    /// Makes every change so far durable and searchable. Blocking: call it off the
-    /// async runtime.
-    pub fn commit(&self) -> Result<(), IndexError> {
+    /// Makes every change so far durable and searchable, recording with them how
+    /// far the tenant's change feed had been applied (`None`: not known, as while
+    /// the index is rebuilt). Does nothing when there is neither a change nor a
+    /// new position. Blocking: call it off the async runtime.
+    pub fn commit(&self, followed_to: Option<u64>) -> Result<(), IndexError> {
         let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut committed = self
+            .committed_followed_to
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let before = self.pending.load(Ordering::SeqCst);
-        if before == 0 {
+        if before == 0 && *committed == followed_to {
             return Ok(());
         }
-        writer.commit()?;
+        let mut prepared = writer.prepare_commit()?;
+        if let Some(followed_to) = followed_to {
+            let payload = CommitPayload {
+                format: COMMIT_PAYLOAD_FORMAT,
+                followed_to,
+            };
+            prepared.set_payload(&serde_json::to_string(&payload).map_err(std::io::Error::other)?);
+        }
+        prepared.commit()?;
+        *committed = followed_to;
         self.reader.reload()?;
         self.pending.fetch_sub(before, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// The change-feed position the last commit recorded: every change in the
+    /// tenant's log before it is in the committed index.
+    pub fn committed_followed_to(&self) -> Option<u64> {
+        *self
+            .committed_followed_to
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The committed index as files (name, bytes): its descriptor, `meta.json`
@@ -378,26 +446,50 @@ impl BlindIndex {
 
     /// Every searchable document id.
     pub fn ids(&self) -> Result<HashSet<String>, IndexError> {
-        Ok(self
-            .collect(&AllQuery, usize::MAX)?
-            .into_iter()
-            .map(|d| d.id)
-            .collect())
+        let searcher = self.reader.searcher();
+        let mut ids = HashSet::new();
+        for address in searcher.search(&AllQuery, &DocSetCollector)? {
+            let doc: TantivyDocument = searcher.doc(address)?;
+            ids.insert(self.document(&doc).id);
+        }
+        Ok(ids)
     }
 
-    /// The candidates of a query: every document whose tokens satisfy it, a superset
-    /// of the exact answer because tokens are truncated. At most `limit`.
+    /// The candidates of a query: every document whose tokens satisfy it (a
+    /// superset of the exact answer, because tokens are truncated) less those
+    /// whose sealed exact tags rule them out. At most `limit` token candidates.
     pub fn candidates(
         &self,
         query: &Query,
         tokenizer: &Tokenizer,
         limit: usize,
-    ) -> Result<Vec<IndexedDocument>, IndexError> {
+    ) -> Result<Vec<Candidate>, IndexError> {
         let compiled = self.compile(query, tokenizer)?;
-        match compiled {
-            Some(q) => self.collect(q.as_ref(), limit),
-            None => self.collect(&AllQuery, limit),
+        let filter = tokenizer.exact_filter(query)?;
+        let searcher = self.reader.searcher();
+        let addresses = match compiled {
+            Some(q) => searcher.search(q.as_ref(), &DocSetCollector)?,
+            None => searcher.search(&AllQuery, &DocSetCollector)?,
+        };
+        if addresses.len() > limit {
+            return Err(IndexError::TooManyCandidates { limit });
         }
+        let mut out = Vec::with_capacity(addresses.len());
+        for address in addresses {
+            let doc: TantivyDocument = searcher.doc(address)?;
+            let document = self.document(&doc);
+            let sealed = doc
+                .get_first(self.fields.sealed_exact)
+                .and_then(|v| v.as_bytes());
+            match filter.check(&document.id, sealed) {
+                Exactness::NoMatch => {}
+                exactness => out.push(Candidate {
+                    document,
+                    exactness,
+                }),
+            }
+        }
+        Ok(out)
     }
 
     /// The token query of a query; `None` where it cannot narrow the candidates.
@@ -438,35 +530,21 @@ impl BlindIndex {
         })
     }
 
-    fn collect(
-        &self,
-        query: &dyn tantivy::query::Query,
-        limit: usize,
-    ) -> Result<Vec<IndexedDocument>, IndexError> {
-        let searcher = self.reader.searcher();
-        let addresses = searcher.search(query, &DocSetCollector)?;
-        if addresses.len() > limit {
-            return Err(IndexError::TooManyCandidates { limit });
+    fn document(&self, doc: &TantivyDocument) -> IndexedDocument {
+        let text = |field| {
+            doc.get_first(field)
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        IndexedDocument {
+            id: text(self.fields.id),
+            kind: text(self.fields.kind),
+            uploaded_at_micros: doc
+                .get_first(self.fields.uploaded_at)
+                .and_then(|v| v.as_i64())
+                .unwrap_or_default(),
         }
-        let mut out = Vec::with_capacity(addresses.len());
-        for address in addresses {
-            let doc: TantivyDocument = searcher.doc(address)?;
-            let text = |field| {
-                doc.get_first(field)
-                    .and_then(|v| v.as_str())
-                    .unwrap_or_default()
-                    .to_owned()
-            };
-            out.push(IndexedDocument {
-                id: text(self.fields.id),
-                kind: text(self.fields.kind),
-                uploaded_at_micros: doc
-                    .get_first(self.fields.uploaded_at)
-                    .and_then(|v| v.as_i64())
-                    .unwrap_or_default(),
-            });
-        }
-        Ok(out)
     }
 }
 
@@ -495,13 +573,15 @@ mod tests {
         for (f, v) in pairs {
             b.add(*f, v);
         }
-        let terms = tokenizer.terms(&search_terms(&b.build())).unwrap();
+        let tokens = tokenizer
+            .document_tokens(id, &search_terms(&b.build()))
+            .unwrap();
         let doc = IndexedDocument {
             id: id.into(),
             kind: "eob".into(),
             uploaded_at_micros: 1,
         };
-        index.add(&doc, &terms).unwrap();
+        index.add(&doc, &tokens).unwrap();
     }
 
     fn ids(index: &BlindIndex, tokenizer: &Tokenizer, q: &str) -> Vec<String> {
@@ -509,7 +589,7 @@ mod tests {
             .candidates(&Query::parse(q).unwrap(), tokenizer, 100)
             .unwrap()
             .into_iter()
-            .map(|d| d.id)
+            .map(|c| c.document.id)
             .collect();
         ids.sort();
         ids
@@ -530,11 +610,11 @@ mod tests {
             );
             // Several commits: several segments.
             if n % 10 == 9 {
-                index.commit().unwrap();
+                index.commit(None).unwrap();
             }
         }
         index.remove("d3");
-        index.commit().unwrap();
+        index.commit(None).unwrap();
         let files = index.export().unwrap();
         assert!(files.iter().any(|(name, _)| name == "meta.json"));
 
@@ -554,7 +634,7 @@ mod tests {
             "new",
             &[(Field::PatientName, "Zyxwer1, Bo")],
         );
-        copy.commit().unwrap();
+        copy.commit(None).unwrap();
         assert!(ids(&copy, &tokenizer, q).contains(&"new".to_owned()));
         // Under another key version it is not taken.
         drop(copy);
@@ -591,7 +671,7 @@ mod tests {
             "a",
             &[(Field::PatientName, "Zyxwer, Anna")],
         );
-        index.commit().unwrap();
+        index.commit(None).unwrap();
         let files = index.export().unwrap();
         drop(index);
         // A copy that lost a segment file (made by hand: import never leaves one).
@@ -645,7 +725,7 @@ mod tests {
         );
         add(&index, &tokenizer, "c", &[(Field::MemberId, "MBR99887766")]);
         assert_eq!(index.len(), 0, "nothing visible before a commit");
-        index.commit().unwrap();
+        index.commit(None).unwrap();
         assert_eq!(
             ids(&index, &tokenizer, "patient_last_name:zyxwer"),
             ["a", "b"]
@@ -666,13 +746,18 @@ mod tests {
             ),
             ["a", "c"]
         );
-        // NOT narrows nothing at the token stage; the exact filter applies it.
-        assert_eq!(
-            ids(&index, &tokenizer, "NOT claim_status:1"),
-            ["a", "b", "c"]
-        );
+        // NOT narrows nothing at the token stage; the sealed exact tags apply it.
+        assert_eq!(ids(&index, &tokenizer, "NOT claim_status:1"), ["b", "c"]);
+        // The change-feed position is kept with a commit and read back on opening.
+        assert_eq!(index.committed_followed_to(), None);
+        index.commit(Some(17)).unwrap();
+        assert_eq!(index.committed_followed_to(), Some(17));
+        drop(index);
+        let (index, created) = BlindIndex::open(dir.path(), &tokenizer).unwrap();
+        assert!(!created);
+        assert_eq!(index.committed_followed_to(), Some(17));
         index.remove("a");
-        index.commit().unwrap();
+        index.commit(None).unwrap();
         assert_eq!(ids(&index, &tokenizer, "patient_last_name:zyxwer"), ["b"]);
         assert!(matches!(
             index.candidates(&Query::parse("NOT claim_status:1").unwrap(), &tokenizer, 1),
@@ -699,7 +784,7 @@ mod tests {
             let (index, fresh) = BlindIndex::open(dir.path(), &first).unwrap();
             assert!(fresh);
             add(&index, &first, "a", &[(Field::MemberId, "M1")]);
-            index.commit().unwrap();
+            index.commit(None).unwrap();
         }
         {
             let (index, fresh) = BlindIndex::open(dir.path(), &first).unwrap();

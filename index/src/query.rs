@@ -76,11 +76,31 @@ impl Query {
     /// Whether a document with these search terms matches: the exact evaluation
     /// that post-filters the candidates truncated tokens find.
     pub fn matches(&self, terms: &BTreeSet<(Field, String)>) -> bool {
+        self.matches_by(&|field, term| terms.contains(&(field, term.to_owned())))
+    }
+
+    /// Whether a document matches, given whether it holds each `field:term`.
+    pub fn matches_by(&self, holds: &dyn Fn(Field, &str) -> bool) -> bool {
         match self {
-            Query::Term(field, term) => terms.contains(&(*field, term.clone())),
-            Query::Or(children) => children.iter().any(|c| c.matches(terms)),
-            Query::And(children) => children.iter().all(|c| c.matches(terms)),
-            Query::Not(child) => !child.matches(terms),
+            Query::Term(field, term) => holds(*field, term),
+            Query::Or(children) => children.iter().any(|c| c.matches_by(holds)),
+            Query::And(children) => children.iter().all(|c| c.matches_by(holds)),
+            Query::Not(child) => !child.matches_by(holds),
+        }
+    }
+
+    /// Calls `each` with every `field:term` of the query, in order; stops at the
+    /// first error.
+    pub fn for_each_term<'a, E>(
+        &'a self,
+        each: &mut dyn FnMut(Field, &'a str) -> Result<(), E>,
+    ) -> Result<(), E> {
+        match self {
+            Query::Term(field, term) => each(*field, term),
+            Query::Or(children) | Query::And(children) => {
+                children.iter().try_for_each(|c| c.for_each_term(each))
+            }
+            Query::Not(child) => child.for_each_term(each),
         }
     }
 

@@ -43,8 +43,11 @@ pub struct Metrics {
     pub key_provider_calls: Counter,
     /// Searches answered.
     pub searches: Counter,
-    /// Candidates the blind index returned (before the exact filter).
+    /// Candidates the blind index returned (token matches their sealed exact tags
+    /// did not rule out).
     pub search_candidates: Counter,
+    /// Candidates checked against the document itself (no sealed exact tags).
+    pub search_documents_read: Counter,
     /// Exact search results.
     pub search_results: Counter,
     /// Index updates, reconciliations or openings that failed.
@@ -126,13 +129,19 @@ impl Default for Metrics {
         );
         let searches = Counter::default();
         let search_candidates = Counter::default();
+        let search_documents_read = Counter::default();
         let search_results = Counter::default();
         let index_failures = Counter::default();
         registry.register("searches", "Searches answered", searches.clone());
         registry.register(
             "search_candidates",
-            "Candidates from the blind index, before the exact filter",
+            "Candidates from the blind index that their sealed exact tags did not rule out",
             search_candidates.clone(),
+        );
+        registry.register(
+            "search_documents_read",
+            "Search candidates checked against the document itself (too many values to seal their exact tags)",
+            search_documents_read.clone(),
         );
         registry.register(
             "search_results",
@@ -283,6 +292,7 @@ impl Default for Metrics {
             bulk_access_anomalies,
             searches,
             search_candidates,
+            search_documents_read,
             search_results,
             index_failures,
             index_snapshots_written,

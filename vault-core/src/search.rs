@@ -29,11 +29,11 @@ use futures::{StreamExt, TryStreamExt};
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, watch, OnceCell};
 use vault_crypto::{DocumentId, TenantId};
-use vault_index::blind_index::{BlindIndex, IndexError, IndexedDocument};
+use vault_index::blind_index::{BlindIndex, Candidate, IndexError, IndexedDocument};
 use vault_index::fields::{search_terms, Field, Fields};
 use vault_index::planner::TokenPlan;
 use vault_index::query::Query;
-use vault_index::tokens::Tokenizer;
+use vault_index::tokens::{Exactness, Tokenizer};
 
 use crate::config::SearchConfig;
 use crate::documents::{DocumentKind, Documents};
@@ -346,20 +346,22 @@ impl SearchService {
         });
     }
 
-    fn open_indexes(&self) -> Vec<Arc<TenantIndex>> {
-        let mut open: Vec<Arc<TenantIndex>> = self
+    /// Every open index: its tenant, and whether it is the tenant's current one
+    /// (or the next one, being filled during a key rotation).
+    fn open_indexes(&self) -> Vec<(TenantId, Arc<TenantIndex>, bool)> {
+        let mut open: Vec<(TenantId, Arc<TenantIndex>, bool)> = self
             .indexes
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .filter_map(|cell| cell.get().cloned())
+            .iter()
+            .filter_map(|(tenant, cell)| cell.get().map(|i| (tenant.clone(), Arc::clone(i), true)))
             .collect();
         open.extend(
             self.next
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .values()
-                .cloned(),
+                .iter()
+                .map(|(tenant, i)| (tenant.clone(), Arc::clone(i), false)),
         );
         open
     }
@@ -381,18 +383,48 @@ impl SearchService {
     /// Commits every open index with pending changes (the background committer and
     /// shutdown call this).
     pub async fn commit_all(&self) {
-        for tenant in self.open_indexes() {
-            if tenant.index.pending() > 0 {
+        for (tenant, index, current) in self.open_indexes() {
+            let followed_to = if current {
+                self.followed_position(&tenant, &index)
+            } else {
+                None
+            };
+            // With no change to commit, a commit only to record the position is
+            // made once the log moved on by a step: a restart then re-reads at
+            // most that many segments.
+            let worth_recording = match (index.index.committed_followed_to(), followed_to) {
+                (Some(committed), Some(at)) => at >= committed + POSITION_RECORD_STEP,
+                (None, Some(_)) => true,
+                _ => false,
+            };
+            if index.index.pending() > 0 || worth_recording {
                 // The changes stay pending and the next tick tries again.
-                if let Err(e) = commit(&tenant).await {
+                if let Err(e) = commit(&index, followed_to).await {
                     tracing::error!(error = %e.for_log(), "blind index commit failed");
                 }
             }
         }
     }
+
+    /// The change-feed position a commit of the tenant's current index records:
+    /// read before the commit, every change in the segments before it has been
+    /// applied to the index (by its upload here, or by following the log) before
+    /// the follower moved past it, so the commit holds it. `None` while the index
+    /// is not current (a rebuild under way).
+    fn followed_position(&self, tenant: &TenantId, index: &TenantIndex) -> Option<u64> {
+        (*index.sync.borrow() == IndexSync::Current)
+            .then(|| self.followed_from(tenant))
+            .flatten()
+    }
 }
 
-async fn commit(tenant: &Arc<TenantIndex>) -> Result<(), Error> {
+/// Log segments the change feed may move past before an index with nothing else
+/// to commit records its position (what a restart re-reads at most, besides the
+/// changes themselves).
+const POSITION_RECORD_STEP: u64 = 64;
+
+/// Commits the index's changes, recording the change-feed position `followed_to`.
+async fn commit(tenant: &Arc<TenantIndex>, followed_to: Option<u64>) -> Result<(), Error> {
     let added = std::mem::take(
         &mut *tenant
             .uncommitted
@@ -400,7 +432,7 @@ async fn commit(tenant: &Arc<TenantIndex>) -> Result<(), Error> {
             .unwrap_or_else(PoisonError::into_inner),
     );
     let index = Arc::clone(tenant);
-    let committed = blocking(move || index.index.commit()).await;
+    let committed = blocking(move || index.index.commit(followed_to)).await;
     if committed.is_err() {
         tenant
             .uncommitted
@@ -516,7 +548,7 @@ async fn add_to_index(
     tokio::task::spawn_blocking(move || {
         let tokens = index
             .tokenizer
-            .terms(&terms)
+            .document_tokens(&document.id, &terms)
             .map_err(|e| Error::internal("blind tokens", e))?;
         index.index.add(&document, &tokens).map_err(index_error)?;
         index
@@ -702,7 +734,8 @@ impl SearchService {
             let (index, tokenizer, started) = if created {
                 self.open_from_snapshot(tenant, index, tokenizer).await?
             } else {
-                (index, tokenizer, Started::Kept)
+                let followed_to = index.committed_followed_to();
+                (index, tokenizer, Started::Kept { followed_to })
             };
             if matches!(started, Started::Empty) {
                 tracing::info!(tenant = %tenant.id, "blind index created; filling it from the store");
@@ -712,18 +745,23 @@ impl SearchService {
             let log_end = crate::audit::log_size(self.store.as_ref(), &tenant.id)
                 .await
                 .map_err(Error::from)?;
-            // A snapshot that says where the log stood is brought up to date by
-            // following the log from there (a position past the log's end is
-            // from another history: reconciled instead).
-            let snapshot_at = match started {
+            // An index (kept here or from a snapshot) that says where the log
+            // stood is brought up to date by following the log from there (a
+            // position past the log's end is from another history: reconciled
+            // instead). Its time to ready grows with the changes since, not with
+            // the documents.
+            let recorded_at = match started {
                 Started::FromSnapshot {
+                    followed_to: Some(at),
+                }
+                | Started::Kept {
                     followed_to: Some(at),
                 } if at <= log_end => Some(at),
                 _ => None,
             };
             {
                 let mut followed = self.followed.lock().unwrap_or_else(PoisonError::into_inner);
-                match snapshot_at {
+                match recorded_at {
                     Some(at) => {
                         followed.insert(tenant.id.clone(), at);
                     }
@@ -741,9 +779,9 @@ impl SearchService {
             let (this, tenant_record, task_index) =
                 (self.clone(), tenant.clone(), Arc::clone(&opened));
             tokio::spawn(async move {
-                match snapshot_at {
+                match recorded_at {
                     Some(at) => {
-                        this.catch_up_from_snapshot(&tenant_record, &task_index, at, log_end)
+                        this.catch_up_from(&tenant_record, &task_index, at, log_end)
                             .await;
                     }
                     None => {
@@ -806,7 +844,7 @@ impl SearchService {
                     "some documents could not be indexed under the new key; the old key stays in use",
                 ));
             }
-            commit(&next).await?;
+            commit(&next, None).await?;
             make_current.await?;
             Ok(report)
         }
@@ -843,7 +881,7 @@ impl SearchService {
     /// reconciled one does, at the cost of the changes since the snapshot. A
     /// reconciliation with the store follows in the background as a check
     /// (the index stays current; what it corrects is logged).
-    async fn catch_up_from_snapshot(
+    async fn catch_up_from(
         &self,
         tenant: &TenantRecord,
         index: &Arc<TenantIndex>,
@@ -860,17 +898,17 @@ impl SearchService {
             }
         }
         index.sync.send_replace(IndexSync::Current);
-        tracing::info!(tenant = %tenant.id, documents = index.index.len(), segments = log_end - from, duration_ms = started.elapsed().as_millis() as u64, "blind index current from its snapshot and the change feed");
+        tracing::info!(tenant = %tenant.id, documents = index.index.len(), segments = log_end - from, duration_ms = started.elapsed().as_millis() as u64, "blind index current from its recorded log position and the change feed");
         match self.reconcile(tenant, index, &NoProgress).await {
             Ok(report) if report.added + report.removed + report.failed > 0 => {
                 self.metrics.index_failures.inc();
-                tracing::warn!(tenant = %tenant.id, added = report.added, removed = report.removed, failed = report.failed, "the index from a snapshot and the change feed differed from the store; corrected");
+                tracing::warn!(tenant = %tenant.id, added = report.added, removed = report.removed, failed = report.failed, "the index from its recorded log position and the change feed differed from the store; corrected");
             }
             Ok(report) => {
-                tracing::info!(tenant = %tenant.id, documents = report.documents, duration_ms = report.duration_ms, "index from a snapshot checked against the store: in step");
+                tracing::info!(tenant = %tenant.id, documents = report.documents, duration_ms = report.duration_ms, "index from its recorded log position checked against the store: in step");
             }
             Err(e) => {
-                tracing::warn!(tenant = %tenant.id, code = e.code(), error = %e.for_log(), "index from a snapshot could not be checked against the store");
+                tracing::warn!(tenant = %tenant.id, code = e.code(), error = %e.for_log(), "index from its recorded log position could not be checked against the store");
             }
         }
     }
@@ -1162,7 +1200,7 @@ impl SearchService {
                 Err(_) => report.failed += 1,
             }
         }
-        commit(index).await?;
+        commit(index, self.followed_position(&tenant.id, index)).await?;
         report.duration_ms = started.elapsed().as_millis() as u64;
         Ok(report)
     }
@@ -1187,9 +1225,9 @@ impl SearchService {
             // segments only, so an addition still pending would survive the clear
             // and be counted as already indexed.
             blocking(move || {
-                cleared.index.commit()?;
+                cleared.index.commit(None)?;
                 cleared.index.clear()?;
-                cleared.index.commit()
+                cleared.index.commit(None)
             })
             .await?;
             self.reconcile(tenant, &index, progress).await
@@ -1218,7 +1256,7 @@ impl SearchService {
         let index = self.tenant_index(tenant).await?;
         wait_until_reconciled(&index, false).await?;
         if index.index.pending() > 0 {
-            commit(&index).await?;
+            commit(&index, self.followed_position(&tenant.id, &index)).await?;
         }
         let candidates = {
             let index = Arc::clone(&index);
@@ -1229,8 +1267,18 @@ impl SearchService {
         self.metrics
             .search_candidates
             .inc_by(candidates.len() as u64);
-        let matches: Vec<Option<IndexedDocument>> = futures::stream::iter(candidates)
+        // Entries whose sealed exact tags answered need no document read; the
+        // rest (documents with too many values to seal) are checked against the
+        // document's own fields.
+        let (mut hits, unknown): (Vec<Candidate>, Vec<Candidate>) = candidates
+            .into_iter()
+            .partition(|c| c.exactness == Exactness::Matches);
+        self.metrics
+            .search_documents_read
+            .inc_by(unknown.len() as u64);
+        let checked: Vec<Option<IndexedDocument>> = futures::stream::iter(unknown)
             .map(|candidate| async move {
+                let candidate = candidate.document;
                 let Ok(id) = candidate.id.parse::<DocumentId>() else {
                     return Ok(None);
                 };
@@ -1246,7 +1294,11 @@ impl SearchService {
             .buffer_unordered(FILTER_CONCURRENCY)
             .try_collect()
             .await?;
-        let mut hits: Vec<IndexedDocument> = matches.into_iter().flatten().collect();
+        let mut hits: Vec<IndexedDocument> = hits
+            .drain(..)
+            .map(|c| c.document)
+            .chain(checked.into_iter().flatten())
+            .collect();
         hits.sort_by(|a, b| (b.uploaded_at_micros, &b.id).cmp(&(a.uploaded_at_micros, &a.id)));
         let total = hits.len() as u64;
         self.metrics.searches.inc();
@@ -1300,17 +1352,17 @@ mod tests {
         // commit (a rotation used to remove the directory under it: a 500).
         let mut fields = Fields::new();
         fields.insert("claim_id".into(), vec!["CLM1".into()]);
-        let terms = search_in_flight
-            .tokenizer
-            .terms(&search_terms(&fields))
-            .unwrap();
         let document = indexed_document(
             &DocumentId::random(),
             DocumentKind::Claim,
             OffsetDateTime::now_utc(),
         );
-        search_in_flight.index.add(&document, &terms).unwrap();
-        search_in_flight.index.commit().unwrap();
+        let tokens = search_in_flight
+            .tokenizer
+            .document_tokens(&document.id, &search_terms(&fields))
+            .unwrap();
+        search_in_flight.index.add(&document, &tokens).unwrap();
+        search_in_flight.index.commit(None).unwrap();
         assert!(dir.exists());
         drop(search_in_flight);
         assert!(

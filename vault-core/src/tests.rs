@@ -680,10 +680,15 @@ impl TestVault {
     /// a copy of the root key file.
     async fn replica(&self) -> (SharedVault, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        let root_key = dir.path().join("root.key");
+        (self.replica_in(dir.path()).await, dir)
+    }
+
+    /// A replica whose files are under `dir` (opened again there: a restart).
+    async fn replica_in(&self, dir: &std::path::Path) -> SharedVault {
+        let root_key = dir.join("root.key");
         std::fs::copy(self._dir.path().join("keys/root.key"), &root_key).unwrap();
         let mut config = Config {
-            data_dir: dir.path().join("data"),
+            data_dir: dir.join("data"),
             ..Config::default()
         };
         config.keys.root_key_file = Some(root_key);
@@ -696,7 +701,7 @@ impl TestVault {
             opened.new_operator_token.is_none(),
             "a replica issued a second first operator"
         );
-        (opened.vault, dir)
+        opened.vault
     }
 }
 
@@ -1057,6 +1062,41 @@ async fn record_change(vault: &SharedVault, tenant: &TenantRecord, action: &str,
     vault.audit.append(&tenant.id, event).await.unwrap();
 }
 
+/// Uploads claims `{prefix}-0` to `{prefix}-{n-1}` through the first replica,
+/// each in the log.
+async fn logged_claims(
+    t: &TestVault,
+    tenant: &TenantRecord,
+    prefix: &str,
+    n: usize,
+) -> Vec<DocumentId> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let id = upload_claim(t, tenant, &format!("{prefix}-{i}")).await;
+        record_change(&t.vault, tenant, "document.upload", &id).await;
+        ids.push(id);
+    }
+    ids
+}
+
+/// Changes a replica has not seen: an upload of claim `{prefix}-9` and the
+/// delete of `deleted`, both in the log.
+async fn upload_and_delete_logged(
+    t: &TestVault,
+    tenant: &TenantRecord,
+    prefix: &str,
+    deleted: &DocumentId,
+) {
+    let later = upload_claim(t, tenant, &format!("{prefix}-9")).await;
+    record_change(&t.vault, tenant, "document.upload", &later).await;
+    t.vault
+        .tenant_documents
+        .delete(tenant, deleted)
+        .await
+        .unwrap();
+    record_change(&t.vault, tenant, "document.delete", deleted).await;
+}
+
 async fn hits_on(vault: &SharedVault, tenant: &TenantRecord, claim: &str) -> u64 {
     let query = vault_index::query::Query::parse(&format!("claim_id:{claim}")).unwrap();
     vault
@@ -1118,12 +1158,7 @@ async fn a_replica_follows_the_uploads_and_deletes_of_another() {
 async fn a_new_replica_opens_its_index_from_the_snapshot_and_reconciles_it() {
     let t = TestVault::open().await;
     let acme = t.tenant("acme").await;
-    let mut ids = Vec::new();
-    for n in 0..5 {
-        let id = upload_claim(&t, &acme, &format!("S-{n}")).await;
-        record_change(&t.vault, &acme, "document.upload", &id).await;
-        ids.push(id);
-    }
+    let ids = logged_claims(&t, &acme, "S", 5).await;
     assert_eq!(hits_on(&t.vault, &acme, "S-1").await, 1);
     t.vault.catch_up.follow(&acme.id).await.unwrap();
     assert_eq!(t.vault.search.snapshot_all().await, 1);
@@ -1133,14 +1168,7 @@ async fn a_new_replica_opens_its_index_from_the_snapshot_and_reconciles_it() {
         "an unchanged index was snapshotted again"
     );
     // After the snapshot: one upload, one delete.
-    let later = upload_claim(&t, &acme, "S-9").await;
-    record_change(&t.vault, &acme, "document.upload", &later).await;
-    t.vault
-        .tenant_documents
-        .delete(&acme, &ids[0])
-        .await
-        .unwrap();
-    record_change(&t.vault, &acme, "document.delete", &ids[0]).await;
+    upload_and_delete_logged(&t, &acme, "S", &ids[0]).await;
     assert_eq!(
         t.vault.search.snapshot_all().await,
         0,
@@ -1165,24 +1193,12 @@ async fn a_new_replica_opens_its_index_from_the_snapshot_and_reconciles_it() {
 async fn a_replica_from_a_snapshot_catches_up_from_the_log_without_listing_documents() {
     let t = TestVault::open().await;
     let acme = t.tenant("acme").await;
-    let mut ids = Vec::new();
-    for n in 0..4 {
-        let id = upload_claim(&t, &acme, &format!("L-{n}")).await;
-        record_change(&t.vault, &acme, "document.upload", &id).await;
-        ids.push(id);
-    }
+    let ids = logged_claims(&t, &acme, "L", 4).await;
     assert_eq!(hits_on(&t.vault, &acme, "L-1").await, 1);
     t.vault.catch_up.follow(&acme.id).await.unwrap();
     assert_eq!(t.vault.search.snapshot_all().await, 1);
     // After the snapshot: an upload and a delete, in the log.
-    let later = upload_claim(&t, &acme, "L-9").await;
-    record_change(&t.vault, &acme, "document.upload", &later).await;
-    t.vault
-        .tenant_documents
-        .delete(&acme, &ids[0])
-        .await
-        .unwrap();
-    record_change(&t.vault, &acme, "document.delete", &ids[0]).await;
+    upload_and_delete_logged(&t, &acme, "L", &ids[0]).await;
 
     t.store
         .fail_prefix(Op::List, &ObjectName::docs_prefix(&acme.id));
@@ -1194,6 +1210,53 @@ async fn a_replica_from_a_snapshot_catches_up_from_the_log_without_listing_docum
     for (claim, hits) in [("L-0", 0), ("L-1", 1), ("L-3", 1), ("L-9", 1)] {
         assert_eq!(hits_on(&replica, &acme, claim).await, hits, "{claim}");
     }
+    t.store.clear_faults();
+}
+
+/// A restarted replica whose kept index recorded where the log stood at its
+/// last commit serves complete searches by following the log from there: its
+/// time to ready grows with the changes made while it was down, not with the
+/// tenant's documents (which cannot be listed here at all). Each runtime below
+/// is one run of the replica's process; dropping it ends every task, closing
+/// the index and the data directory.
+#[test]
+fn a_restarted_replica_follows_the_log_from_its_index_without_listing_documents() {
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let first = runtime();
+    let t = first.block_on(TestVault::open());
+    let acme = first.block_on(t.tenant("acme"));
+    let ids = first.block_on(logged_claims(&t, &acme, "R", 4));
+    let replica_dir = tempfile::tempdir().unwrap();
+    let run = runtime();
+    run.block_on(async {
+        let replica = t.replica_in(replica_dir.path()).await;
+        assert_eq!(hits_on(&replica, &acme, "R-1").await, 1);
+        replica.catch_up.follow(&acme.id).await.unwrap();
+        replica.search.commit_all().await;
+    });
+    drop(run);
+
+    // While it is down: an upload and a delete, in the log.
+    first.block_on(upload_and_delete_logged(&t, &acme, "R", &ids[0]));
+    t.store
+        .fail_prefix(Op::List, &ObjectName::docs_prefix(&acme.id));
+    let run = runtime();
+    run.block_on(async {
+        let replica = t.replica_in(replica_dir.path()).await;
+        replica.search.tenant_index(&acme).await.unwrap();
+        let followed = replica.catch_up.follow(&acme.id).await.unwrap();
+        assert_eq!((followed.added, followed.removed), (1, 1));
+        for (claim, hits) in [("R-0", 0), ("R-1", 1), ("R-3", 1), ("R-9", 1)] {
+            assert_eq!(hits_on(&replica, &acme, claim).await, hits, "{claim}");
+        }
+    });
+    drop(run);
     t.store.clear_faults();
 }
 

@@ -38,8 +38,13 @@ const KEPT: usize = 2;
 
 /// How a tenant's index was opened.
 pub(super) enum Started {
-    /// From this replica's data directory: reconciled with the store.
-    Kept,
+    /// From this replica's data directory; with the log position its last commit
+    /// recorded, brought up to date by following the log from there, else by a
+    /// reconciliation.
+    Kept {
+        /// The first segment of the log whose changes it may lack.
+        followed_to: Option<u64>,
+    },
     /// Created empty: filled from the store by the reconciliation.
     Empty,
     /// From a snapshot; with the log position it recorded, it is brought up to
@@ -127,7 +132,7 @@ impl SearchService {
         // the log) before the follower moved past it, so the commit below
         // holds it. A replica starting from this snapshot follows from here.
         let followed_to = self.followed_from(tenant);
-        commit(index).await?;
+        commit(index, followed_to).await?;
         let files = {
             let index = Arc::clone(index);
             blocking(move || index.index.export()).await?
