@@ -12,6 +12,11 @@ use crate::storage::{list_all, ObjectName};
 
 pub use vault_api::ProofResponse;
 
+/// How far out of order event times may be across a log's segments (replicas'
+/// clocks, and the time between making an event and appending its segment):
+/// time-bounded reads look this much further either side.
+pub const CLOCK_SKEW_ALLOWED: time::Duration = time::Duration::minutes(5);
+
 /// Which events to return.
 #[derive(Debug, Default)]
 pub struct EventFilter {
@@ -35,6 +40,15 @@ pub struct EventsPage {
 
 impl AuditService {
     /// Events of a tenant's log matching `filter`, at most `limit`.
+    ///
+    /// The work grows with the answer, not with the log: the first segment to
+    /// read is found by bisection over segment positions (by sequence number for
+    /// a cursor, by event time for `since`), reading O(log n) segments, and the
+    /// scan stops at `until`. Event times come from each replica's clock and a
+    /// segment is appended after its events were made, so times are ordered
+    /// across segments only within [`CLOCK_SKEW_ALLOWED`]: the bisection and the
+    /// stop allow that much either side (an event stamped further out of order
+    /// may be left out of a time-bounded answer).
     pub async fn read_events(
         &self,
         tenant: &TenantId,
@@ -43,46 +57,62 @@ impl AuditService {
     ) -> Result<EventsPage, AuditError> {
         let spec = self.key_spec(tenant).await?;
         let store = self.store.as_ref();
-        let names: Vec<ObjectName> =
-            list_all(store, &ObjectName::audit_segments_prefix(tenant), None)
-                .await?
-                .into_iter()
-                .map(|info| info.name)
-                .collect();
-        // The first segment with an event after the cursor, found by bisection
-        // (segments are in log order): a page reads O(log n) segments to find
-        // its place instead of every segment before it.
-        let start = match filter.after_seq {
-            None => 0,
-            Some(after) => {
-                let (mut low, mut high) = (0, names.len());
-                while low < high {
-                    let middle = low + (high - low) / 2;
-                    if fetch_segment(store, &names[middle])
-                        .await?
-                        .header
-                        .next_seq()
-                        <= after + 1
-                    {
-                        low = middle + 1;
-                    } else {
-                        high = middle;
-                    }
-                }
-                low
+        let size = super::log_size(store, tenant).await?;
+        let fetch = |index: u64| async move {
+            fetch_segment(store, &ObjectName::audit_segment(tenant, index)).await
+        };
+        let open = |segment: Segment| {
+            let spec = &spec;
+            async move {
+                let branch = self.keys.branch_key(spec, &segment.record.key_ref).await?;
+                Ok::<_, AuditError>(segment.open(tenant, &branch)?)
             }
         };
+        let mut start = 0;
+        if let Some(after) = filter.after_seq {
+            // The first segment with an event after the cursor.
+            let (mut low, mut high) = (start, size);
+            while low < high {
+                let middle = low + (high - low) / 2;
+                if fetch(middle).await?.header.next_seq() <= after + 1 {
+                    low = middle + 1;
+                } else {
+                    high = middle;
+                }
+            }
+            start = low;
+        }
+        if let Some(since) = filter.since {
+            // The first segment with an event at or after `since`, less the skew.
+            let from = since - CLOCK_SKEW_ALLOWED;
+            let (mut low, mut high) = (start, size);
+            while low < high {
+                let middle = low + (high - low) / 2;
+                let events = open(fetch(middle).await?).await?;
+                if events.iter().all(|e| e.time < from) {
+                    low = middle + 1;
+                } else {
+                    high = middle;
+                }
+            }
+            start = low;
+        }
         let mut events = Vec::new();
-        for name in &names[start..] {
-            let segment = fetch_segment(store, name).await?;
+        for index in start..size {
+            let segment = fetch(index).await?;
             if filter
                 .after_seq
                 .is_some_and(|after| segment.header.next_seq() <= after + 1)
             {
                 continue;
             }
-            let branch = self.keys.branch_key(&spec, &segment.record.key_ref).await?;
-            for event in segment.open(tenant, &branch)? {
+            let opened = open(segment).await?;
+            if let Some(until) = filter.until {
+                if opened.iter().all(|e| e.time >= until + CLOCK_SKEW_ALLOWED) {
+                    break;
+                }
+            }
+            for event in opened {
                 let wanted = filter.after_seq.is_none_or(|after| event.seq > after)
                     && filter.since.is_none_or(|t| event.time >= t)
                     && filter.until.is_none_or(|t| event.time < t)
