@@ -243,6 +243,90 @@ async fn a_crash_after_the_document_became_visible() {
     upload_crash(failpoints::UPLOAD_AFTER_FACTS).await;
 }
 
+/// Concurrent uploads share the sync of their bodies and key records (group
+/// commit). The server dies as a batch's sync starts, after four uploads were
+/// acknowledged one by one: those four are whole; of the batch, each document is
+/// whole or absent, audited if visible; every retry yields one document per key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_while_concurrent_uploads_share_a_sync() {
+    let app = armed(failpoints::STORE_BEFORE_GROUP_SYNC, "4*off->return", "").await;
+    app.create_tenant("acme").await;
+    let key = app.api_key("acme", ROLES).await;
+    let saved = save_checkpoint(&app).await;
+    let body = |n: usize| format!("%PDF-1.7 upload {n} of a batch").into_bytes();
+    let mut acknowledged = Vec::new();
+    for n in 0..4 {
+        let r = keyed_upload(&app, &key, &format!("batch-{n}"), &body(n))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let v: Value = r.json().await.unwrap();
+        acknowledged.push((n, v["id"].as_str().unwrap().to_owned()));
+    }
+    let batch = futures::future::join_all((4..16).map(|n| {
+        let (app, key, body) = (&app, &key, body(n));
+        async move {
+            (
+                n,
+                keyed_upload(app, key, &format!("batch-{n}"), &body).await,
+            )
+        }
+    }))
+    .await;
+    let mut crashed = 0;
+    for (n, answer) in batch {
+        match answer {
+            Ok(r) if r.status() == StatusCode::CREATED => {
+                let v: Value = r.json().await.unwrap();
+                acknowledged.push((n, v["id"].as_str().unwrap().to_owned()));
+            }
+            _ => crashed += 1,
+        }
+    }
+    assert!(crashed > 0, "the server did not crash during the batch");
+    let app = after_crash(app).await;
+
+    // Nothing acknowledged is lost.
+    for (n, id) in &acknowledged {
+        let r = app.get_as(&key, &format!("/v1/documents/{id}")).await;
+        assert_eq!(r.status(), StatusCode::OK, "acknowledged upload {n} lost");
+        assert_eq!(r.bytes().await.unwrap().as_ref(), body(*n).as_slice());
+    }
+    // Whatever is visible is whole and was audited.
+    let events = audit_events(&app).await;
+    let visible = listed_ids(&app, &key).await;
+    for id in &visible {
+        let r = app.get_as(&key, &format!("/v1/documents/{id}")).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        let bytes = r.bytes().await.unwrap();
+        assert!(
+            (0..16).any(|n| bytes.as_ref() == body(n).as_slice()),
+            "a visible document is not one of the uploads"
+        );
+        assert!(audited(&events, "document.upload", id), "{id} unaudited");
+    }
+    // The clients' retries: one document per key, the acknowledged ones kept.
+    let mut ids = Vec::new();
+    for n in 0..16 {
+        let r = keyed_upload(&app, &key, &format!("batch-{n}"), &body(n))
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "retry {n}: {}", r.status());
+        let v: Value = r.json().await.unwrap();
+        let id = v["id"].as_str().unwrap().to_owned();
+        if let Some((_, first)) = acknowledged.iter().find(|(m, _)| *m == n) {
+            assert_eq!(&id, first, "the retry of {n} made a second document");
+        }
+        ids.push(id);
+    }
+    let mut listed = listed_ids(&app, &key).await;
+    listed.sort();
+    ids.sort();
+    assert_eq!(listed, ids);
+    log_verifies(&app, &saved);
+    leftovers_collected(&app).await;
+}
+
 async fn delete_crash(point: &'static str) {
     let app = armed(point, "return", "").await;
     app.create_tenant("acme").await;

@@ -411,8 +411,12 @@ impl Documents {
             }),
         );
 
+        // Body and key record are written deferred and made durable together by
+        // one sync before the commit gates: the store shares that sync among
+        // the uploads waiting at once (group commit). Nothing refers to them
+        // until the facts object, written after the sync.
         let body_name = ObjectName::doc_body(&tenant.id, &id);
-        let stored_bytes = self.store.put_new(&body_name, sealed).await?;
+        let stored_bytes = self.store.put_new_deferred(&body_name, sealed).await?;
         failpoints::crash_point(failpoints::UPLOAD_AFTER_BODY);
         let (size, sha256, capture) = {
             let mut tap = tap.lock().unwrap_or_else(PoisonError::into_inner);
@@ -480,9 +484,14 @@ impl Documents {
             }
         };
         let finish = async {
+            let record: ByteStream =
+                Box::pin(futures::stream::once(
+                    async move { Ok(Bytes::from(record)) },
+                ));
             self.store
-                .put_new_bytes(&ObjectName::doc_key(&tenant.id, &id), Bytes::from(record))
+                .put_new_deferred(&ObjectName::doc_key(&tenant.id, &id), record)
                 .await?;
+            self.store.sync().await?;
             failpoints::crash_point(failpoints::UPLOAD_AFTER_KEY_RECORD);
             if let Some(gate) = gate {
                 gate.before_visible(&id, &metadata).await?;

@@ -19,6 +19,7 @@ pub const ENV: &str = "BILLVAULT_FAILPOINTS";
 pub const ALL: &[&str] = &[
     UPLOAD_AFTER_BODY,
     UPLOAD_AFTER_KEY_RECORD,
+    STORE_BEFORE_GROUP_SYNC,
     UPLOAD_AFTER_INTENT,
     UPLOAD_AFTER_GATE,
     UPLOAD_AFTER_FACTS,
@@ -32,9 +33,13 @@ pub const ALL: &[&str] = &[
     RESTORE_AFTER_OBJECT,
 ];
 
-/// An upload's body is durable; nothing else is written.
+/// An upload's body is written (not yet synced); nothing else is written.
 pub const UPLOAD_AFTER_BODY: &str = "upload.after_body";
-/// Body and key record are durable; the commit gates have not run.
+/// The fs store is about to sync a batch of deferred writes (the bodies and key
+/// records of the uploads waiting at once; hit once per sync).
+pub const STORE_BEFORE_GROUP_SYNC: &str = "store.before_group_sync";
+/// Body and key record are durable (the batch's sync is done); the commit gates
+/// have not run.
 pub const UPLOAD_AFTER_KEY_RECORD: &str = "upload.after_key_record";
 /// The audit intent is durable; the idempotency claim is not written.
 pub const UPLOAD_AFTER_INTENT: &str = "upload.after_intent";

@@ -36,7 +36,7 @@ use vault_index::query::Query;
 use vault_index::tokens::{Exactness, Tokenizer};
 
 use crate::config::SearchConfig;
-use crate::documents::{DocumentKind, Documents};
+use crate::documents::{DocumentKind, Documents, Presence};
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::progress::{NoProgress, Progress};
@@ -1267,12 +1267,25 @@ impl SearchService {
         self.metrics
             .search_candidates
             .inc_by(candidates.len() as u64);
-        // Entries whose sealed exact tags answered need no document read; the
-        // rest (documents with too many values to seal) are checked against the
-        // document's own fields.
-        let (mut hits, unknown): (Vec<Candidate>, Vec<Candidate>) = candidates
+        // Entries whose sealed exact tags answered need no document read, only a
+        // look that the document is still there (a delete's tombstone counts
+        // at once, before the index hears of it); the rest (documents with too
+        // many values to seal) are checked against the document's own fields.
+        let (exact, unknown): (Vec<Candidate>, Vec<Candidate>) = candidates
             .into_iter()
             .partition(|c| c.exactness == Exactness::Matches);
+        let present: Vec<Option<IndexedDocument>> = futures::stream::iter(exact)
+            .map(|candidate| async move {
+                let candidate = candidate.document;
+                let Ok(id) = candidate.id.parse::<DocumentId>() else {
+                    return Ok(None);
+                };
+                let presence = self.documents.presence(&tenant.id, &id).await?;
+                Ok::<_, Error>((presence == Presence::Visible).then_some(candidate))
+            })
+            .buffer_unordered(FILTER_CONCURRENCY)
+            .try_collect()
+            .await?;
         self.metrics
             .search_documents_read
             .inc_by(unknown.len() as u64);
@@ -1294,11 +1307,7 @@ impl SearchService {
             .buffer_unordered(FILTER_CONCURRENCY)
             .try_collect()
             .await?;
-        let mut hits: Vec<IndexedDocument> = hits
-            .drain(..)
-            .map(|c| c.document)
-            .chain(checked.into_iter().flatten())
-            .collect();
+        let mut hits: Vec<IndexedDocument> = present.into_iter().chain(checked).flatten().collect();
         hits.sort_by(|a, b| (b.uploaded_at_micros, &b.id).cmp(&(a.uploaded_at_micros, &a.id)));
         let total = hits.len() as u64;
         self.metrics.searches.inc();

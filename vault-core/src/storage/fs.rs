@@ -5,6 +5,11 @@
 //! fsyncs the directory and removes the temporary name. So an object is visible
 //! under its name only when complete and durable; a crash leaves at most a
 //! temporary file, which the next start removes.
+//!
+//! A deferred put (`put_new_deferred`) skips the fsyncs; [`ObjectStore::sync`]
+//! then makes it durable with one `syncfs` of the store's filesystem, shared by
+//! every caller waiting at once (group commit): concurrent uploads pay one sync
+//! for their bodies and key records together instead of several fsyncs each.
 
 use std::io::SeekFrom;
 use std::ops::Range;
@@ -28,6 +33,7 @@ const READ_CHUNK: usize = 64 * 1024;
 pub struct FsStore {
     root: PathBuf,
     tmp: PathBuf,
+    group: GroupSync,
 }
 
 fn backend(e: std::io::Error) -> StorageError {
@@ -54,11 +60,11 @@ async fn sync_dir(dir: &Path) -> Result<(), StorageError> {
         .map_err(backend)
 }
 
-/// Creates `dir` and its missing ancestors below `root` one at a time, fsyncing
-/// each new directory's parent after it is made (also when another writer made it
+/// Creates `dir` and its missing ancestors below `root` one at a time; with
+/// `durable`, fsyncing each new directory's parent after it is made (also when another writer made it
 /// first: this writer's object must not depend on that writer's fsync). Returns
 /// the parents it fsynced, outermost first.
-fn create_dirs_durably(root: &Path, dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+fn create_dirs(root: &Path, dir: &Path, durable: bool) -> std::io::Result<Vec<PathBuf>> {
     let mut missing = Vec::new();
     let mut at = dir;
     while at != root && !at.is_dir() {
@@ -75,12 +81,55 @@ fn create_dirs_durably(root: &Path, dir: &Path) -> std::io::Result<Vec<PathBuf>>
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && new.is_dir() => {}
             Err(e) => return Err(e),
         }
-        if let Some(parent) = new.parent() {
-            std::fs::File::open(parent)?.sync_all()?;
-            synced.push(parent.to_owned());
+        match new.parent() {
+            Some(parent) if durable => {
+                std::fs::File::open(parent)?.sync_all()?;
+                synced.push(parent.to_owned());
+            }
+            _ => {}
         }
     }
     Ok(synced)
+}
+
+/// One `syncfs` for every caller of [`ObjectStore::sync`] waiting at once.
+///
+/// A caller takes a ticket after its writes are done, then waits for the one
+/// sync running at a time. The sync that covers it is one *started* after its
+/// ticket: each sync reads the last ticket issued before it begins and, once it
+/// succeeds, marks every ticket up to that one done. A failed sync marks
+/// nothing; each waiting caller then tries its own.
+#[derive(Debug, Default)]
+struct GroupSync {
+    issued: std::sync::atomic::AtomicU64,
+    done: std::sync::atomic::AtomicU64,
+    running: tokio::sync::Mutex<()>,
+    /// `syncfs` calls made.
+    performed: std::sync::atomic::AtomicU64,
+}
+
+impl GroupSync {
+    async fn sync(&self, root: &Path) -> Result<(), StorageError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let ticket = self.issued.fetch_add(1, SeqCst) + 1;
+        let _running = self.running.lock().await;
+        if self.done.load(SeqCst) >= ticket {
+            return Ok(());
+        }
+        let covered = self.issued.load(SeqCst);
+        crate::failpoints::crash_point(crate::failpoints::STORE_BEFORE_GROUP_SYNC);
+        let root = root.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let dir = std::fs::File::open(&root)?;
+            rustix::fs::syncfs(&dir).map_err(std::io::Error::from)
+        })
+        .await
+        .map_err(|e| StorageError::Backend(e.to_string()))?
+        .map_err(backend)?;
+        self.performed.fetch_add(1, SeqCst);
+        self.done.fetch_max(covered, SeqCst);
+        Ok(())
+    }
 }
 
 impl FsStore {
@@ -125,6 +174,7 @@ impl FsStore {
         Ok(FsStore {
             root: root.to_owned(),
             tmp,
+            group: GroupSync::default(),
         })
     }
 
@@ -140,6 +190,7 @@ impl FsStore {
         Ok(FsStore {
             root: root.to_owned(),
             tmp: root.join(TMP_DIR),
+            group: GroupSync::default(),
         })
     }
 
@@ -198,13 +249,15 @@ impl FsStore {
     /// seen here while another writer has made but not yet fsynced it is taken as
     /// it is: a window of one `create_dir`-to-`fsync` for concurrent writers into a
     /// new directory, which document ids, being random, make rare.)
-    async fn ensure_parent(&self, path: &Path) -> Result<PathBuf, StorageError> {
+    /// With `durable` false (a deferred put) the new directories are left to
+    /// the next [`ObjectStore::sync`].
+    async fn ensure_parent(&self, path: &Path, durable: bool) -> Result<PathBuf, StorageError> {
         let parent = path.parent().unwrap_or(&self.root).to_owned();
         if tokio::fs::metadata(&parent).await.is_ok_and(|m| m.is_dir()) {
             return Ok(parent);
         }
         let (root, dir) = (self.root.clone(), parent.clone());
-        tokio::task::spawn_blocking(move || create_dirs_durably(&root, &dir))
+        tokio::task::spawn_blocking(move || create_dirs(&root, &dir, durable))
             .await
             .map_err(|e| StorageError::Backend(e.to_string()))?
             .map_err(backend)?;
@@ -224,7 +277,7 @@ impl FsStore {
         let path = self.path(name);
         let (tmp, size) = self.write_tmp_with(body, durable).await?;
         let linked = async {
-            let parent = self.ensure_parent(&path).await?;
+            let parent = self.ensure_parent(&path, durable).await?;
             match tokio::fs::hard_link(&tmp, &path).await {
                 Ok(()) if durable => sync_dir(&parent).await,
                 Ok(()) => Ok(()),
@@ -255,21 +308,14 @@ impl ObjectStore for FsStore {
     }
 
     async fn sync(&self) -> Result<(), StorageError> {
-        let root = self.root.clone();
-        tokio::task::spawn_blocking(move || {
-            let dir = std::fs::File::open(&root)?;
-            rustix::fs::syncfs(&dir).map_err(std::io::Error::from)
-        })
-        .await
-        .map_err(|e| StorageError::Backend(e.to_string()))?
-        .map_err(backend)
+        self.group.sync(&self.root).await
     }
 
     async fn replace(&self, name: &ObjectName, bytes: Bytes) -> Result<(), StorageError> {
         let path = self.path(name);
         let body: ByteStream = Box::pin(futures::stream::once(async move { Ok(bytes) }));
         let (tmp, _) = self.write_tmp(body).await?;
-        let parent = self.ensure_parent(&path).await?;
+        let parent = self.ensure_parent(&path, true).await?;
         if let Err(e) = tokio::fs::rename(&tmp, &path).await {
             let _ = tokio::fs::remove_file(&tmp).await;
             return Err(backend(e));
@@ -432,7 +478,7 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let root = root.path();
         let dir = root.join("tenants").join("acme").join("docs").join("0123");
-        let synced = create_dirs_durably(root, &dir).unwrap();
+        let synced = create_dirs(root, &dir, true).unwrap();
         assert!(dir.is_dir());
         assert_eq!(
             synced,
@@ -446,10 +492,53 @@ mod tests {
         // A sibling only needs its own entry made durable.
         let sibling = root.join("tenants/acme/docs/4567");
         assert_eq!(
-            create_dirs_durably(root, &sibling).unwrap(),
+            create_dirs(root, &sibling, true).unwrap(),
             vec![root.join("tenants/acme/docs")]
         );
-        assert!(create_dirs_durably(root, &sibling).unwrap().is_empty());
+        assert!(create_dirs(root, &sibling, true).unwrap().is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_deferred_puts_share_their_syncs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(FsStore::open(dir.path()).await.unwrap());
+        let tenant = vault_crypto::TenantId::new("acme").unwrap();
+        let writers = (0..32).map(|_| {
+            let store = std::sync::Arc::clone(&store);
+            let name = ObjectName::doc_body(&tenant, &vault_crypto::DocumentId::random());
+            tokio::spawn(async move {
+                store
+                    .put_new_deferred(&name, stream_of(vec![b"sealed"]))
+                    .await
+                    .unwrap();
+                store.sync().await.unwrap();
+                name
+            })
+        });
+        for name in futures::future::join_all(writers).await {
+            let name = name.unwrap();
+            assert_eq!(
+                store.get_bytes(&name).await.unwrap().unwrap().as_ref(),
+                b"sealed"
+            );
+        }
+        let performed = store
+            .group
+            .performed
+            .load(std::sync::atomic::Ordering::SeqCst);
+        assert!(
+            (1..32).contains(&performed),
+            "{performed} syncs for 32 writers"
+        );
+        // A sync asked for later is a new one: nothing is taken as done for it.
+        store.sync().await.unwrap();
+        assert_eq!(
+            store
+                .group
+                .performed
+                .load(std::sync::atomic::Ordering::SeqCst),
+            performed + 1
+        );
     }
 
     #[tokio::test]
@@ -465,7 +554,7 @@ mod tests {
             .unwrap();
         // Its directory exists, so a second object there creates (and syncs) nothing.
         let parent = store.path(&name).parent().unwrap().to_owned();
-        assert!(create_dirs_durably(dir.path(), &parent).unwrap().is_empty());
+        assert!(create_dirs(dir.path(), &parent, true).unwrap().is_empty());
     }
 
     #[tokio::test]
