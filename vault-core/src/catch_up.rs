@@ -84,7 +84,7 @@ impl CatchUp {
             for tenant in self.search.followed_tenants() {
                 if let Err(e) = self.follow(&tenant).await {
                     self.metrics.index_failures.inc();
-                    tracing::warn!(tenant = %tenant, code = e.code(), "could not follow the tenant's changes; retrying");
+                    tracing::warn!(tenant = %tenant, code = e.code(), error = %e.for_log(), "could not follow the tenant's changes; retrying");
                 }
             }
         }

@@ -1593,3 +1593,39 @@ async fn audit_events_since_a_time_read_the_answer_not_the_log() {
         );
     }
 }
+
+/// Following the log reads segments by position up to the last one listed: a
+/// segment a listing left out (made during the walk) is read all the same, and
+/// only a segment truly missing below a later one is a hole.
+#[tokio::test]
+async fn following_the_log_reads_a_segment_a_listing_left_out() {
+    let t = TestVault::open().await;
+    let acme = t.tenant("acme").await;
+    let start = crate::audit::log_size(t.store.as_ref(), &acme.id)
+        .await
+        .unwrap();
+    for n in 0..3 {
+        let event = crate::audit::new_event(
+            "document.read",
+            format!("apikey:{n:016x}"),
+            crate::audit::Outcome::Allowed,
+            200,
+        );
+        t.vault.audit.append(&acme.id, event).await.unwrap();
+    }
+    let middle = ObjectName::audit_segment(&acme.id, start + 1);
+    t.store.leave_out_of_listings(middle.as_str());
+    let (events, next) = t
+        .vault
+        .audit
+        .events_from_segment(&acme.id, start)
+        .await
+        .unwrap();
+    assert_eq!((events.len(), next), (3, start + 3));
+    t.store.delete(&middle).await.unwrap();
+    let hole = t.vault.audit.events_from_segment(&acme.id, start).await;
+    assert!(
+        matches!(hole, Err(crate::audit::AuditError::Corrupt(_))),
+        "a hole in the log was not reported"
+    );
+}

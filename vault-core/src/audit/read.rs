@@ -150,22 +150,29 @@ impl AuditService {
         });
         let mut next = first;
         let mut events = Vec::new();
+        // The listing says how far the log reaches; the segments are then read
+        // by position. (A listing made while segments are appended may leave
+        // out one that a later one follows: filesystems list in hash order,
+        // and a name made during the walk may or may not be seen.)
         let listed = list_all(self.store.as_ref(), &prefix, after.as_deref()).await?;
-        if listed.is_empty() {
+        let Some(last) = listed
+            .iter()
+            .filter_map(|info| info.name.audit_segment_index())
+            .max()
+        else {
             return Ok((events, next));
-        }
+        };
         let spec = self.key_spec(tenant).await?;
-        for info in listed {
-            if info.name.audit_segment_index() != Some(next) {
-                return Err(AuditError::Corrupt(format!(
-                    "segment {next} is missing from the log"
-                )));
-            }
+        while next <= last {
+            // Segments are appended in order: one missing below a later one
+            // that exists is a hole in the log.
             let bytes = self
                 .store
-                .get_bytes(&info.name)
+                .get_bytes(&ObjectName::audit_segment(tenant, next))
                 .await?
-                .ok_or(AuditError::Unavailable)?;
+                .ok_or_else(|| {
+                    AuditError::Corrupt(format!("segment {next} is missing from the log"))
+                })?;
             let segment = Segment::parse(&bytes)?;
             let branch = self.keys.branch_key(&spec, &segment.record.key_ref).await?;
             events.extend(segment.open(tenant, &branch)?);

@@ -51,6 +51,8 @@ struct State {
     faults: HashMap<Op, Vec<Fault>>,
     delays: HashMap<Op, Duration>,
     tear_next_write: bool,
+    /// Objects listings leave out (as a listing made during writes may).
+    unlisted: std::collections::BTreeSet<String>,
 }
 
 /// An object store in memory (see the module documentation).
@@ -107,6 +109,13 @@ impl MemoryStore {
         state.faults.clear();
         state.delays.clear();
         state.tear_next_write = false;
+        state.unlisted.clear();
+    }
+
+    /// Leaves `name` out of listings (still readable), as a filesystem listing
+    /// made while names are added may leave out one made during the walk.
+    pub fn leave_out_of_listings(&self, name: &str) {
+        self.lock().unlisted.insert(name.to_owned());
     }
 
     /// Calls of `op` so far.
@@ -276,6 +285,7 @@ impl ObjectStore for MemoryStore {
             .objects
             .range(prefix.to_owned()..)
             .take_while(|(name, _)| name.starts_with(prefix))
+            .filter(|(name, _)| !state.unlisted.contains(name.as_str()))
             .filter(|(name, _)| start_after.is_none_or(|after| name.as_str() > after))
             .take(limit)
             .filter_map(|(name, bytes)| {
