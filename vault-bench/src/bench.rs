@@ -330,6 +330,35 @@ pub struct Results {
     pub corpus: CorpusFacts,
     /// The phases in order, with the server's memory after each.
     pub phases: Vec<Phase>,
+    /// Listings and audit reads at each search size (how the cost grows).
+    pub growth: Vec<GrowthRow>,
+    /// The server restarted at the end, on its data directory.
+    pub restart: Option<RestartRow>,
+}
+
+/// What requests whose cost could grow with the vault take at one size.
+#[derive(Debug, Clone, Serialize)]
+pub struct GrowthRow {
+    /// Documents in the tenant.
+    pub documents: usize,
+    /// `GET /v1/documents?limit=100`, the first page.
+    pub list_first_page: Summary,
+    /// `GET /v1/documents?kind=scan&limit=100`: a filter few documents pass.
+    pub list_sparse_filter: Summary,
+    /// `GET /v1/audit/events?since=<a minute ago>&limit=100` (operator).
+    pub audit_since: Summary,
+    /// Events in the tenant's log in the last minute (what the read returns, at
+    /// most 100).
+    pub audit_events_returned: usize,
+}
+
+/// A restart of the server on its data directory.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestartRow {
+    /// Documents in the tenant.
+    pub documents: usize,
+    /// From stopping the old process to `/readyz` and to a complete search.
+    pub ready: crate::replicas::TimeToReady,
 }
 
 /// One phase of the run.
@@ -393,6 +422,10 @@ fn progress(started: Instant, text: &str) {
 pub struct Bench {
     settings: Settings,
     server: Server,
+    /// How the server was started (for the restart).
+    launch: crate::server::Launch,
+    /// The benchmark tenant's API key.
+    key: String,
     vault: Vault,
     generator: Generator,
     plain: PlainIndex,
@@ -412,6 +445,7 @@ impl Bench {
     pub async fn new(
         settings: Settings,
         server: Server,
+        launch: crate::server::Launch,
         work: &Path,
         shared_data: Option<PathBuf>,
     ) -> anyhow::Result<Bench> {
@@ -435,6 +469,8 @@ impl Bench {
             plain: PlainIndex::create(&work.join("plain-index"))?,
             settings,
             server,
+            launch,
+            key,
             vault,
             plain_dir,
             work: work.to_owned(),
@@ -459,6 +495,8 @@ impl Bench {
                 vault_backup: None,
                 corpus: CorpusFacts::default(),
                 phases: Vec::new(),
+                growth: Vec::new(),
+                restart: None,
             },
         })
     }
@@ -516,6 +554,7 @@ impl Bench {
             .await?;
         }
         self.timed_phase("search", Bench::search).await?;
+        self.timed_phase("growth", Bench::growth).await?;
         self.timed_phase("scan uploads", Bench::scan_uploads)
             .await?;
         self.timed_phase("downloads", Bench::downloads).await?;
@@ -524,6 +563,7 @@ impl Bench {
         if self.settings.second_search_documents.is_some() {
             self.timed_phase("fill", Bench::fill).await?;
             self.timed_phase("search (filled)", Bench::search).await?;
+            self.timed_phase("growth (filled)", Bench::growth).await?;
         }
         // The vault's backup, incremental backup, restore and verify, with the
         // server running and the tenant complete, on the same data as restic below.
@@ -542,6 +582,7 @@ impl Bench {
             .peak_run_kib
             .max(end.hwm_kib)
             .max(samples.iter().copied().max().unwrap_or(0));
+        self.timed_phase("restart", Bench::restart).await?;
         self.stopped = true;
         self.timed_phase("server stop", async |b: &mut Bench| {
             b.server.stop();
@@ -1059,6 +1100,82 @@ impl Bench {
             plain_misses,
             unverifiable,
             classes,
+        });
+        Ok(())
+    }
+
+    /// Listings and audit reads at the tenant's current size: what issue 19 asks
+    /// to grow with the answer, not with the vault.
+    async fn growth(&mut self) -> anyhow::Result<()> {
+        let rounds = self.settings.queries.clamp(1, 200);
+        let mut first_page = Timed::default();
+        for _ in 0..rounds {
+            let t = Instant::now();
+            self.vault.list("limit=100").await?;
+            first_page
+                .latencies_ms
+                .push(t.elapsed().as_secs_f64() * 1e3);
+            first_page.wall += t.elapsed();
+        }
+        let mut sparse = Timed::default();
+        // It walks the whole store today: a few rounds.
+        for _ in 0..rounds.min(10) {
+            let t = Instant::now();
+            self.vault.list("limit=100&kind=scan").await?;
+            sparse.latencies_ms.push(t.elapsed().as_secs_f64() * 1e3);
+            sparse.wall += t.elapsed();
+        }
+        let since = (time::OffsetDateTime::now_utc() - time::Duration::minutes(1))
+            .format(&time::format_description::well_known::Rfc3339)?;
+        let path = format!("/v1/audit/events?tenant=bench&limit=100&since={since}");
+        let mut audit = Timed::default();
+        let mut returned = 0;
+        for _ in 0..rounds {
+            let t = Instant::now();
+            let page = self.server.operator_get(&path).await?;
+            audit.latencies_ms.push(t.elapsed().as_secs_f64() * 1e3);
+            audit.wall += t.elapsed();
+            returned = page["events"].as_array().map_or(0, Vec::len);
+        }
+        let row = GrowthRow {
+            documents: self.docs.len(),
+            list_first_page: first_page.summary(),
+            list_sparse_filter: sparse.summary(),
+            audit_since: audit.summary(),
+            audit_events_returned: returned,
+        };
+        self.progress(&format!(
+            "at {} documents: listing p99 {:.2} ms (sparse filter {:.2} ms), audit since a minute ago p99 {:.2} ms",
+            row.documents,
+            row.list_first_page.p99_ms,
+            row.list_sparse_filter.p99_ms,
+            row.audit_since.p99_ms
+        ));
+        self.results.growth.push(row);
+        Ok(())
+    }
+
+    /// Restarts the server on its data directory: the time to `/readyz` and to a
+    /// search as complete as before the restart.
+    async fn restart(&mut self) -> anyhow::Result<()> {
+        let Some((_, query)) = self.docs.iter().rev().find_map(|d| d.query.clone()) else {
+            bail!("no document to search for");
+        };
+        let (expected, _) = self.vault.search(&query).await?;
+        let started = Instant::now();
+        self.server.restart_in_place(&self.launch).await?;
+        let ready =
+            crate::replicas::time_to_ready(&self.server, &self.key, &query, expected, started)
+                .await?;
+        self.progress(&format!(
+            "restarted at {} documents: /readyz after {:.2} s, complete searches after {:.2} s",
+            self.docs.len(),
+            ready.readyz_s,
+            ready.complete_search_s
+        ));
+        self.results.restart = Some(RestartRow {
+            documents: self.docs.len(),
+            ready,
         });
         Ok(())
     }

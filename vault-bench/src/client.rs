@@ -172,6 +172,19 @@ impl Vault {
         Ok((a.total, a.hits.into_iter().map(|h| h.id).collect()))
     }
 
+    /// One page of the document listing (`query`: e.g. `limit=100&kind=scan`):
+    /// how many documents it held.
+    pub async fn list(&self, query: &str) -> anyhow::Result<usize> {
+        let r = self
+            .http
+            .get(format!("{}/v1/documents?{query}", self.url))
+            .bearer_auth(&self.key)
+            .send()
+            .await?;
+        let page: serde_json::Value = check(r, "list", 200).await?.json().await?;
+        Ok(page["documents"].as_array().map_or(0, Vec::len))
+    }
+
     /// Deletes a document (crypto-shred; its objects are removed).
     pub async fn delete(&self, id: &str) -> anyhow::Result<()> {
         let r = self

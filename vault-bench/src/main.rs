@@ -251,7 +251,7 @@ async fn measure(
         work.display(),
         need as f64 / 1e9
     );
-    let server = server::Server::start(&server::Launch {
+    let launch = server::Launch {
         binary,
         backend: options.backend,
         moto_url: options.moto_url.clone(),
@@ -259,9 +259,9 @@ async fn measure(
         limits: String::new(),
         s3_storage: String::new(),
         search: String::new(),
-    })
-    .await?;
-    let results = bench::Bench::new(settings.clone(), server, work, shared_data)
+    };
+    let server = server::Server::start(&launch).await?;
+    let results = bench::Bench::new(settings.clone(), server, launch, work, shared_data)
         .await?
         .run()
         .await?;

@@ -67,7 +67,7 @@ pub struct ReplicaReport {
 }
 
 /// How long a (re)started replica took to be ready.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct TimeToReady {
     /// Seconds from the start to `/readyz` answering 200.
     pub readyz_s: f64,
@@ -286,7 +286,7 @@ pub async fn run(
 
 /// Times a replica started at `started`: until `/readyz` answers 200, and
 /// until a search gives `expected` hits.
-async fn time_to_ready(
+pub async fn time_to_ready(
     server: &Server,
     key: &str,
     query: &str,

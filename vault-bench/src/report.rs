@@ -387,6 +387,37 @@ pub fn markdown(report: &Report) -> String {
         }
     }
     let mem = &r.memory;
+    if !r.growth.is_empty() || r.restart.is_some() {
+        let _ = writeln!(o, "\n### How the cost grows (p50 / p99 ms)\n");
+        let _ = writeln!(
+            o,
+            "| documents | search | listing, first page | listing, sparse filter | audit events since a minute ago (returned) |"
+        );
+        let _ = writeln!(o, "|---|---|---|---|---|");
+        for g in &r.growth {
+            let search = r
+                .search
+                .iter()
+                .find(|s| s.documents == g.documents)
+                .map_or_else(|| "–".into(), |s| lat(&s.vault));
+            let _ = writeln!(
+                o,
+                "| {} | {search} | {} | {} | {} ({}) |",
+                g.documents,
+                lat(&g.list_first_page),
+                lat(&g.list_sparse_filter),
+                lat(&g.audit_since),
+                g.audit_events_returned
+            );
+        }
+        if let Some(x) = &r.restart {
+            let _ = writeln!(
+                o,
+                "\nRestarted on its data directory at {} documents: `/readyz` after {:.2} s, searches as complete as before after {:.2} s.",
+                x.documents, x.ready.readyz_s, x.ready.complete_search_s
+            );
+        }
+    }
     let _ = writeln!(o, "\n### Server memory\n");
     let _ = writeln!(o, "| streamed upload | vault MB/s | CPU cores server + client | fsync'd file MB/s | vault / file | RSS before | VmHWM during (increase) | sampled VmRSS max / mean | peak over the run |");
     let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|");

@@ -409,6 +409,12 @@ impl Server {
 
     /// Starts this (stopped) server again on its data directory.
     pub async fn restart(mut self, launch: &Launch) -> anyhow::Result<Server> {
+        self.restart_in_place(launch).await?;
+        Ok(self)
+    }
+
+    /// Stops this server and starts it again on its data directory, in place.
+    pub async fn restart_in_place(&mut self, launch: &Launch) -> anyhow::Result<()> {
         self.stop();
         let mut again =
             Server::spawn(&launch.binary, self.place.clone(), self.http.clone()).await?;
@@ -416,7 +422,24 @@ impl Server {
         again.metrics_token = std::mem::take(&mut self.metrics_token);
         again.bucket = self.bucket.take();
         again._moto = self._moto.take();
-        Ok(again)
+        *self = again;
+        Ok(())
+    }
+
+    /// A GET as the operator: the status must be 200.
+    pub async fn operator_get(&self, path: &str) -> anyhow::Result<Value> {
+        let r = self
+            .http
+            .get(self.at(path))
+            .bearer_auth(&self.operator_token)
+            .send()
+            .await?;
+        let status = r.status();
+        let text = r.text().await?;
+        if status.as_u16() != 200 {
+            bail!("GET {path}: {status}: {text}");
+        }
+        Ok(serde_json::from_str(&text)?)
     }
 
     /// moto's URL (`Backend::S3`).
