@@ -21,7 +21,7 @@ use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Te
 
 use crate::planner::TokenPlan;
 use crate::query::Query;
-use crate::tokens::{DocumentTokens, Exactness, Tokenizer};
+use crate::tokens::{DocumentTokens, ExactFilter, Exactness, Tokenizer};
 
 /// Name of the descriptor file in an index directory.
 const DESCRIPTOR_FILE: &str = "blind-index.json";
@@ -464,8 +464,8 @@ impl BlindIndex {
         tokenizer: &Tokenizer,
         limit: usize,
     ) -> Result<Vec<Candidate>, IndexError> {
-        let compiled = self.compile(query, tokenizer)?;
         let filter = tokenizer.exact_filter(query)?;
+        let compiled = self.compile(query, &filter)?;
         let searcher = self.reader.searcher();
         let addresses = match compiled {
             Some(q) => searcher.search(q.as_ref(), &DocSetCollector)?,
@@ -495,22 +495,22 @@ impl BlindIndex {
     /// The token query of a query; `None` where it cannot narrow the candidates.
     /// A `NOT` cannot: a truncated token shared with the excluded value says nothing
     /// about whether the document holds it, so it is left to the exact filter.
-    fn compile(
+    fn compile<'q>(
         &self,
-        query: &Query,
-        tokenizer: &Tokenizer,
+        query: &'q Query,
+        filter: &ExactFilter<'q>,
     ) -> Result<Option<Box<dyn tantivy::query::Query>>, IndexError> {
         Ok(match query {
             Query::Term(field, value) => {
                 let term =
-                    Term::from_field_text(self.fields.token, &tokenizer.term(*field, value)?);
+                    Term::from_field_text(self.fields.token, filter.index_term(*field, value)?);
                 Some(Box::new(TermQuery::new(term, IndexRecordOption::Basic)))
             }
             Query::Not(_) => None,
             Query::And(children) => {
                 let mut clauses = Vec::new();
                 for child in children {
-                    if let Some(q) = self.compile(child, tokenizer)? {
+                    if let Some(q) = self.compile(child, filter)? {
                         clauses.push((Occur::Must, q));
                     }
                 }
@@ -520,7 +520,7 @@ impl BlindIndex {
             Query::Or(children) => {
                 let mut clauses = Vec::new();
                 for child in children {
-                    match self.compile(child, tokenizer)? {
+                    match self.compile(child, filter)? {
                         Some(q) => clauses.push((Occur::Should, q)),
                         None => return Ok(None),
                     }

@@ -45,14 +45,26 @@ pub enum Exactness {
     Unknown,
 }
 
-/// A query's exact tags, made once per search.
+/// A query's index terms and exact tags, made once per search (one HMAC per
+/// query term gives both).
 pub struct ExactFilter<'a> {
     query: &'a Query,
     exact: &'a ExactTermsKey,
-    tags: BTreeMap<(Field, &'a str), ExactTag>,
+    tags: BTreeMap<(Field, &'a str), (String, ExactTag)>,
 }
 
-impl ExactFilter<'_> {
+impl<'a> ExactFilter<'a> {
+    /// The index term (truncated token) of one of the query's terms.
+    pub fn index_term(&self, field: Field, value: &'a str) -> Result<&str, CryptoError> {
+        self.tags
+            .get(&(field, value))
+            .map(|(term, _)| term.as_str())
+            .ok_or(CryptoError::InvalidArgument {
+                what: "query term",
+                reason: "not a term of this query".into(),
+            })
+    }
+
     /// Checks one index entry's sealed exact tags.
     pub fn check(&self, document_id: &str, sealed_exact: Option<&[u8]>) -> Exactness {
         let Some(sealed) = sealed_exact else {
@@ -64,7 +76,7 @@ impl ExactFilter<'_> {
         let holds = |field: Field, value: &str| {
             self.tags
                 .get(&(field, value))
-                .is_some_and(|tag| held.contains(tag))
+                .is_some_and(|(_, tag)| held.contains(tag))
         };
         if self.query.matches_by(&holds) {
             Exactness::Matches
@@ -153,12 +165,15 @@ impl Tokenizer {
         })
     }
 
-    /// The exact filter of a query (one HMAC per query term).
+    /// The index terms and exact filter of a query (one HMAC per query term).
     pub fn exact_filter<'a>(&'a self, query: &'a Query) -> Result<ExactFilter<'a>, CryptoError> {
         let mut tags = BTreeMap::new();
         query.for_each_term(&mut |field, value| {
             if let std::collections::btree_map::Entry::Vacant(entry) = tags.entry((field, value)) {
-                entry.insert(self.key(field)?.exact_tag(value.as_bytes()));
+                let (token, tag) = self
+                    .key(field)?
+                    .token_and_tag(value.as_bytes(), self.plan.bits(field))?;
+                entry.insert((self.term_text(field, &token.to_hex()), tag));
             }
             Ok(())
         })?;
@@ -238,6 +253,16 @@ mod tests {
         // Another document's entry, or none at all: the document must be read.
         let query = Query::parse("member_id:W1").unwrap();
         let filter = tokenizer.exact_filter(&query).unwrap();
+        // Its index terms are the tokenizer's.
+        query
+            .for_each_term(&mut |field, value| {
+                assert_eq!(
+                    filter.index_term(field, value).unwrap(),
+                    tokenizer.term(field, value).unwrap()
+                );
+                Ok::<(), ()>(())
+            })
+            .unwrap();
         assert_eq!(filter.check("doc-2", sealed), Exactness::Unknown);
         assert_eq!(filter.check("doc-1", None), Exactness::Unknown);
     }
