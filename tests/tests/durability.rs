@@ -3,13 +3,16 @@
 //! trace must show that everything the document depends on reached the disk
 //! before the document became visible.
 //!
-//! For each of the document's objects (body, key record, facts): its temporary
-//! file is fsynced before it is linked into place, and its directory is fsynced
-//! after. The document's new directory is fsynced in its parent before anything
-//! is linked into it. The facts object, which makes the document visible, is
-//! linked only after body and key record are durable and after the audit
-//! segment holding the upload's intent is durable. A power cut at any point of
-//! this sequence leaves an invisible leftover or a whole, audited document.
+//! Body and key record are written without fsync (temporary file, the
+//! document's new directory, link) and made durable together by one `syncfs` of
+//! the store's filesystem, which concurrent uploads share (group commit), after
+//! both are linked and before anything that refers to them. The facts object,
+//! which makes the document visible, has its temporary file fsynced before it is
+//! linked and its directory fsynced after, and is linked only after that
+//! `syncfs` and after the audit segment holding the upload's intent is durable.
+//! A power cut at any point of this sequence leaves an invisible leftover (which
+//! may be torn: nothing refers to it, and the collector removes it) or a whole,
+//! audited document.
 //!
 //! (A power-cut simulator, LazyFS or a device-mapper log-writes target, is not
 //! available on these machines: no device mapper in the container.)
@@ -31,26 +34,32 @@ struct Call {
     ok: bool,
 }
 
-/// The calls of an `strace -f -y` log, in completion order (a call interrupted
-/// by another thread's is joined with its `resumed` line).
+/// The calls of an `strace -f -y` log, in the order they were made (a call
+/// interrupted by another thread's is joined with its `resumed` line and kept
+/// at its start). Start order, not completion order: strace may report one
+/// thread's syscall exit after a later call of another thread, while a call
+/// made after another one returned always starts after it.
 fn calls(log: &str) -> Vec<Call> {
-    let mut pending: HashMap<&str, String> = HashMap::new();
-    let mut out = Vec::new();
+    let mut pending: HashMap<&str, (usize, String)> = HashMap::new();
+    let mut out: Vec<Option<Call>> = Vec::new();
     for line in log.lines() {
         let Some((pid, rest)) = line.split_once(' ') else {
             continue;
         };
         let rest = rest.trim_start();
-        let full = if let Some(start) = rest.strip_suffix(" <unfinished ...>") {
-            pending.insert(pid, start.to_owned());
+        let (slot, full) = if let Some(start) = rest.strip_suffix(" <unfinished ...>") {
+            pending.insert(pid, (out.len(), start.to_owned()));
+            out.push(None);
             continue;
         } else if rest.starts_with("<... ") {
-            let (Some(at), Some(start)) = (rest.find("resumed>"), pending.remove(pid)) else {
+            let (Some(at), Some((slot, start))) = (rest.find("resumed>"), pending.remove(pid))
+            else {
                 continue;
             };
-            format!("{start}{}", &rest[at + "resumed>".len()..])
+            (slot, format!("{start}{}", &rest[at + "resumed>".len()..]))
         } else {
-            rest.to_owned()
+            out.push(None);
+            (out.len() - 1, rest.to_owned())
         };
         let (Some(open), Some(close)) = (full.find('('), full.rfind(") = ")) else {
             continue;
@@ -58,13 +67,13 @@ fn calls(log: &str) -> Vec<Call> {
         if close < open {
             continue;
         }
-        out.push(Call {
+        out[slot] = Some(Call {
             name: full[..open].to_owned(),
             args: full[open + 1..close].to_owned(),
             ok: !full[close + 4..].trim_start().starts_with('-'),
         });
     }
-    out
+    out.into_iter().flatten().collect()
 }
 
 /// The quoted strings of a call's arguments (paths).
@@ -129,7 +138,7 @@ async fn an_upload_is_durable_on_disk_before_it_is_visible() {
             "-y",
             "-qq",
             "-e",
-            "trace=openat,fsync,fdatasync,link,linkat,mkdir,mkdirat",
+            "trace=openat,fsync,fdatasync,syncfs,link,linkat,mkdir,mkdirat",
             "-o",
             &log_arg,
         ])
@@ -157,37 +166,39 @@ async fn an_upload_is_durable_on_disk_before_it_is_visible() {
 
     let doc_dir = format!("/tenants/acme/docs/{id}");
     let made = trace.mkdir(&doc_dir);
-    let (body, body_tmp) = trace.link_to(&format!("{doc_dir}/body"));
-    let (key_record, key_tmp) = trace.link_to(&format!("{doc_dir}/key"));
+    let (body, _) = trace.link_to(&format!("{doc_dir}/body"));
+    let (key_record, _) = trace.link_to(&format!("{doc_dir}/key"));
     let (facts, facts_tmp) = trace.link_to(&format!("{doc_dir}/meta"));
-    // The new directory's entry is durable in its parent before it is used.
     assert!(
-        trace.fsync_of("/tenants/acme/docs", made, body).is_some(),
-        "docs/{id}/ was not fsynced in docs/ before the body was linked into it"
-    );
-    // Each object: its bytes are durable before its name, its name after.
-    for (what, link, tmp, next) in [
-        ("body", body, &body_tmp, key_record),
-        ("key record", key_record, &key_tmp, facts),
-        ("facts", facts, &facts_tmp, trace.0.len()),
-    ] {
-        assert!(
-            trace.fsync_of(tmp, 0, link).is_some(),
-            "the {what}'s file {tmp} was not fsynced before it was linked"
-        );
-        assert!(
-            trace.fsync_of(&doc_dir, link, next).is_some(),
-            "docs/{id}/ was not fsynced after the {what} was linked (before the next object)"
-        );
-    }
-    assert!(
-        body < key_record && key_record < facts,
+        made < body && body < key_record && key_record < facts,
         "objects out of order"
+    );
+    // Body, key record and the new directory: durable by one syncfs of the
+    // store after both are linked, before the facts.
+    let synced = (key_record + 1..facts)
+        .find(|&i| {
+            let c = &trace.0[i];
+            c.ok && c.name == "syncfs" && c.args.ends_with("/objects>")
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "the store was not synced between the key record's link and the facts' link: {:?}",
+                &trace.0[key_record..facts]
+            )
+        });
+    // The facts: bytes durable before the name, the name after.
+    assert!(
+        trace.fsync_of(&facts_tmp, 0, facts).is_some(),
+        "the facts' file {facts_tmp} was not fsynced before it was linked"
+    );
+    assert!(
+        trace.fsync_of(&doc_dir, facts, trace.0.len()).is_some(),
+        "docs/{id}/ was not fsynced after the facts were linked"
     );
     // The upload's audit intent is durable before the document is visible: a
     // segment of the tenant's log was linked, and its directory fsynced, after
-    // the key record and before the facts.
-    let segment = (key_record..facts)
+    // the sync of body and key record and before the facts.
+    let segment = (synced..facts)
         .find(|&i| {
             let c = &trace.0[i];
             c.ok && c.name.starts_with("link")
@@ -205,7 +216,7 @@ async fn an_upload_is_durable_on_disk_before_it_is_visible() {
 }
 
 #[test]
-fn the_trace_parser_joins_interrupted_calls() {
+fn the_trace_parser_joins_interrupted_calls_at_their_start() {
     let log = "\
 10 openat(AT_FDCWD</>, \"/v/objects/.tmp/a\", O_WRONLY|O_CREAT, 0600) = 7</v/objects/.tmp/a>
 11 fsync(7</v/objects/.tmp/a> <unfinished ...>
@@ -215,9 +226,9 @@ fn the_trace_parser_joins_interrupted_calls() {
 ";
     let parsed = calls(log);
     let names: Vec<&str> = parsed.iter().map(|c| c.name.as_str()).collect();
-    assert_eq!(names, ["openat", "mkdir", "fsync", "linkat"]);
-    assert_eq!(parsed[2].args, "7</v/objects/.tmp/a>");
-    assert!(parsed[2].ok);
+    assert_eq!(names, ["openat", "fsync", "mkdir", "linkat"]);
+    assert_eq!(parsed[1].args, "7</v/objects/.tmp/a>");
+    assert!(parsed[1].ok);
     assert!(!parsed[3].ok);
     assert_eq!(
         quoted(&parsed[3].args),

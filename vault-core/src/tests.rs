@@ -1551,6 +1551,27 @@ async fn audit_events_since_a_time_read_the_answer_not_the_log() {
         .await
         .unwrap()
         .events;
+    // The edges of time and of sequence numbers answer, never overflow.
+    for filter in [
+        crate::audit::read::EventFilter {
+            until: Some(time::PrimitiveDateTime::MAX.assume_utc()),
+            ..Default::default()
+        },
+        crate::audit::read::EventFilter {
+            since: Some(time::PrimitiveDateTime::MIN.assume_utc()),
+            ..Default::default()
+        },
+        crate::audit::read::EventFilter {
+            after_seq: Some(u64::MAX),
+            ..Default::default()
+        },
+    ] {
+        t.vault
+            .audit
+            .read_events(&acme.id, filter, 10)
+            .await
+            .unwrap();
+    }
     for (since, until) in [
         (Some(40), None),
         (Some(3), Some(5)),

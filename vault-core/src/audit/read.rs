@@ -74,7 +74,7 @@ impl AuditService {
             let (mut low, mut high) = (start, size);
             while low < high {
                 let middle = low + (high - low) / 2;
-                if fetch(middle).await?.header.next_seq() <= after + 1 {
+                if fetch(middle).await?.header.next_seq() <= after.saturating_add(1) {
                     low = middle + 1;
                 } else {
                     high = middle;
@@ -84,7 +84,8 @@ impl AuditService {
         }
         if let Some(since) = filter.since {
             // The first segment with an event at or after `since`, less the skew.
-            let from = since - CLOCK_SKEW_ALLOWED;
+            // (At the edge of the representable times, no allowance is needed.)
+            let from = since.checked_sub(CLOCK_SKEW_ALLOWED).unwrap_or(since);
             let (mut low, mut high) = (start, size);
             while low < high {
                 let middle = low + (high - low) / 2;
@@ -102,13 +103,16 @@ impl AuditService {
             let segment = fetch(index).await?;
             if filter
                 .after_seq
-                .is_some_and(|after| segment.header.next_seq() <= after + 1)
+                .is_some_and(|after| segment.header.next_seq() <= after.saturating_add(1))
             {
                 continue;
             }
             let opened = open(segment).await?;
-            if let Some(until) = filter.until {
-                if opened.iter().all(|e| e.time >= until + CLOCK_SKEW_ALLOWED) {
+            if let Some(stop) = filter
+                .until
+                .and_then(|until| until.checked_add(CLOCK_SKEW_ALLOWED))
+            {
+                if opened.iter().all(|e| e.time >= stop) {
                     break;
                 }
             }
