@@ -1149,6 +1149,10 @@ impl SearchService {
         progress: &dyn Progress,
     ) -> Result<ReconcileReport, Error> {
         let started = Instant::now();
+        // Pending changes first (the catch-up's, an upload's): the ids below are
+        // the committed ones, and a change still pending would count as a
+        // difference with the store.
+        commit(index, self.followed_position(&tenant.id, index)).await?;
         // Index ids first, then the store: a document uploaded in between is in the
         // store listing or was added by its upload, and is never removed by mistake.
         let indexed = {
