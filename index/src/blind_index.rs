@@ -17,7 +17,10 @@ use tantivy::query::{AllQuery, BooleanQuery, Occur, TermQuery};
 use tantivy::schema::{
     Field as SchemaField, IndexRecordOption, Schema, Value, FAST, INDEXED, STORED, STRING,
 };
-use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+use tantivy::{
+    DocId, DocSet, Index, IndexReader, IndexWriter, ReloadPolicy, SegmentReader, TantivyDocument,
+    Term, TERMINATED,
+};
 
 use crate::planner::TokenPlan;
 use crate::query::Query;
@@ -32,6 +35,8 @@ const MANAGED_FILE: &str = ".managed.json";
 /// Descriptor format. FORMAT CONSTANT. 2: entries carry sealed exact tags (an
 /// index of format 1 is made anew and rebuilt from the documents).
 const DESCRIPTOR_FORMAT: u32 = 2;
+/// Blocks of a segment's document store a listing keeps decompressed.
+const LISTING_STORE_CACHE_BLOCKS: usize = 8;
 /// Tantivy writer heap (its minimum); one indexing thread per tenant.
 const WRITER_HEAP_BYTES: usize = 15_000_000;
 
@@ -74,6 +79,25 @@ pub struct Candidate {
     /// [`Exactness::Matches`] or [`Exactness::Unknown`] (the document itself must
     /// be checked); entries that do not match are left out.
     pub exactness: Exactness,
+}
+
+/// Which entries a listing keeps ([`BlindIndex::list`]): facts the index holds
+/// in clear, never field values.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ListFilter<'a> {
+    /// Of this kind.
+    pub kind: Option<&'a str>,
+    /// Uploaded at or after this time (Unix microseconds).
+    pub uploaded_from_micros: Option<i64>,
+    /// Uploaded before this time (Unix microseconds).
+    pub uploaded_before_micros: Option<i64>,
+}
+
+impl ListFilter<'_> {
+    fn keeps_time(&self, micros: i64) -> bool {
+        self.uploaded_from_micros.is_none_or(|t| micros >= t)
+            && self.uploaded_before_micros.is_none_or(|t| micros < t)
+    }
 }
 
 /// The descriptor stored beside the index.
@@ -492,6 +516,90 @@ impl BlindIndex {
         Ok(out)
     }
 
+    /// Up to `limit` committed entries after the id `after`, in id order, that
+    /// `filter` keeps. The cost follows the page, not the index: each segment's
+    /// id terms are walked in order from `after` until `limit` entries are kept,
+    /// or, for a kind too rare for that walk to be short, that kind's entries are
+    /// read instead. Blocking: call it off the async runtime.
+    pub fn list(
+        &self,
+        after: Option<&str>,
+        filter: &ListFilter<'_>,
+        limit: usize,
+    ) -> Result<Vec<IndexedDocument>, IndexError> {
+        let searcher = self.reader.searcher();
+        let mut found = Vec::new();
+        for segment in searcher.segment_readers() {
+            found.extend(self.list_segment(segment, after, filter, limit)?);
+        }
+        // An id lives in one segment (an add deletes the id's older entry first);
+        // each segment gave its first `limit`, so the first `limit` of all are here.
+        found.sort_by(|a, b| a.id.cmp(&b.id));
+        found.dedup_by(|a, b| a.id == b.id);
+        found.truncate(limit);
+        Ok(found)
+    }
+
+    fn list_segment(
+        &self,
+        segment: &SegmentReader,
+        after: Option<&str>,
+        filter: &ListFilter<'_>,
+        limit: usize,
+    ) -> Result<Vec<IndexedDocument>, IndexError> {
+        let store = segment.get_store_reader(LISTING_STORE_CACHE_BLOCKS)?;
+        let uploaded = segment.fast_fields().i64("uploaded_at")?;
+        let keep = |doc: DocId| -> Result<Option<IndexedDocument>, IndexError> {
+            if segment.is_deleted(doc)
+                || !uploaded
+                    .first(doc)
+                    .is_some_and(|micros| filter.keeps_time(micros))
+            {
+                return Ok(None);
+            }
+            let document = self.document(&store.get::<TantivyDocument>(doc)?);
+            let kept = filter.kind.is_none_or(|kind| document.kind == kind)
+                && after.is_none_or(|after| document.id.as_str() > after);
+            Ok(kept.then_some(document))
+        };
+        let mut out = Vec::new();
+        if let Some(kind) = filter.kind {
+            let kinds = segment.inverted_index(self.fields.kind)?;
+            let term = Term::from_field_text(self.fields.kind, kind);
+            let of_kind = u64::from(kinds.doc_freq(&term)?);
+            // A walk in id order keeps one entry in docs/of_kind: about
+            // limit * docs / of_kind entries read for a page, against of_kind
+            // for reading the kind's entries. The cheaper one.
+            if of_kind * of_kind < limit as u64 * u64::from(segment.max_doc()) {
+                if let Some(mut postings) = kinds.read_postings(&term, IndexRecordOption::Basic)? {
+                    let mut doc = postings.doc();
+                    while doc != TERMINATED {
+                        out.extend(keep(doc)?);
+                        doc = postings.advance();
+                    }
+                }
+                out.sort_by(|a, b| a.id.cmp(&b.id));
+                out.truncate(limit);
+                return Ok(out);
+            }
+        }
+        let ids = segment.inverted_index(self.fields.id)?;
+        let mut terms = match after {
+            Some(after) => ids.terms().range().gt(after.as_bytes()).into_stream()?,
+            None => ids.terms().stream()?,
+        };
+        while out.len() < limit && terms.advance() {
+            let mut postings =
+                ids.read_postings_from_terminfo(terms.value(), IndexRecordOption::Basic)?;
+            let mut doc = postings.doc();
+            while doc != TERMINATED {
+                out.extend(keep(doc)?);
+                doc = postings.advance();
+            }
+        }
+        Ok(out)
+    }
+
     /// The token query of a query; `None` where it cannot narrow the candidates.
     /// A `NOT` cannot: a truncated token shared with the excluded value says nothing
     /// about whether the document holds it, so it is left to the exact filter.
@@ -593,6 +701,100 @@ mod tests {
             .collect();
         ids.sort();
         ids
+    }
+
+    #[test]
+    fn listings_page_in_id_order_with_filters_across_segments() {
+        let tokenizer = tokenizer(1, 1_000);
+        let dir = tempfile::tempdir().unwrap();
+        let (index, _) = BlindIndex::open(dir.path(), &tokenizer).unwrap();
+        // (id, kind, uploaded at), the model the listings are checked against.
+        let mut model: Vec<(String, &str, i64)> = Vec::new();
+        for n in 0..60_i64 {
+            // Added out of id order, so segments do not follow ids.
+            let id = format!("d{:02}", (n * 37) % 60);
+            let kind = if n % 10 == 3 { "scan" } else { "eob" };
+            let tokens = tokenizer
+                .document_tokens(&id, &search_terms(&FieldsBuilder::new().build()))
+                .unwrap();
+            let doc = IndexedDocument {
+                id: id.clone(),
+                kind: kind.into(),
+                uploaded_at_micros: 1_000 + n,
+            };
+            index.add(&doc, &tokens).unwrap();
+            model.push((id, kind, 1_000 + n));
+            if n % 15 == 14 {
+                index.commit(None).unwrap();
+            }
+        }
+        for gone in ["d07", "d31"] {
+            index.remove(gone);
+            model.retain(|(id, _, _)| id != gone);
+        }
+        index.commit(None).unwrap();
+        model.sort();
+        assert!(index.reader.searcher().segment_readers().len() > 1);
+
+        let filters = [
+            ListFilter::default(),
+            ListFilter {
+                kind: Some("scan"),
+                ..Default::default()
+            },
+            ListFilter {
+                kind: Some("eob"),
+                ..Default::default()
+            },
+            ListFilter {
+                uploaded_from_micros: Some(1_020),
+                uploaded_before_micros: Some(1_031),
+                ..Default::default()
+            },
+            ListFilter {
+                kind: Some("scan"),
+                uploaded_from_micros: Some(1_020),
+                uploaded_before_micros: None,
+            },
+            ListFilter {
+                kind: Some("claim"),
+                ..Default::default()
+            },
+        ];
+        for filter in &filters {
+            let expected: Vec<String> = model
+                .iter()
+                .filter(|(_, kind, at)| {
+                    filter.kind.is_none_or(|k| k == *kind) && filter.keeps_time(*at)
+                })
+                .map(|(id, _, _)| id.clone())
+                .collect();
+            for limit in [1, 3, 10, 100] {
+                let mut listed = Vec::new();
+                let mut after: Option<String> = None;
+                loop {
+                    let page = index.list(after.as_deref(), filter, limit).unwrap();
+                    assert!(page.len() <= limit);
+                    listed.extend(page.iter().map(|d| d.id.clone()));
+                    if page.len() < limit {
+                        break;
+                    }
+                    after = page.last().map(|d| d.id.clone());
+                }
+                assert_eq!(listed, expected, "{filter:?}, limit {limit}");
+            }
+        }
+        // Entries come back with their kind and time.
+        let first = index.list(None, &ListFilter::default(), 1).unwrap();
+        let (id, kind, at) = &model[0];
+        assert_eq!(
+            first,
+            vec![IndexedDocument {
+                id: id.clone(),
+                kind: (*kind).into(),
+                uploaded_at_micros: *at
+            }]
+        );
     }
 
     #[test]

@@ -50,6 +50,10 @@ pub struct Metrics {
     pub search_documents_read: Counter,
     /// Exact search results.
     pub search_results: Counter,
+    /// Index reads of document listings (pages read from the blind index).
+    pub listed_from_index: Counter,
+    /// Document listings that walked the store (the index was not current).
+    pub listed_from_store: Counter,
     /// Index updates, reconciliations or openings that failed.
     pub index_failures: Counter,
     /// Index snapshots written to the store.
@@ -131,6 +135,8 @@ impl Default for Metrics {
         let search_candidates = Counter::default();
         let search_documents_read = Counter::default();
         let search_results = Counter::default();
+        let listed_from_index = Counter::default();
+        let listed_from_store = Counter::default();
         let index_failures = Counter::default();
         registry.register("searches", "Searches answered", searches.clone());
         registry.register(
@@ -147,6 +153,16 @@ impl Default for Metrics {
             "search_results",
             "Exact search results",
             search_results.clone(),
+        );
+        registry.register(
+            "listings_from_index",
+            "Index reads of document listings (the blind index's ids, kinds and upload times)",
+            listed_from_index.clone(),
+        );
+        registry.register(
+            "listings_from_store",
+            "Document listings that walked the store because the tenant's index was not current",
+            listed_from_store.clone(),
         );
         registry.register(
             "index_failures",
@@ -294,6 +310,8 @@ impl Default for Metrics {
             search_candidates,
             search_documents_read,
             search_results,
+            listed_from_index,
+            listed_from_store,
             index_failures,
             index_snapshots_written,
             index_snapshots_restored,

@@ -29,7 +29,7 @@ use futures::{StreamExt, TryStreamExt};
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, watch, OnceCell};
 use vault_crypto::{DocumentId, TenantId};
-use vault_index::blind_index::{BlindIndex, Candidate, IndexError, IndexedDocument};
+use vault_index::blind_index::{BlindIndex, Candidate, IndexError, IndexedDocument, ListFilter};
 use vault_index::fields::{search_terms, Field, Fields};
 use vault_index::planner::TokenPlan;
 use vault_index::query::Query;
@@ -1245,6 +1245,29 @@ impl SearchService {
                 "the index could not be rebuilt; see the server log",
             )
         })
+    }
+
+    /// Up to `limit` entries of the tenant's index after the id `after`, in id
+    /// order, that `filter` keeps, with this replica's own changes in them;
+    /// `None` when the index is not current (being opened, caught up, rebuilt,
+    /// or failed): the caller then reads the store. Never waits for the index.
+    pub async fn list_indexed(
+        &self,
+        tenant: &TenantRecord,
+        filter: ListFilter<'static>,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Option<Vec<IndexedDocument>>, Error> {
+        let index = self.tenant_index(tenant).await?;
+        if *index.sync.borrow() != IndexSync::Current {
+            return Ok(None);
+        }
+        if index.index.pending() > 0 {
+            commit(&index, self.followed_position(&tenant.id, &index)).await?;
+        }
+        let listed = blocking(move || index.index.list(after.as_deref(), &filter, limit)).await?;
+        self.metrics.listed_from_index.inc();
+        Ok(Some(listed))
     }
 
     /// Runs a query for a tenant: candidates from the blind index, kept only when the

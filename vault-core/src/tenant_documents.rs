@@ -27,6 +27,7 @@ use crate::metrics::Metrics;
 use crate::search::{indexed_document, SearchService};
 use crate::storage::{ObjectName, ObjectStore, StorageError};
 use crate::tenants::TenantRecord;
+use vault_index::blind_index::ListFilter as IndexListFilter;
 
 /// Longest `Idempotency-Key` accepted.
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
@@ -378,8 +379,90 @@ impl TenantDocuments {
     }
 
     /// Up to `limit` visible documents matching `filter`, in id order, after
-    /// `cursor`.
+    /// `cursor`. Read from the tenant's blind index when it is current (the cost
+    /// of a page, whatever the tenant's size; other replicas' uploads and deletes
+    /// appear as in search, within about 0.6 s), else from the store. Either way
+    /// each listed document's facts are read and its tombstone looked for, so a
+    /// deleted document is never listed.
     pub async fn list(
+        &self,
+        tenant: &TenantRecord,
+        filter: &ListFilter,
+        cursor: Option<&DocumentId>,
+        limit: usize,
+    ) -> Result<ListPage, Error> {
+        match self.list_from_index(tenant, filter, cursor, limit).await? {
+            Some(page) => Ok(page),
+            None => {
+                self.metrics.listed_from_store.inc();
+                self.list_from_store(tenant, filter, cursor, limit).await
+            }
+        }
+    }
+
+    /// [`TenantDocuments::list`] from the index; `None` when it is not current.
+    async fn list_from_index(
+        &self,
+        tenant: &TenantRecord,
+        filter: &ListFilter,
+        cursor: Option<&DocumentId>,
+        limit: usize,
+    ) -> Result<Option<ListPage>, Error> {
+        let kind = filter.kind.map(|k| k.as_str());
+        let index_filter = IndexListFilter {
+            kind,
+            // Whole microseconds around the asked times: the index narrows, the
+            // facts decide.
+            uploaded_from_micros: filter
+                .uploaded_after
+                .map(|t| micros_floor(t.unix_timestamp_nanos())),
+            uploaded_before_micros: filter
+                .uploaded_before
+                .map(|t| micros_floor(t.unix_timestamp_nanos() + 999)),
+        };
+        let mut after = cursor.map(DocumentId::to_string);
+        let mut documents: Vec<DocumentFacts> = Vec::new();
+        // One more than a page tells whether another page follows.
+        while documents.len() <= limit {
+            let wanted = limit + 1 - documents.len();
+            let Some(entries) = self
+                .search
+                .list_indexed(tenant, index_filter, after.clone(), wanted)
+                .await?
+            else {
+                return Ok(None);
+            };
+            let exhausted = entries.len() < wanted;
+            after = entries.last().map(|e| e.id.clone());
+            let facts: Vec<Option<DocumentFacts>> = futures::stream::iter(entries)
+                .map(|entry| async move {
+                    match entry.id.parse::<DocumentId>() {
+                        Ok(id) => self.visible_facts(tenant, &id).await,
+                        Err(_) => Ok(None),
+                    }
+                })
+                .buffered(LIST_READ_CONCURRENCY)
+                .try_collect()
+                .await?;
+            documents.extend(facts.into_iter().flatten().filter(|f| filter.keeps(f)));
+            if exhausted {
+                break;
+            }
+        }
+        let next_cursor = if documents.len() > limit {
+            documents.truncate(limit);
+            documents.last().map(|d| d.id)
+        } else {
+            None
+        };
+        Ok(Some(ListPage {
+            documents,
+            next_cursor,
+        }))
+    }
+
+    /// [`TenantDocuments::list`] by walking the tenant's objects in the store.
+    async fn list_from_store(
         &self,
         tenant: &TenantRecord,
         filter: &ListFilter,
@@ -405,24 +488,10 @@ impl TenantDocuments {
                 let Some(id) = info.name.meta_document() else {
                     continue;
                 };
-                let tombstone = ObjectName::tombstone(&tenant.id, &id);
-                let (bytes, tombstone) = tokio::join!(
-                    self.store.get_bytes(&info.name),
-                    self.store.head(&tombstone)
-                );
-                // Deleted: its facts object is a remainder of an interrupted delete.
-                if tombstone?.is_some() {
-                    continue;
-                }
-                let Some(bytes) = bytes? else {
+                let Some(facts) = self.visible_facts(tenant, &id).await? else {
                     continue;
                 };
-                let facts: DocumentFacts = serde_json::from_slice(&bytes)
-                    .map_err(|e| Error::internal("document facts", e))?;
-                let wanted = filter.kind.is_none_or(|k| k == facts.kind)
-                    && filter.uploaded_after.is_none_or(|t| facts.uploaded_at >= t)
-                    && filter.uploaded_before.is_none_or(|t| facts.uploaded_at < t);
-                if wanted {
+                if filter.keeps(&facts) {
                     if documents.len() == limit {
                         next_cursor = documents.last().map(|d| d.id);
                         break 'pages;
@@ -438,6 +507,48 @@ impl TenantDocuments {
             documents,
             next_cursor,
         })
+    }
+
+    /// A document's facts, if it is visible: `None` when its facts object is
+    /// gone or its tombstone is there (the facts are then the remainder of an
+    /// interrupted delete).
+    async fn visible_facts(
+        &self,
+        tenant: &TenantRecord,
+        id: &DocumentId,
+    ) -> Result<Option<DocumentFacts>, Error> {
+        let (meta, tombstone) = (
+            ObjectName::doc_meta(&tenant.id, id),
+            ObjectName::tombstone(&tenant.id, id),
+        );
+        let (bytes, tombstone) =
+            tokio::join!(self.store.get_bytes(&meta), self.store.head(&tombstone));
+        if tombstone?.is_some() {
+            return Ok(None);
+        }
+        let Some(bytes) = bytes? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| Error::internal("document facts", e))
+    }
+}
+
+/// Listed documents whose facts are read at once.
+const LIST_READ_CONCURRENCY: usize = 16;
+
+/// Unix microseconds, rounded down, of a time in nanoseconds.
+fn micros_floor(nanos: i128) -> i64 {
+    i64::try_from(nanos.div_euclid(1000)).unwrap_or(if nanos < 0 { i64::MIN } else { i64::MAX })
+}
+
+impl ListFilter {
+    /// Whether the filter keeps a document.
+    fn keeps(&self, facts: &DocumentFacts) -> bool {
+        self.kind.is_none_or(|k| k == facts.kind)
+            && self.uploaded_after.is_none_or(|t| facts.uploaded_at >= t)
+            && self.uploaded_before.is_none_or(|t| facts.uploaded_at < t)
     }
 }
 
