@@ -56,6 +56,12 @@ pub struct Settings {
     pub ranged_reads: usize,
     /// Bytes per ranged read.
     pub range_bytes: usize,
+    /// Keep a plaintext copy of each document as a file (the restic baseline's
+    /// input); the growth run does without.
+    pub plain_copies: bool,
+    /// The tenant's search plan is made for this many documents (`None`: the
+    /// server's default for a new tenant, re-planned as it grows).
+    pub planned_documents: Option<usize>,
 }
 
 impl Settings {
@@ -85,6 +91,8 @@ impl Settings {
                 large_bytes: 64 << 20,
                 ranged_reads: 100,
                 range_bytes: 64 << 10,
+                plain_copies: true,
+                planned_documents: None,
             }
         } else {
             Settings {
@@ -105,6 +113,8 @@ impl Settings {
                 large_bytes: 1 << 30,
                 ranged_reads: 500,
                 range_bytes: 64 << 10,
+                plain_copies: true,
+                planned_documents: None,
             }
         }
     }
@@ -117,8 +127,14 @@ impl Settings {
     /// size; it is deleted after its phase); during the vault's backup phase also
     /// its repository and a restored copy (about 24 KiB per document each, scans
     /// twice more); and for restic, with the vault's repository still there, the
-    /// plaintext files, restic's repository and a restored copy.
+    /// plaintext files, restic's repository and a restored copy. The growth run
+    /// keeps no plaintext copies and makes no backup.
     pub fn disk_bytes(&self) -> u64 {
+        if !self.plain_copies {
+            // The growth run: the vault's objects and the two indexes only.
+            let docs = self.second_search_documents.unwrap_or(0) as u64;
+            return docs * (28 << 10) + (256 << 20);
+        }
         let first = self.first_search_documents.unwrap_or_else(|| {
             self.key_call_uploads + self.small_uploads.iter().map(|p| p.1).sum::<usize>() + 200
         }) as u64;
@@ -332,8 +348,9 @@ pub struct Results {
     pub phases: Vec<Phase>,
     /// Listings and audit reads at each search size (how the cost grows).
     pub growth: Vec<GrowthRow>,
-    /// The server restarted at the end, on its data directory.
-    pub restart: Option<RestartRow>,
+    /// The server restarted on its data directory (at the end of the full run;
+    /// at each size of the growth run).
+    pub restarts: Vec<RestartRow>,
 }
 
 /// What requests whose cost could grow with the vault take at one size.
@@ -359,6 +376,8 @@ pub struct RestartRow {
     pub documents: usize,
     /// From stopping the old process to `/readyz` and to a complete search.
     pub ready: crate::replicas::TimeToReady,
+    /// Whether the page cache was dropped before the start (needs root).
+    pub page_cache_dropped: bool,
 }
 
 /// One phase of the run.
@@ -450,7 +469,7 @@ impl Bench {
         shared_data: Option<PathBuf>,
     ) -> anyhow::Result<Bench> {
         server
-            .create_tenant("bench", &settings.key_provider)
+            .create_tenant_for("bench", &settings.key_provider, settings.planned_documents)
             .await
             .context("create the benchmark tenant")?;
         let key = server
@@ -496,7 +515,7 @@ impl Bench {
                 corpus: CorpusFacts::default(),
                 phases: Vec::new(),
                 growth: Vec::new(),
-                restart: None,
+                restarts: Vec::new(),
             },
         })
     }
@@ -612,6 +631,28 @@ impl Bench {
         Ok(self.results)
     }
 
+    /// The growth run (issue 19): at each size, filled at concurrency 64, search
+    /// against plaintext Tantivy, listings, an audit read and a restart.
+    pub async fn run_growth(mut self, sizes: &[usize]) -> anyhow::Result<Results> {
+        for &size in sizes {
+            self.timed_phase(&format!("fill to {size}"), async move |b: &mut Bench| {
+                b.fill_to(size).await
+            })
+            .await?;
+            self.timed_phase(&format!("search at {size}"), Bench::search)
+                .await?;
+            self.timed_phase(&format!("growth at {size}"), Bench::growth)
+                .await?;
+            self.timed_phase(&format!("restart at {size}"), Bench::restart)
+                .await?;
+        }
+        self.stopped = true;
+        self.server.stop();
+        self.results.corpus.documents = self.docs.len();
+        self.results.corpus.bytes = self.docs.iter().map(|d| d.size).sum();
+        Ok(self.results)
+    }
+
     /// Uploads `docs` at `concurrency`: the timing, and the documents back with what
     /// the server stored.
     async fn upload(
@@ -683,6 +724,7 @@ impl Bench {
         let bodies: Vec<Bytes> = docs.iter().map(|d| d.body.clone()).collect();
         let timed = match durable {
             Some(concurrency) => Some(baseline::write_files(&paths, &bodies, concurrency)?),
+            None if !self.settings.plain_copies => None,
             None => {
                 for (path, body) in paths.iter().zip(&bodies) {
                     if let Some(parent) = path.parent() {
@@ -1118,7 +1160,7 @@ impl Bench {
             first_page.wall += t.elapsed();
         }
         let mut sparse = Timed::default();
-        // It walks the whole store today: a few rounds.
+        // A store walk when the index is not current: a few rounds.
         for _ in 0..rounds.min(10) {
             let t = Instant::now();
             self.vault.list("limit=100&kind=scan").await?;
@@ -1162,6 +1204,9 @@ impl Bench {
             bail!("no document to search for");
         };
         let (expected, _) = self.vault.search(&query).await?;
+        self.server.stop();
+        // What a restart of a machine would find: nothing of the vault cached.
+        let page_cache_dropped = procfs::drop_page_cache();
         let started = Instant::now();
         self.server.restart_in_place(&self.launch).await?;
         let ready =
@@ -1173,9 +1218,10 @@ impl Bench {
             ready.readyz_s,
             ready.complete_search_s
         ));
-        self.results.restart = Some(RestartRow {
+        self.results.restarts.push(RestartRow {
             documents: self.docs.len(),
             ready,
+            page_cache_dropped,
         });
         Ok(())
     }
@@ -1285,9 +1331,14 @@ impl Bench {
     }
 
     async fn fill(&mut self) -> anyhow::Result<()> {
-        let Some(target) = self.settings.second_search_documents else {
-            return Ok(());
-        };
+        match self.settings.second_search_documents {
+            Some(target) => self.fill_to(target).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Uploads small documents at concurrency 64 until the tenant holds `target`.
+    async fn fill_to(&mut self, target: usize) -> anyhow::Result<()> {
         let mut all = Timed::default();
         while self.docs.len() < target {
             let n = (target - self.docs.len()).min(5_000);

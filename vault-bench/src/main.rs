@@ -85,6 +85,14 @@ struct Options {
     /// collection). Ten minutes, or 40 s with --quick. Fails if a promise broke.
     #[arg(long)]
     chaos: bool,
+    /// Instead of the full run: how the cost grows (issue 19). The tenant (planned
+    /// for --docs) is filled at concurrency 64 to 10,000, 100,000 and --docs
+    /// documents (default 1,000,000; quick: 300 and 600); at each size, search
+    /// against plaintext Tantivy, the first page of the listing and a sparse
+    /// one, audit events since a minute ago, and a restart to `/readyz` and to
+    /// complete searches (page cache dropped first, as root).
+    #[arg(long)]
+    growth: bool,
     /// Seconds of chaos load (overrides the default of --chaos).
     #[arg(long)]
     chaos_seconds: Option<u64>,
@@ -223,7 +231,28 @@ async fn measure(
         return Ok(());
     }
     let mut settings = bench::Settings::new(options.quick, options.backend);
-    if let Some(docs) = options.docs {
+    let growth_sizes = options.growth.then(|| {
+        let top = options
+            .docs
+            .unwrap_or(if options.quick { 600 } else { 1_000_000 })
+            .max(1);
+        let steps: &[usize] = if options.quick {
+            &[300]
+        } else {
+            &[10_000, 100_000]
+        };
+        let mut sizes: Vec<usize> = steps.iter().copied().filter(|&n| n < top).collect();
+        sizes.push(top);
+        sizes
+    });
+    if let Some(sizes) = &growth_sizes {
+        let top = sizes.last().copied().unwrap_or(1);
+        settings.small_uploads.clear();
+        settings.first_search_documents = None;
+        settings.second_search_documents = Some(top);
+        settings.plain_copies = false;
+        settings.planned_documents = Some(top);
+    } else if let Some(docs) = options.docs {
         settings.second_search_documents = (docs > settings.first_search_documents.unwrap_or(0))
             .then_some(docs)
             .filter(|_| docs > 0);
@@ -261,20 +290,33 @@ async fn measure(
         search: String::new(),
     };
     let server = server::Server::start(&launch).await?;
-    let results = bench::Bench::new(settings.clone(), server, launch, work, shared_data)
-        .await?
-        .run()
-        .await?;
+    let bench = bench::Bench::new(settings.clone(), server, launch, work, shared_data).await?;
+    let results = match &growth_sizes {
+        Some(sizes) => bench.run_growth(sizes).await?,
+        None => bench.run().await?,
+    };
     let report = report::Report {
         tool: format!("vault-bench {}", env!("CARGO_PKG_VERSION")),
         started_unix,
         duration_s: started.elapsed().as_secs_f64(),
         machine,
-        targets: report::targets(&settings, &results),
+        // The full run's targets (issue 8); the growth run's are in BENCHMARKS.md.
+        targets: if growth_sizes.is_some() {
+            Vec::new()
+        } else {
+            report::targets(&settings, &results)
+        },
         parameters: settings,
         results,
     };
-    println!("{}", report::markdown(&report));
+    println!(
+        "{}",
+        if growth_sizes.is_some() {
+            report::growth_markdown(&report)
+        } else {
+            report::markdown(&report)
+        }
+    );
     std::fs::write(&options.out, serde_json::to_vec_pretty(&report)?)
         .with_context(|| format!("write {}", options.out.display()))?;
     eprintln!(

@@ -116,6 +116,15 @@ pub fn available_bytes(path: &Path) -> Option<u64> {
     df_available_kib(&String::from_utf8_lossy(&out.stdout)).map(|k| k * 1024)
 }
 
+/// Writes dirty pages out and drops the page cache (`sync`, then
+/// `/proc/sys/vm/drop_caches`): needs root. Whether it was dropped.
+pub fn drop_page_cache() -> bool {
+    let synced = std::process::Command::new("sync")
+        .status()
+        .is_ok_and(|s| s.success());
+    synced && std::fs::write("/proc/sys/vm/drop_caches", b"3\n").is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -217,45 +217,9 @@ fn lat(s: &Summary) -> String {
 
 /// The report as markdown.
 pub fn markdown(report: &Report) -> String {
-    let mut o = String::new();
-    let m = &report.machine;
+    let mut o = header(report);
     let r = &report.results;
-    let p = &report.parameters;
-    let _ = writeln!(
-        o,
-        "## vault-bench{}\n",
-        if p.quick { " (quick)" } else { "" }
-    );
-    let _ = writeln!(
-        o,
-        "Machine: {} cores, {}, {:.0} GiB, kernel {}, {} on {}; vault-bench {} build, server {}. Backend {:?}, key provider {}. Run time {:.0} s. Client and server share the machine. MB = 10^6 bytes; latencies p50 / p99 in ms.\n",
-        m.cores,
-        m.cpu_model.as_deref().unwrap_or("unknown CPU"),
-        m.memory_kib.unwrap_or(0) as f64 / 1024.0 / 1024.0,
-        m.kernel.as_deref().unwrap_or("?"),
-        m.filesystem.as_ref().map_or("?", |f| f.2.as_str()),
-        m.filesystem.as_ref().map_or("?", |f| f.0.as_str()),
-        m.bench_profile,
-        m.server_binary,
-        p.backend,
-        p.key_provider,
-        report.duration_s
-    );
-    if !m.malloc_env.is_empty() {
-        let _ = writeln!(
-            o,
-            "Server environment: {}.\n",
-            m.malloc_env
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(" ")
-        );
-    }
-
-    if m.filesystem.as_ref().is_some_and(|f| f.2 == "tmpfs") {
-        let _ = writeln!(o, "**The work directory is on tmpfs: fsync costs nothing there, so durable-write figures and the file baselines are not those of a disk.**\n");
-    }
+    let m = &report.machine;
     let _ = writeln!(
         o,
         "### Uploads (vault vs. the same files written with fsync, same concurrency)\n"
@@ -387,37 +351,7 @@ pub fn markdown(report: &Report) -> String {
         }
     }
     let mem = &r.memory;
-    if !r.growth.is_empty() || r.restart.is_some() {
-        let _ = writeln!(o, "\n### How the cost grows (p50 / p99 ms)\n");
-        let _ = writeln!(
-            o,
-            "| documents | search | listing, first page | listing, sparse filter | audit events since a minute ago (returned) |"
-        );
-        let _ = writeln!(o, "|---|---|---|---|---|");
-        for g in &r.growth {
-            let search = r
-                .search
-                .iter()
-                .find(|s| s.documents == g.documents)
-                .map_or_else(|| "–".into(), |s| lat(&s.vault));
-            let _ = writeln!(
-                o,
-                "| {} | {search} | {} | {} | {} ({}) |",
-                g.documents,
-                lat(&g.list_first_page),
-                lat(&g.list_sparse_filter),
-                lat(&g.audit_since),
-                g.audit_events_returned
-            );
-        }
-        if let Some(x) = &r.restart {
-            let _ = writeln!(
-                o,
-                "\nRestarted on its data directory at {} documents: `/readyz` after {:.2} s, searches as complete as before after {:.2} s.",
-                x.documents, x.ready.readyz_s, x.ready.complete_search_s
-            );
-        }
-    }
+    o.push_str(&growth_table(r));
     let _ = writeln!(o, "\n### Server memory\n");
     let _ = writeln!(o, "| streamed upload | vault MB/s | CPU cores server + client | fsync'd file MB/s | vault / file | RSS before | VmHWM during (increase) | sampled VmRSS max / mean | peak over the run |");
     let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|");
@@ -535,6 +469,105 @@ pub fn markdown(report: &Report) -> String {
     let _ = writeln!(o, "|---|---|---|");
     for t in &report.targets {
         let _ = writeln!(o, "| {} | {} | {} |", t.target, t.measured, verdict(t.met));
+    }
+    o
+}
+
+/// The growth run's report as markdown: the machine and one table.
+pub fn growth_markdown(report: &Report) -> String {
+    let mut o = header(report);
+    o.push_str(&growth_table(&report.results));
+    o
+}
+
+/// How the cost grows with the tenant's size: one row per size measured (none
+/// in a run that measured none).
+fn growth_table(r: &Results) -> String {
+    let mut o = String::new();
+    if r.growth.is_empty() && r.restarts.is_empty() {
+        return o;
+    }
+    let _ = writeln!(o, "\n### How the cost grows (p50 / p99 ms)\n");
+    let _ = writeln!(
+        o,
+        "| documents | filling to it, docs/s | search | plaintext Tantivy in process | HTTP floor | listing, first page | listing, sparse filter | audit events since a minute ago (returned) | restart: `/readyz` s | restart: complete searches s |"
+    );
+    let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|---|");
+    for g in &r.growth {
+        let search = r.search.iter().find(|s| s.documents == g.documents);
+        let fill = r
+            .uploads
+            .iter()
+            .find(|u| u.workload.ends_with(&format!("filling to {}", g.documents)))
+            .map_or_else(|| "–".into(), |u| format!("{:.0}", u.vault.ops_per_s));
+        let restart = r.restarts.iter().find(|x| x.documents == g.documents);
+        let _ = writeln!(
+            o,
+            "| {} | {fill} | {} | {} | {} | {} | {} | {} ({}) | {} | {} |",
+            g.documents,
+            search.map_or_else(|| "–".into(), |s| lat(&s.vault)),
+            search.map_or_else(|| "–".into(), |s| lat(&s.plain)),
+            search.map_or_else(|| "–".into(), |s| lat(&s.http_floor)),
+            lat(&g.list_first_page),
+            lat(&g.list_sparse_filter),
+            lat(&g.audit_since),
+            g.audit_events_returned,
+            restart.map_or_else(|| "–".into(), |x| format!("{:.2}", x.ready.readyz_s)),
+            restart.map_or_else(
+                || "–".into(),
+                |x| format!("{:.2}", x.ready.complete_search_s)
+            ),
+        );
+    }
+    for x in r.restarts.iter().filter(|x| !x.page_cache_dropped) {
+        let _ = writeln!(
+            o,
+            "\nThe restart at {} documents found the page cache as it was (dropping it needs root).",
+            x.documents
+        );
+    }
+    o
+}
+
+/// The run's heading and the machine it ran on.
+fn header(report: &Report) -> String {
+    let mut o = String::new();
+    let m = &report.machine;
+    let p = &report.parameters;
+    let _ = writeln!(
+        o,
+        "## vault-bench{}\n",
+        if p.quick { " (quick)" } else { "" }
+    );
+    let _ = writeln!(
+        o,
+        "Machine: {} cores, {}, {:.0} GiB, kernel {}, {} on {}; vault-bench {} build, server {}. Backend {:?}, key provider {}. Run time {:.0} s. Client and server share the machine. MB = 10^6 bytes; latencies p50 / p99 in ms.\n",
+        m.cores,
+        m.cpu_model.as_deref().unwrap_or("unknown CPU"),
+        m.memory_kib.unwrap_or(0) as f64 / 1024.0 / 1024.0,
+        m.kernel.as_deref().unwrap_or("?"),
+        m.filesystem.as_ref().map_or("?", |f| f.2.as_str()),
+        m.filesystem.as_ref().map_or("?", |f| f.0.as_str()),
+        m.bench_profile,
+        m.server_binary,
+        p.backend,
+        p.key_provider,
+        report.duration_s
+    );
+    if !m.malloc_env.is_empty() {
+        let _ = writeln!(
+            o,
+            "Server environment: {}.\n",
+            m.malloc_env
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+    }
+
+    if m.filesystem.as_ref().is_some_and(|f| f.2 == "tmpfs") {
+        let _ = writeln!(o, "**The work directory is on tmpfs: fsync costs nothing there, so durable-write figures and the file baselines are not those of a disk.**\n");
     }
     o
 }
