@@ -1209,6 +1209,8 @@ impl Bench {
         let page_cache_dropped = procfs::drop_page_cache();
         let started = Instant::now();
         self.server.restart_in_place(&self.launch).await?;
+        // The new process listens on a port of its own.
+        self.vault = Vault::new(self.server.http.clone(), &self.server.url, &self.key);
         let ready =
             crate::replicas::time_to_ready(&self.server, &self.key, &query, expected, started)
                 .await?;
