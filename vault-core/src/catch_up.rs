@@ -82,7 +82,9 @@ impl CatchUp {
         loop {
             tick.tick().await;
             for tenant in self.search.followed_tenants() {
-                if let Err(e) = self.follow(&tenant).await {
+                let followed = self.follow(&tenant).await;
+                self.search.follow_failed(&tenant, followed.is_err());
+                if let Err(e) = followed {
                     self.metrics.index_failures.inc();
                     tracing::warn!(tenant = %tenant, code = e.code(), error = %e.for_log(), "could not follow the tenant's changes; retrying");
                 }

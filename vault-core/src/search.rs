@@ -76,6 +76,9 @@ pub struct TenantIndex {
     /// Documents added since the last commit (not yet searchable): what this
     /// replica indexed itself, so following the log does not open them again.
     uncommitted: Mutex<std::collections::HashSet<String>>,
+    /// The last reconciliation left documents out (their metadata could not be
+    /// read): listings read the store until one leaves none out.
+    incomplete: std::sync::atomic::AtomicBool,
     /// `index.changes()` when a snapshot of it was last written or restored
     /// (`u64::MAX`: never).
     snapshotted: std::sync::atomic::AtomicU64,
@@ -92,6 +95,7 @@ impl TenantIndex {
             sync: watch::channel(sync).0,
             replanning: Default::default(),
             uncommitted: Mutex::default(),
+            incomplete: Default::default(),
             snapshotted: std::sync::atomic::AtomicU64::new(u64::MAX),
             retired: RemoveWhenDropped::default(),
         }
@@ -171,6 +175,9 @@ pub struct Indexes {
     /// Per tenant with an open index, the first segment of its audit log not yet
     /// read for changes made by other replicas ([`crate::catch_up`]).
     followed: Mutex<HashMap<TenantId, u64>>,
+    /// Tenants whose last follow of the log failed: their index may lack other
+    /// replicas' changes, so listings read the store until a follow succeeds.
+    follow_failing: Mutex<std::collections::HashSet<TenantId>>,
     /// Set once every index opened at start-up is current (or failed): the
     /// replica's searches are then complete (`/readyz`).
     opened_at_start: std::sync::atomic::AtomicBool,
@@ -243,6 +250,7 @@ impl SearchService {
             rotating: Mutex::default(),
             replans,
             followed: Mutex::default(),
+            follow_failing: Mutex::default(),
             opened_at_start: Default::default(),
         }))
     }
@@ -275,6 +283,19 @@ impl SearchService {
             .get_mut(tenant)
         {
             *at = (*at).max(next);
+        }
+    }
+
+    /// Records whether following the tenant's log failed this time.
+    pub fn follow_failed(&self, tenant: &TenantId, failed: bool) {
+        let mut failing = self
+            .follow_failing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if failed {
+            failing.insert(tenant.clone());
+        } else {
+            failing.remove(tenant);
         }
     }
 
@@ -922,6 +943,9 @@ impl SearchService {
         match outcome {
             Ok(report) => {
                 tracing::info!(tenant = %tenant.id, documents = report.documents, added = report.added, removed = report.removed, failed = report.failed, duration_ms = report.duration_ms, "blind index reconciled");
+                index
+                    .incomplete
+                    .store(report.failed > 0, std::sync::atomic::Ordering::SeqCst);
                 index.sync.send_replace(IndexSync::Current);
             }
             Err(e) => {
@@ -1250,7 +1274,9 @@ impl SearchService {
     /// Up to `limit` entries of the tenant's index after the id `after`, in id
     /// order, that `filter` keeps, with this replica's own changes in them;
     /// `None` when the index is not current (being opened, caught up, rebuilt,
-    /// or failed): the caller then reads the store. Never waits for the index.
+    /// or failed), may lack documents (its last reconciliation left some out, or
+    /// following the log is failing), or could not be read: the caller then
+    /// reads the store. Never waits for the index to be reconciled.
     pub async fn list_indexed(
         &self,
         tenant: &TenantRecord,
@@ -1258,16 +1284,40 @@ impl SearchService {
         after: Option<String>,
         limit: usize,
     ) -> Result<Option<Vec<IndexedDocument>>, Error> {
-        let index = self.tenant_index(tenant).await?;
-        if *index.sync.borrow() != IndexSync::Current {
-            return Ok(None);
+        let complete = |index: &TenantIndex| {
+            *index.sync.borrow() == IndexSync::Current
+                && !index.incomplete.load(std::sync::atomic::Ordering::SeqCst)
+                && !self
+                    .follow_failing
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .contains(&tenant.id)
+        };
+        let read = async {
+            let index = self.tenant_index(tenant).await?;
+            if !complete(&index) {
+                return Ok(None);
+            }
+            if index.index.pending() > 0 {
+                commit(&index, self.followed_position(&tenant.id, &index)).await?;
+            }
+            let reading = Arc::clone(&index);
+            let listed =
+                blocking(move || reading.index.list(after.as_deref(), &filter, limit)).await?;
+            // A rebuild that began meanwhile may have emptied the index.
+            Ok::<_, Error>(complete(&index).then_some(listed))
+        };
+        match read.await {
+            Ok(Some(listed)) => {
+                self.metrics.listed_from_index.inc();
+                Ok(Some(listed))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => {
+                tracing::warn!(tenant = %tenant.id, code = e.code(), error = %e.for_log(), "listing from the store: the index could not be read");
+                Ok(None)
+            }
         }
-        if index.index.pending() > 0 {
-            commit(&index, self.followed_position(&tenant.id, &index)).await?;
-        }
-        let listed = blocking(move || index.index.list(after.as_deref(), &filter, limit)).await?;
-        self.metrics.listed_from_index.inc();
-        Ok(Some(listed))
     }
 
     /// Runs a query for a tenant: candidates from the blind index, kept only when the

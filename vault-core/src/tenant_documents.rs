@@ -391,6 +391,8 @@ impl TenantDocuments {
         cursor: Option<&DocumentId>,
         limit: usize,
     ) -> Result<ListPage, Error> {
+        // The API asks for 1 to 1,000; anything else is bounded here too.
+        let limit = limit.clamp(1, MAX_LIST_LIMIT);
         match self.list_from_index(tenant, filter, cursor, limit).await? {
             Some(page) => Ok(page),
             None => {
@@ -534,6 +536,9 @@ impl TenantDocuments {
             .map_err(|e| Error::internal("document facts", e))
     }
 }
+
+/// The most documents a listing page holds.
+const MAX_LIST_LIMIT: usize = 10_000;
 
 /// Listed documents whose facts are read at once.
 const LIST_READ_CONCURRENCY: usize = 16;

@@ -1742,4 +1742,23 @@ async fn a_listing_is_read_from_the_index_and_never_shows_a_deleted_document() {
     assert_eq!(listed.len(), all.len() - 1);
     assert_eq!(t.vault.metrics.listed_from_store.get(), 0);
     assert!(t.vault.metrics.listed_from_index.get() >= 6);
+
+    // While following the log fails, the index may lack other replicas'
+    // changes: the store is walked (and its listing here leaves claims[1] out).
+    t.vault.search.follow_failed(&acme.id, true);
+    let walked: Vec<DocumentId> = list(Default::default(), None, 100)
+        .await
+        .documents
+        .iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(t.vault.metrics.listed_from_store.get(), 1);
+    assert!(!walked.contains(&claims[1]));
+    assert_eq!(walked.len(), all.len() - 2);
+    t.vault.search.follow_failed(&acme.id, false);
+    assert_eq!(
+        list(Default::default(), None, 100).await.documents.len(),
+        all.len() - 1
+    );
+    assert_eq!(t.vault.metrics.listed_from_store.get(), 1);
 }
