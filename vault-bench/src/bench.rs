@@ -131,9 +131,10 @@ impl Settings {
     /// keeps no plaintext copies and makes no backup.
     pub fn disk_bytes(&self) -> u64 {
         if !self.plain_copies {
-            // The growth run: the vault's objects and the two indexes only.
+            // The growth run: the vault's objects and the two indexes only
+            // (32 GB at 1,000,000 documents on ext4).
             let docs = self.second_search_documents.unwrap_or(0) as u64;
-            return docs * (28 << 10) + (256 << 20);
+            return docs * (36 << 10) + (256 << 20);
         }
         let first = self.first_search_documents.unwrap_or_else(|| {
             self.key_call_uploads + self.small_uploads.iter().map(|p| p.1).sum::<usize>() + 200
