@@ -531,8 +531,14 @@ pub fn indexed_document(
     IndexedDocument {
         id: id.to_string(),
         kind: kind.as_str().to_owned(),
-        uploaded_at_micros: (uploaded_at.unix_timestamp_nanos() / 1000) as i64,
+        uploaded_at_micros: micros_floor(uploaded_at.unix_timestamp_nanos()),
     }
+}
+
+/// Unix microseconds, rounded down, of a time in nanoseconds: the index's upload
+/// times, and the bounds a listing asks the index for.
+pub(crate) fn micros_floor(nanos: i128) -> i64 {
+    i64::try_from(nanos.div_euclid(1000)).unwrap_or(if nanos < 0 { i64::MIN } else { i64::MAX })
 }
 
 /// The names of the fields a document with these terms is searchable by (base

@@ -24,7 +24,7 @@ use crate::documents::{
 use crate::error::Error;
 use crate::key_lifecycle::KeyLifecycle;
 use crate::metrics::Metrics;
-use crate::search::{indexed_document, SearchService};
+use crate::search::{indexed_document, micros_floor, SearchService};
 use crate::storage::{ObjectName, ObjectStore, StorageError};
 use crate::tenants::TenantRecord;
 use vault_index::blind_index::ListFilter as IndexListFilter;
@@ -542,11 +542,6 @@ const MAX_LIST_LIMIT: usize = 10_000;
 
 /// Listed documents whose facts are read at once.
 const LIST_READ_CONCURRENCY: usize = 16;
-
-/// Unix microseconds, rounded down, of a time in nanoseconds.
-fn micros_floor(nanos: i128) -> i64 {
-    i64::try_from(nanos.div_euclid(1000)).unwrap_or(if nanos < 0 { i64::MIN } else { i64::MAX })
-}
 
 impl ListFilter {
     /// Whether the filter keeps a document.
