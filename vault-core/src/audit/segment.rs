@@ -297,6 +297,44 @@ mod tests {
         assert_eq!(rewrapped.open(&tenant, &new_branch).unwrap()[0], event(0));
     }
 
+    /// Events of the checked-in segment fixtures: three seconds apart.
+    fn fixture_events() -> Vec<AuditEvent> {
+        let start = OffsetDateTime::from_unix_timestamp(1_796_300_000).unwrap();
+        (7..10)
+            .map(|seq| AuditEvent {
+                time: start + time::Duration::seconds(3 * (seq as i64 - 7)),
+                ..event(seq)
+            })
+            .collect()
+    }
+
+    fn fixture_path(name: &str) -> std::path::PathBuf {
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name)
+            .join("segment")
+    }
+
+    /// The checked-in v1 segment still opens. It was sealed with the key below
+    /// (public, test-only) by the v1 writer, which no longer exists: it is
+    /// never written anew.
+    #[test]
+    fn the_v1_fixture_still_opens() {
+        let tenant = TenantId::new("acme").unwrap();
+        let branch = Key256::from_bytes([5; 32]);
+        let path = fixture_path("audit-segment-v1");
+        if std::env::var_os("BILLVAULT_WRITE_FIXTURES").is_some() && !path.exists() {
+            let bytes = seal(&tenant, 4, &fixture_events(), &branch, key_ref()).unwrap();
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, bytes).unwrap();
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        let segment = Segment::parse(&bytes).unwrap();
+        assert_eq!(segment.header.index, 4);
+        assert_eq!(segment.header.first_seq, 7);
+        assert_eq!(segment.open(&tenant, &branch).unwrap(), fixture_events());
+    }
+
     #[test]
     fn junk_is_refused() {
         for junk in [
