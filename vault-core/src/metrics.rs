@@ -66,6 +66,9 @@ pub struct Metrics {
     pub audit_segments: Counter,
     /// Audit segment writes lost to another replica (then retried as the next).
     pub audit_segment_races: Counter,
+    /// Audit segments decrypted to answer reads of events (time-bounded reads
+    /// pass over the segments outside their window by the headers' times).
+    pub audit_read_segments: Counter,
     /// Objects of crashed uploads removed (`leftovers.rs`).
     pub leftovers_removed: Counter,
     /// Requests failed because their audit event could not be written.
@@ -184,6 +187,7 @@ impl Default for Metrics {
         let audit_events = Counter::default();
         let audit_segments = Counter::default();
         let audit_segment_races = Counter::default();
+        let audit_read_segments = Counter::default();
         let leftovers_removed = Counter::default();
         registry.register(
             "leftovers_removed",
@@ -202,6 +206,11 @@ impl Default for Metrics {
             "audit_segment_races",
             "Audit segment writes lost to another replica, then retried as the next segment",
             audit_segment_races.clone(),
+        );
+        registry.register(
+            "audit_read_segments",
+            "Audit segments decrypted to answer reads of events",
+            audit_read_segments.clone(),
         );
         registry.register(
             "audit_failures",
@@ -303,6 +312,7 @@ impl Default for Metrics {
             audit_events,
             audit_segments,
             audit_segment_races,
+            audit_read_segments,
             leftovers_removed,
             audit_failures,
             bulk_access_anomalies,

@@ -1604,13 +1604,86 @@ async fn audit_events_since_a_time_read_the_answer_not_the_log() {
             .collect();
         assert_eq!(got, want, "since {since:?} until {until:?}");
         let read = t.store.calls(Op::Get) - gets;
-        // Bisection (log2 of the segments, each segment read once more to
-        // decrypt it), the answer, and the segments within the skew allowed.
-        let bound = 2 * 8 + want.len() as u64 + 4;
+        // Bisection over headers (log2 of the segments), the answer, and the
+        // segments within the skew allowed past `until`.
+        let bound = 8 + want.len() as u64 + 4;
         assert!(
             read <= bound,
             "since {since:?} until {until:?}: {read} reads for {} events (at most {bound})",
             want.len()
+        );
+    }
+}
+
+/// A time-bounded read starts exactly where events at or after `since` begin,
+/// whatever replicas' clocks say (a replica twenty minutes ahead, four times the
+/// allowance), and passes over the segments before it without decrypting them
+/// even when the log's times are dense (a minute of events, all within the
+/// allowance).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_events_since_are_exact_whatever_the_clocks_and_cost_the_answer() {
+    let t = TestVault::open().await;
+    let acme = t.tenant("acme").await;
+    let base = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
+    let ahead = base + time::Duration::minutes(20);
+    for n in 0..64i64 {
+        let mut event = crate::audit::new_event(
+            "document.read",
+            format!("apikey:{n:016x}"),
+            crate::audit::Outcome::Allowed,
+            200,
+        );
+        // Segment 3 by a replica whose clock is ahead; the rest a second apart.
+        event.time = if n == 3 {
+            ahead
+        } else {
+            base + time::Duration::seconds(n)
+        };
+        t.vault.audit.append(&acme.id, event).await.unwrap();
+    }
+    let all = t
+        .vault
+        .audit
+        .read_events(&acme.id, Default::default(), 1000)
+        .await
+        .unwrap()
+        .events;
+    for (since, until, opened_at_most) in [
+        // Only the event from the clock ahead: found, though every segment
+        // after it is earlier by more than the allowance.
+        (base + time::Duration::minutes(10), None, 1),
+        // The last five seconds, and that event.
+        (base + time::Duration::seconds(59), None, 6),
+        // A read bounded by `until` stops at the first segment stamped
+        // past it by more than the allowance (here, the clock ahead).
+        (base, Some(base + time::Duration::seconds(2)), 3),
+    ] {
+        let filter = crate::audit::read::EventFilter {
+            since: Some(since),
+            until,
+            ..Default::default()
+        };
+        let want: Vec<u64> = all
+            .iter()
+            .filter(|e| e.time >= since && until.is_none_or(|u| e.time < u))
+            .map(|e| e.seq)
+            .collect();
+        let opened = t.vault.metrics.audit_read_segments.get();
+        let got: Vec<u64> = t
+            .vault
+            .audit
+            .read_events(&acme.id, filter, 1000)
+            .await
+            .unwrap()
+            .events
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(got, want, "since {since} until {until:?}");
+        let opened = t.vault.metrics.audit_read_segments.get() - opened;
+        assert!(
+            opened <= opened_at_most,
+            "since {since} until {until:?}: {opened} segments decrypted, at most {opened_at_most}"
         );
     }
 }

@@ -188,6 +188,63 @@ pub async fn log_size(store: &dyn ObjectStore, tenant: &TenantId) -> Result<u64,
     Ok(checkpointed + later)
 }
 
+/// The first index from `known` on with no segment, found by probing names
+/// (O(log n) existence checks for n segments appended since): a log has no
+/// holes, as segments are written create-only in order. The answer is the
+/// size at some moment during the call. `known` must be a size the log had
+/// reached (it never shrinks while the tenant exists).
+async fn probe_log_size(
+    store: &dyn ObjectStore,
+    tenant: &TenantId,
+    known: u64,
+) -> Result<u64, AuditError> {
+    let exists = |index: u64| async move {
+        Ok::<_, AuditError>(
+            store
+                .head(&ObjectName::audit_segment(tenant, index))
+                .await?
+                .is_some(),
+        )
+    };
+    // Gallop past the end, then bisect between the last present and the
+    // first missing index.
+    let (mut present_below, mut step) = (known, 1u64);
+    let mut missing = loop {
+        let probe = present_below.saturating_add(step - 1);
+        if !exists(probe).await? {
+            break probe;
+        }
+        present_below = probe + 1;
+        step = step.saturating_mul(2);
+    };
+    while present_below < missing {
+        let middle = present_below + (missing - present_below) / 2;
+        if exists(middle).await? {
+            present_below = middle + 1;
+        } else {
+            missing = middle;
+        }
+    }
+    Ok(present_below)
+}
+
+/// The clear header of one segment, read alone (a range of the object).
+pub async fn fetch_header(
+    store: &dyn ObjectStore,
+    name: &ObjectName,
+) -> Result<segment::SegmentHeader, AuditError> {
+    let stream = match store
+        .get_range(name, 0..segment::HEADER_LEN_V2 as u64)
+        .await
+    {
+        Ok(stream) => stream,
+        Err(StorageError::NotFound(_)) => return Err(AuditError::Unavailable),
+        Err(e) => return Err(e.into()),
+    };
+    let bytes = crate::storage::collect(stream, segment::HEADER_LEN_V2).await?;
+    Ok(segment::SegmentHeader::parse(&bytes)?.0)
+}
+
 /// Every segment of a tenant's log, in order, parsed (still sealed).
 pub async fn read_segments(
     store: &dyn ObjectStore,
@@ -230,6 +287,9 @@ pub struct AuditLogs {
     /// Keys of the system log.
     system: TenantKeySpec,
     logs: Mutex<HashMap<TenantId, mpsc::Sender<writer::Command>>>,
+    /// Per tenant, a size its log is known to have reached (by this replica's
+    /// writes and reads): where finding its current size starts.
+    known_sizes: Mutex<HashMap<TenantId, u64>>,
     /// Settings.
     pub config: AuditConfig,
     /// Bulk-access detection.
@@ -260,6 +320,54 @@ pub struct AuditDeps {
     pub tenants: TenantRegistry,
     /// Counters of events, segments and failures.
     pub metrics: Arc<Metrics>,
+}
+
+impl AuditLogs {
+    /// Records that a tenant's log has reached `size` segments.
+    pub(crate) fn note_log_size(&self, tenant: &TenantId, size: u64) {
+        let mut sizes = self
+            .known_sizes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let known = sizes.entry(tenant.clone()).or_insert(0);
+        *known = (*known).max(size);
+    }
+
+    /// How many segments a tenant's log holds now. From a size this replica
+    /// knew, by probing names ([`probe_log_size`]: a few existence checks,
+    /// however long the log); the first time, by listing ([`log_size`]).
+    pub async fn log_size(&self, tenant: &TenantId) -> Result<u64, AuditError> {
+        let known = self
+            .known_sizes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(tenant)
+            .copied();
+        let store = self.store.as_ref();
+        let size = match known {
+            // A log shorter than it was (the tenant deleted and made again):
+            // listed afresh.
+            Some(known)
+                if known == 0
+                    || store
+                        .head(&ObjectName::audit_segment(tenant, known - 1))
+                        .await?
+                        .is_some() =>
+            {
+                probe_log_size(store, tenant, known).await?
+            }
+            _ => {
+                let size = log_size(store, tenant).await?;
+                self.known_sizes
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(tenant.clone(), size);
+                size
+            }
+        };
+        self.note_log_size(tenant, size);
+        Ok(size)
+    }
 }
 
 impl AuditService {
@@ -326,6 +434,7 @@ impl AuditService {
                 index_version: 1,
             },
             logs: Mutex::new(HashMap::new()),
+            known_sizes: Mutex::new(HashMap::new()),
             bulk: anomaly::BulkAccess::new(&config),
             health: health::AuditHealth::default(),
             unauthenticated: health::Sampler::default(),

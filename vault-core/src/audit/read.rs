@@ -5,16 +5,17 @@ use time::OffsetDateTime;
 use vault_crypto::merkle;
 use vault_crypto::TenantId;
 
-use super::segment::Segment;
-use super::{fetch_segment, read_segments, AuditError, AuditEvent, AuditService};
+use super::segment::{self, Segment};
+use super::{fetch_header, fetch_segment, read_segments, AuditError, AuditEvent, AuditService};
 use crate::error::Error;
-use crate::storage::{list_all, ObjectName};
+use crate::storage::ObjectName;
 
 pub use vault_api::ProofResponse;
 
-/// How far out of order event times may be across a log's segments (replicas'
-/// clocks, and the time between making an event and appending its segment):
-/// time-bounded reads look this much further either side.
+/// How far out of order event times may be across v1 segments, which carry no
+/// clear times (replicas' clocks, and the time between making an event and
+/// appending its segment), and how far past `until` a read looks for events
+/// stamped earlier by a replica whose clock is behind.
 pub const CLOCK_SKEW_ALLOWED: time::Duration = time::Duration::minutes(5);
 
 /// Which events to return.
@@ -41,14 +42,20 @@ pub struct EventsPage {
 impl AuditService {
     /// Events of a tenant's log matching `filter`, at most `limit`.
     ///
-    /// The work grows with the answer, not with the log: the first segment to
-    /// read is found by bisection over segment positions (by sequence number for
-    /// a cursor, by event time for `since`), reading O(log n) segments, and the
-    /// scan stops at `until`. Event times come from each replica's clock and a
-    /// segment is appended after its events were made, so times are ordered
-    /// across segments only within [`CLOCK_SKEW_ALLOWED`]: the bisection and the
-    /// stop allow that much either side (an event stamped further out of order
-    /// may be left out of a time-bounded answer).
+    /// The work grows with the answer, not with the log. The log's size is
+    /// found by probing names from a size this replica knew. The first segment
+    /// to read is found by bisection over segment headers alone (read as a
+    /// range, not decrypted): by sequence number for a cursor, and for `since`
+    /// by the header's latest event time of the log so far, which never
+    /// decreases along the log, so the start is exact even when replicas'
+    /// clocks disagree. Segments whose header times fall outside the window are
+    /// passed over without decrypting them. The scan stops at the first segment
+    /// whose events are all past `until` by more than [`CLOCK_SKEW_ALLOWED`]:
+    /// a read bounded by `until` may leave out events appended after a segment
+    /// from a replica whose clock was that far ahead (the log's order is not
+    /// its times' order beyond the allowance; only `since` is exact). v1
+    /// segments, without clear times, are decrypted to compare, and are ordered
+    /// only within that allowance.
     pub async fn read_events(
         &self,
         tenant: &TenantId,
@@ -57,24 +64,30 @@ impl AuditService {
     ) -> Result<EventsPage, AuditError> {
         let spec = self.key_spec(tenant).await?;
         let store = self.store.as_ref();
-        let size = super::log_size(store, tenant).await?;
-        let fetch = |index: u64| async move {
-            fetch_segment(store, &ObjectName::audit_segment(tenant, index)).await
-        };
+        let size = self.log_size(tenant).await?;
+        let name = |index: u64| ObjectName::audit_segment(tenant, index);
         let open = |segment: Segment| {
             let spec = &spec;
             async move {
+                self.metrics.audit_read_segments.inc();
                 let branch = self.keys.branch_key(spec, &segment.record.key_ref).await?;
                 Ok::<_, AuditError>(segment.open(tenant, &branch)?)
             }
         };
+        let since = filter.since.map(segment::micros);
+        // Rounded up: a segment whose earliest event (rounded down) is at or
+        // after it holds nothing before `until`.
+        let until = filter.until.map(|until| {
+            let nanos = until.unix_timestamp_nanos();
+            (nanos.div_euclid(1_000) + i128::from(nanos.rem_euclid(1_000) != 0)) as i64
+        });
         let mut start = 0;
         if let Some(after) = filter.after_seq {
             // The first segment with an event after the cursor.
             let (mut low, mut high) = (start, size);
             while low < high {
                 let middle = low + (high - low) / 2;
-                if fetch(middle).await?.header.next_seq() <= after.saturating_add(1) {
+                if fetch_header(store, &name(middle)).await?.next_seq() <= after.saturating_add(1) {
                     low = middle + 1;
                 } else {
                     high = middle;
@@ -82,15 +95,25 @@ impl AuditService {
             }
             start = low;
         }
-        if let Some(since) = filter.since {
-            // The first segment with an event at or after `since`, less the skew.
+        if let (Some(since_time), Some(since)) = (filter.since, since) {
+            // The first segment that may hold an event at or after `since`.
             // (At the edge of the representable times, no allowance is needed.)
-            let from = since.checked_sub(CLOCK_SKEW_ALLOWED).unwrap_or(since);
+            let skewed = segment::micros(
+                since_time
+                    .checked_sub(CLOCK_SKEW_ALLOWED)
+                    .unwrap_or(since_time),
+            );
             let (mut low, mut high) = (start, size);
             while low < high {
                 let middle = low + (high - low) / 2;
-                let events = open(fetch(middle).await?).await?;
-                if events.iter().all(|e| e.time < from) {
+                let before = match fetch_header(store, &name(middle)).await?.times {
+                    Some(times) => times.log_latest < since,
+                    None => open(fetch_segment(store, &name(middle)).await?)
+                        .await?
+                        .iter()
+                        .all(|e| segment::micros(e.time) < skewed),
+                };
+                if before {
                     low = middle + 1;
                 } else {
                     high = middle;
@@ -98,23 +121,36 @@ impl AuditService {
             }
             start = low;
         }
+        let stop = filter
+            .until
+            .and_then(|until| until.checked_add(CLOCK_SKEW_ALLOWED))
+            .map(segment::micros);
         let mut events = Vec::new();
         for index in start..size {
-            let segment = fetch(index).await?;
+            // Read whole: from an exact start, most segments are opened.
+            let segment = fetch_segment(store, &name(index)).await?;
+            let header = segment.header;
             if filter
                 .after_seq
-                .is_some_and(|after| segment.header.next_seq() <= after.saturating_add(1))
+                .is_some_and(|after| header.next_seq() <= after.saturating_add(1))
             {
                 continue;
             }
-            let opened = open(segment).await?;
-            if let Some(stop) = filter
-                .until
-                .and_then(|until| until.checked_add(CLOCK_SKEW_ALLOWED))
-            {
-                if opened.iter().all(|e| e.time >= stop) {
+            if let Some(times) = header.times {
+                if stop.is_some_and(|stop| times.earliest >= stop) {
                     break;
                 }
+                let outside = since.is_some_and(|since| times.latest < since)
+                    || until.is_some_and(|until| times.earliest >= until);
+                if outside {
+                    continue;
+                }
+            }
+            let opened = open(segment).await?;
+            if header.times.is_none()
+                && stop.is_some_and(|stop| opened.iter().all(|e| segment::micros(e.time) >= stop))
+            {
+                break;
             }
             for event in opened {
                 let wanted = filter.after_seq.is_none_or(|after| event.seq > after)
@@ -146,42 +182,45 @@ impl AuditService {
         tenant: &TenantId,
         first: u64,
     ) -> Result<(Vec<AuditEvent>, u64), AuditError> {
-        let prefix = ObjectName::audit_segments_prefix(tenant);
-        let after = (first > 0).then(|| {
-            ObjectName::audit_segment(tenant, first - 1)
-                .as_str()
-                .to_owned()
-        });
         let mut next = first;
         let mut events = Vec::new();
-        // The listing says how far the log reaches; the segments are then read
-        // by position. (A listing made while segments are appended may leave
-        // out one that a later one follows: filesystems list in hash order,
-        // and a name made during the walk may or may not be seen.)
-        let listed = list_all(self.store.as_ref(), &prefix, after.as_deref()).await?;
-        let Some(last) = listed
-            .iter()
-            .filter_map(|info| info.name.audit_segment_index())
-            .max()
-        else {
-            return Ok((events, next));
-        };
-        let spec = self.key_spec(tenant).await?;
-        while next <= last {
-            // Segments are appended in order: one missing below a later one
-            // that exists is a hole in the log.
-            let bytes = self
-                .store
-                .get_bytes(&ObjectName::audit_segment(tenant, next))
-                .await?
-                .ok_or_else(|| {
-                    AuditError::Corrupt(format!("segment {next} is missing from the log"))
-                })?;
+        let mut spec = None;
+        // Read by position until the first missing segment: no listing, so an
+        // idle follower costs one read of a missing name, however long the log.
+        while let Some(bytes) = self
+            .store
+            .get_bytes(&ObjectName::audit_segment(tenant, next))
+            .await?
+        {
             let segment = Segment::parse(&bytes)?;
-            let branch = self.keys.branch_key(&spec, &segment.record.key_ref).await?;
+            let spec = match &mut spec {
+                Some(spec) => spec,
+                None => spec.insert(self.key_spec(tenant).await?),
+            };
+            let branch = self.keys.branch_key(spec, &segment.record.key_ref).await?;
             events.extend(segment.open(tenant, &branch)?);
             next += 1;
         }
+        // Segments are appended in order: one missing below a later one that
+        // exists (the next name, or below a size this replica knew) is a hole.
+        let known = self
+            .known_sizes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(tenant)
+            .copied();
+        let hole = known.is_some_and(|known| known > next)
+            || self
+                .store
+                .head(&ObjectName::audit_segment(tenant, next + 1))
+                .await?
+                .is_some();
+        if hole {
+            return Err(AuditError::Corrupt(format!(
+                "segment {next} is missing from the log"
+            )));
+        }
+        self.note_log_size(tenant, next);
         Ok((events, next))
     }
 

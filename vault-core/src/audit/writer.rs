@@ -64,6 +64,9 @@ struct Tail {
     /// Events written.
     events: u64,
     frontier: Frontier,
+    /// The last segment's latest event time of the log so far (`None` before
+    /// the first segment or after a v1 one): the next segment's starts from it.
+    log_latest: Option<i64>,
     /// Tree size of the latest checkpoint.
     checkpointed: u64,
     /// When an inline checkpoint last failed: the next is not tried before
@@ -157,7 +160,14 @@ async fn write_segment(
         for (i, event) in events.iter_mut().enumerate() {
             event.seq = first_seq + i as u64;
         }
-        let bytes = segment::seal(tenant, tail.segments, &events, &branch, key_ref.clone())?;
+        let bytes = segment::seal(
+            tenant,
+            tail.segments,
+            &events,
+            tail.log_latest,
+            &branch,
+            key_ref.clone(),
+        )?;
         let parsed = Segment::parse(&bytes)?;
         match logs
             .store
@@ -171,6 +181,8 @@ async fn write_segment(
                 tail.frontier.push(parsed.leaf_hash());
                 tail.segments += 1;
                 tail.events += events.len() as u64;
+                tail.log_latest = parsed.header.times.map(|t| t.log_latest);
+                logs.note_log_size(tenant, tail.segments);
                 logs.metrics.audit_events.inc_by(events.len() as u64);
                 logs.metrics.audit_segments.inc();
                 return Ok(first_seq);
@@ -254,6 +266,7 @@ async fn load(logs: &AuditService, tenant: &TenantId) -> Result<Tail, AuditError
         segments: 0,
         events: 0,
         frontier: Frontier::new(),
+        log_latest: None,
         checkpointed: 0,
         checkpoint_failed_at: None,
     };
@@ -265,6 +278,15 @@ async fn load(logs: &AuditService, tenant: &TenantId) -> Result<Tail, AuditError
         tail.checkpointed = tail.segments;
     }
     catch_up(logs, tenant, &mut tail).await?;
+    if tail.segments > 0 && tail.log_latest.is_none() {
+        // No segment after the checkpoint: the last one before it says where
+        // the log's times stand (its header only).
+        let last = ObjectName::audit_segment(tenant, tail.segments - 1);
+        tail.log_latest = super::fetch_header(logs.store.as_ref(), &last)
+            .await?
+            .times
+            .map(|t| t.log_latest);
+    }
     Ok(tail)
 }
 
@@ -311,7 +333,11 @@ async fn catch_up(
         tail.frontier.push(segment.leaf_hash());
         tail.segments += 1;
         tail.events = segment.header.next_seq();
+        // (After a v1 segment, written by a replica of an older version, the
+        // chain of times starts again.)
+        tail.log_latest = segment.header.times.map(|t| t.log_latest);
     }
+    logs.note_log_size(tenant, tail.segments);
     Ok(())
 }
 
