@@ -176,9 +176,74 @@ struct Sealed {
 /// Running plaintext size and hash of an upload, and the bytes kept for
 /// extraction, shared with its stream.
 struct Tap {
-    sha256: Sha256,
     size: u64,
     capture: Capture,
+}
+
+/// Bytes of a body hashed in the request's task; past them, on a thread of
+/// its own.
+const HASH_INLINE: u64 = 1024 * 1024;
+/// Chunks the hashing thread may lag behind (a bounded queue: a starved
+/// thread holds the upload back rather than piling up its body in memory).
+const HASH_QUEUE: usize = 16;
+
+/// The SHA-256 of a body as it streams. A large body's hash runs on a thread
+/// beside its encryption and write instead of before them on the same one
+/// (small bodies stay inline: a thread hand-off would cost more than it saves).
+enum BodyHash {
+    /// The hasher and the bytes it took.
+    Inline(Sha256, u64),
+    Threaded(
+        tokio::sync::mpsc::Sender<Bytes>,
+        tokio::task::JoinHandle<Sha256>,
+    ),
+}
+
+impl Default for BodyHash {
+    fn default() -> Self {
+        BodyHash::Inline(Sha256::new(), 0)
+    }
+}
+
+impl BodyHash {
+    async fn update(&mut self, chunk: &Bytes) -> Result<(), StorageError> {
+        if let BodyHash::Inline(hasher, hashed) = self {
+            *hashed += chunk.len() as u64;
+            if *hashed <= HASH_INLINE {
+                hasher.update(chunk);
+                return Ok(());
+            }
+            let mut hasher = std::mem::take(hasher);
+            let (chunks, mut received) = tokio::sync::mpsc::channel::<Bytes>(HASH_QUEUE);
+            let thread = tokio::task::spawn_blocking(move || {
+                while let Some(chunk) = received.blocking_recv() {
+                    hasher.update(&chunk);
+                }
+                hasher
+            });
+            *self = BodyHash::Threaded(chunks, thread);
+        }
+        if let BodyHash::Threaded(chunks, _) = self {
+            chunks
+                .send(chunk.clone())
+                .await
+                .map_err(|_| StorageError::Backend("the body's hashing stopped".into()))?;
+        }
+        Ok(())
+    }
+
+    async fn finish(self) -> Result<[u8; 32], Error> {
+        let hasher = match self {
+            BodyHash::Inline(hasher, _) => hasher,
+            BodyHash::Threaded(chunks, thread) => {
+                drop(chunks);
+                thread
+                    .await
+                    .map_err(|e| Error::internal("body hashing thread", e))?
+            }
+        };
+        Ok(hasher.finalize().into())
+    }
 }
 
 /// The CPU-bound part of an upload, on the blocking pool: the captured document's
@@ -381,8 +446,8 @@ impl Documents {
         let (header, _) = BodyHeader::parse(&header_bytes)?;
 
         let extract_limit = self.settings.search.max_extract_bytes;
+        let hash = Arc::new(tokio::sync::Mutex::new(BodyHash::default()));
         let tap = Arc::new(Mutex::new(Tap {
-            sha256: Sha256::new(),
             size: 0,
             capture: Capture::start(
                 request.extraction == Extraction::Auto && request.kind != DocumentKind::Scan,
@@ -390,18 +455,24 @@ impl Documents {
         }));
         let limit = self.settings.max_upload_bytes;
         let tapped = {
-            let tap = Arc::clone(&tap);
+            let (tap, hash) = (Arc::clone(&tap), Arc::clone(&hash));
             let content_type = request.content_type.clone();
-            body.map(move |chunk| {
-                let chunk = chunk.map_err(|e| StorageError::SourceFailed(e.to_string()))?;
-                let mut tap = tap.lock().unwrap_or_else(PoisonError::into_inner);
-                tap.size += chunk.len() as u64;
-                if tap.size > limit {
-                    return Err(StorageError::TooLarge(limit));
+            body.then(move |chunk| {
+                let (tap, hash, content_type) =
+                    (Arc::clone(&tap), Arc::clone(&hash), content_type.clone());
+                async move {
+                    let chunk = chunk.map_err(|e| StorageError::SourceFailed(e.to_string()))?;
+                    {
+                        let mut tap = tap.lock().unwrap_or_else(PoisonError::into_inner);
+                        tap.size += chunk.len() as u64;
+                        if tap.size > limit {
+                            return Err(StorageError::TooLarge(limit));
+                        }
+                        tap.capture.feed(&chunk, &content_type, extract_limit);
+                    }
+                    hash.lock().await.update(&chunk).await?;
+                    Ok(chunk)
                 }
-                tap.sha256.update(&chunk);
-                tap.capture.feed(&chunk, &content_type, extract_limit);
-                Ok(chunk)
             })
         };
         let sealed: ByteStream = Box::pin(
@@ -418,11 +489,17 @@ impl Documents {
         let body_name = ObjectName::doc_body(&tenant.id, &id);
         let stored_bytes = self.store.put_new_deferred(&body_name, sealed).await?;
         failpoints::crash_point(failpoints::UPLOAD_AFTER_BODY);
-        let (size, sha256, capture) = {
+        let (size, capture) = {
             let mut tap = tap.lock().unwrap_or_else(PoisonError::into_inner);
             let capture = std::mem::replace(&mut tap.capture, Capture::start(false));
-            let sha256 = std::mem::take(&mut tap.sha256);
-            (tap.size, hex::encode(sha256.finalize()), capture)
+            (tap.size, capture)
+        };
+        let sha256 = match std::mem::take(&mut *hash.lock().await).finish().await {
+            Ok(digest) => hex::encode(digest),
+            Err(e) => {
+                self.remove_objects(&tenant.id, &id).await;
+                return Err(e);
+            }
         };
         if size == 0 {
             // Nothing to keep: an empty body is a client's mistake (a file
@@ -591,5 +668,32 @@ impl Documents {
             metadata,
             facts,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Inline, across the hand-off to the thread, and on it: the same digest
+    /// as hashing the body at once.
+    #[tokio::test]
+    async fn a_body_hash_is_the_same_inline_and_on_its_thread() {
+        for total in [
+            0usize,
+            1000,
+            HASH_INLINE as usize,
+            3 * HASH_INLINE as usize + 7,
+        ] {
+            let body: Vec<u8> = (0..total).map(|i| (i * 31 % 251) as u8).collect();
+            let mut hash = BodyHash::default();
+            for chunk in body.chunks(65_536 + 3) {
+                hash.update(&Bytes::copy_from_slice(chunk)).await.unwrap();
+            }
+            let threaded = matches!(hash, BodyHash::Threaded(..));
+            assert_eq!(threaded, total as u64 > HASH_INLINE, "{total}");
+            let want: [u8; 32] = Sha256::digest(&body).into();
+            assert_eq!(hash.finish().await.unwrap(), want, "{total}");
+        }
     }
 }

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
 use super::{ByteStream, ObjectInfo, ObjectName, ObjectStore, StorageError};
@@ -29,6 +29,16 @@ const TMP_LEFTOVER_AGE: std::time::Duration = std::time::Duration::from_secs(600
 const READ_CHUNK: usize = 64 * 1024;
 /// Bodies up to this size are written from memory in one blocking call.
 const SMALL_OBJECT: usize = 256 * 1024;
+/// Chunks a larger body's stream may run ahead of its writing thread (about
+/// 1 MiB of 64 KiB segments: a slow disk holds the stream back).
+const WRITE_QUEUE: usize = 16;
+
+/// What the stream hands its writing thread.
+enum Piece {
+    Chunk(Bytes),
+    /// The stream ended whole: make the file durable (if asked) and keep it.
+    End,
+}
 
 /// Objects as files under a root directory.
 #[derive(Debug)]
@@ -214,35 +224,65 @@ impl FsStore {
         mut body: ByteStream,
         durable: bool,
     ) -> Result<(PathBuf, u64), StorageError> {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
         let tmp = self.tmp_path();
-        let result = async {
-            let mut file = tokio::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)
-                .await
-                .map_err(backend)?;
-            let mut size = 0u64;
+        let (chunks, mut received) = tokio::sync::mpsc::channel::<Piece>(WRITE_QUEUE);
+        // The writes and the fsync run on one blocking thread while the stream
+        // (a document body's encryption) is produced on the async side: the two
+        // overlap, and no chunk is copied on the way. The file is removed there
+        // unless the stream ended whole (an error, or the request dropped).
+        let path = tmp.clone();
+        let writer = tokio::task::spawn_blocking(move || {
+            let written = (|| {
+                let mut file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&path)?;
+                let mut size = 0u64;
+                loop {
+                    match received.blocking_recv() {
+                        Some(Piece::Chunk(chunk)) => {
+                            file.write_all(&chunk)?;
+                            size += chunk.len() as u64;
+                        }
+                        Some(Piece::End) => break,
+                        None => {
+                            return Err(std::io::Error::new(
+                                std::io::ErrorKind::Interrupted,
+                                "the stream stopped before its end",
+                            ))
+                        }
+                    }
+                }
+                if durable {
+                    file.sync_all()?;
+                }
+                Ok(size)
+            })();
+            if written.is_err() {
+                let _ = std::fs::remove_file(&path);
+            }
+            written
+        });
+        let fed = async {
             while let Some(chunk) = body.next().await {
-                let chunk = chunk?;
-                size += chunk.len() as u64;
-                file.write_all(&chunk).await.map_err(backend)?;
+                if chunks.send(Piece::Chunk(chunk?)).await.is_err() {
+                    // The writer failed: its error says why.
+                    return Ok(());
+                }
             }
-            file.flush().await.map_err(backend)?;
-            if durable {
-                file.sync_all().await.map_err(backend)?;
-            }
-            Ok(size)
+            let _ = chunks.send(Piece::End).await;
+            Ok::<(), StorageError>(())
         }
         .await;
-        match result {
-            Ok(size) => Ok((tmp, size)),
-            Err(e) => {
-                let _ = tokio::fs::remove_file(&tmp).await;
-                Err(e)
-            }
-        }
+        drop(chunks);
+        let written = writer
+            .await
+            .map_err(|e| StorageError::Backend(e.to_string()))?;
+        fed?;
+        Ok((tmp, written.map_err(backend)?))
     }
 
     /// Creates the directories of `path` that are missing, each made durable in
