@@ -209,12 +209,21 @@ impl AuditService {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(tenant)
             .copied();
-        let hole = known.is_some_and(|known| known > next)
+        let later = known.is_some_and(|known| known > next)
             || self
                 .store
                 .head(&ObjectName::audit_segment(tenant, next + 1))
                 .await?
                 .is_some();
+        // A later segment may have been appended after `next` was found
+        // missing, and `next` with it: looked at again before calling it a hole
+        // (segments are never removed, so still missing now is a hole).
+        let hole = later
+            && self
+                .store
+                .head(&ObjectName::audit_segment(tenant, next))
+                .await?
+                .is_none();
         if hole {
             return Err(AuditError::Corrupt(format!(
                 "segment {next} is missing from the log"
