@@ -55,6 +55,10 @@ pub struct Followed {
     pub added: u64,
     /// Documents dropped from the index (deleted).
     pub removed: u64,
+    /// Documents that can never be opened (their key destroyed, their key
+    /// record corrupt), left out of the index, which then says it may be
+    /// incomplete: one such document does not stop the tenant's follower.
+    pub left_out: u64,
 }
 
 impl CatchUp {
@@ -129,7 +133,16 @@ impl CatchUp {
             // them would leave this replica's index without the uploads made
             // just before the disable once the tenant is enabled again.
             for id in touched {
-                self.apply(&record, &id, &mut followed).await?;
+                match self.apply(&record, &id, &mut followed).await {
+                    Ok(()) => {}
+                    Err(e) if e.is_permanent() => {
+                        tracing::error!(tenant = %tenant, document = %id, code = e.code(), error = %e.for_log(), "document left out of the index: it can never be opened; searches say they may be incomplete");
+                        self.search.left_out(&record).await?;
+                        followed.left_out += 1;
+                    }
+                    // Tried again from the same position at the next tick.
+                    Err(e) => return Err(e),
+                }
             }
         }
         self.search.followed_to(tenant, next);

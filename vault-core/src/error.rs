@@ -170,6 +170,12 @@ impl Error {
         self
     }
 
+    /// Whether the failure will never go away by itself (the key destroyed,
+    /// the stored object corrupt): retrying is pointless.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, Error::KeyUnavailable { .. } | Error::Integrity { .. })
+    }
+
     /// Whether this is a [`Error::NotFound`].
     pub fn is_not_found(&self) -> bool {
         matches!(self, Self::NotFound { .. })

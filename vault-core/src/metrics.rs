@@ -50,6 +50,8 @@ pub struct Metrics {
     pub search_documents_read: Counter,
     /// Exact search results.
     pub search_results: Counter,
+    /// Searches answered from an index that may lack documents (`complete: false`).
+    pub incomplete_searches: Counter,
     /// Index reads of document listings (pages read from the blind index).
     pub listed_from_index: Counter,
     /// Document listings that walked the store (the index was not current).
@@ -138,6 +140,7 @@ impl Default for Metrics {
         let search_candidates = Counter::default();
         let search_documents_read = Counter::default();
         let search_results = Counter::default();
+        let incomplete_searches = Counter::default();
         let listed_from_index = Counter::default();
         let listed_from_store = Counter::default();
         let index_failures = Counter::default();
@@ -156,6 +159,11 @@ impl Default for Metrics {
             "search_results",
             "Exact search results",
             search_results.clone(),
+        );
+        registry.register(
+            "incomplete_searches",
+            "Searches answered from an index that may lack documents (its last reconciliation left some out, or following other replicas' changes is failing)",
+            incomplete_searches.clone(),
         );
         registry.register(
             "listings_from_index",
@@ -320,6 +328,7 @@ impl Default for Metrics {
             search_candidates,
             search_documents_read,
             search_results,
+            incomplete_searches,
             listed_from_index,
             listed_from_store,
             index_failures,

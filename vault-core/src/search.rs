@@ -150,6 +150,10 @@ pub struct SearchPage {
     pub hits: Vec<IndexedDocument>,
     /// Cursor of the next page, when there is one.
     pub next_cursor: Option<String>,
+    /// False when this replica's index may lack documents (its last
+    /// reconciliation left some out, or following other replicas' changes is
+    /// failing): every hit is still an exact match, but some may be missing.
+    pub complete: bool,
 }
 
 /// The per-tenant blind indexes of a server. Clones share them.
@@ -297,6 +301,28 @@ impl SearchService {
         } else {
             failing.remove(tenant);
         }
+    }
+
+    /// Whether a tenant's index may lack documents although it is current: its
+    /// last reconciliation left some out, or following the log is failing.
+    fn may_lack_documents(&self, tenant: &TenantId, index: &TenantIndex) -> bool {
+        index.incomplete.load(std::sync::atomic::Ordering::SeqCst)
+            || self
+                .follow_failing
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains(tenant)
+    }
+
+    /// Records that a document was left out of the tenant's current index (it
+    /// can never be opened): listings then walk the store and searches say
+    /// they may be incomplete, until a reconciliation finds nothing left out.
+    pub async fn left_out(&self, tenant: &TenantRecord) -> Result<(), Error> {
+        let index = self.tenant_index(tenant).await?;
+        index
+            .incomplete
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
     }
 
     /// Whether the tenant's current index holds a document, committed or added
@@ -1292,12 +1318,7 @@ impl SearchService {
     ) -> Result<Option<Vec<IndexedDocument>>, Error> {
         let complete = |index: &TenantIndex| {
             *index.sync.borrow() == IndexSync::Current
-                && !index.incomplete.load(std::sync::atomic::Ordering::SeqCst)
-                && !self
-                    .follow_failing
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .contains(&tenant.id)
+                && !self.may_lack_documents(&tenant.id, index)
         };
         let read = async {
             let index = self.tenant_index(tenant).await?;
@@ -1390,6 +1411,11 @@ impl SearchService {
             .buffer_unordered(FILTER_CONCURRENCY)
             .try_collect()
             .await?;
+        // Judged after the candidates were read: a failure meanwhile counts.
+        let complete = !self.may_lack_documents(&tenant.id, &index);
+        if !complete {
+            self.metrics.incomplete_searches.inc();
+        }
         let mut hits: Vec<IndexedDocument> = present.into_iter().chain(checked).flatten().collect();
         hits.sort_by(|a, b| (b.uploaded_at_micros, &b.id).cmp(&(a.uploaded_at_micros, &a.id)));
         let total = hits.len() as u64;
@@ -1416,6 +1442,7 @@ impl SearchService {
             total,
             hits,
             next_cursor,
+            complete,
         })
     }
 }

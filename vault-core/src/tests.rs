@@ -1151,6 +1151,41 @@ async fn a_replica_follows_the_uploads_and_deletes_of_another() {
     assert_eq!(hits_on(&t.vault, &acme, "C-2").await, 1);
 }
 
+/// A document that can never be opened (its key record corrupt) does not stop
+/// a replica following the log: it is left out and counted, the documents after
+/// it are followed, and the replica's searches say they may be incomplete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_document_that_cannot_be_opened_is_left_out_and_following_goes_on() {
+    let t = TestVault::open().await;
+    let acme = t.tenant("acme").await;
+    let (replica, _dir) = t.replica().await;
+    assert_eq!(hits_on(&replica, &acme, "C-1").await, 0);
+    let broken = upload_claim(&t, &acme, "C-1").await;
+    record_change(&t.vault, &acme, "document.upload", &broken).await;
+    let good = upload_claim(&t, &acme, "C-2").await;
+    record_change(&t.vault, &acme, "document.upload", &good).await;
+    let name = ObjectName::doc_key(&acme.id, &broken);
+    let mut bytes = t.store.get_bytes(&name).await.unwrap().unwrap().to_vec();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    t.store.replace(&name, Bytes::from(bytes)).await.unwrap();
+
+    let followed = replica.catch_up.follow(&acme.id).await.unwrap();
+    assert_eq!((followed.added, followed.left_out), (1, 1));
+    let query = vault_index::query::Query::parse("claim_id:C-2").unwrap();
+    let page = replica
+        .search
+        .search(&acme, &query, None, 10)
+        .await
+        .unwrap();
+    assert!(page.total == 1 && !page.complete, "{page:?}");
+    // Followed past it: nothing to do at the next tick.
+    assert_eq!(
+        replica.catch_up.follow(&acme.id).await.unwrap(),
+        crate::catch_up::Followed::default()
+    );
+}
+
 /// A replica with an empty data directory opens a tenant's index from the
 /// latest snapshot in the store and reconciles it with the store: it answers
 /// as the replica that wrote the snapshot, including what changed after it.
@@ -1828,7 +1863,25 @@ async fn a_listing_is_read_from_the_index_and_never_shows_a_deleted_document() {
     assert_eq!(t.vault.metrics.listed_from_store.get(), 1);
     assert!(!walked.contains(&claims[1]));
     assert_eq!(walked.len(), all.len() - 2);
+    // Search cannot walk the store: it answers from the index and says that
+    // matches may be missing.
+    let query = vault_index::query::Query::parse("claim_id:CLM0").unwrap();
+    let page = t
+        .vault
+        .search
+        .search(&acme, &query, None, 10)
+        .await
+        .unwrap();
+    assert!(!page.complete && page.total == 1);
+    assert_eq!(t.vault.metrics.incomplete_searches.get(), 1);
     t.vault.search.follow_failed(&acme.id, false);
+    let page = t
+        .vault
+        .search
+        .search(&acme, &query, None, 10)
+        .await
+        .unwrap();
+    assert!(page.complete && page.total == 1);
     assert_eq!(
         list(Default::default(), None, 100).await.documents.len(),
         all.len() - 1

@@ -58,6 +58,12 @@ pub struct SearchResponse {
     pub hits: Vec<SearchHit>,
     /// Pass as `cursor` for the next page; absent on the last page.
     pub next_cursor: Option<String>,
+    /// False when the replica that answered may lack some documents in its
+    /// index (its last reconciliation left some out, or it is failing to
+    /// follow other replicas' changes): every hit is still an exact match, but
+    /// some matches may be missing. Retry later, or rebuild the index
+    /// (`POST /v1/admin/tenants/{tenant}/index/rebuild`).
+    pub complete: bool,
 }
 
 /// Searches the caller's tenant. Results are exact; the query is never logged.
@@ -116,6 +122,7 @@ pub async fn search(
         total: page.total,
         hits,
         next_cursor: page.next_cursor,
+        complete: page.complete,
     }))
 }
 
