@@ -55,8 +55,8 @@ pub struct Followed {
     pub added: u64,
     /// Documents dropped from the index (deleted).
     pub removed: u64,
-    /// Documents that can never be opened (their key destroyed, their key
-    /// record corrupt), left out of the index, which then says it may be
+    /// Documents that can never be opened (their key record or metadata
+    /// failed its integrity check), left out of the index, which then says it may be
     /// incomplete: one such document does not stop the tenant's follower.
     pub left_out: u64,
 }
@@ -86,11 +86,19 @@ impl CatchUp {
         loop {
             tick.tick().await;
             for tenant in self.search.followed_tenants() {
-                let followed = self.follow(&tenant).await;
-                self.search.follow_failed(&tenant, followed.is_err());
-                if let Err(e) = followed {
-                    self.metrics.index_failures.inc();
-                    tracing::warn!(tenant = %tenant, code = e.code(), error = %e.for_log(), "could not follow the tenant's changes; retrying");
+                loop {
+                    let followed = self.follow(&tenant).await;
+                    self.search.follow_failed(&tenant, followed.is_err());
+                    match followed {
+                        // A full batch: more may wait, read at once.
+                        Ok(f) if f.segments == crate::audit::read::FOLLOW_BATCH => continue,
+                        Ok(_) => {}
+                        Err(e) => {
+                            self.metrics.index_failures.inc();
+                            tracing::warn!(tenant = %tenant, code = e.code(), error = %e.for_log(), "could not follow the tenant's changes; retrying");
+                        }
+                    }
+                    break;
                 }
             }
         }

@@ -314,6 +314,11 @@ pub struct AuditConfig {
     pub bulk_read_factor: f64,
     /// Refuse a flagged key's requests (429) for one window.
     pub throttle_bulk_readers: bool,
+    /// Audit segment format written: 2 (clear event times, for time-bounded
+    /// reads that grow with the answer) or 1. Set 1 while replicas of a version
+    /// before segment v2 still share the bucket (a rolling upgrade: they cannot
+    /// read v2), then 2 once every replica runs this version. Both are read.
+    pub segment_format: u16,
 }
 
 impl Default for AuditConfig {
@@ -324,6 +329,7 @@ impl Default for AuditConfig {
             bulk_read_threshold: 1000,
             bulk_read_factor: 10.0,
             throttle_bulk_readers: false,
+            segment_format: 2,
         }
     }
 }
@@ -601,6 +607,11 @@ impl Config {
         {
             return Err(ConfigError::Invalid(
                 "audit intervals, window and threshold must be positive and bulk_read_factor at least 1".into(),
+            ));
+        }
+        if !matches!(a.segment_format, 1 | 2) {
+            return Err(ConfigError::Invalid(
+                "audit.segment_format must be 1 or 2".into(),
             ));
         }
         Ok(())

@@ -170,10 +170,11 @@ impl Error {
         self
     }
 
-    /// Whether the failure will never go away by itself (the key destroyed,
-    /// the stored object corrupt): retrying is pointless.
+    /// Whether the failure will never go away by itself: a stored object
+    /// failed its integrity check. (A key version not known yet, as after a
+    /// rotation another replica made, is not: a fresh tenant record has it.)
     pub fn is_permanent(&self) -> bool {
-        matches!(self, Error::KeyUnavailable { .. } | Error::Integrity { .. })
+        matches!(self, Error::Integrity { .. })
     }
 
     /// Whether this is a [`Error::NotFound`].

@@ -685,6 +685,15 @@ impl TestVault {
 
     /// A replica whose files are under `dir` (opened again there: a restart).
     async fn replica_in(&self, dir: &std::path::Path) -> SharedVault {
+        self.replica_with(dir, |_| {}).await
+    }
+
+    /// [`TestVault::replica_in`] with its settings changed by `tweak`.
+    async fn replica_with(
+        &self,
+        dir: &std::path::Path,
+        tweak: impl FnOnce(&mut Config),
+    ) -> SharedVault {
         let root_key = dir.join("root.key");
         std::fs::copy(self._dir.path().join("keys/root.key"), &root_key).unwrap();
         let mut config = Config {
@@ -694,6 +703,7 @@ impl TestVault {
         config.keys.root_key_file = Some(root_key);
         // The key custody is shared: on S3 it is the bucket itself.
         config.keys.custody = Some(self._dir.path().join("keys").display().to_string());
+        tweak(&mut config);
         let opened = Vault::open_with_store(config, self.store.clone())
             .await
             .unwrap();
@@ -1721,6 +1731,139 @@ async fn audit_events_since_are_exact_whatever_the_clocks_and_cost_the_answer() 
             "since {since} until {until:?}: {opened} segments decrypted, at most {opened_at_most}"
         );
     }
+}
+
+fn read_event(n: i64, time: time::OffsetDateTime) -> crate::audit::AuditEvent {
+    let mut event = crate::audit::new_event(
+        "document.read",
+        format!("apikey:{n:016x}"),
+        crate::audit::Outcome::Allowed,
+        200,
+    );
+    event.time = time;
+    event
+}
+
+/// A replica writing v1 segments (`audit.segment_format = 1`, as while replicas
+/// of a version before v2 share the bucket) and one writing v2 share a log: the
+/// chain of clear times carries over the v1 segments, the log verifies, and
+/// reads since a time find exactly the events at or after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v1_and_v2_segments_share_a_log() {
+    let t = TestVault::open().await;
+    let acme = t.tenant("acme").await;
+    let dir = tempfile::tempdir().unwrap();
+    let older = t
+        .replica_with(dir.path(), |config| config.audit.segment_format = 1)
+        .await;
+    let base = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
+    let start = crate::audit::log_size(t.store.as_ref(), &acme.id)
+        .await
+        .unwrap();
+    for n in 0..12i64 {
+        let writer = if n % 3 == 0 { &older } else { &t.vault };
+        let event = read_event(n, base + time::Duration::seconds(n));
+        writer.audit.append(&acme.id, event).await.unwrap();
+    }
+    let mut formats = Vec::new();
+    for index in start..start + 12 {
+        let name = ObjectName::audit_segment(&acme.id, index);
+        let header = crate::audit::fetch_header(t.store.as_ref(), &name)
+            .await
+            .unwrap();
+        formats.push(header.times.is_some());
+    }
+    let want: Vec<bool> = (0..12).map(|n| n % 3 != 0).collect();
+    assert_eq!(formats, want, "v2 segments, in append order");
+    t.vault.audit.checkpoint_now(&acme.id).await.unwrap();
+    let report = crate::audit::verify::verify_log(
+        t.store.as_ref(),
+        &acme.id,
+        &t.vault.audit.signer.public,
+        None,
+    )
+    .await
+    .unwrap();
+    assert!(report.is_intact(), "{:?}", report.problems);
+    for from in [0i64, 4, 6, 11] {
+        let since = base + time::Duration::seconds(from);
+        let page = t
+            .vault
+            .audit
+            .read_events(
+                &acme.id,
+                crate::audit::read::EventFilter {
+                    since: Some(since),
+                    ..Default::default()
+                },
+                100,
+            )
+            .await
+            .unwrap();
+        let actors: Vec<String> = page.events.iter().map(|e| e.actor.clone()).collect();
+        let want: Vec<String> = (from..12).map(|n| format!("apikey:{n:016x}")).collect();
+        assert_eq!(actors, want, "since +{from} s");
+    }
+}
+
+/// A v2 header whose "latest of the log so far" was lowered (to pass its
+/// segment over in time-bounded reads) breaks the chain: the offline
+/// verification names it, and a read that scans it fails instead of leaving
+/// events out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lowered_time_in_a_segment_header_is_found() {
+    let t = TestVault::open().await;
+    let acme = t.tenant("acme").await;
+    let base = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
+    let start = crate::audit::log_size(t.store.as_ref(), &acme.id)
+        .await
+        .unwrap();
+    // A clock ahead, then one on time: the second segment's chain value is the
+    // first one's time.
+    let times = [100, 1, 2];
+    for (n, seconds) in times.into_iter().enumerate() {
+        let event = read_event(n as i64, base + time::Duration::seconds(seconds));
+        t.vault.audit.append(&acme.id, event).await.unwrap();
+    }
+    let name = ObjectName::audit_segment(&acme.id, start + 1);
+    let mut bytes = t.store.get_bytes(&name).await.unwrap().unwrap().to_vec();
+    let at = crate::audit::segment::HEADER_LEN_V2;
+    let latest: [u8; 8] = bytes[at - 16..at - 8].try_into().unwrap();
+    bytes[at - 8..at].copy_from_slice(&latest);
+    t.store.replace(&name, Bytes::from(bytes)).await.unwrap();
+
+    let report = crate::audit::verify::verify_log(
+        t.store.as_ref(),
+        &acme.id,
+        &t.vault.audit.signer.public,
+        None,
+    )
+    .await
+    .unwrap();
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.kind == "time_chain_broken" && p.segment == start + 1),
+        "{:?}",
+        report.problems
+    );
+    let read = t
+        .vault
+        .audit
+        .read_events(
+            &acme.id,
+            crate::audit::read::EventFilter {
+                since: Some(base),
+                ..Default::default()
+            },
+            100,
+        )
+        .await;
+    assert!(
+        matches!(read, Err(crate::audit::AuditError::Corrupt(_))),
+        "a broken chain was read past"
+    );
 }
 
 /// Following the log reads segments by position up to the last one listed: a

@@ -98,6 +98,12 @@ pub struct StoredCheckpoint {
     pub events: u64,
     /// Frontier hashes (hex), left to right.
     pub frontier: Vec<String>,
+    /// The last v2 segment's "latest event time of the log so far" at this
+    /// size (µs since 1970; added with segment v2, absent before: a writer
+    /// then reads it from the segments' headers). Unsigned: where the next
+    /// segment's chain starts, which `audit verify` checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_latest: Option<i64>,
 }
 
 /// A stored checkpoint whose signature and frontier were checked.
@@ -214,7 +220,9 @@ async fn probe_log_size(
         if !exists(probe).await? {
             break probe;
         }
-        present_below = probe + 1;
+        present_below = probe.checked_add(1).ok_or_else(|| {
+            AuditError::Corrupt("the log's segment names run past the last index".into())
+        })?;
         step = step.saturating_mul(2);
     };
     while present_below < missing {

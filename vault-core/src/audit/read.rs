@@ -12,6 +12,9 @@ use crate::storage::ObjectName;
 
 pub use vault_api::ProofResponse;
 
+/// Segments one call to [`AuditService::events_from_segment`] reads at most.
+pub const FOLLOW_BATCH: u64 = 1024;
+
 /// How far out of order event times may be across v1 segments, which carry no
 /// clear times (replicas' clocks, and the time between making an event and
 /// appending its segment), and how far past `until` a read looks for events
@@ -126,10 +129,21 @@ impl AuditService {
             .and_then(|until| until.checked_add(CLOCK_SKEW_ALLOWED))
             .map(segment::micros);
         let mut events = Vec::new();
+        // The chain of clear times, checked along the scan: a header edited to
+        // pass its segment over must still fit the segments around it.
+        let mut chain: Option<i64> = None;
         for index in start..size {
             // Read whole: from an exact start, most segments are opened.
             let segment = fetch_segment(store, &name(index)).await?;
             let header = segment.header;
+            if let Some(times) = header.times {
+                if chain.is_some() && !segment::follows_chain(chain, &times) {
+                    return Err(AuditError::Corrupt(format!(
+                        "segment {index}'s clear times do not follow the log's"
+                    )));
+                }
+                chain = Some(times.log_latest);
+            }
             if filter
                 .after_seq
                 .is_some_and(|after| header.next_seq() <= after.saturating_add(1))
@@ -187,11 +201,16 @@ impl AuditService {
         let mut spec = None;
         // Read by position until the first missing segment: no listing, so an
         // idle follower costs one read of a missing name, however long the log.
-        while let Some(bytes) = self
-            .store
-            .get_bytes(&ObjectName::audit_segment(tenant, next))
-            .await?
-        {
+        // At most FOLLOW_BATCH at a time: a log growing as fast as it is read
+        // still returns, and the caller comes back for the rest.
+        while next - first < FOLLOW_BATCH {
+            let Some(bytes) = self
+                .store
+                .get_bytes(&ObjectName::audit_segment(tenant, next))
+                .await?
+            else {
+                break;
+            };
             let segment = Segment::parse(&bytes)?;
             let spec = match &mut spec {
                 Some(spec) => spec,
@@ -201,20 +220,17 @@ impl AuditService {
             events.extend(segment.open(tenant, &branch)?);
             next += 1;
         }
+        if next - first == FOLLOW_BATCH {
+            self.note_log_size(tenant, next);
+            return Ok((events, next));
+        }
         // Segments are appended in order: one missing below a later one that
-        // exists (the next name, or below a size this replica knew) is a hole.
-        let known = self
-            .known_sizes
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(tenant)
-            .copied();
-        let later = known.is_some_and(|known| known > next)
-            || self
-                .store
-                .head(&ObjectName::audit_segment(tenant, next + 1))
-                .await?
-                .is_some();
+        // exists is a hole.
+        let later = self
+            .store
+            .head(&ObjectName::audit_segment(tenant, next.saturating_add(1)))
+            .await?
+            .is_some();
         // A later segment may have been appended after `next` was found
         // missing, and `next` with it: looked at again before calling it a hole
         // (segments are never removed, so still missing now is a hole).

@@ -261,15 +261,47 @@ pub fn segment_document_id(tenant: &TenantId, index: u64) -> DocumentId {
     DocumentId::from_bytes(id)
 }
 
+/// Which segment format a writer seals.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SegmentFormat {
+    /// Without clear times (for logs shared with replicas that read only v1).
+    V1,
+    /// With clear times; `log_latest_before` is the previous v2 segment's
+    /// "latest of the log so far" (`None` before the log's first v2 segment).
+    V2 {
+        /// The chain's value before this segment.
+        log_latest_before: Option<i64>,
+    },
+}
+
 /// Seals a batch of events (their seqs consecutive from `first_seq`) as segment
 /// `index` (v2), under the tenant's branch key. `log_latest_before` is the
-/// previous segment's "latest of the log so far" (`None` for the first segment,
-/// or after a v1 one).
+/// previous v2 segment's "latest of the log so far" (`None` for the log's
+/// first v2 segment).
 pub fn seal(
     tenant: &TenantId,
     index: u64,
     events: &[AuditEvent],
     log_latest_before: Option<i64>,
+    branch: &Key256,
+    key_ref: KeyRef,
+) -> Result<Vec<u8>, SegmentError> {
+    seal_as(
+        SegmentFormat::V2 { log_latest_before },
+        tenant,
+        index,
+        events,
+        branch,
+        key_ref,
+    )
+}
+
+/// Seals a batch of events as segment `index` in the given format.
+pub fn seal_as(
+    format: SegmentFormat,
+    tenant: &TenantId,
+    index: u64,
+    events: &[AuditEvent],
     branch: &Key256,
     key_ref: KeyRef,
 ) -> Result<Vec<u8>, SegmentError> {
@@ -284,15 +316,19 @@ pub fn seal(
     let (Some(earliest), Some(latest)) = (earliest, latest) else {
         return Err(SegmentError::Contents("no events"));
     };
-    let header = SegmentHeader {
-        index,
-        first_seq,
-        count,
-        times: Some(SegmentTimes {
+    let times = match format {
+        SegmentFormat::V1 => None,
+        SegmentFormat::V2 { log_latest_before } => Some(SegmentTimes {
             earliest,
             latest,
             log_latest: log_latest_before.map_or(latest, |before| before.max(latest)),
         }),
+    };
+    let header = SegmentHeader {
+        index,
+        first_seq,
+        count,
+        times,
     };
     let json = zeroize::Zeroizing::new(
         serde_json::to_vec(events).map_err(|_| SegmentError::Contents("events do not encode"))?,
@@ -307,6 +343,14 @@ pub fn seal(
     let mut out = header.encode();
     out.extend_from_slice(&record.encode());
     Ok(out)
+}
+
+/// Whether a v2 segment's "latest of the log so far" follows from the chain
+/// before it and its own latest time (`None` before the log's first v2
+/// segment): a check on headers alone, which the readers, the writers and the
+/// offline verification make on every pair of v2 segments they read in order.
+pub fn follows_chain(before: Option<i64>, times: &SegmentTimes) -> bool {
+    times.log_latest == before.map_or(times.latest, |before| before.max(times.latest))
 }
 
 #[cfg(test)]

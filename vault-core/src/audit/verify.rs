@@ -6,8 +6,10 @@
 //! to its tenant and position; every stored checkpoint must carry a valid
 //! signature and the root of the first `tree_size` segments as they are now; a
 //! checkpoint the auditor saved earlier must still be honoured (so deleting the
-//! tail of the log, checkpoints included, is found too). The report gives the first
-//! bad position found.
+//! tail of the log, checkpoints included, is found too); the clear times of v2
+//! segments must form the chain a writer makes ("latest of the log so far" is the
+//! previous one's or the segment's own latest, whichever is later). The report
+//! gives the first bad position found.
 
 use serde::Serialize;
 use vault_crypto::merkle::Frontier;
@@ -24,7 +26,8 @@ pub struct Problem {
     /// The first segment affected (as far as can be told).
     pub segment: u64,
     /// A stable name: `missing_segment`, `misplaced_segment`, `sequence_gap`,
-    /// `unreadable_segment`, `bad_signature`, `root_mismatch`, `truncated`.
+    /// `time_chain_broken`, `unreadable_segment`, `bad_signature`,
+    /// `root_mismatch`, `truncated`.
     pub kind: &'static str,
     /// What was found.
     pub message: String,
@@ -127,6 +130,7 @@ pub async fn verify_log(
     let mut pending = expected.iter().peekable();
     let mut verified_tree_size = 0;
     let mut last_good = 0u64;
+    let mut log_latest: Option<i64> = None;
     for info in &list_all(store, &prefix, None).await? {
         let position = frontier.size();
         let bytes = store.get_bytes(&info.name).await?.unwrap_or_default();
@@ -164,6 +168,18 @@ pub async fn verify_log(
                             segment.header.first_seq
                         ),
                     });
+                }
+                if let Some(times) = segment.header.times {
+                    if !super::segment::follows_chain(log_latest, &times) {
+                        problems.push(Problem {
+                            segment: position,
+                            kind: "time_chain_broken",
+                            message: format!(
+                                "segment {position}'s latest time of the log so far does not follow from the segments before it"
+                            ),
+                        });
+                    }
+                    log_latest = Some(times.log_latest);
                 }
                 first_event_of.push(next_seq);
                 next_seq = segment.header.next_seq().max(next_seq);

@@ -48,6 +48,9 @@ const CHECKPOINT_EVERY_SEGMENTS: u64 = 64;
 const CHECKPOINT_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
 /// Segments fetched at once when catching up.
 const CATCH_UP_FETCHES: usize = 8;
+/// Segments looked at, back from a checkpoint without the chain's value, for
+/// the last one with clear times.
+const CHAIN_LOOKBACK: usize = 64;
 
 /// A message to a log's task.
 pub enum Command {
@@ -64,8 +67,8 @@ struct Tail {
     /// Events written.
     events: u64,
     frontier: Frontier,
-    /// The last segment's latest event time of the log so far (`None` before
-    /// the first segment or after a v1 one): the next segment's starts from it.
+    /// The last v2 segment's latest event time of the log so far (`None`
+    /// before the log's first v2 segment): the next segment's starts from it.
     log_latest: Option<i64>,
     /// Tree size of the latest checkpoint.
     checkpointed: u64,
@@ -160,11 +163,17 @@ async fn write_segment(
         for (i, event) in events.iter_mut().enumerate() {
             event.seq = first_seq + i as u64;
         }
-        let bytes = segment::seal(
+        let format = match logs.config.segment_format {
+            1 => segment::SegmentFormat::V1,
+            _ => segment::SegmentFormat::V2 {
+                log_latest_before: tail.log_latest,
+            },
+        };
+        let bytes = segment::seal_as(
+            format,
             tenant,
             tail.segments,
             &events,
-            tail.log_latest,
             &branch,
             key_ref.clone(),
         )?;
@@ -181,7 +190,9 @@ async fn write_segment(
                 tail.frontier.push(parsed.leaf_hash());
                 tail.segments += 1;
                 tail.events += events.len() as u64;
-                tail.log_latest = parsed.header.times.map(|t| t.log_latest);
+                if let Some(times) = parsed.header.times {
+                    tail.log_latest = Some(times.log_latest);
+                }
                 logs.note_log_size(tenant, tail.segments);
                 logs.metrics.audit_events.inc_by(events.len() as u64);
                 logs.metrics.audit_segments.inc();
@@ -220,6 +231,7 @@ async fn write_checkpoint(
         signed: signed.encode(),
         events: tail.events,
         frontier: tail.frontier.hashes().iter().map(hex::encode).collect(),
+        log_latest: tail.log_latest,
     };
     let json = serde_json::to_vec_pretty(&stored).map_err(|_| AuditError::Unavailable)?;
     match logs
@@ -276,17 +288,22 @@ async fn load(logs: &AuditService, tenant: &TenantId) -> Result<Tail, AuditError
         tail.events = stored.events;
         tail.frontier = verified.frontier;
         tail.checkpointed = tail.segments;
+        tail.log_latest = stored.log_latest;
+    }
+    if tail.log_latest.is_none() {
+        // Where the log's times stand at the checkpoint, for one written
+        // before checkpoints recorded it: the last v2 segment before it
+        // (headers only, back at most [`CHAIN_LOOKBACK`] segments: v1 ones come
+        // only from replicas of an older version).
+        for index in (0..tail.segments).rev().take(CHAIN_LOOKBACK) {
+            let name = ObjectName::audit_segment(tenant, index);
+            if let Some(times) = super::fetch_header(logs.store.as_ref(), &name).await?.times {
+                tail.log_latest = Some(times.log_latest);
+                break;
+            }
+        }
     }
     catch_up(logs, tenant, &mut tail).await?;
-    if tail.segments > 0 && tail.log_latest.is_none() {
-        // No segment after the checkpoint: the last one before it says where
-        // the log's times stand (its header only).
-        let last = ObjectName::audit_segment(tenant, tail.segments - 1);
-        tail.log_latest = super::fetch_header(logs.store.as_ref(), &last)
-            .await?
-            .times
-            .map(|t| t.log_latest);
-    }
     Ok(tail)
 }
 
@@ -330,12 +347,22 @@ async fn catch_up(
                 tail.events
             )));
         }
+        if let Some(times) = segment.header.times {
+            // Another replica's times must continue the chain this one would
+            // have made: checked before this replica seals (and signs) after
+            // them. (A v1 segment, from a replica of an older version or one
+            // set to write v1, leaves the chain as it was.)
+            if tail.log_latest.is_some() && !segment::follows_chain(tail.log_latest, &times) {
+                return Err(AuditError::Corrupt(format!(
+                    "segment {}'s clear times do not follow the log's",
+                    tail.segments
+                )));
+            }
+            tail.log_latest = Some(times.log_latest);
+        }
         tail.frontier.push(segment.leaf_hash());
         tail.segments += 1;
         tail.events = segment.header.next_seq();
-        // (After a v1 segment, written by a replica of an older version, the
-        // chain of times starts again.)
-        tail.log_latest = segment.header.times.map(|t| t.log_latest);
     }
     logs.note_log_size(tenant, tail.segments);
     Ok(())
