@@ -14,6 +14,7 @@
 use std::io::SeekFrom;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -32,6 +33,35 @@ const SMALL_OBJECT: usize = 256 * 1024;
 /// Chunks a larger body's stream may run ahead of its writing thread (about
 /// 1 MiB of 64 KiB segments: a slow disk holds the stream back).
 const WRITE_QUEUE: usize = 16;
+
+/// A temporary file of a streamed write. Dropping it removes the file, so a
+/// request dropped at any point (after its stream ended, while the file is
+/// linked) leaves nothing in `.tmp/` until the next start; after a link or a
+/// rename the removal finds nothing. Its writing thread, which may still be
+/// finishing, looks at `abandoned` after its last write and removes the file
+/// itself: whichever comes second removes it.
+struct TmpFile {
+    path: PathBuf,
+    abandoned: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl TmpFile {
+    fn new(path: PathBuf) -> Self {
+        TmpFile {
+            path,
+            abandoned: Arc::default(),
+        }
+    }
+}
+
+impl Drop for TmpFile {
+    fn drop(&mut self) {
+        self.abandoned
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        // One unlink of a name in `.tmp/`: short enough for an async thread.
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
 
 /// What the stream hands its writing thread.
 enum Piece {
@@ -214,7 +244,7 @@ impl FsStore {
         self.tmp.join(hex::encode(rand::random::<[u8; 12]>()))
     }
 
-    async fn write_tmp(&self, body: ByteStream) -> Result<(PathBuf, u64), StorageError> {
+    async fn write_tmp(&self, body: ByteStream) -> Result<(TmpFile, u64), StorageError> {
         self.write_tmp_with(body, true).await
     }
 
@@ -223,16 +253,17 @@ impl FsStore {
         &self,
         mut body: ByteStream,
         durable: bool,
-    ) -> Result<(PathBuf, u64), StorageError> {
+    ) -> Result<(TmpFile, u64), StorageError> {
         use std::io::Write as _;
         use std::os::unix::fs::OpenOptionsExt as _;
-        let tmp = self.tmp_path();
+        let tmp = TmpFile::new(self.tmp_path());
+        let abandoned = Arc::clone(&tmp.abandoned);
         let (chunks, mut received) = tokio::sync::mpsc::channel::<Piece>(WRITE_QUEUE);
         // The writes and the fsync run on one blocking thread while the stream
         // (a document body's encryption) is produced on the async side: the two
         // overlap, and no chunk is copied on the way. The file is removed there
         // unless the stream ended whole (an error, or the request dropped).
-        let path = tmp.clone();
+        let path = tmp.path.clone();
         let writer = tokio::task::spawn_blocking(move || {
             let written = (|| {
                 let mut file = std::fs::OpenOptions::new()
@@ -258,6 +289,14 @@ impl FsStore {
                 }
                 if durable {
                     file.sync_all()?;
+                }
+                // The request was dropped after its stream ended: nobody will
+                // link or remove this file.
+                if abandoned.load(std::sync::atomic::Ordering::SeqCst) {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::Interrupted,
+                        "the write was abandoned",
+                    ));
                 }
                 Ok(size)
             })();
@@ -338,7 +377,7 @@ impl FsStore {
         let (tmp, size) = self.write_tmp_with(body, durable).await?;
         let linked = async {
             let parent = self.ensure_parent(&path, durable).await?;
-            match tokio::fs::hard_link(&tmp, &path).await {
+            match tokio::fs::hard_link(&tmp.path, &path).await {
                 Ok(()) if durable => sync_dir(&parent).await,
                 Ok(()) => Ok(()),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
@@ -348,7 +387,7 @@ impl FsStore {
             }
         }
         .await;
-        let _ = tokio::fs::remove_file(&tmp).await;
+        let _ = tokio::fs::remove_file(&tmp.path).await;
         linked.map(|()| size)
     }
 
@@ -430,8 +469,8 @@ impl ObjectStore for FsStore {
         let body: ByteStream = Box::pin(futures::stream::once(async move { Ok(bytes) }));
         let (tmp, _) = self.write_tmp(body).await?;
         let parent = self.ensure_parent(&path, true).await?;
-        if let Err(e) = tokio::fs::rename(&tmp, &path).await {
-            let _ = tokio::fs::remove_file(&tmp).await;
+        if let Err(e) = tokio::fs::rename(&tmp.path, &path).await {
+            let _ = tokio::fs::remove_file(&tmp.path).await;
             return Err(backend(e));
         }
         sync_dir(&parent).await
@@ -728,5 +767,42 @@ mod tests {
             std::fs::read_dir(dir.path().join(TMP_DIR)).unwrap().count(),
             0
         );
+    }
+
+    /// A put dropped at any point (mid-stream, after its last chunk while the
+    /// file is synced, while it is linked) leaves nothing in `.tmp/` once its
+    /// writing thread is done, and its object is either whole or absent.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_put_dropped_at_any_point_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).await.unwrap();
+        let tenant = TenantId::new("acme").unwrap();
+        let body = Bytes::from(vec![7u8; 4 << 20]);
+        for wait_us in [0u64, 50, 200, 1_000, 3_000, 10_000, 30_000, 100_000] {
+            let name = ObjectName::doc_body(&tenant, &DocumentId::random());
+            let chunks: Vec<Result<Bytes, StorageError>> = body
+                .chunks(64 * 1024)
+                .map(|c| Ok(Bytes::copy_from_slice(c)))
+                .collect();
+            let stream: ByteStream = Box::pin(futures::stream::iter(chunks));
+            let put = store.put_new(&name, stream);
+            let _ = tokio::time::timeout(std::time::Duration::from_micros(wait_us), put).await;
+            // The writing thread finishes on its own.
+            let mut left = usize::MAX;
+            for _ in 0..100 {
+                left = std::fs::read_dir(dir.path().join(TMP_DIR)).unwrap().count();
+                if left == 0 {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            assert_eq!(
+                left, 0,
+                "dropped after {wait_us} µs: a temporary file stayed"
+            );
+            if let Some(info) = store.head(&name).await.unwrap() {
+                assert_eq!(info.size, body.len() as u64, "dropped after {wait_us} µs");
+            }
+        }
     }
 }
