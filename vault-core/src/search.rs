@@ -79,6 +79,11 @@ pub struct TenantIndex {
     /// The last reconciliation left documents out (their metadata could not be
     /// read): listings read the store until one leaves none out.
     incomplete: std::sync::atomic::AtomicBool,
+    /// Documents the log's follower left out (they can never be opened), and
+    /// that count when the latest reconciliation began: one that ends leaving
+    /// none out clears `incomplete` only if the follower left none out meanwhile.
+    left_out: std::sync::atomic::AtomicU64,
+    left_out_at_reconcile: std::sync::atomic::AtomicU64,
     /// `index.changes()` when a snapshot of it was last written or restored
     /// (`u64::MAX`: never).
     snapshotted: std::sync::atomic::AtomicU64,
@@ -96,6 +101,8 @@ impl TenantIndex {
             replanning: Default::default(),
             uncommitted: Mutex::default(),
             incomplete: Default::default(),
+            left_out: Default::default(),
+            left_out_at_reconcile: Default::default(),
             snapshotted: std::sync::atomic::AtomicU64::new(u64::MAX),
             retired: RemoveWhenDropped::default(),
         }
@@ -140,6 +147,18 @@ impl Drop for RemoveWhenDropped {
 }
 
 pub use vault_api::ReconcileReport;
+
+/// After a reconciliation: the index may lack documents if it left some out,
+/// or if the log's follower left one out while it ran (its listing of the
+/// store may have come before that document).
+fn settle_incomplete(index: &TenantIndex, report: &ReconcileReport) {
+    use std::sync::atomic::Ordering::SeqCst;
+    let left_out_meanwhile =
+        index.left_out.load(SeqCst) != index.left_out_at_reconcile.load(SeqCst);
+    index
+        .incomplete
+        .store(report.failed > 0 || left_out_meanwhile, SeqCst);
+}
 
 /// One page of search results.
 #[derive(Debug)]
@@ -319,6 +338,9 @@ impl SearchService {
     /// they may be incomplete, until a reconciliation finds nothing left out.
     pub async fn left_out(&self, tenant: &TenantRecord) -> Result<(), Error> {
         let index = self.tenant_index(tenant).await?;
+        index
+            .left_out
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         index
             .incomplete
             .store(true, std::sync::atomic::Ordering::SeqCst);
@@ -954,10 +976,12 @@ impl SearchService {
         tracing::info!(tenant = %tenant.id, documents = index.index.len(), segments = log_end - from, duration_ms = started.elapsed().as_millis() as u64, "blind index current from its recorded log position and the change feed");
         match self.reconcile(tenant, index, &NoProgress).await {
             Ok(report) if report.added + report.removed + report.failed > 0 => {
+                settle_incomplete(index, &report);
                 self.metrics.index_failures.inc();
                 tracing::warn!(tenant = %tenant.id, added = report.added, removed = report.removed, failed = report.failed, "the index from its recorded log position and the change feed differed from the store; corrected");
             }
             Ok(report) => {
+                settle_incomplete(index, &report);
                 tracing::info!(tenant = %tenant.id, documents = report.documents, duration_ms = report.duration_ms, "index from its recorded log position checked against the store: in step");
             }
             Err(e) => {
@@ -975,9 +999,7 @@ impl SearchService {
         match outcome {
             Ok(report) => {
                 tracing::info!(tenant = %tenant.id, documents = report.documents, added = report.added, removed = report.removed, failed = report.failed, duration_ms = report.duration_ms, "blind index reconciled");
-                index
-                    .incomplete
-                    .store(report.failed > 0, std::sync::atomic::Ordering::SeqCst);
+                settle_incomplete(index, report);
                 index.sync.send_replace(IndexSync::Current);
             }
             Err(e) => {
@@ -1205,6 +1227,10 @@ impl SearchService {
         progress: &dyn Progress,
     ) -> Result<ReconcileReport, Error> {
         let started = Instant::now();
+        index.left_out_at_reconcile.store(
+            index.left_out.load(std::sync::atomic::Ordering::SeqCst),
+            std::sync::atomic::Ordering::SeqCst,
+        );
         // Pending changes first (the catch-up's, an upload's): the ids below are
         // the committed ones, and a change still pending would count as a
         // difference with the store.

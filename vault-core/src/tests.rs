@@ -1194,6 +1194,29 @@ async fn a_document_that_cannot_be_opened_is_left_out_and_following_goes_on() {
         replica.catch_up.follow(&acme.id).await.unwrap(),
         crate::catch_up::Followed::default()
     );
+    // A rebuild cannot open it either: still incomplete. Once the document is
+    // gone from the store, a rebuild leaves nothing out and clears the flag.
+    let progress = crate::progress::NoProgress;
+    let report = replica.search.rebuild(&acme, &progress).await.unwrap();
+    assert_eq!(report.failed, 1);
+    let page = replica
+        .search
+        .search(&acme, &query, None, 10)
+        .await
+        .unwrap();
+    assert!(!page.complete);
+    t.store
+        .delete(&ObjectName::doc_meta(&acme.id, &broken))
+        .await
+        .unwrap();
+    let report = replica.search.rebuild(&acme, &progress).await.unwrap();
+    assert_eq!(report.failed, 0);
+    let page = replica
+        .search
+        .search(&acme, &query, None, 10)
+        .await
+        .unwrap();
+    assert!(page.complete && page.total == 1, "{page:?}");
 }
 
 /// A replica with an empty data directory opens a tenant's index from the
