@@ -213,7 +213,7 @@ impl Server {
         // requests a second here); the upload caps (all, and one tenant's share: the
         // benchmark has one tenant) stay above the top concurrency.
         config.push_str(
-            "[limits]\nrequests_per_second = 0\nmax_concurrent_uploads = 256\nmax_concurrent_uploads_per_tenant = 0\n",
+            "[limits]\nrequests_per_second = 0\nmax_concurrent_uploads = 192\nmax_concurrent_uploads_per_tenant = 0\n",
         );
         config.push_str(&launch.limits);
         if !launch.search.is_empty() {

@@ -78,7 +78,8 @@ pub struct LimitsConfig {
     /// Seconds a transfer may make no progress (no upload bytes arriving, or the
     /// client not reading what is sent) before it is aborted.
     pub stall_timeout_secs: u64,
-    /// Uploads in progress at once; more get 503 `too_many_uploads` with Retry-After.
+    /// Uploads in progress at once; more get 503 `too_many_uploads` with
+    /// Retry-After. At most [`MAX_CONCURRENT_UPLOADS`].
     pub max_concurrent_uploads: usize,
     /// Uploads one tenant may have in progress at once (its share of the above, so
     /// one tenant's slow uploads cannot shut the others out); 0: no share limit.
@@ -113,6 +114,11 @@ impl LimitsConfig {
         )
     }
 }
+
+/// The most uploads a server takes at once. A large upload holds two threads
+/// of the runtime's blocking pool (512) for its length, its body's writer and
+/// its hash: this leaves a quarter of the pool to everything else.
+pub const MAX_CONCURRENT_UPLOADS: usize = 192;
 
 impl Default for LimitsConfig {
     fn default() -> Self {
@@ -567,6 +573,11 @@ impl Config {
                 "limits: timeouts, max_connections and max_concurrent_uploads must be positive and max_header_bytes at least 8192".into(),
             ));
         }
+        if l.max_concurrent_uploads > MAX_CONCURRENT_UPLOADS {
+            return Err(ConfigError::Invalid(format!(
+                "limits: max_concurrent_uploads is at most {MAX_CONCURRENT_UPLOADS}"
+            )));
+        }
         // Deadlines are instants now + the limit: a limit past a year is a typo,
         // and one near u64::MAX would overflow the clock on the first request.
         let longest = [
@@ -874,6 +885,19 @@ mod tests {
         assert!(config.validate().is_err());
         let config = Config::parse("[search]\nmax_concurrent_extractions = 0\n").unwrap();
         assert!(config.search.concurrent_extractions() >= 1);
+    }
+
+    #[test]
+    fn upload_concurrency_and_the_audit_format_are_bounded() {
+        for (text, ok) in [
+            ("[limits]\nmax_concurrent_uploads = 192\n", true),
+            ("[limits]\nmax_concurrent_uploads = 193\n", false),
+            ("[audit]\nsegment_format = 1\n", true),
+            ("[audit]\nsegment_format = 3\n", false),
+        ] {
+            let config = Config::parse(text).unwrap();
+            assert_eq!(config.validate().is_ok(), ok, "{text}");
+        }
     }
 
     #[test]
