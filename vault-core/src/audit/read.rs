@@ -80,10 +80,9 @@ impl AuditService {
         let since = filter.since.map(segment::micros);
         // Rounded up: a segment whose earliest event (rounded down) is at or
         // after it holds nothing before `until`.
-        let until = filter.until.map(|until| {
-            let nanos = until.unix_timestamp_nanos();
-            (nanos.div_euclid(1_000) + i128::from(nanos.rem_euclid(1_000) != 0)) as i64
-        });
+        let until = filter
+            .until
+            .map(|until| crate::search::micros_floor(until.unix_timestamp_nanos() + 999));
         let mut start = 0;
         if let Some(after) = filter.after_seq {
             // The first segment with an event after the cursor.

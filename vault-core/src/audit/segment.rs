@@ -5,7 +5,8 @@
 //!     | i64 earliest event time | i64 latest event time | i64 latest event time of the log so far
 //!     (times in microseconds since 1970, UTC)
 //!     key record (v1, see vault-crypto): wrapped DEK + the events as an encrypted JSON array
-//! v1: the same without the three times (still read; no longer written)
+//! v1: the same without the three times (read; written only with
+//!     `audit.segment_format = 1`, while replicas that read only v1 share the log)
 //! ```
 //!
 //! The key record's document id is derived from the tenant and the segment index,
@@ -20,9 +21,11 @@
 //! segment and every one before it, so it never decreases along the log even when
 //! replicas' clocks disagree: the first segment where it reaches T is exactly
 //! where events at or after T begin. Opening a segment checks its times against
-//! its events, and the Merkle leaf covers them, so they cannot be changed unseen
-//! by `vault audit verify`. What they reveal, when each batch was written, the
-//! objects' own modification times reveal already.
+//! its events; the Merkle leaf covers them, so `vault audit verify` sees them
+//! changed after a checkpoint signed them, and it, the writers and the readers
+//! check the chain of "latest of the log so far" (see ARCHITECTURE, Formats).
+//! What they reveal, when each batch was written, the objects' own modification
+//! times reveal already.
 
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
@@ -82,10 +85,10 @@ pub struct SegmentHeader {
     pub times: Option<SegmentTimes>,
 }
 
-/// An event time in the headers' unit (microseconds since 1970, rounded down).
+/// An event time in the headers' unit (microseconds since 1970, rounded down:
+/// the index's conversion of upload times).
 pub fn micros(time: OffsetDateTime) -> i64 {
-    // Every representable OffsetDateTime fits: ±9999 years is about ±3.2e17 µs.
-    (time.unix_timestamp_nanos().div_euclid(1_000)) as i64
+    crate::search::micros_floor(time.unix_timestamp_nanos())
 }
 
 impl SegmentHeader {
