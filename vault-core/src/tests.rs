@@ -867,14 +867,7 @@ async fn replicas_append_to_one_audit_log_without_forking_it() {
     assert_eq!(seqs.len(), 60, "two appends got the same sequence number");
     t.vault.audit.checkpoint_now(&acme.id).await.unwrap();
     replica.audit.checkpoint_now(&acme.id).await.unwrap();
-    let report = crate::audit::verify::verify_log(
-        t.store.as_ref(),
-        &acme.id,
-        &t.vault.audit.signer.public,
-        None,
-    )
-    .await
-    .unwrap();
+    let report = verify_log(&t, &acme.id).await;
     assert!(report.is_intact(), "{:?}", report.problems);
     assert!(report.events >= 60, "{}", report.events);
 
@@ -886,14 +879,7 @@ async fn replicas_append_to_one_audit_log_without_forking_it() {
     let seq = t.vault.audit.append(&acme.id, event(102)).await.unwrap();
     assert_eq!(t.vault.metrics.audit_segment_races.get(), races + 1);
     assert_eq!(seq, report.events + 2);
-    let report = crate::audit::verify::verify_log(
-        t.store.as_ref(),
-        &acme.id,
-        &t.vault.audit.signer.public,
-        None,
-    )
-    .await
-    .unwrap();
+    let report = verify_log(&t, &acme.id).await;
     assert!(report.is_intact(), "{:?}", report.problems);
     assert_eq!(report.events, seq + 1);
 }
@@ -1593,6 +1579,42 @@ async fn a_tenant_change_racing_another_keeps_both() {
     assert!(matches!(refused, crate::storage::StorageError::Changed(_)));
 }
 
+/// A read of a document by key `n`, stamped `time`.
+fn read_event(n: i64, time: time::OffsetDateTime) -> crate::audit::AuditEvent {
+    let mut event = crate::audit::new_event(
+        "document.read",
+        format!("apikey:{n:016x}"),
+        crate::audit::Outcome::Allowed,
+        200,
+    );
+    event.time = time;
+    event
+}
+
+/// The sequence numbers of a tenant's events that `filter` reads (up to 1,000).
+async fn event_seqs(
+    t: &TestVault,
+    tenant: &TenantId,
+    filter: crate::audit::read::EventFilter,
+) -> Vec<u64> {
+    t.vault
+        .audit
+        .read_events(tenant, filter, 1000)
+        .await
+        .unwrap()
+        .events
+        .iter()
+        .map(|e| e.seq)
+        .collect()
+}
+
+/// The offline verification of a tenant's log, against the vault's key.
+async fn verify_log(t: &TestVault, tenant: &TenantId) -> crate::audit::verify::VerifyReport {
+    crate::audit::verify::verify_log(t.store.as_ref(), tenant, &t.vault.audit.signer.public, None)
+        .await
+        .unwrap()
+}
+
 /// Reading audit events since a time costs the answer and a bisection, not the
 /// log: the answer is the same as filtering every event, and the segments read
 /// are far fewer than the log holds.
@@ -1603,13 +1625,7 @@ async fn audit_events_since_a_time_read_the_answer_not_the_log() {
     let start = time::OffsetDateTime::now_utc() + time::Duration::minutes(10);
     // One segment per append; times ten minutes apart (twice the skew allowed).
     for n in 0..64i64 {
-        let mut event = crate::audit::new_event(
-            "document.read",
-            format!("apikey:{n:016x}"),
-            crate::audit::Outcome::Allowed,
-            200,
-        );
-        event.time = start + time::Duration::minutes(10 * n);
+        let event = read_event(n, start + time::Duration::minutes(10 * n));
         t.vault.audit.append(&acme.id, event).await.unwrap();
     }
     let all = t
@@ -1660,16 +1676,7 @@ async fn audit_events_since_a_time_read_the_answer_not_the_log() {
             .map(|e| e.seq)
             .collect();
         let gets = t.store.calls(Op::Get);
-        let got: Vec<u64> = t
-            .vault
-            .audit
-            .read_events(&acme.id, filter, 1000)
-            .await
-            .unwrap()
-            .events
-            .iter()
-            .map(|e| e.seq)
-            .collect();
+        let got = event_seqs(&t, &acme.id, filter).await;
         assert_eq!(got, want, "since {since:?} until {until:?}");
         let read = t.store.calls(Op::Get) - gets;
         // Bisection over headers (log2 of the segments), the answer, and the
@@ -1695,19 +1702,17 @@ async fn audit_events_since_are_exact_whatever_the_clocks_and_cost_the_answer() 
     let base = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
     let ahead = base + time::Duration::minutes(20);
     for n in 0..64i64 {
-        let mut event = crate::audit::new_event(
-            "document.read",
-            format!("apikey:{n:016x}"),
-            crate::audit::Outcome::Allowed,
-            200,
-        );
         // Segment 3 by a replica whose clock is ahead; the rest a second apart.
-        event.time = if n == 3 {
+        let time = if n == 3 {
             ahead
         } else {
             base + time::Duration::seconds(n)
         };
-        t.vault.audit.append(&acme.id, event).await.unwrap();
+        t.vault
+            .audit
+            .append(&acme.id, read_event(n, time))
+            .await
+            .unwrap();
     }
     let all = t
         .vault
@@ -1737,16 +1742,7 @@ async fn audit_events_since_are_exact_whatever_the_clocks_and_cost_the_answer() 
             .map(|e| e.seq)
             .collect();
         let opened = t.vault.metrics.audit_read_segments.get();
-        let got: Vec<u64> = t
-            .vault
-            .audit
-            .read_events(&acme.id, filter, 1000)
-            .await
-            .unwrap()
-            .events
-            .iter()
-            .map(|e| e.seq)
-            .collect();
+        let got = event_seqs(&t, &acme.id, filter).await;
         assert_eq!(got, want, "since {since} until {until:?}");
         let opened = t.vault.metrics.audit_read_segments.get() - opened;
         assert!(
@@ -1754,17 +1750,6 @@ async fn audit_events_since_are_exact_whatever_the_clocks_and_cost_the_answer() 
             "since {since} until {until:?}: {opened} segments decrypted, at most {opened_at_most}"
         );
     }
-}
-
-fn read_event(n: i64, time: time::OffsetDateTime) -> crate::audit::AuditEvent {
-    let mut event = crate::audit::new_event(
-        "document.read",
-        format!("apikey:{n:016x}"),
-        crate::audit::Outcome::Allowed,
-        200,
-    );
-    event.time = time;
-    event
 }
 
 /// A replica writing v1 segments (`audit.segment_format = 1`, as while replicas
@@ -1799,14 +1784,7 @@ async fn v1_and_v2_segments_share_a_log() {
     let want: Vec<bool> = (0..12).map(|n| n % 3 != 0).collect();
     assert_eq!(formats, want, "v2 segments, in append order");
     t.vault.audit.checkpoint_now(&acme.id).await.unwrap();
-    let report = crate::audit::verify::verify_log(
-        t.store.as_ref(),
-        &acme.id,
-        &t.vault.audit.signer.public,
-        None,
-    )
-    .await
-    .unwrap();
+    let report = verify_log(&t, &acme.id).await;
     assert!(report.is_intact(), "{:?}", report.problems);
     for from in [0i64, 4, 6, 11] {
         let since = base + time::Duration::seconds(from);
@@ -1855,14 +1833,7 @@ async fn a_lowered_time_in_a_segment_header_is_found() {
     bytes[at - 8..at].copy_from_slice(&latest);
     t.store.replace(&name, Bytes::from(bytes)).await.unwrap();
 
-    let report = crate::audit::verify::verify_log(
-        t.store.as_ref(),
-        &acme.id,
-        &t.vault.audit.signer.public,
-        None,
-    )
-    .await
-    .unwrap();
+    let report = verify_log(&t, &acme.id).await;
     assert!(
         report
             .problems
