@@ -362,10 +362,13 @@ impl AuditLogs {
                         .await?
                         .is_some() =>
             {
-                probe_log_size(store, tenant, known).await?
+                let size = probe_log_size(store, tenant, known).await?;
+                self.note_log_size(tenant, size);
+                size
             }
             _ => {
                 let size = log_size(store, tenant).await?;
+                // Replaces a size the log no longer has.
                 self.known_sizes
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
@@ -373,7 +376,6 @@ impl AuditLogs {
                 size
             }
         };
-        self.note_log_size(tenant, size);
         Ok(size)
     }
 }
