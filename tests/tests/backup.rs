@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::Value;
+use vault_core::backup::manifest::{Entry, Location, ManifestV2};
 use vault_e2e::{aws_config, Backend, TestApp};
 use vault_index::synth::{self, SynthClaim};
 
@@ -368,7 +369,10 @@ async fn round_trip(backend: Backend) {
         0,
         "{verified}"
     );
-    assert!(verified["objects_read"].as_u64().unwrap() > 24 * 3);
+    assert!(verified["objects"].as_u64().unwrap() > 24 * 3, "{verified}");
+    // Packed: a handful of packs read whole, not one read per object.
+    let read = verified["objects_read"].as_u64().unwrap();
+    assert!((1..24).contains(&read), "{verified}");
 
     // The drill passes and lands in the system audit log.
     let scratch = tempfile::tempdir().unwrap();
@@ -476,19 +480,41 @@ async fn backup_wipe_restore_and_drill_on_s3() {
     round_trip(Backend::S3).await;
 }
 
-/// The data objects of a repository holding one snapshot, by object name.
-async fn data_key_of(repo: &Repo, manifest_key: &str, object_suffix: &str) -> String {
+/// The entries of a snapshot as its manifest's chunks hold them (read
+/// directly, as a tamperer would).
+async fn snapshot_entries(repo: &Repo, manifest_key: &str) -> Vec<Entry> {
     let text = String::from_utf8(repo.read(manifest_key).await).unwrap();
-    let body: Value = serde_json::from_str(text.lines().nth(1).unwrap()).unwrap();
-    let entry = body["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["name"].as_str().unwrap().ends_with(object_suffix))
-        .unwrap()
-        .clone();
-    let sha = entry["sha256"].as_str().unwrap();
-    format!("data/{}/{sha}", &sha[..2])
+    let header: ManifestV2 = serde_json::from_str(text.lines().nth(1).unwrap()).unwrap();
+    let mut out = Vec::new();
+    for chunk in &header.chunks {
+        let key = format!("chunks/{}/{}", &chunk.sha256[..2], chunk.sha256);
+        out.extend(vault_core::backup::chunk::decode(&repo.read(&key).await).unwrap());
+    }
+    out
+}
+
+/// Where the first object whose name ends with `object_suffix` is stored in a
+/// repository holding one snapshot: the repository key and the byte range.
+async fn stored_at(
+    repo: &Repo,
+    manifest_key: &str,
+    object_suffix: &str,
+) -> (String, std::ops::Range<usize>) {
+    let entry = snapshot_entries(repo, manifest_key)
+        .await
+        .into_iter()
+        .find(|e| e.name.ends_with(object_suffix))
+        .unwrap();
+    match entry.location {
+        Location::Packed { pack, offset } => (
+            format!("packs/{}/{pack}", &pack[..2]),
+            offset as usize..(offset + entry.size) as usize,
+        ),
+        Location::Whole => (
+            format!("data/{}/{}", &entry.sha256[..2], entry.sha256),
+            0..entry.size as usize,
+        ),
+    }
 }
 
 async fn tampering(backend: Backend) {
@@ -506,7 +532,7 @@ async fn tampering(backend: Backend) {
     let manifests = repo.keys("snapshots/").await;
     assert_eq!(manifests.len(), 1);
     let manifest_key = manifests[0].clone();
-    let body_key = data_key_of(&repo, &manifest_key, "/body").await;
+    let (body_key, body_range) = stored_at(&repo, &manifest_key, "/body").await;
     let original = repo.read(&body_key).await;
     let scratch = tempfile::tempdir().unwrap();
 
@@ -527,9 +553,9 @@ async fn tampering(backend: Backend) {
         }
     };
 
-    // A flipped byte in a body.
+    // A flipped byte in a body (inside its pack).
     let mut flipped = original.clone();
-    let middle = flipped.len() / 2;
+    let middle = (body_range.start + body_range.end) / 2;
     flipped[middle] ^= 0x40;
     repo.write(&body_key, flipped).await;
     check_fails("flipped", true)();
@@ -548,10 +574,11 @@ async fn tampering(backend: Backend) {
     check_fails("missing", false)();
     repo.write(&body_key, original).await;
 
-    // A forged manifest: one entry changed, the signature kept.
+    // A forged manifest: its size changed, the signature kept.
     let manifest = repo.read(&manifest_key).await;
     let text = String::from_utf8(manifest.clone()).unwrap();
-    let forged = text.replacen("\"size\":", "\"size\":1", 1);
+    let forged = text.replacen("\"bytes\":", "\"bytes\":1", 1);
+    assert_ne!(forged, text);
     repo.write(&manifest_key, forged.into_bytes()).await;
     check_fails("forged", false)();
     repo.write(&manifest_key, manifest).await;
@@ -645,7 +672,8 @@ async fn object_lock_on_moto_refuses_deletion_and_prune_keeps_locked_snapshots()
         unreachable!()
     };
     let s3 = aws_sdk_s3::Client::new(&aws_config().await);
-    // Every object, reused ones included, is locked as long as the newest snapshot.
+    // Every object the newest snapshot names, reused ones included, is locked as
+    // long as it claims.
     let listed = app.cli_json(&["--json", "backup", "list"]);
     let newest_claim = listed["snapshots"]
         .as_array()
@@ -661,8 +689,21 @@ async fn object_lock_on_moto_refuses_deletion_and_prune_keeps_locked_snapshots()
         })
         .max()
         .unwrap();
-    let data = repo.keys("data/").await;
-    assert!(!data.is_empty());
+    let newest = repo.keys("snapshots/").await.last().unwrap().clone();
+    let text = String::from_utf8(repo.read(&newest).await).unwrap();
+    let header: ManifestV2 = serde_json::from_str(text.lines().nth(1).unwrap()).unwrap();
+    let mut data: std::collections::BTreeSet<String> = header
+        .chunks
+        .iter()
+        .map(|c| format!("chunks/{}/{}", &c.sha256[..2], c.sha256))
+        .collect();
+    for entry in snapshot_entries(&repo, &newest).await {
+        data.insert(match entry.location {
+            Location::Packed { pack, .. } => format!("packs/{}/{pack}", &pack[..2]),
+            Location::Whole => format!("data/{}/{}", &entry.sha256[..2], entry.sha256),
+        });
+    }
+    assert!(data.iter().any(|k| k.starts_with("packs/")), "{data:?}");
     for name in &data {
         let head = s3
             .head_object()
@@ -745,18 +786,24 @@ async fn prune_keeps_referenced_and_held_snapshots_and_removes_the_rest() {
         assert_eq!(r.status(), 204);
     }
     // A backup interrupted by a crash leaves an unreferenced object behind.
-    repo.write(&format!("data/ab/ab{}", "0".repeat(62)), b"orphan".to_vec())
-        .await;
+    repo.write(
+        &format!("packs/ab/ab{}", "0".repeat(62)),
+        b"orphan".to_vec(),
+    )
+    .await;
     app.cli_json(&["--json", "backup", "run"]);
     let first_id = first["snapshot"].as_str().unwrap();
     app.cli_json(&["--json", "backup", "hold", first_id]);
     let pruned = app.cli_json(&["--json", "backup", "prune"]);
     assert_eq!(pruned["removed"].as_array().unwrap().len(), 1, "{pruned}");
     assert_eq!(pruned["protected"], serde_json::json!([first_id]));
+    // The orphan, the forgotten snapshot's chunk, and the pack that held the
+    // deleted documents, repacked without them.
     assert!(
-        pruned["data_objects_deleted"].as_u64().unwrap() >= 13, // 4 documents x 3 objects, and the orphan
+        pruned["data_objects_deleted"].as_u64().unwrap() >= 3,
         "{pruned}"
     );
+    assert_eq!(pruned["packs_repacked"], 1, "{pruned}");
     let store = repo.store_arg();
     let verified = app.cli_json(&[
         "--json",
@@ -941,7 +988,8 @@ async fn a_backup_killed_midway_leaves_no_snapshot_and_the_next_one_resumes() {
     loop {
         let status = backup_status(&app).await;
         let running = &status["status"]["running"];
-        if running["objects_done"].as_u64().unwrap_or(0) >= 10 {
+        // Past three packs' worth (16 MiB each), so some are written.
+        if running["bytes_done"].as_u64().unwrap_or(0) >= 56 << 20 {
             app.kill();
             killed_midway = true;
             break;
@@ -959,7 +1007,7 @@ async fn a_backup_killed_midway_leaves_no_snapshot_and_the_next_one_resumes() {
         repo.keys("snapshots/").await.is_empty(),
         "no manifest for an interrupted backup"
     );
-    let copied_before = repo.keys("data/").await.len();
+    let copied_before = repo.keys("packs/").await.len();
     assert!(copied_before > 0);
     let app = app.restart().await;
     let second = app.cli_json(&["--json", "backup", "run"]);
@@ -1063,7 +1111,8 @@ fn vault_public_key(app: &TestApp) -> String {
 /// record added, and the manifest re-signed with the forger's key over its
 /// entries and the new one. Returns the forger's public key (hex).
 fn forge_repository(real: &std::path::Path, forged: &std::path::Path) -> String {
-    use vault_core::backup::manifest::{Entry, Manifest, MAGIC_V1};
+    use vault_core::backup::chunk;
+    use vault_core::backup::manifest::{ChunkRef, Manifest, MAGIC_V2};
     use vault_core::credentials::{CredentialKind, CredentialRecord};
     use vault_crypto::signing::SigningKey;
 
@@ -1086,15 +1135,31 @@ fn forge_repository(real: &std::path::Path, forged: &std::path::Path) -> String 
         let path = manifest_file.unwrap().path();
         let text = std::fs::read_to_string(&path).unwrap();
         let mut lines = text.lines();
-        assert_eq!(lines.next(), Some(MAGIC_V1));
-        let mut manifest: Manifest = serde_json::from_str(lines.next().unwrap()).unwrap();
-        manifest.entries.push(Entry {
+        assert_eq!(lines.next(), Some(MAGIC_V2));
+        let mut manifest: ManifestV2 = serde_json::from_str(lines.next().unwrap()).unwrap();
+        let mut entries = Vec::new();
+        for chunk in &manifest.chunks {
+            let chunk_path = forged.join(format!("chunks/{}/{}", &chunk.sha256[..2], chunk.sha256));
+            entries.extend(chunk::decode(&std::fs::read(chunk_path).unwrap()).unwrap());
+        }
+        entries.push(Entry {
             name: format!("system/operators/{}", operator.record.id),
             size: record.len() as u64,
             sha256: sha.clone(),
+            location: Location::Whole,
         });
-        manifest.entries.sort_by(|a, b| a.name.cmp(&b.name));
-        manifest.merkle_root = Manifest::compute_root(&manifest.entries);
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        let (bytes, chunk_sha) = chunk::encode(&entries).unwrap();
+        let chunk_path = forged.join(format!("chunks/{}/{chunk_sha}", &chunk_sha[..2]));
+        std::fs::create_dir_all(chunk_path.parent().unwrap()).unwrap();
+        std::fs::write(chunk_path, bytes).unwrap();
+        manifest.chunks = vec![ChunkRef {
+            sha256: chunk_sha,
+            entries: entries.len() as u64,
+        }];
+        manifest.objects = entries.len() as u64;
+        manifest.bytes = entries.iter().map(|e| e.size).sum();
+        manifest.merkle_root = Manifest::compute_root(&entries);
         manifest.vault_key = forger_hex.clone();
         std::fs::write(&path, manifest.sign(&forger).unwrap()).unwrap();
     }

@@ -282,11 +282,12 @@ pub async fn prune(client: &Client, json_mode: bool) -> Result<(), CliError> {
     } else {
         let count = |k: &str| report[k].as_array().map_or(0, Vec::len);
         outln!(
-            "kept {} snapshots ({} only by a hold or lock), removed {}, deleted {} objects ({} bytes)",
+            "kept {} snapshots ({} only by a hold or lock), removed {}, deleted {} objects, repacked {} packs ({} bytes freed)",
             count("kept"),
             count("protected"),
             count("removed"),
             report["data_objects_deleted"],
+            report["packs_repacked"],
             report["bytes_freed"]
         );
     }

@@ -31,6 +31,8 @@ pub const ALL: &[&str] = &[
     BACKUP_AFTER_DATA,
     BACKUP_AFTER_MANIFEST,
     RESTORE_AFTER_OBJECT,
+    PRUNE_AFTER_REPACKED_PACKS,
+    PRUNE_AFTER_RELOCATIONS,
 ];
 
 /// An upload's body is written (not yet synced); nothing else is written.
@@ -64,6 +66,10 @@ pub const BACKUP_AFTER_DATA: &str = "backup.after_data";
 pub const BACKUP_AFTER_MANIFEST: &str = "backup.after_manifest";
 /// A restore wrote one object (hit once per object).
 pub const RESTORE_AFTER_OBJECT: &str = "restore.after_object";
+/// A prune's repacked packs are durable; no relocation record is written.
+pub const PRUNE_AFTER_REPACKED_PACKS: &str = "prune.after_repacked_packs";
+/// A prune's relocation records are durable; the old packs are not deleted.
+pub const PRUNE_AFTER_RELOCATIONS: &str = "prune.after_relocations";
 
 /// Crashes the process here if the point `name` is armed (see the module docs).
 /// `abort` ends the process at once: no destructor runs, no buffer is flushed,

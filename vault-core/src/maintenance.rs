@@ -205,8 +205,8 @@ impl Maintenance {
                 let manifest = backups.run_backup(&trigger, false).await?;
                 Ok(JobResult::Backup(BackupSummary {
                     snapshot: manifest.snapshot.clone(),
-                    objects: manifest.entries.len() as u64,
-                    bytes: manifest.total_bytes(),
+                    objects: manifest.objects,
+                    bytes: manifest.bytes,
                     bytes_added: manifest.bytes_added,
                 }))
             })

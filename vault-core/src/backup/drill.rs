@@ -122,10 +122,21 @@ pub async fn run(
         mismatches: Vec::new(),
         scratch: None,
     };
-    let has_keystore = manifest
-        .entries
-        .iter()
-        .any(|e| e.name == KEYSTORE_ENTRY || e.name.contains("/kek/"));
+    // One pass over the manifest: the keystore, and the documents per tenant
+    // it holds (all, and less the deleted ones).
+    let mut has_keystore = false;
+    let mut expected = std::collections::BTreeMap::new();
+    let mut listed = std::collections::BTreeMap::new();
+    let mut chunks = repo.entries(manifest);
+    while let Some(chunk) = futures::StreamExt::next(&mut chunks).await {
+        let chunk = chunk?;
+        has_keystore |= chunk
+            .iter()
+            .any(|e| e.name == KEYSTORE_ENTRY || e.name.contains("/kek/"));
+        plan.deleted().count_documents(&chunk, &mut expected);
+        Tombstones::default().count_documents(&chunk, &mut listed);
+    }
+    drop(chunks);
     if has_keystore && options.root_key_file.as_ref().is_none_or(|p| !p.exists()) {
         return Err(BackupError::Invalid(
             "the snapshot's local keystore is sealed under the vault's root key file: give it with --root-key-file".into(),
@@ -223,8 +234,6 @@ pub async fn run(
                 .into(),
         );
     }
-    let expected = plan.deleted().documents_per_tenant(&manifest.entries);
-    let listed = Tombstones::default().documents_per_tenant(&manifest.entries);
     let tenants = state
         .tenants
         .list()

@@ -1,4 +1,17 @@
-//! The snapshot manifest, format v1: what a snapshot holds and who made it.
+//! The snapshot manifest: what a snapshot holds and who made it.
+//!
+//! Format v2 (written since repository format v2) is a signed header: the
+//! snapshot's facts, its totals, the Merkle root over its entries and the
+//! hashes of the chunks ([`super::chunk`]) that hold the entries, so a
+//! manifest of millions of objects is read one chunk at a time:
+//!
+//! ```text
+//! vault backup manifest v2\n          FORMAT CONSTANT (the magic line)
+//! {"snapshot": ..., "chunks": [...], ...}\n     the header, one JSON line
+//! sig <128 hex digits>\n              Ed25519 over the magic line and the header line
+//! ```
+//!
+//! Format v1 (still read, never written) held every entry in its one JSON line:
 //!
 //! ```text
 //! vault backup manifest v1\n          FORMAT CONSTANT (the magic line)
@@ -21,6 +34,8 @@ use super::BackupError;
 
 /// FORMAT CONSTANT: the first line of every v1 manifest.
 pub const MAGIC_V1: &str = "vault backup manifest v1";
+/// FORMAT CONSTANT: the first line of every v2 manifest.
+pub const MAGIC_V2: &str = "vault backup manifest v2";
 /// FORMAT CONSTANT: the prefix of the signature line.
 const SIGNATURE_PREFIX: &str = "sig ";
 /// Largest manifest accepted when parsing (about 2 million entries).
@@ -30,6 +45,21 @@ pub const MAX_MANIFEST_BYTES: usize = 512 << 20;
 /// object of the store but a file of the data directory.
 pub const KEYSTORE_ENTRY: &str = "local/keystore.bin";
 
+/// Where a snapshot's object is in the repository.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Location {
+    /// Whole, as `data/<sha256>` (v1 snapshots; large objects).
+    #[default]
+    Whole,
+    /// In a pack (`packs/<pack>`), starting at `offset`.
+    Packed {
+        /// The pack's SHA-256 (hex).
+        pack: String,
+        /// Where the object starts in it.
+        offset: u64,
+    },
+}
+
 /// One object of a snapshot.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
@@ -37,8 +67,11 @@ pub struct Entry {
     pub name: String,
     /// Size in bytes.
     pub size: u64,
-    /// SHA-256 of the (ciphertext) bytes, hex; also the object's name in the repository.
+    /// SHA-256 of the (ciphertext) bytes, hex.
     pub sha256: String,
+    /// Where its bytes are (v1 manifests: always whole; a v2 chunk says).
+    #[serde(skip)]
+    pub location: Location,
 }
 
 impl Entry {
@@ -109,7 +142,7 @@ impl Manifest {
     /// Serialises and signs.
     pub fn sign(&self, key: &SigningKey) -> Result<Vec<u8>, BackupError> {
         let body = serde_json::to_string(self).map_err(|e| BackupError::Internal(e.to_string()))?;
-        let signed = signed_bytes(&body);
+        let signed = signed_bytes(MAGIC_V1, &body);
         let signature = key.sign(&signed);
         let mut out = signed;
         out.extend_from_slice(SIGNATURE_PREFIX.as_bytes());
@@ -118,10 +151,12 @@ impl Manifest {
         Ok(out)
     }
 
-    /// Parses a stored manifest and checks it against the vault's pinned public
-    /// key `expected` (never a key taken from the repository or the manifest): it
-    /// must name that key and carry its signature over the exact bytes, and its
-    /// entries must be sorted and match their Merkle root.
+    /// Parses a stored manifest (either format) and checks it against the
+    /// vault's pinned public key `expected` (never a key taken from the
+    /// repository or the manifest): it must name that key and carry its
+    /// signature over the exact bytes; a v1 manifest's entries must be sorted
+    /// and match their Merkle root (a v2 manifest's are checked as its chunks
+    /// are read, see [`VerifiedManifest::check_chunk`]).
     pub fn parse_and_verify(
         bytes: &[u8],
         expected: &PublicKey,
@@ -132,8 +167,11 @@ impl Manifest {
         }
         let text = std::str::from_utf8(bytes).map_err(|_| bad("not UTF-8"))?;
         let mut lines = text.split_inclusive('\n');
-        let magic = lines.next().ok_or_else(|| bad("empty"))?;
-        if magic.trim_end_matches('\n') != MAGIC_V1 {
+        let magic = lines
+            .next()
+            .ok_or_else(|| bad("empty"))?
+            .trim_end_matches('\n');
+        if magic != MAGIC_V1 && magic != MAGIC_V2 {
             return Err(bad("unknown format (first line)"));
         }
         let body = lines.next().ok_or_else(|| bad("no body line"))?;
@@ -148,58 +186,232 @@ impl Manifest {
             .and_then(|h| hex::decode(h).ok())
             .and_then(|b| b.try_into().ok())
             .ok_or_else(|| bad("malformed signature line"))?;
-        let manifest: Manifest =
-            serde_json::from_str(body).map_err(|e| bad(&format!("body: {e}")))?;
-        if manifest.vault_key != expected.to_hex() {
-            return Err(BackupError::ForeignManifest(manifest.snapshot));
+        let (info, body_kind) = if magic == MAGIC_V1 {
+            let manifest: Manifest =
+                serde_json::from_str(body).map_err(|e| bad(&format!("body: {e}")))?;
+            let info = SnapshotInfo {
+                format: 1,
+                objects: manifest.entries.len() as u64,
+                bytes: manifest.total_bytes(),
+                snapshot: manifest.snapshot,
+                vault_key: manifest.vault_key,
+                created_at: manifest.created_at,
+                finished_at: manifest.finished_at,
+                source: manifest.source,
+                tenants: manifest.tenants,
+                parent: manifest.parent,
+                lock: manifest.lock,
+                bytes_added: manifest.bytes_added,
+                merkle_root: manifest.merkle_root,
+            };
+            (info, Body::Inline(manifest.entries))
+        } else {
+            let header: ManifestV2 =
+                serde_json::from_str(body).map_err(|e| bad(&format!("body: {e}")))?;
+            let (info, chunks) = header.split();
+            (info, Body::Chunks(chunks))
+        };
+        if info.vault_key != expected.to_hex() {
+            return Err(BackupError::ForeignManifest(info.snapshot));
         }
         expected
-            .verify(&signed_bytes(body), &signature)
-            .map_err(|_| BackupError::BadSignature(manifest.snapshot.clone()))?;
-        if !manifest.entries.windows(2).all(|w| w[0].name < w[1].name) {
-            return Err(bad("entries not sorted or duplicated"));
-        }
-        for entry in &manifest.entries {
-            if entry.sha256.len() != 64
-                || !entry
-                    .sha256
-                    .bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-            {
-                return Err(bad("entry hash is not 64 lowercase hex digits"));
+            .verify(&signed_bytes(magic, body), &signature)
+            .map_err(|_| BackupError::BadSignature(info.snapshot.clone()))?;
+        match &body_kind {
+            Body::Inline(entries) => {
+                if !entries.windows(2).all(|w| w[0].name < w[1].name) {
+                    return Err(bad("entries not sorted or duplicated"));
+                }
+                if entries.iter().any(|e| !is_sha256_hex(&e.sha256)) {
+                    return Err(bad("entry hash is not 64 lowercase hex digits"));
+                }
+                if Manifest::compute_root(entries) != info.merkle_root {
+                    return Err(bad("Merkle root does not match the entries"));
+                }
+            }
+            Body::Chunks(chunks) => {
+                if chunks.iter().any(|c| !is_sha256_hex(&c.sha256)) {
+                    return Err(bad("chunk hash is not 64 lowercase hex digits"));
+                }
+                if chunks.iter().map(|c| c.entries).sum::<u64>() != info.objects {
+                    return Err(bad("the chunks' entries do not add up to the objects"));
+                }
             }
         }
-        if Manifest::compute_root(&manifest.entries) != manifest.merkle_root {
-            return Err(bad("Merkle root does not match the entries"));
-        }
-        Ok(VerifiedManifest(manifest))
+        Ok(VerifiedManifest {
+            info,
+            body: body_kind,
+        })
     }
+}
+
+/// Whether `text` is a SHA-256 in lowercase hex (it becomes part of object names).
+pub fn is_sha256_hex(text: &str) -> bool {
+    text.len() == 64
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// A v2 manifest's chunk: its hash (its name in `chunks/`) and how many entries,
+/// of how many bytes, it holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChunkRef {
+    /// SHA-256 of the chunk's bytes, hex.
+    pub sha256: String,
+    /// Entries in it.
+    pub entries: u64,
+}
+
+/// The signed header of a v2 manifest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestV2 {
+    /// Snapshot id (`YYYYMMDD-HHMMSS-<8 hex>`, sorts by time).
+    pub snapshot: String,
+    /// The signing vault's public key (hex).
+    pub vault_key: String,
+    /// When the snapshot's listing was taken.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When the manifest was written.
+    #[serde(with = "time::serde::rfc3339")]
+    pub finished_at: OffsetDateTime,
+    /// Where it came from (`fs` or `s3://bucket/prefix`; no PHI).
+    pub source: String,
+    /// Tenants included; empty means the whole vault.
+    pub tenants: Vec<String>,
+    /// The snapshot this one was made incrementally from, if any.
+    pub parent: Option<String>,
+    /// Object Lock retention of the objects this snapshot wrote or reused.
+    pub lock: Option<LockInfo>,
+    /// Bytes this snapshot copied to the repository (new objects only).
+    pub bytes_added: u64,
+    /// Objects in the snapshot.
+    pub objects: u64,
+    /// Their total size.
+    pub bytes: u64,
+    /// Merkle root (hex) over the entries, as in v1.
+    pub merkle_root: String,
+    /// The chunks holding the entries, in name order.
+    pub chunks: Vec<ChunkRef>,
+}
+
+impl ManifestV2 {
+    /// Serialises and signs.
+    pub fn sign(&self, key: &SigningKey) -> Result<Vec<u8>, BackupError> {
+        let body = serde_json::to_string(self).map_err(|e| BackupError::Internal(e.to_string()))?;
+        let signed = signed_bytes(MAGIC_V2, &body);
+        let signature = key.sign(&signed);
+        let mut out = signed;
+        out.extend_from_slice(SIGNATURE_PREFIX.as_bytes());
+        out.extend_from_slice(hex::encode(signature).as_bytes());
+        out.push(b'\n');
+        Ok(out)
+    }
+
+    /// What the manifest says, its chunks aside.
+    pub fn into_info(self) -> SnapshotInfo {
+        self.split().0
+    }
+
+    fn split(self) -> (SnapshotInfo, Vec<ChunkRef>) {
+        (
+            SnapshotInfo {
+                format: 2,
+                snapshot: self.snapshot,
+                vault_key: self.vault_key,
+                created_at: self.created_at,
+                finished_at: self.finished_at,
+                source: self.source,
+                tenants: self.tenants,
+                parent: self.parent,
+                lock: self.lock,
+                bytes_added: self.bytes_added,
+                objects: self.objects,
+                bytes: self.bytes,
+                merkle_root: self.merkle_root,
+            },
+            self.chunks,
+        )
+    }
+}
+
+/// What a manifest of either format says about its snapshot, entries aside.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    /// Manifest format (1 or 2).
+    pub format: u32,
+    /// Snapshot id.
+    pub snapshot: String,
+    /// The signing vault's public key (hex).
+    pub vault_key: String,
+    /// When the snapshot's listing was taken.
+    pub created_at: OffsetDateTime,
+    /// When the manifest was written.
+    pub finished_at: OffsetDateTime,
+    /// Where it came from.
+    pub source: String,
+    /// Tenants included; empty means the whole vault.
+    pub tenants: Vec<String>,
+    /// The snapshot this one was made incrementally from.
+    pub parent: Option<String>,
+    /// Object Lock retention.
+    pub lock: Option<LockInfo>,
+    /// Bytes this snapshot copied to the repository.
+    pub bytes_added: u64,
+    /// Objects in it.
+    pub objects: u64,
+    /// Their total size.
+    pub bytes: u64,
+    /// Merkle root (hex) over the entries.
+    pub merkle_root: String,
+}
+
+/// Where a verified manifest's entries are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Body {
+    /// v1: in the manifest itself.
+    Inline(Vec<Entry>),
+    /// v2: in chunks, read one at a time.
+    Chunks(Vec<ChunkRef>),
 }
 
 /// A manifest whose signature verified under the vault's pinned public key. Only
 /// [`Manifest::parse_and_verify`] makes one, and restores take nothing else, so no
-/// object is restored from a snapshot that did not verify.
+/// object is restored from a snapshot that did not verify. A v2 manifest's
+/// entries are read through [`super::repo::Repository::entries`], which checks
+/// each chunk against the hash this manifest signed.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct VerifiedManifest(Manifest);
+pub struct VerifiedManifest {
+    info: SnapshotInfo,
+    body: Body,
+}
 
 impl VerifiedManifest {
-    /// The manifest itself.
-    pub fn into_inner(self) -> Manifest {
-        self.0
+    /// Where the entries are.
+    pub fn body(&self) -> &Body {
+        &self.body
+    }
+
+    /// The snapshot's facts.
+    pub fn info(&self) -> &SnapshotInfo {
+        &self.info
     }
 }
 
 impl std::ops::Deref for VerifiedManifest {
-    type Target = Manifest;
+    type Target = SnapshotInfo;
 
-    fn deref(&self) -> &Manifest {
-        &self.0
+    fn deref(&self) -> &SnapshotInfo {
+        &self.info
     }
 }
 
-fn signed_bytes(body: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(MAGIC_V1.len() + body.len() + 2);
-    out.extend_from_slice(MAGIC_V1.as_bytes());
+fn signed_bytes(magic: &str, body: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(magic.len() + body.len() + 2);
+    out.extend_from_slice(magic.as_bytes());
     out.push(b'\n');
     out.extend_from_slice(body.as_bytes());
     out.push(b'\n');
@@ -247,16 +459,19 @@ mod tests {
                 name: "system/tenants/acme".into(),
                 size: 120,
                 sha256: "a".repeat(64),
+                location: Location::Whole,
             },
             Entry {
                 name: "tenants/acme/docs/0123/body".into(),
                 size: 4096,
                 sha256: "b".repeat(64),
+                location: Location::Whole,
             },
             Entry {
                 name: "tenants/acme/docs/0123/meta".into(),
                 size: 90,
                 sha256: "c".repeat(64),
+                location: Location::Whole,
             },
         ];
         Manifest {
@@ -280,8 +495,9 @@ mod tests {
         let manifest = sample(&key);
         let bytes = manifest.sign(&key).unwrap();
         let parsed = Manifest::parse_and_verify(&bytes, &key.public_key()).unwrap();
-        assert_eq!(*parsed, manifest);
-        assert_eq!(parsed.total_bytes(), 4306);
+        assert_eq!(parsed.body(), &Body::Inline(manifest.entries.clone()));
+        assert_eq!((parsed.format, parsed.objects, parsed.bytes), (1, 3, 4306));
+        assert_eq!(parsed.merkle_root, manifest.merkle_root);
     }
 
     #[test]
@@ -339,7 +555,10 @@ mod tests {
     fn v1_fixture_still_opens() {
         let bytes = include_bytes!("../../tests/fixtures/backup-manifest-v1/manifest");
         let manifest = Manifest::parse_and_verify(bytes, &key().public_key()).unwrap();
-        assert_eq!(*manifest, sample(&key()));
+        let expected = sample(&key());
+        assert_eq!(manifest.body(), &Body::Inline(expected.entries));
+        assert_eq!(manifest.snapshot, expected.snapshot);
+        assert_eq!(manifest.created_at, expected.created_at);
     }
 
     #[test]

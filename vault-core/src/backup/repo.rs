@@ -19,7 +19,14 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use vault_crypto::signing::PublicKey;
 
-use super::manifest::{is_snapshot_id, Manifest, VerifiedManifest};
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use vault_crypto::merkle::Frontier;
+
+use super::manifest::{
+    is_sha256_hex, is_snapshot_id, Body, ChunkRef, Entry, Manifest, VerifiedManifest,
+};
+use super::pack::{Relocation, Relocations};
 use super::BackupError;
 use crate::storage::s3::{ObjectLock, S3Store};
 use crate::storage::{list_all, ObjectName, ObjectStore, StorageError, StoreLocation};
@@ -226,20 +233,107 @@ impl Repository {
         }
     }
 
-    /// Data objects present: hash -> size.
+    /// Whole data objects present (`data/`): hash -> size.
     pub async fn data_objects(&self) -> Result<HashMap<String, u64>, BackupError> {
-        let listed = list_all(self.store.as_ref(), ObjectName::BACKUP_DATA_PREFIX, None).await?;
-        // Only names the repository could have written (64 lowercase hex digits).
+        self.content_objects(ObjectName::BACKUP_DATA_PREFIX).await
+    }
+
+    /// Packs present (`packs/`): hash -> size.
+    pub async fn packs(&self) -> Result<HashMap<String, u64>, BackupError> {
+        self.content_objects(ObjectName::BACKUP_PACKS_PREFIX).await
+    }
+
+    /// Manifest chunks present (`chunks/`): hash -> size.
+    pub async fn chunks(&self) -> Result<HashMap<String, u64>, BackupError> {
+        self.content_objects(ObjectName::BACKUP_CHUNKS_PREFIX).await
+    }
+
+    /// Content-addressed objects under `prefix`: hash -> size. Only names the
+    /// repository could have written (64 lowercase hex digits) count.
+    async fn content_objects(&self, prefix: &str) -> Result<HashMap<String, u64>, BackupError> {
+        let listed = list_all(self.store.as_ref(), prefix, None).await?;
         Ok(listed
             .into_iter()
             .map(|o| (o.name.file_name().to_owned(), o.size))
-            .filter(|(sha, _)| {
-                sha.len() == 64
-                    && sha
-                        .bytes()
-                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-            })
+            .filter(|(sha, _)| is_sha256_hex(sha))
             .collect())
+    }
+
+    /// Every relocation record (where prunes moved repacked blobs).
+    pub async fn relocations(&self) -> Result<Relocations, BackupError> {
+        let listed = self
+            .content_objects(ObjectName::BACKUP_RELOCATIONS_PREFIX)
+            .await?;
+        let records: Vec<Result<(String, Relocation), BackupError>> =
+            futures::stream::iter(listed.into_keys())
+                .map(|pack| async move {
+                    let bytes = self
+                        .store
+                        .get_bytes(&ObjectName::backup_relocation(&pack))
+                        .await?
+                        .ok_or_else(|| {
+                            BackupError::BadPack(format!("relocation record of {pack} vanished"))
+                        })?;
+                    Ok((pack, Relocation::parse(&bytes)?))
+                })
+                .buffer_unordered(8)
+                .collect()
+                .await;
+        Ok(Relocations::new(
+            records.into_iter().collect::<Result<HashMap<_, _>, _>>()?,
+        ))
+    }
+
+    /// A manifest's entries, in name order, a chunk at a time (a v1 manifest's
+    /// all at once). Each v2 chunk must hash to the value the manifest signed
+    /// and hold the count it says; the entries must ascend across chunks, and
+    /// at the end their Merkle root and total size must be the manifest's: a
+    /// failed check is the stream's last item.
+    pub fn entries<'a>(
+        &'a self,
+        manifest: &'a VerifiedManifest,
+    ) -> BoxStream<'a, Result<Vec<Entry>, BackupError>> {
+        let chunks = match manifest.body() {
+            Body::Inline(entries) => {
+                return futures::stream::once(async move { Ok(entries.clone()) }).boxed()
+            }
+            Body::Chunks(chunks) => chunks,
+        };
+        let fetched = futures::stream::iter(chunks)
+            .map(move |chunk| self.read_chunk(chunk))
+            .buffered(CHUNKS_AHEAD);
+        let check = ChunkCheck {
+            frontier: Frontier::new(),
+            last: None,
+            bytes: 0,
+        };
+        futures::stream::unfold(Some((fetched.boxed(), check)), move |state| {
+            next_checked(state, manifest)
+        })
+        .boxed()
+    }
+
+    /// Reads one chunk and checks it against its reference.
+    async fn read_chunk(&self, chunk: &ChunkRef) -> Result<Vec<Entry>, BackupError> {
+        let mismatch = |problem: &str| BackupError::Mismatch {
+            name: format!("manifest chunk {}", chunk.sha256),
+            problem: problem.to_owned(),
+        };
+        let bytes = self
+            .store
+            .get_bytes(&ObjectName::backup_chunk(&chunk.sha256))
+            .await?
+            .ok_or_else(|| mismatch("missing from the repository"))?;
+        if super::sha256_hex(&bytes) != chunk.sha256 {
+            return Err(mismatch("bytes do not match the manifest's SHA-256"));
+        }
+        let entries = super::chunk::decode(&bytes)?;
+        if entries.len() as u64 != chunk.entries {
+            return Err(mismatch(
+                "holds another number of entries than the manifest says",
+            ));
+        }
+        Ok(entries)
     }
 
     /// Snapshots under legal hold.
@@ -293,14 +387,80 @@ impl Repository {
                 held: holds.contains(&id),
                 id,
                 created_at: m.created_at,
-                objects: m.entries.len() as u64,
-                bytes: m.total_bytes(),
+                objects: m.objects,
+                bytes: m.bytes,
                 bytes_added: m.bytes_added,
                 tenants: m.tenants.clone(),
                 locked_until: m.lock.as_ref().map(|l| l.retain_until),
             });
         }
         Ok(out)
+    }
+}
+
+/// The state of [`Repository::entries`] between chunks.
+type ChunkState<'a> = Option<(BoxStream<'a, Result<Vec<Entry>, BackupError>>, ChunkCheck)>;
+
+/// The next chunk of a manifest, checked; at the end, the checks over all.
+async fn next_checked<'a>(
+    state: ChunkState<'a>,
+    manifest: &VerifiedManifest,
+) -> Option<(Result<Vec<Entry>, BackupError>, ChunkState<'a>)> {
+    let (mut fetched, mut check) = state?;
+    match fetched.next().await {
+        Some(Ok(entries)) => match check.add(&entries) {
+            Ok(()) => Some((Ok(entries), Some((fetched, check)))),
+            Err(e) => Some((Err(e), None)),
+        },
+        Some(Err(e)) => Some((Err(e), None)),
+        None => match check.finish(manifest) {
+            Ok(()) => None,
+            Err(e) => Some((Err(e), None)),
+        },
+    }
+}
+
+/// Chunks read ahead of the one being used.
+const CHUNKS_AHEAD: usize = 4;
+
+/// The checks across a v2 manifest's chunks.
+struct ChunkCheck {
+    frontier: Frontier,
+    last: Option<String>,
+    bytes: u64,
+}
+
+impl ChunkCheck {
+    fn add(&mut self, entries: &[Entry]) -> Result<(), BackupError> {
+        if let (Some(last), Some(first)) = (&self.last, entries.first()) {
+            if first.name <= *last {
+                return Err(BackupError::BadManifest("chunks not in name order".into()));
+            }
+        }
+        for entry in entries {
+            self.frontier.push(entry.leaf());
+            self.bytes += entry.size;
+        }
+        if let Some(last) = entries.last() {
+            self.last = Some(last.name.clone());
+        }
+        Ok(())
+    }
+
+    fn finish(&self, manifest: &VerifiedManifest) -> Result<(), BackupError> {
+        if hex::encode(self.frontier.root()) != manifest.merkle_root {
+            return Err(BackupError::BadManifest(format!(
+                "snapshot {}: Merkle root does not match the entries",
+                manifest.snapshot
+            )));
+        }
+        if self.bytes != manifest.bytes {
+            return Err(BackupError::BadManifest(format!(
+                "snapshot {}: entries do not add up to its size",
+                manifest.snapshot
+            )));
+        }
+        Ok(())
     }
 }
 

@@ -20,7 +20,9 @@ use sha2::{Digest, Sha256};
 
 use vault_crypto::signing::PublicKey;
 
-use super::manifest::{Entry, VerifiedManifest, KEYSTORE_ENTRY};
+use std::collections::{HashMap, HashSet};
+
+use super::manifest::{Entry, Location, VerifiedManifest, KEYSTORE_ENTRY};
 use super::repo::Repository;
 use super::snapshot::hash_stream;
 use super::tombstones::{self, Tombstones};
@@ -207,28 +209,6 @@ impl RestorePlan {
     pub fn deleted(&self) -> &Tombstones {
         &self.deleted
     }
-
-    /// The entries restored: every entry but the objects of deleted documents, and
-    /// the tombstones that only newer snapshots hold.
-    fn entries(&self) -> Vec<Entry> {
-        let own: std::collections::HashSet<&str> = self
-            .manifest
-            .entries
-            .iter()
-            .map(|e| e.name.as_str())
-            .collect();
-        self.manifest
-            .entries
-            .iter()
-            .filter(|e| !self.deleted.covers(&e.name))
-            .chain(
-                self.deleted
-                    .entries()
-                    .filter(|e| !own.contains(e.name.as_str())),
-            )
-            .cloned()
-            .collect()
-    }
 }
 
 /// Plans the restore of `manifest`: checks that the repository's record names
@@ -247,8 +227,9 @@ pub async fn plan(
     Ok(RestorePlan { manifest, deleted })
 }
 
-/// Restores a planned snapshot into `target`. Mismatching objects are reported
-/// (and left out); other failures stop the restore.
+/// Restores a planned snapshot into `target`, a chunk of its manifest at a
+/// time. Mismatching objects are reported (and left out); other failures stop
+/// the restore.
 pub async fn restore(
     repo: &Repository,
     plan: &RestorePlan,
@@ -260,42 +241,161 @@ pub async fn restore(
         return Err(BackupError::TargetNotEmpty);
     }
     let manifest = plan.manifest();
-    let entries = plan.entries();
-    progress.start(
-        "restore",
-        entries.len() as u64,
-        entries.iter().map(|e| e.size).sum(),
-    );
-    let left_out = manifest
-        .entries
-        .iter()
-        .filter(|e| plan.deleted.covers(&e.name))
-        .count() as u64;
-    let results: Vec<(String, u64, Result<bool, BackupError>)> = futures::stream::iter(entries)
-        .map(|entry| async move {
-            // A retry may find what its earlier try wrote: checked by hash.
-            let result = retry_transient(&entry.name, BackupError::is_transient, |n| {
-                restore_object(repo, target, &entry, n > 1)
+    progress.start("restore", manifest.objects, manifest.bytes);
+    let mut report = RestoreReport {
+        snapshot: manifest.snapshot.clone(),
+        ..RestoreReport::default()
+    };
+    let relocations = repo.relocations().await?;
+    let mut own_tombstones = HashSet::new();
+    let mut deleted_documents = HashSet::new();
+    let mut chunks = repo.entries(manifest);
+    while let Some(chunk) = chunks.next().await {
+        let mut wanted = Vec::new();
+        for entry in chunk? {
+            if ObjectName::tombstone_of(&entry.name).is_some() {
+                own_tombstones.insert(entry.name.clone());
+            }
+            if plan.deleted.covers(&entry.name) {
+                report.deleted_objects_left_out += 1;
+                if let Some(document) = ObjectName::document_object_of(&entry.name) {
+                    deleted_documents.insert((document.0.to_owned(), document.1));
+                }
+            } else {
+                let location = relocations.locate(&entry.location)?;
+                wanted.push(Entry { location, ..entry });
+            }
+        }
+        restore_entries(repo, target, wanted, progress, &mut report).await?;
+    }
+    // The tombstones only newer snapshots hold.
+    let newer: Vec<Entry> = plan
+        .deleted
+        .entries()
+        .filter(|e| !own_tombstones.contains(&e.name))
+        .map(|e| {
+            Ok(Entry {
+                location: relocations.locate(&e.location)?,
+                ..e.clone()
             })
-            .await;
-            progress.advance(entry.size);
-            (entry.name.clone(), entry.size, result)
         })
-        .buffer_unordered(CONCURRENCY)
-        .collect()
-        .await;
+        .collect::<Result<_, BackupError>>()?;
+    restore_entries(repo, target, newer, progress, &mut report).await?;
     progress.finish();
     // Everything written is durable before the restore says it is done. (A machine
     // crash before this may leave torn objects; a resumed restore finds them by
     // their hash and refuses them, so the restore is then started anew.)
     target.store.sync().await?;
-    let mut report = RestoreReport {
-        snapshot: manifest.snapshot.clone(),
-        deleted_documents_left_out: count_documents(manifest, &plan.deleted),
-        deleted_objects_left_out: left_out,
-        ..RestoreReport::default()
-    };
-    for (name, size, result) in results {
+    report.deleted_documents_left_out = deleted_documents.len() as u64;
+    report.mismatches.sort();
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// One object's restore: its name, size, and whether it was already there.
+type Outcome = (String, u64, Result<bool, BackupError>);
+
+/// Packed objects closer than this in one pack are read in one range.
+const RANGE_GAP: u64 = 1 << 20;
+/// The longest range read at once.
+const RANGE_MAX: u64 = 32 << 20;
+/// Ranges (or whole objects) read at once.
+const READS_AT_ONCE: usize = 8;
+
+/// What one read brings: a range of a pack holding some entries, or an object
+/// stored whole.
+enum Read {
+    Range {
+        pack: String,
+        start: u64,
+        end: u64,
+        /// Each entry with its offset in the pack.
+        entries: Vec<(u64, Entry)>,
+    },
+    Whole(Entry),
+}
+
+/// Groups entries into reads: a pack's entries by offset, neighbours merged.
+fn plan_reads(entries: Vec<Entry>) -> Vec<Read> {
+    let mut by_pack: HashMap<String, Vec<(u64, Entry)>> = HashMap::new();
+    let mut reads = Vec::new();
+    for entry in entries {
+        match &entry.location {
+            Location::Whole => reads.push(Read::Whole(entry)),
+            Location::Packed { pack, offset } => {
+                let (pack, offset) = (pack.clone(), *offset);
+                by_pack.entry(pack).or_default().push((offset, entry));
+            }
+        }
+    }
+    for (pack, mut packed) in by_pack {
+        packed.sort_by_key(|(offset, _)| *offset);
+        let mut current: Option<Read> = None;
+        for (offset, entry) in packed {
+            let end = offset.saturating_add(entry.size);
+            if let Some(Read::Range {
+                start,
+                end: range_end,
+                entries,
+                ..
+            }) = &mut current
+            {
+                if offset >= *range_end
+                    && offset - *range_end <= RANGE_GAP
+                    && end - *start <= RANGE_MAX
+                {
+                    *range_end = end;
+                    entries.push((offset, entry));
+                    continue;
+                }
+            }
+            if let Some(done) = current.take() {
+                reads.push(done);
+            }
+            current = Some(Read::Range {
+                pack: pack.clone(),
+                start: offset,
+                end,
+                entries: vec![(offset, entry)],
+            });
+        }
+        reads.extend(current);
+    }
+    reads
+}
+
+/// Restores entries, [`READS_AT_ONCE`] reads at a time, into the report.
+async fn restore_entries(
+    repo: &Repository,
+    target: &Target<'_>,
+    entries: Vec<Entry>,
+    progress: &dyn Progress,
+    report: &mut RestoreReport,
+) -> Result<(), BackupError> {
+    let results: Vec<Vec<Outcome>> = futures::stream::iter(plan_reads(entries))
+        .map(|read| async move {
+            match read {
+                Read::Whole(entry) => {
+                    // A retry may find what its earlier try wrote: checked by hash.
+                    let result = retry_transient(&entry.name, BackupError::is_transient, |n| {
+                        restore_object(repo, target, &entry, n > 1)
+                    })
+                    .await;
+                    progress.advance(entry.size);
+                    vec![(entry.name, entry.size, result)]
+                }
+                Read::Range {
+                    pack,
+                    start,
+                    end,
+                    entries,
+                } => restore_range(repo, target, &pack, start..end, entries, progress).await,
+            }
+        })
+        .buffer_unordered(READS_AT_ONCE)
+        .collect()
+        .await;
+    for (name, size, result) in results.into_iter().flatten() {
         match result {
             Ok(present) => {
                 report.objects += 1;
@@ -308,20 +408,118 @@ pub async fn restore(
             Err(e) => return Err(e),
         }
     }
-    report.mismatches.sort();
-    report.seconds = started.elapsed().as_secs_f64();
-    Ok(report)
+    Ok(())
 }
 
-/// Deleted documents that have objects in the snapshot.
-fn count_documents(manifest: &VerifiedManifest, deleted: &Tombstones) -> u64 {
-    let documents: std::collections::HashSet<_> = manifest
-        .entries
-        .iter()
-        .filter(|e| deleted.covers(&e.name))
-        .filter_map(|e| ObjectName::document_object_of(&e.name))
-        .collect();
-    documents.len() as u64
+/// Reads one range of a pack and restores the entries in it, each checked
+/// against its hash before it is written.
+async fn restore_range(
+    repo: &Repository,
+    target: &Target<'_>,
+    pack: &str,
+    range: std::ops::Range<u64>,
+    entries: Vec<(u64, Entry)>,
+    progress: &dyn Progress,
+) -> Vec<Outcome> {
+    let name = ObjectName::backup_pack(pack);
+    let len = (range.end - range.start) as usize;
+    let fetched = retry_transient(name.as_str(), BackupError::is_transient, |_| {
+        let range = range.clone();
+        let name = &name;
+        async move {
+            let stream = repo.store.get_range(name, range).await?;
+            Ok::<_, BackupError>(crate::storage::collect(stream, len).await?)
+        }
+    })
+    .await;
+    let bytes = match fetched {
+        Ok(bytes) if bytes.len() == len => Ok(bytes),
+        Ok(_) => Err(format!("pack {pack} is shorter than the manifest says")),
+        Err(BackupError::Storage(StorageError::NotFound(_))) => {
+            Err(format!("pack {pack} is missing from the repository"))
+        }
+        Err(e) => {
+            let e = Arc::new(e);
+            return entries
+                .into_iter()
+                .map(|(_, entry)| {
+                    (
+                        entry.name,
+                        entry.size,
+                        Err(BackupError::Storage(StorageError::Backend(e.to_string()))),
+                    )
+                })
+                .collect();
+        }
+    };
+    futures::stream::iter(entries)
+        .map(|(offset, entry)| {
+            let bytes = bytes.clone();
+            let start = range.start;
+            async move {
+                let result = match bytes {
+                    Err(problem) => Err(BackupError::Mismatch {
+                        name: entry.name.clone(),
+                        problem,
+                    }),
+                    Ok(bytes) => {
+                        let from = (offset - start) as usize;
+                        let object = bytes.slice(from..from + entry.size as usize);
+                        retry_transient(&entry.name, BackupError::is_transient, |n| {
+                            write_object(target, &entry, object.clone(), n > 1)
+                        })
+                        .await
+                    }
+                };
+                progress.advance(entry.size);
+                (entry.name, entry.size, result)
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await
+}
+
+/// Writes one object's bytes (already read) after checking their hash;
+/// `retrying` lets a copy already in the target count when its hash is right.
+async fn write_object(
+    target: &Target<'_>,
+    entry: &Entry,
+    bytes: bytes::Bytes,
+    retrying: bool,
+) -> Result<bool, BackupError> {
+    let mismatch = |problem: &str| BackupError::Mismatch {
+        name: entry.name.clone(),
+        problem: problem.to_owned(),
+    };
+    if sha256_hex(&bytes) != entry.sha256 {
+        return Err(mismatch("bytes do not match the manifest's SHA-256"));
+    }
+    if entry.name == KEYSTORE_ENTRY {
+        let Some(path) = &target.keystore_file else {
+            return Err(BackupError::Invalid(
+                "the snapshot holds the local keystore: give a data directory for it".into(),
+            ));
+        };
+        return write_keystore(path, &bytes, target.allow_non_empty || retrying);
+    }
+    let name = ObjectName::parse(&entry.name).ok_or_else(|| mismatch("not a valid object name"))?;
+    let body: ByteStream = Box::pin(futures::stream::once(async move { Ok(bytes) }));
+    match target.store.put_new_deferred(&name, body).await {
+        Ok(_) => {
+            crate::failpoints::crash_point(crate::failpoints::RESTORE_AFTER_OBJECT);
+            Ok(false)
+        }
+        Err(StorageError::AlreadyExists(_)) if target.allow_non_empty || retrying => {
+            let (sha, _) = hash_stream(target.store.get(&name).await?).await?;
+            if sha == entry.sha256 {
+                Ok(true)
+            } else {
+                Err(mismatch("the target holds different bytes under this name"))
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 #[cfg(test)]
@@ -362,6 +560,7 @@ mod tests {
             name: name.as_str().to_owned(),
             size: content.len() as u64,
             sha256: sha,
+            location: Location::Whole,
         }
     }
 

@@ -11,13 +11,18 @@
 //! snapshot whole (at worst some unreferenced data, removed by the next prune).
 //! It must not run while a backup runs: the server holds one lock for both.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use futures::StreamExt;
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use vault_crypto::signing::PublicKey;
 
+use super::manifest::{Body, Location, VerifiedManifest};
+use super::pack::{PackBuilder, Relocation, Relocations};
 use super::repo::Repository;
+use super::sha256_hex;
 use super::BackupError;
 use crate::storage::ObjectName;
 
@@ -99,10 +104,15 @@ pub struct PruneReport {
     pub removed: Vec<String>,
     /// Snapshots a rule would remove but a legal hold or Object Lock keeps.
     pub protected: Vec<String>,
-    /// Data objects deleted.
+    /// Repository objects deleted (packs, manifest chunks, whole objects).
     pub data_objects_deleted: u64,
     /// Their bytes.
     pub bytes_freed: u64,
+    /// Packs rewritten without their unnamed blobs.
+    pub packs_repacked: u64,
+    /// Bytes of kept packs that no remaining snapshot names (below the repack
+    /// threshold, or under Object Lock).
+    pub bytes_unreferenced_in_kept_packs: u64,
 }
 
 /// Applies `policy` to the repository.
@@ -123,30 +133,268 @@ pub async fn prune(
         .collect();
     let kept_by_rules = select_kept(&listed, policy, now);
     let mut report = PruneReport::default();
-    let mut referenced = HashSet::new();
-    for manifest in &manifests {
-        let id = &manifest.snapshot;
+    let mut kept = Vec::new();
+    for manifest in manifests {
+        let id = manifest.snapshot.clone();
         let locked = manifest.lock.as_ref().is_some_and(|l| l.retain_until > now);
-        if kept_by_rules.contains(id) || holds.contains(id) || locked {
-            if !kept_by_rules.contains(id) {
+        if kept_by_rules.contains(&id) || holds.contains(&id) || locked {
+            if !kept_by_rules.contains(&id) {
                 report.protected.push(id.clone());
             }
-            report.kept.push(id.clone());
-            referenced.extend(manifest.entries.iter().map(|e| e.sha256.clone()));
+            report.kept.push(id);
+            kept.push(manifest);
         } else {
-            repo.store.delete(&ObjectName::backup_snapshot(id)).await?;
-            report.removed.push(id.clone());
+            repo.store.delete(&ObjectName::backup_snapshot(&id)).await?;
+            report.removed.push(id);
         }
     }
-    // Only now, with the forgotten manifests gone, remove what nothing references.
+    // Only now, with the forgotten manifests gone, find what the rest name (a
+    // chunk that cannot be read stops the prune before anything is deleted).
+    let relocations = repo.relocations().await?;
+    let live = Live::collect(repo, &kept, &relocations, now).await?;
     for (sha, size) in repo.data_objects().await? {
-        if !referenced.contains(&sha) {
+        if !live.whole.contains(&sha) {
             repo.store.delete(&ObjectName::backup_data(&sha)).await?;
             report.data_objects_deleted += 1;
             report.bytes_freed += size;
         }
     }
+    for (sha, size) in repo.chunks().await? {
+        if !live.chunks.contains(&sha) {
+            repo.store.delete(&ObjectName::backup_chunk(&sha)).await?;
+            report.data_objects_deleted += 1;
+            report.bytes_freed += size;
+        }
+    }
+    let mut candidates = Vec::new();
+    for (sha, size) in repo.packs().await? {
+        match live.packs.get(&sha) {
+            // Nothing names it: a forgotten snapshot's, a repacked one, or an
+            // interrupted run's.
+            None => {
+                repo.store.delete(&ObjectName::backup_pack(&sha)).await?;
+                report.data_objects_deleted += 1;
+                report.bytes_freed += size;
+            }
+            Some(named) => {
+                let unused = size.saturating_sub(*named);
+                if unused * 100 > size * u64::from(REPACK_UNUSED_PERCENT)
+                    && !live.locked_packs.contains(&sha)
+                {
+                    candidates.push((sha, size));
+                } else {
+                    report.bytes_unreferenced_in_kept_packs += unused;
+                }
+            }
+        }
+    }
+    // Relocation records no remaining entry goes through.
+    for pack in relocations.packs() {
+        if !live.relocations_used.contains(pack) {
+            repo.store
+                .delete(&ObjectName::backup_relocation(pack))
+                .await?;
+        }
+    }
+    if !candidates.is_empty() {
+        repack(repo, &kept, &relocations, candidates, &mut report).await?;
+    }
     Ok(report)
+}
+
+/// A pack is repacked when more than this share of its bytes is named by no
+/// remaining snapshot (restic's `prune` weighs the same trade: rewriting
+/// costs reads and writes, unused bytes cost storage).
+pub const REPACK_UNUSED_PERCENT: u32 = 50;
+
+/// What the kept snapshots name, their entries followed through the
+/// relocation records to where the objects are now.
+struct Live {
+    /// Named bytes per pack.
+    packs: HashMap<String, u64>,
+    /// Packs a snapshot under Object Lock names (never repacked: their
+    /// retention is a promise).
+    locked_packs: HashSet<String>,
+    whole: HashSet<String>,
+    chunks: HashSet<String>,
+    /// Relocation records some entry goes through.
+    relocations_used: HashSet<String>,
+}
+
+impl Live {
+    async fn collect(
+        repo: &Repository,
+        kept: &[VerifiedManifest],
+        relocations: &Relocations,
+        now: OffsetDateTime,
+    ) -> Result<Live, BackupError> {
+        let mut live = Live {
+            packs: HashMap::new(),
+            locked_packs: HashSet::new(),
+            whole: HashSet::new(),
+            chunks: HashSet::new(),
+            relocations_used: HashSet::new(),
+        };
+        for manifest in kept {
+            let locked = manifest.lock.as_ref().is_some_and(|l| l.retain_until > now);
+            if let Body::Chunks(refs) = manifest.body() {
+                live.chunks.extend(refs.iter().map(|c| c.sha256.clone()));
+            }
+            // An object two snapshots name counts once per pack and offset.
+            let mut counted: HashSet<(String, u64)> = HashSet::new();
+            let mut entries = repo.entries(manifest);
+            while let Some(chunk) = entries.next().await {
+                for entry in chunk? {
+                    match &entry.location {
+                        Location::Whole => {
+                            live.whole.insert(entry.sha256);
+                        }
+                        Location::Packed { pack, offset } => {
+                            let (pack, offset) = relocations.resolve(pack, *offset, |hop| {
+                                if !live.relocations_used.contains(hop) {
+                                    live.relocations_used.insert(hop.to_owned());
+                                }
+                            })?;
+                            if locked {
+                                live.locked_packs.insert(pack.to_owned());
+                            }
+                            if counted.insert((pack.to_owned(), offset)) {
+                                *live.packs.entry(pack.to_owned()).or_default() += entry.size;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(live)
+    }
+}
+
+/// Repacks `candidates`: copies the blobs still named into new packs (each
+/// checked against its hash on the way), makes them durable, writes a
+/// relocation record per old pack and makes those durable, and only then
+/// deletes the old packs. Interrupted at any point, every snapshot still
+/// reads: before the records, the new packs are unreferenced (the next prune
+/// deletes them); after, readers follow the records and the old packs are
+/// named by nothing (the next prune deletes them).
+async fn repack(
+    repo: &Repository,
+    kept: &[VerifiedManifest],
+    relocations: &Relocations,
+    candidates: Vec<(String, u64)>,
+    report: &mut PruneReport,
+) -> Result<(), BackupError> {
+    let chosen: HashSet<String> = candidates.iter().map(|(sha, _)| sha.clone()).collect();
+    // old pack -> offset -> (length, hash): the blobs still named.
+    let mut named: HashMap<String, BTreeMap<u64, (u64, String)>> = HashMap::new();
+    for manifest in kept {
+        let mut entries = repo.entries(manifest);
+        while let Some(chunk) = entries.next().await {
+            for entry in chunk? {
+                if let Location::Packed { pack, offset } = &entry.location {
+                    let (pack, offset) = relocations.resolve(pack, *offset, |_| {})?;
+                    if chosen.contains(pack) {
+                        named
+                            .entry(pack.to_owned())
+                            .or_default()
+                            .insert(offset, (entry.size, entry.sha256.clone()));
+                    }
+                }
+            }
+        }
+    }
+    let mut builder = PackBuilder::new();
+    // (old pack, old offset, new offset) of the blobs in `builder`.
+    let mut in_builder: Vec<(String, u64, u64)> = Vec::new();
+    let mut records: HashMap<String, Relocation> = HashMap::new();
+    let mut written_bytes = 0u64;
+    for (old, size) in &candidates {
+        let bytes = repo
+            .store
+            .get_bytes(&ObjectName::backup_pack(old))
+            .await?
+            .ok_or_else(|| BackupError::BadPack(format!("pack {old} vanished during prune")))?;
+        records.entry(old.clone()).or_default();
+        for (offset, (length, sha)) in named.remove(old).unwrap_or_default() {
+            let range = offset as usize..(offset + length) as usize;
+            let blob = bytes.get(range).ok_or_else(|| {
+                BackupError::BadPack(format!("pack {old} is shorter than its entries say"))
+            })?;
+            // Never copy damaged bytes under a good name: stop, and leave the
+            // pack for verify to report.
+            if sha256_hex(blob) != sha {
+                return Err(BackupError::BadPack(format!(
+                    "pack {old}: the blob at offset {offset} does not match its hash; run backup verify --read-data"
+                )));
+            }
+            let mut digest = [0u8; 32];
+            hex::decode_to_slice(&sha, &mut digest)
+                .map_err(|_| BackupError::Internal("entry hash".into()))?;
+            let new_offset = builder.add(digest, blob);
+            in_builder.push((old.clone(), offset, new_offset));
+            if builder.is_full() {
+                written_bytes += write_pack(
+                    repo,
+                    std::mem::take(&mut builder),
+                    &mut in_builder,
+                    &mut records,
+                )
+                .await?;
+            }
+        }
+        report.bytes_freed += size;
+        report.packs_repacked += 1;
+    }
+    if !builder.is_empty() {
+        written_bytes += write_pack(repo, builder, &mut in_builder, &mut records).await?;
+    }
+    report.bytes_freed = report.bytes_freed.saturating_sub(written_bytes);
+    repo.store.sync().await?;
+    crate::failpoints::crash_point(crate::failpoints::PRUNE_AFTER_REPACKED_PACKS);
+    for (old, record) in &records {
+        repo.store
+            .put_new_deferred(
+                &ObjectName::backup_relocation(old),
+                Box::pin(futures::stream::once(futures::future::ready(Ok(
+                    bytes::Bytes::from(record.encode()),
+                )))),
+            )
+            .await?;
+    }
+    repo.store.sync().await?;
+    crate::failpoints::crash_point(crate::failpoints::PRUNE_AFTER_RELOCATIONS);
+    for old in records.keys() {
+        repo.store.delete(&ObjectName::backup_pack(old)).await?;
+        report.data_objects_deleted += 1;
+    }
+    Ok(())
+}
+
+/// Seals and writes a repacked pack; records where its blobs came from.
+async fn write_pack(
+    repo: &Repository,
+    builder: PackBuilder,
+    in_builder: &mut Vec<(String, u64, u64)>,
+    records: &mut HashMap<String, Relocation>,
+) -> Result<u64, BackupError> {
+    let sealed = builder.seal();
+    let size = sealed.bytes.len() as u64;
+    super::snapshot::put_content(
+        repo.store.as_ref(),
+        &ObjectName::backup_pack(&sealed.sha256),
+        &sealed.sha256,
+        sealed.bytes,
+        false,
+    )
+    .await?;
+    for (old, old_offset, new_offset) in in_builder.drain(..) {
+        records
+            .entry(old)
+            .or_default()
+            .moves
+            .push((old_offset, sealed.sha256.clone(), new_offset));
+    }
+    Ok(size)
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use time::OffsetDateTime;
 use vault_crypto::TenantId;
 
 use super::lock::{holder_name, RepoLock};
-use super::manifest::Manifest;
+use super::manifest::SnapshotInfo;
 use super::repo::Repository;
 use super::retention::PruneReport;
 use super::snapshot::{Selection, Source};
@@ -284,7 +284,7 @@ fn selection(config: &BackupConfig) -> Result<Selection, BackupError> {
 }
 
 impl BackupService {
-    fn record_success(&self, manifest: &Manifest, seconds: f64) {
+    fn record_success(&self, manifest: &SnapshotInfo, seconds: f64) {
         let metrics = &self.metrics;
         metrics
             .backup_last_success
@@ -293,7 +293,7 @@ impl BackupService {
         metrics.backup_last_duration_seconds.set(seconds);
         metrics
             .backup_last_size
-            .set(i64::try_from(manifest.total_bytes()).unwrap_or(i64::MAX));
+            .set(i64::try_from(manifest.bytes).unwrap_or(i64::MAX));
         metrics
             .backup_last_added
             .set(i64::try_from(manifest.bytes_added).unwrap_or(i64::MAX));
@@ -307,9 +307,9 @@ impl BackupService {
                 skipped: false,
                 finished_at: manifest.finished_at,
                 seconds,
-                bytes: manifest.total_bytes(),
+                bytes: manifest.bytes,
                 bytes_added: manifest.bytes_added,
-                objects: manifest.entries.len() as u64,
+                objects: manifest.objects,
             });
         });
     }
@@ -317,7 +317,11 @@ impl BackupService {
     /// Runs one backup now (waiting for nothing: `Busy` when one is running), then
     /// applies the retention rules when `prune` is set. Records the outcome in the
     /// system audit log (and fails if that record cannot be written).
-    pub async fn run_backup(&self, trigger: &str, prune: bool) -> Result<Manifest, BackupError> {
+    pub async fn run_backup(
+        &self,
+        trigger: &str,
+        prune: bool,
+    ) -> Result<SnapshotInfo, BackupError> {
         let service = self;
         let _guard = service.lock.try_lock().map_err(|_| BackupError::Busy)?;
         if trigger == SCHEDULE {
@@ -370,8 +374,8 @@ impl BackupService {
                     format!(
                         "snapshot {} objects {} bytes {} added {}{}",
                         manifest.snapshot,
-                        manifest.entries.len(),
-                        manifest.total_bytes(),
+                        manifest.objects,
+                        manifest.bytes,
                         manifest.bytes_added,
                         pruned
                             .as_ref()
@@ -429,7 +433,7 @@ impl BackupService {
         repo: &Repository,
         progress: &StatusProgress<'_>,
         prune: bool,
-    ) -> Result<(Manifest, Option<PruneReport>), BackupError> {
+    ) -> Result<(SnapshotInfo, Option<PruneReport>), BackupError> {
         let service = self;
         let source = Source {
             store: self.store.as_ref(),
@@ -528,7 +532,7 @@ impl BackupService {
                 m.backup_last_success
                     .set(manifest.finished_at.unix_timestamp());
                 m.backup_last_size
-                    .set(i64::try_from(manifest.total_bytes()).unwrap_or(i64::MAX));
+                    .set(i64::try_from(manifest.bytes).unwrap_or(i64::MAX));
                 m.backup_last_added
                     .set(i64::try_from(manifest.bytes_added).unwrap_or(i64::MAX));
                 let duration = manifest.finished_at - manifest.created_at;

@@ -68,10 +68,10 @@ impl Tombstones {
         self.deleted.is_empty()
     }
 
-    /// Documents per tenant that restoring `entries` (a manifest's) brings back:
-    /// the `meta` objects, less those of documents deleted here.
-    pub fn documents_per_tenant(&self, entries: &[Entry]) -> BTreeMap<String, u64> {
-        let mut counts = BTreeMap::new();
+    /// Counts, per tenant, the documents that restoring `entries` (a chunk of a
+    /// manifest's) brings back: the `meta` objects, less those of documents
+    /// deleted here.
+    pub fn count_documents(&self, entries: &[Entry], counts: &mut BTreeMap<String, u64>) {
         for entry in entries {
             if let Some(rest) = entry.name.strip_prefix("tenants/") {
                 if let Some((tenant, doc)) = rest.split_once("/docs/") {
@@ -81,7 +81,6 @@ impl Tombstones {
                 }
             }
         }
-        counts
     }
 }
 
@@ -108,13 +107,26 @@ pub async fn collect(
     snapshot: &VerifiedManifest,
 ) -> Result<Tombstones, BackupError> {
     let mut deleted = Tombstones::default();
-    deleted.add_entries(&snapshot.entries);
+    add_snapshot(repo, snapshot, &mut deleted).await?;
     let ids = repo.snapshot_ids().await?;
     for id in newer_snapshots(&ids, &snapshot.snapshot) {
         let newer = repo.manifest(id, vault_key).await?;
-        deleted.add_entries(&newer.entries);
+        add_snapshot(repo, &newer, &mut deleted).await?;
     }
     Ok(deleted)
+}
+
+/// Adds the tombstones a snapshot names, reading its entries a chunk at a time.
+async fn add_snapshot(
+    repo: &Repository,
+    manifest: &VerifiedManifest,
+    deleted: &mut Tombstones,
+) -> Result<(), BackupError> {
+    let mut chunks = repo.entries(manifest);
+    while let Some(chunk) = futures::StreamExt::next(&mut chunks).await {
+        deleted.add_entries(&chunk?);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -134,6 +146,7 @@ pub(crate) mod tests {
             name: name.as_str().to_owned(),
             size: 10,
             sha256: "a".repeat(64),
+            location: crate::backup::manifest::Location::Whole,
         }
     }
 
@@ -229,15 +242,14 @@ pub(crate) mod tests {
         entries.extend(document(&acme, &b));
         let first = manifest(&key, "20260101-000000-00000001", entries);
         let mut deleted = Tombstones::default();
-        assert_eq!(
-            deleted.documents_per_tenant(&first.entries).get("acme"),
-            Some(&2)
-        );
+        let count = |deleted: &Tombstones| {
+            let mut counts = BTreeMap::new();
+            deleted.count_documents(&first.entries, &mut counts);
+            counts.get("acme").copied()
+        };
+        assert_eq!(count(&deleted), Some(2));
         deleted.add_entries(&[entry(&ObjectName::tombstone(&acme, &a))]);
-        assert_eq!(
-            deleted.documents_per_tenant(&first.entries).get("acme"),
-            Some(&1)
-        );
+        assert_eq!(count(&deleted), Some(1));
     }
 
     async fn repository(dir: &std::path::Path) -> Repository {

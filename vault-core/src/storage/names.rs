@@ -293,6 +293,15 @@ impl ObjectName {
     /// Prefix of a backup repository's data objects.
     pub const BACKUP_DATA_PREFIX: &'static str = "data/";
 
+    /// Prefix of a backup repository's packs (format v2).
+    pub const BACKUP_PACKS_PREFIX: &'static str = "packs/";
+
+    /// Prefix of a backup repository's manifest chunks (format v2).
+    pub const BACKUP_CHUNKS_PREFIX: &'static str = "chunks/";
+
+    /// Prefix of a backup repository's relocation records (format v2).
+    pub const BACKUP_RELOCATIONS_PREFIX: &'static str = "relocations/";
+
     /// Prefix of a backup repository's legal holds.
     pub const BACKUP_HOLDS_PREFIX: &'static str = "holds/";
 
@@ -366,6 +375,24 @@ impl ObjectName {
     pub fn backup_data(sha256_hex: &str) -> Self {
         let fan_out = sha256_hex.get(..2).unwrap_or("00");
         Self::new(format!("data/{fan_out}/{sha256_hex}"))
+    }
+
+    /// A pack of a backup repository, named by its hash.
+    pub fn backup_pack(sha256_hex: &str) -> Self {
+        let fan_out = sha256_hex.get(..2).unwrap_or("00");
+        Self::new(format!("packs/{fan_out}/{sha256_hex}"))
+    }
+
+    /// A manifest chunk of a backup repository, named by its hash.
+    pub fn backup_chunk(sha256_hex: &str) -> Self {
+        let fan_out = sha256_hex.get(..2).unwrap_or("00");
+        Self::new(format!("chunks/{fan_out}/{sha256_hex}"))
+    }
+
+    /// Where a repacked pack's blobs went, named by the old pack's hash.
+    pub fn backup_relocation(pack_sha256_hex: &str) -> Self {
+        let fan_out = pack_sha256_hex.get(..2).unwrap_or("00");
+        Self::new(format!("relocations/{fan_out}/{pack_sha256_hex}"))
     }
 
     /// The last path component (a snapshot id, a hash).
