@@ -219,6 +219,8 @@ pub async fn run(launch: &Launch, settings: &ChaosSettings) -> anyhow::Result<Ch
         ),
         s3_storage: String::new(),
         search: String::new(),
+        backup_config: String::new(),
+        backup_s3: false,
     };
     let mut _moto = None;
     let mut proxy = None;

@@ -15,6 +15,7 @@
 //! machine's facts as JSON (`--out`). `--quick` is a small run (under two minutes
 //! with debug builds) that CI runs.
 
+mod backups;
 mod baseline;
 mod bench;
 mod chaos;
@@ -93,6 +94,16 @@ struct Options {
     /// complete searches (page cache dropped first, as root).
     #[arg(long)]
     growth: bool,
+    /// Instead of the full run: backups against restic and Borg (issue 20) on a
+    /// vault of --docs documents (default 100,000; quick 2,000): full, +1 %,
+    /// restore, verify reading all data, a backup after deleting 10 % and a
+    /// prune; repository size and objects; peak memory.
+    #[arg(long)]
+    backups: bool,
+    /// Where --backups keeps the repositories: a directory of the run, or a
+    /// bucket on moto (the vault and restic; Borg has no S3 backend).
+    #[arg(long, value_enum, default_value = "fs")]
+    backup_repo: Backend,
     /// Seconds of chaos load (overrides the default of --chaos).
     #[arg(long)]
     chaos_seconds: Option<u64>,
@@ -180,6 +191,8 @@ async fn measure(
             limits: String::new(),
             s3_storage: String::new(),
             search: String::new(),
+            backup_config: String::new(),
+            backup_s3: false,
         };
         let mut settings = chaos::ChaosSettings::new(options.backend, options.quick);
         if let Some(seconds) = options.chaos_seconds {
@@ -202,6 +215,41 @@ async fn measure(
         );
         return Ok(());
     }
+    if options.backups {
+        anyhow::ensure!(
+            options.backend == server::Backend::Fs,
+            "--backups backs up the filesystem store (restic and Borg read its files): leave --backend at fs and choose --backup-repo"
+        );
+        let launch = server::Launch {
+            binary,
+            backend: options.backend,
+            moto_url: options.moto_url.clone(),
+            work_dir: work.to_owned(),
+            limits: String::new(),
+            s3_storage: String::new(),
+            search: String::new(),
+            backup_config: String::new(),
+            backup_s3: false,
+        };
+        let documents = options
+            .docs
+            .unwrap_or(if options.quick { 2_000 } else { 100_000 });
+        let report = backups::run(
+            &launch,
+            documents,
+            options.backup_repo == server::Backend::S3,
+        )
+        .await?;
+        println!("{}", backups::markdown(&report));
+        std::fs::write(&options.out, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("write {}", options.out.display()))?;
+        eprintln!(
+            "results: {} ({:.0} s)",
+            options.out.display(),
+            started.elapsed().as_secs_f64()
+        );
+        return Ok(());
+    }
     if let Some(replicas) = options.replicas {
         anyhow::ensure!(
             options.backend == server::Backend::S3,
@@ -215,6 +263,8 @@ async fn measure(
             limits: String::new(),
             s3_storage: String::new(),
             search: String::new(),
+            backup_config: String::new(),
+            backup_s3: false,
         };
         let documents = options
             .docs
@@ -288,6 +338,8 @@ async fn measure(
         limits: String::new(),
         s3_storage: String::new(),
         search: String::new(),
+        backup_config: String::new(),
+        backup_s3: false,
     };
     let server = server::Server::start(&launch).await?;
     let bench = bench::Bench::new(settings.clone(), server, launch, work, shared_data).await?;

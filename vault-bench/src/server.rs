@@ -157,6 +157,11 @@ pub struct Launch {
     pub s3_storage: String,
     /// `key = value` lines for the `[search]` table.
     pub search: String,
+    /// More lines after the `[backup]` table's `target` (its keys, then
+    /// subtables such as `[backup.retention]`).
+    pub backup_config: String,
+    /// Back up to a bucket on moto instead of a directory of the run.
+    pub backup_s3: bool,
 }
 
 /// The running server.
@@ -179,6 +184,8 @@ pub struct Server {
     pub http: reqwest::Client,
     /// Its bucket on moto (`Backend::S3`).
     pub bucket: Option<String>,
+    /// The bucket its backups go to (`Launch::backup_s3`).
+    pub backup_bucket: Option<String>,
     /// Where it runs (to start replicas of it, or itself again).
     place: Place,
 }
@@ -255,10 +262,32 @@ impl Server {
             moto_url = Some(url);
             bucket_name = Some(bucket);
         }
-        // The vault's own backups go to a directory of the run (vault_backup.rs).
-        config.push_str(&format!(
-            "[backup]\ntarget = {:?}\n",
+        // The vault's own backups go to a directory of the run (vault_backup.rs),
+        // or to a bucket of their own on moto.
+        let mut backup_bucket = None;
+        let target = if launch.backup_s3 {
+            let url = match &moto_url {
+                Some(url) => url.clone(),
+                None => {
+                    let (started, url) = Moto::start(&launch.work_dir)?;
+                    moto = Some(started);
+                    moto_url = Some(url.clone());
+                    url
+                }
+            };
+            let bucket = format!("vault-bench-backups-{}", std::process::id());
+            let r = http.put(format!("{url}/{bucket}")).send().await?;
+            if !r.status().is_success() {
+                bail!("moto refused to create bucket {bucket}: {}", r.status());
+            }
+            backup_bucket = Some(bucket.clone());
+            format!("s3://{bucket}/vault-repo")
+        } else {
             backup_repository(&launch.work_dir).display().to_string()
+        };
+        config.push_str(&format!(
+            "[backup]\ntarget = {target:?}\n{}",
+            launch.backup_config
         ));
         let config_path = launch.work_dir.join("vault.toml");
         std::fs::write(&config_path, &config)?;
@@ -275,6 +304,7 @@ impl Server {
         .await?;
         server._moto = moto;
         server.bucket = bucket_name;
+        server.backup_bucket = backup_bucket;
         server.operator_token = std::fs::read_to_string(server.data_dir.join("operator-token"))
             .context("read the operator token of the new vault")?
             .trim()
@@ -335,6 +365,7 @@ impl Server {
             metrics_token: String::new(),
             http,
             bucket: None,
+            backup_bucket: None,
             place,
         };
         let deadline = Instant::now() + Duration::from_secs(60);

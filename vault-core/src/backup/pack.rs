@@ -31,9 +31,11 @@ pub const TRAILER_MAGIC: &[u8; 4] = b"BVPT";
 /// FORMAT CONSTANT: header length (magic and version).
 pub const HEADER_LEN: u64 = 6;
 /// FORMAT CONSTANT: one trailer record (hash, offset, length).
-const RECORD_LEN: usize = 48;
+pub const RECORD_LEN: usize = 48;
 /// FORMAT CONSTANT: the trailer's end (count and magic).
 const TRAILER_END_LEN: usize = 8;
+/// Bytes of a pack holding no blob (header and trailer end).
+pub const EMPTY_PACK_LEN: u64 = HEADER_LEN + TRAILER_END_LEN as u64;
 
 /// A pack is sealed once its blobs reach this size. Large enough that a
 /// repository of a million documents is a few hundred packs, small enough that

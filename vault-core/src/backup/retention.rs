@@ -20,7 +20,7 @@ use time::OffsetDateTime;
 use vault_crypto::signing::PublicKey;
 
 use super::manifest::{Body, Location, VerifiedManifest};
-use super::pack::{PackBuilder, Relocation, Relocations};
+use super::pack::{self, PackBuilder, Relocation, Relocations};
 use super::repo::Repository;
 use super::sha256_hex;
 use super::BackupError;
@@ -166,7 +166,8 @@ pub async fn prune(
             report.bytes_freed += size;
         }
     }
-    let mut candidates = Vec::new();
+    // (pack, size, unused bytes) of the packs kept.
+    let mut kept_packs = Vec::new();
     for (sha, size) in repo.packs().await? {
         match live.packs.get(&sha) {
             // Nothing names it: a forgotten snapshot's, a repacked one, or an
@@ -176,18 +177,10 @@ pub async fn prune(
                 report.data_objects_deleted += 1;
                 report.bytes_freed += size;
             }
-            Some(named) => {
-                let unused = size.saturating_sub(*named);
-                if unused * 100 > size * u64::from(REPACK_UNUSED_PERCENT)
-                    && !live.locked_packs.contains(&sha)
-                {
-                    candidates.push((sha, size));
-                } else {
-                    report.bytes_unreferenced_in_kept_packs += unused;
-                }
-            }
+            Some(named) => kept_packs.push((sha, size, size.saturating_sub(*named))),
         }
     }
+    let candidates = choose_repacks(kept_packs, &live.locked_packs, &mut report);
     // Relocation records no remaining entry goes through.
     for pack in relocations.packs() {
         if !live.relocations_used.contains(pack) {
@@ -203,14 +196,46 @@ pub async fn prune(
 }
 
 /// A pack is repacked when more than this share of its bytes is named by no
-/// remaining snapshot (restic's `prune` weighs the same trade: rewriting
-/// costs reads and writes, unused bytes cost storage).
-pub const REPACK_UNUSED_PERCENT: u32 = 50;
+/// remaining snapshot.
+pub const REPACK_UNUSED_PERCENT: u64 = 50;
+/// And packs with the most unused bytes are repacked until the unused bytes
+/// left are at most this share of all packs' (restic's `prune --max-unused`
+/// default: rewriting costs reads and writes, unused bytes cost storage and
+/// keep deleted documents' ciphertext).
+pub const REPACK_MAX_UNUSED_PERCENT: u64 = 5;
+
+/// Which packs to repack: every pack mostly unused, then the most unused ones
+/// until the rest is under the repository-wide share; never a pack a locked
+/// snapshot names. What stays unused is added to the report.
+fn choose_repacks(
+    mut packs: Vec<(String, u64, u64)>,
+    locked: &HashSet<String>,
+    report: &mut PruneReport,
+) -> Vec<(String, u64)> {
+    let total: u64 = packs.iter().map(|(_, size, _)| size).sum();
+    let mut unused_left: u64 = packs.iter().map(|(_, _, unused)| unused).sum();
+    // Most unused share first.
+    packs.sort_by(|a, b| (b.2 * a.1).cmp(&(a.2 * b.1)).then_with(|| a.0.cmp(&b.0)));
+    let mut chosen = Vec::new();
+    for (sha, size, unused) in packs {
+        let mostly_unused = unused * 100 > size * REPACK_UNUSED_PERCENT;
+        let too_much_left = unused_left * 100 > total * REPACK_MAX_UNUSED_PERCENT;
+        if unused > 0 && (mostly_unused || too_much_left) && !locked.contains(&sha) {
+            unused_left -= unused;
+            chosen.push((sha, size));
+        } else {
+            report.bytes_unreferenced_in_kept_packs += unused;
+        }
+    }
+    chosen
+}
 
 /// What the kept snapshots name, their entries followed through the
 /// relocation records to where the objects are now.
 struct Live {
-    /// Named bytes per pack.
+    /// Named bytes per pack, with their trailer records and the pack's
+    /// header and trailer end (so a pack whose every blob is named has none
+    /// unused).
     packs: HashMap<String, u64>,
     /// Packs a snapshot under Object Lock names (never repacked: their
     /// retention is a promise).
@@ -259,7 +284,11 @@ impl Live {
                                 live.locked_packs.insert(pack.to_owned());
                             }
                             if counted.insert((pack.to_owned(), offset)) {
-                                *live.packs.entry(pack.to_owned()).or_default() += entry.size;
+                                *live
+                                    .packs
+                                    .entry(pack.to_owned())
+                                    .or_insert(pack::EMPTY_PACK_LEN) +=
+                                    entry.size + pack::RECORD_LEN as u64;
                             }
                         }
                     }
@@ -307,6 +336,7 @@ async fn repack(
     // (old pack, old offset, new offset) of the blobs in `builder`.
     let mut in_builder: Vec<(String, u64, u64)> = Vec::new();
     let mut records: HashMap<String, Relocation> = HashMap::new();
+    let mut written: HashSet<String> = HashSet::new();
     let mut written_bytes = 0u64;
     for (old, size) in &candidates {
         let bytes = repo
@@ -338,6 +368,7 @@ async fn repack(
                     std::mem::take(&mut builder),
                     &mut in_builder,
                     &mut records,
+                    &mut written,
                 )
                 .await?;
             }
@@ -346,12 +377,16 @@ async fn repack(
         report.packs_repacked += 1;
     }
     if !builder.is_empty() {
-        written_bytes += write_pack(repo, builder, &mut in_builder, &mut records).await?;
+        written_bytes +=
+            write_pack(repo, builder, &mut in_builder, &mut records, &mut written).await?;
     }
     report.bytes_freed = report.bytes_freed.saturating_sub(written_bytes);
     repo.store.sync().await?;
     crate::failpoints::crash_point(crate::failpoints::PRUNE_AFTER_REPACKED_PACKS);
     for (old, record) in &records {
+        if written.contains(old) {
+            continue;
+        }
         repo.store
             .put_new_deferred(
                 &ObjectName::backup_relocation(old),
@@ -364,6 +399,10 @@ async fn repack(
     repo.store.sync().await?;
     crate::failpoints::crash_point(crate::failpoints::PRUNE_AFTER_RELOCATIONS);
     for old in records.keys() {
+        // A pack rewritten into the same bytes has the same name: it stays.
+        if written.contains(old) {
+            continue;
+        }
         repo.store.delete(&ObjectName::backup_pack(old)).await?;
         report.data_objects_deleted += 1;
     }
@@ -376,8 +415,10 @@ async fn write_pack(
     builder: PackBuilder,
     in_builder: &mut Vec<(String, u64, u64)>,
     records: &mut HashMap<String, Relocation>,
+    written: &mut HashSet<String>,
 ) -> Result<u64, BackupError> {
     let sealed = builder.seal();
+    written.insert(sealed.sha256.clone());
     let size = sealed.bytes.len() as u64;
     super::snapshot::put_content(
         repo.store.as_ref(),
