@@ -4,7 +4,9 @@
 //! object, a forged manifest and another vault's manifest; a second backup after
 //! a 1 % change copies about 1 % of the bytes; Object Lock on moto refuses
 //! deletion; prune keeps what is referenced, held or locked; the schedule runs
-//! and its status survives a restart.
+//! and its status survives a restart. Repositories are of format v2 (packs,
+//! manifest chunks); a checked-in v1 repository of a real vault restores,
+//! verifies and takes v2 backups (on a directory and on a locked bucket).
 
 #![allow(clippy::unwrap_used)] // a failing test should panic with the error
 
@@ -14,7 +16,7 @@ use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::Value;
-use vault_core::backup::manifest::{Entry, Location, ManifestV2};
+use vault_core::backup::manifest::{Entry, Location, ManifestV2, MAGIC_V2};
 use vault_e2e::{aws_config, Backend, TestApp};
 use vault_index::synth::{self, SynthClaim};
 
@@ -672,52 +674,7 @@ async fn object_lock_on_moto_refuses_deletion_and_prune_keeps_locked_snapshots()
         unreachable!()
     };
     let s3 = aws_sdk_s3::Client::new(&aws_config().await);
-    // Every object the newest snapshot names, reused ones included, is locked as
-    // long as it claims.
-    let listed = app.cli_json(&["--json", "backup", "list"]);
-    let newest_claim = listed["snapshots"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            aws_sdk_s3::primitives::DateTime::from_str(
-                s["locked_until"].as_str().unwrap(),
-                aws_sdk_s3::primitives::DateTimeFormat::DateTime,
-            )
-            .unwrap()
-            .secs()
-        })
-        .max()
-        .unwrap();
-    let newest = repo.keys("snapshots/").await.last().unwrap().clone();
-    let text = String::from_utf8(repo.read(&newest).await).unwrap();
-    let header: ManifestV2 = serde_json::from_str(text.lines().nth(1).unwrap()).unwrap();
-    let mut data: std::collections::BTreeSet<String> = header
-        .chunks
-        .iter()
-        .map(|c| format!("chunks/{}/{}", &c.sha256[..2], c.sha256))
-        .collect();
-    for entry in snapshot_entries(&repo, &newest).await {
-        data.insert(match entry.location {
-            Location::Packed { pack, .. } => format!("packs/{}/{pack}", &pack[..2]),
-            Location::Whole => format!("data/{}/{}", &entry.sha256[..2], entry.sha256),
-        });
-    }
-    assert!(data.iter().any(|k| k.starts_with("packs/")), "{data:?}");
-    for name in &data {
-        let head = s3
-            .head_object()
-            .bucket(bucket)
-            .key(format!("{prefix}/{name}"))
-            .send()
-            .await
-            .unwrap();
-        let until = head.object_lock_retain_until_date().unwrap().secs();
-        assert!(
-            until >= newest_claim,
-            "{name} is locked until {until}, the newest snapshot claims {newest_claim}"
-        );
-    }
+    assert_newest_snapshot_locks_what_it_names(&app, &repo, true).await;
     let manifest = format!("{prefix}/{}", repo.keys("snapshots/").await[0]);
     // (moto answers GetObjectRetention with the object; HeadObject carries it.)
     let head = s3
@@ -1112,7 +1069,7 @@ fn vault_public_key(app: &TestApp) -> String {
 /// entries and the new one. Returns the forger's public key (hex).
 fn forge_repository(real: &std::path::Path, forged: &std::path::Path) -> String {
     use vault_core::backup::chunk;
-    use vault_core::backup::manifest::{ChunkRef, Manifest, MAGIC_V2};
+    use vault_core::backup::manifest::{ChunkRef, Manifest};
     use vault_core::credentials::{CredentialKind, CredentialRecord};
     use vault_crypto::signing::SigningKey;
 
@@ -1477,4 +1434,258 @@ async fn restoring_a_snapshot_from_before_a_delete_leaves_the_document_out() {
     both.sort();
     assert_eq!(listed(&app).await, both);
     assert_eq!(search(&app, "CLM-A-1").await, vec![a.clone()]);
+}
+
+/// Every object the newest snapshot names, reused ones included, is locked at
+/// least as long as that snapshot claims (`packed`: some of them are packs).
+async fn assert_newest_snapshot_locks_what_it_names(app: &TestApp, repo: &Repo, packed: bool) {
+    let Repo::S3 { bucket, prefix } = repo else {
+        unreachable!()
+    };
+    let s3 = aws_sdk_s3::Client::new(&aws_config().await);
+    let listed = app.cli_json(&["--json", "backup", "list"]);
+    let newest_claim = listed["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        // (A snapshot of the first format, written unlocked, claims nothing.)
+        .filter_map(|s| s["locked_until"].as_str())
+        .map(|until| {
+            aws_sdk_s3::primitives::DateTime::from_str(
+                until,
+                aws_sdk_s3::primitives::DateTimeFormat::DateTime,
+            )
+            .unwrap()
+            .secs()
+        })
+        .max()
+        .unwrap();
+    let newest = repo.keys("snapshots/").await.last().unwrap().clone();
+    let text = String::from_utf8(repo.read(&newest).await).unwrap();
+    let header: ManifestV2 = serde_json::from_str(text.lines().nth(1).unwrap()).unwrap();
+    let mut data: std::collections::BTreeSet<String> = header
+        .chunks
+        .iter()
+        .map(|c| format!("chunks/{}/{}", &c.sha256[..2], c.sha256))
+        .collect();
+    for entry in snapshot_entries(repo, &newest).await {
+        data.insert(match entry.location {
+            Location::Packed { pack, .. } => format!("packs/{}/{pack}", &pack[..2]),
+            Location::Whole => format!("data/{}/{}", &entry.sha256[..2], entry.sha256),
+        });
+    }
+    assert_eq!(
+        data.iter().any(|k| k.starts_with("packs/")),
+        packed,
+        "{data:?}"
+    );
+    for name in &data {
+        let head = s3
+            .head_object()
+            .bucket(bucket)
+            .key(format!("{prefix}/{name}"))
+            .send()
+            .await
+            .unwrap();
+        let until = head.object_lock_retain_until_date().unwrap().secs();
+        assert!(
+            until >= newest_claim,
+            "{name} is locked until {until}, the newest snapshot claims {newest_claim}"
+        );
+    }
+}
+
+/// A repository of the first format, from a real vault (the checked-in fixture:
+/// three documents, one deleted): it verifies with its data, restores into a
+/// vault that serves its documents (and not the deleted one), and that vault's
+/// next backups go into the same repository in format v2, reusing the v1
+/// objects; the v2 snapshot verifies and drills; a prune to the last snapshot
+/// removes the v1 one, and what remains verifies and restores.
+/// On S3 with Object Lock, the v2 snapshot's retention also covers the v1
+/// objects it reuses.
+async fn v1_fixture_vault(repo: Repo) {
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/backup-repo-v1-vault");
+    let dir = tempfile::tempdir().unwrap();
+    let s3_repo = matches!(repo, Repo::S3 { .. });
+    for (file, bytes) in files_under(&fixture.join("repo")) {
+        let key = file
+            .strip_prefix(fixture.join("repo"))
+            .unwrap()
+            .display()
+            .to_string();
+        repo.write(&key, bytes).await;
+    }
+    let store = repo.store_arg();
+    let public_key = std::fs::read_to_string(fixture.join("public-key"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let api_key = std::fs::read_to_string(fixture.join("api-key"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let documents: Value =
+        serde_json::from_slice(&std::fs::read(fixture.join("documents.json")).unwrap()).unwrap();
+    let retention = "[backup.retention]\nkeep_last = 1\n";
+    let mut app = if s3_repo {
+        start_with_s3_repo(&repo, retention).await
+    } else {
+        start(Backend::Fs, &repo, retention).await
+    };
+
+    let verified = app.cli_json(&[
+        "--json",
+        "backup",
+        "verify",
+        "--store",
+        &store,
+        "--read-data",
+        "--public-key",
+        &public_key,
+    ]);
+    assert_eq!(verified["snapshots"], 1, "{verified}");
+    assert_eq!(verified["problems"], serde_json::json!([]), "{verified}");
+
+    // The fixture's vault replaces this one: its keys (kept apart from backups),
+    // its operator token, then its objects from the v1 snapshot.
+    app.kill();
+    for sub in ["objects", "index", "keys"] {
+        let _ = std::fs::remove_dir_all(app.data_dir.join(sub));
+    }
+    copy_dir(&fixture.join("keys"), &app.data_dir.join("keys"));
+    std::fs::set_permissions(
+        app.data_dir.join("keys/root.key"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    std::fs::copy(
+        fixture.join("operator-token"),
+        app.data_dir.join("operator-token"),
+    )
+    .unwrap();
+    let restore_to = app.store_arg();
+    let restored = app.cli_json(&[
+        "--json",
+        "restore",
+        "--store",
+        &store,
+        "--snapshot",
+        "latest",
+        "--to",
+        &restore_to,
+        "--public-key",
+        &public_key,
+    ]);
+    assert_eq!(restored["mismatches"], serde_json::json!([]), "{restored}");
+    let app = app.restart().await;
+    assert_eq!(vault_public_key(&app), public_key);
+    for doc in documents["documents"].as_array().unwrap() {
+        let r = app
+            .get_as(
+                &api_key,
+                &format!("/v1/documents/{}", doc["id"].as_str().unwrap()),
+            )
+            .await;
+        if doc["deleted"] == true {
+            assert_eq!(r.status(), 404, "{doc}");
+        } else {
+            assert_eq!(r.status(), 200, "{doc}");
+            assert_eq!(
+                r.bytes().await.unwrap(),
+                doc["body"].as_str().unwrap().as_bytes(),
+                "{doc}"
+            );
+        }
+    }
+
+    // The next backup goes into the same repository, in format v2: the v1
+    // objects it still names are reused, not copied again.
+    let second = app.cli_json(&["--json", "backup", "run"]);
+    assert!(
+        second["bytes_added"].as_u64().unwrap() < second["bytes"].as_u64().unwrap() / 2,
+        "{second}"
+    );
+    let newest = repo.keys("snapshots/").await.last().unwrap().clone();
+    let text = String::from_utf8(repo.read(&newest).await).unwrap();
+    assert_eq!(text.lines().next(), Some(MAGIC_V2));
+    let entries = snapshot_entries(&repo, &newest).await;
+    assert!(
+        entries.iter().any(|e| e.location == Location::Whole),
+        "v1 objects reused whole"
+    );
+    let verified = app.cli_json(&[
+        "--json",
+        "backup",
+        "verify",
+        "--store",
+        &store,
+        "--read-data",
+    ]);
+    assert_eq!(verified["snapshots"], 2, "{verified}");
+    assert_eq!(verified["problems"], serde_json::json!([]), "{verified}");
+    let scratch = dir.path().join("drill");
+    let root = root_key(&app);
+    let scratch_arg = scratch.display().to_string();
+    let drill = app.cli_json(&drill_args(&store, &root, &scratch_arg));
+    assert_eq!(drill["status"], "passed", "{drill}");
+    if s3_repo {
+        assert_newest_snapshot_locks_what_it_names(&app, &repo, true).await;
+    }
+
+    // Pruned to the last snapshot: the v1 one goes; the objects the v2 one
+    // still names stay, whole.
+    let pruned = app.cli_json(&["--json", "backup", "prune"]);
+    assert_eq!(pruned["removed"].as_array().unwrap().len(), 1, "{pruned}");
+    let verified = app.cli_json(&[
+        "--json",
+        "backup",
+        "verify",
+        "--store",
+        &store,
+        "--read-data",
+    ]);
+    assert_eq!(verified["snapshots"], 1, "{verified}");
+    assert_eq!(verified["problems"], serde_json::json!([]), "{verified}");
+    let elsewhere = dir.path().join("restored").display().to_string();
+    let restored = app.cli_json(&[
+        "--json",
+        "restore",
+        "--store",
+        &store,
+        "--snapshot",
+        "latest",
+        "--to",
+        &elsewhere,
+    ]);
+    assert_eq!(restored["mismatches"], serde_json::json!([]), "{restored}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_v1_repository_of_a_real_vault_restores_and_takes_v2_backups() {
+    let dir = tempfile::tempdir().unwrap().keep();
+    v1_fixture_vault(Repo::Fs(dir.join("repo"))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_v1_repository_on_s3_with_object_lock_takes_locked_v2_backups() {
+    v1_fixture_vault(Repo::new_s3(true).await).await;
+}
+
+/// Every file under `dir` with its bytes.
+fn files_under(dir: &std::path::Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let bytes = std::fs::read(&path).unwrap();
+                out.push((path, bytes));
+            }
+        }
+    }
+    out
 }

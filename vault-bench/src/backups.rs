@@ -68,6 +68,8 @@ pub struct ToolRow {
     pub repository_bytes_after_prune: u64,
     /// Peak resident memory during the full backup, KiB.
     pub peak_rss_kib: u64,
+    /// Resident memory just before it (the server's; 0 for a new process), KiB.
+    pub rss_before_kib: u64,
 }
 
 /// The report.
@@ -75,6 +77,8 @@ pub struct ToolRow {
 pub struct BackupsReport {
     /// Documents before the 1 % more.
     pub documents: usize,
+    /// Their kind: 2–20 KiB X12/FHIR, or scans of a fixed size.
+    pub kind: String,
     /// Objects of the vault's first snapshot.
     pub objects: u64,
     /// Its bytes.
@@ -210,17 +214,26 @@ async fn bucket_tree(
     }
 }
 
-/// Uploads `count` small documents at concurrency 64; returns their ids.
+/// Uploads `count` documents at concurrency 64: 2–20 KiB X12/FHIR ones, or
+/// scans of `doc_bytes`; returns their ids.
 async fn upload(
     vault: &Vault,
     generator: &mut Generator,
     count: usize,
+    doc_bytes: Option<usize>,
 ) -> anyhow::Result<Vec<String>> {
     let mut ids = Vec::with_capacity(count);
     let mut left = count;
     while left > 0 {
         let n = left.min(5_000);
-        let docs = Arc::new((0..n).map(|_| generator.small()).collect::<Vec<_>>());
+        let docs = Arc::new(
+            (0..n)
+                .map(|_| match doc_bytes {
+                    Some(size) => generator.scan(size),
+                    None => generator.small(),
+                })
+                .collect::<Vec<_>>(),
+        );
         let out = Arc::new(std::sync::Mutex::new(vec![String::new(); n]));
         {
             let (docs, out, vault) = (docs.clone(), out.clone(), vault.clone());
@@ -272,6 +285,7 @@ impl Baselines {
 pub async fn run(
     launch: &Launch,
     documents: usize,
+    doc_bytes: Option<usize>,
     s3_repo: bool,
 ) -> anyhow::Result<BackupsReport> {
     let mut launch = launch.clone();
@@ -286,7 +300,7 @@ pub async fn run(
     let mut generator = Generator::new(20, documents);
     eprintln!("filling the vault with {documents} documents");
     let t = Instant::now();
-    let mut ids = upload(&vault, &mut generator, documents).await?;
+    let mut ids = upload(&vault, &mut generator, documents, doc_bytes).await?;
     let fill_seconds = t.elapsed().as_secs_f64();
 
     let work = launch.work_dir.clone();
@@ -364,6 +378,7 @@ pub async fn run(
         status: "ok".into(),
         ..ToolRow::default()
     };
+    vault_row.rss_before_kib = crate::procfs::memory(server.pid)?.rss_kib;
     crate::procfs::reset_peak(server.pid)?;
     eprintln!("vault: full backup");
     let (seconds, last) = backup_now(&server).await?;
@@ -414,7 +429,7 @@ pub async fn run(
     }
 
     // 1 % more documents, then incremental backups.
-    ids.extend(upload(&vault, &mut generator, (documents / 100).max(1)).await?);
+    ids.extend(upload(&vault, &mut generator, (documents / 100).max(1), doc_bytes).await?);
     eprintln!("incremental backups");
     let (seconds, _) = backup_now(&server).await?;
     vault_row.incremental = step(seconds, bytes);
@@ -551,6 +566,10 @@ pub async fn run(
     };
     Ok(BackupsReport {
         documents,
+        kind: match doc_bytes {
+            Some(size) => format!("{size}-byte scans"),
+            None => "2–20 KiB X12/FHIR".into(),
+        },
         objects,
         bytes,
         repository: if s3_repo { "s3 (moto)" } else { "directory" }.into(),
@@ -562,13 +581,14 @@ pub async fn run(
 /// The report as a markdown table, with ratios against restic.
 pub fn markdown(report: &BackupsReport) -> String {
     let mut out = format!(
-        "### Backups: {} documents ({} objects, {:.1} MB), repository: {}\n\n",
+        "### Backups: {} documents of {} ({} objects, {:.1} MB), repository: {}\n\n",
         report.documents,
+        report.kind,
         report.objects,
         report.bytes as f64 / 1e6,
         report.repository
     );
-    out.push_str("| tool | full | +1 % | restore | verify (all data) | after 10 % deleted | prune | repository | objects | after prune | peak RSS |\n");
+    out.push_str("| tool | full | +1 % | restore | verify (all data) | after 10 % deleted | prune | repository | objects | after prune | peak RSS (before) |\n");
     out.push_str("|---|---|---|---|---|---|---|---|---|---|---|\n");
     let restic = report
         .tools
@@ -587,7 +607,7 @@ pub fn markdown(report: &BackupsReport) -> String {
             format!("{:.1} s, {:.0} MB/s{ratio}", s.seconds, s.mb_per_s)
         };
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {:.1} MB | {} | {:.1} MB | {} MiB |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {:.1} MB | {} | {:.1} MB | {} MiB ({} MiB) |\n",
             tool.tool,
             cell(&tool.full, restic.map(|r| &r.full)),
             cell(&tool.incremental, restic.map(|r| &r.incremental)),
@@ -599,6 +619,7 @@ pub fn markdown(report: &BackupsReport) -> String {
             tool.repository_objects,
             tool.repository_bytes_after_prune as f64 / 1e6,
             tool.peak_rss_kib / 1024,
+            tool.rss_before_kib / 1024,
         ));
     }
     out.push_str("\n(x): speed against restic in the same run (restic's time over this tool's; above 1 is faster).\n");

@@ -104,6 +104,10 @@ struct Options {
     /// bucket on moto (the vault and restic; Borg has no S3 backend).
     #[arg(long, value_enum, default_value = "fs")]
     backup_repo: Backend,
+    /// With --backups: fill with scans of this many bytes instead of 2–20 KiB
+    /// X12/FHIR documents (a million documents in less disk).
+    #[arg(long)]
+    doc_bytes: Option<usize>,
     /// Seconds of chaos load (overrides the default of --chaos).
     #[arg(long)]
     chaos_seconds: Option<u64>,
@@ -237,6 +241,7 @@ async fn measure(
         let report = backups::run(
             &launch,
             documents,
+            options.doc_bytes,
             options.backup_repo == server::Backend::S3,
         )
         .await?;

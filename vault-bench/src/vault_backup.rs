@@ -102,7 +102,18 @@ fn cli_binary() -> anyhow::Result<PathBuf> {
 /// Runs `vault-cli --json <args>` against the server; returns wall time and output.
 pub fn cli(server: &Server, args: &[&str]) -> anyhow::Result<(f64, Value)> {
     let started = Instant::now();
-    let out = std::process::Command::new(cli_binary()?)
+    let mut command = std::process::Command::new(cli_binary()?);
+    if let Some(endpoint) = server.moto_url() {
+        // Offline commands on a repository on moto (restore, verify).
+        command.envs([
+            ("AWS_ENDPOINT_URL", endpoint),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ]);
+    }
+    let out = command
         .arg("--server")
         .arg(&server.url)
         .arg("--token-file")

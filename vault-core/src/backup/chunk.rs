@@ -37,8 +37,8 @@ const MIN_ENTRY_LEN: usize = 2 + 2 + 8 + 32 + 4;
 
 /// Fewest entries in a chunk (but the snapshot's last).
 pub const MIN_ENTRIES: usize = 1024;
-/// Most entries in a chunk: bounds a reader's memory.
-pub const MAX_ENTRIES: usize = 65_536;
+/// Most entries in a chunk: bounds a reader's memory (about 8 MiB of entries).
+pub const MAX_ENTRIES: usize = 32_768;
 /// A chunk ends after an entry whose leaf hash's first two bytes, masked with
 /// this, are zero: about one entry in 16,384.
 const CUT_MASK: u16 = (1 << 14) - 1;

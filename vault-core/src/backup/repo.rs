@@ -421,7 +421,7 @@ async fn next_checked<'a>(
 }
 
 /// Chunks read ahead of the one being used.
-const CHUNKS_AHEAD: usize = 4;
+const CHUNKS_AHEAD: usize = 2;
 
 /// The checks across a v2 manifest's chunks.
 struct ChunkCheck {
