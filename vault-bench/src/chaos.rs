@@ -210,17 +210,15 @@ impl Shared {
 /// Runs the chaos soak and checks the result.
 pub async fn run(launch: &Launch, settings: &ChaosSettings) -> anyhow::Result<ChaosReport> {
     let mut launch = Launch {
-        binary: launch.binary.clone(),
-        backend: launch.backend,
-        moto_url: launch.moto_url.clone(),
-        work_dir: launch.work_dir.clone(),
         limits: format!(
             "transfer_timeout_secs = {TRANSFER_TIMEOUT_SECS}\nleftovers_grace_secs = {LEFTOVERS_GRACE_SECS}\n"
         ),
-        s3_storage: String::new(),
-        search: String::new(),
-        backup_config: String::new(),
-        backup_s3: false,
+        ..Launch::new(
+            launch.binary.clone(),
+            launch.backend,
+            launch.moto_url.clone(),
+            launch.work_dir.clone(),
+        )
     };
     let mut _moto = None;
     let mut proxy = None;

@@ -187,17 +187,12 @@ async fn measure(
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"));
     let shared_data = shared_data.is_dir().then_some(shared_data);
     if options.chaos {
-        let launch = server::Launch {
+        let launch = server::Launch::new(
             binary,
-            backend: options.backend,
-            moto_url: options.moto_url.clone(),
-            work_dir: work.to_owned(),
-            limits: String::new(),
-            s3_storage: String::new(),
-            search: String::new(),
-            backup_config: String::new(),
-            backup_s3: false,
-        };
+            options.backend,
+            options.moto_url.clone(),
+            work.to_owned(),
+        );
         let mut settings = chaos::ChaosSettings::new(options.backend, options.quick);
         if let Some(seconds) = options.chaos_seconds {
             settings.seconds = seconds;
@@ -224,17 +219,12 @@ async fn measure(
             options.backend == server::Backend::Fs,
             "--backups backs up the filesystem store (restic and Borg read its files): leave --backend at fs and choose --backup-repo"
         );
-        let launch = server::Launch {
+        let launch = server::Launch::new(
             binary,
-            backend: options.backend,
-            moto_url: options.moto_url.clone(),
-            work_dir: work.to_owned(),
-            limits: String::new(),
-            s3_storage: String::new(),
-            search: String::new(),
-            backup_config: String::new(),
-            backup_s3: false,
-        };
+            options.backend,
+            options.moto_url.clone(),
+            work.to_owned(),
+        );
         let documents = options
             .docs
             .unwrap_or(if options.quick { 2_000 } else { 100_000 });
@@ -260,17 +250,12 @@ async fn measure(
             options.backend == server::Backend::S3,
             "--replicas needs --backend s3: replicas share a bucket"
         );
-        let launch = server::Launch {
+        let launch = server::Launch::new(
             binary,
-            backend: options.backend,
-            moto_url: options.moto_url.clone(),
-            work_dir: work.to_owned(),
-            limits: String::new(),
-            s3_storage: String::new(),
-            search: String::new(),
-            backup_config: String::new(),
-            backup_s3: false,
-        };
+            options.backend,
+            options.moto_url.clone(),
+            work.to_owned(),
+        );
         let documents = options
             .docs
             .unwrap_or(if options.quick { 400 } else { 100_000 });
@@ -335,17 +320,12 @@ async fn measure(
         work.display(),
         need as f64 / 1e9
     );
-    let launch = server::Launch {
+    let launch = server::Launch::new(
         binary,
-        backend: options.backend,
-        moto_url: options.moto_url.clone(),
-        work_dir: work.to_owned(),
-        limits: String::new(),
-        s3_storage: String::new(),
-        search: String::new(),
-        backup_config: String::new(),
-        backup_s3: false,
-    };
+        options.backend,
+        options.moto_url.clone(),
+        work.to_owned(),
+    );
     let server = server::Server::start(&launch).await?;
     let bench = bench::Bench::new(settings.clone(), server, launch, work, shared_data).await?;
     let results = match &growth_sizes {

@@ -164,6 +164,28 @@ pub struct Launch {
     pub backup_s3: bool,
 }
 
+impl Launch {
+    /// A launch of `binary` in `work_dir` with nothing added to the configuration.
+    pub fn new(
+        binary: PathBuf,
+        backend: Backend,
+        moto_url: Option<String>,
+        work_dir: PathBuf,
+    ) -> Launch {
+        Launch {
+            binary,
+            backend,
+            moto_url,
+            work_dir,
+            limits: String::new(),
+            s3_storage: String::new(),
+            search: String::new(),
+            backup_config: String::new(),
+            backup_s3: false,
+        }
+    }
+}
+
 /// The running server.
 pub struct Server {
     child: Child,

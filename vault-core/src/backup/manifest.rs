@@ -141,14 +141,7 @@ impl Manifest {
 
     /// Serialises and signs.
     pub fn sign(&self, key: &SigningKey) -> Result<Vec<u8>, BackupError> {
-        let body = serde_json::to_string(self).map_err(|e| BackupError::Internal(e.to_string()))?;
-        let signed = signed_bytes(MAGIC_V1, &body);
-        let signature = key.sign(&signed);
-        let mut out = signed;
-        out.extend_from_slice(SIGNATURE_PREFIX.as_bytes());
-        out.extend_from_slice(hex::encode(signature).as_bytes());
-        out.push(b'\n');
-        Ok(out)
+        sign_as(MAGIC_V1, self, key)
     }
 
     /// Parses a stored manifest (either format) and checks it against the
@@ -301,14 +294,7 @@ pub struct ManifestV2 {
 impl ManifestV2 {
     /// Serialises and signs.
     pub fn sign(&self, key: &SigningKey) -> Result<Vec<u8>, BackupError> {
-        let body = serde_json::to_string(self).map_err(|e| BackupError::Internal(e.to_string()))?;
-        let signed = signed_bytes(MAGIC_V2, &body);
-        let signature = key.sign(&signed);
-        let mut out = signed;
-        out.extend_from_slice(SIGNATURE_PREFIX.as_bytes());
-        out.extend_from_slice(hex::encode(signature).as_bytes());
-        out.push(b'\n');
-        Ok(out)
+        sign_as(MAGIC_V2, self, key)
     }
 
     /// What the manifest says, its chunks aside.
@@ -407,6 +393,18 @@ impl std::ops::Deref for VerifiedManifest {
     fn deref(&self) -> &SnapshotInfo {
         &self.info
     }
+}
+
+/// The stored bytes of a manifest: the magic line, the body as one JSON line,
+/// and the signature line over both.
+fn sign_as(magic: &str, body: &impl Serialize, key: &SigningKey) -> Result<Vec<u8>, BackupError> {
+    let body = serde_json::to_string(body).map_err(|e| BackupError::Internal(e.to_string()))?;
+    let mut out = signed_bytes(magic, &body);
+    let signature = key.sign(&out);
+    out.extend_from_slice(SIGNATURE_PREFIX.as_bytes());
+    out.extend_from_slice(hex::encode(signature).as_bytes());
+    out.push(b'\n');
+    Ok(out)
 }
 
 fn signed_bytes(magic: &str, body: &str) -> Vec<u8> {

@@ -99,52 +99,49 @@ fn verified(stream: ByteStream, expected: String, name: String) -> ByteStream {
     Box::pin(body.chain(check))
 }
 
-/// Restores one object; `retrying` lets a copy already in the target (an
-/// earlier try's, whose answer was lost) count when its hash is right.
+/// Restores one object stored whole (streamed, checked as it goes);
+/// `retrying` lets a copy already in the target (an earlier try's, whose
+/// answer was lost) count when its hash is right.
 async fn restore_object(
     repo: &Repository,
     target: &Target<'_>,
     entry: &Entry,
     retrying: bool,
 ) -> Result<bool, BackupError> {
+    let missing = || BackupError::Mismatch {
+        name: entry.name.clone(),
+        problem: "missing from the repository".into(),
+    };
+    let data = ObjectName::backup_data(&entry.sha256);
+    if entry.name == KEYSTORE_ENTRY {
+        let bytes = repo.store.get_bytes(&data).await?.ok_or_else(missing)?;
+        return write_object(target, entry, bytes, retrying).await;
+    }
+    let stream = match repo.store.get(&data).await {
+        Ok(stream) => stream,
+        Err(StorageError::NotFound(_)) => return Err(missing()),
+        Err(e) => return Err(e.into()),
+    };
+    let body = verified(stream, entry.sha256.clone(), entry.name.clone());
+    put_object(target, entry, body, retrying).await
+}
+
+/// Writes `body` as the entry's object, create-only. One already there counts
+/// when resuming (or retrying) and its bytes hash right; a body whose stream
+/// failed its hash check is a mismatch.
+async fn put_object(
+    target: &Target<'_>,
+    entry: &Entry,
+    body: ByteStream,
+    retrying: bool,
+) -> Result<bool, BackupError> {
     let mismatch = |problem: String| BackupError::Mismatch {
         name: entry.name.clone(),
         problem,
     };
-    let data = ObjectName::backup_data(&entry.sha256);
-    if entry.name == KEYSTORE_ENTRY {
-        let Some(path) = &target.keystore_file else {
-            return Err(BackupError::Invalid(
-                "the snapshot holds the local keystore: give a data directory for it".into(),
-            ));
-        };
-        let bytes = repo
-            .store
-            .get_bytes(&data)
-            .await?
-            .ok_or_else(|| mismatch("missing from the repository".into()))?;
-        if sha256_hex(&bytes) != entry.sha256 {
-            return Err(mismatch("bytes do not match the manifest's SHA-256".into()));
-        }
-        return write_keystore(path, &bytes, target.allow_non_empty);
-    }
     let name =
         ObjectName::parse(&entry.name).ok_or_else(|| mismatch("not a valid object name".into()))?;
-    let stream = match repo.store.get(&data).await {
-        Ok(stream) => stream,
-        Err(StorageError::NotFound(_)) => {
-            return Err(mismatch("missing from the repository".into()))
-        }
-        Err(e) => return Err(e.into()),
-    };
-    match target
-        .store
-        .put_new_deferred(
-            &name,
-            verified(stream, entry.sha256.clone(), entry.name.clone()),
-        )
-        .await
-    {
+    match target.store.put_new_deferred(&name, body).await {
         Ok(_) => {
             crate::failpoints::crash_point(crate::failpoints::RESTORE_AFTER_OBJECT);
             Ok(false)
@@ -503,23 +500,8 @@ async fn write_object(
         };
         return write_keystore(path, &bytes, target.allow_non_empty || retrying);
     }
-    let name = ObjectName::parse(&entry.name).ok_or_else(|| mismatch("not a valid object name"))?;
     let body: ByteStream = Box::pin(futures::stream::once(async move { Ok(bytes) }));
-    match target.store.put_new_deferred(&name, body).await {
-        Ok(_) => {
-            crate::failpoints::crash_point(crate::failpoints::RESTORE_AFTER_OBJECT);
-            Ok(false)
-        }
-        Err(StorageError::AlreadyExists(_)) if target.allow_non_empty || retrying => {
-            let (sha, _) = hash_stream(target.store.get(&name).await?).await?;
-            if sha == entry.sha256 {
-                Ok(true)
-            } else {
-                Err(mismatch("the target holds different bytes under this name"))
-            }
-        }
-        Err(e) => Err(e.into()),
-    }
+    put_object(target, entry, body, retrying).await
 }
 
 #[cfg(test)]
