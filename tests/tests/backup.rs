@@ -1056,6 +1056,11 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     }
 }
 
+fn make_owner_only(path: &std::path::Path) {
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .unwrap();
+}
+
 /// The vault's backup public key, from the server.
 fn vault_public_key(app: &TestApp) -> String {
     let answer = app.cli_json(&["--json", "backup", "public-key"]);
@@ -1553,17 +1558,16 @@ async fn v1_fixture_vault(repo: Repo) {
     for sub in ["objects", "index", "keys"] {
         let _ = std::fs::remove_dir_all(app.data_dir.join(sub));
     }
+    // Git keeps no file modes but the executable bit, so a fresh checkout holds
+    // these secrets readable by all; the vault refuses them so until chmod 600.
     copy_dir(&fixture.join("keys"), &app.data_dir.join("keys"));
-    std::fs::set_permissions(
-        app.data_dir.join("keys/root.key"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .unwrap();
+    make_owner_only(&app.data_dir.join("keys/root.key"));
     std::fs::copy(
         fixture.join("operator-token"),
         app.data_dir.join("operator-token"),
     )
     .unwrap();
+    make_owner_only(&app.data_dir.join("operator-token"));
     let restore_to = app.store_arg();
     let restored = app.cli_json(&[
         "--json",
