@@ -1057,8 +1057,7 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 }
 
 fn make_owner_only(path: &std::path::Path) {
-    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-        .unwrap();
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
 }
 
 /// The vault's backup public key, from the server.
