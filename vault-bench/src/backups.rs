@@ -287,6 +287,7 @@ pub async fn run(
     documents: usize,
     doc_bytes: Option<usize>,
     s3_repo: bool,
+    with_borg: bool,
 ) -> anyhow::Result<BackupsReport> {
     let mut launch = launch.clone();
     launch.backup_s3 = s3_repo;
@@ -410,9 +411,11 @@ pub async fn run(
         version: version("borg", "--version").unwrap_or_default(),
         ..ToolRow::default()
     };
-    let borg_ok = borg_possible && !borg_row.version.is_empty();
+    let borg_ok = borg_possible && with_borg && !borg_row.version.is_empty();
     borg_row.status = if !borg_possible {
         "not run (Borg has no S3 backend)".into()
+    } else if !with_borg {
+        "not run (--without-borg)".into()
     } else if borg_row.version.is_empty() {
         "not run (apt-get install borgbackup)".into()
     } else {

@@ -108,6 +108,10 @@ struct Options {
     /// X12/FHIR documents (a million documents in less disk).
     #[arg(long)]
     doc_bytes: Option<usize>,
+    /// With --backups: leave Borg out (its single-threaded backup of a million
+    /// documents takes longer than the rest of the run).
+    #[arg(long)]
+    without_borg: bool,
     /// Seconds of chaos load (overrides the default of --chaos).
     #[arg(long)]
     chaos_seconds: Option<u64>,
@@ -233,6 +237,7 @@ async fn measure(
             documents,
             options.doc_bytes,
             options.backup_repo == server::Backend::S3,
+            !options.without_borg,
         )
         .await?;
         println!("{}", backups::markdown(&report));

@@ -18,6 +18,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
+use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
@@ -85,20 +86,20 @@ fn is_backed_up(name: &str) -> bool {
 }
 
 /// The objects to back up, in name order, a page at a time: the whole vault's
-/// listing page by page, or a tenant selection's objects (listed whole: a
-/// selection is a few tenants).
-enum Listing {
-    Pages { after: Option<String>, done: bool },
+/// listing as the store streams it, or a tenant selection's objects (listed
+/// whole: a selection is a few tenants).
+enum Listing<'a> {
+    Pages(BoxStream<'a, Result<Vec<ObjectInfo>, StorageError>>),
     Selected(Option<Vec<ObjectInfo>>),
 }
 
-impl Listing {
-    async fn new(store: &dyn ObjectStore, selection: &Selection) -> Result<Listing, BackupError> {
+impl<'a> Listing<'a> {
+    async fn new(
+        store: &'a dyn ObjectStore,
+        selection: &Selection,
+    ) -> Result<Listing<'a>, BackupError> {
         if selection.tenants.is_empty() {
-            return Ok(Listing::Pages {
-                after: None,
-                done: false,
-            });
+            return Ok(Listing::Pages(store.list_pages("", None)));
         }
         let mut selected = list_selection(store, selection).await?;
         selected.sort_by(|a, b| a.name.cmp(&b.name));
@@ -106,18 +107,13 @@ impl Listing {
         Ok(Listing::Selected(Some(selected)))
     }
 
-    async fn next_page(
-        &mut self,
-        store: &dyn ObjectStore,
-    ) -> Result<Option<Vec<ObjectInfo>>, BackupError> {
+    async fn next_page(&mut self) -> Result<Option<Vec<ObjectInfo>>, BackupError> {
         match self {
             Listing::Selected(all) => Ok(all.take()),
-            Listing::Pages { done: true, .. } => Ok(None),
-            Listing::Pages { after, done } => {
-                let page_size = store.list_page_size();
-                let mut page = store.list("", after.as_deref(), page_size).await?;
-                *done = page.len() < page_size;
-                *after = page.last().map(|last| last.name.as_str().to_owned());
+            Listing::Pages(pages) => {
+                let Some(mut page) = pages.try_next().await? else {
+                    return Ok(None);
+                };
                 page.retain(|info| is_backed_up(info.name.as_str()));
                 Ok(Some(page))
             }
@@ -162,7 +158,7 @@ async fn list_selection(
 
 /// The previous snapshot's entries, walked in name order beside the listing.
 struct Previous<'a> {
-    entries: Option<futures::stream::BoxStream<'a, Result<Vec<Entry>, BackupError>>>,
+    entries: Option<BoxStream<'a, Result<Vec<Entry>, BackupError>>>,
     current: VecDeque<Entry>,
 }
 
@@ -730,7 +726,7 @@ pub async fn run(
     };
     let mut listing = Listing::new(source.store, selection).await?;
     let result: Result<(), BackupError> = async {
-        while let Some(page) = listing.next_page(source.store).await? {
+        while let Some(page) = listing.next_page().await? {
             let mut jobs = Vec::with_capacity(page.len());
             for info in page {
                 let before = previous.find(info.name.as_str()).await?;
@@ -843,7 +839,7 @@ mod tests {
         }
         let mut listing = Listing::new(&store, &Selection::default()).await.unwrap();
         let mut listed = Vec::new();
-        while let Some(page) = listing.next_page(&store).await.unwrap() {
+        while let Some(page) = listing.next_page().await.unwrap() {
             listed.extend(page.into_iter().map(|info| info.name.as_str().to_owned()));
         }
         assert_eq!(listed, [kept.as_str()]);

@@ -18,13 +18,21 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::stream::BoxStream;
 use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
 use super::{ByteStream, ObjectInfo, ObjectName, ObjectStore, StorageError};
 
+mod listing;
+
+use listing::SortedWalk;
+
 const TMP_DIR: &str = ".tmp";
+/// Objects per page of a streamed listing, and pages its walk may run ahead.
+const WALK_PAGE: usize = 1000;
+const WALK_PAGES_AHEAD: usize = 2;
 /// Age after which a temporary file is a crash's leftover, not a write in progress.
 const TMP_LEFTOVER_AGE: std::time::Duration = std::time::Duration::from_secs(600);
 const READ_CHUNK: usize = 64 * 1024;
@@ -528,20 +536,48 @@ impl ObjectStore for FsStore {
         start_after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<ObjectInfo>, StorageError> {
-        let root = self.root.clone();
-        let prefix = prefix.to_owned();
-        let start_after = start_after.map(str::to_owned);
-        tokio::task::spawn_blocking(move || {
-            list_blocking(&root, &prefix, start_after.as_deref(), limit)
-        })
-        .await
-        .map_err(|e| StorageError::Backend(e.to_string()))?
+        let walk = SortedWalk::new(&self.root, prefix, start_after);
+        tokio::task::spawn_blocking(move || walk.take(limit).collect())
+            .await
+            .map_err(|e| StorageError::Backend(e.to_string()))?
     }
 
-    /// One walk of the directory tree answers any number of names, and each call
-    /// walks it whole: paging by 1,000 made listing N objects cost N²/1,000.
-    fn list_page_size(&self) -> usize {
-        usize::MAX
+    /// One walk of the tree for the whole listing, on a blocking thread that
+    /// hands pages over as they are taken (a page per call would read the
+    /// directories on the path again for each page).
+    fn list_pages(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+    ) -> BoxStream<'_, Result<Vec<ObjectInfo>, StorageError>> {
+        let walk = SortedWalk::new(&self.root, prefix, start_after);
+        let (pages, taken) = tokio::sync::mpsc::channel(WALK_PAGES_AHEAD);
+        tokio::task::spawn_blocking(move || {
+            let mut page = Vec::with_capacity(WALK_PAGE);
+            for item in walk {
+                match item {
+                    Ok(info) => {
+                        page.push(info);
+                        if page.len() == WALK_PAGE {
+                            let full = std::mem::replace(&mut page, Vec::with_capacity(WALK_PAGE));
+                            if pages.blocking_send(Ok(full)).is_err() {
+                                return; // nobody is listening any more
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        let _ = pages.blocking_send(Err(e));
+                        return;
+                    }
+                }
+            }
+            if !page.is_empty() {
+                let _ = pages.blocking_send(Ok(page));
+            }
+        });
+        Box::pin(futures::stream::unfold(taken, |mut taken| async move {
+            taken.recv().await.map(|page| (page, taken))
+        }))
     }
 
     async fn delete(&self, name: &ObjectName) -> Result<(), StorageError> {
@@ -558,61 +594,6 @@ impl ObjectStore for FsStore {
         tokio::fs::write(&probe, b"ready").await.map_err(backend)?;
         tokio::fs::remove_file(&probe).await.map_err(backend)
     }
-}
-
-/// Walks the directory holding `prefix` and returns matching names in order.
-fn list_blocking(
-    root: &Path,
-    prefix: &str,
-    start_after: Option<&str>,
-    limit: usize,
-) -> Result<Vec<ObjectInfo>, StorageError> {
-    let base = match prefix.rfind('/') {
-        Some(i) => &prefix[..=i],
-        None => "",
-    };
-    let mut found = Vec::new();
-    let mut stack = vec![root.join(base)];
-    while let Some(dir) = stack.pop() {
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(backend(e)),
-        };
-        for entry in entries {
-            let entry = entry.map_err(backend)?;
-            let path = entry.path();
-            let Ok(relative) = path.strip_prefix(root) else {
-                continue;
-            };
-            let Some(name) = relative.to_str() else {
-                continue;
-            };
-            if name.starts_with(TMP_DIR) {
-                continue;
-            }
-            let file_type = entry.file_type().map_err(backend)?;
-            if file_type.is_dir() {
-                // Descend only into directories that can hold matches.
-                let as_prefix = format!("{name}/");
-                if as_prefix.starts_with(prefix) || prefix.starts_with(&as_prefix) {
-                    stack.push(path);
-                }
-            } else if name.starts_with(prefix) && start_after.is_none_or(|after| name > after) {
-                if let Some(object) = ObjectName::parse(name) {
-                    let meta = entry.metadata().map_err(backend)?;
-                    found.push(ObjectInfo {
-                        name: object,
-                        size: meta.len(),
-                        modified: meta.modified().ok().map(time::OffsetDateTime::from),
-                    });
-                }
-            }
-        }
-    }
-    found.sort_by(|a, b| a.name.cmp(&b.name));
-    found.truncate(limit);
-    Ok(found)
 }
 
 #[cfg(test)]

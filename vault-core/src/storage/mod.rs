@@ -78,27 +78,23 @@ impl StoreLocation {
     }
 }
 
-/// Objects listed per store call by [`list_all`].
+/// Objects listed per store call by the default [`ObjectStore::list_pages`].
 const LIST_PAGE: usize = 1000;
 
-/// Every object under `prefix` after `start_after`, in name order, page by page.
+/// Every object under `prefix` after `start_after`, in name order (for listings
+/// known to be small: it holds them all).
 pub async fn list_all(
     store: &dyn ObjectStore,
     prefix: &str,
     start_after: Option<&str>,
 ) -> Result<Vec<ObjectInfo>, StorageError> {
+    use futures::TryStreamExt;
     let mut all = Vec::new();
-    let mut after = start_after.map(str::to_owned);
-    let page_size = store.list_page_size();
-    loop {
-        let page = store.list(prefix, after.as_deref(), page_size).await?;
-        let full = page.len() == page_size;
-        after = page.last().map(|last| last.name.as_str().to_owned());
+    let mut pages = store.list_pages(prefix, start_after);
+    while let Some(page) = pages.try_next().await? {
         all.extend(page);
-        if !full {
-            return Ok(all);
-        }
     }
+    Ok(all)
 }
 
 /// A stream of object bytes.
@@ -211,9 +207,30 @@ pub trait ObjectStore: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<ObjectInfo>, StorageError>;
 
-    /// Objects [`list_all`] asks for per call.
-    fn list_page_size(&self) -> usize {
-        LIST_PAGE
+    /// Every object whose name starts with `prefix`, after `start_after`, in
+    /// name order, as a stream of non-empty pages: a listing of any length in
+    /// the memory of a page. By default, [`ObjectStore::list`] a page at a time.
+    fn list_pages(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+    ) -> BoxStream<'_, Result<Vec<ObjectInfo>, StorageError>> {
+        let prefix = prefix.to_owned();
+        let start = (start_after.map(str::to_owned), false);
+        Box::pin(futures::stream::try_unfold(start, move |(after, done)| {
+            let prefix = prefix.clone();
+            async move {
+                if done {
+                    return Ok(None);
+                }
+                let page = self.list(&prefix, after.as_deref(), LIST_PAGE).await?;
+                let Some(last) = page.last() else {
+                    return Ok(None);
+                };
+                let next = (Some(last.name.as_str().to_owned()), page.len() < LIST_PAGE);
+                Ok(Some((page, next)))
+            }
+        }))
     }
 
     /// Deletes an object; deleting a missing object succeeds.

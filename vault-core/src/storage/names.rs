@@ -57,6 +57,8 @@ impl ObjectName {
             && !name.starts_with('/')
             && !name.contains("..")
             && !name.contains("//")
+            // "./x" would be the file "x" on a filesystem: one object, two names.
+            && !name.split('/').any(|part| part == ".")
             && name
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_/.".contains(&b))
@@ -433,6 +435,21 @@ mod tests {
         ] {
             assert!(ObjectName::is_valid(name.as_str()), "{name}");
         }
+        for bad in [
+            "",
+            "/system/x",
+            "a//b",
+            "../x",
+            "a/../b",
+            "./x",
+            "a/./b",
+            "a/.",
+            "A/b",
+            "a b",
+        ] {
+            assert!(!ObjectName::is_valid(bad), "{bad}");
+        }
+        assert!(ObjectName::is_valid("a/.b"));
         assert_eq!(ObjectName::doc_meta(&t, &d).meta_document(), Some(d));
         assert_eq!(ObjectName::doc_body(&t, &d).meta_document(), None);
         assert_eq!(ObjectName::doc_key(&t, &d).key_document(), Some(d));
