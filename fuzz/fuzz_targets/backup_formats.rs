@@ -14,8 +14,8 @@ use vault_crypto::Key256;
 fuzz_target!(|data: &[u8]| {
     let _ = pack::parse(data);
     let _ = pack::check(data, "00");
-    let _ = Relocation::parse(data);
-    let _ = chunk::decode(data);
     let key = SigningKey::from_seed(&Key256::from_bytes([7; 32])).public_key();
+    let _ = Relocation::parse(data, &"01".repeat(32), &key);
+    let _ = chunk::decode(data);
     let _ = Manifest::parse_and_verify(data, &key);
 });

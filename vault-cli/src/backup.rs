@@ -361,10 +361,13 @@ pub async fn restore(
     let key = vault_key(client, &args.key).await?;
     repo.check_pinned(&key).await.map_err(failed)?;
     let manifest = if args.snapshot == "latest" {
-        repo.latest(&key)
-            .await
-            .map_err(failed)?
-            .ok_or_else(|| CliError::Usage("the repository holds no snapshot".into()))?
+        let (latest, skipped) = repo.latest_verifying(&key).await.map_err(failed)?;
+        for why in &skipped {
+            eprintln!("warning: not the latest: {why}");
+        }
+        latest.ok_or_else(|| {
+            CliError::Usage("the repository holds no snapshot that verifies".into())
+        })?
     } else {
         repo.manifest(args.snapshot, &key).await.map_err(failed)?
     };

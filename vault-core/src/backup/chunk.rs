@@ -39,6 +39,9 @@ const MIN_ENTRY_LEN: usize = 2 + 2 + 8 + 32 + 4;
 pub const MIN_ENTRIES: usize = 1024;
 /// Most entries in a chunk: bounds a reader's memory (about 8 MiB of entries).
 pub const MAX_ENTRIES: usize = 32_768;
+/// No chunk the vault writes is larger (32,768 entries of names of at most a
+/// few hundred bytes): a larger file is not read.
+pub const MAX_CHUNK_BYTES: usize = 64 << 20;
 /// A chunk ends after an entry whose leaf hash's first two bytes, masked with
 /// this, are zero: about one entry in 16,384.
 const CUT_MASK: u16 = (1 << 14) - 1;

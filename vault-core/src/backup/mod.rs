@@ -114,6 +114,19 @@ impl BackupError {
     pub fn is_transient(&self) -> bool {
         matches!(self, BackupError::Storage(StorageError::Backend(_)))
     }
+
+    /// Whether reading a manifest failed because the file under `snapshots/` is
+    /// no snapshot of this vault (damaged, unsigned, another vault's, gone),
+    /// rather than because the store failed.
+    pub fn is_not_a_snapshot(&self) -> bool {
+        matches!(
+            self,
+            BackupError::BadManifest(_)
+                | BackupError::BadSignature(_)
+                | BackupError::ForeignManifest(_)
+                | BackupError::UnknownSnapshot(_)
+        )
+    }
 }
 
 impl From<BackupError> for crate::Error {
@@ -160,6 +173,7 @@ pub(crate) mod tests {
     use vault_crypto::signing::{PublicKey, SigningKey};
     use vault_crypto::{DocumentId, Key256, TenantId};
 
+    use super::pack;
     use super::repo::Repository;
     use super::restore::{plan, restore, Target};
     use super::retention::{prune, KeepPolicy};
@@ -169,8 +183,12 @@ pub(crate) mod tests {
     use crate::storage::fs::FsStore;
     use crate::storage::{list_all, ObjectName, ObjectStore};
 
+    fn fixture_signer() -> SigningKey {
+        SigningKey::from_seed(&Key256::from_bytes([7; 32]))
+    }
+
     fn fixture_key() -> PublicKey {
-        SigningKey::from_seed(&Key256::from_bytes([7; 32])).public_key()
+        fixture_signer().public_key()
     }
 
     async fn open(dir: &std::path::Path) -> Repository {
@@ -256,7 +274,7 @@ pub(crate) mod tests {
         let before = repo.data_objects().await.unwrap().len();
         let pruned = prune(
             &repo,
-            &key,
+            &fixture_signer(),
             &KeepPolicy {
                 keep_last: 1,
                 ..KeepPolicy::default()
@@ -423,7 +441,7 @@ pub(crate) mod tests {
         assert_eq!(repo.packs().await.unwrap().len(), 2);
         let pruned = prune(
             &repo,
-            &key,
+            &signer,
             &KeepPolicy {
                 keep_last: 1,
                 ..KeepPolicy::default()
@@ -440,6 +458,130 @@ pub(crate) mod tests {
             .unwrap();
         assert!(report.ok(), "{:?}", report.problems);
     }
+
+    /// A relocation record the vault did not sign (planted, or of the unsigned
+    /// format 1) is never followed: verify reports it, a prune refuses to delete
+    /// anything while it is there, and backups and restores go on as if it were
+    /// not (attack report F1: a planted record made a prune delete a live pack).
+    #[tokio::test]
+    async fn a_relocation_record_the_vault_did_not_sign_is_never_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (source, _) = vault_with_documents(&dir.path().join("vault"), 30).await;
+        let repo = open(&dir.path().join("repo")).await;
+        let signer = SigningKey::from_seed(&Key256::from_bytes([9; 32]));
+        let key = signer.public_key();
+        let selection = Selection::default();
+        let take = || {
+            run(
+                Source {
+                    store: &source,
+                    label: "fs".into(),
+                    signer: &signer,
+                },
+                &repo,
+                &selection,
+                &NoProgress,
+            )
+        };
+        take().await.unwrap();
+        let live_pack = repo.packs().await.unwrap().into_keys().next().unwrap();
+        let forger = SigningKey::from_seed(&Key256::from_bytes([8; 32]));
+        let planted = pack::Relocation {
+            moves: vec![(pack::HEADER_LEN, "ab".repeat(32), pack::HEADER_LEN)],
+        };
+        let unsigned_v1 = include_bytes!("../../tests/fixtures/backup-pack-v1/relocation").to_vec();
+        for record in [planted.encode(&live_pack, &forger).unwrap(), unsigned_v1] {
+            let name = ObjectName::backup_relocation(&live_pack);
+            repo.store
+                .put_new_bytes(&name, Bytes::from(record))
+                .await
+                .unwrap();
+            let report = verify(&repo, &key, None, ReadData::None, &NoProgress)
+                .await
+                .unwrap();
+            assert!(
+                report
+                    .problems
+                    .iter()
+                    .any(|p| p.contains("relocation record")),
+                "{:?}",
+                report.problems
+            );
+            let refused = prune(
+                &repo,
+                &signer,
+                &KeepPolicy {
+                    keep_last: 1,
+                    ..KeepPolicy::default()
+                },
+            )
+            .await
+            .unwrap_err();
+            assert!(refused.to_string().contains("deletes nothing"), "{refused}");
+            assert!(repo.packs().await.unwrap().contains_key(&live_pack));
+            tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+            let info = take().await.unwrap();
+            let restored = dir.path().join(format!("restored-{}", info.snapshot));
+            restore_into(&repo, &key, &info.snapshot, &restored).await;
+            repo.store.delete(&name).await.unwrap();
+        }
+        let report = verify(&repo, &key, None, ReadData::All, &NoProgress)
+            .await
+            .unwrap();
+        assert!(report.ok(), "{:?}", report.problems);
+    }
+
+    /// A file under `snapshots/` that is no snapshot of this vault, named to
+    /// sort last, is skipped as the latest: backups go on from the real one
+    /// (attack report F3). A restore still refuses to run while it is there:
+    /// a newer snapshot's tombstones keep deleted documents out, so one that
+    /// cannot be read is for the operator to look at, not to skip.
+    #[tokio::test]
+    async fn a_planted_far_future_snapshot_is_not_the_latest() {
+        let dir = tempfile::tempdir().unwrap();
+        let (source, _) = vault_with_documents(&dir.path().join("vault"), 10).await;
+        let repo = open(&dir.path().join("repo")).await;
+        let signer = SigningKey::from_seed(&Key256::from_bytes([9; 32]));
+        let key = signer.public_key();
+        let selection = Selection::default();
+        let take = || {
+            run(
+                Source {
+                    store: &source,
+                    label: "fs".into(),
+                    signer: &signer,
+                },
+                &repo,
+                &selection,
+                &NoProgress,
+            )
+        };
+        let first = take().await.unwrap();
+        let planted = "20991231-235959-ffffffff";
+        repo.store
+            .put_new_bytes(
+                &ObjectName::backup_snapshot(planted),
+                Bytes::from_static(b"garbage"),
+            )
+            .await
+            .unwrap();
+        let (latest, skipped) = repo.latest_verifying(&key).await.unwrap();
+        assert_eq!(latest.unwrap().snapshot, first.snapshot);
+        assert_eq!(skipped.len(), 1, "{skipped:?}");
+        assert!(skipped[0].contains(planted), "{skipped:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        let second = take().await.unwrap();
+        assert_eq!(second.parent.as_deref(), Some(first.snapshot.as_str()));
+        let manifest = repo.manifest(&second.snapshot, &key).await.unwrap();
+        let refused = plan(&repo, &key, manifest).await.unwrap_err();
+        assert!(refused.is_not_a_snapshot(), "{refused}");
+        repo.store
+            .delete(&ObjectName::backup_snapshot(planted))
+            .await
+            .unwrap();
+        restore_into(&repo, &key, &second.snapshot, &dir.path().join("restored")).await;
+    }
+
     /// Copies the checked-in v1 repository (two snapshots of the key `[7; 32]`,
     /// the second after a document was deleted) to `to`, for tests that change it.
     pub(crate) fn copy_v1_fixture(to: &std::path::Path) {

@@ -19,6 +19,8 @@
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
+use vault_crypto::signing::{PublicKey, SigningKey};
+
 use super::manifest::Location;
 use super::BackupError;
 
@@ -41,6 +43,9 @@ pub const EMPTY_PACK_LEN: u64 = HEADER_LEN + TRAILER_END_LEN as u64;
 /// repository of a million documents is a few hundred packs, small enough that
 /// a few packs in flight stay well inside the server's memory budget.
 pub const TARGET_PACK_BYTES: usize = 16 << 20;
+/// No pack the vault writes is larger (a full pack, one more blob of at most
+/// the packed limit, its trailer): a larger file under `packs/` is not read.
+pub const MAX_PACK_BYTES: u64 = 64 << 20;
 
 /// One blob of a pack, as its trailer records it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -205,10 +210,16 @@ pub fn check(pack: &[u8], name: &str) -> Result<Vec<PackedBlob>, BackupError> {
 
 /// FORMAT CONSTANT: first bytes of every relocation record.
 pub const RELOCATION_MAGIC: &[u8; 4] = b"BVRL";
-/// FORMAT CONSTANT: the relocation record format written.
-pub const RELOCATION_VERSION: u16 = 1;
+/// FORMAT CONSTANT: the relocation record format written (2: signed).
+pub const RELOCATION_VERSION: u16 = 2;
+/// FORMAT CONSTANT: what a relocation record's signature covers first (then
+/// the old pack's hash, then the record before the signature).
+const RELOCATION_CONTEXT: &[u8] = b"billing-vault backup relocation v2\n";
 /// FORMAT CONSTANT: one moved blob (old offset, new pack, new offset).
 const MOVE_LEN: usize = 8 + 32 + 8;
+const SIGNATURE_LEN: usize = 64;
+/// A record is never larger: a pack holds fewer blobs than this.
+pub const MAX_RELOCATION_BYTES: u64 = 10 + 1_000_000 * MOVE_LEN as u64 + SIGNATURE_LEN as u64;
 /// A chain of relocations longer than this is refused (a cycle, or a
 /// repository that was tampered with).
 const MAX_HOPS: usize = 64;
@@ -217,63 +228,102 @@ const MAX_HOPS: usize = 64;
 /// repacked that pack (`relocations/<2 hex>/<old pack>`):
 ///
 /// ```text
-/// "BVRL" | u16 version = 1 | u32 count                 FORMAT CONSTANTS
+/// "BVRL" | u16 version = 2 | u32 count                 FORMAT CONSTANTS
 /// count x (old offset u64 | new pack sha256 [32] | new offset u64)
+/// Ed25519 signature [64] by the vault's backup key over
+///   "billing-vault backup relocation v2\n" | old pack sha256 [32] | the bytes above
 /// ```
 ///
 /// Manifest chunks are immutable and signed through their hashes, so a
 /// repacked blob is found by its old place: a reader follows the old pack's
-/// record (and that pack's, if it was repacked again). Nothing here is
-/// trusted: every object read is checked against its signed hash.
+/// record (and that pack's, if it was repacked again). A reader checks every
+/// object against its signed hash, but a prune deletes the packs a record
+/// moves blobs out of, and a backup names a blob where a record says it is:
+/// so a record is trusted only when the vault signed it for that old pack (an
+/// unsigned one, or one moved to another pack's name, would make a prune delete
+/// live data). Format 1 records were unsigned: they are refused.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Relocation {
     /// (old offset, new pack, new offset), by old offset.
     pub moves: Vec<(u64, String, u64)>,
 }
 
+/// What a relocation record's signature covers.
+fn relocation_signed_bytes(old_pack: &str, record: &[u8]) -> Result<Vec<u8>, BackupError> {
+    let old = hex::decode(old_pack)
+        .ok()
+        .filter(|b| b.len() == 32)
+        .ok_or_else(|| BackupError::BadPack(format!("{old_pack} is not a pack name")))?;
+    let mut message = Vec::with_capacity(RELOCATION_CONTEXT.len() + 32 + record.len());
+    message.extend_from_slice(RELOCATION_CONTEXT);
+    message.extend_from_slice(&old);
+    message.extend_from_slice(record);
+    Ok(message)
+}
+
 impl Relocation {
-    /// Encodes the record (moves sorted by old offset).
-    pub fn encode(&self) -> Vec<u8> {
+    /// Encodes the record of `old_pack` (moves sorted by old offset), signed.
+    pub fn encode(&self, old_pack: &str, signer: &SigningKey) -> Result<Vec<u8>, BackupError> {
         let mut moves: Vec<&(u64, String, u64)> = self.moves.iter().collect();
         moves.sort_by_key(|m| m.0);
-        let mut out = Vec::with_capacity(10 + moves.len() * MOVE_LEN);
+        let mut out = Vec::with_capacity(10 + moves.len() * MOVE_LEN + SIGNATURE_LEN);
         out.extend_from_slice(RELOCATION_MAGIC);
         out.extend_from_slice(&RELOCATION_VERSION.to_le_bytes());
-        out.extend_from_slice(&u32::try_from(moves.len()).unwrap_or(u32::MAX).to_le_bytes());
+        let count = u32::try_from(moves.len())
+            .map_err(|_| BackupError::BadPack("too many moves for one record".into()))?;
+        out.extend_from_slice(&count.to_le_bytes());
         for (old, pack, new) in moves {
             out.extend_from_slice(&old.to_le_bytes());
-            let mut sha = [0u8; 32];
-            if let Ok(bytes) = hex::decode(pack) {
-                if bytes.len() == 32 {
-                    sha.copy_from_slice(&bytes);
-                }
-            }
+            let sha: [u8; 32] = hex::decode(pack)
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| BackupError::BadPack(format!("{pack} is not a pack name")))?;
             out.extend_from_slice(&sha);
             out.extend_from_slice(&new.to_le_bytes());
         }
-        out
+        let signature = signer.sign(&relocation_signed_bytes(old_pack, &out)?);
+        out.extend_from_slice(&signature);
+        Ok(out)
     }
 
-    /// Parses a record (untrusted bytes).
-    pub fn parse(bytes: &[u8]) -> Result<Relocation, BackupError> {
-        let bad = |why: &str| BackupError::BadPack(format!("relocation record: {why}"));
+    /// Parses the record stored for `old_pack` (untrusted bytes) and checks
+    /// that `vault_key` signed it for that pack.
+    pub fn parse(
+        bytes: &[u8],
+        old_pack: &str,
+        vault_key: &PublicKey,
+    ) -> Result<Relocation, BackupError> {
+        let bad = |why: &str| {
+            BackupError::BadPack(format!("relocation record of pack {old_pack}: {why}"))
+        };
         if bytes.len() < 10 || &bytes[..4] != RELOCATION_MAGIC {
             return Err(bad("not a relocation record"));
         }
         let version = u16::from_le_bytes([bytes[4], bytes[5]]);
+        if version == 1 {
+            return Err(bad("format 1 is unsigned and not trusted"));
+        }
         if version != RELOCATION_VERSION {
             return Err(bad(&format!("unknown version {version}")));
         }
         let count = u32::from_le_bytes([bytes[6], bytes[7], bytes[8], bytes[9]]) as usize;
-        let body = &bytes[10..];
-        if count.checked_mul(MOVE_LEN) != Some(body.len()) {
+        if count
+            .checked_mul(MOVE_LEN)
+            .and_then(|n| n.checked_add(10 + SIGNATURE_LEN))
+            != Some(bytes.len())
+        {
             return Err(bad("length does not match the count"));
         }
+        let (record, signature) = bytes.split_at(bytes.len() - SIGNATURE_LEN);
+        let signature: &[u8; SIGNATURE_LEN] = signature.try_into().map_err(|_| bad("signature"))?;
+        vault_key
+            .verify(&relocation_signed_bytes(old_pack, record)?, signature)
+            .map_err(|_| bad("not signed by this vault for this pack"))?;
         let mut moves = Vec::with_capacity(count);
-        for record in body.chunks_exact(MOVE_LEN) {
-            let old = u64::from_le_bytes(record[..8].try_into().map_err(|_| bad("record"))?);
-            let pack = hex::encode(&record[8..40]);
-            let new = u64::from_le_bytes(record[40..48].try_into().map_err(|_| bad("record"))?);
+        for entry in record[10..].chunks_exact(MOVE_LEN) {
+            let old = u64::from_le_bytes(entry[..8].try_into().map_err(|_| bad("record"))?);
+            let pack = hex::encode(&entry[8..40]);
+            let new = u64::from_le_bytes(entry[40..48].try_into().map_err(|_| bad("record"))?);
             if moves
                 .last()
                 .is_some_and(|(previous, _, _)| *previous >= old)
@@ -423,19 +473,28 @@ mod tests {
         }
     }
 
+    fn fixture_key() -> SigningKey {
+        SigningKey::from_seed(&vault_crypto::Key256::from_bytes([7; 32]))
+    }
+
     #[test]
     fn relocations_round_trip_and_chain() {
         let record = relocation();
-        assert_eq!(Relocation::parse(&record.encode()).unwrap(), record);
+        let key = fixture_key();
+        let old = "01".repeat(32);
+        let encoded = record.encode(&old, &key).unwrap();
+        assert_eq!(
+            Relocation::parse(&encoded, &old, &key.public_key()).unwrap(),
+            record
+        );
         let second = Relocation {
             moves: vec![(6, "ef".repeat(32), 900)],
         };
         let relocations = Relocations::new(
-            [("01".repeat(32), record), ("ab".repeat(32), second)]
+            [(old.clone(), record), ("ab".repeat(32), second)]
                 .into_iter()
                 .collect(),
         );
-        let old = "01".repeat(32);
         let mut hops = Vec::new();
         let (pack, offset) = relocations
             .resolve(&old, 6, |p| hops.push(p.to_owned()))
@@ -472,23 +531,59 @@ mod tests {
         assert!(cycle.resolve(&old, 6, |_| {}).is_err());
     }
 
-    /// A relocation record written by the first release: it must always open.
+    /// A record counts only when this vault signed it for the pack it is stored
+    /// under: another key's, another pack's, or a changed byte is refused.
     #[test]
-    fn relocation_v1_fixture_still_opens() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/backup-pack-v1/relocation");
-        if std::env::var_os("BILLVAULT_WRITE_FIXTURES").is_some() {
-            std::fs::write(&path, relocation().encode()).unwrap();
+    fn a_relocation_record_is_trusted_only_as_signed() {
+        let key = fixture_key();
+        let old = "01".repeat(32);
+        let encoded = relocation().encode(&old, &key).unwrap();
+        let forger = SigningKey::from_seed(&vault_crypto::Key256::from_bytes([8; 32]));
+        let forged = relocation().encode(&old, &forger).unwrap();
+        assert!(Relocation::parse(&forged, &old, &key.public_key()).is_err());
+        assert!(Relocation::parse(&encoded, &"02".repeat(32), &key.public_key()).is_err());
+        for i in 0..encoded.len() {
+            let mut tampered = encoded.clone();
+            tampered[i] ^= 0x01;
+            assert!(
+                Relocation::parse(&tampered, &old, &key.public_key()).is_err(),
+                "flip at {i}"
+            );
         }
+    }
+
+    /// The unsigned records of format 1 (never in a released repository) are
+    /// recognised and refused.
+    #[test]
+    fn relocation_v1_fixture_is_refused_as_unsigned() {
         let bytes = include_bytes!("../../tests/fixtures/backup-pack-v1/relocation");
-        assert_eq!(Relocation::parse(bytes).unwrap(), relocation());
+        let refused = Relocation::parse(bytes, &"01".repeat(32), &fixture_key().public_key())
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains("unsigned"), "{refused}");
+    }
+
+    /// A relocation record of format 2: it must always open.
+    #[test]
+    fn relocation_v2_fixture_still_opens() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/backup-pack-v1/relocation-v2");
+        let old = "01".repeat(32);
+        if std::env::var_os("BILLVAULT_WRITE_FIXTURES").is_some() {
+            std::fs::write(&path, relocation().encode(&old, &fixture_key()).unwrap()).unwrap();
+        }
+        let bytes = include_bytes!("../../tests/fixtures/backup-pack-v1/relocation-v2");
+        assert_eq!(
+            Relocation::parse(bytes, &old, &fixture_key().public_key()).unwrap(),
+            relocation()
+        );
     }
 
     proptest! {
         #[test]
         fn parser_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
             let _ = parse(&bytes);
-            let _ = Relocation::parse(&bytes);
+            let _ = Relocation::parse(&bytes, &"01".repeat(32), &fixture_key().public_key());
         }
 
         #[test]

@@ -25,14 +25,21 @@ use vault_crypto::merkle::Frontier;
 
 use super::manifest::{
     is_sha256_hex, is_snapshot_id, Body, ChunkRef, Entry, Manifest, VerifiedManifest,
+    MAX_MANIFEST_BYTES,
 };
-use super::pack::{Relocation, Relocations};
+use super::pack::{self, Relocation, Relocations};
 use super::BackupError;
 use crate::storage::s3::{ObjectLock, S3Store};
-use crate::storage::{list_all, ObjectName, ObjectStore, StorageError, StoreLocation};
+use crate::storage::{
+    collect, get_bytes_at_most, list_all, ObjectName, ObjectStore, StorageError, StoreLocation,
+};
 
 /// FORMAT CONSTANT: version of the repository record.
 const CONFIG_FORMAT: u32 = 1;
+/// A relocation record read: its old pack, and the record or why it is refused.
+type ReadRecord = (String, Result<Relocation, String>);
+/// The repository record is a few hundred bytes: a larger file is not read.
+const MAX_CONFIG_BYTES: usize = 1 << 20;
 
 /// The repository record (`config`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -132,7 +139,13 @@ impl Repository {
 
     /// Reads the repository record, if the repository was started.
     pub async fn config(&self) -> Result<Option<RepoConfig>, BackupError> {
-        let Some(bytes) = self.store.get_bytes(&ObjectName::backup_config()).await? else {
+        let Some(bytes) = get_bytes_at_most(
+            self.store.as_ref(),
+            &ObjectName::backup_config(),
+            MAX_CONFIG_BYTES,
+        )
+        .await?
+        else {
             return Ok(None);
         };
         let config: RepoConfig = serde_json::from_slice(&bytes)
@@ -207,11 +220,16 @@ impl Repository {
         if !is_snapshot_id(id) {
             return Err(BackupError::UnknownSnapshot(id.to_owned()));
         }
-        let bytes = self
-            .store
-            .get_bytes(&ObjectName::backup_snapshot(id))
-            .await?
-            .ok_or_else(|| BackupError::UnknownSnapshot(id.to_owned()))?;
+        let name = ObjectName::backup_snapshot(id);
+        let bytes = match get_bytes_at_most(self.store.as_ref(), &name, MAX_MANIFEST_BYTES).await {
+            Ok(found) => found.ok_or_else(|| BackupError::UnknownSnapshot(id.to_owned()))?,
+            Err(StorageError::TooLarge(limit)) => {
+                return Err(BackupError::BadManifest(format!(
+                    "snapshot {id}: larger than any manifest ({limit} bytes)"
+                )))
+            }
+            Err(e) => return Err(e.into()),
+        };
         let manifest = Manifest::parse_and_verify(&bytes, vault_key)?;
         if manifest.snapshot != id {
             return Err(BackupError::BadManifest(format!(
@@ -227,10 +245,31 @@ impl Repository {
         &self,
         vault_key: &PublicKey,
     ) -> Result<Option<VerifiedManifest>, BackupError> {
-        match self.snapshot_ids().await?.last() {
-            Some(id) => Ok(Some(self.manifest(id, vault_key).await?)),
-            None => Ok(None),
+        let (latest, skipped) = self.latest_verifying(vault_key).await?;
+        for why in skipped {
+            tracing::warn!(problem = %why, "backup: newer snapshot skipped");
         }
+        Ok(latest)
+    }
+
+    /// The newest snapshot whose manifest verifies under `vault_key`, and what
+    /// is wrong with each newer one: a file under `snapshots/` this vault did
+    /// not sign, or one damaged, is no snapshot of it, and must not stop its
+    /// backups (a snapshot id is a time, so a planted far-future one would
+    /// otherwise always be the latest).
+    pub async fn latest_verifying(
+        &self,
+        vault_key: &PublicKey,
+    ) -> Result<(Option<VerifiedManifest>, Vec<String>), BackupError> {
+        let mut skipped = Vec::new();
+        for id in self.snapshot_ids().await?.iter().rev() {
+            match self.manifest(id, vault_key).await {
+                Ok(manifest) => return Ok((Some(manifest), skipped)),
+                Err(e) if e.is_not_a_snapshot() => skipped.push(format!("snapshot {id}: {e}")),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((None, skipped))
     }
 
     /// Whole data objects present (`data/`): hash -> size.
@@ -259,29 +298,53 @@ impl Repository {
             .collect())
     }
 
-    /// Every relocation record (where prunes moved repacked blobs).
-    pub async fn relocations(&self) -> Result<Relocations, BackupError> {
+    /// Every relocation record (where prunes moved repacked blobs) that
+    /// `vault_key` signed for its pack, and what is wrong with each other one
+    /// (unreadable, too large, unsigned or signed by another key): the caller
+    /// decides whether it can go on without them.
+    pub async fn relocations(
+        &self,
+        vault_key: &PublicKey,
+    ) -> Result<(Relocations, Vec<String>), BackupError> {
         let listed = self
             .content_objects(ObjectName::BACKUP_RELOCATIONS_PREFIX)
             .await?;
-        let records: Vec<Result<(String, Relocation), BackupError>> =
-            futures::stream::iter(listed.into_keys())
-                .map(|pack| async move {
-                    let bytes = self
-                        .store
-                        .get_bytes(&ObjectName::backup_relocation(&pack))
-                        .await?
-                        .ok_or_else(|| {
-                            BackupError::BadPack(format!("relocation record of {pack} vanished"))
-                        })?;
-                    Ok((pack, Relocation::parse(&bytes)?))
-                })
-                .buffer_unordered(8)
-                .collect()
-                .await;
-        Ok(Relocations::new(
-            records.into_iter().collect::<Result<HashMap<_, _>, _>>()?,
-        ))
+        let records: Vec<Result<ReadRecord, BackupError>> = futures::stream::iter(listed)
+            .map(|(pack, size)| async move {
+                let name = ObjectName::backup_relocation(&pack);
+                if size > pack::MAX_RELOCATION_BYTES {
+                    let why = format!("{name}: {size} bytes, more than any record");
+                    return Ok((pack, Err(why)));
+                }
+                let bytes = match self.store.get(&name).await {
+                    Ok(stream) => collect(stream, pack::MAX_RELOCATION_BYTES as usize).await,
+                    Err(e) => Err(e),
+                };
+                let record = match bytes {
+                    Ok(bytes) => {
+                        Relocation::parse(&bytes, &pack, vault_key).map_err(|e| e.to_string())
+                    }
+                    Err(StorageError::NotFound(_)) => Err(format!("{name} vanished")),
+                    Err(e @ StorageError::TooLarge(_)) => Err(format!("{name}: {e}")),
+                    Err(e) => return Err(e.into()),
+                };
+                Ok((pack, record))
+            })
+            .buffer_unordered(8)
+            .collect()
+            .await;
+        let mut trusted = HashMap::new();
+        let mut refused = Vec::new();
+        for record in records {
+            match record? {
+                (pack, Ok(record)) => {
+                    trusted.insert(pack, record);
+                }
+                (_, Err(why)) => refused.push(why),
+            }
+        }
+        refused.sort();
+        Ok((Relocations::new(trusted), refused))
     }
 
     /// A manifest's entries, in name order, a chunk at a time (a v1 manifest's
@@ -319,11 +382,18 @@ impl Repository {
             name: format!("manifest chunk {}", chunk.sha256),
             problem: problem.to_owned(),
         };
-        let bytes = self
-            .store
-            .get_bytes(&ObjectName::backup_chunk(&chunk.sha256))
-            .await?
-            .ok_or_else(|| mismatch("missing from the repository"))?;
+        let name = ObjectName::backup_chunk(&chunk.sha256);
+        let bytes = match get_bytes_at_most(
+            self.store.as_ref(),
+            &name,
+            super::chunk::MAX_CHUNK_BYTES,
+        )
+        .await
+        {
+            Ok(found) => found.ok_or_else(|| mismatch("missing from the repository"))?,
+            Err(StorageError::TooLarge(_)) => return Err(mismatch("larger than any chunk")),
+            Err(e) => return Err(e.into()),
+        };
         if super::sha256_hex(&bytes) != chunk.sha256 {
             return Err(mismatch("bytes do not match the manifest's SHA-256"));
         }

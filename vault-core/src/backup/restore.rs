@@ -194,6 +194,7 @@ fn write_keystore(path: &Path, bytes: &[u8], allow_existing: bool) -> Result<boo
 pub struct RestorePlan {
     manifest: VerifiedManifest,
     deleted: Tombstones,
+    vault_key: PublicKey,
 }
 
 impl RestorePlan {
@@ -221,7 +222,11 @@ pub async fn plan(
         return Err(BackupError::ForeignManifest(manifest.snapshot.clone()));
     }
     let deleted = tombstones::collect(repo, vault_key, &manifest).await?;
-    Ok(RestorePlan { manifest, deleted })
+    Ok(RestorePlan {
+        manifest,
+        deleted,
+        vault_key: *vault_key,
+    })
 }
 
 /// Restores a planned snapshot into `target`, a chunk of its manifest at a
@@ -243,7 +248,12 @@ pub async fn restore(
         snapshot: manifest.snapshot.clone(),
         ..RestoreReport::default()
     };
-    let relocations = repo.relocations().await?;
+    // Objects behind a record this vault did not sign are looked for where the
+    // manifest put them: found and hash-checked there, or reported missing.
+    let (relocations, refused) = repo.relocations(&plan.vault_key).await?;
+    for why in refused {
+        tracing::warn!(problem = %why, "restore: relocation record not trusted");
+    }
     let mut own_tombstones = HashSet::new();
     let mut deleted_documents = HashSet::new();
     let mut chunks = repo.entries(manifest);

@@ -17,14 +17,14 @@ use futures::StreamExt;
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
-use vault_crypto::signing::PublicKey;
+use vault_crypto::signing::SigningKey;
 
 use super::manifest::{Body, Location, VerifiedManifest};
 use super::pack::{self, PackBuilder, Relocation, Relocations};
 use super::repo::Repository;
 use super::sha256_hex;
 use super::BackupError;
-use crate::storage::ObjectName;
+use crate::storage::{get_bytes_at_most, ObjectName};
 
 /// Which snapshots to keep.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,12 +115,15 @@ pub struct PruneReport {
     pub bytes_unreferenced_in_kept_packs: u64,
 }
 
-/// Applies `policy` to the repository.
+/// Applies `policy` to the repository. `signer` is the vault's backup key:
+/// only manifests and relocation records it signed are followed, and it signs
+/// the relocation records of packs this prune rewrites.
 pub async fn prune(
     repo: &Repository,
-    vault_key: &PublicKey,
+    signer: &SigningKey,
     policy: &KeepPolicy,
 ) -> Result<PruneReport, BackupError> {
+    let vault_key = &signer.public_key();
     let now = OffsetDateTime::now_utc();
     let holds = repo.holds().await?;
     let mut manifests = Vec::new();
@@ -150,7 +153,14 @@ pub async fn prune(
     }
     // Only now, with the forgotten manifests gone, find what the rest name (a
     // chunk that cannot be read stops the prune before anything is deleted).
-    let relocations = repo.relocations().await?;
+    // A record that is not this vault's stops the prune: ignoring it could make
+    // the packs it moved blobs to look unused.
+    let (relocations, refused) = repo.relocations(vault_key).await?;
+    if let Some(first) = refused.into_iter().next() {
+        return Err(BackupError::BadPack(format!(
+            "{first}; prune deletes nothing while a relocation record cannot be trusted: restore the record from a copy of the repository, or remove it if it was not written by this vault"
+        )));
+    }
     let live = Live::collect(repo, &kept, &relocations, now).await?;
     for (sha, size) in repo.data_objects().await? {
         if !live.whole.contains(&sha) {
@@ -190,7 +200,7 @@ pub async fn prune(
         }
     }
     if !candidates.is_empty() {
-        repack(repo, &kept, &relocations, candidates, &mut report).await?;
+        repack(repo, signer, &kept, &relocations, candidates, &mut report).await?;
     }
     Ok(report)
 }
@@ -308,6 +318,7 @@ impl Live {
 /// named by nothing (the next prune deletes them).
 async fn repack(
     repo: &Repository,
+    signer: &SigningKey,
     kept: &[VerifiedManifest],
     relocations: &Relocations,
     candidates: Vec<(String, u64)>,
@@ -339,11 +350,13 @@ async fn repack(
     let mut written: HashSet<String> = HashSet::new();
     let mut written_bytes = 0u64;
     for (old, size) in &candidates {
-        let bytes = repo
-            .store
-            .get_bytes(&ObjectName::backup_pack(old))
-            .await?
-            .ok_or_else(|| BackupError::BadPack(format!("pack {old} vanished during prune")))?;
+        let bytes = get_bytes_at_most(
+            repo.store.as_ref(),
+            &ObjectName::backup_pack(old),
+            pack::MAX_PACK_BYTES as usize,
+        )
+        .await?
+        .ok_or_else(|| BackupError::BadPack(format!("pack {old} vanished during prune")))?;
         records.entry(old.clone()).or_default();
         for (offset, (length, sha)) in named.remove(old).unwrap_or_default() {
             let range = offset as usize..(offset + length) as usize;
@@ -387,12 +400,11 @@ async fn repack(
         if written.contains(old) {
             continue;
         }
+        let encoded = bytes::Bytes::from(record.encode(old, signer)?);
         repo.store
             .put_new_deferred(
                 &ObjectName::backup_relocation(old),
-                Box::pin(futures::stream::once(futures::future::ready(Ok(
-                    bytes::Bytes::from(record.encode()),
-                )))),
+                Box::pin(futures::stream::once(futures::future::ready(Ok(encoded)))),
             )
             .await?;
     }

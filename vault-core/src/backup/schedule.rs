@@ -444,7 +444,7 @@ impl BackupService {
             super::snapshot::run(source, repo, &selection(&service.config)?, progress).await?;
         let pruned = if prune && !service.config.retention.is_empty() {
             Some(
-                super::retention::prune(repo, &self.audit.signer.public, &service.config.retention)
+                super::retention::prune(repo, &self.audit.signer.key, &service.config.retention)
                     .await?,
             )
         } else {
@@ -460,8 +460,7 @@ impl BackupService {
         let repo = service.repository().await?;
         let lock = self.lock_repository(&repo, "prune").await?;
         let result =
-            super::retention::prune(&repo, &self.audit.signer.public, &service.config.retention)
-                .await;
+            super::retention::prune(&repo, &self.audit.signer.key, &service.config.retention).await;
         lock.release().await;
         let (outcome, detail) = match &result {
             Ok(r) => (

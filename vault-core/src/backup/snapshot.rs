@@ -36,7 +36,9 @@ use super::pack::{self, PackBuilder, Relocations, SealedPack};
 use super::repo::Repository;
 use super::{sha256_hex, BackupError, Progress};
 use crate::storage::retry::retry_transient;
-use crate::storage::{collect, list_all, ObjectInfo, ObjectName, ObjectStore, StorageError};
+use crate::storage::{
+    collect, get_bytes_at_most, list_all, ObjectInfo, ObjectName, ObjectStore, StorageError,
+};
 
 /// Objects up to this size go into packs (read once into memory, hashed and
 /// appended); larger ones stay whole under `data/<sha256>`, hashed in a
@@ -639,7 +641,14 @@ async fn leftover_blobs(
     let checked: Vec<Option<(String, Vec<pack::PackedBlob>)>> = futures::stream::iter(packs)
         .map(|info| async move {
             let sha = info.name.file_name().to_owned();
-            let bytes = repo.store.get_bytes(&info.name).await.ok().flatten()?;
+            let bytes = get_bytes_at_most(
+                repo.store.as_ref(),
+                &info.name,
+                pack::MAX_PACK_BYTES as usize,
+            )
+            .await
+            .ok()
+            .flatten()?;
             let blobs = pack::check(&bytes, &sha).ok()?;
             Some((sha, blobs))
         })
@@ -685,7 +694,12 @@ pub async fn run(
         _ => HashSet::new(),
     };
     let packs_present: HashSet<String> = repo.packs().await?.into_keys().collect();
-    let relocations = repo.relocations().await?;
+    // A record this vault did not sign is not followed: the entries it would
+    // move are read from the vault again, as if their pack were gone.
+    let (relocations, refused) = repo.relocations(&vault_key).await?;
+    for why in refused {
+        tracing::warn!(problem = %why, "backup: relocation record not trusted");
+    }
     let leftovers = leftover_blobs(repo, parent.as_ref()).await?;
     let data_present: HashSet<String> = repo.data_objects().await?.into_keys().collect();
     // The size is known only when the listing is done: the previous snapshot's

@@ -115,7 +115,8 @@ pub async fn verify(
         None => repo.snapshot_ids().await?,
     };
     let packs_present: HashMap<String, u64> = repo.packs().await?;
-    let relocations = repo.relocations().await?;
+    let (relocations, refused) = repo.relocations(vault_key).await?;
+    report.problems.extend(refused);
     // 1. With --read-data, read the chosen packs whole first: each must hash to
     // its name and every blob to its trailer record. Their trailers are kept
     // (48 bytes a blob) to check the manifests' claims against in step 2.
@@ -130,6 +131,10 @@ pub async fn verify(
     let checked: Vec<Result<PackCheck, BackupError>> = futures::stream::iter(chosen)
         .map(|(sha, size)| async move {
             let name = ObjectName::backup_pack(&sha);
+            if size > pack::MAX_PACK_BYTES {
+                progress.advance(size);
+                return Ok((sha, Err(format!("{size} bytes: larger than any pack"))));
+            }
             let outcome = match repo.store.get(&name).await {
                 Ok(stream) => match crate::storage::collect(stream, size as usize + 1).await {
                     Ok(bytes) => pack::check(&bytes, &sha).map_err(|e| e.to_string()),

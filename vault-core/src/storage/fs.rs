@@ -30,6 +30,32 @@ mod listing;
 use listing::SortedWalk;
 
 const TMP_DIR: &str = ".tmp";
+/// Opens an object's file for reading. Only a regular file is an object: a
+/// FIFO, device or symbolic link put in the store by hand is refused without
+/// blocking (opening a FIFO to read waits for a writer) or being followed.
+async fn open_object(path: &Path) -> std::io::Result<tokio::fs::File> {
+    let file = tokio::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(path)
+        .await
+        .map_err(|e| {
+            // O_NOFOLLOW on a symbolic link fails with ELOOP.
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file")
+            } else {
+                e
+            }
+        })?;
+    if !file.metadata().await?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok(file)
+}
+
 /// Objects per page of a streamed listing, and pages its walk may run ahead.
 const WALK_PAGE: usize = 1000;
 const WALK_PAGES_AHEAD: usize = 2;
@@ -485,7 +511,7 @@ impl ObjectStore for FsStore {
     }
 
     async fn get(&self, name: &ObjectName) -> Result<ByteStream, StorageError> {
-        let file = tokio::fs::File::open(self.path(name))
+        let file = open_object(&self.path(name))
             .await
             .map_err(|e| not_found_or(name, e))?;
         Ok(Box::pin(
@@ -498,7 +524,7 @@ impl ObjectStore for FsStore {
         name: &ObjectName,
         range: Range<u64>,
     ) -> Result<ByteStream, StorageError> {
-        let mut file = tokio::fs::File::open(self.path(name))
+        let mut file = open_object(&self.path(name))
             .await
             .map_err(|e| not_found_or(name, e))?;
         file.seek(SeekFrom::Start(range.start))
@@ -511,15 +537,20 @@ impl ObjectStore for FsStore {
     }
 
     async fn get_bytes(&self, name: &ObjectName) -> Result<Option<Bytes>, StorageError> {
-        match tokio::fs::read(self.path(name)).await {
-            Ok(bytes) => Ok(Some(Bytes::from(bytes))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(backend(e)),
-        }
+        let mut file = match open_object(&self.path(name)).await {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(backend(e)),
+        };
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).await.map_err(backend)?;
+        Ok(Some(Bytes::from(bytes)))
     }
 
     async fn head(&self, name: &ObjectName) -> Result<Option<ObjectInfo>, StorageError> {
-        match tokio::fs::metadata(self.path(name)).await {
+        match tokio::fs::symlink_metadata(self.path(name)).await {
+            // Only regular files are objects (see `open_object`).
+            Ok(meta) if !meta.is_file() => Ok(None),
             Ok(meta) => Ok(Some(ObjectInfo {
                 name: name.clone(),
                 size: meta.len(),
@@ -605,6 +636,48 @@ mod tests {
         Box::pin(futures::stream::iter(
             parts.into_iter().map(|p| Ok(Bytes::from_static(p))),
         ))
+    }
+
+    /// Only regular files are objects: a FIFO (whose open would wait for a
+    /// writer forever) and a link to a device are neither listed nor read.
+    #[tokio::test]
+    async fn a_fifo_or_a_link_in_the_store_is_not_an_object() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).await.unwrap();
+        let packs = dir.path().join("packs/ab");
+        std::fs::create_dir_all(&packs).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            packs.join("fifo"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("/dev/zero", packs.join("link")).unwrap();
+        store
+            .put_new_bytes(
+                &ObjectName::parse("packs/ab/file").unwrap(),
+                Bytes::from_static(b"x"),
+            )
+            .await
+            .unwrap();
+        let listed: Vec<String> = crate::storage::list_all(&store, "", None)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.name.as_str().to_owned())
+            .collect();
+        assert_eq!(listed, ["packs/ab/file"]);
+        for odd in ["packs/ab/fifo", "packs/ab/link"] {
+            let name = ObjectName::parse(odd).unwrap();
+            let within = std::time::Duration::from_secs(5);
+            let got = tokio::time::timeout(within, store.get_bytes(&name)).await;
+            assert!(matches!(got, Ok(Err(_))), "{odd}: {got:?}");
+            let got = tokio::time::timeout(within, store.get(&name)).await;
+            assert!(matches!(got, Ok(Err(_))), "{odd}");
+            assert_eq!(store.head(&name).await.unwrap(), None, "{odd}");
+        }
     }
 
     #[test]

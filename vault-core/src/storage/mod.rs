@@ -288,6 +288,21 @@ pub trait ObjectStore: Send + Sync + 'static {
     }
 }
 
+/// Reads an object whole if it holds at most `limit` bytes; `None` when it does
+/// not exist. For objects whose bytes are not trusted: a planted huge file is
+/// refused at `limit`, not read into memory.
+pub async fn get_bytes_at_most(
+    store: &dyn ObjectStore,
+    name: &ObjectName,
+    limit: usize,
+) -> Result<Option<Bytes>, StorageError> {
+    match store.get(name).await {
+        Ok(stream) => collect(stream, limit).await.map(Some),
+        Err(StorageError::NotFound(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Reads a whole stream into memory (for small objects only).
 pub async fn collect(mut stream: ByteStream, limit: usize) -> Result<Bytes, StorageError> {
     use futures::StreamExt;

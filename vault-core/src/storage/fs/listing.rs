@@ -81,12 +81,14 @@ impl SortedWalk {
             if name.starts_with(TMP_DIR) {
                 continue;
             }
-            if entry.file_type().map_err(backend)?.is_dir() {
+            let file_type = entry.file_type().map_err(backend)?;
+            if file_type.is_dir() {
                 let below = format!("{name}/");
                 if self.may_hold_matches(&below) {
                     children.push(format!("{child}/").into_boxed_str());
                 }
-            } else if name.starts_with(&self.prefix)
+            } else if file_type.is_file() // not a FIFO, device or link: see `open_object`
+                && name.starts_with(&self.prefix)
                 && self
                     .start_after
                     .as_deref()
