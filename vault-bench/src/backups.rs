@@ -70,6 +70,9 @@ pub struct ToolRow {
     pub peak_rss_kib: u64,
     /// Resident memory just before it (the server's; 0 for a new process), KiB.
     pub rss_before_kib: u64,
+    /// The server's resident memory once a second during the full backup, KiB
+    /// (where in the backup a peak comes from; empty for the other tools).
+    pub rss_each_second_kib: Vec<u64>,
 }
 
 /// The report.
@@ -382,7 +385,9 @@ pub async fn run(
     vault_row.rss_before_kib = crate::procfs::memory(server.pid)?.rss_kib;
     crate::procfs::reset_peak(server.pid)?;
     eprintln!("vault: full backup");
+    let sampler = crate::procfs::Sampler::start(server.pid, Duration::from_secs(1));
     let (seconds, last) = backup_now(&server).await?;
+    vault_row.rss_each_second_kib = sampler.finish().await;
     let bytes = last["bytes"].as_u64().unwrap_or(0);
     let objects = last["objects"].as_u64().unwrap_or(0);
     vault_row.full = step(seconds, bytes);
@@ -626,5 +631,18 @@ pub fn markdown(report: &BackupsReport) -> String {
         ));
     }
     out.push_str("\n(x): speed against restic in the same run (restic's time over this tool's; above 1 is faster).\n");
+    for tool in &report.tools {
+        let samples = &tool.rss_each_second_kib;
+        if let Some((at, peak)) = samples.iter().enumerate().max_by_key(|(_, kib)| **kib) {
+            out.push_str(&format!(
+                "\n{} server memory sampled each second of its full backup: highest {} MiB at {} s of {} s, {} MiB at the end.\n",
+                tool.tool,
+                peak / 1024,
+                at,
+                samples.len(),
+                samples.last().copied().unwrap_or_default() / 1024,
+            ));
+        }
+    }
     out
 }

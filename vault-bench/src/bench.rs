@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -404,35 +403,6 @@ struct Uploaded {
     path: PathBuf,
 }
 
-/// Samples a process's VmRSS on a timer.
-struct Sampler {
-    stop: Arc<AtomicBool>,
-    handle: tokio::task::JoinHandle<Vec<u64>>,
-}
-
-impl Sampler {
-    fn start(pid: u32, every: Duration) -> Sampler {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let handle = tokio::spawn(async move {
-            let mut samples = Vec::new();
-            while !flag.load(Ordering::Relaxed) {
-                if let Ok(m) = procfs::memory(pid) {
-                    samples.push(m.rss_kib);
-                }
-                tokio::time::sleep(every).await;
-            }
-            samples
-        });
-        Sampler { stop, handle }
-    }
-
-    async fn finish(self) -> Vec<u64> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.handle.await.unwrap_or_default()
-    }
-}
-
 /// Prints a progress line on stderr.
 fn progress(started: Instant, text: &str) {
     eprintln!("[{:7.1} s] {text}", started.elapsed().as_secs_f64());
@@ -551,7 +521,7 @@ impl Bench {
     /// Runs every phase; the results.
     pub async fn run(mut self) -> anyhow::Result<Results> {
         let pid = self.server.pid;
-        let run_sampler = Sampler::start(pid, Duration::from_millis(100));
+        let run_sampler = procfs::Sampler::start(pid, Duration::from_millis(100));
         let run_calls_before = self.server.metric("vault_key_provider_calls_total").await?;
 
         self.timed_phase("key-service calls", Bench::key_calls)
@@ -1264,7 +1234,7 @@ impl Bench {
         let hwm_reset = procfs::reset_peak(pid).is_ok();
         let mut doc = self.generator.scan(0);
         doc.format = "large-scan";
-        let sampler = Sampler::start(pid, Duration::from_millis(20));
+        let sampler = procfs::Sampler::start(pid, Duration::from_millis(20));
         let cpu = self.cpu();
         let t = Instant::now();
         let body = reqwest::Body::wrap_stream(corpus::large_stream(seed, total));

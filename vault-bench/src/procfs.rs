@@ -1,6 +1,40 @@
 //! What `/proc` says about the server process and the machine.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Samples a process's VmRSS on a timer.
+pub struct Sampler {
+    stop: Arc<AtomicBool>,
+    handle: tokio::task::JoinHandle<Vec<u64>>,
+}
+
+impl Sampler {
+    /// Starts sampling `pid` every `every`.
+    pub fn start(pid: u32, every: Duration) -> Sampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = tokio::spawn(async move {
+            let mut samples = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                if let Ok(m) = memory(pid) {
+                    samples.push(m.rss_kib);
+                }
+                tokio::time::sleep(every).await;
+            }
+            samples
+        });
+        Sampler { stop, handle }
+    }
+
+    /// Stops and returns the samples (KiB), oldest first.
+    pub async fn finish(self) -> Vec<u64> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.await.unwrap_or_default()
+    }
+}
 
 /// A `kB` figure of `/proc/<pid>/status` (`VmRSS`, `VmHWM`, ...), in KiB.
 pub fn status_kib(status: &str, key: &str) -> Option<u64> {

@@ -13,17 +13,17 @@
 //! A pass lists every document object, so a replica added to a large vault does
 //! not start with one. Removals are counted in `vault_leftovers_removed_total`.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::TryStreamExt;
 use time::OffsetDateTime;
 use vault_crypto::DocumentId;
 
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::storage::lease::{Lease, LeaseError, LeaseTiming};
-use crate::storage::{list_all, ObjectName, ObjectStore};
+use crate::storage::{ObjectName, ObjectStore};
 use crate::tenants::{TenantRegistry, TenantStatus};
 
 /// Longest time between two passes (shorter when the grace period is).
@@ -176,38 +176,74 @@ impl Leftovers {
             if tenant.status == TenantStatus::Offboarded {
                 continue;
             }
-            // Per document: whether its facts exist, and its newest object's time.
-            let mut documents: BTreeMap<
-                DocumentId,
-                (bool, Option<OffsetDateTime>, Vec<ObjectName>),
-            > = BTreeMap::new();
+            // A document's objects are neighbours in the listing (they share
+            // its prefix), so the listing streams and one document is held at a
+            // time, whatever the tenant's size.
             let prefix = ObjectName::docs_prefix(&tenant.id);
-            for info in list_all(self.store.as_ref(), &prefix, None).await? {
-                let Some((_, id)) = ObjectName::document_object_of(info.name.as_str()) else {
-                    continue;
-                };
-                let entry = documents.entry(id).or_default();
-                entry.0 |= info.name.meta_document().is_some();
-                entry.1 = entry.1.max(info.modified);
-                entry.2.push(info.name);
+            let mut pages = self.store.list_pages(&prefix, None);
+            let mut current: Option<DocumentObjects> = None;
+            while let Some(page) = pages.try_next().await? {
+                for info in page {
+                    let Some((_, id)) = ObjectName::document_object_of(info.name.as_str()) else {
+                        continue;
+                    };
+                    if current.as_ref().is_some_and(|c| c.id != id) {
+                        if let Some(done) = current.take() {
+                            self.settle(done, now, &mut collected).await?;
+                        }
+                    }
+                    let entry = current.get_or_insert_with(|| DocumentObjects {
+                        id,
+                        visible: false,
+                        newest: None,
+                        names: Vec::new(),
+                    });
+                    entry.visible |= info.name.meta_document().is_some();
+                    entry.newest = entry.newest.max(info.modified);
+                    entry.names.push(info.name);
+                }
             }
-            for (_, (visible, newest, names)) in documents {
-                if visible {
-                    continue;
-                }
-                let old = newest.is_some_and(|at| now - at > self.grace);
-                if !old {
-                    collected.young += 1;
-                    continue;
-                }
-                for name in &names {
-                    self.store.delete_all_versions(name).await?;
-                }
-                collected.documents += 1;
-                collected.objects += names.len() as u64;
-                self.metrics.leftovers_removed.inc_by(names.len() as u64);
+            if let Some(done) = current.take() {
+                self.settle(done, now, &mut collected).await?;
             }
         }
         Ok(collected)
     }
+
+    /// Removes one document's objects if they are a leftover: no facts object
+    /// (never visible) and older than the grace period.
+    async fn settle(
+        &self,
+        document: DocumentObjects,
+        now: OffsetDateTime,
+        collected: &mut Collected,
+    ) -> Result<(), Error> {
+        if document.visible {
+            return Ok(());
+        }
+        let old = document.newest.is_some_and(|at| now - at > self.grace);
+        if !old {
+            collected.young += 1;
+            return Ok(());
+        }
+        for name in &document.names {
+            self.store.delete_all_versions(name).await?;
+        }
+        collected.documents += 1;
+        collected.objects += document.names.len() as u64;
+        self.metrics
+            .leftovers_removed
+            .inc_by(document.names.len() as u64);
+        Ok(())
+    }
+}
+
+/// The objects of one document, as the listing gives them.
+struct DocumentObjects {
+    id: DocumentId,
+    /// Whether its facts object exists.
+    visible: bool,
+    /// Its newest object's time.
+    newest: Option<OffsetDateTime>,
+    names: Vec<ObjectName>,
 }

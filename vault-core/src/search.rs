@@ -1195,21 +1195,30 @@ impl SearchService {
     /// have no tombstone. A facts object beside a tombstone is the remainder of an
     /// interrupted delete, which is finished here.
     async fn stored_documents(&self, tenant: &TenantId) -> Result<Vec<DocumentId>, Error> {
-        let objects =
-            crate::storage::list_all(self.store.as_ref(), &ObjectName::docs_prefix(tenant), None)
-                .await?;
-        let tombstones = crate::storage::list_all(
-            self.store.as_ref(),
-            &ObjectName::tombstones_prefix(tenant),
-            None,
-        )
-        .await?;
-        let deleted: std::collections::HashSet<DocumentId> = tombstones
-            .iter()
-            .filter_map(|info| ObjectName::tombstone_of(info.name.as_str()).map(|(_, id)| id))
-            .collect();
+        use futures::TryStreamExt;
+        // The listings stream: only ids are kept (16 bytes a document), never
+        // the names and sizes of a tenant's millions of objects. Facts first,
+        // then tombstones, so a delete in between is seen as one to finish.
+        let mut with_facts = Vec::new();
+        let mut objects = self
+            .store
+            .list_pages(&ObjectName::docs_prefix(tenant), None);
+        while let Some(page) = objects.try_next().await? {
+            with_facts.extend(page.iter().filter_map(|info| info.name.meta_document()));
+        }
+        let mut deleted = std::collections::HashSet::new();
+        let mut tombstones = self
+            .store
+            .list_pages(&ObjectName::tombstones_prefix(tenant), None);
+        while let Some(page) = tombstones.try_next().await? {
+            deleted.extend(
+                page.iter().filter_map(|info| {
+                    ObjectName::tombstone_of(info.name.as_str()).map(|(_, id)| id)
+                }),
+            );
+        }
         let mut visible = Vec::new();
-        for id in objects.iter().filter_map(|info| info.name.meta_document()) {
+        for id in with_facts {
             if !deleted.contains(&id) {
                 visible.push(id);
             } else if let Err(e) = self.documents.delete(tenant, &id).await {
