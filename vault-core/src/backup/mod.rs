@@ -233,6 +233,26 @@ pub(crate) mod tests {
         target
     }
 
+    /// A whole-vault snapshot of `source` into `repo`, signed by `signer`.
+    async fn take_snapshot(
+        source: &FsStore,
+        repo: &Repository,
+        signer: &SigningKey,
+    ) -> super::manifest::SnapshotInfo {
+        run(
+            Source {
+                store: source,
+                label: "fs".into(),
+                signer,
+            },
+            repo,
+            &Selection::default(),
+            &NoProgress,
+        )
+        .await
+        .unwrap()
+    }
+
     const DELETED: &str = "1b2c3d4e5f60718293a4b5c6d7e8f90a";
 
     /// The checked-in v1 repository verifies (with its data), restores (the
@@ -409,20 +429,7 @@ pub(crate) mod tests {
         let repo = open(&dir.path().join("repo")).await;
         let signer = SigningKey::from_seed(&Key256::from_bytes([9; 32]));
         let key = signer.public_key();
-        let selection = Selection::default();
-        let take = || {
-            run(
-                Source {
-                    store: &source,
-                    label: "fs".into(),
-                    signer: &signer,
-                },
-                &repo,
-                &selection,
-                &NoProgress,
-            )
-        };
-        take().await.unwrap();
+        take_snapshot(&source, &repo, &signer).await;
         // Every document goes, new ones come: the second snapshot names none of
         // the first's objects.
         let tenant = TenantId::new("acme").unwrap();
@@ -437,7 +444,7 @@ pub(crate) mod tests {
         }
         drop(vault_with_documents(&vault_dir, 10).await);
         tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-        take().await.unwrap();
+        take_snapshot(&source, &repo, &signer).await;
         assert_eq!(repo.packs().await.unwrap().len(), 2);
         let pruned = prune(
             &repo,
@@ -470,20 +477,7 @@ pub(crate) mod tests {
         let repo = open(&dir.path().join("repo")).await;
         let signer = SigningKey::from_seed(&Key256::from_bytes([9; 32]));
         let key = signer.public_key();
-        let selection = Selection::default();
-        let take = || {
-            run(
-                Source {
-                    store: &source,
-                    label: "fs".into(),
-                    signer: &signer,
-                },
-                &repo,
-                &selection,
-                &NoProgress,
-            )
-        };
-        take().await.unwrap();
+        take_snapshot(&source, &repo, &signer).await;
         let live_pack = repo.packs().await.unwrap().into_keys().next().unwrap();
         let forger = SigningKey::from_seed(&Key256::from_bytes([8; 32]));
         let planted = pack::Relocation {
@@ -520,7 +514,7 @@ pub(crate) mod tests {
             assert!(refused.to_string().contains("deletes nothing"), "{refused}");
             assert!(repo.packs().await.unwrap().contains_key(&live_pack));
             tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-            let info = take().await.unwrap();
+            let info = take_snapshot(&source, &repo, &signer).await;
             let restored = dir.path().join(format!("restored-{}", info.snapshot));
             restore_into(&repo, &key, &info.snapshot, &restored).await;
             repo.store.delete(&name).await.unwrap();
@@ -543,20 +537,7 @@ pub(crate) mod tests {
         let repo = open(&dir.path().join("repo")).await;
         let signer = SigningKey::from_seed(&Key256::from_bytes([9; 32]));
         let key = signer.public_key();
-        let selection = Selection::default();
-        let take = || {
-            run(
-                Source {
-                    store: &source,
-                    label: "fs".into(),
-                    signer: &signer,
-                },
-                &repo,
-                &selection,
-                &NoProgress,
-            )
-        };
-        let first = take().await.unwrap();
+        let first = take_snapshot(&source, &repo, &signer).await;
         let planted = "20991231-235959-ffffffff";
         repo.store
             .put_new_bytes(
@@ -570,7 +551,7 @@ pub(crate) mod tests {
         assert_eq!(skipped.len(), 1, "{skipped:?}");
         assert!(skipped[0].contains(planted), "{skipped:?}");
         tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-        let second = take().await.unwrap();
+        let second = take_snapshot(&source, &repo, &signer).await;
         assert_eq!(second.parent.as_deref(), Some(first.snapshot.as_str()));
         let manifest = repo.manifest(&second.snapshot, &key).await.unwrap();
         let refused = plan(&repo, &key, manifest).await.unwrap_err();
