@@ -31,7 +31,7 @@ use super::pack::{self, Relocation, Relocations};
 use super::BackupError;
 use crate::storage::s3::{ObjectLock, S3Store};
 use crate::storage::{
-    collect, get_bytes_at_most, list_all, ObjectName, ObjectStore, StorageError, StoreLocation,
+    get_bytes_at_most, list_all, ObjectName, ObjectStore, StorageError, StoreLocation,
 };
 
 /// FORMAT CONSTANT: version of the repository record.
@@ -316,15 +316,12 @@ impl Repository {
                     let why = format!("{name}: {size} bytes, more than any record");
                     return Ok((pack, Err(why)));
                 }
-                let bytes = match self.store.get(&name).await {
-                    Ok(stream) => collect(stream, pack::MAX_RELOCATION_BYTES as usize).await,
-                    Err(e) => Err(e),
-                };
-                let record = match bytes {
-                    Ok(bytes) => {
+                let limit = pack::MAX_RELOCATION_BYTES as usize;
+                let record = match get_bytes_at_most(self.store.as_ref(), &name, limit).await {
+                    Ok(Some(bytes)) => {
                         Relocation::parse(&bytes, &pack, vault_key).map_err(|e| e.to_string())
                     }
-                    Err(StorageError::NotFound(_)) => Err(format!("{name} vanished")),
+                    Ok(None) => Err(format!("{name} vanished")),
                     Err(e @ StorageError::TooLarge(_)) => Err(format!("{name}: {e}")),
                     Err(e) => return Err(e.into()),
                 };
