@@ -22,6 +22,10 @@ use tantivy::{
     Term, TERMINATED,
 };
 
+mod transfer;
+
+pub use transfer::IndexExport;
+
 use crate::planner::TokenPlan;
 use crate::query::Query;
 use crate::tokens::{DocumentTokens, ExactFilter, Exactness, Tokenizer};
@@ -329,18 +333,19 @@ impl BlindIndex {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The committed index as files (name, bytes): its descriptor, `meta.json`
-    /// and every file of its searchable segments, enough for [`import`] to make
-    /// the same index elsewhere. Commit first for pending changes to be in it.
-    /// Blocking: call it off the async runtime.
+    /// The committed index as files and one stream of their bytes: its
+    /// descriptor, `meta.json` and every file of its searchable segments,
+    /// enough for [`import`] to make the same index elsewhere. Commit first for
+    /// pending changes to be in it. Blocking: call it off the async runtime.
     ///
     /// The segment list is read under Tantivy's meta lock (as its own readers
-    /// do), and the files while the loaded metas are alive: its garbage
-    /// collection keeps every file a live segment meta names, so a merge
-    /// finishing meanwhile cannot remove them.
+    /// do), and the segment files are opened while the loaded metas are alive:
+    /// its garbage collection keeps every file a live segment meta names, so a
+    /// merge finishing meanwhile cannot remove them, and once open they stay
+    /// readable whatever happens to their names.
     ///
     /// [`import`]: BlindIndex::import
-    pub fn export(&self) -> Result<Vec<(String, Vec<u8>)>, IndexError> {
+    pub fn export(&self) -> Result<IndexExport, IndexError> {
         let metas = {
             use tantivy::Directory as _;
             let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
@@ -351,14 +356,15 @@ impl BlindIndex {
                 .map_err(|e| IndexError::Io(std::io::Error::other(e.to_string())))?;
             index.load_metas()?
         };
-        let mut files = vec![(
-            DESCRIPTOR_FILE.to_owned(),
+        let mut export = IndexExport::new();
+        export.push_bytes(
+            DESCRIPTOR_FILE,
             std::fs::read(self.dir.join(DESCRIPTOR_FILE))?,
-        )];
+        );
         let mut meta_json = serde_json::to_vec_pretty(&metas)
             .map_err(|e| IndexError::Io(std::io::Error::other(e)))?;
         meta_json.push(b'\n');
-        files.push((META_FILE.to_owned(), meta_json));
+        export.push_bytes(META_FILE, meta_json);
         let mut names: Vec<String> = Vec::new();
         for segment in &metas.segments {
             for component in tantivy::index::SegmentComponent::iterator() {
@@ -376,73 +382,21 @@ impl BlindIndex {
         }
         names.sort();
         for name in names {
-            let bytes = std::fs::read(self.dir.join(&name))?;
-            files.push((name, bytes));
+            export.push_file(&name, std::fs::File::open(self.dir.join(&name))?)?;
         }
-        Ok(files)
+        Ok(export)
     }
 
-    /// Makes `dir` the index whose files [`export`](Self::export) made. Names
-    /// must be plain file names. The files are written to a directory beside it
-    /// and renamed into place, the descriptor last: a copy cut short (a crash,
-    /// a full disk) leaves `dir` as it was, or absent, never half an index.
-    /// Tantivy is told the segment files are its own, so it removes them once
-    /// merged away.
-    pub fn import(dir: &Path, files: &[(String, Vec<u8>)]) -> Result<(), IndexError> {
-        let invalid = |what: &str| {
-            IndexError::Io(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                what.to_owned(),
-            ))
-        };
-        let parent = dir
-            .parent()
-            .ok_or_else(|| invalid("an index directory has a parent"))?;
-        let name = dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .ok_or_else(|| invalid("an index directory has a name"))?;
-        let staging = parent.join(format!(
-            ".{name}.importing-{}",
-            hex::encode(vault_crypto::random_bytes::<4>())
-        ));
-        let result = (|| {
-            std::fs::create_dir_all(&staging)?;
-            let mut managed = Vec::new();
-            let mut descriptor = None;
-            for (file, bytes) in files {
-                let plain = !file.is_empty()
-                    && file
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
-                    && !file.starts_with('.');
-                if !plain {
-                    return Err(invalid("an index file name that is not a plain file name"));
-                }
-                if file == DESCRIPTOR_FILE {
-                    descriptor = Some(bytes);
-                    continue;
-                }
-                vault_keys::private_file::write_atomically(&staging.join(file), bytes)?;
-                managed.push(file.as_str());
-            }
-            let descriptor =
-                descriptor.ok_or_else(|| invalid("an index without its descriptor"))?;
-            let listing = serde_json::to_vec(&managed)
-                .map_err(|e| IndexError::Io(std::io::Error::other(e)))?;
-            vault_keys::private_file::write_atomically(&staging.join(MANAGED_FILE), &listing)?;
-            vault_keys::private_file::write_atomically(&staging.join(DESCRIPTOR_FILE), descriptor)?;
-            if dir.exists() {
-                std::fs::remove_dir_all(dir)?;
-            }
-            std::fs::rename(&staging, dir)?;
-            std::fs::File::open(parent)?.sync_all()?;
-            Ok(())
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_dir_all(&staging);
-        }
-        result
+    /// Makes `dir` the index an [`export`](Self::export) described: its files
+    /// (name, length) and their bytes one after another in `body`. Names must be
+    /// plain file names. Nothing is put in place unless every file was written
+    /// and `body` ended exactly after the last one: see [`transfer::import`].
+    pub fn import(
+        dir: &Path,
+        files: &[(String, u64)],
+        body: &mut dyn std::io::Read,
+    ) -> Result<(), IndexError> {
+        transfer::import(dir, files, body)
     }
 
     /// The directory the index lives in.
@@ -817,12 +771,13 @@ mod tests {
         }
         index.remove("d3");
         index.commit(None).unwrap();
-        let files = index.export().unwrap();
+        let export = index.export().unwrap();
+        let files = export.files().to_vec();
         assert!(files.iter().any(|(name, _)| name == "meta.json"));
 
         let there = tempfile::tempdir().unwrap();
         let target = there.path().join("index");
-        BlindIndex::import(&target, &files).unwrap();
+        BlindIndex::import(&target, &files, &mut export.into_reader()).unwrap();
         let (copy, created) = BlindIndex::open(&target, &tokenizer).unwrap();
         assert!(!created, "the imported index was not taken as built");
         assert_eq!(copy.ids().unwrap(), index.ids().unwrap());
@@ -847,19 +802,79 @@ mod tests {
     #[test]
     fn an_import_refuses_file_names_that_leave_the_directory() {
         let there = tempfile::tempdir().unwrap();
+        let descriptor = (DESCRIPTOR_FILE.to_owned(), 2);
         for name in ["../escape", "a/b", "", ".managed.json", "/etc/x"] {
-            let files = vec![(name.to_owned(), b"x".to_vec())];
+            let files = vec![descriptor.clone(), (name.to_owned(), 1)];
             assert!(
-                BlindIndex::import(&there.path().join("index"), &files).is_err(),
+                BlindIndex::import(&there.path().join("index"), &files, &mut &b"{}x"[..]).is_err(),
                 "{name:?} was written"
             );
         }
         assert!(!there.path().join("escape").exists());
         // Without its descriptor nothing is put in place, and no staging
         // directory stays behind.
-        let files = vec![("meta.json".to_owned(), b"{}".to_vec())];
-        assert!(BlindIndex::import(&there.path().join("index"), &files).is_err());
+        let files = vec![("meta.json".to_owned(), 2)];
+        assert!(BlindIndex::import(&there.path().join("index"), &files, &mut &b"{}"[..]).is_err());
         assert_eq!(std::fs::read_dir(there.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn an_import_whose_body_is_short_long_or_failing_puts_nothing_in_place() {
+        let tokenizer = tokenizer(1, 1_000);
+        let here = tempfile::tempdir().unwrap();
+        let (index, _) = BlindIndex::open(here.path(), &tokenizer).unwrap();
+        add(
+            &index,
+            &tokenizer,
+            "a",
+            &[(Field::PatientName, "Zyxwer, Anna")],
+        );
+        index.commit(None).unwrap();
+        let export = index.export().unwrap();
+        let files = export.files().to_vec();
+        let body: Vec<u8> = export
+            .read_all()
+            .unwrap()
+            .into_iter()
+            .flat_map(|(_, bytes)| bytes)
+            .collect();
+        let there = tempfile::tempdir().unwrap();
+        let target = there.path().join("index");
+        // The directory in place before a failed import stays as it was.
+        std::fs::create_dir(&target).unwrap();
+        std::fs::write(target.join("keep"), b"k").unwrap();
+        let longer: Vec<u8> = body.iter().copied().chain([0]).collect();
+        struct Failing<'a>(&'a [u8]);
+        impl std::io::Read for Failing<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                let n = buf.len().min(self.0.len());
+                if n == 0 {
+                    return Err(std::io::Error::other("authentication failed"));
+                }
+                buf[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let attempts: [&mut dyn std::io::Read; 3] = [
+            &mut &body[..body.len() - 1],
+            &mut &longer[..],
+            &mut Failing(&body),
+        ];
+        for body in attempts {
+            assert!(BlindIndex::import(&target, &files, body).is_err());
+            let left: Vec<_> = std::fs::read_dir(there.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(left, ["index"], "a staging directory stayed behind");
+            assert_eq!(std::fs::read(target.join("keep")).unwrap(), b"k");
+        }
+        BlindIndex::import(&target, &files, &mut &body[..]).unwrap();
+        assert!(!target.join("keep").exists());
+        let (copy, created) = BlindIndex::open(&target, &tokenizer).unwrap();
+        assert!(!created);
+        assert_eq!(copy.len(), 1);
     }
 
     #[test]
@@ -874,12 +889,13 @@ mod tests {
             &[(Field::PatientName, "Zyxwer, Anna")],
         );
         index.commit(None).unwrap();
-        let files = index.export().unwrap();
+        let export = index.export().unwrap();
+        let files = export.files().to_vec();
         drop(index);
         // A copy that lost a segment file (made by hand: import never leaves one).
         let there = tempfile::tempdir().unwrap();
         let target = there.path().join("index");
-        BlindIndex::import(&target, &files).unwrap();
+        BlindIndex::import(&target, &files, &mut export.into_reader()).unwrap();
         let segment_file = files
             .iter()
             .find(|(name, _)| name.ends_with(".idx"))

@@ -26,7 +26,19 @@
 //! Snapshots are a cache: they are never in a backup, any of them may be
 //! missing or unreadable, and a replica that cannot use one builds its index
 //! from the store as before.
+//!
+//! Sealing and opening stream: the writer reads the index's files and the
+//! reader writes them one buffer at a time ([`seal_to`], [`open_body`]), so an
+//! index of any size is moved in a few hundred KiB of memory. Opening
+//! authenticates each 64 KiB segment before its bytes are handed on, and the
+//! end of the body only once its final segment is: an importer that writes the
+//! files aside and puts them in place after reading to the end never installs
+//! a changed or truncated snapshot.
 
+use std::collections::VecDeque;
+use std::io::{Read, Write};
+
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use vault_crypto::envelope::{self, BodyDecryptor, BodyHeader, KeyRecord, KeyRef};
@@ -39,9 +51,14 @@ const VERSION: u16 = 1;
 /// FORMAT CONSTANT: label of the derived document id.
 const DOCUMENT_LABEL: &[u8] = b"billing-vault index snapshot v1";
 /// Bytes before the key record.
-const HEADER_LEN: usize = 4 + 2 + 4 + 4;
+pub const HEADER_LEN: usize = 4 + 2 + 4 + 4;
 /// Most files one snapshot lists (a Tantivy index has a few per segment).
 const MAX_FILES: usize = 10_000;
+/// Longest key record read (it is read before anything is authenticated).
+const MAX_RECORD_LEN: usize = 1 << 20;
+/// Bytes of the body read or sealed at a time: sealing and opening hold about
+/// this much, whatever the index's size.
+const BUFFER_LEN: usize = 256 * 1024;
 
 /// Why a snapshot could not be made or read.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +69,9 @@ pub enum SnapshotError {
     /// Sealing or opening failed.
     #[error(transparent)]
     Crypto(#[from] CryptoError),
+    /// Reading the files or writing the snapshot failed.
+    #[error("index snapshot i/o: {0}")]
+    Io(#[from] std::io::Error),
 }
 
 /// What the key record's encrypted metadata holds.
@@ -65,111 +85,168 @@ struct Contents {
     followed_to: Option<u64>,
 }
 
-/// An opened snapshot.
-pub struct OpenedSnapshot {
-    /// The index's files (name, bytes).
-    pub files: Vec<(String, Vec<u8>)>,
+/// Which snapshot: the tenant, its index key version and the snapshot's name
+/// in the store. A snapshot opens only under the ones it was sealed for.
+#[derive(Clone, Copy)]
+pub struct SnapshotId<'a> {
+    /// The tenant whose index it is.
+    pub tenant: &'a TenantId,
+    /// The index key version its tokens are made under.
+    pub index_version: u32,
+    /// Its name among the tenant's snapshots of that version.
+    pub name: &'a str,
+}
+
+impl SnapshotId<'_> {
+    /// The document id the key record and body are bound to.
+    fn document_id(&self) -> DocumentId {
+        let digest = Sha256::new()
+            .chain_update(DOCUMENT_LABEL)
+            .chain_update([self.tenant.as_str().len() as u8])
+            .chain_update(self.tenant.as_str())
+            .chain_update(self.index_version.to_be_bytes())
+            .chain_update((self.name.len() as u32).to_be_bytes())
+            .chain_update(self.name)
+            .finalize();
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&digest[..16]);
+        DocumentId::from_bytes(id)
+    }
+}
+
+/// What a snapshot holds besides the files' bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotContents {
+    /// The index's files, in body order: name and length.
+    pub files: Vec<(String, u64)>,
     /// The first segment of the tenant's audit log whose changes the index may
     /// lack (none in snapshots written before it was recorded).
     pub followed_to: Option<u64>,
 }
 
-/// The document id a snapshot's key record and body are bound to.
-fn snapshot_document_id(tenant: &TenantId, index_version: u32, name: &str) -> DocumentId {
-    let digest = Sha256::new()
-        .chain_update(DOCUMENT_LABEL)
-        .chain_update([tenant.as_str().len() as u8])
-        .chain_update(tenant.as_str())
-        .chain_update(index_version.to_be_bytes())
-        .chain_update((name.len() as u32).to_be_bytes())
-        .chain_update(name)
-        .finalize();
-    let mut id = [0u8; 16];
-    id.copy_from_slice(&digest[..16]);
-    DocumentId::from_bytes(id)
+/// `read`, again when interrupted.
+fn read_some(reader: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match reader.read(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
 }
 
-/// Seals an index's files as the snapshot stored under `name`; `followed_to`
-/// is the first segment of the tenant's log whose changes they may lack.
-pub fn seal(
-    tenant: &TenantId,
-    index_version: u32,
-    name: &str,
-    (files, followed_to): (&[(String, Vec<u8>)], Option<u64>),
+/// Seals an index's files as the snapshot `id` into `out`: `contents` lists
+/// them, and `body` gives their bytes one after another (and must end there).
+/// Holds one buffer of the body at a time. Returns the bytes written.
+pub fn seal_to(
+    out: &mut dyn Write,
+    id: SnapshotId<'_>,
+    contents: &SnapshotContents,
+    body: &mut dyn Read,
     branch: &Key256,
     key_ref: KeyRef,
-) -> Result<Vec<u8>, SnapshotError> {
-    let contents = Contents {
-        files: files
-            .iter()
-            .map(|(name, bytes)| (name.clone(), bytes.len() as u64))
-            .collect(),
-        followed_to,
-    };
-    let listing = serde_json::to_vec(&contents)
-        .map_err(|_| SnapshotError::Malformed("the file list does not encode"))?;
+) -> Result<u64, SnapshotError> {
+    if contents.files.len() > MAX_FILES {
+        return Err(SnapshotError::Malformed("too many files"));
+    }
+    let expected = contents
+        .files
+        .iter()
+        .try_fold(0u64, |sum, (_, len)| sum.checked_add(*len))
+        .ok_or(SnapshotError::Malformed("the files' lengths overflow"))?;
+    let listing = serde_json::to_vec(&Contents {
+        files: contents.files.clone(),
+        followed_to: contents.followed_to,
+    })
+    .map_err(|_| SnapshotError::Malformed("the file list does not encode"))?;
     let dek = Key256::random();
-    let document = snapshot_document_id(tenant, index_version, name);
-    let (header_bytes, mut encryptor) =
-        envelope::begin_body(&dek, tenant, document, envelope::DEFAULT_SEGMENT_SIZE)?;
+    let (header_bytes, mut encryptor) = envelope::begin_body(
+        &dek,
+        id.tenant,
+        id.document_id(),
+        envelope::DEFAULT_SEGMENT_SIZE,
+    )?;
     let (header, _) = BodyHeader::parse(&header_bytes)?;
     let record = KeyRecord::seal(&dek, &header, branch, key_ref, &listing)?.encode();
     let record_len =
         u32::try_from(record.len()).map_err(|_| SnapshotError::Malformed("key record too long"))?;
-    let mut out = Vec::with_capacity(
-        HEADER_LEN + record.len() + files.iter().map(|(_, b)| b.len()).sum::<usize>() * 101 / 100,
-    );
-    out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&VERSION.to_be_bytes());
-    out.extend_from_slice(&index_version.to_be_bytes());
-    out.extend_from_slice(&record_len.to_be_bytes());
-    out.extend_from_slice(&record);
-    out.extend_from_slice(&header_bytes);
+    let mut written = 0u64;
+    let mut emit = |bytes: &[u8]| -> std::io::Result<()> {
+        out.write_all(bytes)?;
+        written += bytes.len() as u64;
+        Ok(())
+    };
+    emit(&MAGIC)?;
+    emit(&VERSION.to_be_bytes())?;
+    emit(&id.index_version.to_be_bytes())?;
+    emit(&record_len.to_be_bytes())?;
+    emit(&record)?;
+    emit(&header_bytes)?;
+    let mut buf = vec![0u8; BUFFER_LEN];
     let mut sealed = Vec::new();
-    for (_, bytes) in files {
-        encryptor.update(bytes, &mut sealed)?;
+    let mut read = 0u64;
+    loop {
+        let n = read_some(body, &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        read += n as u64;
+        if read > expected {
+            return Err(SnapshotError::Malformed(
+                "the body is longer than its files",
+            ));
+        }
+        encryptor.update(&buf[..n], &mut sealed)?;
         for chunk in sealed.drain(..) {
-            out.extend_from_slice(&chunk);
+            emit(&chunk)?;
         }
     }
-    out.extend_from_slice(&encryptor.finish()?);
-    Ok(out)
+    if read != expected {
+        return Err(SnapshotError::Malformed(
+            "the body ends before its files do",
+        ));
+    }
+    emit(&encryptor.finish()?)?;
+    out.flush()?;
+    Ok(written)
 }
 
-/// The clear part of a snapshot: its index key version and its key record
-/// (to find the branch key it names).
-pub fn peek(bytes: &[u8]) -> Result<(u32, KeyRecord), SnapshotError> {
-    if bytes.len() < HEADER_LEN {
+/// The clear start of a snapshot (its first [`HEADER_LEN`] bytes): the index key
+/// version it says it is made under and the length of the key record after it.
+pub fn parse_header(header: &[u8]) -> Result<(u32, usize), SnapshotError> {
+    if header.len() < HEADER_LEN {
         return Err(SnapshotError::Malformed("shorter than its header"));
     }
-    if bytes[..4] != MAGIC {
+    if header[..4] != MAGIC {
         return Err(SnapshotError::Malformed("not an index snapshot"));
     }
-    if bytes[4..6] != VERSION.to_be_bytes() {
+    if header[4..6] != VERSION.to_be_bytes() {
         return Err(SnapshotError::Malformed("unknown snapshot version"));
     }
-    let index_version = u32::from_be_bytes([bytes[6], bytes[7], bytes[8], bytes[9]]);
-    let record_len = u32::from_be_bytes([bytes[10], bytes[11], bytes[12], bytes[13]]) as usize;
-    let record_end = HEADER_LEN
-        .checked_add(record_len)
-        .filter(|end| *end <= bytes.len())
-        .ok_or(SnapshotError::Malformed("key record past the end"))?;
-    let record = KeyRecord::parse(&bytes[HEADER_LEN..record_end])?;
-    Ok((index_version, record))
+    let index_version = u32::from_be_bytes([header[6], header[7], header[8], header[9]]);
+    let record_len = u32::from_be_bytes([header[10], header[11], header[12], header[13]]) as usize;
+    if record_len > MAX_RECORD_LEN {
+        return Err(SnapshotError::Malformed("key record too long"));
+    }
+    Ok((index_version, record_len))
 }
 
-/// Opens the snapshot stored under `name` for this tenant and index key
-/// version, with the branch key its key record names.
-pub fn open(
-    bytes: &[u8],
-    tenant: &TenantId,
-    index_version: u32,
-    name: &str,
+/// Opens the body of the snapshot `id`, whose header said `header_version` and
+/// whose key record is `record`, with the branch key the record names; `rest`
+/// is what follows the record. Returns what it holds and a reader of the files'
+/// bytes that authenticates as it goes: every byte it gives is authentic, and
+/// it fails (rather than end) on a body cut short or changed.
+pub fn open_body<R: Read>(
+    header_version: u32,
+    record: &KeyRecord,
+    mut rest: R,
+    id: SnapshotId<'_>,
     branch: &Key256,
-) -> Result<OpenedSnapshot, SnapshotError> {
-    let (version, record) = peek(bytes)?;
-    let document = snapshot_document_id(tenant, index_version, name);
-    if version != index_version || record.tenant != *tenant || record.document != document {
+) -> Result<(SnapshotContents, SnapshotBody<R>), SnapshotError> {
+    let document = id.document_id();
+    if header_version != id.index_version
+        || record.tenant != *id.tenant
+        || record.document != document
+    {
         return Err(SnapshotError::Crypto(CryptoError::ContextMismatch(
             "index snapshot",
         )));
@@ -181,41 +258,111 @@ pub fn open(
     if contents.files.len() > MAX_FILES {
         return Err(SnapshotError::Malformed("too many files"));
     }
-    let body = &bytes[HEADER_LEN + record.encode().len()..];
-    let header_len = BodyHeader::peek_len(body)?
-        .filter(|len| *len <= body.len())
-        .ok_or(SnapshotError::Malformed("body header past the end"))?;
-    let (header, cipher) = envelope::open_body(&dek, tenant, document, &body[..header_len])?;
+    if contents
+        .files
+        .iter()
+        .try_fold(0u64, |sum, (_, len)| sum.checked_add(*len))
+        .is_none()
+    {
+        return Err(SnapshotError::Malformed("the files' lengths overflow"));
+    }
+    let mut header = Vec::new();
+    let header_len = loop {
+        if let Some(len) = BodyHeader::peek_len(&header)? {
+            break len;
+        }
+        let mut byte = [0u8; 1];
+        rest.read_exact(&mut byte)
+            .map_err(|_| SnapshotError::Malformed("body header past the end"))?;
+        header.push(byte[0]);
+    };
+    if header_len > header.len() {
+        let at = header.len();
+        header.resize(header_len, 0);
+        rest.read_exact(&mut header[at..])
+            .map_err(|_| SnapshotError::Malformed("body header past the end"))?;
+    }
+    let (header, cipher) = envelope::open_body(&dek, id.tenant, document, &header)?;
     if !record.matches_body(&header) {
         return Err(SnapshotError::Crypto(CryptoError::ContextMismatch(
             "index snapshot body",
         )));
     }
-    let mut decryptor = BodyDecryptor::new(cipher);
-    let mut chunks = Vec::new();
-    decryptor.update(&body[header_len..], &mut chunks)?;
-    decryptor.finish(&mut chunks)?;
-    let plain: Vec<u8> = chunks.concat();
-    let total = contents
-        .files
-        .iter()
-        .try_fold(0u64, |sum, (_, len)| sum.checked_add(*len));
-    if total != Some(plain.len() as u64) {
-        return Err(SnapshotError::Malformed(
-            "the files do not add up to the body",
-        ));
+    let body = SnapshotBody {
+        inner: rest,
+        decryptor: Some(BodyDecryptor::new(cipher)),
+        ready: VecDeque::new(),
+        buf: vec![0u8; BUFFER_LEN],
+        failed: false,
+    };
+    Ok((
+        SnapshotContents {
+            files: contents.files,
+            followed_to: contents.followed_to,
+        },
+        body,
+    ))
+}
+
+/// The files' bytes of an opened snapshot, authenticated as they are read.
+pub struct SnapshotBody<R> {
+    inner: R,
+    /// `None` once the final segment is authenticated.
+    decryptor: Option<BodyDecryptor>,
+    ready: VecDeque<Bytes>,
+    buf: Vec<u8>,
+    /// A read failed: every later one fails too (never a clean end).
+    failed: bool,
+}
+
+impl<R: Read> SnapshotBody<R> {
+    fn fill(&mut self) -> Result<(), SnapshotError> {
+        let mut plain = Vec::new();
+        let n = read_some(&mut self.inner, &mut self.buf)?;
+        if n == 0 {
+            if let Some(decryptor) = self.decryptor.take() {
+                decryptor.finish(&mut plain)?;
+            }
+        } else if let Some(decryptor) = self.decryptor.as_mut() {
+            decryptor.update(&self.buf[..n], &mut plain)?;
+        }
+        self.ready.extend(plain);
+        Ok(())
     }
-    let mut files = Vec::with_capacity(contents.files.len());
-    let mut at = 0usize;
-    for (name, len) in contents.files {
-        let len = len as usize;
-        files.push((name, plain[at..at + len].to_vec()));
-        at += len;
+}
+
+impl<R: Read> Read for SnapshotBody<R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if self.failed {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "the index snapshot failed to open",
+            ));
+        }
+        if out.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            if let Some(front) = self.ready.front_mut() {
+                let n = out.len().min(front.len());
+                out[..n].copy_from_slice(&front.split_to(n));
+                if front.is_empty() {
+                    self.ready.pop_front();
+                }
+                if n > 0 {
+                    return Ok(n);
+                }
+                continue;
+            }
+            if self.decryptor.is_none() {
+                return Ok(0);
+            }
+            if let Err(e) = self.fill() {
+                self.failed = true;
+                return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e));
+            }
+        }
     }
-    Ok(OpenedSnapshot {
-        files,
-        followed_to: contents.followed_to,
-    })
 }
 
 #[cfg(test)]
@@ -238,38 +385,130 @@ mod tests {
         ]
     }
 
+    fn id<'a>(tenant: &'a TenantId, index_version: u32, name: &'a str) -> SnapshotId<'a> {
+        SnapshotId {
+            tenant,
+            index_version,
+            name,
+        }
+    }
+
+    /// Seals files held in memory.
+    fn seal(
+        id: SnapshotId<'_>,
+        files: &[(String, Vec<u8>)],
+        followed_to: Option<u64>,
+        branch: &Key256,
+    ) -> Vec<u8> {
+        let contents = SnapshotContents {
+            files: files
+                .iter()
+                .map(|(name, bytes)| (name.clone(), bytes.len() as u64))
+                .collect(),
+            followed_to,
+        };
+        let body: Vec<u8> = files.iter().flat_map(|(_, b)| b.clone()).collect();
+        let mut out = Vec::new();
+        let written = seal_to(&mut out, id, &contents, &mut &body[..], branch, key_ref()).unwrap();
+        assert_eq!(written, out.len() as u64);
+        out
+    }
+
+    type Files = Vec<(String, Vec<u8>)>;
+
+    /// Opens a whole snapshot into memory, as the server does from a stream.
+    fn open(
+        bytes: &[u8],
+        id: SnapshotId<'_>,
+        branch: &Key256,
+    ) -> Result<(Files, Option<u64>), SnapshotError> {
+        let header = bytes
+            .get(..HEADER_LEN)
+            .ok_or(SnapshotError::Malformed("short"))?;
+        let (version, record_len) = parse_header(header)?;
+        let record = bytes
+            .get(HEADER_LEN..HEADER_LEN + record_len)
+            .ok_or(SnapshotError::Malformed("short record"))?;
+        let record = KeyRecord::parse(record)?;
+        let (contents, mut body) = open_body(
+            version,
+            &record,
+            &bytes[HEADER_LEN + record_len..],
+            id,
+            branch,
+        )?;
+        let mut files = Vec::new();
+        for (name, len) in contents.files {
+            let mut file = Vec::new();
+            (&mut body).take(len).read_to_end(&mut file)?;
+            if file.len() as u64 != len {
+                return Err(SnapshotError::Malformed("short file"));
+            }
+            files.push((name, file));
+        }
+        if body.read(&mut [0u8; 1])? != 0 {
+            return Err(SnapshotError::Malformed("long body"));
+        }
+        Ok((files, contents.followed_to))
+    }
+
     #[test]
     fn a_snapshot_opens_under_its_name_tenant_and_version_only() {
         let tenant: TenantId = "acme".parse().unwrap();
         let branch = Key256::from_bytes([3; 32]);
-        // Larger than one body segment (64 KiB).
+        // Larger than one body segment (64 KiB) and one buffer (256 KiB).
         let mut files = files();
         files.push((
             "big.store".into(),
-            (0..200_000u32).map(|n| n as u8).collect(),
+            (0..700_000u32).map(|n| n as u8).collect(),
         ));
-        let sealed = seal(&tenant, 2, "s1", (&files, Some(42)), &branch, key_ref()).unwrap();
-        let opened = open(&sealed, &tenant, 2, "s1", &branch).unwrap();
-        assert_eq!(opened.files, files);
-        assert_eq!(opened.followed_to, Some(42));
+        let sealed = seal(id(&tenant, 2, "s1"), &files, Some(42), &branch);
+        let (opened, followed_to) = open(&sealed, id(&tenant, 2, "s1"), &branch).unwrap();
+        assert_eq!(opened, files);
+        assert_eq!(followed_to, Some(42));
         // Nothing of the files in the clear.
         assert!(!sealed.windows(9).any(|w| w == b"meta.json"));
 
         let other: TenantId = "globex".parse().unwrap();
-        assert!(open(&sealed, &other, 2, "s1", &branch).is_err());
-        assert!(open(&sealed, &tenant, 3, "s1", &branch).is_err());
-        assert!(open(&sealed, &tenant, 2, "s2", &branch).is_err());
-        assert!(open(&sealed, &tenant, 2, "s1", &Key256::from_bytes([4; 32])).is_err());
+        assert!(open(&sealed, id(&other, 2, "s1"), &branch).is_err());
+        assert!(open(&sealed, id(&tenant, 3, "s1"), &branch).is_err());
+        assert!(open(&sealed, id(&tenant, 2, "s2"), &branch).is_err());
+        assert!(open(&sealed, id(&tenant, 2, "s1"), &Key256::from_bytes([4; 32])).is_err());
         for cut in [0, 5, HEADER_LEN + 3, sealed.len() / 2, sealed.len() - 1] {
             assert!(
-                open(&sealed[..cut], &tenant, 2, "s1", &branch).is_err(),
+                open(&sealed[..cut], id(&tenant, 2, "s1"), &branch).is_err(),
                 "{cut}"
             );
         }
         let mut flipped = sealed.clone();
         let at = sealed.len() - 100;
         flipped[at] ^= 1;
-        assert!(open(&flipped, &tenant, 2, "s1", &branch).is_err());
+        assert!(open(&flipped, id(&tenant, 2, "s1"), &branch).is_err());
+        let mut longer = sealed.clone();
+        longer.push(0);
+        assert!(open(&longer, id(&tenant, 2, "s1"), &branch).is_err());
+    }
+
+    #[test]
+    fn a_body_that_does_not_match_its_file_list_is_not_sealed() {
+        let tenant: TenantId = "acme".parse().unwrap();
+        let branch = Key256::from_bytes([3; 32]);
+        let contents = SnapshotContents {
+            files: vec![("a".into(), 10)],
+            followed_to: None,
+        };
+        for body in [&[1u8; 9][..], &[1u8; 11][..]] {
+            let mut out = Vec::new();
+            let sealed = seal_to(
+                &mut out,
+                id(&tenant, 2, "s1"),
+                &contents,
+                &mut &body[..],
+                &branch,
+                key_ref(),
+            );
+            assert!(matches!(sealed, Err(SnapshotError::Malformed(_))));
+        }
     }
 
     /// The checked-in v1 snapshot still opens, as one without a log position
@@ -286,21 +525,21 @@ mod tests {
         )
         .join("tests/fixtures/index-snapshot-v1/snapshot");
         if std::env::var_os("BILLVAULT_WRITE_FIXTURES").is_some() {
-            let sealed = seal(&tenant, 2, "fixture", (&files(), None), &key, key_ref()).unwrap();
+            let sealed = seal(id(&tenant, 2, "fixture"), &files(), None, &key);
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(&path, sealed).unwrap();
         }
         let bytes = std::fs::read(&path).unwrap();
-        let opened = open(&bytes, &tenant, 2, "fixture", &key).unwrap();
-        assert_eq!(opened.files, files());
-        assert_eq!(opened.followed_to, None);
+        let (opened, followed_to) = open(&bytes, id(&tenant, 2, "fixture"), &key).unwrap();
+        assert_eq!(opened, files());
+        assert_eq!(followed_to, None);
     }
 
     proptest::proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..400)) {
             let tenant: TenantId = "acme".parse().unwrap();
-            let _ = open(&bytes, &tenant, 2, "s1", &Key256::from_bytes([3; 32]));
+            let _ = open(&bytes, id(&tenant, 2, "s1"), &Key256::from_bytes([3; 32]));
         }
     }
 }

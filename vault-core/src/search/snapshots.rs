@@ -21,16 +21,19 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use futures::TryStreamExt;
 use time::OffsetDateTime;
+use tokio::io::AsyncReadExt;
+use tokio_util::io::{StreamReader, SyncIoBridge};
+use vault_crypto::envelope::KeyRecord;
 use vault_crypto::TenantId;
 use vault_index::blind_index::BlindIndex;
 use vault_index::tokens::Tokenizer;
 
 use super::{blocking, commit, IndexSync, SearchService, TenantIndex};
 use crate::error::Error;
-use crate::index_snapshot::{self, OpenedSnapshot};
-use crate::storage::{list_all, ObjectName};
+use crate::index_snapshot::{self, SnapshotContents, SnapshotId};
+use crate::storage::{list_all, sink, ObjectName};
 use crate::tenants::TenantRecord;
 
 /// Snapshots kept per tenant and index key version.
@@ -133,7 +136,7 @@ impl SearchService {
         // holds it. A replica starting from this snapshot follows from here.
         let followed_to = self.followed_from(tenant);
         commit(index, followed_to).await?;
-        let files = {
+        let export = {
             let index = Arc::clone(index);
             blocking(move || index.index.export()).await?
         };
@@ -147,28 +150,34 @@ impl SearchService {
             unix_ms(now),
             hex::encode(vault_crypto::random_bytes::<4>())
         );
-        let sealed = {
+        let object = ObjectName::index_snapshot(tenant, version, &name);
+        // Sealed on a blocking thread straight into the store's upload, one
+        // buffer at a time: the index is never in memory.
+        let (mut sink, body) = sink::blocking_sink();
+        let sealing = {
             let tenant = tenant.clone();
-            let name = name.clone();
+            let contents = SnapshotContents {
+                files: export.files().to_vec(),
+                followed_to,
+            };
             tokio::task::spawn_blocking(move || {
-                index_snapshot::seal(
-                    &tenant,
-                    version,
-                    &name,
-                    (&files, followed_to),
-                    &branch,
-                    key_ref,
-                )
+                let id = SnapshotId {
+                    tenant: &tenant,
+                    index_version: version,
+                    name: &name,
+                };
+                let mut files = export.into_reader();
+                index_snapshot::seal_to(&mut sink, id, &contents, &mut files, &branch, key_ref)?;
+                sink.finish()?;
+                Ok::<_, index_snapshot::SnapshotError>(())
             })
+        };
+        let stored = self.store.put_new(&object, body).await;
+        sealing
             .await
             .map_err(|e| Error::internal("index snapshot task", e))?
-            .map_err(|e| Error::internal("index snapshot", e))?
-        };
-        let size = sealed.len();
-        let object = ObjectName::index_snapshot(tenant, version, &name);
-        self.store
-            .put_new_bytes(&object, Bytes::from(sealed))
-            .await?;
+            .map_err(|e| Error::internal("index snapshot", e))?;
+        let size = stored?;
         // Offboarded meanwhile (through another replica, whose removal of the
         // snapshots may have run before this write): not left behind.
         if !self
@@ -202,53 +211,82 @@ impl SearchService {
         Ok(true)
     }
 
-    /// The latest readable snapshot of the tenant's current index version,
-    /// newest first; `None` when there is none or none opens (then the index is
-    /// built from the store, as without snapshots).
-    async fn latest_snapshot(&self, tenant: &TenantRecord) -> Option<OpenedSnapshot> {
+    /// The tenant's latest snapshots of its current index version, newest
+    /// first (none when snapshots are off or cannot be listed: then the index
+    /// is built from the store, as without snapshots).
+    async fn latest_snapshots(&self, tenant: &TenantRecord) -> Vec<(ObjectName, String)> {
         if self.config.snapshot_interval_secs == 0 {
-            return None;
+            return Vec::new();
         }
-        let version = tenant.index_version;
-        let prefix = ObjectName::index_snapshots_of_version(&tenant.id, version);
+        let prefix = ObjectName::index_snapshots_of_version(&tenant.id, tenant.index_version);
         let listed = match list_all(self.store.as_ref(), &prefix, None).await {
             Ok(listed) => listed,
             Err(e) => {
                 tracing::warn!(tenant = %tenant.id, error = %e, "index snapshots could not be listed; building the index from the store");
-                return None;
+                return Vec::new();
             }
         };
+        listed
+            .into_iter()
+            .rev()
+            .take(KEPT)
+            .filter_map(|info| {
+                let short = info.name.as_str().strip_prefix(&prefix)?.to_owned();
+                Some((info.name, short))
+            })
+            .collect()
+    }
+
+    /// Makes `dir` the index in snapshot `object` (named `short` among the
+    /// tenant's), streamed from the store through authentication into files
+    /// put in place only once all of it checked out. Returns where the log
+    /// stood when it was taken.
+    async fn import_snapshot(
+        &self,
+        tenant: &TenantRecord,
+        (object, short): &(ObjectName, String),
+        dir: &std::path::Path,
+    ) -> Result<Option<u64>, Error> {
+        let unusable = |e: index_snapshot::SnapshotError| Error::internal("index snapshot", e);
+        let stream = self.store.get(object).await?;
+        let mut reader = StreamReader::new(stream.map_err(std::io::Error::other));
+        let mut header = [0u8; index_snapshot::HEADER_LEN];
+        reader
+            .read_exact(&mut header)
+            .await
+            .map_err(|e| unusable(e.into()))?;
+        let (header_version, record_len) =
+            index_snapshot::parse_header(&header).map_err(unusable)?;
+        let mut record = vec![0u8; record_len];
+        reader
+            .read_exact(&mut record)
+            .await
+            .map_err(|e| unusable(e.into()))?;
+        let record = KeyRecord::parse(&record).map_err(|e| unusable(e.into()))?;
         let spec = crate::tenants::key_spec(tenant);
-        for info in listed.iter().rev().take(KEPT) {
-            let Some(short) = info.name.as_str().strip_prefix(&prefix) else {
-                continue;
+        let branch = self.keys.branch_key(&spec, &record.key_ref).await?;
+        let rest = SyncIoBridge::new(reader);
+        let (tenant_id, version, short, dir) = (
+            tenant.id.clone(),
+            tenant.index_version,
+            short.clone(),
+            dir.to_owned(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let id = SnapshotId {
+                tenant: &tenant_id,
+                index_version: version,
+                name: &short,
             };
-            let opened = async {
-                let bytes = self
-                    .store
-                    .get_bytes(&info.name)
-                    .await?
-                    .ok_or_else(|| Error::not_found("snapshot_gone", "replaced meanwhile"))?;
-                let (_, record) = index_snapshot::peek(&bytes)
-                    .map_err(|e| Error::internal("index snapshot", e))?;
-                let branch = self.keys.branch_key(&spec, &record.key_ref).await?;
-                let (tenant_id, name) = (tenant.id.clone(), short.to_owned());
-                tokio::task::spawn_blocking(move || {
-                    index_snapshot::open(&bytes, &tenant_id, version, &name, &branch)
-                })
-                .await
-                .map_err(|e| Error::internal("index snapshot task", e))?
-                .map_err(|e| Error::internal("index snapshot", e))
-            }
-            .await;
-            match opened {
-                Ok(snapshot) => return Some(snapshot),
-                Err(e) => {
-                    tracing::warn!(tenant = %tenant.id, snapshot = %info.name, code = e.code(), error = %e.for_log(), "index snapshot not usable");
-                }
-            }
-        }
-        None
+            let (contents, mut body) =
+                index_snapshot::open_body(header_version, &record, rest, id, &branch)
+                    .map_err(unusable)?;
+            BlindIndex::import(&dir, &contents.files, &mut body)
+                .map_err(|e| Error::internal("index snapshot import", e))?;
+            Ok(contents.followed_to)
+        })
+        .await
+        .map_err(|e| Error::internal("index snapshot task", e))?
     }
 
     /// Replaces a newly created (empty) index with the latest snapshot's, when
@@ -259,26 +297,37 @@ impl SearchService {
         empty: BlindIndex,
         tokenizer: Tokenizer,
     ) -> Result<(BlindIndex, Tokenizer, Started), Error> {
-        let Some(OpenedSnapshot { files, followed_to }) = self.latest_snapshot(tenant).await else {
+        let candidates = self.latest_snapshots(tenant).await;
+        if candidates.is_empty() {
             return Ok((empty, tokenizer, Started::Empty));
-        };
+        }
         let dir = empty.dir().to_owned();
         // Closed first: the import replaces its directory.
         drop(empty);
-        let (imported, reopened, tokenizer) = tokio::task::spawn_blocking(move || {
-            let imported = BlindIndex::import(&dir, &files);
-            // Whatever the import did, the directory opens: as the snapshot's
-            // index, or empty again (files missing, or another token plan).
-            let reopened = BlindIndex::open(&dir, &tokenizer);
-            (imported, reopened, tokenizer)
+        let mut imported = None;
+        for candidate in &candidates {
+            match self.import_snapshot(tenant, candidate, &dir).await {
+                Ok(followed_to) => {
+                    imported = Some(followed_to);
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(tenant = %tenant.id, snapshot = %candidate.0, code = e.code(), error = %e.for_log(), "index snapshot not usable");
+                }
+            }
+        }
+        // Whatever the imports did, the directory opens: as the snapshot's
+        // index, or empty again (none imported, or another token plan).
+        let (index, created, tokenizer) = tokio::task::spawn_blocking(move || {
+            BlindIndex::open(&dir, &tokenizer).map(|(index, created)| (index, created, tokenizer))
         })
         .await
-        .map_err(|e| Error::internal("index task", e))?;
-        let (index, created) = reopened.map_err(super::index_error)?;
-        if let Err(e) = imported {
-            tracing::warn!(tenant = %tenant.id, error = %e, "index snapshot could not be written here; building the index from the store");
+        .map_err(|e| Error::internal("index task", e))?
+        .map_err(super::index_error)?;
+        let Some(followed_to) = imported else {
+            tracing::warn!(tenant = %tenant.id, "no index snapshot opened; building the index from the store");
             return Ok((index, tokenizer, Started::Empty));
-        }
+        };
         if created {
             tracing::info!(tenant = %tenant.id, "index snapshot made under another token plan; building the index from the store");
             return Ok((index, tokenizer, Started::Empty));

@@ -11,6 +11,7 @@ pub mod memory;
 pub mod names;
 pub mod retry;
 pub mod s3;
+pub mod sink;
 
 use std::ops::Range;
 
