@@ -23,5 +23,5 @@ pub use jobs::{is_job_id, JobList, JobProgress, JobRecord, JobResult, JobState, 
 pub use reports::{
     BackupSummary, DrillReport, OffboardReport, ReconcileReport, RewrapReport, TenantDrill,
 };
-pub use roles::Role;
+pub use roles::{OperatorRole, Role};
 pub use tenants::{TenantRecord, TenantStatus};

@@ -12,6 +12,7 @@ mod documents;
 mod index;
 mod jobs;
 mod keys;
+mod operator;
 mod tenant;
 
 use std::path::PathBuf;
@@ -22,7 +23,7 @@ use clap::builder::PossibleValuesParser;
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use vault_api::roles::Role;
+use vault_api::roles::{OperatorRole, Role};
 
 use client::{CliError, Client, Connection};
 use vault_core::backup::drill::DrillOptions;
@@ -454,6 +455,39 @@ enum OperatorCommand {
     /// the one used; the new token is written to the token file (--token-file, else
     /// ./vault-data/operator-token) atomically with mode 0600. Only its path is printed.
     Rotate,
+    /// Add a named operator with its roles (admin role needed); its token is
+    /// printed once.
+    Add {
+        /// Name: 1-63 of a-z 0-9 . _ - starting with a letter.
+        name: String,
+        /// Role (repeat).
+        #[arg(long = "role", required = true,
+              value_parser = PossibleValuesParser::new(OperatorRole::ALL.map(OperatorRole::as_str)))]
+        roles: Vec<String>,
+        /// Days until its credential expires (1 to 3650).
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+    },
+    /// List the operators: id, name, state, roles, expiry.
+    List,
+    /// Disable an operator: its credential is refused until enabled.
+    Disable {
+        /// Operator id (16 hex digits, from `operator list`).
+        id: String,
+    },
+    /// Enable a disabled operator.
+    Enable {
+        /// Operator id.
+        id: String,
+    },
+    /// Remove an operator for good: its credential is revoked.
+    Remove {
+        /// Operator id.
+        id: String,
+        /// Confirm.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -628,7 +662,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Index(command) => index::run(&client, cli.json, command).await?,
         Command::Key(command) => keys::run_key(&client, cli.json, command).await?,
         Command::Doc(command) => documents::run(&client, cli.json, command).await?,
-        Command::Operator(command) => keys::run_operator(&client, cli.json, command).await?,
+        Command::Operator(command) => operator::run(&client, cli.json, command).await?,
         Command::Audit(command) => audit::run_command(&client, cli.json, command).await?,
         Command::Backup(command) => backup::run_command(&client, cli.json, command).await?,
         Command::Job(command) => jobs::run(&client, cli.json, command).await?,

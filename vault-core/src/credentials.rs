@@ -19,7 +19,32 @@ use zeroize::Zeroizing;
 use crate::error::Error;
 use crate::storage::{list_all, ObjectName, ObjectStore, StorageError};
 
-pub use vault_api::Role;
+pub use vault_api::{OperatorRole, Role};
+
+/// The name an operator record from before named operators goes by: the vault's
+/// first operator, with every role. Reserved: no operator added takes it.
+pub const BOOTSTRAP_OPERATOR: &str = "bootstrap";
+
+/// A named operator: who an operator credential belongs to and what it may do.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorProfile {
+    /// Unique among operators not removed: 1-63 of `a-z 0-9 . _ -`, starting
+    /// with a letter.
+    pub name: String,
+    /// Its roles (at least one, sorted, no duplicates).
+    pub roles: Vec<OperatorRole>,
+}
+
+impl OperatorProfile {
+    /// The vault's first operator: every role, so that a new vault can be set
+    /// up; it adds the named operators who then share the duties.
+    pub fn bootstrap() -> Self {
+        OperatorProfile {
+            name: BOOTSTRAP_OPERATOR.to_owned(),
+            roles: OperatorRole::ALL.to_vec(),
+        }
+    }
+}
 
 /// Operator or tenant API key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,6 +90,19 @@ pub struct CredentialRecord {
     /// Revocation time, if revoked.
     #[serde(with = "time::serde::rfc3339::option", default)]
     pub revoked_at: Option<OffsetDateTime>,
+    /// FORMAT FIELD (optional, since 2026-12): the named operator an operator
+    /// credential belongs to. An operator record without one predates named
+    /// operators: it is the bootstrap operator, with every role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator: Option<OperatorProfile>,
+    /// FORMAT FIELD (optional, since 2026-12): when the credential was
+    /// disabled; refused until enabled again.
+    #[serde(
+        with = "time::serde::rfc3339::option",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub disabled_at: Option<OffsetDateTime>,
 }
 
 /// A freshly issued credential: the record to store and the token to show once.
@@ -110,8 +148,39 @@ impl CredentialRecord {
             created_at: OffsetDateTime::now_utc(),
             expires_at,
             revoked_at: None,
+            operator: None,
+            disabled_at: None,
         };
         IssuedCredential { record, token }
+    }
+
+    /// Issues a credential of the named operator `profile`.
+    pub fn issue_operator(
+        profile: OperatorProfile,
+        expires_at: Option<OffsetDateTime>,
+    ) -> IssuedCredential {
+        let mut issued =
+            CredentialRecord::issue(CredentialKind::Operator, None, Vec::new(), expires_at);
+        issued.record.operator = Some(profile);
+        issued
+    }
+
+    /// The operator it belongs to (the bootstrap operator for an operator
+    /// record from before named operators); `None` for an API key.
+    pub fn operator_profile(&self) -> Option<OperatorProfile> {
+        match self.kind {
+            CredentialKind::Operator => Some(
+                self.operator
+                    .clone()
+                    .unwrap_or_else(OperatorProfile::bootstrap),
+            ),
+            CredentialKind::ApiKey => None,
+        }
+    }
+
+    /// Whether it can be used at `now`: neither revoked, disabled nor expired.
+    pub fn is_usable(&self, now: OffsetDateTime) -> bool {
+        self.revoked_at.is_none() && self.disabled_at.is_none() && !self.is_expired(now)
     }
 
     /// Splits a bearer token into kind, id and secret; `None` when malformed.
@@ -168,6 +237,8 @@ pub enum AuthFailure {
     RevokedCredential,
     /// The credential expired.
     ExpiredCredential,
+    /// The credential (an operator's) is disabled.
+    DisabledCredential,
     /// The credential could not be looked up (storage failed).
     CheckFailed,
     /// No route matched, so no credential was looked at.
@@ -186,6 +257,7 @@ impl AuthFailure {
             AuthFailure::WrongSecret => "wrong_secret",
             AuthFailure::RevokedCredential => "revoked_credential",
             AuthFailure::ExpiredCredential => "expired_credential",
+            AuthFailure::DisabledCredential => "disabled_credential",
             AuthFailure::CheckFailed => "check_failed",
             AuthFailure::Unrouted => "unrouted",
             AuthFailure::NotChecked => "not_checked",
@@ -252,6 +324,9 @@ pub async fn authenticate(
     if record.is_expired(now) {
         return Ok(Err(AuthFailure::ExpiredCredential));
     }
+    if record.disabled_at.is_some() {
+        return Ok(Err(AuthFailure::DisabledCredential));
+    }
     Ok(Ok(record))
 }
 
@@ -279,7 +354,7 @@ pub enum FirstOperator {
     /// This process: its record is the claim.
     Ours,
     /// Another replica claimed it first: its record (no secret in it).
-    Theirs(CredentialRecord),
+    Theirs(Box<CredentialRecord>),
 }
 
 /// Claims the issuing of a new vault's first operator credential, create-only:
@@ -293,7 +368,7 @@ pub async fn claim_first_operator(
         Ok(()) => Ok(FirstOperator::Ours),
         Err(StorageError::AlreadyExists(_)) => read_record(store, &name)
             .await?
-            .map(FirstOperator::Theirs)
+            .map(|record| FirstOperator::Theirs(Box::new(record)))
             .ok_or_else(|| Error::internal("first operator claim", "vanished")),
         Err(e) => Err(e.into()),
     }
@@ -422,7 +497,10 @@ pub async fn rotate_operator(
     let mut old = read_record(store, &ObjectName::operator(current))
         .await?
         .ok_or_else(|| Error::internal("operator record", "the caller's record is gone"))?;
-    let issued = CredentialRecord::issue(CredentialKind::Operator, None, Vec::new(), None);
+    let profile = old
+        .operator_profile()
+        .unwrap_or_else(OperatorProfile::bootstrap);
+    let issued = CredentialRecord::issue_operator(profile, old.expires_at);
     store_new(store, &issued.record).await?;
     revoke(store, &mut old, now).await?;
     Ok(issued)

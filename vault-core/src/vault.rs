@@ -14,7 +14,7 @@ use crate::audit::{AuditDeps, AuditService};
 use crate::backup::schedule::BackupService;
 use crate::catch_up::CatchUp;
 use crate::config::{Config, StorageConfig};
-use crate::credentials::{CredentialKind, CredentialRecord, FirstOperator};
+use crate::credentials::{CredentialRecord, FirstOperator, OperatorProfile};
 use crate::data_dir_lock::DataDirLock;
 use crate::documents::{DocumentSettings, Documents};
 use crate::jobs::Jobs;
@@ -462,7 +462,7 @@ async fn bootstrap_operator(
     {
         return Ok(None);
     }
-    let issued = CredentialRecord::issue(CredentialKind::Operator, None, Vec::new(), None);
+    let issued = CredentialRecord::issue_operator(OperatorProfile::bootstrap(), None);
     let path = config.data_dir.join("operator-token");
     // The file first: a crash before the claim only means a new token is issued
     // (and the file replaced) on the next start.

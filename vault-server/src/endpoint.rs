@@ -10,7 +10,7 @@
 
 use axum::http::Method;
 use axum::routing::MethodFilter;
-use vault_core::credentials::Role;
+use vault_core::credentials::{OperatorRole, Role};
 
 use crate::limits::Budget;
 
@@ -58,6 +58,16 @@ endpoints! {
     RevokeApiKey,
     /// `POST /v1/admin/operator/rotate`.
     RotateOperator,
+    /// `GET /v1/admin/operators`.
+    ListOperators,
+    /// `POST /v1/admin/operators`.
+    AddOperator,
+    /// `POST /v1/admin/operators/{id}/disable`.
+    DisableOperator,
+    /// `POST /v1/admin/operators/{id}/enable`.
+    EnableOperator,
+    /// `DELETE /v1/admin/operators/{id}`.
+    RemoveOperator,
     /// `GET /v1/admin/backups`.
     ListBackups,
     /// `POST /v1/admin/backups`.
@@ -158,12 +168,18 @@ pub enum Access {
     Public,
     /// The metrics token, and nothing else (401 otherwise).
     MetricsToken,
-    /// An operator credential (401 without a credential, 403 for an API key).
-    Operator,
+    /// Any operator credential, whatever its roles (401 without a credential,
+    /// 403 for an API key): what concerns the caller itself or only shows
+    /// what runs.
+    AnyOperator,
+    /// An operator credential with this role (401 without a credential, 403
+    /// for an API key or an operator without it).
+    Operator(OperatorRole),
     /// A tenant API key with this role (401 without a credential, 403 otherwise).
     TenantRole(Role),
-    /// An operator credential, or a tenant API key with this role.
-    OperatorOrTenantRole(Role),
+    /// An operator credential with the first role, or a tenant API key with
+    /// the second.
+    OperatorOrTenantRole(OperatorRole, Role),
 }
 
 /// The action recorded for a request that matched no endpoint: no route, or a
@@ -182,7 +198,9 @@ struct Row {
 
 impl Endpoint {
     fn row(self) -> Row {
-        use Access::{MetricsToken, Operator, OperatorOrTenantRole, Public, TenantRole};
+        use Access::{AnyOperator, MetricsToken, OperatorOrTenantRole, Public, TenantRole};
+        use OperatorRole::{Admin, Auditor, BackupOperator, KeyOfficer};
+        let operator = Access::Operator;
         use Budget::{Maintenance, Request, Transfer};
         use Verb::{Delete, Get, Post, Put};
         let row = |verb, path, action, access, budget| Row {
@@ -201,183 +219,224 @@ impl Endpoint {
                 Post,
                 "/v1/admin/tenants",
                 Some("tenant.create"),
-                Operator,
+                operator(Admin),
                 Request,
             ),
             Endpoint::ListTenants => row(
                 Get,
                 "/v1/admin/tenants",
                 Some("tenant.list"),
-                Operator,
+                operator(Admin),
                 Request,
             ),
             Endpoint::GetTenant => row(
                 Get,
                 "/v1/admin/tenants/{tenant}",
                 Some("tenant.show"),
-                Operator,
+                operator(Admin),
                 Request,
             ),
             Endpoint::DisableTenant => row(
                 Post,
                 "/v1/admin/tenants/{tenant}/disable",
                 Some("tenant.disable"),
-                Operator,
+                operator(Admin),
                 Request,
             ),
             Endpoint::EnableTenant => row(
                 Post,
                 "/v1/admin/tenants/{tenant}/enable",
                 Some("tenant.enable"),
-                Operator,
+                operator(Admin),
                 Request,
             ),
             Endpoint::IssueApiKey => row(
                 Post,
                 "/v1/admin/tenants/{tenant}/api-keys",
                 Some("apikey.issue"),
-                Operator,
+                operator(Admin),
                 Request,
             ),
             Endpoint::ListApiKeys => row(
                 Get,
                 "/v1/admin/tenants/{tenant}/api-keys",
                 Some("apikey.list"),
-                Operator,
+                operator(Admin),
                 Request,
             ),
             Endpoint::RevokeApiKey => row(
                 Delete,
                 "/v1/admin/api-keys/{id}",
                 Some("apikey.revoke"),
-                Operator,
+                operator(Admin),
                 Request,
             ),
             Endpoint::RotateOperator => row(
                 Post,
                 "/v1/admin/operator/rotate",
                 Some("operator.rotate"),
-                Operator,
+                AnyOperator,
+                Request,
+            ),
+            Endpoint::ListOperators => row(
+                Get,
+                "/v1/admin/operators",
+                Some("operator.list"),
+                operator(Admin),
+                Request,
+            ),
+            Endpoint::AddOperator => row(
+                Post,
+                "/v1/admin/operators",
+                Some("operator.add"),
+                operator(Admin),
+                Request,
+            ),
+            Endpoint::DisableOperator => row(
+                Post,
+                "/v1/admin/operators/{id}/disable",
+                Some("operator.disable"),
+                operator(Admin),
+                Request,
+            ),
+            Endpoint::EnableOperator => row(
+                Post,
+                "/v1/admin/operators/{id}/enable",
+                Some("operator.enable"),
+                operator(Admin),
+                Request,
+            ),
+            Endpoint::RemoveOperator => row(
+                Delete,
+                "/v1/admin/operators/{id}",
+                Some("operator.remove"),
+                operator(Admin),
                 Request,
             ),
             Endpoint::ListBackups => row(
                 Get,
                 "/v1/admin/backups",
                 Some("backup.list"),
-                Operator,
+                operator(BackupOperator),
                 Request,
             ),
             Endpoint::StartBackup => row(
                 Post,
                 "/v1/admin/backups",
                 Some("backup.start"),
-                Operator,
+                operator(BackupOperator),
                 Request,
             ),
             Endpoint::PruneBackups => row(
                 Post,
                 "/v1/admin/backups/prune",
                 Some("backup.prune"),
-                Operator,
+                operator(BackupOperator),
                 Maintenance,
             ),
             Endpoint::BackupPublicKey => row(
                 Get,
                 "/v1/admin/backups/public-key",
                 Some("backup.public_key"),
-                Operator,
+                operator(BackupOperator),
                 Request,
             ),
             Endpoint::HoldBackup => row(
                 Post,
                 "/v1/admin/backups/{id}/hold",
                 Some("backup.hold"),
-                Operator,
+                operator(BackupOperator),
                 Request,
             ),
             Endpoint::ReleaseBackup => row(
                 Delete,
                 "/v1/admin/backups/{id}/hold",
                 Some("backup.release"),
-                Operator,
+                operator(BackupOperator),
                 Request,
             ),
             Endpoint::RecordDrill => row(
                 Post,
                 "/v1/admin/drills",
                 Some("drill.report"),
-                Operator,
+                operator(BackupOperator),
                 Request,
             ),
-            Endpoint::ListJobs => row(Get, "/v1/admin/jobs", Some("job.list"), Operator, Request),
+            Endpoint::ListJobs => row(
+                Get,
+                "/v1/admin/jobs",
+                Some("job.list"),
+                AnyOperator,
+                Request,
+            ),
             Endpoint::ShowJob => row(
                 Get,
                 "/v1/admin/jobs/{id}",
                 Some("job.show"),
-                Operator,
+                AnyOperator,
                 Request,
             ),
             Endpoint::CancelJob => row(
                 Post,
                 "/v1/admin/jobs/{id}/cancel",
                 Some("job.cancel"),
-                Operator,
+                AnyOperator,
                 Request,
             ),
             Endpoint::RotateKeys => row(
                 Post,
                 "/v1/admin/tenants/{tenant}/keys/rotate",
                 Some("key.rotate"),
-                Operator,
+                operator(KeyOfficer),
                 Maintenance,
             ),
             Endpoint::RewrapKeys => row(
                 Post,
                 "/v1/admin/tenants/{tenant}/keys/rewrap",
                 Some("key.rewrap"),
-                Operator,
+                operator(KeyOfficer),
                 Maintenance,
             ),
             Endpoint::RotateIndexKey => row(
                 Post,
                 "/v1/admin/tenants/{tenant}/index/rotate",
                 Some("index.rotate"),
-                Operator,
+                operator(KeyOfficer),
                 Maintenance,
             ),
             Endpoint::RebuildIndex => row(
                 Post,
                 "/v1/admin/tenants/{tenant}/index/rebuild",
                 Some("index.rebuild"),
-                Operator,
+                operator(KeyOfficer),
                 Maintenance,
             ),
             Endpoint::OffboardTenant => row(
                 Post,
                 "/v1/admin/tenants/{tenant}/offboard",
                 Some("tenant.offboard"),
-                Operator,
+                operator(KeyOfficer),
                 Maintenance,
             ),
             Endpoint::SetRetention => row(
                 Put,
                 "/v1/admin/tenants/{tenant}/retention",
                 Some("tenant.retention"),
-                Operator,
+                operator(KeyOfficer),
                 Request,
             ),
             Endpoint::HoldDocument => row(
                 Post,
                 "/v1/admin/tenants/{tenant}/documents/{id}/hold",
                 Some("document.hold"),
-                Operator,
+                operator(KeyOfficer),
                 Request,
             ),
             Endpoint::ReleaseDocument => row(
                 Delete,
                 "/v1/admin/tenants/{tenant}/documents/{id}/hold",
                 Some("document.release"),
-                Operator,
+                operator(KeyOfficer),
                 Request,
             ),
             Endpoint::UploadDocument => row(
@@ -426,21 +485,21 @@ impl Endpoint {
                 Get,
                 "/v1/audit/events",
                 Some("audit.read"),
-                OperatorOrTenantRole(Role::Auditor),
+                OperatorOrTenantRole(Auditor, Role::Auditor),
                 Request,
             ),
             Endpoint::AuditCheckpoint => row(
                 Get,
                 "/v1/audit/checkpoint",
                 Some("audit.checkpoint"),
-                OperatorOrTenantRole(Role::Auditor),
+                OperatorOrTenantRole(Auditor, Role::Auditor),
                 Request,
             ),
             Endpoint::AuditProof => row(
                 Get,
                 "/v1/audit/proof",
                 Some("audit.proof"),
-                OperatorOrTenantRole(Role::Auditor),
+                OperatorOrTenantRole(Auditor, Role::Auditor),
                 Request,
             ),
         }
@@ -550,6 +609,23 @@ mod tests {
         ),
         ("DELETE", "/v1/admin/api-keys/{id}", Some("apikey.revoke")),
         ("POST", "/v1/admin/operator/rotate", Some("operator.rotate")),
+        ("GET", "/v1/admin/operators", Some("operator.list")),
+        ("POST", "/v1/admin/operators", Some("operator.add")),
+        (
+            "POST",
+            "/v1/admin/operators/{id}/disable",
+            Some("operator.disable"),
+        ),
+        (
+            "POST",
+            "/v1/admin/operators/{id}/enable",
+            Some("operator.enable"),
+        ),
+        (
+            "DELETE",
+            "/v1/admin/operators/{id}",
+            Some("operator.remove"),
+        ),
         (
             "POST",
             "/v1/admin/tenants/{tenant}/index/rebuild",

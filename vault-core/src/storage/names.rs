@@ -4,6 +4,7 @@
 //! ```text
 //! system/operators/<key id>                  operator credential records
 //! system/operator-bootstrap                  claim of the first one (create-only)
+//! system/operator-names/<sha256 of name>     claim of an operator's name (create-only)
 //! system/tenants/<tenant>                    tenant records
 //! system/api-keys/<key id>                   API key records
 //! tenants/<tenant>/keys/<kind>/<version>     wrapped branch / index root keys
@@ -123,6 +124,15 @@ impl ObjectName {
     /// Operator credential record.
     pub fn operator(key_id: &str) -> Self {
         Self::new(format!("system/operators/{key_id}"))
+    }
+
+    /// The claim of a named operator's name, by its hash (names are chosen by
+    /// people; object names carry none of their text).
+    pub fn operator_name(name: &str) -> Self {
+        Self::new(format!(
+            "system/operator-names/{}",
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(name.as_bytes()))
+        ))
     }
 
     /// The claim of a new vault's first operator credential (its record).

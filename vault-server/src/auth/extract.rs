@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use time::OffsetDateTime;
 use vault_crypto::TenantId;
 
-use super::{CredentialKind, Role};
+use super::{CredentialKind, OperatorRole, Role};
 use crate::audit_note::NoteSlot;
 use crate::error::ApiError;
 use crate::state::SharedState;
@@ -24,6 +24,8 @@ pub struct Caller {
     pub tenant: Option<TenantId>,
     /// Roles of an API key.
     pub roles: Vec<Role>,
+    /// Roles of an operator.
+    pub operator_roles: Vec<OperatorRole>,
 }
 
 impl Caller {
@@ -34,6 +36,19 @@ impl Caller {
             CredentialKind::ApiKey => Err(ApiError::forbidden(
                 "this endpoint needs an operator credential",
             )),
+        }
+    }
+
+    /// Requires an operator credential with `role`.
+    pub fn require_operator_role(&self, role: OperatorRole) -> Result<(), ApiError> {
+        self.require_operator()?;
+        if self.operator_roles.contains(&role) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "this operator lacks the {} role",
+                role.as_str()
+            )))
         }
     }
 
@@ -111,6 +126,9 @@ impl FromRequestParts<SharedState> for Caller {
                     AuthFailure::ExpiredCredential => {
                         ApiError::unauthorized("credential_expired", "this credential has expired")
                     }
+                    AuthFailure::DisabledCredential => {
+                        ApiError::unauthorized("credential_disabled", "this operator is disabled")
+                    }
                     _ => unauthorized(),
                 };
                 return Err(failed(parts, reason, answer));
@@ -118,6 +136,10 @@ impl FromRequestParts<SharedState> for Caller {
             Err(e) => return Err(failed(parts, AuthFailure::CheckFailed, e.into())),
         };
         let kind = record.kind;
+        let operator_roles = record
+            .operator_profile()
+            .map(|profile| profile.roles)
+            .unwrap_or_default();
         // Authenticated: from here on the request is the credential's, and audited.
         if let Some(note) = parts.extensions.get::<NoteSlot>() {
             note.update(|n| {
@@ -126,7 +148,15 @@ impl FromRequestParts<SharedState> for Caller {
                     CredentialKind::ApiKey => format!("apikey:{}", record.id),
                 });
                 n.api_key = (kind == CredentialKind::ApiKey).then(|| record.id.clone());
-                n.roles = record.roles.iter().map(|r| r.as_str().to_owned()).collect();
+                n.roles = match kind {
+                    CredentialKind::Operator => operator_roles
+                        .iter()
+                        .map(|r| r.as_str().to_owned())
+                        .collect(),
+                    CredentialKind::ApiKey => {
+                        record.roles.iter().map(|r| r.as_str().to_owned()).collect()
+                    }
+                };
                 if n.tenant.is_none() {
                     n.tenant.clone_from(&record.tenant);
                 }
@@ -169,6 +199,7 @@ impl FromRequestParts<SharedState> for Caller {
             kind,
             tenant: record.tenant,
             roles: record.roles,
+            operator_roles,
         })
     }
 }

@@ -11,4 +11,6 @@ mod extract;
 
 pub use extract::Caller;
 pub use vault_core::credentials::AuthFailure;
-pub use vault_core::credentials::{CredentialKind, CredentialRecord, IssuedCredential, Role};
+pub use vault_core::credentials::{
+    CredentialKind, CredentialRecord, IssuedCredential, OperatorRole, Role,
+};

@@ -10,7 +10,7 @@ use vault_crypto::TenantId;
 
 use super::extract::{rfc3339_param, QueryParams};
 use crate::audit_note::NoteSlot;
-use crate::auth::{Caller, CredentialKind, Role};
+use crate::auth::{Caller, CredentialKind, OperatorRole, Role};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::state::SharedState;
 use vault_core::audit::read::{EventFilter, ProofResponse};
@@ -100,10 +100,10 @@ pub struct ProofQuery {
 /// string is parsed: an API key without the auditor role gets 403 whatever the
 /// query holds (authorisation before parsing).
 fn may_read_audit(caller: &Caller) -> ApiResult<()> {
-    if caller.kind == CredentialKind::ApiKey {
-        caller.require_role(Role::Auditor)?;
+    match caller.kind {
+        CredentialKind::ApiKey => caller.require_role(Role::Auditor).map(|_| ()),
+        CredentialKind::Operator => caller.require_operator_role(OperatorRole::Auditor),
     }
-    Ok(())
 }
 
 /// The tenant whose log the caller may read.

@@ -14,13 +14,16 @@ use vault_crypto::TenantId;
 
 use crate::audit_note::NoteSlot;
 use crate::auth::Caller;
+use crate::endpoint::{Access, Endpoint};
 use crate::error::ApiError;
 use crate::state::SharedState;
 use vault_core::tenants::parse_tenant_id;
 
-/// The operator credential, checked from the request's head, before any body is
-/// read: a handler that takes `Operator` ahead of its body extractor answers an
-/// API key with 403 whatever the body holds (authorisation before parsing).
+/// The operator credential, with the role the request's endpoint requires
+/// (its row in the endpoint table), checked from the request's head, before any
+/// body is read: a handler that takes `Operator` ahead of its body extractor
+/// answers an API key, or an operator without the role, with 403 whatever the
+/// body holds (authorisation before parsing).
 pub struct Operator(pub Caller);
 
 impl FromRequestParts<SharedState> for Operator {
@@ -28,7 +31,16 @@ impl FromRequestParts<SharedState> for Operator {
 
     async fn from_request_parts(parts: &mut Parts, state: &SharedState) -> Result<Self, ApiError> {
         let caller = Caller::from_request_parts(parts, state).await?;
-        caller.require_operator()?;
+        match parts.extensions.get::<Endpoint>().map(|e| e.access()) {
+            Some(Access::AnyOperator) => caller.require_operator()?,
+            Some(Access::Operator(role)) => caller.require_operator_role(role)?,
+            _ => {
+                return Err(ApiError::internal(
+                    "route",
+                    "Operator on an endpoint that is not an operator's",
+                ))
+            }
+        }
         Ok(Operator(caller))
     }
 }

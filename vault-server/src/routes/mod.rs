@@ -10,6 +10,7 @@ mod health;
 mod jobs;
 mod keys;
 pub mod openapi;
+mod operators;
 mod search;
 #[cfg(test)]
 mod tests;
@@ -109,6 +110,11 @@ fn handler(endpoint: Endpoint) -> MethodRouter<SharedState> {
         Endpoint::ListApiKeys => on(method, admin::list_api_keys),
         Endpoint::RevokeApiKey => on(method, admin::revoke_api_key),
         Endpoint::RotateOperator => on(method, admin::rotate_operator),
+        Endpoint::ListOperators => on(method, operators::list_operators),
+        Endpoint::AddOperator => on(method, operators::add_operator),
+        Endpoint::DisableOperator => on(method, operators::disable_operator),
+        Endpoint::EnableOperator => on(method, operators::enable_operator),
+        Endpoint::RemoveOperator => on(method, operators::remove_operator),
         Endpoint::ListBackups => on(method, backups::list),
         Endpoint::StartBackup => on(method, backups::start),
         Endpoint::PruneBackups => on(method, backups::prune),

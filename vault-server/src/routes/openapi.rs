@@ -12,7 +12,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, Required, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, audit, backups, documents, health, jobs, keys, search};
+use super::{admin, audit, backups, documents, health, jobs, keys, operators, search};
 use crate::endpoint::{Access, Endpoint, Verb};
 
 /// The API description.
@@ -20,10 +20,12 @@ use crate::endpoint::{Access, Endpoint, Verb};
 #[openapi(
     info(title = "Billing records vault", description = "Encrypted storage, blind-indexed search and audit for healthcare billing documents."),
     paths(health::healthz, health::readyz, health::metrics, admin::create_tenant, admin::list_tenants, admin::get_tenant, admin::disable_tenant, admin::enable_tenant, admin::issue_api_key, admin::list_api_keys, admin::revoke_api_key, admin::rotate_operator,
+        operators::list_operators, operators::add_operator, operators::disable_operator, operators::enable_operator, operators::remove_operator,
         documents::upload, documents::download, documents::metadata, documents::delete, documents::list, search::search, search::rebuild, audit::events, audit::checkpoint, audit::proof, jobs::list, jobs::show, jobs::cancel,
         backups::list, backups::public_key, backups::start, backups::prune, backups::hold, backups::release, backups::record_drill,
         keys::rotate, keys::rewrap, keys::rotate_index, keys::offboard, keys::set_retention, keys::hold, keys::release),
     components(schemas(crate::error::ErrorBody, vault_core::tenants::TenantRecord, admin::CreateTenant, admin::IssueApiKey, admin::IssuedApiKey, admin::ListedApiKey, admin::RotatedOperator,
+        operators::AddOperator, operators::AddedOperator, operators::ListedOperator, vault_api::OperatorRole,
         documents::DocumentBytes, documents::ExtractionMode, documents::UploadResponse, documents::MetadataResponse, documents::ListedDocument, documents::ListResponse, vault_core::documents::DocumentKind,
         search::SearchHit, search::SearchResponse, vault_core::search::ReconcileReport,
         keys::RewrapRequest, keys::RotateIndexRequest, keys::RetentionRequest, vault_core::key_lifecycle::RewrapReport, vault_core::key_lifecycle::OffboardReport,
@@ -95,6 +97,9 @@ fn add_path_parameters(path: &str, operation: &mut Operation) {
             "id" if path.starts_with("/v1/admin/api-keys") => {
                 (Some(API_KEY_ID_PATTERN), "API key id.")
             }
+            "id" if path.starts_with("/v1/admin/operators") => {
+                (Some(API_KEY_ID_PATTERN), "Operator id (of its credential).")
+            }
             "id" if path.starts_with("/v1/admin/backups") => {
                 (Some(SNAPSHOT_ID_PATTERN), "Backup snapshot id.")
             }
@@ -137,11 +142,14 @@ fn add_edge_errors(endpoint: Endpoint, operation: &mut Operation) {
     let credentialed = endpoint.access() != Access::Public;
     let with_role = matches!(
         endpoint.access(),
-        Access::Operator | Access::TenantRole(_) | Access::OperatorOrTenantRole(_)
+        Access::AnyOperator
+            | Access::Operator(_)
+            | Access::TenantRole(_)
+            | Access::OperatorOrTenantRole(..)
     );
     let on_tenant_data = matches!(
         endpoint.access(),
-        Access::TenantRole(_) | Access::OperatorOrTenantRole(_)
+        Access::TenantRole(_) | Access::OperatorOrTenantRole(..)
     );
     let writes = endpoint.verb() != Verb::Get;
     let has_json_body = operation
@@ -155,13 +163,14 @@ fn add_edge_errors(endpoint: Endpoint, operation: &mut Operation) {
     // (none configured, a run in progress) can refuse an operator's change.
     let stateful_admin = writes
         && (path.starts_with("/v1/admin/tenants/{tenant}")
-            || path.starts_with("/v1/admin/backups"));
+            || path.starts_with("/v1/admin/backups")
+            || path.starts_with("/v1/admin/operators"));
     let errors: [(bool, StatusCode, &str); 12] = [
         (true, StatusCode::BAD_REQUEST, "The request is malformed (`code` says how): a parameter, a header given twice, or the body."),
         (credentialed, StatusCode::UNAUTHORIZED, "No credential, or one that is not valid."),
         (with_role, StatusCode::FORBIDDEN, "The credential lacks the role this operation needs."),
         (names_something, StatusCode::NOT_FOUND, "Nothing by that id."),
-        (stateful_admin, StatusCode::CONFLICT, "The tenant's state (offboarded) or the backup repository's (none configured, a run in progress) does not allow it now."),
+        (stateful_admin, StatusCode::CONFLICT, "The tenant's state (offboarded), the backup repository's (none configured, a run in progress) or the operators' (a name taken, the last admin) does not allow it now."),
         (true, StatusCode::REQUEST_TIMEOUT, "The request ran past its time limit."),
         (on_tenant_data, StatusCode::GONE, "The tenant's keys are gone (offboarded)."),
         (has_json_body, StatusCode::UNSUPPORTED_MEDIA_TYPE, "The body is not sent as `application/json`."),

@@ -13,7 +13,7 @@ use tower::ServiceExt;
 use vault_core::audit::read::EventFilter;
 use vault_core::audit::SYSTEM_LOG;
 use vault_core::config::{Config, LimitsConfig};
-use vault_core::credentials::{self, Role};
+use vault_core::credentials::{self, OperatorRole, Role};
 use vault_core::tenants::NewTenant;
 use vault_crypto::{DocumentId, TenantId};
 
@@ -24,18 +24,25 @@ use crate::metrics_token::MetricsToken;
 use crate::state::{AppState, SharedState};
 
 /// What a request can present.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Presented {
     Nothing,
     MetricsToken,
-    Operator,
+    /// The bootstrap operator: every operator role.
+    Bootstrap,
+    /// A named operator with this one role.
+    Operator(OperatorRole),
     ApiKey(Role),
 }
 
-const PRESENTED: [Presented; 7] = [
+const PRESENTED: [Presented; 11] = [
     Presented::Nothing,
     Presented::MetricsToken,
-    Presented::Operator,
+    Presented::Bootstrap,
+    Presented::Operator(OperatorRole::Admin),
+    Presented::Operator(OperatorRole::KeyOfficer),
+    Presented::Operator(OperatorRole::BackupOperator),
+    Presented::Operator(OperatorRole::Auditor),
     Presented::ApiKey(Role::Uploader),
     Presented::ApiKey(Role::Reader),
     Presented::ApiKey(Role::Auditor),
@@ -47,9 +54,14 @@ fn admits(access: Access, presented: Presented) -> bool {
     match (access, presented) {
         (Access::Public, _)
         | (Access::MetricsToken, Presented::MetricsToken)
-        | (Access::Operator | Access::OperatorOrTenantRole(_), Presented::Operator) => true,
+        | (Access::AnyOperator, Presented::Bootstrap | Presented::Operator(_))
+        | (Access::Operator(_) | Access::OperatorOrTenantRole(..), Presented::Bootstrap) => true,
         (
-            Access::TenantRole(wanted) | Access::OperatorOrTenantRole(wanted),
+            Access::Operator(wanted) | Access::OperatorOrTenantRole(wanted, _),
+            Presented::Operator(role),
+        ) => wanted == role,
+        (
+            Access::TenantRole(wanted) | Access::OperatorOrTenantRole(_, wanted),
             Presented::ApiKey(role),
         ) => wanted == role,
         _ => false,
@@ -103,6 +115,14 @@ fn sample(endpoint: Endpoint) -> (String, Option<Value>) {
         Endpoint::GetTenant | Endpoint::ListApiKeys => {
             (endpoint.path().replace("{tenant}", "acme"), None)
         }
+        // Not a valid name: refused after the check.
+        Endpoint::AddOperator => (
+            "/v1/admin/operators".to_owned(),
+            Some(json!({"name": "Not A Name", "roles": ["auditor"]})),
+        ),
+        Endpoint::DisableOperator | Endpoint::EnableOperator | Endpoint::RemoveOperator => {
+            (endpoint.path().replace("{id}", "0123456789abcdef"), None)
+        }
         // Without X-Vault-Kind: refused after the check.
         Endpoint::UploadDocument => ("/v1/documents".to_owned(), None),
         _ => (endpoint.path().replace("{tenant}", "ghost"), None),
@@ -114,6 +134,8 @@ fn sample(endpoint: Endpoint) -> (String, Option<Value>) {
 struct Vault {
     state: SharedState,
     operator: String,
+    /// A named operator of each role.
+    operators: Vec<(OperatorRole, String)>,
     metrics: String,
     keys: Vec<(Role, String)>,
     _dir: tempfile::TempDir,
@@ -165,6 +187,19 @@ async fn vault() -> Vault {
         .unwrap();
         keys.push((role, issued.token.to_string()));
     }
+    let mut operators = Vec::new();
+    for role in OperatorRole::ALL {
+        let issued = vault_core::operators::add(
+            vault.store.as_ref(),
+            &format!("op-{}", role.as_str()),
+            vec![role],
+            None,
+            OffsetDateTime::now_utc(),
+        )
+        .await
+        .unwrap();
+        operators.push((role, issued.token.to_string()));
+    }
     let state = Arc::new(AppState {
         rates: CredentialRates::new(&vault.config.limits),
         uploads: UploadSlots::new(4, 0),
@@ -175,6 +210,7 @@ async fn vault() -> Vault {
     Vault {
         state,
         operator: operator.trim().to_owned(),
+        operators,
         metrics: metrics.trim().to_owned(),
         keys,
         _dir: dir,
@@ -191,7 +227,12 @@ async fn every_handler_requires_the_access_its_endpoint_declares() {
             let token = match presented {
                 Presented::Nothing => None,
                 Presented::MetricsToken => Some(vault.metrics.clone()),
-                Presented::Operator => Some(vault.operator.clone()),
+                Presented::Bootstrap => Some(vault.operator.clone()),
+                Presented::Operator(role) => vault
+                    .operators
+                    .iter()
+                    .find(|(r, _)| *r == role)
+                    .map(|(_, token)| token.clone()),
                 Presented::ApiKey(role) => vault
                     .keys
                     .iter()
@@ -227,7 +268,17 @@ async fn every_handler_requires_the_access_its_endpoint_declares() {
             if endpoint == Endpoint::RotateOperator && status == StatusCode::CREATED {
                 // The operator credential that asked is revoked: go on with the new one.
                 let rotated: Value = serde_json::from_slice(&answer).unwrap();
-                vault.operator = rotated["secret"].as_str().unwrap().to_owned();
+                let secret = rotated["secret"].as_str().unwrap().to_owned();
+                match presented {
+                    Presented::Operator(role) => {
+                        for (r, token) in &mut vault.operators {
+                            if *r == role {
+                                token.clone_from(&secret);
+                            }
+                        }
+                    }
+                    _ => vault.operator = secret,
+                }
             }
         }
     }

@@ -1,0 +1,224 @@
+//! Operator endpoints under `/v1/admin/operators`: named operators, their
+//! roles and credentials (`vault_core::operators`). Admins only.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+
+use super::extract::{JsonBody, Operator};
+use crate::audit_note::NoteSlot;
+use crate::audit_trail::record_intent;
+use crate::auth::{CredentialRecord, OperatorRole};
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::state::SharedState;
+use vault_api::json::optional_whole_number;
+use vault_core::credentials::OperatorProfile;
+use vault_core::operators::{self, Change};
+
+/// Body of `POST /v1/admin/operators`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddOperator {
+    /// The operator's name: 1-63 of `a-z 0-9 . _ -`, starting with a letter;
+    /// unique; `bootstrap` is taken.
+    #[schema(pattern = "^[a-z][a-z0-9._-]{0,62}$")]
+    pub name: String,
+    /// Any non-empty subset of `admin`, `key-officer`, `backup-operator`, `auditor`.
+    #[schema(min_items = 1)]
+    pub roles: Vec<OperatorRole>,
+    /// Days until the credential expires (1 to 3650); none means no expiry.
+    #[serde(default, deserialize_with = "optional_whole_number")]
+    #[schema(minimum = 1, maximum = 3650)]
+    pub expires_in_days: Option<u32>,
+}
+
+/// A new operator: the secret is shown only here.
+#[derive(Serialize, ToSchema)]
+pub struct AddedOperator {
+    /// Public id of the operator's credential.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Bearer token. Shown once; hand it to the operator over a safe channel.
+    pub secret: String,
+    /// Its roles.
+    pub roles: Vec<OperatorRole>,
+    /// Expiry.
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+/// An operator as listed: never its secret or its hash.
+#[derive(Serialize, ToSchema)]
+pub struct ListedOperator {
+    /// Public id of its credential (audit events name it: `operator:<id>`).
+    pub id: String,
+    /// Its name (`bootstrap` for the vault's first operator).
+    pub name: String,
+    /// Its roles.
+    pub roles: Vec<OperatorRole>,
+    /// Issue time.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+    /// Expiry.
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<OffsetDateTime>,
+    /// When it was disabled (refused until enabled).
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub disabled_at: Option<OffsetDateTime>,
+    /// When it was removed (or its credential rotated away).
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+impl From<CredentialRecord> for ListedOperator {
+    fn from(record: CredentialRecord) -> Self {
+        let profile = record
+            .operator_profile()
+            .unwrap_or_else(OperatorProfile::bootstrap);
+        ListedOperator {
+            id: record.id,
+            name: profile.name,
+            roles: profile.roles,
+            created_at: record.created_at,
+            expires_at: record.expires_at,
+            disabled_at: record.disabled_at,
+            revoked_at: record.revoked_at,
+        }
+    }
+}
+
+/// Lists the operators (removed ones and rotated-away credentials included),
+/// oldest first.
+#[utoipa::path(get, path = "/v1/admin/operators",
+    responses((status = 200, body = [ListedOperator])),
+    security(("bearer" = [])))]
+pub async fn list_operators(
+    State(state): State<SharedState>,
+    _operator: Operator,
+) -> ApiResult<Json<Vec<ListedOperator>>> {
+    let mut records = operators::all(state.vault.store.as_ref()).await?;
+    records.sort_by_key(|r| r.created_at);
+    Ok(Json(
+        records.into_iter().map(ListedOperator::from).collect(),
+    ))
+}
+
+/// Adds a named operator with its roles and issues its credential.
+#[utoipa::path(post, path = "/v1/admin/operators", request_body = AddOperator,
+    responses((status = 201, body = AddedOperator), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn add_operator(
+    State(state): State<SharedState>,
+    _operator: Operator,
+    note: NoteSlot,
+    JsonBody(body): JsonBody<AddOperator>,
+) -> ApiResult<(StatusCode, Json<AddedOperator>)> {
+    let name = operators::parse_name(&body.name)?;
+    note.update(|n| n.detail = Some(format!("operator_name={name}")));
+    record_intent(&state, &note).await?;
+    let issued = operators::add(
+        state.vault.store.as_ref(),
+        &name,
+        body.roles,
+        body.expires_in_days,
+        OffsetDateTime::now_utc(),
+    )
+    .await?;
+    let profile = issued
+        .record
+        .operator_profile()
+        .unwrap_or_else(OperatorProfile::bootstrap);
+    tracing::info!(operator = %issued.record.id, name = %profile.name, "operator added");
+    note.update(|n| {
+        n.detail = Some(format!(
+            "operator={} operator_name={name}",
+            issued.record.id
+        ))
+    });
+    Ok((
+        StatusCode::CREATED,
+        Json(AddedOperator {
+            id: issued.record.id.clone(),
+            name: profile.name,
+            secret: issued.token.to_string(),
+            roles: profile.roles,
+            expires_at: issued.record.expires_at,
+        }),
+    ))
+}
+
+async fn change_operator(
+    state: &SharedState,
+    note: &NoteSlot,
+    id: &str,
+    change: Change,
+) -> ApiResult<Json<ListedOperator>> {
+    // Checked before anything records it: a raw path value never reaches the log.
+    if !CredentialRecord::is_id(id) {
+        return Err(ApiError::bad_request(
+            "invalid_operator_id",
+            "an operator id is 16 lowercase hexadecimal digits",
+        ));
+    }
+    note.update(|n| n.detail = Some(format!("operator={id}")));
+    record_intent(state, note).await?;
+    let record = operators::change(
+        state.vault.store.as_ref(),
+        id,
+        change,
+        OffsetDateTime::now_utc(),
+    )
+    .await?;
+    tracing::info!(operator = %id, change = ?change, "operator changed");
+    Ok(Json(record.into()))
+}
+
+/// Disables an operator: its credential is refused until enabled. The last
+/// usable admin cannot be disabled.
+#[utoipa::path(post, path = "/v1/admin/operators/{id}/disable",
+    responses((status = 200, body = ListedOperator), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn disable_operator(
+    State(state): State<SharedState>,
+    _operator: Operator,
+    note: NoteSlot,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ListedOperator>> {
+    change_operator(&state, &note, &id, Change::Disable).await
+}
+
+/// Enables a disabled operator again (not a removed one).
+#[utoipa::path(post, path = "/v1/admin/operators/{id}/enable",
+    responses((status = 200, body = ListedOperator), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn enable_operator(
+    State(state): State<SharedState>,
+    _operator: Operator,
+    note: NoteSlot,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ListedOperator>> {
+    change_operator(&state, &note, &id, Change::Enable).await
+}
+
+/// Removes an operator for good: its credential is revoked and its name free
+/// again. The last usable admin cannot be removed.
+#[utoipa::path(delete, path = "/v1/admin/operators/{id}",
+    responses((status = 200, body = ListedOperator), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn remove_operator(
+    State(state): State<SharedState>,
+    _operator: Operator,
+    note: NoteSlot,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ListedOperator>> {
+    change_operator(&state, &note, &id, Change::Remove).await
+}
