@@ -226,4 +226,43 @@ async fn each_operator_does_its_duties_only_and_is_named_in_the_audit_log() {
         &["operator", "add", "zed", "--role", "root"],
     );
     assert_eq!(code, 2);
+
+    // An id is checked before it is put in a path: `../tenants/x` would
+    // reach another endpoint.
+    let (code, _, err) = cli_as(
+        &app,
+        &alice_file,
+        &["operator", "disable", "../tenants/globex"],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("16 lowercase hex digits"), "{err}");
+    let (status, tenant) = call(
+        &app,
+        &tokens["alice"],
+        Method::GET,
+        "/v1/admin/tenants/globex",
+    )
+    .await;
+    assert_eq!(
+        (status, tenant["status"].as_str()),
+        (StatusCode::OK, Some("active"))
+    );
+
+    // HEAD of an operator GET is no endpoint: 405, not a server error.
+    let (status, _) = call(&app, &tokens["alice"], Method::HEAD, "/v1/admin/operators").await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+
+    // kim rotates; disabling by the id from before the rotation disables the
+    // credential kim holds now.
+    let kim_file = work.path().join("kim");
+    let (code, _, err) = cli_as(&app, &kim_file, &["operator", "rotate"]);
+    assert_eq!(code, 0, "{err}");
+    let kim_now = std::fs::read_to_string(&kim_file).unwrap();
+    let (code, _, err) = cli_as(&app, &alice_file, &["operator", "disable", &ids["kim"]]);
+    assert_eq!(code, 0, "{err}");
+    let (status, body) = call(&app, kim_now.trim(), Method::GET, "/v1/admin/jobs").await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("credential_disabled"))
+    );
 }

@@ -68,6 +68,28 @@ pub struct Client {
     base: String,
     http: reqwest::Client,
     token_file: Option<PathBuf>,
+    /// A current TOTP code for the operator's sensitive calls (`X-Vault-MFA`).
+    mfa_code: Option<String>,
+}
+
+/// Asks for a TOTP code at the terminal; refuses when stdin is not one (a
+/// script passes `--mfa-code` or `BILLVAULT_MFA_CODE`).
+pub fn prompt_mfa_code() -> Result<String, CliError> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        return Err(CliError::Usage(
+            "this operation needs an MFA code: pass --mfa-code CODE or set BILLVAULT_MFA_CODE"
+                .into(),
+        ));
+    }
+    eprint!("MFA code: ");
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| CliError::Usage(format!("reading the MFA code: {e}")))?;
+    Ok(line.trim().to_owned())
 }
 
 /// Where the operator token comes from when neither `--token-file` nor
@@ -122,7 +144,17 @@ impl Client {
             base: server.trim_end_matches('/').to_owned(),
             http,
             token_file,
+            mfa_code: None,
         })
+    }
+
+    /// Sends `code` (a current TOTP code) with every authenticated request:
+    /// `--mfa-code` / `BILLVAULT_MFA_CODE`. Without one, a call the server
+    /// answers `mfa_required` is asked again with a code typed at the prompt
+    /// when this is a terminal.
+    pub fn with_mfa_code(mut self, code: Option<String>) -> Self {
+        self.mfa_code = code.map(|c| c.trim().to_owned());
+        self
     }
 
     /// The file the operator token is read from, for commands that replace it
@@ -167,10 +199,32 @@ impl Client {
         authenticated: bool,
     ) -> Result<Value, CliError> {
         let request = if authenticated {
-            request.bearer_auth(self.token()?)
+            let request = request.bearer_auth(self.token()?);
+            match &self.mfa_code {
+                Some(code) => request.header("X-Vault-MFA", code),
+                None => request,
+            }
         } else {
             request
         };
+        // Kept to ask again with a code typed at the prompt.
+        let again = (authenticated && self.mfa_code.is_none())
+            .then(|| request.try_clone())
+            .flatten();
+        match self.answer(request).await {
+            Err(CliError::Api { code, .. }) if code == "mfa_required" && again.is_some() => {
+                let typed = prompt_mfa_code()?;
+                let again = again.map(|r| r.header("X-Vault-MFA", typed));
+                match again {
+                    Some(request) => self.answer(request).await,
+                    None => Err(CliError::Usage("the request cannot be sent again".into())),
+                }
+            }
+            answer => answer,
+        }
+    }
+
+    async fn answer(&self, request: reqwest::RequestBuilder) -> Result<Value, CliError> {
         let response = request.send().await.map_err(|e| CliError::Unreachable {
             url: self.base.clone(),
             message: with_causes(&e),

@@ -60,6 +60,15 @@ struct Cli {
     /// ./vault-data/operator-token].
     #[arg(long, global = true, env = "BILLVAULT_TOKEN_FILE")]
     token_file: Option<PathBuf>,
+    /// A current code of your authenticator, for sensitive operations (sent
+    /// as X-Vault-MFA). Without it the CLI asks at the terminal when needed.
+    #[arg(
+        long,
+        global = true,
+        env = "BILLVAULT_MFA_CODE",
+        hide_env_values = true
+    )]
+    mfa_code: Option<String>,
     /// PEM file of CA certificates to trust for an https:// server (a private
     /// CA), besides the system's trust store.
     #[arg(long, global = true, env = "BILLVAULT_CA_CERT")]
@@ -473,20 +482,47 @@ enum OperatorCommand {
     /// Disable an operator: its credential is refused until enabled.
     Disable {
         /// Operator id (16 hex digits, from `operator list`).
+        #[arg(value_parser = operator::parse_id)]
         id: String,
     },
     /// Enable a disabled operator.
     Enable {
         /// Operator id.
+        #[arg(value_parser = operator::parse_id)]
         id: String,
+    },
+    /// Your second factor (TOTP): enroll, confirm; an admin resets a lost one.
+    Mfa {
+        #[command(subcommand)]
+        command: MfaCommand,
     },
     /// Remove an operator for good: its credential is revoked.
     Remove {
         /// Operator id.
+        #[arg(value_parser = operator::parse_id)]
         id: String,
         /// Confirm.
         #[arg(long)]
         yes: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum MfaCommand {
+    /// Start enrolling: prints the otpauth URI and a QR code for your
+    /// authenticator app (the secret is shown this once), then asks for a
+    /// first code to confirm (at a terminal; else run `operator mfa confirm`).
+    Enroll,
+    /// Confirm the enrolment with a current code of the authenticator.
+    Confirm {
+        /// Six digits.
+        code: String,
+    },
+    /// Remove an operator's enrolment (a lost authenticator); it enrolls again.
+    Reset {
+        /// Operator id.
+        #[arg(value_parser = operator::parse_id)]
+        id: String,
     },
 }
 
@@ -572,7 +608,8 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             connect_timeout: Duration::from_secs(cli.connect_timeout),
             read_timeout: Duration::from_secs(cli.read_timeout),
         },
-    )?;
+    )?
+    .with_mfa_code(cli.mfa_code.clone());
     match cli.command {
         Command::Completions { shell } => {
             use clap::CommandFactory;

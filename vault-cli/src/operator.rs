@@ -3,8 +3,8 @@
 
 use serde_json::{json, Value};
 
-use crate::client::{CliError, Client};
-use crate::{print, OperatorCommand};
+use crate::client::{prompt_mfa_code, CliError, Client};
+use crate::{print, MfaCommand, OperatorCommand};
 
 /// Runs one `OperatorCommand`.
 pub async fn run(
@@ -58,6 +58,7 @@ pub async fn run(
                     .join("\n")
             });
         }
+        OperatorCommand::Mfa { command } => mfa(client, json_mode, command).await?,
         OperatorCommand::Disable { id } => change(client, json_mode, &id, "disable").await?,
         OperatorCommand::Enable { id } => change(client, json_mode, &id, "enable").await?,
         OperatorCommand::Remove { id, yes } => {
@@ -77,6 +78,73 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+/// `operator mfa ...`.
+async fn mfa(client: &Client, json_mode: bool, command: MfaCommand) -> Result<(), CliError> {
+    use std::io::IsTerminal;
+    match command {
+        MfaCommand::Enroll => {
+            let enrollment = client.post("/v1/admin/operator/mfa", &json!({})).await?;
+            let uri = enrollment["otpauth_uri"].as_str().unwrap_or_default();
+            if json_mode {
+                print(true, &enrollment, |_| String::new());
+                return Ok(());
+            }
+            let qr = qrcode::QrCode::new(uri.as_bytes())
+                .map(|code| {
+                    code.render::<qrcode::render::unicode::Dense1x2>()
+                        .dark_color(qrcode::render::unicode::Dense1x2::Light)
+                        .light_color(qrcode::render::unicode::Dense1x2::Dark)
+                        .build()
+                })
+                .unwrap_or_default();
+            outln!(
+                "Scan this with your authenticator app (shown once; keep it private):\n{qr}\n{uri}\nsecret (to type in by hand): {}",
+                enrollment["secret"].as_str().unwrap_or_default()
+            );
+            if std::io::stdin().is_terminal() {
+                let code = prompt_mfa_code()?;
+                confirm(client, false, &code).await?;
+            } else {
+                outln!("confirm with: vault-cli operator mfa confirm CODE");
+            }
+        }
+        MfaCommand::Confirm { code } => confirm(client, json_mode, &code).await?,
+        MfaCommand::Reset { id } => {
+            let reset = client
+                .delete(&format!("/v1/admin/operators/{id}/mfa"))
+                .await?;
+            print(json_mode, &reset, |o| {
+                format!(
+                    "MFA of operator {} ({}) reset: it enrolls again",
+                    o["name"].as_str().unwrap_or("?"),
+                    o["id"].as_str().unwrap_or("?")
+                )
+            });
+        }
+    }
+    Ok(())
+}
+
+async fn confirm(client: &Client, json_mode: bool, code: &str) -> Result<(), CliError> {
+    let state = client
+        .post("/v1/admin/operator/mfa/confirm", &json!({ "code": code }))
+        .await?;
+    print(json_mode, &state, |_| {
+        "MFA enrolled: sensitive operations now ask for a code".to_owned()
+    });
+    Ok(())
+}
+
+/// An operator id as the server gives them (16 lowercase hex digits), so
+/// nothing else ever reaches a request path (`../tenants/x` would).
+pub fn parse_id(raw: &str) -> Result<String, String> {
+    if vault_core::credentials::CredentialRecord::is_id(raw) {
+        Ok(raw.to_owned())
+    } else {
+        Err("an operator id is 16 lowercase hex digits (see `vault-cli operator list`)".into())
+    }
 }
 
 fn roles_of(operator: &Value) -> String {

@@ -51,6 +51,31 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// The `/metrics` endpoint.
     pub metrics: MetricsConfig,
+    /// Operators' second factor.
+    pub operators: OperatorsConfig,
+}
+
+/// Operators' second factor (`[operators]`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OperatorsConfig {
+    /// When a TOTP code is asked for: `enrolled` (sensitive operations, from
+    /// operators who enrolled), `sensitive` (sensitive operations, from every
+    /// operator: those without MFA are refused them) or `all` (every operator
+    /// call).
+    pub mfa: crate::mfa::MfaPolicy,
+    /// Seconds an accepted code lets the same credential make further
+    /// sensitive calls without another (0: a code per call; at most 3600).
+    pub mfa_step_up_secs: u64,
+}
+
+impl Default for OperatorsConfig {
+    fn default() -> Self {
+        OperatorsConfig {
+            mfa: crate::mfa::MfaPolicy::default(),
+            mfa_step_up_secs: 300,
+        }
+    }
 }
 
 /// The longest any `[limits]` time may be, in seconds (a year).
@@ -378,6 +403,7 @@ impl Default for Config {
             backup: BackupConfig::default(),
             limits: LimitsConfig::default(),
             metrics: MetricsConfig::default(),
+            operators: OperatorsConfig::default(),
         }
     }
 }
@@ -550,6 +576,11 @@ impl Config {
             ));
         }
         self.backup.validate().map_err(ConfigError::Invalid)?;
+        if self.operators.mfa_step_up_secs > 3600 {
+            return Err(ConfigError::Invalid(
+                "operators.mfa_step_up_secs must be at most 3600".into(),
+            ));
+        }
         self.validate_limits()?;
         self.validate_audit()
     }

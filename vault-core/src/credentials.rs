@@ -103,6 +103,11 @@ pub struct CredentialRecord {
         skip_serializing_if = "Option::is_none"
     )]
     pub disabled_at: Option<OffsetDateTime>,
+    /// FORMAT FIELD (optional, since 2026-12): the credential an operator's
+    /// rotation replaced this one with (an id of a rotated-away credential
+    /// still names its operator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotated_to: Option<String>,
 }
 
 /// A freshly issued credential: the record to store and the token to show once.
@@ -150,6 +155,7 @@ impl CredentialRecord {
             revoked_at: None,
             operator: None,
             disabled_at: None,
+            rotated_to: None,
         };
         IssuedCredential { record, token }
     }
@@ -502,6 +508,7 @@ pub async fn rotate_operator(
         .unwrap_or_else(OperatorProfile::bootstrap);
     let issued = CredentialRecord::issue_operator(profile, old.expires_at);
     store_new(store, &issued.record).await?;
+    old.rotated_to = Some(issued.record.id.clone());
     revoke(store, &mut old, now).await?;
     Ok(issued)
 }

@@ -24,6 +24,7 @@ pub mod key_lifecycle;
 pub mod leftovers;
 pub mod maintenance;
 pub mod metrics;
+pub mod mfa;
 pub mod operators;
 pub mod progress;
 pub mod search;

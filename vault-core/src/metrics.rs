@@ -77,6 +77,8 @@ pub struct Metrics {
     pub audit_failures: Counter,
     /// Keys flagged for bulk document reads.
     pub bulk_access_anomalies: Counter,
+    /// Operators' MFA codes refused as wrong, and lock-outs.
+    pub mfa_failures: Counter,
     /// Unix time of the last successful backup (0: none yet).
     pub backup_last_success: Gauge,
     /// Seconds since the last successful backup (set when scraped; -1: none yet).
@@ -204,6 +206,12 @@ impl Default for Metrics {
         );
         let audit_failures = Counter::default();
         let bulk_access_anomalies = Counter::default();
+        let mfa_failures = Counter::default();
+        registry.register(
+            "mfa_failures",
+            "Operators' MFA codes refused as wrong (and lock-outs after too many)",
+            mfa_failures.clone(),
+        );
         registry.register("audit_events", "Audit events written", audit_events.clone());
         registry.register(
             "audit_segments",
@@ -324,6 +332,7 @@ impl Default for Metrics {
             leftovers_removed,
             audit_failures,
             bulk_access_anomalies,
+            mfa_failures,
             searches,
             search_candidates,
             search_documents_read,

@@ -22,6 +22,7 @@ use crate::key_lifecycle::KeyLifecycle;
 use crate::leftovers::Leftovers;
 use crate::maintenance::{Maintenance, MaintenanceDeps};
 use crate::metrics::Metrics;
+use crate::mfa::OperatorMfa;
 use crate::search::{Replan, SearchDeps, SearchService};
 use crate::storage::fs::FsStore;
 use crate::storage::keys::{ObjectKeystore, ObjectTenantKeyStore};
@@ -60,6 +61,11 @@ pub struct Vault {
     pub catch_up: CatchUp,
     /// Collects the leftovers of crashed uploads.
     pub leftovers: Leftovers,
+    /// Operators' second factor.
+    pub mfa: OperatorMfa,
+    /// This process as the holder of leases in the store (host and data
+    /// directory).
+    pub holder: String,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
     /// This process's hold on its data directory (a vault opened with
@@ -301,6 +307,12 @@ impl Vault {
             // Longer than any upload may take: one in flight is never touched.
             config.limits.leftovers_grace(),
         );
+        let holder = crate::storage::lease::holder_name(&config.data_dir);
+        let mfa = OperatorMfa::new(
+            store.clone(),
+            local_keys.clone(),
+            config.operators.mfa_step_up_secs,
+        );
         let vault = Arc::new(Vault {
             config,
             store,
@@ -316,6 +328,8 @@ impl Vault {
             tenant_documents,
             catch_up,
             leftovers,
+            mfa,
+            holder,
             metrics,
             _data_dir_lock: lock,
             replans: std::sync::Mutex::new(Some(replans)),

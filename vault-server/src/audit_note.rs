@@ -33,6 +33,20 @@ pub struct AuditNote {
     pub request_id: String,
     /// The client address (set by the middleware).
     pub client: Option<String>,
+    /// How a sensitive call's second factor went (`code`, `window`,
+    /// `not-enrolled`, or the refusal's code).
+    pub mfa: Option<&'static str>,
+}
+
+impl AuditNote {
+    /// The event's detail: the handler's, then the step-up's outcome.
+    pub fn event_detail(&self) -> Option<String> {
+        match (&self.detail, self.mfa) {
+            (detail, None) => detail.clone(),
+            (None, Some(mfa)) => Some(format!("mfa={mfa}")),
+            (Some(detail), Some(mfa)) => Some(format!("{detail} mfa={mfa}")),
+        }
+    }
 }
 
 /// The note of a request, shared between the middleware, the extractor and the

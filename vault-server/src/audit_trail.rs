@@ -86,6 +86,7 @@ async fn log_of(state: &SharedState, tenant: Option<TenantId>) -> Option<TenantI
 /// the error (503 `audit_unavailable`) is the request's answer.
 pub async fn record_intent(state: &SharedState, note: &NoteSlot) -> Result<(), vault_core::Error> {
     let note = note.snapshot();
+    let detail = note.event_detail();
     let (Some(action), Some(actor)) = (note.action, note.actor) else {
         // Outside the middleware (unit tests): nothing to record against.
         return Ok(());
@@ -94,11 +95,11 @@ pub async fn record_intent(state: &SharedState, note: &NoteSlot) -> Result<(), v
         return Ok(());
     };
     let mut event = new_event(action, actor, Outcome::Intent, 102);
+    event.detail = detail;
     event.roles = note.roles;
     event.document = note.document;
     event.request_id = note.request_id;
     event.client = note.client;
-    event.detail = note.detail;
     if state.vault.audit.append(&tenant, event).await.is_err() {
         state.vault.metrics.audit_failures.inc();
         return Err(vault_core::Error::audit_unavailable(None));
@@ -173,12 +174,12 @@ pub async fn record(
         return response;
     };
     let mut event = new_event(action, actor.clone(), outcome, status);
+    event.detail = note.event_detail();
     event.roles = note.roles;
     event.document = note.document.or_else(|| document_in_path(&route, &path));
     event.request_id = request_id.clone();
     event.client = client.clone();
     event.fields = note.fields;
-    event.detail = note.detail;
     if state.vault.audit.append(&tenant, event).await.is_err() {
         state.vault.metrics.audit_failures.inc();
         return ApiError::from(vault_core::Error::audit_unavailable(None)).into_response();

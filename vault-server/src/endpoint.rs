@@ -68,6 +68,12 @@ endpoints! {
     EnableOperator,
     /// `DELETE /v1/admin/operators/{id}`.
     RemoveOperator,
+    /// `POST /v1/admin/operator/mfa`.
+    EnrollMfa,
+    /// `POST /v1/admin/operator/mfa/confirm`.
+    ConfirmMfa,
+    /// `DELETE /v1/admin/operators/{id}/mfa`.
+    ResetOperatorMfa,
     /// `GET /v1/admin/backups`.
     ListBackups,
     /// `POST /v1/admin/backups`.
@@ -313,6 +319,27 @@ impl Endpoint {
                 operator(Admin),
                 Request,
             ),
+            Endpoint::EnrollMfa => row(
+                Post,
+                "/v1/admin/operator/mfa",
+                Some("operator.mfa.enroll"),
+                AnyOperator,
+                Request,
+            ),
+            Endpoint::ConfirmMfa => row(
+                Post,
+                "/v1/admin/operator/mfa/confirm",
+                Some("operator.mfa.confirm"),
+                AnyOperator,
+                Request,
+            ),
+            Endpoint::ResetOperatorMfa => row(
+                Delete,
+                "/v1/admin/operators/{id}/mfa",
+                Some("operator.mfa.reset"),
+                operator(Admin),
+                Request,
+            ),
             Endpoint::ListBackups => row(
                 Get,
                 "/v1/admin/backups",
@@ -526,6 +553,36 @@ impl Endpoint {
         self.row().access
     }
 
+    /// Whether it is sensitive: it issues or revokes credentials, destroys or
+    /// retires keys, shortens retention, releases a hold or deletes backups, so
+    /// an operator makes it only with a current second factor
+    /// (`auth::require_step_up`). Re-wrapping asks for one only with
+    /// `retire_old` (its handler checks).
+    pub fn sensitive(self) -> bool {
+        matches!(
+            self,
+            Endpoint::IssueApiKey
+                | Endpoint::RevokeApiKey
+                | Endpoint::RotateOperator
+                | Endpoint::AddOperator
+                | Endpoint::DisableOperator
+                | Endpoint::EnableOperator
+                | Endpoint::RemoveOperator
+                | Endpoint::ResetOperatorMfa
+                | Endpoint::OffboardTenant
+                | Endpoint::SetRetention
+                | Endpoint::ReleaseDocument
+                | Endpoint::ReleaseBackup
+                | Endpoint::PruneBackups
+        )
+    }
+
+    /// Whether it enrolls the caller's second factor: asked for no code even
+    /// when every operator call needs one (there is none yet).
+    pub fn enrolls_mfa(self) -> bool {
+        matches!(self, Endpoint::EnrollMfa | Endpoint::ConfirmMfa)
+    }
+
     /// How long a request may take.
     pub fn budget(self) -> Budget {
         self.row().budget
@@ -625,6 +682,21 @@ mod tests {
             "DELETE",
             "/v1/admin/operators/{id}",
             Some("operator.remove"),
+        ),
+        (
+            "POST",
+            "/v1/admin/operator/mfa",
+            Some("operator.mfa.enroll"),
+        ),
+        (
+            "POST",
+            "/v1/admin/operator/mfa/confirm",
+            Some("operator.mfa.confirm"),
+        ),
+        (
+            "DELETE",
+            "/v1/admin/operators/{id}/mfa",
+            Some("operator.mfa.reset"),
         ),
         (
             "POST",

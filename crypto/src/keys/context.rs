@@ -11,6 +11,8 @@ pub enum Purpose {
     IndexRoot,
     /// A tenant audit-log key.
     Audit,
+    /// An operator's TOTP secret (sealed under the system KEK).
+    OperatorMfa,
 }
 
 impl Purpose {
@@ -20,6 +22,7 @@ impl Purpose {
             Purpose::BranchKey => "branch-key",
             Purpose::IndexRoot => "index-root",
             Purpose::Audit => "audit",
+            Purpose::OperatorMfa => "operator-mfa",
         }
     }
 }

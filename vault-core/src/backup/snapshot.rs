@@ -129,9 +129,12 @@ async fn list_selection(
     selection: &Selection,
 ) -> Result<Vec<ObjectInfo>, BackupError> {
     let mut out = Vec::new();
-    // Shared by every tenant: operators, the audit signing key, the system log.
+    // Shared by every tenant: operators (their names and second factors too),
+    // the audit signing key, the system log.
     for prefix in [
         ObjectName::OPERATORS_PREFIX,
+        ObjectName::OPERATOR_NAMES_PREFIX,
+        ObjectName::OPERATOR_MFA_PREFIX,
         ObjectName::AUDIT_SIGNING_PREFIX,
         &ObjectName::tenant_prefix(crate::audit::SYSTEM_LOG),
     ] {

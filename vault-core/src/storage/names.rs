@@ -5,6 +5,7 @@
 //! system/operators/<key id>                  operator credential records
 //! system/operator-bootstrap                  claim of the first one (create-only)
 //! system/operator-names/<sha256 of name>     claim of an operator's name (create-only)
+//! system/operator-mfa/<sha256 of name>       an operator's TOTP enrolment (sealed secret)
 //! system/tenants/<tenant>                    tenant records
 //! system/api-keys/<key id>                   API key records
 //! tenants/<tenant>/keys/<kind>/<version>     wrapped branch / index root keys
@@ -78,6 +79,12 @@ impl ObjectName {
     /// Prefix of the operator credential records.
     pub const OPERATORS_PREFIX: &'static str = "system/operators/";
 
+    /// Prefix of the claims of operators' names.
+    pub const OPERATOR_NAMES_PREFIX: &'static str = "system/operator-names/";
+
+    /// Prefix of operators' MFA enrolments.
+    pub const OPERATOR_MFA_PREFIX: &'static str = "system/operator-mfa/";
+
     /// Prefix of the API key records.
     pub const API_KEYS_PREFIX: &'static str = "system/api-keys/";
 
@@ -130,7 +137,18 @@ impl ObjectName {
     /// people; object names carry none of their text).
     pub fn operator_name(name: &str) -> Self {
         Self::new(format!(
-            "system/operator-names/{}",
+            "{}{}",
+            Self::OPERATOR_NAMES_PREFIX,
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(name.as_bytes()))
+        ))
+    }
+
+    /// A named operator's MFA enrolment (its sealed TOTP secret), by the hash
+    /// of the operator's name: it outlives credential rotations.
+    pub fn operator_mfa(name: &str) -> Self {
+        Self::new(format!(
+            "{}{}",
+            Self::OPERATOR_MFA_PREFIX,
             hex::encode(<sha2::Sha256 as sha2::Digest>::digest(name.as_bytes()))
         ))
     }

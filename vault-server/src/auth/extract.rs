@@ -26,6 +26,8 @@ pub struct Caller {
     pub roles: Vec<Role>,
     /// Roles of an operator.
     pub operator_roles: Vec<OperatorRole>,
+    /// Name of an operator (its MFA enrolment goes by it).
+    pub operator_name: Option<String>,
 }
 
 impl Caller {
@@ -87,6 +89,19 @@ impl FromRequestParts<SharedState> for Caller {
         parts: &mut Parts,
         state: &SharedState,
     ) -> Result<Self, Self::Rejection> {
+        // Checked once per request: a second extractor gets the same caller
+        // (and the credential's rate is spent once).
+        if let Some(caller) = parts.extensions.get::<Caller>() {
+            return Ok(caller.clone());
+        }
+        let caller = Self::check(parts, state).await?;
+        parts.extensions.insert(caller.clone());
+        Ok(caller)
+    }
+}
+
+impl Caller {
+    async fn check(parts: &mut Parts, state: &SharedState) -> Result<Caller, ApiError> {
         if parts.headers.get_all(AUTHORIZATION).iter().nth(1).is_some() {
             // Which one counts would depend on who reads it: a proxy that reads
             // the last one would see another caller than this server.
@@ -136,10 +151,10 @@ impl FromRequestParts<SharedState> for Caller {
             Err(e) => return Err(failed(parts, AuthFailure::CheckFailed, e.into())),
         };
         let kind = record.kind;
-        let operator_roles = record
-            .operator_profile()
-            .map(|profile| profile.roles)
-            .unwrap_or_default();
+        let (operator_name, operator_roles) = match record.operator_profile() {
+            Some(profile) => (Some(profile.name), profile.roles),
+            None => (None, Vec::new()),
+        };
         // Authenticated: from here on the request is the credential's, and audited.
         if let Some(note) = parts.extensions.get::<NoteSlot>() {
             note.update(|n| {
@@ -200,6 +215,7 @@ impl FromRequestParts<SharedState> for Caller {
             tenant: record.tenant,
             roles: record.roles,
             operator_roles,
+            operator_name,
         })
     }
 }

@@ -341,8 +341,9 @@ pub async fn rotate_operator(
     note: NoteSlot,
 ) -> ApiResult<(StatusCode, Json<RotatedOperator>)> {
     record_intent(&state, &note).await?;
-    let issued = credentials::rotate_operator(
-        state.vault.store.as_ref(),
+    let issued = vault_core::operators::rotate(
+        &state.vault.store,
+        &state.vault.holder,
         &caller.key_id,
         OffsetDateTime::now_utc(),
     )

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use super::extract::{rfc3339_param, QueryParams};
 use crate::audit_note::NoteSlot;
+use crate::auth::header_str;
 use crate::auth::{Caller, Role};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::limits::Budget;
@@ -147,25 +148,6 @@ pub struct ListQuery {
 }
 
 const MAX_FIELDS_HEADER: usize = 16 * 1024;
-
-/// A single-valued request header as text; given twice it is ambiguous (which
-/// Idempotency-Key, which kind?) and refused.
-fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError> {
-    if headers.get_all(name).iter().nth(1).is_some() {
-        return Err(ApiError::bad_request(
-            "invalid_header",
-            format!("{name} must be given once"),
-        ));
-    }
-    headers
-        .get(name)
-        .map(|v| {
-            v.to_str().map_err(|_| {
-                ApiError::bad_request("invalid_header", format!("{name} must be visible ASCII"))
-            })
-        })
-        .transpose()
-}
 
 /// Validates `X-Vault-Fields`: a JSON object of search field names to a string or
 /// an array of strings, each 1 to 256 characters and of the field's shape (a date

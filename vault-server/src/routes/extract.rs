@@ -13,10 +13,11 @@ use serde::de::DeserializeOwned;
 use vault_crypto::TenantId;
 
 use crate::audit_note::NoteSlot;
-use crate::auth::Caller;
+use crate::auth::{header_str, require_step_up, Caller, MFA_HEADER};
 use crate::endpoint::{Access, Endpoint};
 use crate::error::ApiError;
 use crate::state::SharedState;
+use vault_core::mfa::MfaPolicy;
 use vault_core::tenants::parse_tenant_id;
 
 /// The operator credential, with the role the request's endpoint requires
@@ -31,15 +32,39 @@ impl FromRequestParts<SharedState> for Operator {
 
     async fn from_request_parts(parts: &mut Parts, state: &SharedState) -> Result<Self, ApiError> {
         let caller = Caller::from_request_parts(parts, state).await?;
-        match parts.extensions.get::<Endpoint>().map(|e| e.access()) {
-            Some(Access::AnyOperator) => caller.require_operator()?,
-            Some(Access::Operator(role)) => caller.require_operator_role(role)?,
+        let Some(endpoint) = parts.extensions.get::<Endpoint>().copied() else {
+            // HEAD of an operator GET: axum hands it to the GET handler, but
+            // it is no endpoint of the table, so no access is declared for it.
+            return Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this endpoint does not take this method",
+            ));
+        };
+        match endpoint.access() {
+            Access::AnyOperator => caller.require_operator()?,
+            Access::Operator(role) => caller.require_operator_role(role)?,
             _ => {
                 return Err(ApiError::internal(
                     "route",
                     "Operator on an endpoint that is not an operator's",
                 ))
             }
+        }
+        // The second factor, before any body is read, like the role. A code
+        // sent is well-formed wherever it is sent, asked for or not.
+        if let Some(code) = header_str(&parts.headers, MFA_HEADER)? {
+            if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(ApiError::bad_request(
+                    "invalid_mfa_code",
+                    "X-Vault-MFA is a code of six digits",
+                ));
+            }
+        }
+        let every_call =
+            state.vault.config.operators.mfa == MfaPolicy::All && !endpoint.enrolls_mfa();
+        if endpoint.sensitive() || every_call {
+            require_step_up(state, &caller, &parts.headers, parts.extensions.get()).await?;
         }
         Ok(Operator(caller))
     }

@@ -12,6 +12,7 @@ use super::extract::{JsonBody, OperatorOnTenant};
 use super::jobs::Answer;
 use crate::audit_note::NoteSlot;
 use crate::audit_trail::record_intent;
+use crate::auth::{require_step_up, Caller};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::state::SharedState;
 use axum::http::HeaderMap;
@@ -55,12 +56,18 @@ pub struct RewrapRequest {
 pub async fn rewrap(
     State(state): State<SharedState>,
     OperatorOnTenant(id): OperatorOnTenant,
+    // The operator OperatorOnTenant checked (kept in the request).
+    caller: Caller,
     note: NoteSlot,
     headers: HeaderMap,
     // No body, or `null` (the document's `Option`), is the default.
     body: Option<JsonBody<Option<RewrapRequest>>>,
 ) -> ApiResult<Response> {
     let request = body.and_then(|JsonBody(b)| b).unwrap_or_default();
+    if request.retire_old {
+        // Retiring old key versions is irreversible: a second factor.
+        require_step_up(&state, &caller, &headers, Some(&note)).await?;
+    }
     record_intent(&state, &note).await?;
     let started = state
         .vault

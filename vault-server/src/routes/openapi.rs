@@ -20,12 +20,12 @@ use crate::endpoint::{Access, Endpoint, Verb};
 #[openapi(
     info(title = "Billing records vault", description = "Encrypted storage, blind-indexed search and audit for healthcare billing documents."),
     paths(health::healthz, health::readyz, health::metrics, admin::create_tenant, admin::list_tenants, admin::get_tenant, admin::disable_tenant, admin::enable_tenant, admin::issue_api_key, admin::list_api_keys, admin::revoke_api_key, admin::rotate_operator,
-        operators::list_operators, operators::add_operator, operators::disable_operator, operators::enable_operator, operators::remove_operator,
+        operators::list_operators, operators::add_operator, operators::disable_operator, operators::enable_operator, operators::remove_operator, operators::enroll_mfa, operators::confirm_mfa, operators::reset_operator_mfa,
         documents::upload, documents::download, documents::metadata, documents::delete, documents::list, search::search, search::rebuild, audit::events, audit::checkpoint, audit::proof, jobs::list, jobs::show, jobs::cancel,
         backups::list, backups::public_key, backups::start, backups::prune, backups::hold, backups::release, backups::record_drill,
         keys::rotate, keys::rewrap, keys::rotate_index, keys::offboard, keys::set_retention, keys::hold, keys::release),
     components(schemas(crate::error::ErrorBody, vault_core::tenants::TenantRecord, admin::CreateTenant, admin::IssueApiKey, admin::IssuedApiKey, admin::ListedApiKey, admin::RotatedOperator,
-        operators::AddOperator, operators::AddedOperator, operators::ListedOperator, vault_api::OperatorRole,
+        operators::AddOperator, operators::AddedOperator, operators::ListedOperator, operators::MfaEnrollment, operators::ConfirmMfa, operators::MfaState, vault_api::OperatorRole,
         documents::DocumentBytes, documents::ExtractionMode, documents::UploadResponse, documents::MetadataResponse, documents::ListedDocument, documents::ListResponse, vault_core::documents::DocumentKind,
         search::SearchHit, search::SearchResponse, vault_core::search::ReconcileReport,
         keys::RewrapRequest, keys::RotateIndexRequest, keys::RetentionRequest, vault_core::key_lifecycle::RewrapReport, vault_core::key_lifecycle::OffboardReport,
@@ -67,6 +67,7 @@ impl Modify for FromEndpointTable {
                 };
                 operation.operation_id = Some(operation_id(endpoint));
                 add_path_parameters(path, operation);
+                add_mfa_header(endpoint, operation);
                 add_edge_errors(endpoint, operation);
             }
         }
@@ -136,6 +137,33 @@ fn add_path_parameters(path: &str, operation: &mut Operation) {
     }
 }
 
+/// Declares `X-Vault-MFA` on operator operations: a current TOTP code, needed
+/// for sensitive ones (and for all under `[operators] mfa = "all"`).
+fn add_mfa_header(endpoint: Endpoint, operation: &mut Operation) {
+    if !matches!(endpoint.access(), Access::AnyOperator | Access::Operator(_)) {
+        return;
+    }
+    let description = if endpoint.sensitive() {
+        "A current code of the operator's authenticator (six digits). Sensitive operation: needed unless an accepted code opened a step-up window for this credential (`[operators] mfa_step_up_secs`); under `mfa = \"enrolled\"` only from operators who enrolled."
+    } else {
+        "A current code of the operator's authenticator (six digits): needed only under `[operators] mfa = \"all\"`."
+    };
+    operation.parameters.get_or_insert_with(Vec::new).push(
+        ParameterBuilder::new()
+            .name("X-Vault-MFA")
+            .parameter_in(ParameterIn::Header)
+            .required(Required::False)
+            .description(Some(description))
+            .schema(Some(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some("^[0-9]{6}$"))
+                    .build(),
+            ))
+            .build(),
+    );
+}
+
 /// The error answers of the edge, for any request to `endpoint`, in the
 /// `{"code", "message"}` envelope; those the annotation names are kept.
 fn add_edge_errors(endpoint: Endpoint, operation: &mut Operation) {
@@ -167,8 +195,8 @@ fn add_edge_errors(endpoint: Endpoint, operation: &mut Operation) {
             || path.starts_with("/v1/admin/operators"));
     let errors: [(bool, StatusCode, &str); 12] = [
         (true, StatusCode::BAD_REQUEST, "The request is malformed (`code` says how): a parameter, a header given twice, or the body."),
-        (credentialed, StatusCode::UNAUTHORIZED, "No credential, or one that is not valid."),
-        (with_role, StatusCode::FORBIDDEN, "The credential lacks the role this operation needs."),
+        (credentialed, StatusCode::UNAUTHORIZED, "No credential, or one that is not valid; for an operator's sensitive operation, no MFA code, a wrong one or a reused one (`mfa_required`, `mfa_code_invalid`, `mfa_code_reused`)."),
+        (with_role, StatusCode::FORBIDDEN, "The credential lacks the role this operation needs, or MFA is required and not enrolled (`mfa_enrollment_required`) or locked after wrong codes (`mfa_locked`)."),
         (names_something, StatusCode::NOT_FOUND, "Nothing by that id."),
         (stateful_admin, StatusCode::CONFLICT, "The tenant's state (offboarded), the backup repository's (none configured, a run in progress) or the operators' (a name taken, the last admin) does not allow it now."),
         (true, StatusCode::REQUEST_TIMEOUT, "The request ran past its time limit."),

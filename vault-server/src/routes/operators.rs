@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 use super::extract::{JsonBody, Operator};
 use crate::audit_note::NoteSlot;
 use crate::audit_trail::record_intent;
-use crate::auth::{CredentialRecord, OperatorRole};
+use crate::auth::{mfa_refused, CredentialRecord, OperatorRole};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::state::SharedState;
 use vault_api::json::optional_whole_number;
@@ -77,14 +77,19 @@ pub struct ListedOperator {
     #[serde(with = "time::serde::rfc3339::option")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub revoked_at: Option<OffsetDateTime>,
+    /// The credential a rotation replaced this one with.
+    pub rotated_to: Option<String>,
+    /// Whether the operator has enrolled a second factor (TOTP).
+    pub mfa_enrolled: bool,
 }
 
-impl From<CredentialRecord> for ListedOperator {
-    fn from(record: CredentialRecord) -> Self {
+impl ListedOperator {
+    async fn of(state: &SharedState, record: CredentialRecord) -> ApiResult<ListedOperator> {
         let profile = record
             .operator_profile()
             .unwrap_or_else(OperatorProfile::bootstrap);
-        ListedOperator {
+        let mfa = state.vault.mfa.status(&profile.name).await?;
+        Ok(ListedOperator {
             id: record.id,
             name: profile.name,
             roles: profile.roles,
@@ -92,7 +97,9 @@ impl From<CredentialRecord> for ListedOperator {
             expires_at: record.expires_at,
             disabled_at: record.disabled_at,
             revoked_at: record.revoked_at,
-        }
+            rotated_to: record.rotated_to,
+            mfa_enrolled: mfa.enrolled,
+        })
     }
 }
 
@@ -107,9 +114,11 @@ pub async fn list_operators(
 ) -> ApiResult<Json<Vec<ListedOperator>>> {
     let mut records = operators::all(state.vault.store.as_ref()).await?;
     records.sort_by_key(|r| r.created_at);
-    Ok(Json(
-        records.into_iter().map(ListedOperator::from).collect(),
-    ))
+    let mut listed = Vec::with_capacity(records.len());
+    for record in records {
+        listed.push(ListedOperator::of(&state, record).await?);
+    }
+    Ok(Json(listed))
 }
 
 /// Adds a named operator with its roles and issues its credential.
@@ -126,7 +135,8 @@ pub async fn add_operator(
     note.update(|n| n.detail = Some(format!("operator_name={name}")));
     record_intent(&state, &note).await?;
     let issued = operators::add(
-        state.vault.store.as_ref(),
+        &state.vault.store,
+        &state.vault.holder,
         &name,
         body.roles,
         body.expires_in_days,
@@ -163,23 +173,19 @@ async fn change_operator(
     change: Change,
 ) -> ApiResult<Json<ListedOperator>> {
     // Checked before anything records it: a raw path value never reaches the log.
-    if !CredentialRecord::is_id(id) {
-        return Err(ApiError::bad_request(
-            "invalid_operator_id",
-            "an operator id is 16 lowercase hexadecimal digits",
-        ));
-    }
+    check_id(id)?;
     note.update(|n| n.detail = Some(format!("operator={id}")));
     record_intent(state, note).await?;
     let record = operators::change(
-        state.vault.store.as_ref(),
+        &state.vault.store,
+        &state.vault.holder,
         id,
         change,
         OffsetDateTime::now_utc(),
     )
     .await?;
     tracing::info!(operator = %id, change = ?change, "operator changed");
-    Ok(Json(record.into()))
+    Ok(Json(ListedOperator::of(state, record).await?))
 }
 
 /// Disables an operator: its credential is refused until enabled. The last
@@ -221,4 +227,131 @@ pub async fn remove_operator(
     Path(id): Path<String>,
 ) -> ApiResult<Json<ListedOperator>> {
     change_operator(&state, &note, &id, Change::Remove).await
+}
+
+/// A new MFA enrolment: shown once.
+#[derive(Serialize, ToSchema)]
+pub struct MfaEnrollment {
+    /// `otpauth://totp/...`: for an authenticator app (as a QR code). Holds the
+    /// secret: shown only here.
+    pub otpauth_uri: String,
+    /// The secret in base32, for typing into an authenticator by hand.
+    pub secret: String,
+}
+
+/// Starts the caller's MFA enrolment: a new TOTP secret (sealed at rest),
+/// shown once. It counts only once confirmed with a first code; enrolling
+/// again before that replaces it. Refused (409 `mfa_already_enrolled`) once
+/// confirmed: an admin resets a lost authenticator first.
+#[utoipa::path(post, path = "/v1/admin/operator/mfa",
+    responses((status = 201, body = MfaEnrollment), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn enroll_mfa(
+    State(state): State<SharedState>,
+    Operator(caller): Operator,
+    note: NoteSlot,
+) -> ApiResult<(StatusCode, Json<MfaEnrollment>)> {
+    let name = operator_name(&caller)?;
+    record_intent(&state, &note).await?;
+    let enrollment = state
+        .vault
+        .mfa
+        .enroll(&name, OffsetDateTime::now_utc())
+        .await
+        .map_err(mfa_refused)?;
+    tracing::info!(operator = %caller.key_id, "MFA enrolment started");
+    Ok((
+        StatusCode::CREATED,
+        Json(MfaEnrollment {
+            otpauth_uri: enrollment.otpauth_uri.to_string(),
+            secret: enrollment.secret_base32.to_string(),
+        }),
+    ))
+}
+
+/// Body of `POST /v1/admin/operator/mfa/confirm`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmMfa {
+    /// A current code of the authenticator: six digits.
+    #[schema(pattern = "^[0-9]{6}$")]
+    pub code: String,
+}
+
+/// The caller's MFA state.
+#[derive(Serialize, ToSchema)]
+pub struct MfaState {
+    /// Whether a confirmed enrolment exists.
+    pub enrolled: bool,
+}
+
+/// Confirms the caller's pending enrolment with a first code: from then on
+/// sensitive operations ask it for a code (`X-Vault-MFA`).
+#[utoipa::path(post, path = "/v1/admin/operator/mfa/confirm", request_body = ConfirmMfa,
+    responses((status = 200, body = MfaState), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn confirm_mfa(
+    State(state): State<SharedState>,
+    Operator(caller): Operator,
+    note: NoteSlot,
+    JsonBody(body): JsonBody<ConfirmMfa>,
+) -> ApiResult<Json<MfaState>> {
+    let name = operator_name(&caller)?;
+    if body.code.len() != 6 || !body.code.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ApiError::bad_request(
+            "invalid_mfa_code",
+            "an MFA code is six digits",
+        ));
+    }
+    record_intent(&state, &note).await?;
+    state
+        .vault
+        .mfa
+        .confirm(&name, &body.code, OffsetDateTime::now_utc())
+        .await
+        .map_err(mfa_refused)?;
+    tracing::info!(operator = %caller.key_id, "MFA enrolled");
+    Ok(Json(MfaState { enrolled: true }))
+}
+
+/// Removes an operator's MFA enrolment (a lost authenticator): it enrolls
+/// again. Sensitive: needs the acting admin's own code.
+#[utoipa::path(delete, path = "/v1/admin/operators/{id}/mfa",
+    responses((status = 200, body = ListedOperator), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn reset_operator_mfa(
+    State(state): State<SharedState>,
+    _operator: Operator,
+    note: NoteSlot,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ListedOperator>> {
+    check_id(&id)?;
+    note.update(|n| n.detail = Some(format!("operator={id}")));
+    let record = operators::find(state.vault.store.as_ref(), &id).await?;
+    let name = record
+        .operator_profile()
+        .unwrap_or_else(OperatorProfile::bootstrap)
+        .name;
+    record_intent(&state, &note).await?;
+    state.vault.mfa.reset(&name).await?;
+    tracing::info!(operator = %id, "MFA enrolment reset");
+    Ok(Json(ListedOperator::of(&state, record).await?))
+}
+
+fn operator_name(caller: &crate::auth::Caller) -> ApiResult<String> {
+    caller
+        .operator_name
+        .clone()
+        .ok_or_else(|| ApiError::forbidden("this endpoint needs an operator credential"))
+}
+
+fn check_id(id: &str) -> ApiResult<()> {
+    if CredentialRecord::is_id(id) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "invalid_operator_id",
+            "an operator id is 16 lowercase hexadecimal digits",
+        ))
+    }
 }

@@ -120,9 +120,15 @@ fn sample(endpoint: Endpoint) -> (String, Option<Value>) {
             "/v1/admin/operators".to_owned(),
             Some(json!({"name": "Not A Name", "roles": ["auditor"]})),
         ),
-        Endpoint::DisableOperator | Endpoint::EnableOperator | Endpoint::RemoveOperator => {
-            (endpoint.path().replace("{id}", "0123456789abcdef"), None)
-        }
+        // Not six digits: refused after the check.
+        Endpoint::ConfirmMfa => (
+            "/v1/admin/operator/mfa/confirm".to_owned(),
+            Some(json!({"code": "not a code"})),
+        ),
+        Endpoint::DisableOperator
+        | Endpoint::EnableOperator
+        | Endpoint::RemoveOperator
+        | Endpoint::ResetOperatorMfa => (endpoint.path().replace("{id}", "0123456789abcdef"), None),
         // Without X-Vault-Kind: refused after the check.
         Endpoint::UploadDocument => ("/v1/documents".to_owned(), None),
         _ => (endpoint.path().replace("{tenant}", "ghost"), None),
@@ -190,7 +196,8 @@ async fn vault() -> Vault {
     let mut operators = Vec::new();
     for role in OperatorRole::ALL {
         let issued = vault_core::operators::add(
-            vault.store.as_ref(),
+            &vault.store,
+            &vault.holder,
             &format!("op-{}", role.as_str()),
             vec![role],
             None,
