@@ -339,6 +339,22 @@ pub async fn authenticate(
 /// Longest life of an API key, days.
 pub const MAX_API_KEY_DAYS: u32 = 3650;
 
+/// When a credential valid for `expires_in_days` (1 to [`MAX_API_KEY_DAYS`];
+/// none: until revoked) from `now` expires.
+pub fn expiry_after(
+    expires_in_days: Option<u32>,
+    now: OffsetDateTime,
+) -> Result<Option<OffsetDateTime>, Error> {
+    match expires_in_days {
+        Some(days @ 1..=MAX_API_KEY_DAYS) => Ok(Some(now + time::Duration::days(i64::from(days)))),
+        Some(_) => Err(Error::invalid(
+            "invalid_expiry",
+            format!("expires_in_days must be 1 to {MAX_API_KEY_DAYS}"),
+        )),
+        None => Ok(None),
+    }
+}
+
 /// Where the record of credential `id` of `kind` is stored.
 fn record_name(kind: CredentialKind, id: &str) -> ObjectName {
     match kind {
@@ -392,6 +408,17 @@ pub async fn ensure_stored(
     }
 }
 
+/// Writes `record` over its stored version (a change of its state).
+pub async fn replace_record(
+    store: &dyn ObjectStore,
+    record: &CredentialRecord,
+) -> Result<(), Error> {
+    store
+        .replace(&record_name(record.kind, &record.id), record_json(record)?)
+        .await?;
+    Ok(())
+}
+
 fn record_json(record: &CredentialRecord) -> Result<Bytes, Error> {
     serde_json::to_vec_pretty(record)
         .map(Bytes::from)
@@ -424,16 +451,7 @@ pub async fn issue_api_key(
     if roles.is_empty() {
         return Err(Error::invalid("invalid_roles", "give at least one role"));
     }
-    let expires_at = match expires_in_days {
-        Some(days @ 1..=MAX_API_KEY_DAYS) => Some(now + time::Duration::days(i64::from(days))),
-        Some(_) => {
-            return Err(Error::invalid(
-                "invalid_expiry",
-                format!("expires_in_days must be 1 to {MAX_API_KEY_DAYS}"),
-            ))
-        }
-        None => None,
-    };
+    let expires_at = expiry_after(expires_in_days, now)?;
     let issued = CredentialRecord::issue(
         CredentialKind::ApiKey,
         Some(tenant.clone()),
@@ -486,9 +504,7 @@ pub async fn revoke(
         return Ok(false);
     }
     record.revoked_at = Some(now);
-    store
-        .replace(&record_name(record.kind, &record.id), record_json(record)?)
-        .await?;
+    replace_record(store, record).await?;
     Ok(true)
 }
 

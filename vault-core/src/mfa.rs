@@ -317,16 +317,15 @@ impl OperatorMfa {
             {
                 return Err(MfaError::Refused(MfaRefusal::AlreadyEnrolled));
             }
-            let system = TenantId::new(crate::audit::SYSTEM_LOG)
-                .map_err(|e| Error::internal("system tenant", e))?;
+            let context = Self::context()?;
             let kek_id = self
                 .local_keys
-                .ensure_tenant_key(&system, None)
+                .ensure_tenant_key(&context.tenant, None)
                 .await
                 .map_err(|e| Error::internal("system KEK", e))?;
             let (secret, sealed) = self
                 .local_keys
-                .generate_data_key(&kek_id, &Self::context()?)
+                .generate_data_key(&kek_id, &context)
                 .await
                 .map_err(|e| Error::internal("MFA secret", e))?;
             let record = MfaRecord {
@@ -382,20 +381,18 @@ impl OperatorMfa {
         policy: MfaPolicy,
         now: OffsetDateTime,
     ) -> Result<StepUp, MfaError> {
-        let enrolled = self
-            .load(operator)
-            .await?
-            .is_some_and(|(r, _)| r.confirmed_at.is_some());
-        if !enrolled {
-            return match policy {
-                MfaPolicy::Enrolled => Ok(StepUp::NotAsked),
-                MfaPolicy::Sensitive | MfaPolicy::All => {
-                    Err(MfaError::Refused(MfaRefusal::EnrollmentRequired))
-                }
-            };
-        }
-        self.check(operator, Some(credential), code, now, false)
+        // One read of the record: `check` finds whether it is enrolled.
+        match self
+            .check(operator, Some(credential), code, now, false)
             .await
+        {
+            Err(MfaError::Refused(MfaRefusal::EnrollmentRequired))
+                if policy == MfaPolicy::Enrolled =>
+            {
+                Ok(StepUp::NotAsked)
+            }
+            checked => checked,
+        }
     }
 
     /// Checks `code` against `operator`'s enrolment (a pending one when
@@ -530,10 +527,15 @@ fn totp_of(secret: &[u8], operator: &str) -> Result<TOTP, Error> {
     .map_err(|e| Error::internal("TOTP", e))
 }
 
+/// Whether `code` has the shape of a code: six ASCII digits.
+pub fn is_well_formed_code(code: &str) -> bool {
+    code.len() == DIGITS && code.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// The time step whose code `code` is, among the one before `now`'s, `now`'s
 /// and the one after; compared in constant time.
 fn matching_step(totp: &TOTP, code: &str, now: OffsetDateTime) -> Option<u64> {
-    if code.len() != DIGITS || !code.bytes().all(|b| b.is_ascii_digit()) {
+    if !is_well_formed_code(code) {
         return None;
     }
     let current = u64::try_from(now.unix_timestamp()).ok()? / STEP_SECS;

@@ -24,7 +24,7 @@ use time::OffsetDateTime;
 
 use crate::credentials::{
     self, CredentialKind, CredentialRecord, IssuedCredential, OperatorProfile, OperatorRole,
-    BOOTSTRAP_OPERATOR, MAX_API_KEY_DAYS,
+    BOOTSTRAP_OPERATOR,
 };
 use crate::error::Error;
 use crate::storage::lease::{Lease, LeaseError, LeaseTiming};
@@ -143,16 +143,7 @@ pub async fn add(
             "give an operator at least one role",
         ));
     }
-    let expires_at = match expires_in_days {
-        Some(days @ 1..=MAX_API_KEY_DAYS) => Some(now + time::Duration::days(i64::from(days))),
-        Some(_) => {
-            return Err(Error::invalid(
-                "invalid_expiry",
-                format!("expires_in_days must be 1 to {MAX_API_KEY_DAYS}"),
-            ))
-        }
-        None => None,
-    };
+    let expires_at = credentials::expiry_after(expires_in_days, now)?;
     let issued = CredentialRecord::issue_operator(
         OperatorProfile {
             name: name.clone(),
@@ -238,11 +229,7 @@ async fn change_locked(
             None => break,
         }
     }
-    let live: Vec<CredentialRecord> = current
-        .filter(|r| r.revoked_at.is_none())
-        .into_iter()
-        .collect();
-    let Some(current) = live.first().cloned() else {
+    let Some(mut current) = current.filter(|r| r.revoked_at.is_none()) else {
         return match change {
             // Already so: the same answer as the first time.
             Change::Remove => Ok(named),
@@ -264,35 +251,15 @@ async fn change_locked(
             ));
         }
     }
-    let mut result = current.clone();
-    for mut record in live {
-        let changed = match change {
-            Change::Disable if record.disabled_at.is_none() => {
-                record.disabled_at = Some(now);
-                true
-            }
-            Change::Enable if record.disabled_at.is_some() => {
-                record.disabled_at = None;
-                true
-            }
-            Change::Remove => {
-                record.revoked_at = Some(now);
-                true
-            }
-            Change::Disable | Change::Enable => false,
-        };
-        if changed {
-            let json = serde_json::to_vec_pretty(&record)
-                .map_err(|e| Error::internal("operator record", e))?;
-            store
-                .replace(&ObjectName::operator(&record.id), json.into())
-                .await?;
-        }
-        if record.id == current.id {
-            result = record;
-        }
+    match change {
+        Change::Disable if current.disabled_at.is_none() => current.disabled_at = Some(now),
+        Change::Enable if current.disabled_at.is_some() => current.disabled_at = None,
+        Change::Remove => current.revoked_at = Some(now),
+        // Already so.
+        Change::Disable | Change::Enable => return Ok(current),
     }
-    if change == Change::Remove && result.revoked_at.is_some() {
+    credentials::replace_record(store, &current).await?;
+    if change == Change::Remove {
         if let Some(name) = &name {
             // Its second factor goes with it: an operator given the name
             // later enrolls its own.
@@ -300,7 +267,7 @@ async fn change_locked(
             store.delete(&ObjectName::operator_name(name)).await?;
         }
     }
-    Ok(result)
+    Ok(current)
 }
 
 /// Rotates the operator credential `current` (the caller's): a new one with

@@ -54,7 +54,7 @@ impl FromRequestParts<SharedState> for Operator {
         // The second factor, before any body is read, like the role. A code
         // sent is well-formed wherever it is sent, asked for or not.
         if let Some(code) = header_str(&parts.headers, MFA_HEADER)? {
-            if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
+            if !vault_core::mfa::is_well_formed_code(code) {
                 return Err(ApiError::bad_request(
                     "invalid_mfa_code",
                     "X-Vault-MFA is a code of six digits",

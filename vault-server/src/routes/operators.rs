@@ -297,7 +297,7 @@ pub async fn confirm_mfa(
     JsonBody(body): JsonBody<ConfirmMfa>,
 ) -> ApiResult<Json<MfaState>> {
     let name = operator_name(&caller)?;
-    if body.code.len() != 6 || !body.code.bytes().all(|b| b.is_ascii_digit()) {
+    if !vault_core::mfa::is_well_formed_code(&body.code) {
         return Err(ApiError::bad_request(
             "invalid_mfa_code",
             "an MFA code is six digits",
